@@ -1,0 +1,237 @@
+"""The decoder: pure functions over a parameter pytree, layers stacked on axis 0 and scanned.
+
+Parameter tree (`L` layers, kernels stored `[in, out]`):
+    embed [vocab, dim]; final_norm [dim]; lm_head [dim, vocab] (untied only)
+    layers/{q,k,v}_proj [L, dim, heads*head_dim]; layers/o_proj [L, heads*head_dim, dim]
+    layers/{gate,up}_proj [L, dim, mlp]; layers/down_proj [L, mlp, dim]
+    layers/{attn_in,attn_out,mlp_in,mlp_out}_norm [L, dim] as the norm layout needs them
+    layers/{q,k}_norm [L, head_dim] (per-head) or [L, heads*head_dim] (full width)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import kernels
+from bitune_jax.models import rope as rope_lib
+from bitune_jax.models.config import ModelConfig
+
+Params = dict[str, Any]
+NO_WINDOW = np.iinfo(np.int32).max
+
+NORMS_BY_LAYOUT = {
+    "pre": ("attn_in_norm", "mlp_in_norm"),
+    "post": ("attn_out_norm", "mlp_out_norm"),
+    "sandwich": ("attn_in_norm", "attn_out_norm", "mlp_in_norm", "mlp_out_norm"),
+}
+
+
+class KVCache(NamedTuple):
+    """Per-layer keys/values for decoding. Slots are filled left to right for the whole batch."""
+
+    k: jax.Array  # [layers, batch, max_len, kv_heads, head_dim]
+    v: jax.Array  # [layers, batch, max_len, kv_heads, head_dim]
+    positions: jax.Array  # [batch, max_len] int32, -1 for empty or padding slots
+    length: jax.Array  # [] int32, slots written so far
+
+    @classmethod
+    def init(cls, cfg: ModelConfig, batch: int, max_len: int, dtype=jnp.float32) -> KVCache:
+        shape = (cfg.num_layers, batch, max_len, cfg.num_kv_heads, cfg.head_dim)
+        return cls(
+            k=jnp.zeros(shape, dtype),
+            v=jnp.zeros(shape, dtype),
+            positions=jnp.full((batch, max_len), -1, jnp.int32),
+            length=jnp.zeros((), jnp.int32),
+        )
+
+
+def rms_norm(x: jax.Array, w: jax.Array, eps: float, plus_one: bool) -> jax.Array:
+    xf = x.astype(jnp.float32)
+    y = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + eps)
+    scale = w.astype(jnp.float32) + 1.0 if plus_one else w.astype(jnp.float32)
+    return (y * scale).astype(x.dtype)
+
+
+def _activation(cfg: ModelConfig, x: jax.Array) -> jax.Array:
+    if cfg.mlp_activation == "silu":
+        return jax.nn.silu(x)
+    return jax.nn.gelu(x, approximate=True)
+
+
+def _dense(x: jax.Array, w: jax.Array) -> jax.Array:
+    return jnp.einsum("...i,io->...o", x, w.astype(x.dtype))
+
+
+def layer_windows(cfg: ModelConfig) -> np.ndarray:
+    """Per-layer left window as int32 `[layers]`; global layers get a window no sequence reaches."""
+    return np.array([cfg.sliding_window if k == "sliding" else NO_WINDOW for k in cfg.kinds], np.int32)
+
+
+def rope_tables(cfg: ModelConfig, positions: jax.Array):
+    """`(cos, sin)` for global layers and for sliding layers, each `[batch, seq, head_dim]`."""
+    global_ = rope_lib.rope_angles(positions, *rope_lib.inverse_frequencies(cfg.rope, cfg.head_dim))
+    local = global_
+    if cfg.rope_local is not None:
+        local = rope_lib.rope_angles(positions, *rope_lib.inverse_frequencies(cfg.rope_local, cfg.head_dim))
+    return global_, local
+
+
+def embed(params: Params, tokens: jax.Array, cfg: ModelConfig, dtype) -> jax.Array:
+    x = jnp.take(params["embed"], tokens, axis=0).astype(dtype)
+    if cfg.embed_scale:
+        x = x * jnp.asarray(math.sqrt(cfg.dim), dtype)
+    return x
+
+
+def unembed(params: Params, x: jax.Array, cfg: ModelConfig) -> jax.Array:
+    """Final norm and output projection; logits in float32 `[batch, seq, vocab]`."""
+    x = rms_norm(x, params["final_norm"], cfg.norm_eps, cfg.norm_plus_one)
+    w = params["embed"].T if cfg.tie_embeddings else params["lm_head"]
+    logits = jnp.einsum("btd,dv->btv", x, w.astype(x.dtype), preferred_element_type=jnp.float32)
+    if cfg.final_logit_softcap is not None:
+        logits = jnp.tanh(logits / cfg.final_logit_softcap) * cfg.final_logit_softcap
+    return logits
+
+
+def qkv(lp: Params, x: jax.Array, cfg: ModelConfig, cos, sin):
+    """Project to rotated queries, keys and values `[batch, seq, heads, head_dim]`."""
+    batch, seq, _ = x.shape
+    eps, p1 = cfg.norm_eps, cfg.norm_plus_one
+    q, k, v = _dense(x, lp["q_proj"]), _dense(x, lp["k_proj"]), _dense(x, lp["v_proj"])
+    if cfg.qk_norm == "full":
+        q, k = rms_norm(q, lp["q_norm"], eps, p1), rms_norm(k, lp["k_norm"], eps, p1)
+    q = q.reshape(batch, seq, cfg.num_heads, cfg.head_dim)
+    k = k.reshape(batch, seq, cfg.num_kv_heads, cfg.head_dim)
+    v = v.reshape(batch, seq, cfg.num_kv_heads, cfg.head_dim)
+    if cfg.qk_norm == "per_head":
+        q, k = rms_norm(q, lp["q_norm"], eps, p1), rms_norm(k, lp["k_norm"], eps, p1)
+    return rope_lib.apply_rope(q, cos, sin), rope_lib.apply_rope(k, cos, sin), v
+
+
+def mlp(lp: Params, x: jax.Array, cfg: ModelConfig) -> jax.Array:
+    h = _activation(cfg, _dense(x, lp["gate_proj"])) * _dense(x, lp["up_proj"])
+    return _dense(h, lp["down_proj"])
+
+
+def _norm(lp: Params, name: str, x: jax.Array, cfg: ModelConfig) -> jax.Array:
+    if name not in lp:
+        return x
+    return rms_norm(x, lp[name], cfg.norm_eps, cfg.norm_plus_one)
+
+
+def decoder_layer(
+    lp: Params,
+    x: jax.Array,  # [batch, seq, dim]
+    cfg: ModelConfig,
+    *,
+    cos: jax.Array,
+    sin: jax.Array,
+    attend,  # (q, k, v) -> attention output [batch, seq, heads, head_dim], and the k, v it kept
+):
+    """One block for every norm layout. `attend` decides which keys/values the queries see."""
+    h = _norm(lp, "attn_in_norm", x, cfg)
+    q, k, v = qkv(lp, h, cfg, cos, sin)
+    o, kept = attend(q, k, v)
+    o = _dense(o.reshape(*o.shape[:2], -1), lp["o_proj"])
+    x = x + _norm(lp, "attn_out_norm", o, cfg)
+    h = mlp(lp, _norm(lp, "mlp_in_norm", x, cfg), cfg)
+    return x + _norm(lp, "mlp_out_norm", h, cfg), kept
+
+
+def forward(
+    params: Params,
+    tokens: jax.Array,  # [batch, seq] int32
+    cfg: ModelConfig,
+    *,
+    positions: jax.Array | None = None,  # [batch, seq] int32, -1 for padding
+    cache: KVCache | None = None,
+    dtype=jnp.float32,
+    attn_impl: str = "xla",
+) -> tuple[jax.Array, KVCache | None]:
+    """Logits `[batch, seq, vocab]` (float32) and the updated cache.
+
+    Without a cache the tokens attend to each other; with one they are written at slots
+    `cache.length ...` and attend to everything the cache holds.
+    """
+    batch, seq = tokens.shape
+    if positions is None:
+        positions = jnp.broadcast_to(jnp.arange(seq, dtype=jnp.int32), (batch, seq))
+    rope_pos = jnp.maximum(positions, 0)
+    (cos_g, sin_g), (cos_l, sin_l) = rope_tables(cfg, rope_pos)
+    is_sliding = jnp.asarray([k == "sliding" for k in cfg.kinds])
+    windows = jnp.asarray(layer_windows(cfg))
+    x = embed(params, tokens, cfg, dtype)
+
+    if cache is not None:
+        kv_positions = jax.lax.dynamic_update_slice(cache.positions, positions, (0, cache.length))
+    else:
+        kv_positions = positions
+
+    def body(x, layer):
+        lp, sliding, window, cache_k, cache_v = layer
+        cos = jnp.where(sliding, cos_l, cos_g)
+        sin = jnp.where(sliding, sin_l, sin_g)
+        spec = kernels.MaskSpec(q_positions=positions, kv_positions=kv_positions, window=window)
+
+        def attend(q, k, v):
+            if cache_k is not None:
+                k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), (0, cache.length, 0, 0))
+                v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, cache.length, 0, 0))
+            o = kernels.attention(
+                q, k.astype(q.dtype), v.astype(q.dtype), mask_spec=spec, scale=cfg.scale,
+                logit_softcap=cfg.attn_logit_softcap, impl=attn_impl,
+            )
+            return o, (k, v)
+
+        x, kept = decoder_layer(lp, x, cfg, cos=cos, sin=sin, attend=attend)
+        return x, kept if cache_k is not None else None
+
+    cache_kv = (cache.k, cache.v) if cache is not None else (None, None)
+    x, new_kv = jax.lax.scan(body, x, (params["layers"], is_sliding, windows, *cache_kv))
+    logits = unembed(params, x, cfg)
+    if cache is None:
+        return logits, None
+    new_cache = KVCache(k=new_kv[0], v=new_kv[1], positions=kv_positions, length=cache.length + seq)
+    return logits, new_cache
+
+
+def init_params(cfg: ModelConfig, key: jax.Array, dtype=jnp.float32, scale: float = 0.02) -> Params:
+    """Random parameters (for tests and from-scratch runs); norm weights start at their identity."""
+    L, d, f = cfg.num_layers, cfg.dim, cfg.mlp_dim
+    hq, hk = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
+    shapes = {
+        "q_proj": (L, d, hq), "k_proj": (L, d, hk), "v_proj": (L, d, hk), "o_proj": (L, hq, d),
+        "gate_proj": (L, d, f), "up_proj": (L, d, f), "down_proj": (L, f, d),
+    }
+    keys = iter(jax.random.split(key, len(shapes) + 2))
+    layers = {n: scale * jax.random.normal(next(keys), s, dtype) for n, s in shapes.items()}
+    norm_init = 0.0 if cfg.norm_plus_one else 1.0
+    for n in NORMS_BY_LAYOUT[cfg.norm_layout]:
+        layers[n] = jnp.full((L, d), norm_init, dtype)
+    if cfg.qk_norm != "none":
+        width_q = cfg.head_dim if cfg.qk_norm == "per_head" else hq
+        width_k = cfg.head_dim if cfg.qk_norm == "per_head" else hk
+        layers["q_norm"] = jnp.full((L, width_q), norm_init, dtype)
+        layers["k_norm"] = jnp.full((L, width_k), norm_init, dtype)
+    params = {
+        "embed": scale * jax.random.normal(next(keys), (cfg.vocab_size, d), dtype),
+        "layers": layers,
+        "final_norm": jnp.full((d,), norm_init, dtype),
+    }
+    if not cfg.tie_embeddings:
+        params["lm_head"] = scale * jax.random.normal(next(keys), (d, cfg.vocab_size), dtype)
+    return params
+
+
+def param_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Expected shape of every parameter, keyed by '/'-joined path (for loaders' validation)."""
+    shapes = jax.eval_shape(lambda: init_params(cfg, jax.random.key(0)))
+    return {
+        "/".join(str(getattr(p, "key", p)) for p in path): tuple(leaf.shape)
+        for path, leaf in jax.tree_util.tree_flatten_with_path(shapes)[0]
+    }

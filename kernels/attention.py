@@ -1,0 +1,87 @@
+"""The attention entry point used by every model and by Bitune.
+
+Masks are described by small per-token arrays (`MaskSpec`), never by a dense `[S, S]` mask, so that a
+kernel can skip blocks it can prove invisible. The XLA implementation here materializes the dense mask
+from the spec and is the ground truth every other implementation is tested against.
+
+Visibility of key slot `s` from query `t` in example `b` (all conditions must hold):
+  * both are real tokens: `q_positions[b, t] >= 0` and `kv_positions[b, s] >= 0`;
+  * causal: `kv_pos <= q_pos`, unless both lie inside the example's bidirectional prefix
+    (`q_pos < prefix_len[b]` and `kv_pos < prefix_len[b]`);
+  * sliding window: `q_pos - kv_pos < window` (Hugging Face's convention: the window counts the query);
+  * same segment, when segment ids are given (packed sequences).
+Positions, not slot indices, define the mask, so left padding, right padding and a KV cache all follow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+IMPLS = ("xla",)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class MaskSpec:
+    q_positions: jax.Array  # [batch, q_len] int32, -1 marks padding
+    kv_positions: jax.Array  # [batch, kv_len] int32, -1 marks padding or an empty cache slot
+    window: jax.Array | None = None  # [] int32; None means no window
+    prefix_len: jax.Array | None = None  # [batch] int32; bidirectional attention inside the prefix
+    q_segment_ids: jax.Array | None = None  # [batch, q_len] int32
+    kv_segment_ids: jax.Array | None = None  # [batch, kv_len] int32
+    causal: bool = dataclasses.field(default=True, metadata=dict(static=True))
+
+
+def dense_mask(spec: MaskSpec) -> jax.Array:
+    """Materialize `spec` as a boolean `[batch, q_len, kv_len]` mask (True = visible)."""
+    q = spec.q_positions[:, :, None]
+    kv = spec.kv_positions[:, None, :]
+    mask = (q >= 0) & (kv >= 0)
+    if spec.causal:
+        causal = kv <= q
+        if spec.prefix_len is not None:
+            p = spec.prefix_len[:, None, None]
+            causal = causal | ((q < p) & (kv < p))
+        mask &= causal
+    if spec.window is not None:
+        mask &= (q - kv) < spec.window
+    if spec.q_segment_ids is not None:
+        mask &= spec.q_segment_ids[:, :, None] == spec.kv_segment_ids[:, None, :]
+    return mask
+
+
+def _xla_attention(q, k, v, spec: MaskSpec, scale: float, logit_softcap: float | None):
+    batch, q_len, num_heads, head_dim = q.shape
+    num_kv_heads = k.shape[2]
+    groups = num_heads // num_kv_heads
+    # GQA without repeating K/V: fold query heads into [kv_heads, groups].
+    qg = q.reshape(batch, q_len, num_kv_heads, groups, head_dim)
+    scores = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32) * scale
+    if logit_softcap is not None:
+        scores = jnp.tanh(scores / logit_softcap) * logit_softcap
+    mask = dense_mask(spec)[:, None, None]  # [batch, 1, 1, q_len, kv_len]
+    scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1)
+    probs = jnp.where(mask.any(-1, keepdims=True), probs, 0.0)  # rows with nothing visible give zeros
+    out = jnp.einsum("bkgts,bskd->btkgd", probs.astype(v.dtype), v, preferred_element_type=jnp.float32)
+    return out.reshape(batch, q_len, num_heads, head_dim).astype(q.dtype)
+
+
+def attention(
+    q: jax.Array,  # [batch, q_len, heads, head_dim]
+    k: jax.Array,  # [batch, kv_len, kv_heads, head_dim]
+    v: jax.Array,  # [batch, kv_len, kv_heads, head_dim]
+    *,
+    mask_spec: MaskSpec,
+    scale: float,
+    logit_softcap: float | None = None,
+    impl: str = "xla",
+) -> jax.Array:  # [batch, q_len, heads, head_dim]
+    if q.shape[2] % k.shape[2]:
+        raise ValueError(f"query heads {q.shape[2]} are not a multiple of key/value heads {k.shape[2]}")
+    if impl not in ("xla", "auto"):
+        raise ValueError(f"unknown attention impl {impl!r}; choose from {IMPLS + ('auto',)}")
+    return _xla_attention(q, k, v, mask_spec, scale, logit_softcap)

@@ -1,0 +1,90 @@
+"""Every family against Hugging Face transformers on tiny random models written by the test."""
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+import bitune_jax as bj
+from bitune_jax.generation import pad_batch
+from tests.hf_tiny import tiny_configs, write_tiny
+
+FAMILIES = list(tiny_configs())
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def tiny(request, tmp_path_factory):
+    directory = tmp_path_factory.mktemp(request.param)
+    model = write_tiny(request.param, directory)
+    return request.param, directory, model, bj.load(directory)
+
+
+def _prompts(seed=0):
+    rng = np.random.RandomState(seed)
+    return [rng.randint(3, 97, size=n).tolist() for n in (12, 7, 1, 10)]
+
+
+def _hf_logits(model, batch):
+    mask = batch.positions >= 0
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor(batch.tokens, dtype=torch.long),
+                    attention_mask=torch.tensor(mask, dtype=torch.long),
+                    position_ids=torch.tensor(np.maximum(batch.positions, 0), dtype=torch.long))
+    return out.logits.numpy(), mask
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_logits_match_transformers_with_padding(tiny, side):
+    _, _, model, lm = tiny
+    batch = pad_batch(_prompts(), pad_id=0, side=side)
+    ref, mask = _hf_logits(model, batch)
+    ours = np.asarray(lm.logits(batch.tokens, batch.positions))
+    assert ours.dtype == np.float32
+    np.testing.assert_allclose(ours[mask], ref[mask], atol=1e-4, rtol=0)
+
+
+def test_padding_does_not_change_real_tokens(tiny):
+    _, _, _, lm = tiny
+    prompts = _prompts()
+    batch = pad_batch(prompts, pad_id=0, side="left")
+    batched = np.asarray(lm.logits(batch.tokens, batch.positions))
+    for i, p in enumerate(prompts):
+        alone = np.asarray(lm.logits(np.asarray([p])))[0]
+        np.testing.assert_allclose(batched[i, -len(p):], alone, atol=1e-5, rtol=0)
+
+
+def _greedy_without_cache(lm, prompt, n):
+    """Recompute the whole sequence every step (one fixed-width buffer, so one compilation)."""
+    tokens = np.zeros((1, len(prompt) + n), np.int32)
+    tokens[0, : len(prompt)] = prompt
+    for t in range(len(prompt), len(prompt) + n):
+        positions = np.where(np.arange(tokens.shape[1]) < t, np.arange(tokens.shape[1]), -1)[None]
+        tokens[0, t] = int(np.asarray(lm.logits(tokens, positions))[0, t - 1].argmax())
+    return tokens[0, len(prompt):].tolist()
+
+
+def test_greedy_cache_equals_no_cache_and_transformers(tiny):
+    _, _, model, lm = tiny
+    lm = bj.LM(cfg=lm.cfg.replace(eos_ids=()), params=lm.params)  # decode all 16 tokens
+    prompts = _prompts(1)
+    for side in ("left", "right"):
+        cached = lm.generate(prompts, max_new_tokens=16, padding=side)
+        for prompt, got in zip(prompts, cached):
+            assert got == _greedy_without_cache(lm, prompt, 16)
+    with torch.no_grad():
+        hf = model.generate(torch.tensor([prompts[0]]), max_new_tokens=16, min_new_tokens=16, do_sample=False,
+                            eos_token_id=None, pad_token_id=0)
+    assert cached[0] == hf[0, len(prompts[0]):].tolist()
+
+
+def test_export_reloads_in_transformers(tiny, tmp_path):
+    _, _, model, lm = tiny
+    lm.save_hf(tmp_path)
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32).eval()
+    assert type(reloaded) is type(model)
+    batch = pad_batch(_prompts(2), pad_id=0, side="right")
+    ref, mask = _hf_logits(model, batch)
+    again, _ = _hf_logits(reloaded, batch)
+    np.testing.assert_allclose(again[mask], ref[mask], atol=1e-5, rtol=0)
+    ours = np.asarray(bj.load(tmp_path).logits(batch.tokens, batch.positions))
+    np.testing.assert_allclose(ours[mask], ref[mask], atol=1e-4, rtol=0)

@@ -1,0 +1,37 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bitune_jax.sampling import SamplingConfig, sample_token
+
+PROBS = np.array([0.5, 0.3, 0.15, 0.05], np.float32)
+
+
+def _draw(cfg, n=4000):
+    logits = jnp.log(jnp.asarray(np.tile(PROBS, (n, 1))))
+    return np.asarray(sample_token(logits, jax.random.key(0), cfg))
+
+
+def test_greedy_is_argmax():
+    logits = jnp.asarray([[0.1, 2.0, -1.0], [3.0, 0.0, 2.9]])
+    assert sample_token(logits, jax.random.key(0), SamplingConfig()).tolist() == [1, 0]
+
+
+def test_top_p_keeps_the_smallest_prefix_reaching_p():
+    draws = _draw(SamplingConfig(temperature=1.0, top_p=0.7))
+    assert set(np.unique(draws)) == {0, 1}  # 0.5 < 0.7 <= 0.8: the crossing token is kept
+    assert abs((draws == 0).mean() - 0.5 / 0.8) < 0.03
+
+
+def test_top_k_and_plain_temperature():
+    assert set(np.unique(_draw(SamplingConfig(temperature=1.0, top_k=2)))) == {0, 1}
+    freq = np.bincount(_draw(SamplingConfig(temperature=1.0)), minlength=4) / 4000
+    np.testing.assert_allclose(freq, PROBS, atol=0.03)
+
+
+def test_invalid_settings():
+    with pytest.raises(ValueError, match="top_p"):
+        SamplingConfig(top_p=0.0)
+    with pytest.raises(ValueError, match="temperature"):
+        SamplingConfig(temperature=-1.0)
