@@ -88,3 +88,25 @@ def test_export_reloads_in_transformers(tiny, tmp_path):
     np.testing.assert_allclose(again[mask], ref[mask], atol=1e-5, rtol=0)
     ours = np.asarray(bj.load(tmp_path).logits(batch.tokens, batch.positions))
     np.testing.assert_allclose(ours[mask], ref[mask], atol=1e-4, rtol=0)
+
+
+def test_bfloat16_compute_tracks_float32(tiny):
+    _, directory, _, lm = tiny
+    batch = pad_batch(_prompts(), pad_id=0, side="right")
+    mask = batch.positions >= 0
+    f32 = np.asarray(lm.logits(batch.tokens, batch.positions))
+    bf16 = np.asarray(bj.load(directory, dtype="bfloat16").logits(batch.tokens, batch.positions))
+    assert bf16.dtype == np.float32
+    # bf16 keeps 8 mantissa bits; through 4 layers the logits (|x| ~ 0.1-1) drift by a few 1e-2 at most.
+    np.testing.assert_allclose(bf16[mask], f32[mask], atol=5e-2, rtol=0)
+    assert (bf16[mask].argmax(-1) == f32[mask].argmax(-1)).mean() > 0.9
+
+
+def test_sharded_checkpoint_loads(tmp_path):
+    model = write_tiny("qwen3", tmp_path / "single")
+    model.save_pretrained(tmp_path / "sharded", max_shard_size="40KB")
+    assert (tmp_path / "sharded" / "model.safetensors.index.json").exists()
+    batch = pad_batch(_prompts(), pad_id=0, side="right")
+    a = np.asarray(bj.load(tmp_path / "single").logits(batch.tokens, batch.positions))
+    b = np.asarray(bj.load(tmp_path / "sharded").logits(batch.tokens, batch.positions))
+    np.testing.assert_array_equal(a, b)
