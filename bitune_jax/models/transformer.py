@@ -20,6 +20,7 @@ import numpy as np
 import kernels
 from bitune_jax.models import rope as rope_lib
 from bitune_jax.models.config import ModelConfig
+from bitune_jax.peft import PeftConfig, dense
 
 Params = dict[str, Any]
 NO_WINDOW = np.iinfo(np.int32).max
@@ -63,10 +64,6 @@ def _activation(cfg: ModelConfig, x: jax.Array) -> jax.Array:
     return jax.nn.gelu(x, approximate=True)
 
 
-def _dense(x: jax.Array, w: jax.Array) -> jax.Array:
-    return jnp.einsum("...i,io->...o", x, w.astype(x.dtype))
-
-
 def layer_windows(cfg: ModelConfig) -> np.ndarray:
     """Per-layer left window as int32 `[layers]`; global layers get a window no sequence reaches."""
     return np.array([cfg.sliding_window if k == "sliding" else NO_WINDOW for k in cfg.kinds], np.int32)
@@ -98,11 +95,23 @@ def unembed(params: Params, x: jax.Array, cfg: ModelConfig) -> jax.Array:
     return logits
 
 
-def qkv(lp: Params, x: jax.Array, cfg: ModelConfig, cos, sin):
+class Layer(NamedTuple):
+    """One layer's weights and (optionally) its adapters; `proj` applies a named projection."""
+
+    params: Params
+    adapters: Params
+    peft: PeftConfig | None
+
+    def proj(self, name: str, x: jax.Array) -> jax.Array:
+        return dense(x, self.params[name], self.adapters.get(name), self.peft)
+
+
+def qkv(layer: Layer, x: jax.Array, cfg: ModelConfig, cos, sin):
     """Project to rotated queries, keys and values `[batch, seq, heads, head_dim]`."""
     batch, seq, _ = x.shape
     eps, p1 = cfg.norm_eps, cfg.norm_plus_one
-    q, k, v = _dense(x, lp["q_proj"]), _dense(x, lp["k_proj"]), _dense(x, lp["v_proj"])
+    lp = layer.params
+    q, k, v = layer.proj("q_proj", x), layer.proj("k_proj", x), layer.proj("v_proj", x)
     if cfg.qk_norm == "full":
         q, k = rms_norm(q, lp["q_norm"], eps, p1), rms_norm(k, lp["k_norm"], eps, p1)
     q = q.reshape(batch, seq, cfg.num_heads, cfg.head_dim)
@@ -113,9 +122,9 @@ def qkv(lp: Params, x: jax.Array, cfg: ModelConfig, cos, sin):
     return rope_lib.apply_rope(q, cos, sin), rope_lib.apply_rope(k, cos, sin), v
 
 
-def mlp(lp: Params, x: jax.Array, cfg: ModelConfig) -> jax.Array:
-    h = _activation(cfg, _dense(x, lp["gate_proj"])) * _dense(x, lp["up_proj"])
-    return _dense(h, lp["down_proj"])
+def mlp(layer: Layer, x: jax.Array, cfg: ModelConfig) -> jax.Array:
+    h = _activation(cfg, layer.proj("gate_proj", x)) * layer.proj("up_proj", x)
+    return layer.proj("down_proj", h)
 
 
 def _norm(lp: Params, name: str, x: jax.Array, cfg: ModelConfig) -> jax.Array:
@@ -125,7 +134,7 @@ def _norm(lp: Params, name: str, x: jax.Array, cfg: ModelConfig) -> jax.Array:
 
 
 def decoder_layer(
-    lp: Params,
+    layer: Layer,
     x: jax.Array,  # [batch, seq, dim]
     cfg: ModelConfig,
     *,
@@ -134,12 +143,13 @@ def decoder_layer(
     attend,  # (q, k, v) -> attention output [batch, seq, heads, head_dim], and the k, v it kept
 ):
     """One block for every norm layout. `attend` decides which keys/values the queries see."""
+    lp = layer.params
     h = _norm(lp, "attn_in_norm", x, cfg)
-    q, k, v = qkv(lp, h, cfg, cos, sin)
+    q, k, v = qkv(layer, h, cfg, cos, sin)
     o, kept = attend(q, k, v)
-    o = _dense(o.reshape(*o.shape[:2], -1), lp["o_proj"])
+    o = layer.proj("o_proj", o.reshape(*o.shape[:2], -1))
     x = x + _norm(lp, "attn_out_norm", o, cfg)
-    h = mlp(lp, _norm(lp, "mlp_in_norm", x, cfg), cfg)
+    h = mlp(layer, _norm(lp, "mlp_in_norm", x, cfg), cfg)
     return x + _norm(lp, "mlp_out_norm", h, cfg), kept
 
 
@@ -150,6 +160,8 @@ def forward(
     *,
     positions: jax.Array | None = None,  # [batch, seq] int32, -1 for padding
     cache: KVCache | None = None,
+    adapters: Params | None = None,
+    peft: PeftConfig | None = None,
     dtype=jnp.float32,
     attn_impl: str = "xla",
 ) -> tuple[jax.Array, KVCache | None]:
@@ -172,8 +184,8 @@ def forward(
     else:
         kv_positions = positions
 
-    def body(x, layer):
-        lp, sliding, window, cache_k, cache_v = layer
+    def body(x, xs):
+        lp, la, sliding, window, cache_k, cache_v = xs
         cos = jnp.where(sliding, cos_l, cos_g)
         sin = jnp.where(sliding, sin_l, sin_g)
         spec = kernels.MaskSpec(q_positions=positions, kv_positions=kv_positions, window=window)
@@ -188,11 +200,14 @@ def forward(
             )
             return o, (k, v)
 
-        x, kept = decoder_layer(lp, x, cfg, cos=cos, sin=sin, attend=attend)
+        x, kept = decoder_layer(Layer(lp, la, peft), x, cfg, cos=cos, sin=sin, attend=attend)
         return x, kept if cache_k is not None else None
 
     cache_kv = (cache.k, cache.v) if cache is not None else (None, None)
-    x, new_kv = jax.lax.scan(body, x, (params["layers"], is_sliding, windows, *cache_kv))
+    layer_adapters = (adapters or {}).get("layers", {})
+    if layer_adapters and peft is None:
+        raise ValueError("adapters were given without the PeftConfig that made them")
+    x, new_kv = jax.lax.scan(body, x, (params["layers"], layer_adapters, is_sliding, windows, *cache_kv))
     logits = unembed(params, x, cfg)
     if cache is None:
         return logits, None

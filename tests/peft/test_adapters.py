@@ -1,0 +1,82 @@
+"""LoRA, DoRA and IA3: identity at init, merge == unmerged forward, unmerge recovers the base, gradients flow."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bitune_jax.models.config import ModelConfig
+from bitune_jax.models.transformer import forward, init_params
+from bitune_jax.peft import IA3_TARGETS, PeftConfig, init_adapters, merge, unmerge
+
+CFG = ModelConfig(family="llama", vocab_size=64, dim=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8,
+                  mlp_dim=48)
+PEFTS = {"lora": PeftConfig("lora", rank=4, alpha=8.0), "dora": PeftConfig("dora", rank=4, alpha=8.0),
+         "ia3": PeftConfig("ia3", targets=IA3_TARGETS)}
+TOKENS = jnp.asarray(np.random.RandomState(0).randint(0, 64, size=(2, 9)))
+
+
+@pytest.fixture(scope="module")
+def base():
+    return init_params(CFG, jax.random.key(0), scale=0.2)
+
+
+def _perturb(adapters, key):
+    """Random non-identity adapters (B != 0, m != ||W||, l != 1)."""
+    leaves, treedef = jax.tree.flatten(adapters)
+    keys = jax.random.split(key, len(leaves))
+    return treedef.unflatten([x + 0.1 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+
+
+@pytest.mark.parametrize("method", PEFTS)
+def test_fresh_adapters_leave_logits_unchanged(base, method):
+    peft = PEFTS[method]
+    adapters = init_adapters(base, peft, jax.random.key(1))
+    plain, _ = forward(base, TOKENS, CFG)
+    adapted, _ = forward(base, TOKENS, CFG, adapters=adapters, peft=peft)
+    # LoRA and IA3 are exact; DoRA recomputes m * W / ||W||, equal to W up to float32 rounding (~2e-6 here).
+    np.testing.assert_allclose(adapted, plain, atol=0 if method != "dora" else 1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("method", PEFTS)
+def test_merge_equals_adapted_forward_and_unmerge_recovers_base(base, method):
+    peft = PEFTS[method]
+    adapters = _perturb(init_adapters(base, peft, jax.random.key(1)), jax.random.key(2))
+    adapted, _ = forward(base, TOKENS, CFG, adapters=adapters, peft=peft)
+    merged = merge(base, adapters, peft)
+    merged_logits, _ = forward(merged, TOKENS, CFG)
+    assert np.abs(np.asarray(adapted) - np.asarray(forward(base, TOKENS, CFG)[0])).max() > 1e-3  # adapters matter
+    np.testing.assert_allclose(merged_logits, adapted, atol=1e-5, rtol=0)
+    if method == "dora":
+        with pytest.raises(ValueError, match="DoRA kernel cannot be unmerged"):
+            unmerge(merged, adapters, peft)
+    else:
+        for a, b in zip(jax.tree.leaves(unmerge(merged, adapters, peft)), jax.tree.leaves(base)):
+            np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("method", PEFTS)
+def test_gradients_reach_every_adapter(base, method):
+    peft = PEFTS[method]
+    adapters = _perturb(init_adapters(base, peft, jax.random.key(1)), jax.random.key(3))
+
+    def loss(ad):
+        logits, _ = forward(base, TOKENS, CFG, adapters=ad, peft=peft)
+        return jax.nn.logsumexp(logits, -1).mean()
+
+    grads = jax.grad(loss)(adapters)
+    for path, g in jax.tree_util.tree_flatten_with_path(grads)[0]:
+        assert np.abs(np.asarray(g)).max() > 0, jax.tree_util.keystr(path)
+
+
+def test_targets_and_config_errors(base):
+    assert set(init_adapters(base, PEFTS["lora"], jax.random.key(0))["layers"]) == {
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    only_q = init_adapters(base, PeftConfig(targets=r"layers/q_proj"), jax.random.key(0))
+    assert set(only_q["layers"]) == {"q_proj"} and only_q["layers"]["q_proj"]["lora_a"].shape == (2, 32, 8)
+    with pytest.raises(ValueError, match="match no kernel"):
+        init_adapters(base, PeftConfig(targets=r"layers/nope"), jax.random.key(0))
+    with pytest.raises(ValueError, match="unknown PEFT method"):
+        PeftConfig(method="prefix")
+    with pytest.raises(ValueError, match="without the PeftConfig"):
+        forward(base, TOKENS, CFG, adapters=only_q)
