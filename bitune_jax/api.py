@@ -114,10 +114,13 @@ class LM:
         return float(jnp.exp(nll))
 
     def save_hf(self, directory: str | pathlib.Path) -> pathlib.Path:
-        """Export to a Hugging Face directory (safetensors + config.json) that `transformers` loads."""
+        """Export to a Hugging Face directory (safetensors, config.json, tokenizer) that `transformers` loads."""
         from bitune_jax.checkpoints.hf import save_hf
 
-        return save_hf(directory, self.cfg, jax.tree.map(np.asarray, self.params))
+        directory = save_hf(directory, self.cfg, jax.tree.map(np.asarray, self.params))
+        if self.tokenizer is not None:
+            self.tokenizer.save_hf(directory)
+        return directory
 
 
 def load(name_or_path: str | pathlib.Path, *, dtype: str = "float32", attn_impl: str = "xla") -> LM:

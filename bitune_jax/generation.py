@@ -12,6 +12,7 @@ import numpy as np
 
 from bitune_jax.models.config import ModelConfig
 from bitune_jax.models.transformer import KVCache, Params, forward
+from bitune_jax.peft import PeftConfig
 from bitune_jax.sampling import SamplingConfig, sample_token
 
 
@@ -41,8 +42,51 @@ class Generated(NamedTuple):
     finished: jax.Array  # [batch] bool, stopped at EOS
 
 
+def decode_loop(
+    step,  # (token [batch], position [batch], cache) -> (logits [batch, vocab], cache)
+    cache,
+    next_logits: jax.Array,  # [batch, vocab] logits for the first new token
+    next_pos: jax.Array,  # [batch] int32 position of the first new token
+    key: jax.Array,
+    *,
+    max_new_tokens: int,
+    sampling: SamplingConfig,
+    eos_ids: tuple[int, ...],
+    pad_id: int,
+) -> Generated:
+    """Sample, feed back, repeat: stops when every row has produced EOS or the budget is spent."""
+    batch = next_logits.shape[0]
+    eos = jnp.asarray(eos_ids or (-1,), jnp.int32)
+
+    def body(state):
+        i, cache, logits, pos, done, out, key = state
+        key, sub = jax.random.split(key)
+        token = jnp.where(done, pad_id, sample_token(logits, sub, sampling))
+        out = out.at[:, i].set(token)
+        done = done | jnp.isin(token, eos)
+        logits, cache = step(token, pos, cache)
+        return i + 1, cache, logits, pos + 1, done, out, key
+
+    def keep_going(state):
+        i, *_, done, _, _ = state
+        return (i < max_new_tokens) & ~jnp.all(done)
+
+    out = jnp.full((batch, max_new_tokens), pad_id, jnp.int32)
+    state = (jnp.int32(0), cache, next_logits, next_pos, jnp.zeros((batch,), bool), out, key)
+    out = jax.lax.while_loop(keep_going, body, state)[5]
+    is_eos = jnp.isin(out, eos)
+    lengths = jnp.where(is_eos.any(1), jnp.argmax(is_eos, axis=1) + 1, max_new_tokens)
+    return Generated(tokens=out, lengths=lengths.astype(jnp.int32), finished=is_eos.any(1))
+
+
+def last_real_logits(logits: jax.Array, positions: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Logits `[batch, vocab]` at each row's last real token (either padding side), and the next position."""
+    last = jnp.argmax(positions, axis=1)
+    return jnp.take_along_axis(logits, last[:, None, None], axis=1)[:, 0], jnp.max(positions, axis=1) + 1
+
+
 @functools.partial(jax.jit, static_argnames=("cfg", "max_new_tokens", "sampling", "eos_ids", "pad_id", "dtype",
-                                             "attn_impl"))
+                                             "attn_impl", "peft"))
 def generate_tokens(
     params: Params,
     tokens: jax.Array,  # [batch, seq] int32
@@ -56,34 +100,18 @@ def generate_tokens(
     pad_id: int = 0,
     dtype=jnp.float32,
     attn_impl: str = "xla",
+    adapters: Params | None = None,
+    peft: PeftConfig | None = None,
 ) -> Generated:
     batch, seq = tokens.shape
+    run = functools.partial(forward, params, cfg=cfg, adapters=adapters, peft=peft, dtype=dtype, attn_impl=attn_impl)
     cache = KVCache.init(cfg, batch, seq + max_new_tokens, dtype)
-    logits, cache = forward(params, tokens, cfg, positions=positions, cache=cache, dtype=dtype, attn_impl=attn_impl)
-    last = jnp.argmax(positions, axis=1)  # the last real token of each row, whatever the padding side
-    next_logits = jnp.take_along_axis(logits, last[:, None, None], axis=1)[:, 0]
-    next_pos = jnp.max(positions, axis=1) + 1
-    eos = jnp.asarray(eos_ids or (-1,), jnp.int32)
+    logits, cache = run(tokens, positions=positions, cache=cache)
+    next_logits, next_pos = last_real_logits(logits, positions)
 
-    def step(state):
-        i, cache, next_logits, next_pos, done, out, key = state
-        key, sub = jax.random.split(key)
-        token = sample_token(next_logits, sub, sampling)
-        token = jnp.where(done, pad_id, token)
-        out = out.at[:, i].set(token)
-        done = done | jnp.isin(token, eos)
-        logits, cache = forward(params, token[:, None], cfg, positions=next_pos[:, None], cache=cache, dtype=dtype,
-                                attn_impl=attn_impl)
-        return i + 1, cache, logits[:, 0], next_pos + 1, done, out, key
+    def step(token, pos, cache):
+        logits, cache = run(token[:, None], positions=pos[:, None], cache=cache)
+        return logits[:, 0], cache
 
-    def keep_going(state):
-        i, *_, done, _, _ = state
-        return (i < max_new_tokens) & ~jnp.all(done)
-
-    out = jnp.full((batch, max_new_tokens), pad_id, jnp.int32)
-    done = jnp.zeros((batch,), bool)
-    state = (jnp.int32(0), cache, next_logits, next_pos, done, out, key)
-    _, _, _, _, done, out, _ = jax.lax.while_loop(keep_going, step, state)
-    is_eos = jnp.isin(out, eos)
-    first_eos = jnp.where(is_eos.any(1), jnp.argmax(is_eos, axis=1) + 1, max_new_tokens)
-    return Generated(tokens=out, lengths=first_eos.astype(jnp.int32), finished=is_eos.any(1))
+    return decode_loop(step, cache, next_logits, next_pos, key, max_new_tokens=max_new_tokens, sampling=sampling,
+                       eos_ids=eos_ids, pad_id=pad_id)

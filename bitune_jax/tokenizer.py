@@ -48,6 +48,21 @@ class Tokenizer:
             ids = [i for i in ids if not self.backend.is_control(i)]
         return self.backend.decode(ids)
 
+    def save_hf(self, directory: str | pathlib.Path) -> None:
+        """Write `tokenizer.json` (or `tokenizer.model`) and `tokenizer_config.json`, as Hugging Face lays them out."""
+        directory = pathlib.Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        if isinstance(self.backend, tokenizers.Tokenizer):
+            self.backend.save(str(directory / "tokenizer.json"))
+        else:
+            (directory / "tokenizer.model").write_bytes(self.backend.serialized_model_proto())
+        config = {**self.special_tokens, "add_bos_token": self.add_bos, "tokenizer_class": "PreTrainedTokenizerFast"}
+        if self.eos_ids and "eos_token" not in config:
+            config["eos_token"] = self.decode([self.eos_ids[0]], skip_special=False)
+        if self.chat_template:
+            config["chat_template"] = self.chat_template
+        (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False))
+
     def token_id(self, token: str) -> int | None:
         if isinstance(self.backend, tokenizers.Tokenizer):
             return self.backend.token_to_id(token)

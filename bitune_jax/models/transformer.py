@@ -159,6 +159,7 @@ def forward(
     cfg: ModelConfig,
     *,
     positions: jax.Array | None = None,  # [batch, seq] int32, -1 for padding
+    prefix_len: jax.Array | None = None,  # [batch] int32: bidirectional attention among positions < prefix_len
     cache: KVCache | None = None,
     adapters: Params | None = None,
     peft: PeftConfig | None = None,
@@ -188,7 +189,8 @@ def forward(
         lp, la, sliding, window, cache_k, cache_v = xs
         cos = jnp.where(sliding, cos_l, cos_g)
         sin = jnp.where(sliding, sin_l, sin_g)
-        spec = kernels.MaskSpec(q_positions=positions, kv_positions=kv_positions, window=window)
+        spec = kernels.MaskSpec(q_positions=positions, kv_positions=kv_positions, window=window,
+                                prefix_len=prefix_len)
 
         def attend(q, k, v):
             if cache_k is not None:

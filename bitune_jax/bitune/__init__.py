@@ -1,0 +1,17 @@
+"""Bitune: the prompt read causally and bidirectionally, the two KV caches mixed with trainable weights."""
+
+from bitune_jax.bitune.config import BituneConfig
+from bitune_jax.bitune.forward import (
+    BituneBatch,
+    answer_loss,
+    answer_mask,
+    bitune_logits,
+    bitune_loss,
+    bitune_streams,
+    init_trainable,
+    make_batch,
+)
+from bitune_jax.bitune.mixing import alpha, init_mixing, mix
+
+__all__ = ["BituneBatch", "BituneConfig", "alpha", "answer_loss", "answer_mask", "bitune_logits", "bitune_loss",
+           "bitune_streams", "init_mixing", "init_trainable", "make_batch", "mix"]

@@ -1,0 +1,179 @@
+"""The fused, batched Bitune forward: both prompt streams in one pass over the layers.
+
+Per layer, for a batch of `prompt + answer` rows with prompt lengths `P` (METHOD.md B, steps 1-4):
+  * the bidirectional stream (adapter set `bidir`) runs over the first `P - 1` prompt tokens with full attention
+    among them and yields `K_b, V_b`;
+  * the causal stream (adapter set `causal`) runs over the whole row. Its first `P - 1` queries are the causal
+    prompt pass (they see the plain causal keys `K_c`); every later query (the last prompt token and the answer)
+    sees the mixed prompt cache `(1 - alpha) K_c + alpha K_b` for slots `< P - 1` and the causal keys from `P - 1`
+    on. One attention call does both: keys are `[mixed prompt | causal row]`, and segment ids separate the
+    prompt queries (segment 0) from the answer queries (segment 1).
+Masks are built from positions, so rows of different prompt lengths share one batch and padding (position -1)
+never reaches a real token.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import kernels
+from bitune_jax.bitune.config import BituneConfig
+from bitune_jax.bitune.mixing import alpha, init_mixing, mix
+from bitune_jax.models.config import ModelConfig
+from bitune_jax.models.transformer import Layer, Params, decoder_layer, embed, layer_windows, rope_tables, unembed
+from bitune_jax.peft import init_adapters
+
+
+class BituneBatch(NamedTuple):
+    tokens: jax.Array  # [batch, seq] int32: prompt then answer, right-padded
+    prompt_len: jax.Array  # [batch] int32, >= 1
+    length: jax.Array  # [batch] int32, prompt + answer (>= prompt_len + 1)
+
+
+def make_batch(pairs, pad_id: int, max_len: int, seq_len: int | None = None) -> BituneBatch:
+    """Pack `(prompt_ids, answer_ids)` pairs into one right-padded batch, checking each pair."""
+    rows = []
+    for i, (prompt, answer) in enumerate(pairs):
+        if len(prompt) == 0:
+            raise ValueError(f"example {i}: empty prompt (Bitune needs at least one prompt token)")
+        if len(answer) == 0:
+            raise ValueError(f"example {i}: empty answer (there is nothing to train on)")
+        if len(prompt) + len(answer) > max_len:
+            raise ValueError(f"example {i}: prompt ({len(prompt)}) + answer ({len(answer)}) tokens exceed the "
+                             f"context of {max_len}")
+        rows.append(list(prompt) + list(answer))
+    width = seq_len or max(len(r) for r in rows)
+    if max(len(r) for r in rows) > width:
+        raise ValueError(f"seq_len={width} is shorter than the longest example ({max(len(r) for r in rows)})")
+    tokens = np.full((len(rows), width), pad_id, np.int32)
+    for i, r in enumerate(rows):
+        tokens[i, : len(r)] = r
+    return BituneBatch(tokens=tokens, prompt_len=np.asarray([len(p) for p, _ in pairs], np.int32),
+                       length=np.asarray([len(r) for r in rows], np.int32))
+
+
+def init_trainable(base: Params, cfg: ModelConfig, bcfg: BituneConfig, key: jax.Array) -> Params:
+    """`{"causal": adapters, "bidir": adapters, "mix": {"w_k", "w_v"}}`; sets are initialized independently."""
+    keys = jax.random.split(key, 2)
+    trainable = {name: init_adapters(base, bcfg.peft, k) for name, k in zip(bcfg.adapter_sets, keys)}
+    if bcfg.learn_alpha:
+        trainable["mix"] = init_mixing(cfg, bcfg)
+    return trainable
+
+
+def adapter_set(trainable: Params, name: str) -> Params:
+    if name not in trainable:
+        have = ", ".join(k for k in trainable if k != "mix")
+        raise KeyError(f"adapter set {name!r} does not exist; this model has: {have}")
+    return trainable[name]
+
+
+def mixing_weights(trainable: Params, cfg: ModelConfig, bcfg: BituneConfig) -> dict[str, jax.Array]:
+    return trainable["mix"] if bcfg.learn_alpha else init_mixing(cfg, bcfg)
+
+
+def bitune_streams(
+    base: Params,
+    trainable: Params,
+    tokens: jax.Array,  # [batch, seq]
+    positions: jax.Array,  # [batch, seq] int32, -1 for padding
+    mixed_len: jax.Array,  # [batch] int32: prompt slots that get mixed (P - 1)
+    cfg: ModelConfig,
+    bcfg: BituneConfig,
+    *,
+    prompt_width: int | None = None,  # static bound on max(mixed_len); the bidirectional stream's width
+    dtype=jnp.float32,
+    attn_impl: str = "xla",
+    return_mixed_cache: bool = False,
+):
+    """Final causal-stream hidden states `[batch, seq, dim]` (and per-layer mixed prompt K/V if asked)."""
+    batch, seq = tokens.shape
+    width = prompt_width or seq
+    causal_set = adapter_set(trainable, "causal")
+    bidir_set = causal_set if bcfg.shared_adapters else adapter_set(trainable, "bidir")
+    weights = mixing_weights(trainable, cfg, bcfg)
+
+    pos_c = positions
+    pos_b = jnp.where(jnp.arange(width) < mixed_len[:, None], positions[:, :width], -1)
+    seg_q = (pos_c >= mixed_len[:, None]).astype(jnp.int32)  # 0: causal prompt pass, 1: answer pass
+    kv_pos = jnp.concatenate([pos_b, pos_c], axis=1)
+    kv_seg = jnp.concatenate([jnp.ones((batch, width), jnp.int32), seg_q], axis=1)
+    rope_c, rope_b = rope_tables(cfg, jnp.maximum(pos_c, 0)), rope_tables(cfg, jnp.maximum(pos_b, 0))
+    is_sliding = jnp.asarray([k == "sliding" for k in cfg.kinds])
+    windows = jnp.asarray(layer_windows(cfg))
+    x_c, x_b = embed(base, tokens, cfg, dtype), embed(base, tokens[:, :width], cfg, dtype)
+
+    def body(carry, xs):
+        x_c, x_b = carry
+        lp, la_c, la_b, w_k, w_v, sliding, window = xs
+        (cos_gc, sin_gc), (cos_lc, sin_lc) = rope_c
+        (cos_gb, sin_gb), (cos_lb, sin_lb) = rope_b
+        prefix = mixed_len if bcfg.bidirectional else None
+        spec_b = kernels.MaskSpec(q_positions=pos_b, kv_positions=pos_b, window=window, prefix_len=prefix)
+        spec_c = kernels.MaskSpec(q_positions=pos_c, kv_positions=kv_pos, window=window, q_segment_ids=seg_q,
+                                  kv_segment_ids=kv_seg)
+
+        def attend_b(q, k, v):
+            o = kernels.attention(q, k, v, mask_spec=spec_b, scale=cfg.scale, logit_softcap=cfg.attn_logit_softcap,
+                                  impl=attn_impl)
+            return o, (k, v)
+
+        x_b, (k_b, v_b) = decoder_layer(
+            Layer(lp, la_b, bcfg.peft), x_b, cfg, cos=jnp.where(sliding, cos_lb, cos_gb),
+            sin=jnp.where(sliding, sin_lb, sin_gb), attend=attend_b)
+
+        def attend_c(q, k, v):
+            k_m = mix(k[:, :width], k_b, alpha(w_k, bcfg.tau))
+            v_m = mix(v[:, :width], v_b, alpha(w_v, bcfg.tau))
+            o = kernels.attention(q, jnp.concatenate([k_m, k], 1), jnp.concatenate([v_m, v], 1), mask_spec=spec_c,
+                                  scale=cfg.scale, logit_softcap=cfg.attn_logit_softcap, impl=attn_impl)
+            return o, (k_m, v_m)
+
+        x_c, mixed = decoder_layer(
+            Layer(lp, la_c, bcfg.peft), x_c, cfg, cos=jnp.where(sliding, cos_lc, cos_gc),
+            sin=jnp.where(sliding, sin_lc, sin_gc), attend=attend_c)
+        return (x_c, x_b), mixed if return_mixed_cache else None
+
+    xs = (base["layers"], causal_set.get("layers", {}), bidir_set.get("layers", {}), weights["w_k"], weights["w_v"],
+          is_sliding, windows)
+    (x_c, _), mixed = jax.lax.scan(body, (x_c, x_b), xs)
+    return (x_c, mixed) if return_mixed_cache else x_c
+
+
+def bitune_logits(base, trainable, batch: BituneBatch, cfg: ModelConfig, bcfg: BituneConfig, *,
+                  prompt_width: int | None = None, dtype=jnp.float32, attn_impl: str = "xla") -> jax.Array:
+    """Float32 logits `[batch, seq, vocab]`; row t predicts token t + 1 (answer rows: t >= P - 1)."""
+    seq = batch.tokens.shape[1]
+    positions = jnp.where(jnp.arange(seq) < batch.length[:, None], jnp.arange(seq, dtype=jnp.int32), -1)
+    x = bitune_streams(base, trainable, batch.tokens, positions, batch.prompt_len - 1, cfg, bcfg,
+                       prompt_width=prompt_width, dtype=dtype, attn_impl=attn_impl)
+    return unembed(base, x, cfg)
+
+
+def answer_mask(batch: BituneBatch) -> jax.Array:
+    """`[batch, seq]` True where row t's logits predict an answer token (P - 1 <= t < length - 1)."""
+    t = jnp.arange(batch.tokens.shape[1])
+    return (t >= batch.prompt_len[:, None] - 1) & (t < batch.length[:, None] - 1)
+
+
+def answer_loss(logits: jax.Array, batch: BituneBatch) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Mean over examples of each example's mean answer-token cross-entropy, plus token accuracy."""
+    targets = jnp.concatenate([batch.tokens[:, 1:], batch.tokens[:, :1]], axis=1)  # row t -> token t + 1
+    mask = answer_mask(batch)
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+    count = mask.sum(1)
+    per_example = jnp.where(mask, nll, 0.0).sum(1) / jnp.maximum(count, 1)
+    correct = (logits.argmax(-1) == targets) & mask
+    metrics = {"loss": per_example.mean(), "token_accuracy": correct.sum() / jnp.maximum(mask.sum(), 1),
+               "answer_tokens": mask.sum()}
+    return per_example.mean(), metrics
+
+
+def bitune_loss(trainable, base, batch: BituneBatch, cfg: ModelConfig, bcfg: BituneConfig, **kwargs):
+    """`(loss, metrics)`, differentiable in `trainable` (both adapter sets and the mixing weights)."""
+    return answer_loss(bitune_logits(base, trainable, batch, cfg, bcfg, **kwargs), batch)

@@ -1,0 +1,124 @@
+"""The fused batched Bitune forward equals the literal three-call reference, per family."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bitune_jax.bitune import BituneConfig, answer_loss, answer_mask, bitune_logits, bitune_loss, init_trainable
+from bitune_jax.bitune.forward import make_batch
+from bitune_jax.checkpoints.hf_config import config_from_hf
+from bitune_jax.models.transformer import forward, init_params
+from bitune_jax.peft import PeftConfig
+from tests.bitune.reference import literal_grad
+from tests.hf_tiny import tiny_configs
+
+FAMILIES = ["llama", "olmo3", "gemma3", "gemma", "qwen3"]
+MAX_LEN = 16
+# (prompt length, answer length): a 1-token prompt, mid-size prompts, and a prompt that fills the context.
+SHAPES = [(1, 4), (5, 3), (9, 6), (MAX_LEN - 1, 1)]
+
+
+def tiny_model(family):
+    cfg = config_from_hf(tiny_configs()[family].to_dict()).replace(max_seq_len=MAX_LEN)
+    return cfg, init_params(cfg, jax.random.key(0), scale=0.1)
+
+
+def perturbed_trainable(base, cfg, bcfg, seed=1):
+    """Non-trivial adapters (B != 0) and mixing weights away from their init, so every path carries signal."""
+    trainable = init_trainable(base, cfg, bcfg, jax.random.key(seed))
+    leaves, treedef = jax.tree.flatten(trainable)
+    keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
+    return treedef.unflatten([x + 0.05 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "bcfg"))
+def fused_grad(trainable, base, batch, cfg, bcfg):
+    (loss, _), grads = jax.value_and_grad(bitune_loss, has_aux=True)(trainable, base, batch, cfg, bcfg)
+    return loss, grads, bitune_logits(base, trainable, batch, cfg, bcfg)
+
+
+def pairs_for(cfg, seed=0, shapes=SHAPES):
+    rng = np.random.RandomState(seed)
+    return [(rng.randint(3, cfg.vocab_size, p).tolist(), rng.randint(3, cfg.vocab_size, a).tolist())
+            for p, a in shapes]
+
+
+@pytest.mark.parametrize("family,mixing", [(f, "per_layer") for f in FAMILIES] + [("llama", "per_kv_head")])
+def test_fused_equals_literal_reference(family, mixing):
+    cfg, base = tiny_model(family)
+    bcfg = BituneConfig(peft=PeftConfig(rank=4, alpha=8.0), mixing=mixing)
+    trainable = perturbed_trainable(base, cfg, bcfg)
+    pairs = pairs_for(cfg)
+    batch = make_batch(pairs, pad_id=0, max_len=MAX_LEN)
+
+    loss, grads, logits = fused_grad(trainable, base, batch, cfg, bcfg)
+    (ref_loss, ref_logits), ref_grads = literal_grad(base, trainable, pairs, cfg, bcfg)
+    np.testing.assert_allclose(loss, ref_loss, atol=1e-5, rtol=0)
+    for i, (p, a) in enumerate(pairs):
+        np.testing.assert_allclose(logits[i, len(p) - 1: len(p) - 1 + len(a)], ref_logits[i], atol=1e-5, rtol=0)
+
+    flat, ref_flat = jax.tree_util.tree_flatten_with_path(grads)[0], jax.tree.leaves(ref_grads)
+    assert {"causal", "bidir", "mix"} == set(grads)
+    for (path, g), r in zip(flat, ref_flat):
+        np.testing.assert_allclose(g, r, atol=1e-5, rtol=0, err_msg=jax.tree_util.keystr(path))
+        assert np.abs(np.asarray(r)).max() > 0, f"no gradient reaches {jax.tree_util.keystr(path)}"
+
+
+@pytest.mark.parametrize("bcfg", [
+    BituneConfig(peft=PeftConfig(rank=4), bidirectional=False),
+    BituneConfig(peft=PeftConfig(rank=4), shared_adapters=True),
+    BituneConfig(peft=PeftConfig(rank=4), learn_alpha=False, w_init=0.03),
+    BituneConfig(peft=PeftConfig("dora", rank=4)),
+    BituneConfig(peft=PeftConfig("ia3", targets=r"layers/(k|v|down)_proj")),
+], ids=["causal_second_stream", "shared_adapters", "fixed_alpha", "dora", "ia3"])
+def test_ablations_equal_literal_reference(bcfg):
+    cfg, base = tiny_model("llama")
+    trainable = perturbed_trainable(base, cfg, bcfg)
+    pairs = pairs_for(cfg, seed=3, shapes=[(1, 3), (9, 6)])
+    batch = make_batch(pairs, pad_id=0, max_len=MAX_LEN)
+    loss, grads, _ = fused_grad(trainable, base, batch, cfg, bcfg)
+    (ref_loss, _), ref_grads = literal_grad(base, trainable, pairs, cfg, bcfg)
+    np.testing.assert_allclose(loss, ref_loss, atol=1e-5, rtol=0)
+    for g, r in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads)):
+        np.testing.assert_allclose(g, r, atol=1e-5, rtol=0)
+    assert set(grads) == set(bcfg.adapter_sets) | ({"mix"} if bcfg.learn_alpha else set())
+
+
+def test_alpha_zero_equals_single_lora():
+    cfg, base = tiny_model("qwen3")
+    bcfg = BituneConfig(peft=PeftConfig(rank=4), learn_alpha=False, w_init=0.0)
+    trainable = perturbed_trainable(base, cfg, bcfg)
+    batch = make_batch(pairs_for(cfg, seed=5), pad_id=0, max_len=MAX_LEN)
+
+    def single_lora_loss(causal):
+        seq = batch.tokens.shape[1]
+        positions = jnp.where(jnp.arange(seq) < batch.length[:, None], jnp.arange(seq), -1)
+        logits, _ = forward(base, batch.tokens, cfg, positions=positions, adapters=causal, peft=bcfg.peft)
+        return answer_loss(logits, batch)[0]
+
+    (loss, _), grads = jax.value_and_grad(bitune_loss, has_aux=True)(trainable, base, batch, cfg, bcfg)
+    ref_loss, ref_grads = jax.value_and_grad(single_lora_loss)(trainable["causal"])
+    # Same math; the fused call attends over [mixed | causal] keys, so sums run in another order: ~1e-7.
+    np.testing.assert_allclose(loss, ref_loss, atol=1e-6, rtol=0)
+    for g, r in zip(jax.tree.leaves(grads["causal"]), jax.tree.leaves(ref_grads)):
+        np.testing.assert_allclose(g, r, atol=1e-6, rtol=0)
+    for g in jax.tree.leaves(grads["bidir"]):
+        assert not np.asarray(g).any()  # alpha = 0: the bidirectional set receives exactly nothing
+
+
+def test_answer_mask_and_bad_input():
+    batch = make_batch([([5, 6, 7], [8, 9]), ([5], [6, 7, 8])], pad_id=0, max_len=8)
+    assert np.asarray(answer_mask(batch)).astype(int).tolist() == [[0, 0, 1, 1, 0], [1, 1, 1, 0, 0]]
+    with pytest.raises(ValueError, match="example 1: empty prompt"):
+        make_batch([([1], [2]), ([], [2])], pad_id=0, max_len=8)
+    with pytest.raises(ValueError, match="example 0: empty answer"):
+        make_batch([([1], [])], pad_id=0, max_len=8)
+    with pytest.raises(ValueError, match=r"example 0: prompt \(7\) \+ answer \(2\) tokens exceed the context of 8"):
+        make_batch([([1] * 7, [2, 3])], pad_id=0, max_len=8)
+    cfg, base = tiny_model("llama")
+    trainable = init_trainable(base, cfg, BituneConfig(shared_adapters=True), jax.random.key(0))
+    with pytest.raises(KeyError, match="adapter set 'bidir' does not exist; this model has: causal"):
+        bitune_logits(base, trainable, batch, cfg, BituneConfig())
