@@ -11,7 +11,8 @@ from bitune_jax.bitune.forward import (
     init_trainable,
     make_batch,
 )
+from bitune_jax.bitune.generation import bitune_generate, prefill
 from bitune_jax.bitune.mixing import alpha, init_mixing, mix
 
-__all__ = ["BituneBatch", "BituneConfig", "alpha", "answer_loss", "answer_mask", "bitune_logits", "bitune_loss",
-           "bitune_streams", "init_mixing", "init_trainable", "make_batch", "mix"]
+__all__ = ["BituneBatch", "BituneConfig", "alpha", "answer_loss", "answer_mask", "bitune_generate", "bitune_logits",
+           "bitune_loss", "bitune_streams", "init_mixing", "init_trainable", "make_batch", "mix", "prefill"]

@@ -81,7 +81,7 @@ def bitune_streams(
     trainable: Params,
     tokens: jax.Array,  # [batch, seq]
     positions: jax.Array,  # [batch, seq] int32, -1 for padding
-    mixed_len: jax.Array,  # [batch] int32: prompt slots that get mixed (P - 1)
+    mixed_len: jax.Array,  # [batch] int32: positions < mixed_len (= P - 1) are mixed; they lie in slots < width
     cfg: ModelConfig,
     bcfg: BituneConfig,
     *,
@@ -98,7 +98,8 @@ def bitune_streams(
     weights = mixing_weights(trainable, cfg, bcfg)
 
     pos_c = positions
-    pos_b = jnp.where(jnp.arange(width) < mixed_len[:, None], positions[:, :width], -1)
+    head = positions[:, :width]
+    pos_b = jnp.where((head >= 0) & (head < mixed_len[:, None]), head, -1)  # prompt[:P-1], either padding side
     seg_q = (pos_c >= mixed_len[:, None]).astype(jnp.int32)  # 0: causal prompt pass, 1: answer pass
     kv_pos = jnp.concatenate([pos_b, pos_c], axis=1)
     kv_seg = jnp.concatenate([jnp.ones((batch, width), jnp.int32), seg_q], axis=1)
