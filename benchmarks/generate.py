@@ -1,6 +1,6 @@
 """Prefill and decode throughput of SmolLM2-135M-Instruct on this machine: bitune_jax vs transformers (PyTorch).
 
-    python benchmarks/generate.py [--prompt_tokens 256] [--new_tokens 64] [--batch 1] [--repeats 3]
+    python -m benchmarks.generate [--prompt_tokens 256] [--new_tokens 64] [--batch 1] [--repeats 3]
 
 Both run the same float32 weights (ours loaded from the shipped GGUF, exported to a Hugging Face directory that
 transformers loads), the same prompt and greedy decoding with EOS disabled. Compilation is excluded (one warm-up).

@@ -8,7 +8,9 @@ Visibility of key slot `s` from query `t` in example `b` (all conditions must ho
   * both are real tokens: `q_positions[b, t] >= 0` and `kv_positions[b, s] >= 0`;
   * causal: `kv_pos <= q_pos`, unless both lie inside the example's bidirectional prefix
     (`q_pos < prefix_len[b]` and `kv_pos < prefix_len[b]`);
-  * sliding window: `q_pos - kv_pos < window` (Hugging Face's convention: the window counts the query);
+  * sliding window: `|q_pos - kv_pos| < window` (Hugging Face's convention: the window counts the query; for
+    causal pairs this is `q_pos - kv_pos < window`, inside a bidirectional prefix the window is symmetric, as in
+    Hugging Face's bidirectional Gemma 3);
   * same segment, when segment ids are given (packed sequences).
 Positions, not slot indices, define the mask, so left padding, right padding and a KV cache all follow.
 """
@@ -20,7 +22,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-IMPLS = ("xla",)
+IMPLS = ("xla", "pallas", "auto")  # "auto": Pallas where compiled kernels exist (gpu, tpu), else XLA
 
 
 @jax.tree_util.register_dataclass
@@ -47,7 +49,7 @@ def dense_mask(spec: MaskSpec) -> jax.Array:
             causal = causal | ((q < p) & (kv < p))
         mask &= causal
     if spec.window is not None:
-        mask &= (q - kv) < spec.window
+        mask &= jnp.abs(q - kv) < spec.window
     if spec.q_segment_ids is not None:
         mask &= spec.q_segment_ids[:, :, None] == spec.kv_segment_ids[:, None, :]
     return mask
@@ -80,8 +82,20 @@ def attention(
     logit_softcap: float | None = None,
     impl: str = "xla",
 ) -> jax.Array:  # [batch, q_len, heads, head_dim]
+    """Attention of `q` over `k, v` with `mask_spec` visibility.
+
+    `impl`: "xla" (dense-mask reference), "pallas" (`kernels.flash_attention`; kernels chosen when lowering:
+    Triton on GPU, Mosaic on TPU, interpret mode on CPU), "auto" (Pallas if the default backend is gpu or tpu,
+    else XLA; decided at trace time, so export a Pallas kernel from a CPU host with impl="pallas").
+    """
     if q.shape[2] % k.shape[2]:
         raise ValueError(f"query heads {q.shape[2]} are not a multiple of key/value heads {k.shape[2]}")
-    if impl not in ("xla", "auto"):
-        raise ValueError(f"unknown attention impl {impl!r}; choose from {IMPLS + ('auto',)}")
+    if impl not in IMPLS:
+        raise ValueError(f"unknown attention impl {impl!r}; choose from {IMPLS}")
+    if impl == "auto":
+        impl = "pallas" if jax.default_backend() in ("gpu", "tpu") else "xla"
+    if impl == "pallas":
+        from kernels.flash_attention import flash_attention
+
+        return flash_attention(q, k, v, mask_spec, scale=scale, logit_softcap=logit_softcap)
     return _xla_attention(q, k, v, mask_spec, scale, logit_softcap)

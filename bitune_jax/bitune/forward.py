@@ -23,6 +23,7 @@ import numpy as np
 import kernels
 from bitune_jax.bitune.config import BituneConfig
 from bitune_jax.bitune.mixing import alpha, init_mixing, mix
+from bitune_jax.losses import masked_token_loss
 from bitune_jax.models.config import ModelConfig
 from bitune_jax.models.transformer import Layer, Params, decoder_layer, embed, layer_windows, rope_tables, unembed
 from bitune_jax.peft import init_adapters
@@ -155,26 +156,41 @@ def bitune_logits(base, trainable, batch: BituneBatch, cfg: ModelConfig, bcfg: B
     return unembed(base, x, cfg)
 
 
-def answer_mask(batch: BituneBatch) -> jax.Array:
-    """`[batch, seq]` True where row t's logits predict an answer token (P - 1 <= t < length - 1)."""
-    t = jnp.arange(batch.tokens.shape[1])
-    return (t >= batch.prompt_len[:, None] - 1) & (t < batch.length[:, None] - 1)
+def batch_widths(batch: BituneBatch, multiple: int = 8) -> tuple[int, int]:
+    """Static `(prompt_width, answer_width)` covering the batch, rounded up to `multiple` to bound recompiles."""
+    def up(n: int) -> int:
+        return max(multiple, -(-n // multiple) * multiple)
+    prompt_len, length = np.asarray(batch.prompt_len), np.asarray(batch.length)
+    seq = batch.tokens.shape[1]
+    return min(up(int(prompt_len.max()) - 1), seq), min(up(int((length - prompt_len).max())), seq)
 
 
-def answer_loss(logits: jax.Array, batch: BituneBatch) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Mean over examples of each example's mean answer-token cross-entropy, plus token accuracy."""
-    targets = jnp.concatenate([batch.tokens[:, 1:], batch.tokens[:, :1]], axis=1)  # row t -> token t + 1
-    mask = answer_mask(batch)
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
-    count = mask.sum(1)
-    per_example = jnp.where(mask, nll, 0.0).sum(1) / jnp.maximum(count, 1)
-    correct = (logits.argmax(-1) == targets) & mask
-    metrics = {"loss": per_example.mean(), "token_accuracy": correct.sum() / jnp.maximum(mask.sum(), 1),
-               "answer_tokens": mask.sum()}
-    return per_example.mean(), metrics
+def answer_rows(batch: BituneBatch, answer_width: int | None = None):
+    """Rows whose logits predict answer tokens: `(rows [batch, width], targets, mask)`.
+
+    Row `P - 1 + j` predicts answer token `j`; `width` defaults to the whole sequence.
+    """
+    seq = batch.tokens.shape[1]
+    width = answer_width or seq
+    j = jnp.arange(width)
+    rows = jnp.clip(batch.prompt_len[:, None] - 1 + j, 0, seq - 1)
+    targets = jnp.take_along_axis(batch.tokens, jnp.clip(rows + 1, 0, seq - 1), axis=1)
+    mask = j < (batch.length - batch.prompt_len)[:, None]
+    return rows, targets, mask
 
 
-def bitune_loss(trainable, base, batch: BituneBatch, cfg: ModelConfig, bcfg: BituneConfig, **kwargs):
-    """`(loss, metrics)`, differentiable in `trainable` (both adapter sets and the mixing weights)."""
-    return answer_loss(bitune_logits(base, trainable, batch, cfg, bcfg, **kwargs), batch)
+def bitune_loss(trainable, base, batch: BituneBatch, cfg: ModelConfig, bcfg: BituneConfig, *,
+                prompt_width: int | None = None, answer_width: int | None = None, dtype=jnp.float32,
+                attn_impl: str = "xla"):
+    """`(loss, metrics)`, differentiable in `trainable` (both adapter sets and the mixing weights).
+
+    Only answer rows are unembedded; `prompt_width` / `answer_width` (static, see `batch_widths`) bound the
+    bidirectional stream and the answer rows so that padding costs no compute.
+    """
+    seq = batch.tokens.shape[1]
+    positions = jnp.where(jnp.arange(seq) < batch.length[:, None], jnp.arange(seq, dtype=jnp.int32), -1)
+    x = bitune_streams(base, trainable, batch.tokens, positions, batch.prompt_len - 1, cfg, bcfg,
+                       prompt_width=prompt_width, dtype=dtype, attn_impl=attn_impl)
+    rows, targets, mask = answer_rows(batch, answer_width)
+    logits = unembed(base, jnp.take_along_axis(x, rows[..., None], axis=1), cfg)
+    return masked_token_loss(logits, targets, mask)

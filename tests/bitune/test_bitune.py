@@ -7,9 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bitune_jax.bitune import BituneConfig, answer_loss, answer_mask, bitune_logits, bitune_loss, init_trainable
+from bitune_jax.bitune import BituneConfig, answer_rows, batch_widths, bitune_logits, bitune_loss, init_trainable
 from bitune_jax.bitune.forward import make_batch
 from bitune_jax.checkpoints.hf_config import config_from_hf
+from bitune_jax.losses import masked_token_loss
 from bitune_jax.models.transformer import forward, init_params
 from bitune_jax.peft import PeftConfig
 from tests.bitune.reference import literal_grad
@@ -34,9 +35,15 @@ def perturbed_trainable(base, cfg, bcfg, seed=1):
     return treedef.unflatten([x + 0.05 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "bcfg"))
 def fused_grad(trainable, base, batch, cfg, bcfg):
-    (loss, _), grads = jax.value_and_grad(bitune_loss, has_aux=True)(trainable, base, batch, cfg, bcfg)
+    """Loss and grads with the batch's tight static widths, and full-width logits."""
+    return _fused_grad(trainable, base, batch, cfg, bcfg, *batch_widths(batch, multiple=1))
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "bcfg", "prompt_width", "answer_width"))
+def _fused_grad(trainable, base, batch, cfg, bcfg, prompt_width, answer_width):
+    (loss, _), grads = jax.value_and_grad(bitune_loss, has_aux=True)(
+        trainable, base, batch, cfg, bcfg, prompt_width=prompt_width, answer_width=answer_width)
     return loss, grads, bitune_logits(base, trainable, batch, cfg, bcfg)
 
 
@@ -97,7 +104,8 @@ def test_alpha_zero_equals_single_lora():
         seq = batch.tokens.shape[1]
         positions = jnp.where(jnp.arange(seq) < batch.length[:, None], jnp.arange(seq), -1)
         logits, _ = forward(base, batch.tokens, cfg, positions=positions, adapters=causal, peft=bcfg.peft)
-        return answer_loss(logits, batch)[0]
+        rows, targets, mask = answer_rows(batch)
+        return masked_token_loss(jnp.take_along_axis(logits, rows[..., None], axis=1), targets, mask)[0]
 
     (loss, _), grads = jax.value_and_grad(bitune_loss, has_aux=True)(trainable, base, batch, cfg, bcfg)
     ref_loss, ref_grads = jax.value_and_grad(single_lora_loss)(trainable["causal"])
@@ -109,9 +117,12 @@ def test_alpha_zero_equals_single_lora():
         assert not np.asarray(g).any()  # alpha = 0: the bidirectional set receives exactly nothing
 
 
-def test_answer_mask_and_bad_input():
+def test_answer_rows_and_bad_input():
     batch = make_batch([([5, 6, 7], [8, 9]), ([5], [6, 7, 8])], pad_id=0, max_len=8)
-    assert np.asarray(answer_mask(batch)).astype(int).tolist() == [[0, 0, 1, 1, 0], [1, 1, 1, 0, 0]]
+    rows, targets, mask = (np.asarray(x).tolist() for x in answer_rows(batch, answer_width=3))
+    assert rows == [[2, 3, 4], [0, 1, 2]] and mask == [[True, True, False], [True, True, True]]
+    assert [t[:2] for t in targets] == [[8, 9], [6, 7]] and targets[1] == [6, 7, 8]
+    assert batch_widths(batch, multiple=1) == (2, 3) and batch_widths(batch, multiple=8) == (5, 5)  # capped at seq
     with pytest.raises(ValueError, match="example 1: empty prompt"):
         make_batch([([1], [2]), ([], [2])], pad_id=0, max_len=8)
     with pytest.raises(ValueError, match="example 0: empty answer"):
@@ -122,3 +133,18 @@ def test_answer_mask_and_bad_input():
     trainable = init_trainable(base, cfg, BituneConfig(shared_adapters=True), jax.random.key(0))
     with pytest.raises(KeyError, match="adapter set 'bidir' does not exist; this model has: causal"):
         bitune_logits(base, trainable, batch, cfg, BituneConfig())
+
+
+def test_fused_with_pallas_attention_equals_literal_reference():
+    """The fused forward through the Pallas kernels (interpret mode) against the XLA literal reference."""
+    cfg, base = tiny_model("gemma3")
+    bcfg = BituneConfig(peft=PeftConfig(rank=4, alpha=8.0))
+    trainable = perturbed_trainable(base, cfg, bcfg)
+    pairs = pairs_for(cfg, shapes=[(1, 3), (9, 6), (MAX_LEN - 1, 1)])
+    batch = make_batch(pairs, pad_id=0, max_len=MAX_LEN)
+    (loss, _), grads = jax.jit(jax.value_and_grad(bitune_loss, has_aux=True), static_argnums=(3, 4),
+                               static_argnames="attn_impl")(trainable, base, batch, cfg, bcfg, attn_impl="pallas")
+    (ref_loss, _), ref_grads = literal_grad(base, trainable, pairs, cfg, bcfg)
+    np.testing.assert_allclose(loss, ref_loss, atol=1e-5, rtol=0)
+    for g, r in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads)):
+        np.testing.assert_allclose(g, r, atol=1e-5, rtol=0)
