@@ -25,7 +25,16 @@ from bitune_jax.bitune.config import BituneConfig
 from bitune_jax.bitune.mixing import alpha, init_mixing, mix
 from bitune_jax.losses import masked_token_loss
 from bitune_jax.models.config import ModelConfig
-from bitune_jax.models.transformer import Layer, Params, decoder_layer, embed, layer_windows, rope_tables, unembed
+from bitune_jax.models.transformer import (
+    Layer,
+    Params,
+    decoder_layer,
+    embed,
+    layer_windows,
+    remat_layer,
+    rope_tables,
+    unembed,
+)
 from bitune_jax.peft import init_adapters
 
 
@@ -89,6 +98,7 @@ def bitune_streams(
     prompt_width: int | None = None,  # static bound on max(mixed_len); the bidirectional stream's width
     dtype=jnp.float32,
     attn_impl: str = "xla",
+    remat: str = "none",
     return_mixed_cache: bool = False,
 ):
     """Final causal-stream hidden states `[batch, seq, dim]` (and per-layer mixed prompt K/V if asked)."""
@@ -142,7 +152,7 @@ def bitune_streams(
 
     xs = (base["layers"], causal_set.get("layers", {}), bidir_set.get("layers", {}), weights["w_k"], weights["w_v"],
           is_sliding, windows)
-    (x_c, _), mixed = jax.lax.scan(body, (x_c, x_b), xs)
+    (x_c, _), mixed = jax.lax.scan(remat_layer(body, remat), (x_c, x_b), xs)
     return (x_c, mixed) if return_mixed_cache else x_c
 
 
@@ -181,7 +191,7 @@ def answer_rows(batch: BituneBatch, answer_width: int | None = None):
 
 def bitune_loss(trainable, base, batch: BituneBatch, cfg: ModelConfig, bcfg: BituneConfig, *,
                 prompt_width: int | None = None, answer_width: int | None = None, dtype=jnp.float32,
-                attn_impl: str = "xla"):
+                attn_impl: str = "xla", remat: str = "none"):
     """`(loss, metrics)`, differentiable in `trainable` (both adapter sets and the mixing weights).
 
     Only answer rows are unembedded; `prompt_width` / `answer_width` (static, see `batch_widths`) bound the
@@ -190,7 +200,7 @@ def bitune_loss(trainable, base, batch: BituneBatch, cfg: ModelConfig, bcfg: Bit
     seq = batch.tokens.shape[1]
     positions = jnp.where(jnp.arange(seq) < batch.length[:, None], jnp.arange(seq, dtype=jnp.int32), -1)
     x = bitune_streams(base, trainable, batch.tokens, positions, batch.prompt_len - 1, cfg, bcfg,
-                       prompt_width=prompt_width, dtype=dtype, attn_impl=attn_impl)
+                       prompt_width=prompt_width, dtype=dtype, attn_impl=attn_impl, remat=remat)
     rows, targets, mask = answer_rows(batch, answer_width)
     logits = unembed(base, jnp.take_along_axis(x, rows[..., None], axis=1), cfg)
     return masked_token_loss(logits, targets, mask)

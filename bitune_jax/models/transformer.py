@@ -64,6 +64,20 @@ def _activation(cfg: ModelConfig, x: jax.Array) -> jax.Array:
     return jax.nn.gelu(x, approximate=True)
 
 
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,  # recompute the whole layer in the backward pass
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # keep matmul outputs, recompute the rest
+}
+
+
+def remat_layer(body, remat: str):
+    """Wrap a scanned layer body in `jax.checkpoint` with a named policy (a config value)."""
+    if remat not in REMAT_POLICIES:
+        raise ValueError(f"unknown remat policy {remat!r}; choose from {sorted(REMAT_POLICIES)}")
+    return body if remat == "none" else jax.checkpoint(body, policy=REMAT_POLICIES[remat])
+
+
 def layer_windows(cfg: ModelConfig) -> np.ndarray:
     """Per-layer left window as int32 `[layers]`; global layers get a window no sequence reaches."""
     return np.array([cfg.sliding_window if k == "sliding" else NO_WINDOW for k in cfg.kinds], np.int32)
@@ -165,8 +179,10 @@ def forward(
     peft: PeftConfig | None = None,
     dtype=jnp.float32,
     attn_impl: str = "xla",
+    remat: str = "none",
+    logit_rows: jax.Array | None = None,  # [batch, rows] int32: unembed only these rows (a loss needs no more)
 ) -> tuple[jax.Array, KVCache | None]:
-    """Logits `[batch, seq, vocab]` (float32) and the updated cache.
+    """Logits `[batch, seq or rows, vocab]` (float32) and the updated cache.
 
     Without a cache the tokens attend to each other; with one they are written at slots
     `cache.length ...` and attend to everything the cache holds.
@@ -209,7 +225,10 @@ def forward(
     layer_adapters = (adapters or {}).get("layers", {})
     if layer_adapters and peft is None:
         raise ValueError("adapters were given without the PeftConfig that made them")
-    x, new_kv = jax.lax.scan(body, x, (params["layers"], layer_adapters, is_sliding, windows, *cache_kv))
+    x, new_kv = jax.lax.scan(remat_layer(body, remat), x,
+                             (params["layers"], layer_adapters, is_sliding, windows, *cache_kv))
+    if logit_rows is not None:
+        x = jnp.take_along_axis(x, logit_rows[..., None], axis=1)
     logits = unembed(params, x, cfg)
     if cache is None:
         return logits, None

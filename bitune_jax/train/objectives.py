@@ -1,0 +1,68 @@
+"""What a run trains and the loss it minimizes: full fine-tuning, PEFT adapters, or Bitune.
+
+Every objective reads the same batch layout (`tokens [B, T]` right-padded prompt + answer, `prompt_len [B]`,
+`length [B]`) and returns `(loss, metrics)` from one forward: loss and token accuracy over answer tokens only.
+Trainable and frozen parameters are separate pytrees, so freezing, sharding and checkpointing follow the trees.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+
+from bitune_jax.bitune import BituneBatch, BituneConfig, answer_rows, bitune_loss, init_trainable
+from bitune_jax.losses import masked_token_loss
+from bitune_jax.models.config import ModelConfig
+from bitune_jax.models.transformer import Params, forward
+from bitune_jax.peft import PeftConfig, init_adapters
+
+Kind = Literal["full", "peft", "bitune"]
+
+
+def as_batch(batch: dict[str, Any]) -> BituneBatch:
+    return BituneBatch(tokens=batch["tokens"], prompt_len=batch["prompt_len"], length=batch["length"])
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    kind: Kind
+    cfg: ModelConfig
+    peft: PeftConfig | None = None
+    bitune: BituneConfig | None = None
+    dtype: Any = jnp.float32  # compute dtype
+    attn_impl: str = "xla"
+    remat: str = "none"
+
+    def __post_init__(self):
+        if self.kind not in ("full", "peft", "bitune"):
+            raise ValueError(f"unknown objective kind {self.kind!r}; choose full, peft or bitune")
+        if self.kind == "peft" and self.peft is None:
+            raise ValueError("objective 'peft' needs a PeftConfig")
+        if self.kind == "bitune" and self.bitune is None:
+            raise ValueError("objective 'bitune' needs a BituneConfig")
+
+    def split(self, params: Params, key: jax.Array) -> tuple[Params, Params]:
+        """`(trainable, frozen)`: the whole model for full fine-tuning, fresh adapters beside a frozen base else."""
+        if self.kind == "full":
+            return params, {}
+        if self.kind == "peft":
+            return init_adapters(params, self.peft, key), params
+        return init_trainable(params, self.cfg, self.bitune, key), params
+
+    def loss(self, trainable: Params, frozen: Params, batch: dict[str, Any], *, prompt_width: int | None = None,
+             answer_width: int | None = None):
+        b = as_batch(batch)
+        if self.kind == "bitune":
+            return bitune_loss(trainable, frozen, b, self.cfg, self.bitune, prompt_width=prompt_width,
+                               answer_width=answer_width, dtype=self.dtype, attn_impl=self.attn_impl,
+                               remat=self.remat)
+        params, adapters = (trainable, None) if self.kind == "full" else (frozen, trainable)
+        seq = b.tokens.shape[1]
+        positions = jnp.where(jnp.arange(seq) < b.length[:, None], jnp.arange(seq, dtype=jnp.int32), -1)
+        rows, targets, mask = answer_rows(b, answer_width)
+        logits, _ = forward(params, b.tokens, self.cfg, positions=positions, adapters=adapters, peft=self.peft,
+                            dtype=self.dtype, attn_impl=self.attn_impl, remat=self.remat, logit_rows=rows)
+        return masked_token_loss(logits, targets, mask)

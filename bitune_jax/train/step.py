@@ -1,0 +1,72 @@
+"""The optimizer and the pure, jitted train step."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from bitune_jax.train.objectives import Objective
+
+
+class TrainState(NamedTuple):
+    step: jax.Array  # [] int32, optimizer updates applied
+    trainable: Any  # float32 master weights (or the configured param dtype)
+    opt_state: Any
+
+
+def make_schedule(kind: str, peak_lr: float, total_updates: int, warmup_frac: float) -> optax.Schedule:
+    """Linear warmup over `warmup_frac` of the budget, then cosine or linear decay to 0, or constant."""
+    warmup = int(round(warmup_frac * total_updates))
+    decay = max(total_updates - warmup, 1)
+    if kind == "cosine":
+        return optax.warmup_cosine_decay_schedule(0.0, peak_lr, max(warmup, 0), warmup + decay, end_value=0.0)
+    if kind == "linear":
+        return optax.join_schedules(
+            [optax.linear_schedule(0.0, peak_lr, max(warmup, 1)), optax.linear_schedule(peak_lr, 0.0, decay)],
+            [warmup])
+    if kind == "constant":
+        return optax.join_schedules([optax.linear_schedule(0.0, peak_lr, max(warmup, 1)),
+                                     optax.constant_schedule(peak_lr)], [warmup])
+    raise ValueError(f"unknown schedule {kind!r}; choose cosine, linear or constant")
+
+
+def make_optimizer(schedule: optax.Schedule, *, b1: float, b2: float, eps: float, weight_decay: float,
+                   clip: float | None, accumulate: int = 1) -> optax.GradientTransformation:
+    chain = [optax.clip_by_global_norm(clip)] if clip else []
+    chain.append(optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay))
+    tx = optax.chain(*chain)
+    return optax.MultiSteps(tx, every_k_schedule=accumulate) if accumulate > 1 else tx
+
+
+def init_state(trainable, optimizer: optax.GradientTransformation) -> TrainState:
+    return TrainState(step=jnp.zeros((), jnp.int32), trainable=trainable, opt_state=optimizer.init(trainable))
+
+
+def train_step(state: TrainState, frozen, batch: dict[str, jax.Array], *, objective: Objective,
+               optimizer: optax.GradientTransformation, schedule: optax.Schedule,
+               prompt_width: int | None = None, answer_width: int | None = None):
+    """One update. A non-finite loss or gradient leaves the state unchanged (the loop then stops the run)."""
+    loss_fn = functools.partial(objective.loss, prompt_width=prompt_width, answer_width=answer_width)
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.trainable, frozen, batch)
+    grad_norm = optax.global_norm(grads)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.trainable)
+    trainable = optax.apply_updates(state.trainable, updates)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    new = TrainState(step=state.step + 1, trainable=trainable, opt_state=opt_state)
+    new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
+    metrics = {**metrics, "grad_norm": grad_norm, "learning_rate": schedule(state.step), "finite": finite}
+    return new, metrics
+
+
+def jit_train_step(objective: Objective, optimizer: optax.GradientTransformation, schedule: optax.Schedule,
+                   state_shardings, frozen_shardings, batch_shardings, *, prompt_width: int | None = None,
+                   answer_width: int | None = None, donate: bool = True):
+    """`train_step` compiled with explicit in/out shardings (the state keeps its layout; the old one is donated)."""
+    step = functools.partial(train_step, objective=objective, optimizer=optimizer, schedule=schedule,
+                             prompt_width=prompt_width, answer_width=answer_width)
+    return jax.jit(step, in_shardings=(state_shardings, frozen_shardings, batch_shardings),
+                   out_shardings=(state_shardings, None), donate_argnums=(0,) if donate else ())
