@@ -11,7 +11,7 @@ def masked_token_loss(
     targets: jax.Array,  # [batch, rows] int32
     mask: jax.Array,  # [batch, rows] bool: rows that count
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Mean over examples of each example's mean cross-entropy, plus teacher-forced token accuracy.
+    """Mean over examples (rows with targets) of each example's mean cross-entropy, plus token accuracy.
 
     Accuracy is the argmax match of the same logits (no second forward), as METHOD.md A defines it.
     """
@@ -20,7 +20,9 @@ def masked_token_loss(
     count = mask.sum(1)
     per_example = jnp.where(mask, nll, 0.0).sum(1) / jnp.maximum(count, 1)
     correct = (jnp.argmax(logits, axis=-1) == targets) & mask
-    loss = per_example.mean()
+    # Rows without a single target (filler rows of a last, partial batch) do not count as examples.
+    real = count > 0
+    loss = jnp.where(real, per_example, 0.0).sum() / jnp.maximum(real.sum(), 1)
     metrics = {
         "loss": loss,
         "token_accuracy": correct.sum() / jnp.maximum(mask.sum(), 1),

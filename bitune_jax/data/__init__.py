@@ -1,0 +1,22 @@
+"""Training and evaluation data: records from JSONL, tokenization with a truncation policy, a synthetic long-CoT
+task, and deterministic, resumable, shardable batches on grain."""
+
+from bitune_jax.data.pipeline import (
+    DUMMY_ID,
+    Batch,
+    BatchIterator,
+    EpochBatches,
+    collate,
+    derive_seed,
+    nested_sizes,
+    nested_subset,
+    shuffled_order,
+)
+from bitune_jax.data.records import DataError, Record, read_jsonl, read_records, record_from_row, write_jsonl
+from bitune_jax.data.tokenize import TokenizedExample, TruncationReport, encode_record, tokenize_records
+
+__all__ = [
+    "DUMMY_ID", "Batch", "BatchIterator", "DataError", "EpochBatches", "Record", "TokenizedExample",
+    "TruncationReport", "collate", "derive_seed", "encode_record", "nested_sizes", "nested_subset", "read_jsonl",
+    "read_records", "record_from_row", "shuffled_order", "tokenize_records", "write_jsonl",
+]

@@ -1,0 +1,165 @@
+"""Training and evaluation rows read from JSONL, each remembering the file and line it came from.
+
+Two row formats are accepted, one JSON object per line:
+  * chat: `{"messages": [{"role": ..., "content": ...}, ...]}` whose last message is the assistant's answer;
+  * pair: `{"prompt": str, "response": str}` with an optional `"system": str`.
+Both become a `Record` holding a chat `messages` list, so everything downstream (templates, tokenization, loss
+masks) sees one shape. Any other top-level keys (an `"answer"` for evaluation, an `"id"`) are kept in `meta`.
+
+Errors are raised while reading, not deep inside a training step, and always start with `file:line:` so a person
+can open the file at the bad row. Parquet is not read: pyarrow is not a dependency of this project.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import json
+import pathlib
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+Message = dict[str, str]
+PAIR_KEYS = ("prompt", "response", "system")
+
+
+class DataError(ValueError):
+    """A bad row in a data file; the message starts with `file:line:`."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    """One conversation ending in the assistant turn to train on (or to compare a generation with)."""
+
+    messages: list[Message]
+    file: str
+    line: int  # 1-based line in `file`
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)  # other top-level keys of the row
+
+    @property
+    def where(self) -> str:
+        """`file:line`, the prefix of every error about this record."""
+        return f"{self.file}:{self.line}"
+
+    @property
+    def prompt_messages(self) -> list[Message]:
+        return self.messages[:-1]
+
+    @property
+    def response(self) -> str:
+        return self.messages[-1]["content"]
+
+
+def _fail(where: str, what: str) -> DataError:
+    return DataError(f"{where}: {what}")
+
+
+def _check_str(value: Any, where: str, field: str) -> str:
+    if not isinstance(value, str):
+        raise _fail(where, f"field {field!r} must be a string, got {type(value).__name__}")
+    return value
+
+
+def _messages_from_chat(row: Mapping[str, Any], where: str) -> list[Message]:
+    messages = row["messages"]
+    if not isinstance(messages, list):
+        raise _fail(where, f"field 'messages' must be a list, got {type(messages).__name__}")
+    if len(messages) < 2:
+        raise _fail(where, f"'messages' needs a prompt and an assistant answer (at least 2 messages), "
+                           f"got {len(messages)}")
+    out = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise _fail(where, f"messages[{i}] must be an object with 'role' and 'content', got {type(m).__name__}")
+        for key in ("role", "content"):
+            if key not in m:
+                raise _fail(where, f"missing field 'messages[{i}].{key}'")
+            _check_str(m[key], where, f"messages[{i}].{key}")
+        out.append({"role": m["role"], "content": m["content"]})
+    if out[-1]["role"] != "assistant":
+        raise _fail(where, f"the last message must be from the assistant (the answer to train on), "
+                           f"got role {out[-1]['role']!r}")
+    if not out[-1]["content"].strip():
+        raise _fail(where, "empty response: the last (assistant) message has no text")
+    return out
+
+
+def _messages_from_pair(row: Mapping[str, Any], where: str) -> list[Message]:
+    for key in ("prompt", "response"):
+        if key not in row:
+            raise _fail(where, f"missing field {key!r} (a row needs 'messages', or 'prompt' and 'response')")
+    prompt = _check_str(row["prompt"], where, "prompt")
+    response = _check_str(row["response"], where, "response")
+    if not prompt.strip():
+        raise _fail(where, "empty prompt")
+    if not response.strip():
+        raise _fail(where, "empty response")
+    messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
+    if "system" in row:
+        messages.insert(0, {"role": "system", "content": _check_str(row["system"], where, "system")})
+    return messages
+
+
+def record_from_row(row: Any, file: str, line: int) -> Record:
+    """Validate one decoded JSON row (either format) and turn it into a `Record`."""
+    where = f"{file}:{line}"
+    if not isinstance(row, dict):
+        raise _fail(where, f"a row must be a JSON object, got {type(row).__name__}")
+    if "messages" in row:
+        if "prompt" in row or "response" in row:
+            raise _fail(where, "a row has either 'messages' or 'prompt'/'response', not both")
+        messages, consumed = _messages_from_chat(row, where), ("messages",)
+    elif "prompt" in row or "response" in row:
+        messages, consumed = _messages_from_pair(row, where), PAIR_KEYS
+    else:
+        raise _fail(where, f"missing field: expected 'messages', or 'prompt' and 'response'; "
+                           f"the row has keys {sorted(row)}")
+    meta = {k: v for k, v in row.items() if k not in consumed}
+    return Record(messages=messages, file=file, line=line, meta=meta)
+
+
+def _lines(path: pathlib.Path) -> Iterable[str]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        yield from f
+
+
+def read_jsonl(path: str | pathlib.Path) -> list[Record]:
+    """All records of one `.jsonl` (or `.jsonl.gz`) file; blank lines are skipped, line numbers stay true."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: data file not found")
+    records = []
+    for line_no, text in enumerate(_lines(path), start=1):
+        if not text.strip():
+            continue
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise _fail(f"{path}:{line_no}", f"malformed JSON ({e.msg} at column {e.colno})") from None
+        records.append(record_from_row(row, str(path), line_no))
+    return records
+
+
+def read_records(paths: str | pathlib.Path | Sequence[str | pathlib.Path]) -> list[Record]:
+    """Records of one or more files, in file order then line order."""
+    if isinstance(paths, (str, pathlib.Path)):
+        paths = [paths]
+    records = []
+    for p in paths:
+        name = str(p)
+        if name.endswith(".parquet"):
+            raise DataError(f"{name}: Parquet is not supported (pyarrow is not a dependency); convert it to JSONL "
+                            "with one {'messages': [...]} or {'prompt', 'response'} object per line")
+        records.extend(read_jsonl(p))
+    return records
+
+
+def write_jsonl(records: Iterable[Record], path: str | pathlib.Path) -> pathlib.Path:
+    """Write records in the chat format (`meta` keys beside `messages`); `read_jsonl` reads them back."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps({"messages": r.messages, **r.meta}, ensure_ascii=False) + "\n")
+    return path

@@ -1,0 +1,155 @@
+"""Records -> `(prompt_ids, answer_ids)` with a counted, reported truncation policy.
+
+The loss of every trainer in this repo is computed on answer tokens only (METHOD.md A: "everything after the
+generation prompt, template end tokens included"), so the one thing tokenization must get exactly right is the
+boundary between prompt and answer. Two renderings:
+  * `"chat"`: the model's own chat template (`chat.encode_prompt_answer`); the answer ends with the template's end
+    tokens (e.g. `<|im_end|>\\n`), which are trained on, so the model learns to stop.
+  * `"plain"`: the Bitune paper's format, prompt `"Question: {instruction}\\n\\nAnswer:"` (BOS first if the tokenizer
+    adds one) and answer `" " + response` followed by EOS. A system message, if any, is put before the question
+    as its own paragraph. Prompt and answer are encoded separately so the boundary is exact.
+
+Over-long examples follow a policy from the config, and every decision is counted in a `TruncationReport` that the
+trainer logs: silently losing or cutting data changes what an experiment measures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from bitune_jax.chat import encode_prompt_answer
+from bitune_jax.data.records import DataError, Record
+from bitune_jax.tokenizer import Tokenizer
+
+TEMPLATES = ("chat", "plain")
+POLICIES = ("drop", "truncate", "error")
+PLAIN_PROMPT = "Question: {instruction}\n\nAnswer:"
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TokenizedExample:
+    """One training row before batching: the prompt, the answer (the loss targets), and where it came from."""
+
+    prompt_ids: np.ndarray  # [P] int32, P >= 1
+    answer_ids: np.ndarray  # [A] int32, A >= 1
+    source: str  # `file:line` of the record
+
+    @property
+    def length(self) -> int:
+        return len(self.prompt_ids) + len(self.answer_ids)
+
+
+@dataclasses.dataclass
+class TruncationReport:
+    """What the truncation policy did. `kept` includes the `truncated` examples; `kept + dropped == total`."""
+
+    policy: str
+    max_len: int
+    total: int = 0
+    kept: int = 0
+    dropped: int = 0
+    truncated: int = 0
+    offenders: list[tuple[str, int]] = dataclasses.field(default_factory=list)  # first few (`file:line`, length)
+    max_offenders: int = 5
+
+    def add_offender(self, source: str, length: int) -> None:
+        if len(self.offenders) < self.max_offenders:
+            self.offenders.append((source, length))
+
+    def summary(self) -> str:
+        """One line for the training log."""
+        text = (f"{self.total} examples, max_len={self.max_len}, policy={self.policy!r}: kept {self.kept} "
+                f"({self.truncated} truncated), dropped {self.dropped}")
+        if self.offenders:
+            text += "; over max_len: " + ", ".join(f"{s} ({n} tokens)" for s, n in self.offenders)
+            if self.dropped + self.truncated > len(self.offenders):
+                text += ", ..."
+        return text
+
+
+def plain_prompt_answer(tok: Tokenizer, messages: Sequence[Mapping[str, str]], where: str) -> tuple[list[int],
+                                                                                                    list[int]]:
+    """The Bitune paper's `Question: ... Answer:` rendering of a single-turn conversation."""
+    roles = [m["role"] for m in messages]
+    if roles not in (["user", "assistant"], ["system", "user", "assistant"]):
+        raise DataError(f"{where}: template 'plain' needs one user turn then the assistant (optionally after a "
+                        f"system message), got roles {roles}; use template 'chat' for multi-turn data")
+    if not tok.eos_ids:
+        raise ValueError("template 'plain' ends each answer with EOS, but this tokenizer has no EOS id")
+    instruction = messages[-2]["content"]
+    if roles[0] == "system":
+        instruction = f"{messages[0]['content']}\n\n{instruction}"
+    prompt = tok.encode(PLAIN_PROMPT.format(instruction=instruction))  # BOS if the tokenizer adds one
+    answer = tok.encode(" " + messages[-1]["content"], add_bos=False) + [tok.eos_ids[0]]
+    return prompt, answer
+
+
+def encode_record(tok: Tokenizer, record: Record, template: str,
+                  template_kwargs: Mapping[str, Any] | None = None) -> tuple[list[int], list[int]]:
+    """`(prompt_ids, answer_ids)` of one record, untruncated."""
+    if template == "chat":
+        try:
+            prompt, answer = encode_prompt_answer(tok, record.messages, **(template_kwargs or {}))
+        except ValueError as e:
+            raise DataError(f"{record.where}: {e}") from e
+    elif template == "plain":
+        prompt, answer = plain_prompt_answer(tok, record.messages, record.where)
+    else:
+        raise ValueError(f"template must be one of {TEMPLATES}, got {template!r}")
+    if not prompt:
+        raise DataError(f"{record.where}: the prompt is empty after tokenization (training needs >= 1 prompt token)")
+    if not answer:
+        raise DataError(f"{record.where}: the answer is empty after tokenization; there is nothing to train on")
+    return prompt, answer
+
+
+def tokenize_records(
+    records: Sequence[Record],
+    tok: Tokenizer,
+    *,
+    max_len: int,
+    truncation: str = "drop",
+    template: str = "chat",
+    template_kwargs: Mapping[str, Any] | None = None,
+) -> tuple[list[TokenizedExample], TruncationReport]:
+    """Tokenize `records` and apply the truncation policy to examples longer than `max_len` (prompt + answer).
+
+    `truncation`:
+      * `"drop"`: skip the example (what the Bitune paper does);
+      * `"truncate"`: cut the answer to fit; an example whose prompt alone exceeds `max_len - 1` (no room for one
+        answer token) is still dropped;
+      * `"error"`: raise, naming `file:line` and both lengths.
+    """
+    if truncation not in POLICIES:
+        raise ValueError(f"truncation must be one of {POLICIES}, got {truncation!r}")
+    if template not in TEMPLATES:
+        raise ValueError(f"template must be one of {TEMPLATES}, got {template!r}")
+    if template == "chat" and not tok.chat_template:
+        raise ValueError("template 'chat' needs the tokenizer's chat template, and this tokenizer has none; "
+                         "use template 'plain'")
+    if max_len < 2:
+        raise ValueError(f"max_len must be >= 2 (one prompt and one answer token), got {max_len}")
+    report = TruncationReport(policy=truncation, max_len=max_len)
+    examples = []
+    for record in records:
+        prompt, answer = encode_record(tok, record, template, template_kwargs)
+        report.total += 1
+        length = len(prompt) + len(answer)
+        if length > max_len:
+            if truncation == "error":
+                raise DataError(f"{record.where}: prompt ({len(prompt)}) + answer ({len(answer)}) = {length} tokens "
+                                f"exceed max_len={max_len}; raise max_len or set truncation to 'drop' or 'truncate'")
+            report.add_offender(record.where, length)
+            if truncation == "drop" or len(prompt) > max_len - 1:
+                report.dropped += 1
+                continue
+            answer = answer[: max_len - len(prompt)]
+            report.truncated += 1
+        report.kept += 1
+        examples.append(TokenizedExample(prompt_ids=np.asarray(prompt, np.int32),
+                                         answer_ids=np.asarray(answer, np.int32), source=record.where))
+    return examples, report

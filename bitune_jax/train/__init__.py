@@ -1,0 +1,1 @@
+"""Training: objectives, the jitted step, sharding, checkpoints, logs, saturation and the loop."""

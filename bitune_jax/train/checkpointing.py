@@ -1,0 +1,329 @@
+"""Training checkpoints: a thin wrapper over orbax's `CheckpointManager`, a model fingerprint, and a SIGTERM flag.
+
+A checkpoint step holds two items:
+- `state`: the pytree the loop resumes from (trainable params or adapters, optimizer state, step counter, RNG key),
+  written by `StandardSave` so each process writes its own shards and restore can place arrays on new shardings.
+- `meta`: JSON, `{"meta": <the caller's dict>, "fingerprint": ..., "prng_keys": ...}`. The caller's dict carries
+  what is not an array: the data iterator state (`{"epoch", "index"}`) and the run config.
+
+Typed PRNG keys (`jax.random.key`) cannot be serialized, so `save` stores `jax.random.key_data` and records the key
+implementation per tree path; `restore` wraps the data back with `jax.random.wrap_key_data`. Callers pass typed keys
+(or raw uint32 key data, which round-trips as it is).
+
+The fingerprint (`model_fingerprint`) stops a resume from silently loading another model's weights: restore compares
+it field by field and names the field and the checkpoint directory.
+
+Multi-host: every process calls `save` and `restore` (orbax coordinates the writes); `meta` must be the same on all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import json
+import signal
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+PyTree = Any
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoint does not belong to the current model or does not fit the requested state tree."""
+
+
+# ----------------------------------------------------------------------------------------------- fingerprint
+
+
+def model_fingerprint(model_name: str, model_config: Any, params: PyTree) -> dict[str, Any]:
+    """What identifies a model for resuming: its name, a hash of its architecture config, and parameter shapes.
+
+    model_config: the architecture (a dataclass, mapping or `ConfigDict`), not the run config, so changing a
+        learning rate still resumes while changing a layer count does not.
+    params: the trainable tree (arrays or `jax.ShapeDtypeStruct`s); shapes, not dtypes, are compared, so a run may
+        switch between bf16 and float32 master weights and keep its checkpoint.
+    """
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    shapes = {jax.tree_util.keystr(path): list(np.shape(leaf)) for path, leaf in flat}
+    return {
+        "model_name": str(model_name),
+        "config_hash": hashlib.sha256(_canonical_json(_to_plain(model_config)).encode()).hexdigest()[:16],
+        "num_params": int(sum(int(np.prod(s)) for s in shapes.values())),
+        "param_shapes": shapes,
+    }
+
+
+def check_fingerprint(saved: Mapping[str, Any] | None, current: Mapping[str, Any], where: str) -> None:
+    """Raise `CheckpointMismatchError` naming `where` and the first field that differs."""
+    if saved is None:
+        raise CheckpointMismatchError(
+            f"checkpoint at {where} has no model fingerprint, so it cannot be checked against the current model; "
+            "restore with a Checkpointer built without `fingerprint=` if you are sure it fits")
+    current = json.loads(json.dumps(current))  # tuples -> lists, as they were saved
+    first = ["model_name", "config_hash", "param_shapes"]  # the most telling fields are reported first
+    for field in sorted(set(saved) | set(current), key=lambda f: (first.index(f) if f in first else len(first), f)):
+        if field not in saved or field not in current:
+            side = "saved checkpoint" if field not in saved else "current model"
+            raise CheckpointMismatchError(
+                f"checkpoint from another model at {where}: field {field!r} is missing from the {side}'s fingerprint")
+        if field == "param_shapes" and saved[field] != current[field]:
+            s, c = saved[field], current[field]
+            for path in sorted(set(s) | set(c)):
+                if s.get(path) != c.get(path):
+                    raise CheckpointMismatchError(
+                        f"checkpoint from another model at {where}: field 'param_shapes' differs at parameter "
+                        f"{path}: saved {s.get(path, 'absent')}, current {c.get(path, 'absent')}")
+        if saved[field] != current[field]:
+            raise CheckpointMismatchError(
+                f"checkpoint from another model at {where}: field {field!r} differs: saved {saved[field]!r}, "
+                f"current {current[field]!r}; point the run at a fresh workdir or at the matching model")
+
+
+# ---------------------------------------------------------------------------------------------- checkpointer
+
+
+class Checkpointer:
+    """Save and restore `(state, meta)` pairs by step, keeping the last `keep`.
+
+    directory: where step folders go (created if missing; must be absolute for orbax, so it is resolved here).
+    keep: how many of the latest steps to keep (older ones are deleted after a newer save commits).
+    async_save: write in a background thread. `save` returns once arrays are copied off the device, so the loop
+        may donate or overwrite the state right after; call `wait()` before reading the files or exiting.
+    fingerprint: the current model's `model_fingerprint`; saved with every step and checked by `restore`.
+        None saves no fingerprint and skips the check.
+    """
+
+    def __init__(self, directory: str | Path, *, keep: int = 3, async_save: bool = True,
+                 fingerprint: Mapping[str, Any] | None = None) -> None:
+        if keep < 1:
+            raise ValueError(f"Checkpointer keep must be >= 1, got {keep}")
+        self.directory = Path(directory).expanduser().resolve()
+        self.fingerprint = None if fingerprint is None else json.loads(json.dumps(dict(fingerprint)))
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save, create=True)
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def save(self, step: int, state: PyTree, meta: Mapping[str, Any] | None = None, *, force: bool = False) -> bool:
+        """Save `state` and JSON `meta` as `step`; returns whether a save started (orbax skips an existing step).
+
+        force: save even if orbax's save-interval policy would skip this step (the loop forces the final and the
+            SIGTERM save).
+        """
+        step = int(step)
+        try:
+            plain_meta = json.loads(json.dumps(dict(meta or {}), default=_json_default, allow_nan=False))
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"checkpoint meta for step {step} in {self.directory} is not JSON-serializable: {e}") from e
+        if step in self._manager.all_steps():
+            return False
+        data_state, key_impls = _keys_to_data(state)
+        record = {"meta": plain_meta, "fingerprint": self.fingerprint, "prng_keys": key_impls}
+        args = ocp.args.Composite(state=ocp.args.StandardSave(data_state), meta=ocp.args.JsonSave(record))
+        return bool(self._manager.save(step, args=args, force=force))
+
+    def latest_step(self) -> int | None:
+        """The newest committed step, or None in an empty directory (a fresh run)."""
+        return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return sorted(self._manager.all_steps())
+
+    def restore(self, step: int | None = None, *, abstract_state: PyTree = None) -> tuple[PyTree, dict[str, Any]]:
+        """Load `(state, meta)` of `step` (default: the latest).
+
+        abstract_state: the tree to restore into. Leaves are `jax.ShapeDtypeStruct`s (with `.sharding` set to put
+            the arrays straight onto their shardings) or concrete arrays (their shape, dtype and sharding are used);
+            typed-key leaves come back as typed keys. Pass the loop's freshly initialized state, or
+            `jax.eval_shape` of its init with shardings attached. None restores the tree as orbax saw it:
+            NamedTuples come back as dicts or lists and typed keys as raw uint32 key data (for inspection only).
+        """
+        self.wait()
+        if step is None:
+            step = self.latest_step()
+            if step is None:
+                raise FileNotFoundError(f"no checkpoint to restore in {self.directory}")
+        where = f"{self.directory} (step {step})"
+        if step not in self._manager.all_steps():
+            raise FileNotFoundError(f"no checkpoint step {step} in {self.directory}; saved: {self.all_steps()}")
+        record = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+        if self.fingerprint is not None:
+            check_fingerprint(record.get("fingerprint"), self.fingerprint, where)
+        key_impls = record.get("prng_keys", {})
+        target = None if abstract_state is None else _abstract_for_restore(abstract_state, key_impls, where)
+        try:
+            restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
+        except ValueError as e:
+            raise CheckpointMismatchError(f"checkpoint at {where} does not fit the requested state tree: {e}") from e
+        state = restored.state if abstract_state is None else _data_to_keys(restored.state, key_impls)
+        return state, record["meta"]
+
+    def wait(self) -> None:
+        """Block until pending async saves have committed (before exit, before reading files)."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        """Finish pending saves and release orbax's threads."""
+        self._manager.wait_until_finished()
+        self._manager.close()
+
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------------------------- PRNG key trees
+
+
+def _is_key(leaf: Any) -> bool:
+    dtype = getattr(leaf, "dtype", None)
+    return dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+
+
+def _keys_to_data(state: PyTree) -> tuple[PyTree, dict[str, str]]:
+    """Typed keys -> uint32 key data, plus {tree path: key implementation name} to undo it."""
+    impls: dict[str, str] = {}
+
+    def convert(path, leaf):
+        if _is_key(leaf):
+            impls[jax.tree_util.keystr(path)] = str(jax.random.key_impl(leaf))
+            return jax.random.key_data(leaf)
+        return leaf
+
+    return jax.tree_util.tree_map_with_path(convert, state), impls
+
+
+def _abstract_for_restore(abstract: PyTree, key_impls: Mapping[str, str], where: str) -> PyTree:
+    """Concrete arrays -> ShapeDtypeStructs; typed-key leaves -> the ShapeDtypeStruct of their key data."""
+
+    def convert(path, leaf):
+        name = jax.tree_util.keystr(path)
+        if _is_key(leaf) != (name in key_impls):
+            saved = "a typed PRNG key" if name in key_impls else "not a typed key"
+            raise CheckpointMismatchError(f"checkpoint at {where}: state leaf {name} was saved as {saved}, "
+                                          f"but the requested tree has dtype {leaf.dtype}")
+        sharding = getattr(leaf, "sharding", None)
+        if _is_key(leaf):
+            data = jax.eval_shape(jax.random.key_data, jax.ShapeDtypeStruct(leaf.shape, leaf.dtype))
+            return jax.ShapeDtypeStruct(data.shape, data.dtype, sharding=sharding)  # spec covers leading dims only
+        if isinstance(leaf, jax.Array | np.ndarray):
+            return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
+        return leaf
+
+    return jax.tree_util.tree_map_with_path(convert, abstract)
+
+
+def _data_to_keys(state: PyTree, key_impls: Mapping[str, str]) -> PyTree:
+    if not key_impls:
+        return state
+
+    def convert(path, leaf):
+        impl = key_impls.get(jax.tree_util.keystr(path))
+        return leaf if impl is None else jax.random.wrap_key_data(leaf, impl=impl)
+
+    return jax.tree_util.tree_map_with_path(convert, state)
+
+
+# ---------------------------------------------------------------------------------------------------- SIGTERM
+
+
+class SigtermFlag:
+    """Set by SIGTERM (preemption); the loop polls `requested` between steps, saves, and exits.
+
+    The handler only sets a flag (and calls the optional callback): saving from inside a signal handler could
+    interrupt a half-finished step or an orbax write. `uninstall()` (or leaving the `with` block) puts the previous
+    handler back.
+    """
+
+    def __init__(self, callback: Callable[[int], None] | None, signals: tuple[int, ...]) -> None:
+        self._event = threading.Event()
+        self._callback = callback
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+        for sig in signals:
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+        self._event.set()
+        if self._callback is not None:
+            self._callback(signum)
+
+    @property
+    def requested(self) -> bool:
+        return self._event.is_set()
+
+    def clear(self) -> None:
+        self._event.clear()
+        self.signum = None
+
+    def uninstall(self) -> None:
+        """Restore the handlers that were installed before this one (idempotent)."""
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
+        self._previous = {}
+
+    def __enter__(self) -> SigtermFlag:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.uninstall()
+
+
+def install_sigterm_handler(callback: Callable[[int], None] | None = None, *,
+                            signals: tuple[int, ...] = (signal.SIGTERM,)) -> SigtermFlag:
+    """Install a flag-setting handler for SIGTERM (must run on the main thread, as Python signal handlers do).
+
+    callback: called with the signal number from inside the handler; keep it tiny (a log line), never a save.
+    Multi-host: processes may see the signal at different steps; the loop should agree on the flag across
+    processes (e.g. `jax.experimental.multihost_utils.process_allgather(flag).any()`) before saving.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError("install_sigterm_handler must be called from the main thread (Python signal rule)")
+    return SigtermFlag(callback, tuple(signals))
+
+
+# ------------------------------------------------------------------------------------------------------ JSON
+
+
+def _to_plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if hasattr(obj, "to_dict") and callable(obj.to_dict):  # ml_collections.ConfigDict
+        return _to_plain(obj.to_dict())
+    if isinstance(obj, Mapping):
+        return {str(k): _to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_to_plain(v) for v in obj]
+    return obj
+
+
+def _canonical_json(obj: Any) -> str:
+    """Deterministic JSON for hashing: sorted keys; dtypes, classes and functions by name (never a memory address)."""
+
+    def default(o: Any) -> Any:
+        if isinstance(o, np.dtype):
+            return str(o)
+        if isinstance(o, type) or callable(o):
+            return f"{getattr(o, '__module__', '')}.{getattr(o, '__qualname__', type(o).__qualname__)}"
+        if isinstance(o, enum.Enum):
+            return f"{type(o).__qualname__}.{o.name}"
+        return _json_default(o)
+
+    return json.dumps(obj, sort_keys=True, default=default, separators=(",", ":"))
+
+
+def _json_default(obj: Any) -> Any:
+    """numpy/jax scalars and arrays and paths become JSON; anything else is an error naming its type."""
+    if isinstance(obj, np.generic | np.ndarray | jax.Array):
+        return np.asarray(obj).tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"object of type {type(obj).__name__} is not JSON-serializable ({obj!r:.80})")

@@ -1,0 +1,306 @@
+"""Logs for people: a metrics JSONL, TensorBoard scalars, an end-of-run PNG, a progress bar, throughput and MFU.
+
+Only process 0 writes (`enabled`), so a multi-host run has one set of logs. The JSONL is the record of truth
+(one JSON object a line, floats only, strict JSON: a non-finite value is written as null); TensorBoard and the PNG
+are views of the same numbers. A resumed run passes `resume_step` so rows and events after the restored checkpoint,
+which the resumed run will produce again, are dropped rather than duplicated.
+
+This module is `bitune_jax.train.logging`; absolute imports make `import logging` elsewhere still mean the stdlib.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+JSONL_NAME = "metrics.jsonl"
+TENSORBOARD_DIR = "tensorboard"
+PLOT_NAME = "token_accuracy_loss.png"
+
+
+def _scalars(metrics: Mapping[str, Any]) -> dict[str, float | None]:
+    """Scalar values as floats (None when non-finite); non-scalar values (per-example arrays) are skipped."""
+    out: dict[str, float | None] = {}
+    for name, value in metrics.items():
+        arr = np.asarray(value)
+        if arr.size != 1 or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+            continue
+        v = float(arr.reshape(()))
+        out[str(name)] = v if math.isfinite(v) else None
+    return out
+
+
+class RunLogger:
+    """Writes `workdir/metrics.jsonl`, `workdir/tensorboard/` and, at `close()`, `workdir/token_accuracy_loss.png`.
+
+    enabled: whether this process writes; default `jax.process_index() == 0`. A disabled logger touches no file.
+    tensorboard: also write TensorBoard scalars (tensorboardX).
+    resume_step: the step a resumed run restarts after; JSONL rows with a larger step are dropped and TensorBoard
+        purges its events from `resume_step + 1`. Epoch rows still in the JSONL seed the plot's history.
+    """
+
+    def __init__(self, workdir: str | Path, *, enabled: bool | None = None, tensorboard: bool = True,
+                 resume_step: int | None = None) -> None:
+        self.workdir = Path(workdir)
+        self.enabled = jax.process_index() == 0 if enabled is None else bool(enabled)
+        self.jsonl_path = self.workdir / JSONL_NAME
+        self.plot_path = self.workdir / PLOT_NAME
+        self.epochs: dict[int, dict[str, float | None]] = {}  # epoch -> epoch metrics, for the plot
+        self._file: TextIO | None = None
+        self._tb = None
+        if not self.enabled:
+            return
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.jsonl_path.exists():
+            self._reload(resume_step)
+        self._file = self.jsonl_path.open("a", encoding="utf-8")
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+
+            purge = None if resume_step is None else int(resume_step) + 1
+            self._tb = SummaryWriter(logdir=str(self.workdir / TENSORBOARD_DIR), purge_step=purge, flush_secs=30)
+
+    def _reload(self, resume_step: int | None) -> None:
+        """Keep rows up to `resume_step` (all rows when None) and rebuild the per-epoch history from them."""
+        kept = []
+        for n, line in enumerate(self.jsonl_path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:  # a line cut by a kill mid-write: drop it, keep the rest
+                print(f"[RunLogger] dropping unreadable line {n} of {self.jsonl_path}: {e}", file=sys.stderr)
+                continue
+            if resume_step is not None and row.get("step", 0) > resume_step:
+                continue
+            kept.append(row)
+            if row.get("scope") == "epoch":
+                self.epochs[int(row["epoch"])] = {k[6:]: v for k, v in row.items() if k.startswith("epoch/")}
+        if resume_step is not None:
+            self.jsonl_path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+
+    def _write(self, row: dict[str, Any]) -> None:
+        assert self._file is not None
+        self._file.write(json.dumps(row, allow_nan=False) + "\n")
+        self._file.flush()
+
+    def log(self, step: int, metrics: Mapping[str, Any], *, epoch: float | None = None) -> None:
+        """One row of per-step metrics (loss, token_accuracy, learning_rate, grad_norm, tokens_per_s, mfu ...).
+
+        TensorBoard tags are the names, under `train/` when the name has no `/` of its own.
+        """
+        if not self.enabled:
+            return
+        values = _scalars(metrics)
+        row: dict[str, Any] = {"scope": "step", "step": int(step)}
+        if epoch is not None:
+            row["epoch"] = float(epoch)
+        self._write({**row, **values})
+        if self._tb is not None:
+            for name, v in values.items():
+                if v is not None:
+                    self._tb.add_scalar(name if "/" in name else f"train/{name}", v, int(step))
+
+    def log_epoch(self, epoch: int, step: int, metrics: Mapping[str, Any]) -> None:
+        """Per-epoch summaries (token_accuracy, loss, fully_memorized ...), written as `epoch/<name>`.
+
+        TensorBoard plots them against the epoch number, the x axis the paper uses.
+        """
+        values = _scalars(metrics)
+        self.epochs[int(epoch)] = values
+        if not self.enabled:
+            return
+        self._write({"scope": "epoch", "step": int(step), "epoch": int(epoch),
+                     **{f"epoch/{k}": v for k, v in values.items()}})
+        if self._tb is not None:
+            for name, v in values.items():
+                if v is not None:
+                    self._tb.add_scalar(f"epoch/{name}", v, int(epoch))
+
+    def log_text(self, tag: str, text: str, step: int = 0) -> None:
+        """A note in TensorBoard (the run config, the saturation stop); not in the JSONL, which holds floats."""
+        if self.enabled and self._tb is not None:
+            self._tb.add_text(tag, text, step)
+
+    def plot(self, saturation_epoch: int | None = None) -> Path | None:
+        """Write the per-epoch token accuracy and loss PNG; returns its path (None when disabled or no epochs)."""
+        if not self.enabled or not self.epochs:
+            return None
+        epochs = sorted(self.epochs)
+        col = lambda name: [np.nan if self.epochs[e].get(name) is None else self.epochs[e][name] for e in epochs]
+        return plot_epoch_curves(epochs, col("token_accuracy"), col("loss"), self.plot_path, saturation_epoch)
+
+    def close(self, saturation_epoch: int | None = None) -> Path | None:
+        """Flush and close the files and write the plot; returns the plot path."""
+        path = self.plot(saturation_epoch)
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+        return path
+
+    def __enter__(self) -> RunLogger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def plot_epoch_curves(epochs: list[int], token_accuracy: list[float], loss: list[float], path: str | Path,
+                      saturation_epoch: int | None = None) -> Path:
+    """Two panels, token accuracy and loss per epoch, with the saturation epoch as a dashed vertical line.
+
+    Uses matplotlib's Agg canvas directly, so it never changes the process-wide backend (notebooks keep theirs).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    panels = fig.subplots(1, 2)
+    for ax, values, label in zip(panels, (token_accuracy, loss), ("token accuracy (response)", "loss")):
+        ax.plot(epochs, values, marker="o", markersize=3)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        if saturation_epoch is not None:
+            label = f"saturation (epoch {saturation_epoch})"
+            ax.axvline(saturation_epoch, color="tab:red", linestyle="--", label=label)
+            ax.legend(loc="best")
+    panels[0].set_ylim(0.0, 1.02)
+    panels[1].set_yscale("log" if np.all(np.asarray(loss, float) > 0) else "linear")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
+
+
+class ProgressBar:
+    """Epoch, step, loss, token accuracy and tokens/s, live.
+
+    On a TTY (or in a Jupyter kernel) it is a tqdm bar. Elsewhere (CI logs, `nohup`, a file) carriage-return
+    redraws would pile up, so it prints one plain line every `interval_s` seconds instead. Silent off process 0.
+    """
+
+    def __init__(self, total: int, *, initial: int = 0, enabled: bool | None = None, desc: str = "train",
+                 stream: TextIO | None = None, interval_s: float = 30.0) -> None:
+        self.enabled = jax.process_index() == 0 if enabled is None else bool(enabled)
+        self.stream = stream if stream is not None else sys.stderr
+        self.total, self.n, self.desc, self.interval_s = int(total), int(initial), desc, float(interval_s)
+        self._last_print = -math.inf
+        self._bar = None
+        in_notebook = stream is None and "ipykernel" in sys.modules  # tqdm.auto draws a widget there
+        if self.enabled and (in_notebook or getattr(self.stream, "isatty", lambda: False)()):
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=self.total, initial=self.n, desc=desc, file=self.stream, dynamic_ncols=True)
+
+    def update(self, n: int = 1, *, epoch: int | None = None, step: int | None = None, loss: float | None = None,
+               token_accuracy: float | None = None, tokens_per_s: float | None = None) -> None:
+        self.n += n
+        if not self.enabled:
+            return
+        fields = {"epoch": epoch, "step": step, "loss": loss, "tok_acc": token_accuracy, "tok/s": tokens_per_s}
+        shown = {k: _fmt(v) for k, v in fields.items() if v is not None}
+        if self._bar is not None:
+            self._bar.set_postfix(shown, refresh=False)
+            self._bar.update(n)
+            return
+        now = time.monotonic()
+        if now - self._last_print >= self.interval_s or self.n >= self.total:
+            self._last_print = now
+            body = " ".join(f"{k}={v}" for k, v in shown.items())
+            print(f"[{self.desc}] {self.n}/{self.total} {body}", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def _fmt(v: Any) -> str:
+    v = float(v)
+    if v.is_integer() and abs(v) < 1e9:
+        return str(int(v))
+    return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.3g}"
+
+
+class Throughput:
+    """Tokens per second over a sliding window of recent steps (the first, compiling step skews a plain mean)."""
+
+    def __init__(self, window: int = 20) -> None:
+        self.window = window
+        self._times: list[float] = []
+        self._tokens: list[float] = []
+
+    def update(self, tokens: float, now: float | None = None) -> float | None:
+        """Record that `tokens` were processed by `now`; returns tokens/s, None until two timestamps exist."""
+        self._times.append(time.perf_counter() if now is None else now)
+        self._tokens.append(float(tokens))
+        self._times, self._tokens = self._times[-self.window - 1:], self._tokens[-self.window - 1:]
+        if len(self._times) < 2 or self._times[-1] <= self._times[0]:
+            return None
+        return sum(self._tokens[1:]) / (self._times[-1] - self._times[0])
+
+
+def model_flops_per_token(num_params: int, seq_len: int, num_layers: int, dim: int,
+                          backward_weight_grads: bool = True, *, causal: bool = False) -> float:
+    """Training FLOPs per token (the MFU numerator), by the PaLM (Chowdhery et al. 2022, app. B) rule.
+
+    A matmul with N weights costs 2N FLOPs per token forward, 2N backward for the input gradient, and 2N backward
+    for the weight gradient. Attention scores and the weighted sum cost 4 * L * d * T forward per token (T =
+    seq_len) and twice that backward (both operands need gradients; there are no weights):
+        full fine-tune:   6N + 12 L d T
+        frozen base:      4N + 12 L d T   (LoRA, Bitune: no weight gradients for the base; the adapters' own
+                                           FLOPs are a rounding error and are not counted)
+    num_params: parameters that take part in matmuls, trainable and frozen (count the embedding table only when
+        tied, since then it is the output head). causal=True halves the attention term, for kernels that skip
+        fully masked blocks; the default follows PaLM and most published MFU numbers. Rematerialization is not
+        counted (MFU counts model FLOPs, not hardware FLOPs). A Bitune step runs two streams: scale accordingly.
+    """
+    for name, v in (("num_params", num_params), ("seq_len", seq_len), ("num_layers", num_layers), ("dim", dim)):
+        if v < 0:
+            raise ValueError(f"model_flops_per_token {name} must be >= 0, got {v}")
+    dense = (6.0 if backward_weight_grads else 4.0) * num_params
+    attention = 12.0 * num_layers * dim * seq_len * (0.5 if causal else 1.0)
+    return dense + attention
+
+
+def mfu(tokens_per_s: float, flops_per_token: float, peak_flops_per_s: float) -> float:
+    """Model FLOPs utilization: achieved model FLOP/s over the peak (both for the same set of devices)."""
+    if peak_flops_per_s <= 0:
+        raise ValueError(f"peak_flops_per_s must be > 0, got {peak_flops_per_s}")
+    return tokens_per_s * flops_per_token / peak_flops_per_s
+
+
+def measure_matmul_peak_flops(dtype: Any = jnp.bfloat16, size: int = 4096, *, repeats: int = 10,
+                              device: jax.Device | None = None) -> float:
+    """FLOP/s of a jitted `size x size` square matmul on one device: the best of `repeats` timed runs.
+
+    A measured peak rather than a datasheet one, so MFU on a CPU or a throttled GPU still means "fraction of what
+    this machine's matmul unit does". Use a size big enough to be compute-bound (4096 on GPU; 1024 on CPU).
+    """
+    device = device if device is not None else jax.devices()[0]
+    ka, kb = jax.random.split(jax.random.key(0))
+    a = jax.device_put(jax.random.normal(ka, (size, size), jnp.float32).astype(dtype), device)
+    b = jax.device_put(jax.random.normal(kb, (size, size), jnp.float32).astype(dtype), device)
+    matmul = jax.jit(lambda x, y: x @ y)
+    matmul(a, b).block_until_ready()  # compile and warm up
+    best = math.inf
+    for _ in range(max(repeats, 1)):
+        start = time.perf_counter()
+        matmul(a, b).block_until_ready()
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * size**3 / best

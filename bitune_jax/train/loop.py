@@ -1,0 +1,246 @@
+"""The training loop: epochs over a fixed training set, stopped when training token accuracy saturates.
+
+A thin shell around pure pieces: data (`bitune_jax.data`), the jitted step (`step.py`), checkpoints, logs and the
+saturation rule. Everything the loop needs to resume exactly (state, data position, epoch accumulators, history)
+goes into each checkpoint, so a killed run restarted with the same command continues bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
+from ml_collections import ConfigDict
+
+import bitune_jax as bj
+from bitune_jax.bitune import BituneConfig, batch_widths
+from bitune_jax.data import EpochBatches, nested_subset, read_records, synthetic, tokenize_records
+from bitune_jax.peft import PeftConfig
+from bitune_jax.train import checkpointing, saturation
+from bitune_jax.train.logging import (
+    ProgressBar,
+    RunLogger,
+    Throughput,
+    measure_matmul_peak_flops,
+    model_flops_per_token,
+)
+from bitune_jax.train.objectives import Objective
+from bitune_jax.train.sharding import BATCH, global_batch, make_mesh, tree_shardings
+from bitune_jax.train.step import init_state, jit_train_step, make_optimizer, make_schedule
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss or gradient norm became NaN/inf; the run stopped without saving the bad state."""
+
+
+def maybe_init_distributed(dist: ConfigDict) -> None:
+    if not dist.enabled:
+        return
+    if dist.coordinator:
+        jax.distributed.initialize(dist.coordinator, dist.num_processes, dist.process_id)
+    else:
+        jax.distributed.initialize()  # cluster auto-detection (TPU pods, SLURM, ...)
+
+
+def load_training_set(data: ConfigDict, tok, max_len: int):
+    """Tokenized nested-prefix subset of the pool, the truncation report and a description of the source."""
+    if data.train_path:
+        records, source = read_records(data.train_path), str(data.train_path)
+    else:
+        s = data.synthetic
+        records, _ = synthetic.train_test_split(s.pool_size, s.test_size, seed=s.seed, min_steps=s.min_steps,
+                                                max_steps=s.max_steps)
+        source = f"synthetic long-CoT arithmetic (pool {s.pool_size}, seed {s.seed})"
+    if data.chat_template:
+        tok.chat_template = pathlib.Path(data.chat_template).read_text()
+    ids = nested_subset(len(records), data.num_samples or len(records), data.pool_seed)
+    examples, report = tokenize_records([records[i] for i in ids], tok, max_len=max_len, truncation=data.truncation,
+                                        template=data.template)
+    if not examples:
+        raise ValueError(f"no training example left from {source} after truncation: {report.summary()}")
+    return examples, report, source
+
+
+def objective_from_config(config: ConfigDict, cfg) -> Objective:
+    peft = PeftConfig(**config.peft.to_dict())
+    b = config.bitune
+    bitune = BituneConfig(peft=peft, tau=b.tau, w_init=b.w_init, mixing=b.mixing, learn_alpha=b.learn_alpha,
+                          bidirectional=b.bidirectional, shared_adapters=b.shared_adapters)
+    return Objective(kind=config.objective, cfg=cfg, peft=peft if config.objective == "peft" else None,
+                     bitune=bitune if config.objective == "bitune" else None, dtype=bj.api.DTYPES[config.model.dtype],
+                     attn_impl=config.model.attn_impl, remat=config.model.remat)
+
+
+def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if np.ndim(v) == 0}
+
+
+def run(config: ConfigDict) -> dict[str, Any]:
+    """Train as `config` says; returns (and writes to `workdir/summary.json`) what happened."""
+    maybe_init_distributed(config.distributed)
+    workdir = pathlib.Path(config.workdir)
+    is_main = jax.process_index() == 0
+    lm = bj.load(config.model.name, dtype=config.model.dtype, attn_impl=config.model.attn_impl)
+    cfg, tok = lm.cfg, lm.tokenizer
+    if tok is None:
+        raise ValueError(f"model {config.model.name!r} has no tokenizer; training needs one to encode the data")
+    if tok.vocab_size > cfg.vocab_size:
+        raise ValueError(f"tokenizer of {config.model.name!r} has {tok.vocab_size} tokens but the model's embedding "
+                         f"has {cfg.vocab_size} rows: they do not belong together")
+    max_len = min(config.data.max_len, cfg.max_seq_len)
+    examples, report, source = load_training_set(config.data, tok, max_len)
+    batches = EpochBatches(examples, config.data.batch_size, seed=config.seed, pad_id=lm.pad_id,
+                           multiple=config.data.pad_multiple, bucket_chunks=config.data.bucket_chunks,
+                           max_width=max_len)
+    steps_per_epoch = batches.batches_per_epoch
+    total_updates = config.train.epochs * steps_per_epoch
+    objective = objective_from_config(config, cfg)
+
+    t = config.train
+    schedule = make_schedule(t.schedule, t.lr, total_updates, t.warmup_frac)
+    optimizer = make_optimizer(schedule, b1=t.b1, b2=t.b2, eps=t.eps, weight_decay=t.weight_decay, clip=t.clip,
+                               accumulate=t.accumulate)
+    mesh = make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
+    trainable, frozen = objective.split(lm.params, jax.random.key(config.seed))
+    master = bj.api.DTYPES[config.model.param_dtype]
+    trainable = jax.tree.map(lambda x: x.astype(master), trainable)
+    abstract = jax.eval_shape(lambda tr: init_state(tr, optimizer), trainable)
+    state_sh, frozen_sh = tree_shardings(abstract, mesh), tree_shardings(frozen, mesh)
+    state = jax.jit(lambda tr: init_state(tr, optimizer), out_shardings=state_sh)(trainable)
+    frozen = jax.device_put(frozen, frozen_sh)
+    del trainable, lm
+
+    ckpt = checkpointing.Checkpointer(
+        workdir / "checkpoints", keep=config.checkpoint.keep, async_save=config.checkpoint.async_save,
+        fingerprint=checkpointing.model_fingerprint(config.model.name, cfg, state.trainable))
+    position = {"epoch": 0, "index": 0}
+    acc = {"correct": 0.0, "tokens": 0.0, "loss": 0.0, "steps": 0, "memorized": {}}
+    history: list[dict[str, float]] = []
+    resumed_from = ckpt.latest_step()
+    if resumed_from is not None:
+        state, meta = ckpt.restore(abstract_state=state)
+        position, acc, history = meta["data"], meta["epoch_accumulators"], meta["history"]
+    logger = RunLogger(workdir, enabled=is_main, tensorboard=config.log.tensorboard, resume_step=resumed_from)
+    if is_main:
+        print(f"data: {len(examples)} examples from {source}; {report.summary()}", flush=True)
+        print(f"training {config.objective} on {config.model.name}: {config.train.epochs} epochs x "
+              f"{steps_per_epoch} steps = {total_updates} updates" +
+              (f"; resuming after step {resumed_from}" if resumed_from is not None else ""), flush=True)
+
+    def save(step: int, force: bool = False) -> None:
+        meta = {"data": position, "epoch_accumulators": acc, "history": history, "config": config.to_dict()}
+        ckpt.save(step, state, meta, force=force)
+
+    n_params = sum(x.size for x in jax.tree.leaves(frozen if objective.kind != "full" else state.trainable))
+    peak = measure_matmul_peak_flops(jnp.float32 if config.model.dtype == "float32" else jnp.bfloat16, 1024)
+    peak *= jax.device_count()
+    steps: dict[tuple[int, int], Any] = {}
+    batch_sharding = jax.sharding.NamedSharding(mesh, BATCH)
+    bar = ProgressBar(total_updates, initial=int(state.step), enabled=is_main)
+    speed = Throughput()
+    stop = None
+    with checkpointing.install_sigterm_handler() as sigterm:
+        for epoch in range(position["epoch"], config.train.epochs):
+            for index in range(position["index"], steps_per_epoch):
+                full = batches.batch(epoch, index)
+                widths = batch_widths(_as_batch(full), multiple=config.data.pad_multiple)
+                if widths not in steps:
+                    steps[widths] = jit_train_step(objective, optimizer, schedule, state_sh, frozen_sh,
+                                                   batch_sharding, prompt_width=widths[0], answer_width=widths[1])
+                local = batches.batch(epoch, index, jax.process_index(), jax.process_count())
+                state, metrics = steps[widths](state, frozen, global_batch(local, mesh))
+                metrics = jax.device_get(metrics)
+                step = int(state.step)
+                if not metrics["finite"]:
+                    ckpt.wait()
+                    raise NonFiniteLossError(
+                        f"non-finite loss ({metrics['loss']}) or gradient norm ({metrics['grad_norm']}) at epoch "
+                        f"{epoch}, batch {index}; the update was not applied and the run stopped. Last good "
+                        f"checkpoint: step {ckpt.latest_step()} in {ckpt.directory}")
+                tokens = float(metrics["tokens"])
+                acc["correct"] += float(metrics["token_accuracy"]) * tokens
+                acc["tokens"] += tokens
+                acc["loss"] += float(metrics["loss"])
+                acc["steps"] += 1
+                for i, a in zip(full["example_id"], metrics["per_example_accuracy"]):
+                    if i >= 0:
+                        acc["memorized"][str(int(i))] = bool(a >= 1.0)
+                position = {"epoch": epoch, "index": index + 1}
+                tokens_per_s = speed.update(float(np.sum(full["length"])))
+                logged = _scalars(metrics)
+                logged.pop("finite", None)
+                if tokens_per_s:
+                    logged["tokens_per_s"] = tokens_per_s
+                    seq = full["tokens"].shape[1]
+                    flops = model_flops_per_token(n_params, seq, cfg.num_layers, cfg.dim, objective.kind == "full")
+                    logged["mfu"] = tokens_per_s * flops / peak
+                if step % config.log.every_steps == 0:
+                    logger.log(step, logged, epoch=epoch + (index + 1) / steps_per_epoch)
+                bar.update(epoch=epoch, step=step, loss=logged["loss"], token_accuracy=logged["token_accuracy"],
+                           tokens_per_s=tokens_per_s)
+                if _any_process(sigterm.requested):
+                    save(step, force=True)
+                    ckpt.close()
+                    raise SystemExit(f"SIGTERM: saved step {step} in {ckpt.directory}; rerun the same command to "
+                                     "resume")
+                if config.checkpoint.every_steps and step % config.checkpoint.every_steps == 0:
+                    save(step)
+            epoch_metrics = {
+                "token_accuracy": acc["correct"] / max(acc["tokens"], 1.0),
+                "loss": acc["loss"] / max(acc["steps"], 1),
+                "memorized_fraction": float(np.mean(list(acc["memorized"].values()) or [0.0])),
+            }
+            history.append(epoch_metrics)
+            acc = {"correct": 0.0, "tokens": 0.0, "loss": 0.0, "steps": 0, "memorized": {}}
+            position = {"epoch": epoch + 1, "index": 0}
+            decision = saturation.check_saturation([h["token_accuracy"] for h in history],
+                                                   saturation.SaturationConfig.from_mapping(config.saturation))
+            logger.log_epoch(epoch + 1, int(state.step), {**epoch_metrics, **decision.as_log()})  # 1-based
+            if is_main:
+                print(f"epoch {epoch + 1}/{config.train.epochs}: token accuracy "
+                      f"{epoch_metrics['token_accuracy']:.4f}, loss {epoch_metrics['loss']:.4f}, memorized "
+                      f"{epoch_metrics['memorized_fraction']:.2f}", flush=True)
+            if decision.stop:
+                stop = decision
+                break
+    bar.close()
+    final_step = int(state.step)
+    save(final_step, force=True)
+    ckpt.close()
+    summary = {
+        "steps": final_step, "epochs": len(history), "planned_updates": total_updates,
+        "final_token_accuracy": history[-1]["token_accuracy"] if history else math.nan,
+        "saturation": None if stop is None else {
+            "epoch": stop.saturation_epoch, "reason": stop.reason,
+            "updates_saved": saturation.updates_saved(total_updates, final_step)},
+        "history": history, "truncation": report.summary(), "checkpoint_dir": str(ckpt.directory),
+    }
+    plot = logger.close(saturation_epoch=None if stop is None else stop.saturation_epoch)
+    if is_main:
+        summary["plot"] = str(plot) if plot else None
+        (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+        if stop is not None:
+            print(f"saturated at epoch {stop.saturation_epoch} ({stop.reason}); "
+                  f"{summary['saturation']['updates_saved']} of {total_updates} updates saved", flush=True)
+    return summary
+
+
+def _any_process(flag: bool) -> bool:
+    """True if `flag` is set on any process (a SIGTERM may reach the hosts of a slice at different steps)."""
+    if jax.process_count() == 1:
+        return flag
+    return bool(multihost_utils.process_allgather(np.asarray(flag)).any())
+
+
+def _as_batch(full: dict[str, np.ndarray]):
+    from bitune_jax.bitune import BituneBatch
+
+    return BituneBatch(full["tokens"], full["prompt_len"], full["length"])
+
+

@@ -1,0 +1,47 @@
+"""Every key a run config has, with its default. Config files start from `base()` and change values only.
+
+The returned `ConfigDict` is locked by `experiments.run`: a key that is not here is an error, on the command line
+(`--config.train.epochs=64`) as in a config file.
+"""
+
+from ml_collections import ConfigDict
+
+from bitune_jax.peft import ALL_PROJECTIONS
+
+
+def base() -> ConfigDict:
+    c = ConfigDict()
+    c.workdir = "runs/default"
+    c.seed = 0
+    c.objective = "full"  # full | peft | bitune
+    c.model = ConfigDict(dict(
+        name="smollm2-135m-instruct",  # a preset with shipped weights, a local HF directory or a .gguf file
+        dtype="float32",  # compute dtype: float32 | bfloat16
+        param_dtype="float32",  # trainable (master) weights: float32, or bfloat16 to update bf16 params directly
+        attn_impl="xla",  # xla | pallas | auto
+        remat="none",  # none | dots | full
+    ))
+    c.peft = ConfigDict(dict(method="lora", rank=8, alpha=16.0, targets=ALL_PROJECTIONS))
+    c.bitune = ConfigDict(dict(tau=0.01, w_init=0.01, mixing="per_layer", learn_alpha=True, bidirectional=True,
+                               shared_adapters=False))
+    c.data = ConfigDict(dict(
+        train_path="",  # JSONL of chat `messages` or `{prompt, response}`; empty: the synthetic long-CoT task
+        chat_template="",  # a .jinja file overriding the tokenizer's template (e.g. an instruct template for a base)
+        template="chat",  # chat (the model's template) | plain ("Question: ...\n\nAnswer:" as in Bitune)
+        num_samples=0,  # nested-prefix subset of the pool (0: all)
+        pool_seed=42,
+        max_len=512,
+        truncation="drop",  # drop | truncate | error
+        batch_size=1,  # sequences per update (global, over all processes)
+        pad_multiple=16,  # batches pad to a multiple of this (bounds recompilation)
+        bucket_chunks=0,  # >0: length bucketing within chunks of this many batches
+        synthetic=ConfigDict(dict(pool_size=512, test_size=64, min_steps=4, max_steps=8, seed=0)),
+    ))
+    c.train = ConfigDict(dict(epochs=1, lr=2e-5, schedule="cosine", warmup_frac=0.1, weight_decay=0.0, b1=0.9,
+                              b2=0.999, eps=1e-8, clip=1.0, accumulate=1))
+    c.saturation = ConfigDict(dict(enabled=True, threshold=0.99, window=3, delta=1e-3, min_epochs=1))
+    c.mesh = ConfigDict(dict(data=1, fsdp=1, tensor=1))
+    c.checkpoint = ConfigDict(dict(every_steps=100, keep=2, async_save=True))
+    c.log = ConfigDict(dict(every_steps=1, tensorboard=True))
+    c.distributed = ConfigDict(dict(enabled=False, coordinator="", num_processes=1, process_id=0))
+    return c

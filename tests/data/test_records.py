@@ -1,0 +1,76 @@
+"""Rows from JSONL: both formats, and every bad row named by file and 1-based line."""
+
+import gzip
+import json
+import re
+
+import pytest
+
+from bitune_jax.data import DataError, Record, read_jsonl, read_records, write_jsonl
+
+GOOD_CHAT = {"messages": [{"role": "user", "content": "hi?"}, {"role": "assistant", "content": "hello"}], "id": 7}
+GOOD_PAIR = {"prompt": "2+2?", "response": "4", "system": "Be brief."}
+
+
+def write(path, lines):
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+def test_both_formats_blank_lines_and_meta(tmp_path):
+    path = write(tmp_path / "d.jsonl", [json.dumps(GOOD_CHAT), "", "   ", json.dumps(GOOD_PAIR)])
+    chat, pair = read_jsonl(path)
+    assert chat.messages == GOOD_CHAT["messages"] and chat.meta == {"id": 7} and chat.line == 1
+    assert pair.line == 4 and pair.where == f"{path}:4" and pair.meta == {}
+    assert pair.messages == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"},
+                             {"role": "assistant", "content": "4"}]
+    assert pair.response == "4" and pair.prompt_messages == pair.messages[:-1]
+
+
+BAD = {
+    "malformed": ('{"messages": [', "malformed JSON"),
+    "not_object": ("[1, 2]", "must be a JSON object, got list"),
+    "no_fields": ('{"text": "x"}', "missing field: expected 'messages', or 'prompt' and 'response'"),
+    "no_response": ('{"prompt": "q"}', "missing field 'response'"),
+    "no_prompt": ('{"response": "a"}', "missing field 'prompt'"),
+    "response_type": ('{"prompt": "q", "response": 3}', "field 'response' must be a string, got int"),
+    "system_type": ('{"prompt": "q", "response": "a", "system": null}', "field 'system' must be a string"),
+    "empty_response": ('{"prompt": "q", "response": "  "}', "empty response"),
+    "empty_prompt": ('{"prompt": "", "response": "a"}', "empty prompt"),
+    "empty_chat_response": ('{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": ""}]}',
+                            "empty response"),
+    "last_not_assistant": ('{"messages": [{"role": "assistant", "content": "a"}, {"role": "user", "content": "q"}]}',
+                           "last message must be from the assistant"),
+    "messages_type": ('{"messages": "hi"}', "field 'messages' must be a list, got str"),
+    "too_few": ('{"messages": [{"role": "assistant", "content": "a"}]}', "at least 2 messages"),
+    "message_type": ('{"messages": ["q", {"role": "assistant", "content": "a"}]}', "messages[0] must be an object"),
+    "missing_content": ('{"messages": [{"role": "user"}, {"role": "assistant", "content": "a"}]}',
+                        "missing field 'messages[0].content'"),
+    "role_type": ('{"messages": [{"role": 1, "content": "q"}, {"role": "assistant", "content": "a"}]}',
+                  "field 'messages[0].role' must be a string"),
+    "both_formats": ('{"messages": [], "prompt": "q", "response": "a"}', "not both"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_bad_rows_name_file_and_line(tmp_path, name):
+    text, what = BAD[name]
+    path = write(tmp_path / f"{name}.jsonl", [json.dumps(GOOD_CHAT), "", text, json.dumps(GOOD_PAIR)])
+    with pytest.raises(DataError, match=re.escape(f"{path}:3: ") + ".*" + re.escape(what)):
+        read_records([path])
+
+
+def test_missing_file_and_parquet(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.jsonl"):
+        read_jsonl(tmp_path / "nope.jsonl")
+    with pytest.raises(DataError, match="Parquet is not supported"):
+        read_records(str(tmp_path / "x.parquet"))
+
+
+def test_write_read_roundtrip_and_gzip(tmp_path):
+    records = [Record(messages=GOOD_CHAT["messages"], file="mem", line=1, meta={"answer": 4, "tag": "a"})]
+    back = read_jsonl(write_jsonl(records, tmp_path / "sub" / "out.jsonl"))
+    assert back[0].messages == records[0].messages and back[0].meta == records[0].meta
+    with gzip.open(tmp_path / "z.jsonl.gz", "wt") as f:
+        f.write(json.dumps(GOOD_PAIR) + "\n\n" + json.dumps(GOOD_CHAT) + "\n")
+    assert [r.line for r in read_records(tmp_path / "z.jsonl.gz")] == [1, 3]

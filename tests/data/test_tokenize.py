@@ -1,0 +1,115 @@
+"""The prompt/answer boundary of both templates, and the truncation policies with their report."""
+
+import re
+
+import pytest
+
+from bitune_jax.chat import encode_chat
+from bitune_jax.data import DataError, Record, tokenize_records
+from bitune_jax.tokenizer import Tokenizer
+
+
+def record(prompt: str, response: str, line: int = 1, system: str | None = None) -> Record:
+    messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
+    if system is not None:
+        messages.insert(0, {"role": "system", "content": system})
+    return Record(messages=messages, file="d.jsonl", line=line)
+
+
+def test_chat_template_boundary(tok):
+    r = record("What is two plus three?", "Five.")
+    [ex], report = tokenize_records([r], tok, max_len=256, template="chat")
+    assert ex.source == "d.jsonl:1" and report.kept == 1 and report.dropped == 0
+    assert list(ex.prompt_ids) == encode_chat(tok, r.messages[:-1], add_generation_prompt=True)
+    assert list(ex.prompt_ids) + list(ex.answer_ids) == encode_chat(tok, r.messages, add_generation_prompt=False)
+    assert tok.decode(ex.prompt_ids, skip_special=False).endswith("<|im_start|>assistant\n")
+    assert tok.decode(ex.answer_ids, skip_special=False) == "Five.<|im_end|>\n"  # end tokens are answer tokens
+    assert ex.prompt_ids.dtype.name == ex.answer_ids.dtype.name == "int32"
+
+
+def test_plain_template_boundary(tok, tok_bos):
+    r = record("What is two plus three?", "Five.")
+    [ex], _ = tokenize_records([r], tok, max_len=256, template="plain")
+    assert tok.decode(ex.prompt_ids, skip_special=False) == "Question: What is two plus three?\n\nAnswer:"
+    assert tok.decode(ex.answer_ids, skip_special=False) == " Five.<|im_end|>"
+    assert ex.answer_ids[-1] == tok.eos_ids[0]
+    [ex_bos], _ = tokenize_records([r], tok_bos, max_len=256, template="plain")
+    assert ex_bos.prompt_ids[0] == tok_bos.bos_id and list(ex_bos.prompt_ids[1:]) == list(ex.prompt_ids)
+    assert list(ex_bos.answer_ids) == list(ex.answer_ids)  # BOS only at the start of the prompt
+    [ex_sys], _ = tokenize_records([record("q?", "a", system="Be brief.")], tok, max_len=256, template="plain")
+    assert tok.decode(ex_sys.prompt_ids) == "Question: Be brief.\n\nq?\n\nAnswer:"
+
+
+def test_plain_template_rejects_multi_turn(tok):
+    messages = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]
+    with pytest.raises(DataError, match=re.escape("d.jsonl:9: template 'plain' needs one user turn")):
+        tokenize_records([Record(messages, "d.jsonl", 9)], tok, max_len=64, template="plain")
+
+
+def test_empty_answer_after_tokenization_names_the_row(tok):
+    drops_answers = "{% for m in messages %}{% if m['role'] != 'assistant' %}{{ m['content'] }}{% endif %}{% endfor %}"
+    odd = Tokenizer(backend=tok.backend, eos_ids=(2,), chat_template=drops_answers)
+    with pytest.raises(DataError, match=re.escape("d.jsonl:4: the answer is empty after tokenization")):
+        tokenize_records([record("q", "a", line=4)], odd, max_len=64, template="chat")
+
+
+def test_bad_arguments(tok):
+    with pytest.raises(ValueError, match="no chat template|has none"):
+        tokenize_records([record("q", "a")], Tokenizer(backend=tok.backend, eos_ids=(2,)), max_len=64)
+    with pytest.raises(ValueError, match="truncation must be one of"):
+        tokenize_records([record("q", "a")], tok, max_len=64, truncation="clip")
+    with pytest.raises(ValueError, match="template must be one of"):
+        tokenize_records([record("q", "a")], tok, max_len=64, template="alpaca")
+    with pytest.raises(ValueError, match="no EOS"):
+        tokenize_records([record("q", "a")], Tokenizer(backend=tok.backend), max_len=64, template="plain")
+
+
+def lengths(tok, records):
+    [short, long_answer, long_prompt], _ = tokenize_records(records, tok, max_len=10_000, template="plain")
+    return short, long_answer, long_prompt
+
+
+@pytest.fixture()
+def three(tok):
+    """A short example, one with a long answer, one with a long prompt; and a max_len between them."""
+    records = [record("q?", "Five.", line=1), record("q?", "Five. " * 30, line=2), record("Mia " * 40, "a", line=3)]
+    short, long_answer, long_prompt = lengths(tok, records)
+    max_len = short.length + 5
+    assert long_answer.length > max_len and len(long_prompt.prompt_ids) > max_len - 1
+    assert len(long_answer.prompt_ids) < max_len - 1
+    return records, max_len, (short, long_answer, long_prompt)
+
+
+def test_drop_policy(tok, three):
+    records, max_len, (short, long_answer, long_prompt) = three
+    examples, report = tokenize_records(records, tok, max_len=max_len, truncation="drop", template="plain")
+    assert [e.source for e in examples] == ["d.jsonl:1"]
+    assert (report.total, report.kept, report.dropped, report.truncated) == (3, 1, 2, 0)
+    assert report.offenders == [("d.jsonl:2", long_answer.length), ("d.jsonl:3", long_prompt.length)]
+    assert "dropped 2" in report.summary() and f"d.jsonl:2 ({long_answer.length} tokens)" in report.summary()
+
+
+def test_truncate_policy_cuts_the_answer(tok, three):
+    records, max_len, (short, long_answer, long_prompt) = three
+    examples, report = tokenize_records(records, tok, max_len=max_len, truncation="truncate", template="plain")
+    assert [e.source for e in examples] == ["d.jsonl:1", "d.jsonl:2"]  # the long prompt is still dropped
+    cut = examples[1]
+    assert cut.length == max_len and list(cut.prompt_ids) == list(long_answer.prompt_ids)
+    assert list(cut.answer_ids) == list(long_answer.answer_ids[: max_len - len(cut.prompt_ids)])
+    assert (report.kept, report.dropped, report.truncated) == (2, 1, 1)
+
+
+def test_error_policy_names_row_and_lengths(tok, three):
+    records, max_len, (short, long_answer, long_prompt) = three
+    p, a = len(long_answer.prompt_ids), len(long_answer.answer_ids)
+    with pytest.raises(DataError, match=re.escape(f"d.jsonl:2: prompt ({p}) + answer ({a}) = {p + a} tokens exceed "
+                                                  f"max_len={max_len}")):
+        tokenize_records(records, tok, max_len=max_len, truncation="error", template="plain")
+
+
+def test_report_lists_only_the_first_few(tok):
+    records = [record("q?", "Five. " * 20, line=i) for i in range(1, 9)]
+    _, report = tokenize_records(records, tok, max_len=8, truncation="drop", template="plain")
+    assert report.dropped == 8 and len(report.offenders) == report.max_offenders == 5
+    assert report.summary().endswith(", ...")
