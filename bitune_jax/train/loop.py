@@ -50,13 +50,18 @@ def maybe_init_distributed(dist: ConfigDict) -> None:
 
 def load_training_set(data: ConfigDict, tok, max_len: int):
     """Tokenized nested-prefix subset of the pool, the truncation report and a description of the source."""
-    if data.train_path:
+    if data.source == "jsonl":
+        if not data.train_path:
+            raise ValueError("config.data.train_path is empty but config.data.source is 'jsonl': set it to a local "
+                             "JSONL file of chat `messages` or `{prompt, response}` rows")
         records, source = read_records(data.train_path), str(data.train_path)
-    else:
+    elif data.source == "synthetic":
         s = data.synthetic
         records, _ = synthetic.train_test_split(s.pool_size, s.test_size, seed=s.seed, min_steps=s.min_steps,
                                                 max_steps=s.max_steps)
         source = f"synthetic long-CoT arithmetic (pool {s.pool_size}, seed {s.seed})"
+    else:
+        raise ValueError(f"config.data.source must be 'synthetic' or 'jsonl', got {data.source!r}")
     if data.chat_template:
         tok.chat_template = pathlib.Path(data.chat_template).read_text()
     ids = nested_subset(len(records), data.num_samples or len(records), data.pool_seed)
@@ -86,6 +91,9 @@ def run(config: ConfigDict) -> dict[str, Any]:
     maybe_init_distributed(config.distributed)
     workdir = pathlib.Path(config.workdir)
     is_main = jax.process_index() == 0
+    if not config.model.name:
+        raise ValueError("config.model.name is empty: set a preset with shipped weights, a local Hugging Face "
+                         "directory or a .gguf file")
     lm = bj.load(config.model.name, dtype=config.model.dtype, attn_impl=config.model.attn_impl)
     cfg, tok = lm.cfg, lm.tokenizer
     if tok is None:
@@ -100,6 +108,8 @@ def run(config: ConfigDict) -> dict[str, Any]:
                            max_width=max_len)
     steps_per_epoch = batches.batches_per_epoch
     total_updates = config.train.epochs * steps_per_epoch
+    if config.train.max_updates:
+        total_updates = min(total_updates, config.train.max_updates)
     objective = objective_from_config(config, cfg)
 
     t = config.train
@@ -191,6 +201,8 @@ def run(config: ConfigDict) -> dict[str, Any]:
                                      "resume")
                 if config.checkpoint.every_steps and step % config.checkpoint.every_steps == 0:
                     save(step)
+                if step >= total_updates:
+                    break
             epoch_metrics = {
                 "token_accuracy": acc["correct"] / max(acc["tokens"], 1.0),
                 "loss": acc["loss"] / max(acc["steps"], 1),
@@ -208,6 +220,8 @@ def run(config: ConfigDict) -> dict[str, Any]:
                       f"{epoch_metrics['memorized_fraction']:.2f}", flush=True)
             if decision.stop:
                 stop = decision
+                break
+            if int(state.step) >= total_updates:
                 break
     bar.close()
     final_step = int(state.step)

@@ -25,7 +25,8 @@ def base() -> ConfigDict:
     c.bitune = ConfigDict(dict(tau=0.01, w_init=0.01, mixing="per_layer", learn_alpha=True, bidirectional=True,
                                shared_adapters=False))
     c.data = ConfigDict(dict(
-        train_path="",  # JSONL of chat `messages` or `{prompt, response}`; empty: the synthetic long-CoT task
+        source="synthetic",  # synthetic (the project's long-CoT task) | jsonl (train_path)
+        train_path="",  # JSONL (or .jsonl.gz) of chat `messages` or `{prompt, response}` rows
         chat_template="",  # a .jinja file overriding the tokenizer's template (e.g. an instruct template for a base)
         template="chat",  # chat (the model's template) | plain ("Question: ...\n\nAnswer:" as in Bitune)
         num_samples=0,  # nested-prefix subset of the pool (0: all)
@@ -37,8 +38,9 @@ def base() -> ConfigDict:
         bucket_chunks=0,  # >0: length bucketing within chunks of this many batches
         synthetic=ConfigDict(dict(pool_size=512, test_size=64, min_steps=4, max_steps=8, seed=0)),
     ))
-    c.train = ConfigDict(dict(epochs=1, lr=2e-5, schedule="cosine", warmup_frac=0.1, weight_decay=0.0, b1=0.9,
-                              b2=0.999, eps=1e-8, clip=1.0, accumulate=1))
+    c.train = ConfigDict(dict(epochs=1, max_updates=0, lr=2e-5, schedule="cosine", warmup_frac=0.1,
+                              weight_decay=0.0, b1=0.9, b2=0.999, eps=1e-8, clip=1.0, accumulate=1))
+    # max_updates: the update budget (0: epochs x batches); the schedule spans the budget.
     c.saturation = ConfigDict(dict(enabled=True, threshold=0.99, window=3, delta=1e-3, min_epochs=1))
     c.mesh = ConfigDict(dict(data=1, fsdp=1, tensor=1))
     c.checkpoint = ConfigDict(dict(every_steps=100, keep=2, async_save=True))

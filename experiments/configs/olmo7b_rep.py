@@ -1,0 +1,56 @@
+"""Repetition SFT as the authors ran it (METHOD.md A): Olmo-3-7B base, 400 samples x 128 epochs.
+
+    python -m experiments.run --config=experiments/configs/olmo7b_rep.py:h100x8 \\
+        --config.model.name=/path/to/Olmo-3-1025-7B --config.data.train_path=/path/to/long_cot.jsonl \\
+        --config.data.chat_template=/path/to/olmo3_instruct_template.jinja
+
+Full fine-tune in bf16, updating bf16 parameters directly as the original does (param_dtype bfloat16; set
+`--config.model.param_dtype=float32` for a float32 master copy). AdamW lr 2e-5, betas (0.9, 0.999), weight decay 0,
+clip 1.0, cosine with 10% warmup over the whole budget, one unpadded sequence per update, max length 32,768, data
+reshuffled every epoch. The budget grid (51,200 updates) is `get_sweep()`: `python -m experiments.sweep`.
+The argument after ':' picks the mesh: h100x8 (fsdp over 8 GPUs) or v5p-<chips> (a TPU v5p slice).
+"""
+
+from experiments.configs.common import base
+
+POOL = 51_200
+GRID = [(200 * 2**i, 256 // 2**i) for i in range(9)]  # (samples, epochs): 200x256 ... 51,200x1
+
+
+def get_config(platform: str = "h100x8"):
+    c = base()
+    c.workdir = "runs/olmo7b_rep"
+    c.objective = "full"
+    c.model.name = ""  # required: a local Hugging Face directory of Olmo-3-7B (base)
+    c.model.dtype = "bfloat16"
+    c.model.param_dtype = "bfloat16"
+    c.model.remat = "full"
+    c.data.source = "jsonl"
+    c.data.train_path = ""  # required: single-turn long-CoT pairs, responses with <think>...</think>
+    c.data.num_samples = 400
+    c.data.pool_seed = 42
+    c.data.max_len = 32_768
+    c.data.truncation = "error"  # the original never truncates; filter responses to < 10,000 tokens upstream
+    c.data.batch_size = 1
+    c.data.pad_multiple = 1024
+    c.train.epochs = 128
+    c.train.lr = 2e-5
+    c.train.schedule = "cosine"
+    c.train.warmup_frac = 0.1
+    c.train.clip = 1.0
+    c.saturation.enabled = False  # the paper's runs train every epoch; enable to stop at memorization
+    c.checkpoint.every_steps = 2_000
+    c.model.attn_impl = "auto"
+    if platform == "h100x8":
+        c.mesh.fsdp = 8
+    elif platform.startswith("v5p-"):
+        c.mesh.fsdp = int(platform.split("-")[1])
+        c.distributed.enabled = True
+    else:
+        raise ValueError(f"unknown platform {platform!r}; use h100x8 or v5p-<chips>")
+    return c
+
+
+def get_sweep():
+    """The fixed-budget diagonal: samples x epochs = 51,200 updates."""
+    return [{"data.num_samples": n, "train.epochs": e, "workdir": f"runs/olmo7b_rep/{n}x{e}"} for n, e in GRID]

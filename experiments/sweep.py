@@ -1,0 +1,33 @@
+"""Print (or run, one after another) the commands of a config's sweep (`get_sweep()` in the config file):
+
+    python -m experiments.sweep experiments/configs/olmo7b_rep.py[:platform] [--run] [extra --config.* flags]
+"""
+
+import importlib.util
+import shlex
+import subprocess
+import sys
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) < 1:
+        raise SystemExit(__doc__)
+    target, rest = argv[0], argv[1:]
+    run = "--run" in rest
+    extra = [a for a in rest if a != "--run"]
+    path = target.split(":")[0]
+    spec = importlib.util.spec_from_file_location("sweep_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_sweep"):
+        raise SystemExit(f"{path} has no get_sweep()")
+    for point in module.get_sweep():
+        cmd = [sys.executable, "-m", "experiments.run", f"--config={target}", *extra,
+               *(f"--config.{k}={v}" for k, v in point.items())]
+        print(shlex.join(cmd), flush=True)
+        if run:
+            subprocess.run(cmd, check=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
