@@ -19,7 +19,7 @@ from jax.experimental import multihost_utils
 from ml_collections import ConfigDict
 
 import bitune_jax as bj
-from bitune_jax.bitune import BituneConfig, batch_widths
+from bitune_jax.bitune import BituneBatch, BituneConfig, alpha, batch_widths
 from bitune_jax.data import EpochBatches, nested_subset, read_records, synthetic, tokenize_records
 from bitune_jax.peft import PeftConfig
 from bitune_jax.train import checkpointing, saturation
@@ -185,6 +185,7 @@ def run(config: ConfigDict) -> dict[str, Any]:
                 tokens_per_s = speed.update(float(np.sum(full["length"])))
                 logged = _scalars(metrics)
                 logged.pop("finite", None)
+                logged.update(_mixing_alphas(state, objective, summary=False))
                 if tokens_per_s:
                     logged["tokens_per_s"] = tokens_per_s
                     seq = full["tokens"].shape[1]
@@ -234,6 +235,7 @@ def run(config: ConfigDict) -> dict[str, Any]:
             "epoch": stop.saturation_epoch, "reason": stop.reason,
             "updates_saved": saturation.updates_saved(total_updates, final_step)},
         "history": history, "truncation": report.summary(), "checkpoint_dir": str(ckpt.directory),
+        **_mixing_alphas(state, objective, summary=True),
     }
     plot = logger.close(saturation_epoch=None if stop is None else stop.saturation_epoch)
     if is_main:
@@ -245,6 +247,17 @@ def run(config: ConfigDict) -> dict[str, Any]:
     return summary
 
 
+def _mixing_alphas(state, objective: Objective, summary: bool) -> dict[str, Any]:
+    """Bitune's learned mixing coefficients: means for the step log, per layer for the summary."""
+    if objective.kind != "bitune" or "mix" not in state.trainable:
+        return {}
+    out = {}
+    for name in ("k", "v"):
+        a = np.asarray(jax.device_get(alpha(state.trainable["mix"][f"w_{name}"], objective.bitune.tau)))
+        out[f"alpha_{name}" if summary else f"alpha_{name}_mean"] = a.tolist() if summary else float(a.mean())
+    return out
+
+
 def _any_process(flag: bool) -> bool:
     """True if `flag` is set on any process (a SIGTERM may reach the hosts of a slice at different steps)."""
     if jax.process_count() == 1:
@@ -252,9 +265,7 @@ def _any_process(flag: bool) -> bool:
     return bool(multihost_utils.process_allgather(np.asarray(flag)).any())
 
 
-def _as_batch(full: dict[str, np.ndarray]):
-    from bitune_jax.bitune import BituneBatch
-
+def _as_batch(full: dict[str, np.ndarray]) -> BituneBatch:
     return BituneBatch(full["tokens"], full["prompt_len"], full["length"])
 
 

@@ -13,9 +13,9 @@ def get_config():
     c = base()
     c.workdir = "runs/smollm2_rep"
     c.objective = "full"
-    c.data.num_samples = 12
-    c.data.max_len = 256
-    c.data.pad_multiple = 256  # one padded shape: a single compilation on CPU
+    c.data.num_samples = 8
+    c.data.max_len = 320
+    c.data.pad_multiple = 320  # one padded shape: a single compilation on CPU
     c.data.synthetic.min_steps = 3
     c.data.synthetic.max_steps = 5
     c.train.epochs = 16

@@ -80,3 +80,15 @@ def test_targets_and_config_errors(base):
         PeftConfig(method="prefix")
     with pytest.raises(ValueError, match="without the PeftConfig"):
         forward(base, TOKENS, CFG, adapters=only_q)
+
+
+@pytest.mark.parametrize("method", PEFTS)
+def test_merged_export_reloads_with_the_adapted_logits(base, method, tmp_path):
+    import bitune_jax as bj
+    from bitune_jax.checkpoints.hf import save_hf
+
+    peft = PEFTS[method]
+    adapters = _perturb(init_adapters(base, peft, jax.random.key(1)), jax.random.key(2))
+    adapted, _ = forward(base, TOKENS, CFG, adapters=adapters, peft=peft)
+    save_hf(tmp_path, CFG, jax.tree.map(np.asarray, merge(base, adapters, peft)))
+    np.testing.assert_allclose(bj.load(tmp_path).logits(np.asarray(TOKENS)), adapted, atol=1e-5, rtol=0)

@@ -96,6 +96,9 @@ def test_bad_config_and_mismatched_inputs(model_dir, tmp_path):
         run(tiny_config(model_dir, tmp_path / "w", **{"data.source": "jsonl"}))
     with pytest.raises(ValueError, match="config.model.name is empty"):
         run(tiny_config("", tmp_path / "v"))
+    small = write_tiny_model(tmp_path / "small_vocab", smollm2_tokenizer(), vocab_size=1000)
+    with pytest.raises(ValueError, match=r"49152 tokens but the model's embedding has 1000 rows"):
+        run(tiny_config(small, tmp_path / "u"))
     run(tiny_config(model_dir, tmp_path / "z", **{"train.epochs": 1}))
     with pytest.raises(ValueError, match="checkpoint from another model"):
         run(tiny_config(model_dir, tmp_path / "z", **{"objective": "peft", "train.epochs": 1}))

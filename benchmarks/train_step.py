@@ -1,0 +1,97 @@
+"""Train-step throughput, MFU and peak memory: SmolLM2-135M-Instruct full fine-tune and LoRA (CPU), and on a GPU
+also a 1B-class Llama config in bf16.
+
+    python -m benchmarks.train_step [--seq 256] [--batch 1] [--repeats 3] [--big]
+
+MFU is model FLOPs (PaLM rule: 6N + 12 L d T per token for full fine-tuning, 4N + ... with a frozen base) over the
+measured peak of a jitted square matmul on this machine (not a datasheet number). Peak memory is XLA's account of
+the compiled step: arguments + outputs + temporaries, minus donated aliases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import bitune_jax as bj
+from bitune_jax.models.config import ModelConfig, RopeConfig
+from bitune_jax.models.transformer import init_params
+from bitune_jax.peft import PeftConfig
+from bitune_jax.train.logging import measure_matmul_peak_flops, model_flops_per_token
+from bitune_jax.train.objectives import Objective
+from bitune_jax.train.sharding import BATCH, make_mesh, tree_shardings
+from bitune_jax.train.step import init_state, jit_train_step, make_optimizer, make_schedule
+
+
+def llama_1b() -> ModelConfig:
+    """Llama-3.2-1B's shape (random weights: throughput does not depend on them)."""
+    return ModelConfig(family="llama", vocab_size=128256, dim=2048, num_layers=16, num_heads=32, num_kv_heads=8,
+                       head_dim=64, mlp_dim=8192, rope=RopeConfig(theta=500000.0), max_seq_len=8192)
+
+
+def bench(name, cfg, params, kind, dtype, seq, batch, repeats, peak, remat="none"):
+    objective = Objective(kind=kind, cfg=cfg, peft=PeftConfig(rank=8) if kind == "peft" else None, dtype=dtype,
+                          remat=remat)
+    trainable, frozen = objective.split(params, jax.random.key(0))
+    schedule = make_schedule("constant", 1e-5, 100, 0.0)
+    optimizer = make_optimizer(schedule, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, clip=1.0)
+    mesh = make_mesh(1, 1, 1, jax.devices()[:1])
+    state = init_state(trainable, optimizer)
+    state_sh, frozen_sh = tree_shardings(state, mesh), tree_shardings(frozen, mesh)
+    step = jit_train_step(objective, optimizer, schedule, state_sh, frozen_sh, jax.sharding.NamedSharding(mesh, BATCH))
+    rng = np.random.RandomState(0)
+    data = {"tokens": jnp.asarray(rng.randint(0, cfg.vocab_size, (batch, seq)), jnp.int32),
+            "prompt_len": jnp.full((batch,), seq // 8, jnp.int32), "length": jnp.full((batch,), seq, jnp.int32)}
+    compiled = step.lower(state, frozen, data).compile()
+    m = compiled.memory_analysis()
+    peak_bytes = m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
+    state, metrics = compiled(state, frozen, data)
+    jax.block_until_ready(metrics)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        state, metrics = compiled(state, frozen, data)
+        jax.block_until_ready(metrics)
+        best = min(best, time.perf_counter() - start)
+    tokens_per_s = batch * seq / best
+    n = sum(x.size for x in jax.tree.leaves(params))
+    flops = model_flops_per_token(n, seq, cfg.num_layers, cfg.dim, backward_weight_grads=kind == "full")
+    mfu = tokens_per_s * flops / peak
+    print(f"{name}: {best * 1e3:.0f} ms/step, {tokens_per_s:.0f} tokens/s, MFU {mfu:.1%}, "
+          f"peak memory {peak_bytes / 2**30:.2f} GiB", flush=True)
+    return tokens_per_s, mfu, peak_bytes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seq", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--big", action="store_true", help="also the 1B-class config (meant for a GPU)")
+    args = parser.parse_args()
+    on_cpu = jax.default_backend() == "cpu"
+    dtype = jnp.float32 if on_cpu else jnp.bfloat16
+    peak = measure_matmul_peak_flops(dtype, 1024 if on_cpu else 8192)
+    print(f"device: {jax.devices()[0].device_kind}; measured matmul peak {peak / 1e12:.3f} TFLOP/s "
+          f"({jnp.dtype(dtype).name}); batch {args.batch} x {args.seq} tokens", flush=True)
+    lm = bj.load("smollm2-135m-instruct")
+    results = {}
+    for kind in ("full", "peft"):
+        results[kind] = bench(f"smollm2 {kind}", lm.cfg, lm.params, kind, dtype, args.seq, args.batch, args.repeats,
+                              peak)
+    if args.big or not on_cpu:
+        cfg = llama_1b()
+        params = init_params(cfg, jax.random.key(0), dtype=jnp.float32)
+        results["1b"] = bench("llama-1b full", cfg, params, "full", dtype, 2048, 8, args.repeats, peak, "dots")
+    for kind, (tps, mfu, mem) in results.items():
+        print(f"{kind} tokens/s: {tps:.0f}")
+        print(f"{kind} MFU: {mfu:.3f}")
+        print(f"{kind} peak memory GiB: {mem / 2**30:.2f}")
+
+
+if __name__ == "__main__":
+    main()

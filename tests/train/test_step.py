@@ -1,0 +1,55 @@
+"""The train step: gradient accumulation equals the large batch; a non-finite loss leaves the state untouched."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bitune_jax.models.config import ModelConfig
+from bitune_jax.models.transformer import init_params
+from bitune_jax.peft import PeftConfig
+from bitune_jax.train.objectives import Objective
+from bitune_jax.train.step import init_state, make_optimizer, make_schedule, train_step
+
+CFG = ModelConfig(family="llama", vocab_size=64, dim=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8,
+                  mlp_dim=64, max_seq_len=32)
+
+
+def _batch(rows):
+    rng = np.random.RandomState(0)
+    tokens = rng.randint(0, 64, size=(2, 12)).astype(np.int32)
+    full = {"tokens": tokens, "prompt_len": np.array([3, 5], np.int32), "length": np.array([12, 9], np.int32)}
+    return {k: jnp.asarray(v[rows]) for k, v in full.items()}
+
+
+def test_accumulating_two_halves_equals_one_batch():
+    objective = Objective(kind="peft", cfg=CFG, peft=PeftConfig(rank=4))
+    trainable, frozen = objective.split(init_params(CFG, jax.random.key(0), scale=0.1), jax.random.key(1))
+    schedule = make_schedule("constant", 1e-2, 10, 0.0)
+    kw = dict(b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, clip=None)
+    one = make_optimizer(schedule, **kw)
+    acc = make_optimizer(schedule, accumulate=2, **kw)
+    big, _ = train_step(init_state(trainable, one), frozen, _batch(slice(0, 2)), objective=objective,
+                        optimizer=one, schedule=schedule)
+    state = init_state(trainable, acc)
+    for rows in (slice(0, 1), slice(1, 2)):
+        state, _ = train_step(state, frozen, _batch(rows), objective=objective, optimizer=acc, schedule=schedule)
+    for a, b in zip(jax.tree.leaves(big.trainable), jax.tree.leaves(state.trainable)):
+        np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
+    assert any(np.abs(np.asarray(a) - np.asarray(b)).max() > 0
+               for a, b in zip(jax.tree.leaves(big.trainable), jax.tree.leaves(trainable)))
+
+
+def test_non_finite_step_keeps_the_state():
+    objective = Objective(kind="full", cfg=CFG)
+    params = init_params(CFG, jax.random.key(0), scale=0.1)
+    params["embed"] = params["embed"].at[0, 0].set(jnp.nan)
+    trainable, frozen = objective.split(params, jax.random.key(1))
+    schedule = make_schedule("constant", 1e-2, 10, 0.0)
+    opt = make_optimizer(schedule, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, clip=1.0)
+    state = init_state(trainable, opt)
+    batch = _batch(slice(0, 2))
+    batch["tokens"] = batch["tokens"].at[0, 0].set(0)
+    new, metrics = train_step(state, frozen, batch, objective=objective, optimizer=opt, schedule=schedule)
+    assert not bool(metrics["finite"])
+    for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(state)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
