@@ -1,0 +1,209 @@
+"""Multiple choice by log-likelihood (METHOD.md C): score every choice as a continuation of the prompt.
+
+For an item with prompt tokens `p` and a choice's continuation tokens `c_1..c_m`, the choice's score is
+`sum_j log P(c_j | p, c_<j)` (accuracy: the argmax of the sum is the label) and its length-normalized forms, the
+mean per token (`accuracy_norm`) and the sum per character of the continuation text (`accuracy_norm_char`, what
+lm-evaluation-harness calls acc_norm). Nothing is generated.
+
+Prompt formats (`MCConfig.prompt_format`):
+  * `"plain"` (default, the Bitune paper's zero-shot setting): the text `template.format(question=...)`, by default
+    `question + "\\nAnswer:"`, encoded with the tokenizer's own BOS policy; each continuation is `" " + choice`.
+  * `"chat"`: the question as one user message rendered with the chat template and the generation prompt; each
+    continuation is the choice text (no leading space, no end-of-turn token).
+Tokenization follows lm-evaluation-harness: prompt and prompt + continuation are encoded as whole texts and the
+continuation is the tail past the prompt's tokens (so merges across the boundary behave as in running text); when
+the prompt's tokens are not a prefix of the whole, the continuation is encoded on its own.
+
+Batching: all choices of `batch_items` items go through one forward, right-padded (positions -1 for padding);
+items go longest first, and widths and row counts are rounded up (`width_multiple`, `rows_multiple`) so few
+programs get compiled.
+Bitune (`score_bitune`): the prompt is read by both streams and the continuation scored over the mixed cache,
+i.e. a `BituneBatch` with prompt = prompt tokens and answer = choice tokens (row `P - 1 + j` predicts token j).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Sequence
+from typing import Any, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bitune_jax.chat import render_chat
+from bitune_jax.eval.datasets import MCItem
+from bitune_jax.tokenizer import Tokenizer
+
+
+@dataclasses.dataclass(frozen=True)
+class MCConfig:
+    prompt_format: Literal["plain", "chat"] = "plain"
+    template: str = "{question}\nAnswer:"  # plain format only
+    batch_items: int = 8  # items whose choices share one forward
+    width_multiple: int = 8  # sequence widths rounded up to this
+    rows_multiple: int = 8  # rows per forward rounded up to this (with dummy rows)
+
+    def __post_init__(self):
+        if self.prompt_format not in ("plain", "chat"):
+            raise ValueError(f"prompt_format must be 'plain' or 'chat', got {self.prompt_format!r}")
+        if min(self.batch_items, self.width_multiple, self.rows_multiple) < 1:
+            raise ValueError("batch_items, width_multiple and rows_multiple must be >= 1")
+
+
+class Encoded(NamedTuple):
+    prompt: list[int]
+    continuations: list[list[int]]  # one per choice, never empty
+    texts: list[str]  # the continuation texts scored (for per-character normalization)
+
+
+@dataclasses.dataclass
+class MCScore:
+    """One item's scores, one entry per choice."""
+
+    label: int
+    logprob_sum: list[float]
+    n_tokens: list[int]
+    n_chars: list[int]
+
+    @property
+    def logprob_mean(self) -> list[float]:
+        return [s / n for s, n in zip(self.logprob_sum, self.n_tokens)]
+
+    @property
+    def pred(self) -> int:
+        return int(np.argmax(self.logprob_sum))
+
+    @property
+    def pred_norm(self) -> int:
+        return int(np.argmax(self.logprob_mean))
+
+    @property
+    def pred_norm_char(self) -> int:
+        return int(np.argmax([s / n for s, n in zip(self.logprob_sum, self.n_chars)]))
+
+
+def _split(tok: Tokenizer, prompt_text: str, cont_text: str, add_bos: bool | None) -> list[int]:
+    ctx = tok.encode(prompt_text, add_bos=add_bos)
+    whole = tok.encode(prompt_text + cont_text, add_bos=add_bos)
+    if whole[: len(ctx)] == ctx and len(whole) > len(ctx):
+        return whole[len(ctx):]
+    return tok.encode(cont_text, add_bos=False)
+
+
+def encode_item(tok: Tokenizer, item: MCItem, cfg: MCConfig = MCConfig()) -> Encoded:
+    """Prompt token ids and each choice's continuation token ids (see the module docstring for the formats)."""
+    if cfg.prompt_format == "chat":
+        prompt_text = render_chat(tok, [{"role": "user", "content": item.question}], add_generation_prompt=True)
+        texts, add_bos = list(item.choices), False
+    else:
+        prompt_text = cfg.template.format(question=item.question)
+        texts, add_bos = [" " + c for c in item.choices], None
+    prompt = tok.encode(prompt_text, add_bos=add_bos)
+    if not prompt:
+        raise ValueError(f"{item.where}: the prompt encodes to no tokens")
+    return Encoded(prompt, [_split(tok, prompt_text, t, add_bos) for t in texts], texts)
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+@jax.jit
+def next_token_logprobs(logits: jax.Array, tokens: jax.Array) -> jax.Array:
+    """`logits [B, T, V]`, `tokens [B, T]` -> `[B, T]`: log P(tokens[:, t + 1] | ..t); the last column is 0."""
+    logp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), axis=-1)
+    picked = jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
+    return jnp.pad(picked, ((0, 0), (0, 1)))
+
+
+def _chunks(encoded: Sequence[Encoded], batch_items: int):
+    """`(item index, choice index, prompt, continuation)` rows, `batch_items` items at a time.
+
+    Items go longest first (as lm-evaluation-harness orders them), so each forward holds rows of similar length
+    and little of it is padding; scores are keyed by item index, so the order never shows in the results.
+    """
+    order = sorted(range(len(encoded)), key=lambda i: -max(len(encoded[i].prompt) + len(c)
+                                                           for c in encoded[i].continuations))
+    for start in range(0, len(order), batch_items):
+        yield [(i, c, encoded[i].prompt, cont) for i in order[start:start + batch_items]
+               for c, cont in enumerate(encoded[i].continuations)]
+
+
+def _collect(items: Sequence[MCItem], encoded: Sequence[Encoded], sums: dict[tuple[int, int], float]):
+    scores = []
+    for i, (item, enc) in enumerate(zip(items, encoded)):
+        scores.append(MCScore(label=item.label, logprob_sum=[sums[(i, c)] for c in range(len(item.choices))],
+                              n_tokens=[len(t) for t in enc.continuations], n_chars=[len(t) for t in enc.texts]))
+    return scores
+
+
+def summarize(scores: Sequence[MCScore]) -> dict[str, Any]:
+    """Accuracy by the sum, by the per-token mean and by the per-character sum; chance for comparison."""
+    return {
+        "items": len(scores),
+        "accuracy": float(np.mean([s.pred == s.label for s in scores])),
+        "accuracy_norm": float(np.mean([s.pred_norm == s.label for s in scores])),
+        "accuracy_norm_char": float(np.mean([s.pred_norm_char == s.label for s in scores])),
+        "chance": float(np.mean([1.0 / len(s.n_tokens) for s in scores])),
+    }
+
+
+def score_lm(lm, items: Sequence[MCItem], cfg: MCConfig = MCConfig()) -> tuple[list[MCScore], dict[str, Any]]:
+    """Score every choice of every item with a plain `LM` (`LM.logits`): `(per-item scores, summary)`."""
+    if lm.tokenizer is None:
+        raise ValueError("multiple-choice scoring encodes text; load the model with its tokenizer")
+    encoded = [encode_item(lm.tokenizer, item, cfg) for item in items]
+    sums: dict[tuple[int, int], float] = {}
+    for rows in _chunks(encoded, cfg.batch_items):
+        lengths = [len(p) + len(c) for _, _, p, c in rows]
+        width = min(_round_up(max(lengths), cfg.width_multiple), max(max(lengths), lm.cfg.max_seq_len))
+        n_rows = _round_up(len(rows), cfg.rows_multiple)
+        tokens = np.full((n_rows, width), lm.pad_id, np.int32)
+        positions = np.full((n_rows, width), -1, np.int32)
+        positions[len(rows):, 0] = 0  # dummy rows: one pad token, so no row is all padding
+        for r, (_, _, p, c) in enumerate(rows):
+            tokens[r, : lengths[r]] = p + c
+            positions[r, : lengths[r]] = np.arange(lengths[r])
+        logp = np.asarray(next_token_logprobs(lm.logits(tokens, positions), jnp.asarray(tokens)))
+        for r, (i, c, p, cont) in enumerate(rows):
+            sums[(i, c)] = float(logp[r, len(p) - 1: len(p) - 1 + len(cont)].sum())
+    scores = _collect(items, encoded, sums)
+    return scores, summarize(scores)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "bcfg", "prompt_width", "answer_width", "dtype", "attn_impl"))
+def _bitune_answer_logprobs(base, trainable, batch, cfg, bcfg, prompt_width, answer_width, dtype, attn_impl):
+    """`[batch, answer_width]` log-probs of each answer token (0 past the answer), from `bitune_logits`."""
+    from bitune_jax.bitune import answer_rows, bitune_logits
+
+    logits = bitune_logits(base, trainable, batch, cfg, bcfg, prompt_width=prompt_width, dtype=dtype,
+                           attn_impl=attn_impl)
+    rows, targets, mask = answer_rows(batch, answer_width)
+    logp = jax.nn.log_softmax(jnp.take_along_axis(logits, rows[..., None], axis=1), axis=-1)
+    return jnp.where(mask, jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0], 0.0)
+
+
+def score_bitune(base, trainable, model_cfg, bcfg, tok: Tokenizer, items: Sequence[MCItem],
+                 cfg: MCConfig = MCConfig(), *, pad_id: int, dtype=jnp.float32,
+                 attn_impl: str = "xla") -> tuple[list[MCScore], dict[str, Any]]:
+    """Score every choice over the Bitune mixed prompt cache: `(per-item scores, summary)`."""
+    from bitune_jax.bitune import BituneBatch, batch_widths, make_batch
+
+    encoded = [encode_item(tok, item, cfg) for item in items]
+    sums: dict[tuple[int, int], float] = {}
+    for rows in _chunks(encoded, cfg.batch_items):
+        pairs = [(p, c) for _, _, p, c in rows]
+        pairs += [([pad_id], [pad_id])] * (_round_up(len(rows), cfg.rows_multiple) - len(rows))  # dummy rows
+        longest = max(len(p) + len(c) for p, c in pairs)
+        width = min(_round_up(longest, cfg.width_multiple), max(longest, model_cfg.max_seq_len))
+        batch = make_batch(pairs, pad_id, model_cfg.max_seq_len, seq_len=width)
+        prompt_width, answer_width = batch_widths(batch)
+        logp = np.asarray(_bitune_answer_logprobs(
+            base, trainable, BituneBatch(*map(jnp.asarray, batch)), model_cfg, bcfg, prompt_width, answer_width,
+            dtype, attn_impl))
+        for r, (i, c, _, cont) in enumerate(rows):
+            sums[(i, c)] = float(logp[r, : len(cont)].sum())
+    scores = _collect(items, encoded, sums)
+    return scores, summarize(scores)

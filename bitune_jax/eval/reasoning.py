@@ -1,0 +1,226 @@
+"""Reasoning eval by sampling (METHOD.md A): n generations per question, the last `\\boxed{}` scored by exact match.
+
+`evaluate_lm` (plain model) and `evaluate_bitune` (a Bitune model, decoding from the mixed prompt cache) are thin
+shells over `evaluate`, which takes any `GenerateFn` and does the rest: prompts, batching, extraction, records and
+the summary. Both extractors of `answers` are run, so a report can give the authors' number beside ours.
+
+Prompts: each item's last user message gets the answer-format suffix of its kind (`SUFFIXES`; ours, worded after
+METHOD.md A: AIME asks for the final integer in `\\boxed{}`, GPQA for the letter), then the whole conversation is
+rendered with the model's chat template and the generation prompt.
+
+Batching and seeds: the `questions x n` generations are laid out question-major (the n samples of a question are
+adjacent) and cut into batches of `batch_size` rows; batch `b` samples with seed `cfg.seed + b`, recorded beside
+each generation. Generation draws one key per step for the whole batch, so a sample is reproducible from
+`(seed, batch_size)`, not from its own seed alone; greedy decoding (temperature 0) does not depend on batching.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bitune_jax.chat import render_chat
+from bitune_jax.eval.answers import is_correct, is_correct_original, last_boxed, last_boxed_original
+from bitune_jax.eval.datasets import ReasoningItem
+from bitune_jax.eval.metrics import avg_at_n, mean_pass_at_k_unbiased, pass_at_k_first
+from bitune_jax.generation import generate_tokens, pad_batch
+from bitune_jax.sampling import SamplingConfig
+from bitune_jax.tokenizer import Tokenizer
+
+SUFFIXES: Mapping[str, str] = {
+    "aime": "\n\nPlease reason step by step, and put your final answer (an integer from 0 to 999) within \\boxed{}.",
+    "gpqa": "\n\nPlease reason step by step, and put the letter of the correct choice (A, B, C or D) within \\boxed{}.",
+    "chat": "",  # chat rows are asked as written
+}
+
+# (prompts as token ids, seed) -> continuations as token ids, each up to and including its EOS
+GenerateFn = Callable[[list[list[int]], int], list[list[int]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class ReasoningEvalConfig:
+    """How to sample. Defaults are a toy-scale setting; `authors(kind)` gives the paper's protocol."""
+
+    n: int = 1  # samples per question
+    temperature: float = 0.6
+    top_p: float = 0.95
+    top_k: int = 0
+    max_new_tokens: int = 512
+    seed: int = 0
+    batch_size: int = 8  # generation rows per call
+    ks: tuple[int, ...] = (1,)  # pass@k to report; each k <= n
+    suffix: str | None = None  # None: SUFFIXES[item.kind]
+    chat_template: bool = True  # False: the prompt is the messages' contents joined by blank lines
+    width_multiple: int = 32  # plain models: prompt widths rounded up to this (bounds recompiles)
+
+    def __post_init__(self):
+        if self.n < 1 or self.batch_size < 1 or self.max_new_tokens < 1:
+            raise ValueError(f"n, batch_size and max_new_tokens must be >= 1, got {self.n}, {self.batch_size}, "
+                             f"{self.max_new_tokens}")
+        bad = [k for k in self.ks if not 1 <= k <= self.n]
+        if bad:
+            raise ValueError(f"every k in ks must be in [1, n={self.n}], got {bad}")
+        SamplingConfig(self.temperature, self.top_p, self.top_k)  # validates the sampling settings
+
+    @property
+    def sampling(self) -> SamplingConfig:
+        return SamplingConfig(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
+
+    @classmethod
+    def authors(cls, kind: str, **overrides) -> ReasoningEvalConfig:
+        """METHOD.md A: temperature 0.6, top-p 0.95, up to 30,000 new tokens; 16 samples (AIME) or 4 (GPQA)."""
+        if kind not in ("aime", "gpqa"):
+            raise ValueError(f"the authors' protocol is defined for 'aime' and 'gpqa', got {kind!r}")
+        n = {"aime": 16, "gpqa": 4}[kind]
+        return cls(**{"n": n, "temperature": 0.6, "top_p": 0.95, "max_new_tokens": 30_000, "ks": (1, n),
+                      **overrides})
+
+
+@dataclasses.dataclass
+class QuestionRecord:
+    """Everything about one question, in the order a person reads it."""
+
+    index: int
+    source: str  # file:line
+    gold: str
+    prompt: str  # the rendered prompt text
+    generations: list[str]
+    answers: list[str | None]  # last_boxed
+    correct: list[bool]  # is_correct (strip, exact)
+    answers_original: list[str | None]  # last_boxed_original
+    correct_original: list[bool]  # is_correct_original (==)
+    lengths: list[int]  # generated tokens, EOS included
+    terminated: list[bool]  # ended with EOS within max_new_tokens
+    seeds: list[int]  # the seed of the batch each sample came from
+
+
+def build_prompt(tok: Tokenizer, item: ReasoningItem, cfg: ReasoningEvalConfig) -> tuple[str, list[int]]:
+    """The prompt text and its token ids: the suffix appended to the last message, then the chat template."""
+    suffix = SUFFIXES[item.kind] if cfg.suffix is None else cfg.suffix
+    messages = [dict(m) for m in item.messages]
+    messages[-1]["content"] += suffix
+    if cfg.chat_template:
+        text = render_chat(tok, messages, add_generation_prompt=True)
+        return text, tok.encode(text, add_bos=False)
+    text = "\n\n".join(m["content"] for m in messages)
+    return text, tok.encode(text)
+
+
+def summarize(records: Sequence[QuestionRecord], ks: Sequence[int] = (1,)) -> dict[str, Any]:
+    """avg@n, pass@k (unbiased and first-k), the authors' avg@n, mean generated length, terminated fraction."""
+    correct = np.asarray([r.correct for r in records], bool)
+    lengths = np.asarray([r.lengths for r in records], float)
+    out: dict[str, Any] = {
+        "questions": len(records),
+        "n": correct.shape[1],
+        "avg@n": avg_at_n(correct),
+        "avg@n_original": avg_at_n([r.correct_original for r in records]),
+    }
+    for k in ks:
+        out[f"pass@{k}"] = mean_pass_at_k_unbiased(correct, k)
+        out[f"pass@{k}_first"] = pass_at_k_first(correct, k)
+    out["mean_length"] = float(lengths.mean())
+    out["terminated_fraction"] = float(np.mean([r.terminated for r in records]))
+    out["estimators"] = ("pass@k: unbiased (Chen et al. 2021); pass@k_first: any of the first k samples; "
+                         "avg@n_original: authors' regex and == comparison")
+    return out
+
+
+def evaluate(generate: GenerateFn, tok: Tokenizer, items: Sequence[ReasoningItem], cfg: ReasoningEvalConfig,
+             eos_ids: Sequence[int]) -> tuple[list[QuestionRecord], dict[str, Any]]:
+    """Generate `cfg.n` samples per item in batches, extract, score: `(per-question records, summary)`."""
+    if not items:
+        raise ValueError("no items to evaluate")
+    prompts = [build_prompt(tok, item, cfg) for item in items]
+    rows = [(q, j) for q in range(len(items)) for j in range(cfg.n)]
+    outputs: dict[tuple[int, int], tuple[list[int], int]] = {}
+    for b, start in enumerate(range(0, len(rows), cfg.batch_size)):
+        chunk = rows[start:start + cfg.batch_size]
+        seed = cfg.seed + b
+        for row, tokens in zip(chunk, generate([prompts[q][1] for q, _ in chunk], seed)):
+            outputs[row] = (tokens, seed)
+
+    eos = set(eos_ids)
+    records = []
+    for q, item in enumerate(items):
+        samples = [outputs[(q, j)] for j in range(cfg.n)]
+        texts = [tok.decode(t) for t, _ in samples]
+        answers = [last_boxed(t) for t in texts]
+        originals = [last_boxed_original(t) for t in texts]
+        records.append(QuestionRecord(
+            index=q, source=item.where, gold=item.answer, prompt=prompts[q][0], generations=texts,
+            answers=answers, correct=[is_correct(a, item.answer) for a in answers],
+            answers_original=originals, correct_original=[is_correct_original(a, item.answer) for a in originals],
+            lengths=[len(t) for t, _ in samples], terminated=[bool(t) and t[-1] in eos for t, _ in samples],
+            seeds=[s for _, s in samples]))
+    return records, summarize(records, cfg.ks)
+
+
+def lm_generate_fn(lm, cfg: ReasoningEvalConfig) -> GenerateFn:
+    """Batched KV-cache decoding of a plain `LM`, as `LM.generate` does it, with prompt widths rounded up.
+
+    Left padding is inert (positions -1), so widening a batch to a multiple of `cfg.width_multiple` changes no
+    output and lets batches of different prompt lengths share one compiled program.
+    """
+    def generate(prompts: list[list[int]], seed: int) -> list[list[int]]:
+        batch = pad_batch(prompts, lm.pad_id, "left")
+        width = batch.tokens.shape[1]
+        padded = -(-width // cfg.width_multiple) * cfg.width_multiple
+        if padded + cfg.max_new_tokens <= lm.cfg.max_seq_len:
+            width = padded
+        if width + cfg.max_new_tokens > lm.cfg.max_seq_len:
+            raise ValueError(f"prompt of {batch.tokens.shape[1]} tokens + max_new_tokens={cfg.max_new_tokens} "
+                             f"exceeds the model context {lm.cfg.max_seq_len}")
+        extra = width - batch.tokens.shape[1]
+        tokens = np.pad(batch.tokens, ((0, 0), (extra, 0)), constant_values=lm.pad_id)
+        positions = np.pad(batch.positions, ((0, 0), (extra, 0)), constant_values=-1)
+        out = generate_tokens(lm.params, jnp.asarray(tokens), jnp.asarray(positions), jax.random.key(seed),
+                              cfg=lm.cfg, max_new_tokens=cfg.max_new_tokens, sampling=cfg.sampling,
+                              eos_ids=lm.eos_ids, pad_id=lm.pad_id, dtype=lm.dtype, attn_impl=lm.attn_impl)
+        tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
+        return [tokens[i, : lengths[i]].tolist() for i in range(len(prompts))]
+
+    return generate
+
+
+def evaluate_lm(lm, items: Sequence[ReasoningItem], cfg: ReasoningEvalConfig = ReasoningEvalConfig()):
+    """Reasoning eval of a plain model (`bitune_jax.LM`): `(records, summary)`."""
+    if lm.tokenizer is None:
+        raise ValueError("the reasoning eval renders prompts as text; load the model with its tokenizer")
+    return evaluate(lm_generate_fn(lm, cfg), lm.tokenizer, items, cfg, lm.eos_ids)
+
+
+def evaluate_bitune(base, trainable, model_cfg, bcfg, tok: Tokenizer, items: Sequence[ReasoningItem],
+                    cfg: ReasoningEvalConfig = ReasoningEvalConfig(), *, eos_ids: Sequence[int], pad_id: int,
+                    dtype=jnp.float32, attn_impl: str = "xla"):
+    """Reasoning eval of a Bitune model: both prompt streams prefilled and mixed, then causal decoding
+    (`bitune_generate`). Prompt widths are not rounded here, so each new width compiles once."""
+    from bitune_jax.bitune import bitune_generate
+
+    def generate(prompts: list[list[int]], seed: int) -> list[list[int]]:
+        return bitune_generate(base, trainable, prompts, model_cfg, bcfg, max_new_tokens=cfg.max_new_tokens,
+                               sampling=cfg.sampling, eos_ids=tuple(eos_ids), pad_id=pad_id, seed=seed,
+                               dtype=dtype, attn_impl=attn_impl)
+
+    return evaluate(generate, tok, items, cfg, eos_ids)
+
+
+def write_generations_jsonl(records: Sequence[QuestionRecord], path: str | pathlib.Path,
+                            summary: Mapping[str, Any] | None = None) -> pathlib.Path:
+    """One JSON object per question (prompt, generations, answers, flags, lengths), UTF-8 and unescaped so the
+    text reads as written; with `summary`, a first line `{"summary": {...}}`."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        if summary is not None:
+            f.write(json.dumps({"summary": dict(summary)}, ensure_ascii=False) + "\n")
+        for r in records:
+            f.write(json.dumps(dataclasses.asdict(r), ensure_ascii=False) + "\n")
+    return path
