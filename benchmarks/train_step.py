@@ -37,6 +37,7 @@ def bench(name, cfg, params, kind, dtype, seq, batch, repeats, peak, remat="none
     objective = Objective(kind=kind, cfg=cfg, peft=PeftConfig(rank=8) if kind == "peft" else None, dtype=dtype,
                           remat=remat)
     trainable, frozen = objective.split(params, jax.random.key(0))
+    trainable = jax.tree.map(jnp.copy, trainable)  # the step donates its state; keep `params` alive
     schedule = make_schedule("constant", 1e-5, 100, 0.0)
     optimizer = make_optimizer(schedule, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, clip=1.0)
     mesh = make_mesh(1, 1, 1, jax.devices()[:1])
