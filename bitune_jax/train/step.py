@@ -52,7 +52,7 @@ def train_step(state: TrainState, frozen, batch: dict[str, jax.Array], *, object
     """One update. A non-finite loss or gradient leaves the state unchanged (the loop then stops the run)."""
     loss_fn = functools.partial(objective.loss, prompt_width=prompt_width, answer_width=answer_width)
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.trainable, frozen, batch)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.trainable)
     trainable = optax.apply_updates(state.trainable, updates)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
