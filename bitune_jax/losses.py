@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 
@@ -15,11 +17,20 @@ def masked_token_loss(
 
     Accuracy is the argmax match of the same logits (no second forward), as METHOD.md A defines it.
     """
-    lse = jax.nn.logsumexp(logits, axis=-1)
-    nll = lse - jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+    nll, hit = _token_stats(logits, targets)
+    return _reduce(nll, hit, mask)
+
+
+def _token_stats(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Per-row negative log-likelihood and argmax hit, `[batch, rows]` each."""
+    nll = jax.nn.logsumexp(logits, axis=-1) - jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+    return nll, jnp.argmax(logits, axis=-1) == targets
+
+
+def _reduce(nll: jax.Array, hit: jax.Array, mask: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
     count = mask.sum(1)
     per_example = jnp.where(mask, nll, 0.0).sum(1) / jnp.maximum(count, 1)
-    correct = (jnp.argmax(logits, axis=-1) == targets) & mask
+    correct = hit & mask
     # Rows without a single target (filler rows of a last, partial batch) do not count as examples.
     real = count > 0
     loss = jnp.where(real, per_example, 0.0).sum() / jnp.maximum(real.sum(), 1)
@@ -31,3 +42,35 @@ def masked_token_loss(
         "per_example_accuracy": correct.sum(1) / jnp.maximum(count, 1),
     }
     return loss, metrics
+
+
+def hidden_token_loss(
+    hidden: jax.Array,  # [batch, rows, dim] final hidden states of the rows that predict targets
+    targets: jax.Array,  # [batch, rows] int32
+    mask: jax.Array,  # [batch, rows] bool
+    unembed: Callable[[jax.Array], jax.Array],  # [batch, n, dim] -> float32 logits [batch, n, vocab]
+    chunk: int = 0,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """`masked_token_loss` of `unembed(hidden)`, optionally `chunk` rows at a time.
+
+    With a chunk, logits exist for one chunk at a time and are recomputed in the backward pass, so long sequences
+    with large vocabularies (32k rows x 100k tokens is 13 GB of float32 logits) fit; the numbers are the same.
+    """
+    rows = hidden.shape[1]
+    if not chunk or rows <= chunk:
+        return masked_token_loss(unembed(hidden), targets, mask)
+    n = -(-rows // chunk)
+    pad = n * chunk - rows
+    hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
+    targets = jnp.pad(targets, ((0, 0), (0, pad)))
+    batch, dim = hidden.shape[0], hidden.shape[2]
+    xs = (hidden.reshape(batch, n, chunk, dim).swapaxes(0, 1), targets.reshape(batch, n, chunk).swapaxes(0, 1))
+
+    @jax.checkpoint
+    def one(x, t):
+        return _token_stats(unembed(x), t)
+
+    nll, hit = jax.lax.map(lambda xt: one(*xt), xs)  # [n, batch, chunk]
+    nll = nll.swapaxes(0, 1).reshape(batch, n * chunk)[:, :rows]
+    hit = hit.swapaxes(0, 1).reshape(batch, n * chunk)[:, :rows]
+    return _reduce(nll, hit, mask)

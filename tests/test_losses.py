@@ -23,3 +23,27 @@ def test_matches_numpy():
     np.testing.assert_allclose(m["token_accuracy"], hits.sum() / mask.sum(), rtol=1e-6)
     np.testing.assert_allclose(m["per_example_accuracy"][:2], [hits[b][mask[b]].mean() for b in range(2)], rtol=1e-6)
     assert int(m["tokens"]) == mask.sum() and m["token_accuracy"] > 0
+
+
+def test_chunked_loss_equals_whole_loss_and_gradients():
+    import jax
+
+    from bitune_jax.losses import hidden_token_loss
+
+    rng = np.random.RandomState(1)
+    hidden = rng.randn(2, 7, 5).astype(np.float32)
+    w = rng.randn(5, 11).astype(np.float32)
+    targets = rng.randint(0, 11, size=(2, 7))
+    mask = rng.rand(2, 7) > 0.3
+
+    def loss(hidden, w, chunk):
+        return hidden_token_loss(hidden, targets, mask, lambda h: h @ w, chunk)
+
+    whole, m_whole = loss(hidden, w, 0)
+    chunked, m_chunked = loss(hidden, w, 3)  # 7 rows in chunks of 3: the last chunk is padded
+    np.testing.assert_allclose(chunked, whole, rtol=1e-6)
+    np.testing.assert_allclose(m_chunked["token_accuracy"], m_whole["token_accuracy"], rtol=1e-6)
+    g_whole = jax.grad(lambda h, w: loss(h, w, 0)[0], argnums=(0, 1))(hidden, w)
+    g_chunked = jax.grad(lambda h, w: loss(h, w, 3)[0], argnums=(0, 1))(hidden, w)
+    for a, b in zip(g_chunked, g_whole):
+        np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)

@@ -23,7 +23,7 @@ import numpy as np
 import kernels
 from bitune_jax.bitune.config import BituneConfig
 from bitune_jax.bitune.mixing import alpha, init_mixing, mix
-from bitune_jax.losses import masked_token_loss
+from bitune_jax.losses import hidden_token_loss
 from bitune_jax.models.config import ModelConfig
 from bitune_jax.models.transformer import (
     Layer,
@@ -191,7 +191,7 @@ def answer_rows(batch: BituneBatch, answer_width: int | None = None):
 
 def bitune_loss(trainable, base, batch: BituneBatch, cfg: ModelConfig, bcfg: BituneConfig, *,
                 prompt_width: int | None = None, answer_width: int | None = None, dtype=jnp.float32,
-                attn_impl: str = "xla", remat: str = "none"):
+                attn_impl: str = "xla", remat: str = "none", loss_chunk: int = 0):
     """`(loss, metrics)`, differentiable in `trainable` (both adapter sets and the mixing weights).
 
     Only answer rows are unembedded; `prompt_width` / `answer_width` (static, see `batch_widths`) bound the
@@ -202,5 +202,5 @@ def bitune_loss(trainable, base, batch: BituneBatch, cfg: ModelConfig, bcfg: Bit
     x = bitune_streams(base, trainable, batch.tokens, positions, batch.prompt_len - 1, cfg, bcfg,
                        prompt_width=prompt_width, dtype=dtype, attn_impl=attn_impl, remat=remat)
     rows, targets, mask = answer_rows(batch, answer_width)
-    logits = unembed(base, jnp.take_along_axis(x, rows[..., None], axis=1), cfg)
-    return masked_token_loss(logits, targets, mask)
+    x = jnp.take_along_axis(x, rows[..., None], axis=1)
+    return hidden_token_loss(x, targets, mask, lambda h: unembed(base, h, cfg), loss_chunk)

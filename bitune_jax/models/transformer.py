@@ -181,6 +181,7 @@ def forward(
     attn_impl: str = "xla",
     remat: str = "none",
     logit_rows: jax.Array | None = None,  # [batch, rows] int32: unembed only these rows (a loss needs no more)
+    return_hidden: bool = False,  # final hidden states (before the final norm) instead of logits
 ) -> tuple[jax.Array, KVCache | None]:
     """Logits `[batch, seq or rows, vocab]` (float32) and the updated cache.
 
@@ -229,7 +230,7 @@ def forward(
                              (params["layers"], layer_adapters, is_sliding, windows, *cache_kv))
     if logit_rows is not None:
         x = jnp.take_along_axis(x, logit_rows[..., None], axis=1)
-    logits = unembed(params, x, cfg)
+    logits = x if return_hidden else unembed(params, x, cfg)
     if cache is None:
         return logits, None
     new_cache = KVCache(k=new_kv[0], v=new_kv[1], positions=kv_positions, length=cache.length + seq)

@@ -14,9 +14,9 @@ import jax
 import jax.numpy as jnp
 
 from bitune_jax.bitune import BituneBatch, BituneConfig, answer_rows, bitune_loss, init_trainable
-from bitune_jax.losses import masked_token_loss
+from bitune_jax.losses import hidden_token_loss
 from bitune_jax.models.config import ModelConfig
-from bitune_jax.models.transformer import Params, forward
+from bitune_jax.models.transformer import Params, forward, unembed
 from bitune_jax.peft import PeftConfig, init_adapters
 
 Kind = Literal["full", "peft", "bitune"]
@@ -35,6 +35,7 @@ class Objective:
     dtype: Any = jnp.float32  # compute dtype
     attn_impl: str = "xla"
     remat: str = "none"
+    loss_chunk: int = 0  # >0: unembed and score this many rows at a time (long sequences, large vocabularies)
 
     def __post_init__(self):
         if self.kind not in ("full", "peft", "bitune"):
@@ -58,11 +59,12 @@ class Objective:
         if self.kind == "bitune":
             return bitune_loss(trainable, frozen, b, self.cfg, self.bitune, prompt_width=prompt_width,
                                answer_width=answer_width, dtype=self.dtype, attn_impl=self.attn_impl,
-                               remat=self.remat)
+                               remat=self.remat, loss_chunk=self.loss_chunk)
         params, adapters = (trainable, None) if self.kind == "full" else (frozen, trainable)
         seq = b.tokens.shape[1]
         positions = jnp.where(jnp.arange(seq) < b.length[:, None], jnp.arange(seq, dtype=jnp.int32), -1)
         rows, targets, mask = answer_rows(b, answer_width)
-        logits, _ = forward(params, b.tokens, self.cfg, positions=positions, adapters=adapters, peft=self.peft,
-                            dtype=self.dtype, attn_impl=self.attn_impl, remat=self.remat, logit_rows=rows)
-        return masked_token_loss(logits, targets, mask)
+        hidden, _ = forward(params, b.tokens, self.cfg, positions=positions, adapters=adapters, peft=self.peft,
+                            dtype=self.dtype, attn_impl=self.attn_impl, remat=self.remat, logit_rows=rows,
+                            return_hidden=True)
+        return hidden_token_loss(hidden, targets, mask, lambda h: unembed(params, h, self.cfg), self.loss_chunk)

@@ -39,8 +39,10 @@ def base() -> ConfigDict:
         synthetic=ConfigDict(dict(pool_size=512, test_size=64, min_steps=4, max_steps=8, seed=0)),
     ))
     c.train = ConfigDict(dict(epochs=1, max_updates=0, lr=2e-5, schedule="cosine", warmup_frac=0.1,
-                              weight_decay=0.0, b1=0.9, b2=0.999, eps=1e-8, clip=1.0, accumulate=1))
+                              weight_decay=0.0, b1=0.9, b2=0.999, eps=1e-8, clip=1.0, accumulate=1,
+                              loss_chunk=0))
     # max_updates: the update budget (0: epochs x batches); the schedule spans the budget.
+    # loss_chunk: >0 scores the answer rows this many at a time (logits never exist for the whole sequence).
     c.saturation = ConfigDict(dict(enabled=True, threshold=0.99, window=3, delta=1e-3, min_epochs=1))
     c.mesh = ConfigDict(dict(data=1, fsdp=1, tensor=1))
     c.checkpoint = ConfigDict(dict(every_steps=100, keep=2, async_save=True))

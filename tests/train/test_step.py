@@ -53,3 +53,19 @@ def test_non_finite_step_keeps_the_state():
     assert not bool(metrics["finite"])
     for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(state)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_loss_chunk_gives_the_same_loss_and_gradients():
+    from bitune_jax.bitune import BituneConfig
+
+    params = init_params(CFG, jax.random.key(0), scale=0.1)
+    batch = _batch(slice(0, 2))
+    for kind, extra in (("full", {}), ("bitune", {"bitune": BituneConfig(peft=PeftConfig(rank=4))})):
+        plain = Objective(kind=kind, cfg=CFG, **extra)
+        chunked = Objective(kind=kind, cfg=CFG, loss_chunk=4, **extra)
+        trainable, frozen = plain.split(params, jax.random.key(1))
+        (a, _), ga = jax.value_and_grad(plain.loss, has_aux=True)(trainable, frozen, batch)
+        (b, _), gb = jax.value_and_grad(chunked.loss, has_aux=True)(trainable, frozen, batch)
+        np.testing.assert_allclose(b, a, rtol=1e-6)
+        for x, y in zip(jax.tree.leaves(gb), jax.tree.leaves(ga)):
+            np.testing.assert_allclose(x, y, atol=1e-6, rtol=0)
