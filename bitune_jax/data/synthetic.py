@@ -22,7 +22,9 @@ a boxed final answer, loss on the response only); the answer is checkable withou
 knob (`min_steps`, `max_steps`), so "long" can be scaled to what a 135M model on CPU can train on; the test problems
 are disjoint from the training pool (no shared problem text), so held-out accuracy cannot come from memorizing a
 training problem; and the pool is generated as a stream, so `generate(n)` is a prefix of `generate(m)` for n < m and
-nested subsets stay nested. What it does not capture: the breadth of real math/science reasoning, and traces that
+nested subsets stay nested. With `cot=False` the same problems come without the trace (the response is only "The
+answer is \\boxed{N}."): a short-answer task, where the model must carry the quantity in its head, used for the Bitune
+study. What it does not capture: the breadth of real math/science reasoning, and traces that
 branch or backtrack; every trace here is the one deterministic procedure.
 """
 
@@ -35,9 +37,10 @@ import numpy as np
 
 from bitune_jax.data.records import Record, write_jsonl
 
-__all__ = ["generate", "train_test_split", "write_jsonl", "solve", "INSTRUCTION"]
+__all__ = ["generate", "train_test_split", "write_jsonl", "solve", "INSTRUCTION", "ANSWER_ONLY_INSTRUCTION"]
 
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+ANSWER_ONLY_INSTRUCTION = "Give only the final answer, within \\boxed{}."
 CAP = 999  # every value stays in 1..CAP so numbers remain a few tokens long
 NAMES = ("Mia", "Leo", "Ava", "Noah", "Zoe", "Omar", "Ivy", "Liam", "Nora", "Ethan", "Lena", "Kai", "Ruby", "Sam",
          "Maya", "Finn", "Iris", "Owen", "Tara", "Hugo", "Elsa", "Ravi", "Jade", "Theo")
@@ -107,7 +110,7 @@ def _step(op: str, x: int, v: int, new: int, name: str, item: str, friend: str) 
     return f"{name} keeps one of {x} equal boxes, so {v} / {x} = {new}."
 
 
-def _problem(rng: np.random.Generator, min_steps: int, max_steps: int) -> dict:
+def _problem(rng: np.random.Generator, min_steps: int, max_steps: int, cot: bool = True) -> dict:
     name = _pick(rng, NAMES)
     friend = _pick(rng, [n for n in NAMES if n != name])
     item = _pick(rng, ITEMS)
@@ -125,13 +128,14 @@ def _problem(rng: np.random.Generator, min_steps: int, max_steps: int) -> dict:
     lines += [f"Step {i + 1}: " + _step(op, x, values[i], values[i + 1], name, item, friend)
               for i, (op, x) in enumerate(ops)]
     lines.append(f"So {name} has {values[-1]} {item} at the end.")
-    response = "<think>\n" + "\n".join(lines) + f"\n</think>\n\nThe answer is \\boxed{{{values[-1]}}}."
+    answer = f"The answer is \\boxed{{{values[-1]}}}."
+    response = "<think>\n" + "\n".join(lines) + "\n</think>\n\n" + answer if cot else answer
     return {"question": question, "response": response, "answer": values[-1], "start": start,
             "ops": [[op, x] for op, x in ops], "steps": steps}
 
 
 def _stream(seed: int | list[int], min_steps: int, max_steps: int, exclude: frozenset[str] = frozenset(),
-            source: str = "synthetic") -> Iterator[Record]:
+            source: str = "synthetic", cot: bool = True) -> Iterator[Record]:
     """Distinct problems, forever, in a fixed order for `seed`; questions in `exclude` are skipped."""
     if not 1 <= min_steps <= max_steps:
         raise ValueError(f"need 1 <= min_steps <= max_steps, got min_steps={min_steps}, max_steps={max_steps}")
@@ -139,28 +143,29 @@ def _stream(seed: int | list[int], min_steps: int, max_steps: int, exclude: froz
     seen = set(exclude)
     line = 0
     while True:
-        p = _problem(rng, min_steps, max_steps)
+        p = _problem(rng, min_steps, max_steps, cot)
         if p["question"] in seen:
             continue
         seen.add(p["question"])
         line += 1
-        messages = [{"role": "user", "content": f"{p['question']}\n\n{INSTRUCTION}"},
+        instruction = INSTRUCTION if cot else ANSWER_ONLY_INSTRUCTION
+        messages = [{"role": "user", "content": f"{p['question']}\n\n{instruction}"},
                     {"role": "assistant", "content": p.pop("response")}]
         yield Record(messages=messages, file=source, line=line, meta={"task": "arith", **p})
 
 
-def generate(n: int, *, seed: int, min_steps: int = 4, max_steps: int = 8) -> list[Record]:
+def generate(n: int, *, seed: int, min_steps: int = 4, max_steps: int = 8, cot: bool = True) -> list[Record]:
     """`n` distinct problems with `min_steps..max_steps` events each; `generate(n)` is a prefix of `generate(m > n)`.
 
     Each record's `meta` holds the structured problem: `answer` (int), `start`, `ops` ([op, operand] pairs),
     `steps` and `question`, so answers can be recomputed with `solve(start, ops)`.
     """
-    stream = _stream(seed, min_steps, max_steps, source=f"<synthetic arith seed={seed}>")
+    stream = _stream(seed, min_steps, max_steps, source=f"<synthetic arith seed={seed}>", cot=cot)
     return list(itertools.islice(stream, n))
 
 
 def train_test_split(n_train: int, n_test: int, *, seed: int, min_steps: int = 4, max_steps: int = 8,
-                     test_min_steps: int | None = None, test_max_steps: int | None = None
+                     test_min_steps: int | None = None, test_max_steps: int | None = None, cot: bool = True
                      ) -> tuple[list[Record], list[Record]]:
     """A training pool and a test set that share no problem text.
 
@@ -170,8 +175,8 @@ def train_test_split(n_train: int, n_test: int, *, seed: int, min_steps: int = 4
     """
     test_min = min_steps if test_min_steps is None else test_min_steps
     test_max = max_steps if test_max_steps is None else test_max_steps
-    test = list(itertools.islice(_stream([seed, 1], test_min, test_max, source=f"<synthetic test seed={seed}>"),
-                                 n_test))
+    test = list(itertools.islice(_stream([seed, 1], test_min, test_max, source=f"<synthetic test seed={seed}>",
+                                         cot=cot), n_test))
     exclude = frozenset(r.meta["question"] for r in test)
-    pool = _stream([seed, 0], min_steps, max_steps, exclude, source=f"<synthetic train seed={seed}>")
+    pool = _stream([seed, 0], min_steps, max_steps, exclude, source=f"<synthetic train seed={seed}>", cot=cot)
     return list(itertools.islice(pool, n_train)), test

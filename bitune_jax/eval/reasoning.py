@@ -134,11 +134,18 @@ def summarize(records: Sequence[QuestionRecord], ks: Sequence[int] = (1,)) -> di
 
 
 def evaluate(generate: GenerateFn, tok: Tokenizer, items: Sequence[ReasoningItem], cfg: ReasoningEvalConfig,
-             eos_ids: Sequence[int]) -> tuple[list[QuestionRecord], dict[str, Any]]:
-    """Generate `cfg.n` samples per item in batches, extract, score: `(per-question records, summary)`."""
+             eos_ids: Sequence[int], prompts: Sequence[tuple[str, list[int]]] | None = None
+             ) -> tuple[list[QuestionRecord], dict[str, Any]]:
+    """Generate `cfg.n` samples per item in batches, extract, score: `(per-question records, summary)`.
+
+    `prompts` (text, ids), one per item, replace `build_prompt`: the trainer passes the exact rendering it trains on.
+    """
     if not items:
         raise ValueError("no items to evaluate")
-    prompts = [build_prompt(tok, item, cfg) for item in items]
+    if prompts is None:
+        prompts = [build_prompt(tok, item, cfg) for item in items]
+    elif len(prompts) != len(items):
+        raise ValueError(f"{len(prompts)} prompts for {len(items)} items")
     rows = [(q, j) for q in range(len(items)) for j in range(cfg.n)]
     outputs: dict[tuple[int, int], tuple[list[int], int]] = {}
     for b, start in enumerate(range(0, len(rows), cfg.batch_size)):
@@ -163,8 +170,9 @@ def evaluate(generate: GenerateFn, tok: Tokenizer, items: Sequence[ReasoningItem
     return records, summarize(records, cfg.ks)
 
 
-def lm_generate_fn(lm, cfg: ReasoningEvalConfig) -> GenerateFn:
-    """Batched KV-cache decoding of a plain `LM`, as `LM.generate` does it, with prompt widths rounded up.
+def lm_generate_fn(lm, cfg: ReasoningEvalConfig, adapters=None, peft=None) -> GenerateFn:
+    """Batched KV-cache decoding of a plain `LM` (with PEFT `adapters` if given), as `LM.generate` does it, with
+    prompt widths rounded up.
 
     Left padding is inert (positions -1), so widening a batch to a multiple of `cfg.width_multiple` changes no
     output and lets batches of different prompt lengths share one compiled program.
@@ -183,7 +191,8 @@ def lm_generate_fn(lm, cfg: ReasoningEvalConfig) -> GenerateFn:
         positions = np.pad(batch.positions, ((0, 0), (extra, 0)), constant_values=-1)
         out = generate_tokens(lm.params, jnp.asarray(tokens), jnp.asarray(positions), jax.random.key(seed),
                               cfg=lm.cfg, max_new_tokens=cfg.max_new_tokens, sampling=cfg.sampling,
-                              eos_ids=lm.eos_ids, pad_id=lm.pad_id, dtype=lm.dtype, attn_impl=lm.attn_impl)
+                              eos_ids=lm.eos_ids, pad_id=lm.pad_id, dtype=lm.dtype, attn_impl=lm.attn_impl,
+                              adapters=adapters, peft=peft)
         tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
         return [tokens[i, : lengths[i]].tolist() for i in range(len(prompts))]
 

@@ -137,7 +137,9 @@ class RunLogger:
             return None
         epochs = sorted(self.epochs)
         col = lambda name: [np.nan if self.epochs[e].get(name) is None else self.epochs[e][name] for e in epochs]
-        return plot_epoch_curves(epochs, col("token_accuracy"), col("loss"), self.plot_path, saturation_epoch)
+        held_out = col("eval_avg@n") if any("eval_avg@n" in self.epochs[e] for e in epochs) else None
+        return plot_epoch_curves(epochs, col("token_accuracy"), col("loss"), self.plot_path, saturation_epoch,
+                                 held_out_accuracy=held_out)
 
     def close(self, saturation_epoch: int | None = None) -> Path | None:
         """Flush and close the files and write the plot; returns the plot path."""
@@ -158,8 +160,9 @@ class RunLogger:
 
 
 def plot_epoch_curves(epochs: list[int], token_accuracy: list[float], loss: list[float], path: str | Path,
-                      saturation_epoch: int | None = None) -> Path:
-    """Two panels, token accuracy and loss per epoch, with the saturation epoch as a dashed vertical line.
+                      saturation_epoch: int | None = None, held_out_accuracy: list[float] | None = None) -> Path:
+    """Two panels, token accuracy and loss per epoch, with the saturation epoch as a dashed vertical line;
+    held-out accuracy (NaN where not evaluated) beside token accuracy when given.
 
     Uses matplotlib's Agg canvas directly, so it never changes the process-wide backend (notebooks keep theirs).
     """
@@ -170,7 +173,7 @@ def plot_epoch_curves(epochs: list[int], token_accuracy: list[float], loss: list
     FigureCanvasAgg(fig)
     panels = fig.subplots(1, 2)
     for ax, values, label in zip(panels, (token_accuracy, loss), ("token accuracy (response)", "loss")):
-        ax.plot(epochs, values, marker="o", markersize=3)
+        ax.plot(epochs, values, marker="o", markersize=3, label=label)
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
@@ -178,8 +181,15 @@ def plot_epoch_curves(epochs: list[int], token_accuracy: list[float], loss: list
             label = f"saturation (epoch {saturation_epoch})"
             ax.axvline(saturation_epoch, color="tab:red", linestyle="--", label=label)
             ax.legend(loc="best")
+    if held_out_accuracy is not None:
+        x, y = np.asarray(epochs, float), np.asarray(held_out_accuracy, float)
+        keep = np.isfinite(y)
+        panels[0].plot(x[keep], y[keep], marker="s", markersize=4, color="tab:green", label="held-out accuracy")
+        panels[0].set_ylabel("accuracy")
+        panels[0].legend(loc="best")
     panels[0].set_ylim(0.0, 1.02)
-    panels[1].set_yscale("log" if np.all(np.asarray(loss, float) > 0) else "linear")
+    finite_loss = np.asarray(loss, float)[np.isfinite(np.asarray(loss, float))]
+    panels[1].set_yscale("log" if np.all(finite_loss > 0) else "linear")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

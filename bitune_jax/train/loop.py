@@ -7,6 +7,7 @@ goes into each checkpoint, so a killed run restarted with the same command conti
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import pathlib
@@ -20,9 +21,9 @@ from ml_collections import ConfigDict
 
 import bitune_jax as bj
 from bitune_jax.bitune import BituneBatch, BituneConfig, alpha, batch_widths
-from bitune_jax.data import EpochBatches, nested_subset, read_records, synthetic, tokenize_records
+from bitune_jax.data import EpochBatches, nested_subset, read_records, tokenize_records
 from bitune_jax.peft import PeftConfig
-from bitune_jax.train import checkpointing, saturation
+from bitune_jax.train import checkpointing, evaluation, saturation
 from bitune_jax.train.logging import (
     ProgressBar,
     RunLogger,
@@ -56,10 +57,9 @@ def load_training_set(data: ConfigDict, tok, max_len: int):
                              "JSONL file of chat `messages` or `{prompt, response}` rows")
         records, source = read_records(data.train_path), str(data.train_path)
     elif data.source == "synthetic":
-        s = data.synthetic
-        records, _ = synthetic.train_test_split(s.pool_size, s.test_size, seed=s.seed, min_steps=s.min_steps,
-                                                max_steps=s.max_steps)
-        source = f"synthetic long-CoT arithmetic (pool {s.pool_size}, seed {s.seed})"
+        records = evaluation.synthetic_split(data)[0]
+        kind = "long-CoT" if data.synthetic.cot else "short-answer"
+        source = f"synthetic {kind} arithmetic (pool {data.synthetic.pool_size}, seed {data.synthetic.seed})"
     else:
         raise ValueError(f"config.data.source must be 'synthetic' or 'jsonl', got {data.source!r}")
     if data.chat_template:
@@ -124,6 +124,8 @@ def run(config: ConfigDict) -> dict[str, Any]:
     state_sh, frozen_sh = tree_shardings(abstract, mesh), tree_shardings(frozen, mesh)
     state = jax.jit(lambda tr: init_state(tr, optimizer), out_shardings=state_sh)(trainable)
     frozen = jax.device_put(frozen, frozen_sh)
+    held_out = evaluation.HeldOutEval.from_config(config, tok) if config.eval.every_epochs else None
+    shell = dataclasses.replace(lm, params={})  # ids, dtype and tokenizer for the held-out eval
     del trainable, lm
 
     ckpt = checkpointing.Checkpointer(
@@ -132,10 +134,12 @@ def run(config: ConfigDict) -> dict[str, Any]:
     position = {"epoch": 0, "index": 0}
     acc = {"correct": 0.0, "tokens": 0.0, "loss": 0.0, "steps": 0, "memorized": {}}
     history: list[dict[str, float]] = []
+    start_eval: dict[str, float] = {}  # held-out eval before training (config.eval.at_start)
     resumed_from = ckpt.latest_step()
     if resumed_from is not None:
         state, meta = ckpt.restore(abstract_state=state)
         position, acc, history = meta["data"], meta["epoch_accumulators"], meta["history"]
+        start_eval = meta.get("start_eval", {})
     logger = RunLogger(workdir, enabled=is_main, tensorboard=config.log.tensorboard, resume_step=resumed_from)
     if is_main:
         print(f"data: {len(examples)} examples from {source}; {report.summary()}", flush=True)
@@ -144,7 +148,8 @@ def run(config: ConfigDict) -> dict[str, Any]:
               (f"; resuming after step {resumed_from}" if resumed_from is not None else ""), flush=True)
 
     def save(step: int, force: bool = False) -> None:
-        meta = {"data": position, "epoch_accumulators": acc, "history": history, "config": config.to_dict()}
+        meta = {"data": position, "epoch_accumulators": acc, "history": history, "start_eval": start_eval,
+                "config": config.to_dict()}
         ckpt.save(step, state, meta, force=force)
 
     n_params = sum(x.size for x in jax.tree.leaves(frozen if objective.kind != "full" else state.trainable))
@@ -155,6 +160,17 @@ def run(config: ConfigDict) -> dict[str, Any]:
     bar = ProgressBar(total_updates, initial=int(state.step), enabled=is_main)
     speed = Throughput()
     stop = None
+    def held_out_eval(epoch: int) -> dict[str, float]:
+        out = workdir / "eval" / f"epoch_{epoch:04d}.jsonl" if is_main else None
+        values = evaluation.log_values(held_out.run(objective, state.trainable, frozen, shell, out))
+        if is_main:
+            print(f"held-out eval after epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()),
+                  flush=True)
+        return values
+
+    if held_out is not None and config.eval.at_start and resumed_from is None:
+        start_eval = held_out_eval(0)
+        logger.log_epoch(0, 0, start_eval)
     with checkpointing.install_sigterm_handler() as sigterm:
         for epoch in range(position["epoch"], config.train.epochs):
             for index in range(position["index"], steps_per_epoch):
@@ -214,6 +230,9 @@ def run(config: ConfigDict) -> dict[str, Any]:
             position = {"epoch": epoch + 1, "index": 0}
             decision = saturation.check_saturation([h["token_accuracy"] for h in history],
                                                    saturation.SaturationConfig.from_mapping(config.saturation))
+            last = decision.stop or epoch + 1 == config.train.epochs or int(state.step) >= total_updates
+            if held_out is not None and evaluation.eval_due(config.eval, epoch + 1, last):
+                epoch_metrics.update(held_out_eval(epoch + 1))
             logger.log_epoch(epoch + 1, int(state.step), {**epoch_metrics, **decision.as_log()})  # 1-based
             if is_main:
                 print(f"epoch {epoch + 1}/{config.train.epochs}: token accuracy "
@@ -234,7 +253,8 @@ def run(config: ConfigDict) -> dict[str, Any]:
         "saturation": None if stop is None else {
             "epoch": stop.saturation_epoch, "reason": stop.reason,
             "updates_saved": saturation.updates_saved(total_updates, final_step)},
-        "history": history, "truncation": report.summary(), "checkpoint_dir": str(ckpt.directory),
+        "history": history, "start_eval": start_eval or None, "truncation": report.summary(),
+        "checkpoint_dir": str(ckpt.directory),
         **_mixing_alphas(state, objective, summary=True),
     }
     plot = logger.close(saturation_epoch=None if stop is None else stop.saturation_epoch)

@@ -36,7 +36,7 @@ def base() -> ConfigDict:
         batch_size=1,  # sequences per update (global, over all processes)
         pad_multiple=16,  # batches pad to a multiple of this (bounds recompilation)
         bucket_chunks=0,  # >0: length bucketing within chunks of this many batches
-        synthetic=ConfigDict(dict(pool_size=512, test_size=64, min_steps=4, max_steps=8, seed=0)),
+        synthetic=ConfigDict(dict(pool_size=512, test_size=64, min_steps=4, max_steps=8, seed=0, cot=True)),
     ))
     c.train = ConfigDict(dict(epochs=1, max_updates=0, lr=2e-5, schedule="cosine", warmup_frac=0.1,
                               weight_decay=0.0, b1=0.9, b2=0.999, eps=1e-8, clip=1.0, accumulate=1,
@@ -44,6 +44,17 @@ def base() -> ConfigDict:
     # max_updates: the update budget (0: epochs x batches); the schedule spans the budget.
     # loss_chunk: >0 scores the answer rows this many at a time (logits never exist for the whole sequence).
     c.saturation = ConfigDict(dict(enabled=True, threshold=0.99, window=3, delta=1e-3, min_epochs=1))
+    # Held-out accuracy during training (bitune_jax.train.evaluation), logged per epoch beside token accuracy.
+    c.eval = ConfigDict(dict(
+        every_epochs=0,  # 0: off; k: after every k-th epoch and after the last one
+        at_start=False,  # also before the first update (logged as epoch 0)
+        source="synthetic",  # synthetic (the task's disjoint test set) | jsonl (path, rows in the training format)
+        path="",
+        num_items=32,  # the first N held-out items (0: all)
+        n=1, temperature=0.0, top_p=1.0, seed=0,  # samples per item and sampling (temperature 0: greedy)
+        max_new_tokens=256,
+        batch_size=16,
+    ))
     c.mesh = ConfigDict(dict(data=1, fsdp=1, tensor=1))
     c.checkpoint = ConfigDict(dict(every_steps=100, keep=2, async_save=True))
     c.log = ConfigDict(dict(every_steps=1, tensorboard=True))

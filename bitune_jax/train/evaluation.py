@@ -1,0 +1,125 @@
+"""Held-out accuracy during training: the reasoning eval run on the model as it trains, logged beside token accuracy.
+
+The repetition study asks how memorization of the training traces (token accuracy) relates to accuracy on problems
+never trained on; this module gives the trainer the second number. Held-out items are records in the training
+format (a user turn and a reference response), so the prompt the model is evaluated on is token for token the
+prompt it is trained on (`encode_record` with the run's template, METHOD.md A: "training and evaluation use the same
+rendering"). The gold answer is the record's `answer` field, else the last `\\boxed{}` of the reference response.
+
+What generates depends on the objective: the full model's own weights, the frozen base with PEFT adapters, or the
+Bitune model decoding from the mixed prompt cache.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from collections.abc import Sequence
+from typing import Any
+
+from ml_collections import ConfigDict
+
+from bitune_jax.api import LM
+from bitune_jax.data import DataError, Record, encode_record, read_records, synthetic
+from bitune_jax.eval.answers import last_boxed
+from bitune_jax.eval.datasets import ReasoningItem
+from bitune_jax.eval.reasoning import ReasoningEvalConfig, evaluate, lm_generate_fn, write_generations_jsonl
+from bitune_jax.models.transformer import Params
+from bitune_jax.train.objectives import Objective
+
+SUMMARY_KEYS = ("avg@n", "pass@1", "mean_length", "terminated_fraction")  # logged as eval_<key>
+
+
+def held_out_records(config: ConfigDict) -> list[Record]:
+    """The eval set `config.eval` names: the synthetic task's disjoint test set, or a local JSONL file."""
+    ev = config.eval
+    if ev.source == "synthetic":
+        records = synthetic_split(config.data)[1]
+    elif ev.source == "jsonl":
+        if not ev.path:
+            raise ValueError("config.eval.path is empty but config.eval.source is 'jsonl': set it to a local JSONL "
+                             "file of held-out rows in the training format")
+        records = read_records(ev.path)
+    else:
+        raise ValueError(f"config.eval.source must be 'synthetic' or 'jsonl', got {ev.source!r}")
+    if ev.num_items:
+        records = records[: ev.num_items]
+    if not records:
+        raise ValueError(f"the eval set ({ev.source} {ev.path}) is empty")
+    return records
+
+
+def synthetic_split(data: ConfigDict) -> tuple[list[Record], list[Record]]:
+    """`(training pool, disjoint test set)` of the synthetic long-CoT task as `config.data.synthetic` sets it."""
+    s = data.synthetic
+    return synthetic.train_test_split(s.pool_size, s.test_size, seed=s.seed, min_steps=s.min_steps,
+                                      max_steps=s.max_steps, cot=s.cot)
+
+
+def gold_answer(record: Record) -> str:
+    if "answer" in record.meta:
+        return str(record.meta["answer"]).strip()
+    if record.messages[-1]["role"] == "assistant":
+        boxed = last_boxed(record.messages[-1]["content"])
+        if boxed is not None:
+            return boxed
+    raise DataError(f"{record.where}: a held-out row needs an 'answer' field or a reference response with a "
+                    "\\boxed{} answer")
+
+
+@dataclasses.dataclass(frozen=True)
+class HeldOutEval:
+    """The held-out set, tokenized once, and how to sample on it."""
+
+    items: list[ReasoningItem]
+    prompts: list[tuple[str, list[int]]]
+    sampling: ReasoningEvalConfig
+
+    @classmethod
+    def from_config(cls, config: ConfigDict, tok) -> HeldOutEval:
+        ev = config.eval
+        items, prompts = [], []
+        for r in held_out_records(config):
+            ids, _ = encode_record(tok, r, config.data.template)
+            prompts.append((tok.decode(ids), ids))
+            items.append(ReasoningItem(messages=list(r.messages[:-1]), answer=gold_answer(r), kind="chat",
+                                       file=r.file, line=r.line, reference=r.messages[-1]["content"], meta=r.meta))
+        sampling = ReasoningEvalConfig(n=ev.n, temperature=ev.temperature, top_p=ev.top_p,
+                                       max_new_tokens=ev.max_new_tokens, seed=ev.seed, batch_size=ev.batch_size)
+        return cls(items, prompts, sampling)
+
+    def run(self, objective: Objective, trainable: Params, frozen: Params, lm: LM,
+            out_path: str | pathlib.Path | None = None) -> dict[str, Any]:
+        """Generate on every item with the current weights; returns the summary, writes generations to `out_path`.
+
+        `lm` supplies the tokenizer, ids, dtype and attention implementation; its params are not used.
+        """
+        records, summary = evaluate(self._generate_fn(objective, trainable, frozen, lm), lm.tokenizer, self.items,
+                                    self.sampling, lm.eos_ids, prompts=self.prompts)
+        if out_path is not None:
+            write_generations_jsonl(records, out_path, summary)
+        return summary
+
+    def _generate_fn(self, objective: Objective, trainable: Params, frozen: Params, lm: LM):
+        if objective.kind == "bitune":
+            from bitune_jax.bitune import bitune_generate
+
+            def generate(prompts: Sequence[Sequence[int]], seed: int) -> list[list[int]]:
+                return bitune_generate(frozen, trainable, prompts, objective.cfg, objective.bitune,
+                                       max_new_tokens=self.sampling.max_new_tokens, sampling=self.sampling.sampling,
+                                       eos_ids=lm.eos_ids, pad_id=lm.pad_id, seed=seed, dtype=lm.dtype,
+                                       attn_impl=lm.attn_impl)
+            return generate
+        if objective.kind == "full":
+            return lm_generate_fn(dataclasses.replace(lm, params=trainable), self.sampling)
+        return lm_generate_fn(dataclasses.replace(lm, params=frozen), self.sampling, adapters=trainable,
+                              peft=objective.peft)
+
+
+def eval_due(ev: ConfigDict, epoch: int, last: bool) -> bool:
+    """After epoch `epoch` (1-based): every `every_epochs` epochs, and after the last epoch of the run."""
+    return bool(ev.every_epochs) and (epoch % ev.every_epochs == 0 or last)
+
+
+def log_values(summary: dict[str, Any]) -> dict[str, float]:
+    return {f"eval_{k}": float(summary[k]) for k in SUMMARY_KEYS if k in summary}
