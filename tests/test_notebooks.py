@@ -8,6 +8,7 @@ import json
 import math
 import pathlib
 import re
+import shutil
 import sys
 
 import nbformat
@@ -83,6 +84,34 @@ def test_quickstart_runs(tmp_path):
     means = [float(x) for x in re.findall(r"alpha_[KV]: mean (\S+),", alphas)]
     assert len(means) == 2 and all(0.0 <= m <= 1.0 for m in means), alphas
     assert cell_text(nb, "generate").count(f"Bitune, {steps} updates |") == 2
+
+
+def test_repetition_study_runs(tmp_path):
+    budget = 4  # grid 4 x 1 and 1 x 4 (16 epochs would leave no sample)
+    env = {"BITUNE_NOTEBOOK_BUDGET": str(budget), "BITUNE_NOTEBOOK_EVAL_ITEMS": "2",
+           "BITUNE_NOTEBOOK_MAX_NEW_TOKENS": "16", "BITUNE_NOTEBOOK_WORKDIR": str(tmp_path / "runs")}
+    try:
+        nb = run_notebook(NOTEBOOKS / "repetition_study.ipynb", tmp_path, env)
+    finally:
+        for checkpoints in (tmp_path / "runs").glob("*/checkpoints"):
+            shutil.rmtree(checkpoints)  # each point's final state (model and AdamW moments): ~1.5 GB
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+    assert not errors, errors
+
+    assert "bitune_jax already importable: skipping pip" in cell_text(nb, "install")
+    assert re.search(r"accelerator: (CPU|GPU|TPU)", cell_text(nb, "accelerator"))
+    results = cell_text(nb, "results")
+    points = re.findall(r"^point (\d+)x(\d+): updates (\d+), final token accuracy (\S+), held-out accuracy (\S+)$",
+                        results, re.M)
+    assert [(int(n), int(e)) for n, e, *_ in points] == [(4, 1), (1, 4)], results
+    for _, _, updates, token_acc, held_out in points:
+        assert int(updates) == budget, results
+        assert 0.0 <= float(token_acc) <= 1.0 and 0.0 <= float(held_out) <= 1.0, results
+    shown = {tag: [o.get("data", {}) for c in nb.cells if tag in c.metadata.get("tags", []) for o in c.outputs]
+             for tag in ("table", "plot")}
+    assert any("| 1 x 4 | 4 |" in d.get("text/markdown", "") for d in shown["table"]), shown["table"]
+    assert any("image/png" in d for d in shown["plot"])
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["1x4", "4x1", "figure.png"]
 
 
 if __name__ == "__main__":

@@ -28,9 +28,9 @@ def get_config():
     c.data.synthetic.test_size = 128
     c.data.max_len = 96
     c.data.pad_multiple = 96  # one padded shape: a single compilation
-    c.data.batch_size = 8
+    c.data.batch_size = 4
     c.train.epochs = 1
-    c.train.max_updates = 96
+    c.train.max_updates = 80
     c.train.lr = 1e-3
     c.checkpoint.every_steps = 0
     c.eval.every_epochs = 1
