@@ -20,6 +20,18 @@ from ml_collections import ConfigDict
 from bitune_jax.train.loop import run
 
 
+def study_from_flags(argv: list[str], config_flag) -> tuple[ConfigDict, list[dict[str, Any]]]:
+    """`(config, sweep)` of a study script's `--config` flag (an `absl` flag from `DEFINE_config_file`)."""
+    from absl import app, logging
+    from ml_collections import config_flags
+
+    logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    module = load_config_module(config_flags.get_config_filename(config_flag))
+    return config_flag.value, module.get_sweep()
+
+
 def load_config_module(path: str | pathlib.Path):
     spec = importlib.util.spec_from_file_location(pathlib.Path(path).stem, path)
     module = importlib.util.module_from_spec(spec)
@@ -72,3 +84,30 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{k}"] = v
     return out
+
+
+def two_panels(width: float, height: float):
+    """`(figure, left axes, right axes)` on matplotlib's Agg canvas (never touches the process-wide backend)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    left, right = fig.subplots(1, 2)
+    return fig, left, right
+
+
+def write_report(out: str | pathlib.Path, table: str, results: dict[str, Any]) -> pathlib.Path:
+    """`results.md` (the table) and `results.json` (every number behind it) into `out`; returns `out`."""
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.md").write_text(table + "\n")
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    return out
+
+
+def save_png(fig, path: pathlib.Path) -> pathlib.Path:
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path

@@ -9,18 +9,16 @@ arm and seed; Bitune's learned mixing coefficients per layer) into `--out`.
 
 from __future__ import annotations
 
-import json
 import pathlib
 from typing import Any
 
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-from experiments.study import load_config_module, run_points
+from experiments.study import run_points, save_png, study_from_flags, two_panels, write_report
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "a study config file (get_config and get_sweep)",
-                                          lock_config=True)
+config_flags.DEFINE_config_file("config", None, "a study config file (get_config and get_sweep)", lock_config=True)
 _OUT = flags.DEFINE_string("out", "docs/bitune_study", "where the table and the figure go")
 ARM_NAMES = {"peft": "LoRA (baseline)", "bitune": "Bitune"}
 
@@ -61,12 +59,7 @@ def markdown_table(rows: list[dict[str, Any]], items: int) -> str:
 
 
 def plot(rows: list[dict[str, Any]], path: pathlib.Path) -> pathlib.Path:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(11, 4), dpi=100)
-    FigureCanvasAgg(fig)
-    left, right = fig.subplots(1, 2)
+    fig, left, right = two_panels(11, 4)
     stats = arm_stats(rows)
     arms = list(stats)
     left.bar(range(len(arms)), [stats[a]["mean"] for a in arms], yerr=[stats[a]["std"] for a in arms], capsize=6,
@@ -88,25 +81,14 @@ def plot(rows: list[dict[str, Any]], path: pathlib.Path) -> pathlib.Path:
     right.legend(fontsize=7, ncol=3)
     for ax in (left, right):
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
+    return save_png(fig, path)
 
 
 def main(argv):
-    logging.set_verbosity(logging.WARNING)
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    module = load_config_module(config_flags.get_config_filename(flags.FLAGS["config"]))
-    config = _CONFIG.value
-    rows = [seed_row(s) for s in run_points(config, module.get_sweep())]
-    out = pathlib.Path(_OUT.value)
-    out.mkdir(parents=True, exist_ok=True)
+    config, sweep = study_from_flags(argv, flags.FLAGS["config"])
+    rows = [seed_row(s) for s in run_points(config, sweep)]
     table = markdown_table(rows, config.eval.num_items)
-    (out / "results.md").write_text(table + "\n")
-    (out / "results.json").write_text(json.dumps({"rows": rows, "stats": arm_stats(rows),
-                                                  "config": config.to_dict()}, indent=2))
+    out = write_report(_OUT.value, table, {"rows": rows, "stats": arm_stats(rows), "config": config.to_dict()})
     plot(rows, out / "figure.png")
     print(table)
     for arm, s in arm_stats(rows).items():

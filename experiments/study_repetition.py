@@ -9,20 +9,18 @@ the budget, training token accuracy per epoch with the saturation epoch marked) 
 
 from __future__ import annotations
 
-import json
 import math
 import pathlib
 from typing import Any
 
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from bitune_jax.train import saturation
-from experiments.study import load_config_module, run_points
+from experiments.study import run_points, save_png, study_from_flags, two_panels, write_report
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "a study config file (get_config and get_sweep)",
-                                          lock_config=True)
+config_flags.DEFINE_config_file("config", None, "a study config file (get_config and get_sweep)", lock_config=True)
 _OUT = flags.DEFINE_string("out", "docs/repetition_study", "where the table and the figure go")
 
 
@@ -80,12 +78,7 @@ def markdown_table(rows: list[dict[str, Any]], items: int) -> str:
 
 
 def plot(rows: list[dict[str, Any]], path: pathlib.Path) -> pathlib.Path:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(12, 4.2), dpi=100)
-    FigureCanvasAgg(fig)
-    left, right = fig.subplots(1, 2)
+    fig, left, right = two_panels(12, 4.2)
     for r in rows:
         label = f"{r['samples']} x {r['epochs']}"
         left.plot(r["curve_updates"], r["curve_held_out"], marker="o", label=label)
@@ -100,26 +93,16 @@ def plot(rows: list[dict[str, Any]], path: pathlib.Path) -> pathlib.Path:
     for ax in (left, right):
         ax.grid(alpha=0.3)
         ax.legend(title="samples x epochs", loc="best")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
+    return save_png(fig, path)
 
 
 def main(argv):
-    logging.set_verbosity(logging.WARNING)
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    module = load_config_module(config_flags.get_config_filename(flags.FLAGS["config"]))
-    config = _CONFIG.value
-    summaries = run_points(config, module.get_sweep())
+    config, sweep = study_from_flags(argv, flags.FLAGS["config"])
+    summaries = run_points(config, sweep)
     rule = saturation.SaturationConfig(threshold=0.99, window=3, delta=1e-3, min_epochs=1)  # the trainer defaults
     rows = [point_row(s, rule) for s in summaries]
-    out = pathlib.Path(_OUT.value)
-    out.mkdir(parents=True, exist_ok=True)
     table = markdown_table(rows, config.eval.num_items)
-    (out / "results.md").write_text(table + "\n")
-    (out / "results.json").write_text(json.dumps({"rows": rows, "config": config.to_dict()}, indent=2))
+    out = write_report(_OUT.value, table, {"rows": rows, "config": config.to_dict()})
     plot(rows, out / "figure.png")
     print(table)
     for r in rows:

@@ -3,7 +3,7 @@
     python -m experiments.study_bitune --config=experiments/configs/study_bitune_smollm2.py
 
 SmolLM2-135M-Instruct on the synthetic arithmetic task without the reasoning trace (`cot=False`: the answer is only
-"The answer is \\boxed{N}.", so the model must read the whole problem and carry the quantity itself), 1 to 3 events
+"The answer is \\boxed{N}.", so the model must read the whole problem and carry the quantity itself), 1 or 2 events
 per problem, in the paper's plain format "Question: ...\\n\\nAnswer:". Both arms use LoRA rank 8 on every projection
 with the paper's lora_alpha 1; Bitune adds a second adapter set for the bidirectional prompt pass and per-layer
 mixing coefficients (tau 0.01). AdamW, linear schedule with 10% warmup, clip 1.0, as in `smollm2_bitune.py`, with
@@ -23,14 +23,14 @@ def get_config():
     c.workdir = "runs/study_bitune"
     c.data.synthetic.cot = False
     c.data.synthetic.min_steps = 1
-    c.data.synthetic.max_steps = 3
+    c.data.synthetic.max_steps = 2
     c.data.synthetic.pool_size = 2_048
     c.data.synthetic.test_size = 128
-    c.data.max_len = 96
-    c.data.pad_multiple = 96  # one padded shape: a single compilation
+    c.data.max_len = 80
+    c.data.pad_multiple = 80  # one padded shape: a single compilation
     c.data.batch_size = 4
     c.train.epochs = 1
-    c.train.max_updates = 80
+    c.train.max_updates = 40
     c.train.lr = 1e-3
     c.checkpoint.every_steps = 0
     c.eval.every_epochs = 1
