@@ -160,6 +160,7 @@ def run(config: ConfigDict) -> dict[str, Any]:
     bar = ProgressBar(total_updates, initial=int(state.step), enabled=is_main)
     speed = Throughput()
     stop = None
+
     def held_out_eval(epoch: int) -> dict[str, float]:
         out = workdir / "eval" / f"epoch_{epoch:04d}.jsonl" if is_main else None
         values = evaluation.log_values(held_out.run(objective, state.trainable, frozen, shell, out))
