@@ -206,10 +206,9 @@ def evaluate_lm(lm, items: Sequence[ReasoningItem], cfg: ReasoningEvalConfig = R
     return evaluate(lm_generate_fn(lm, cfg), lm.tokenizer, items, cfg, lm.eos_ids)
 
 
-def evaluate_bitune(base, trainable, model_cfg, bcfg, tok: Tokenizer, items: Sequence[ReasoningItem],
-                    cfg: ReasoningEvalConfig = ReasoningEvalConfig(), *, eos_ids: Sequence[int], pad_id: int,
-                    dtype=jnp.float32, attn_impl: str = "xla"):
-    """Reasoning eval of a Bitune model: both prompt streams prefilled and mixed, then causal decoding
+def bitune_generate_fn(base, trainable, model_cfg, bcfg, cfg: ReasoningEvalConfig, *, eos_ids: Sequence[int],
+                       pad_id: int, dtype=jnp.float32, attn_impl: str = "xla") -> GenerateFn:
+    """Decoding of a Bitune model: both prompt streams prefilled and mixed, then causal decoding
     (`bitune_generate`). Prompt widths are not rounded here, so each new width compiles once."""
     from bitune_jax.bitune import bitune_generate
 
@@ -218,6 +217,15 @@ def evaluate_bitune(base, trainable, model_cfg, bcfg, tok: Tokenizer, items: Seq
                                sampling=cfg.sampling, eos_ids=tuple(eos_ids), pad_id=pad_id, seed=seed,
                                dtype=dtype, attn_impl=attn_impl)
 
+    return generate
+
+
+def evaluate_bitune(base, trainable, model_cfg, bcfg, tok: Tokenizer, items: Sequence[ReasoningItem],
+                    cfg: ReasoningEvalConfig = ReasoningEvalConfig(), *, eos_ids: Sequence[int], pad_id: int,
+                    dtype=jnp.float32, attn_impl: str = "xla"):
+    """Reasoning eval of a Bitune model (`bitune_generate_fn`): `(records, summary)`."""
+    generate = bitune_generate_fn(base, trainable, model_cfg, bcfg, cfg, eos_ids=eos_ids, pad_id=pad_id,
+                                  dtype=dtype, attn_impl=attn_impl)
     return evaluate(generate, tok, items, cfg, eos_ids)
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-from collections.abc import Sequence
 from typing import Any
 
 from ml_collections import ConfigDict
@@ -23,7 +22,13 @@ from bitune_jax.api import LM
 from bitune_jax.data import DataError, Record, encode_record, read_records, synthetic
 from bitune_jax.eval.answers import last_boxed
 from bitune_jax.eval.datasets import ReasoningItem
-from bitune_jax.eval.reasoning import ReasoningEvalConfig, evaluate, lm_generate_fn, write_generations_jsonl
+from bitune_jax.eval.reasoning import (
+    ReasoningEvalConfig,
+    bitune_generate_fn,
+    evaluate,
+    lm_generate_fn,
+    write_generations_jsonl,
+)
 from bitune_jax.models.transformer import Params
 from bitune_jax.train.objectives import Objective
 
@@ -102,14 +107,8 @@ class HeldOutEval:
 
     def _generate_fn(self, objective: Objective, trainable: Params, frozen: Params, lm: LM):
         if objective.kind == "bitune":
-            from bitune_jax.bitune import bitune_generate
-
-            def generate(prompts: Sequence[Sequence[int]], seed: int) -> list[list[int]]:
-                return bitune_generate(frozen, trainable, prompts, objective.cfg, objective.bitune,
-                                       max_new_tokens=self.sampling.max_new_tokens, sampling=self.sampling.sampling,
-                                       eos_ids=lm.eos_ids, pad_id=lm.pad_id, seed=seed, dtype=lm.dtype,
-                                       attn_impl=lm.attn_impl)
-            return generate
+            return bitune_generate_fn(frozen, trainable, objective.cfg, objective.bitune, self.sampling,
+                                      eos_ids=lm.eos_ids, pad_id=lm.pad_id, dtype=lm.dtype, attn_impl=lm.attn_impl)
         if objective.kind == "full":
             return lm_generate_fn(dataclasses.replace(lm, params=trainable), self.sampling)
         return lm_generate_fn(dataclasses.replace(lm, params=frozen), self.sampling, adapters=trainable,
