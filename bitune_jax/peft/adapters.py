@@ -9,6 +9,7 @@ Every adapter starts as the identity (B = 0, m = ||W||_col, l = 1), so a fresh a
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -83,7 +84,43 @@ def dense(x: jax.Array, w: jax.Array, adapter: dict | None, peft: PeftConfig | N
     a, b = adapter["lora_a"].astype(x.dtype), adapter["lora_b"].astype(x.dtype)
     if "dora_m" in adapter:
         return jnp.einsum("...i,io->...o", x, merge_kernel(w, adapter, peft))
-    return jnp.einsum("...i,io->...o", x, w) + peft.scale * jnp.einsum("...r,ro->...o", x @ a, b)
+    return lora_dense(x, w, a, b, peft.scale)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def lora_dense(x: jax.Array, w: jax.Array, a: jax.Array, b: jax.Array, scale: float) -> jax.Array:
+    """`x W + scale (x A) B` for `x [..., in]`, with a backward pass laid out for the hardware.
+
+    Autodiff would contract the token axis for `dB` as `g^T (x A)`, which makes XLA:CPU copy the whole output
+    gradient `g [tokens, out]` into a transposed layout every layer; this backward contracts it as `(x A)^T g`, with
+    the big operand in the layout it already has (measured: 30% less time for a LoRA MLP's forward and backward on
+    CPU). Token-axis contractions accumulate in float32.
+    """
+    return jnp.einsum("...i,io->...o", x, w) + scale * jnp.einsum("...r,ro->...o", x @ a, b)
+
+
+def _lora_dense_fwd(x, w, a, b, scale):
+    h = x @ a  # [..., rank]
+    return jnp.einsum("...i,io->...o", x, w) + scale * (h @ b), (x, w, a, b, h)
+
+
+def _contract_tokens(u: jax.Array, v: jax.Array) -> jax.Array:
+    """`u^T v` over all leading axes: `[tokens, m], [tokens, n] -> [m, n]` in float32."""
+    u, v = u.reshape(-1, u.shape[-1]), v.reshape(-1, v.shape[-1])
+    return jax.lax.dot_general(u, v, (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32)
+
+
+def _lora_dense_bwd(scale, residuals, g):
+    x, w, a, b, h = residuals
+    g_h = scale * (g @ b.T)  # [..., rank]
+    dx = jnp.einsum("...o,io->...i", g, w) + g_h @ a.T
+    dw = _contract_tokens(x, g).astype(w.dtype)  # dead code (and removed by XLA) unless the base is trained
+    da = _contract_tokens(x, g_h).astype(a.dtype)
+    db = (scale * _contract_tokens(h, g)).astype(b.dtype)
+    return dx, dw, da, db
+
+
+lora_dense.defvjp(_lora_dense_fwd, _lora_dense_bwd)
 
 
 def merge_kernel(w: jax.Array, adapter: dict, peft: PeftConfig) -> jax.Array:
