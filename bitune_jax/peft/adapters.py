@@ -93,8 +93,8 @@ def lora_dense(x: jax.Array, w: jax.Array, a: jax.Array, b: jax.Array, scale: fl
 
     Autodiff would contract the token axis for `dB` as `g^T (x A)`, which makes XLA:CPU copy the whole output
     gradient `g [tokens, out]` into a transposed layout every layer; this backward contracts it as `(x A)^T g`, with
-    the big operand in the layout it already has (measured: 30% less time for a LoRA MLP's forward and backward on
-    CPU). Token-axis contractions accumulate in float32.
+    the big operand in the layout it already has (`benchmarks/bitune_step.py` and `benchmarks/train_step.py` time
+    the difference). Token-axis contractions accumulate in float32.
     """
     return jnp.einsum("...i,io->...o", x, w) + scale * jnp.einsum("...r,ro->...o", x @ a, b)
 
