@@ -30,6 +30,7 @@ from bitune_jax.models.transformer import (
     Params,
     decoder_layer,
     embed,
+    layer_keys,
     layer_windows,
     remat_layer,
     rope_tables,
@@ -100,6 +101,7 @@ def bitune_streams(
     attn_impl: str = "xla",
     remat: str = "none",
     return_mixed_cache: bool = False,
+    dropout_key: jax.Array | None = None,  # training: LoRA dropout, drawn independently for the two streams
 ):
     """Final causal-stream hidden states `[batch, seq, dim]` (and per-layer mixed prompt K/V if asked)."""
     batch, seq = tokens.shape
@@ -121,7 +123,7 @@ def bitune_streams(
 
     def body(carry, xs):
         x_c, x_b = carry
-        lp, la_c, la_b, w_k, w_v, sliding, window = xs
+        lp, la_c, la_b, w_k, w_v, sliding, window, key_c, key_b = xs
         (cos_gc, sin_gc), (cos_lc, sin_lc) = rope_c
         (cos_gb, sin_gb), (cos_lb, sin_lb) = rope_b
         prefix = mixed_len if bcfg.bidirectional else None
@@ -135,7 +137,7 @@ def bitune_streams(
             return o, (k, v)
 
         x_b, (k_b, v_b) = decoder_layer(
-            Layer(lp, la_b, bcfg.peft), x_b, cfg, cos=jnp.where(sliding, cos_lb, cos_gb),
+            Layer(lp, la_b, bcfg.peft, key_b), x_b, cfg, cos=jnp.where(sliding, cos_lb, cos_gb),
             sin=jnp.where(sliding, sin_lb, sin_gb), attend=attend_b)
 
         def attend_c(q, k, v):
@@ -146,12 +148,13 @@ def bitune_streams(
             return o, (k_m, v_m)
 
         x_c, mixed = decoder_layer(
-            Layer(lp, la_c, bcfg.peft), x_c, cfg, cos=jnp.where(sliding, cos_lc, cos_gc),
+            Layer(lp, la_c, bcfg.peft, key_c), x_c, cfg, cos=jnp.where(sliding, cos_lc, cos_gc),
             sin=jnp.where(sliding, sin_lc, sin_gc), attend=attend_c)
         return (x_c, x_b), mixed if return_mixed_cache else None
 
+    keys = (None, None) if dropout_key is None else tuple(jax.random.split(dropout_key))
     xs = (base["layers"], causal_set.get("layers", {}), bidir_set.get("layers", {}), weights["w_k"], weights["w_v"],
-          is_sliding, windows)
+          is_sliding, windows, *(layer_keys(k, cfg.num_layers) for k in keys))
     (x_c, _), mixed = jax.lax.scan(remat_layer(body, remat), (x_c, x_b), xs)
     return (x_c, mixed) if return_mixed_cache else x_c
 
@@ -191,7 +194,8 @@ def answer_rows(batch: BituneBatch, answer_width: int | None = None):
 
 def bitune_loss(trainable, base, batch: BituneBatch, cfg: ModelConfig, bcfg: BituneConfig, *,
                 prompt_width: int | None = None, answer_width: int | None = None, dtype=jnp.float32,
-                attn_impl: str = "xla", remat: str = "none", loss_chunk: int = 0):
+                attn_impl: str = "xla", remat: str = "none", loss_chunk: int = 0,
+                dropout_key: jax.Array | None = None):
     """`(loss, metrics)`, differentiable in `trainable` (both adapter sets and the mixing weights).
 
     Only answer rows are unembedded; `prompt_width` / `answer_width` (static, see `batch_widths`) bound the
@@ -200,7 +204,8 @@ def bitune_loss(trainable, base, batch: BituneBatch, cfg: ModelConfig, bcfg: Bit
     seq = batch.tokens.shape[1]
     positions = jnp.where(jnp.arange(seq) < batch.length[:, None], jnp.arange(seq, dtype=jnp.int32), -1)
     x = bitune_streams(base, trainable, batch.tokens, positions, batch.prompt_len - 1, cfg, bcfg,
-                       prompt_width=prompt_width, dtype=dtype, attn_impl=attn_impl, remat=remat)
+                       prompt_width=prompt_width, dtype=dtype, attn_impl=attn_impl, remat=remat,
+                       dropout_key=dropout_key)
     rows, targets, mask = answer_rows(batch, answer_width)
     x = jnp.take_along_axis(x, rows[..., None], axis=1)
     return hidden_token_loss(x, targets, mask, lambda h: unembed(base, h, cfg), loss_chunk)

@@ -109,15 +109,25 @@ def unembed(params: Params, x: jax.Array, cfg: ModelConfig) -> jax.Array:
     return logits
 
 
+PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
 class Layer(NamedTuple):
     """One layer's weights and (optionally) its adapters; `proj` applies a named projection."""
 
     params: Params
     adapters: Params
     peft: PeftConfig | None
+    dropout_key: jax.Array | None = None  # this layer's adapter-dropout key (training only)
 
     def proj(self, name: str, x: jax.Array) -> jax.Array:
-        return dense(x, self.params[name], self.adapters.get(name), self.peft)
+        key = None if self.dropout_key is None else jax.random.fold_in(self.dropout_key, PROJECTIONS.index(name))
+        return dense(x, self.params[name], self.adapters.get(name), self.peft, key)
+
+
+def layer_keys(key: jax.Array | None, num_layers: int) -> jax.Array | None:
+    """One adapter-dropout key per layer, to scan over (None stays None: no dropout)."""
+    return None if key is None else jax.random.split(key, num_layers)
 
 
 def qkv(layer: Layer, x: jax.Array, cfg: ModelConfig, cos, sin):
@@ -182,6 +192,7 @@ def forward(
     remat: str = "none",
     logit_rows: jax.Array | None = None,  # [batch, rows] int32: unembed only these rows (a loss needs no more)
     return_hidden: bool = False,  # final hidden states (before the final norm) instead of logits
+    dropout_key: jax.Array | None = None,  # training: LoRA dropout (`peft.dropout`) drawn from this key
 ) -> tuple[jax.Array, KVCache | None]:
     """Logits `[batch, seq or rows, vocab]` (float32) and the updated cache.
 
@@ -203,7 +214,7 @@ def forward(
         kv_positions = positions
 
     def body(x, xs):
-        lp, la, sliding, window, cache_k, cache_v = xs
+        lp, la, sliding, window, key, cache_k, cache_v = xs
         cos = jnp.where(sliding, cos_l, cos_g)
         sin = jnp.where(sliding, sin_l, sin_g)
         spec = kernels.MaskSpec(q_positions=positions, kv_positions=kv_positions, window=window,
@@ -219,7 +230,7 @@ def forward(
             )
             return o, (k, v)
 
-        x, kept = decoder_layer(Layer(lp, la, peft), x, cfg, cos=cos, sin=sin, attend=attend)
+        x, kept = decoder_layer(Layer(lp, la, peft, key), x, cfg, cos=cos, sin=sin, attend=attend)
         return x, kept if cache_k is not None else None
 
     cache_kv = (cache.k, cache.v) if cache is not None else (None, None)
@@ -227,7 +238,8 @@ def forward(
     if layer_adapters and peft is None:
         raise ValueError("adapters were given without the PeftConfig that made them")
     x, new_kv = jax.lax.scan(remat_layer(body, remat), x,
-                             (params["layers"], layer_adapters, is_sliding, windows, *cache_kv))
+                             (params["layers"], layer_adapters, is_sliding, windows,
+                              layer_keys(dropout_key, cfg.num_layers), *cache_kv))
     if logit_rows is not None:
         x = jnp.take_along_axis(x, logit_rows[..., None], axis=1)
     logits = x if return_hidden else unembed(params, x, cfg)

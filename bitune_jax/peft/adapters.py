@@ -72,8 +72,13 @@ def _get(tree: dict, path: str):
     return tree
 
 
-def dense(x: jax.Array, w: jax.Array, adapter: dict | None, peft: PeftConfig | None) -> jax.Array:
-    """`x [..., in] @ w [in, out]` through an optional adapter (per-layer slices: no leading L axis)."""
+def dense(x: jax.Array, w: jax.Array, adapter: dict | None, peft: PeftConfig | None,
+          dropout_key: jax.Array | None = None) -> jax.Array:
+    """`x [..., in] @ w [in, out]` through an optional adapter (per-layer slices: no leading L axis).
+
+    With a `dropout_key` and `peft.dropout > 0` (training), LoRA sees inverted dropout of its input; without a key
+    (evaluation, generation) it sees `x` unchanged.
+    """
     w = w.astype(x.dtype)
     if adapter is None:
         return jnp.einsum("...i,io->...o", x, w)
@@ -84,24 +89,29 @@ def dense(x: jax.Array, w: jax.Array, adapter: dict | None, peft: PeftConfig | N
     a, b = adapter["lora_a"].astype(x.dtype), adapter["lora_b"].astype(x.dtype)
     if "dora_m" in adapter:
         return jnp.einsum("...i,io->...o", x, merge_kernel(w, adapter, peft))
-    return lora_dense(x, w, a, b, peft.scale)
+    x_a = x
+    if dropout_key is not None and peft.dropout > 0:
+        keep = jax.random.bernoulli(dropout_key, 1.0 - peft.dropout, x.shape)
+        x_a = jnp.where(keep, x / (1.0 - peft.dropout), 0.0).astype(x.dtype)
+    return lora_dense(x, x_a, w, a, b, peft.scale)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def lora_dense(x: jax.Array, w: jax.Array, a: jax.Array, b: jax.Array, scale: float) -> jax.Array:
-    """`x W + scale (x A) B` for `x [..., in]`, with a backward pass laid out for the hardware.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+def lora_dense(x: jax.Array, x_a: jax.Array, w: jax.Array, a: jax.Array, b: jax.Array, scale: float) -> jax.Array:
+    """`x W + scale (x_a A) B` for `x, x_a [..., in]` (`x_a`: the adapter's input, `x` or its dropout), with a
+    backward pass laid out for the hardware.
 
     Autodiff would contract the token axis for `dB` as `g^T (x A)`, which makes XLA:CPU copy the whole output
     gradient `g [tokens, out]` into a transposed layout every layer; this backward contracts it as `(x A)^T g`, with
     the big operand in the layout it already has (`benchmarks/bitune_step.py` and `benchmarks/train_step.py` time
     the difference). Token-axis contractions accumulate in float32.
     """
-    return jnp.einsum("...i,io->...o", x, w) + scale * jnp.einsum("...r,ro->...o", x @ a, b)
+    return jnp.einsum("...i,io->...o", x, w) + scale * jnp.einsum("...r,ro->...o", x_a @ a, b)
 
 
-def _lora_dense_fwd(x, w, a, b, scale):
-    h = x @ a  # [..., rank]
-    return jnp.einsum("...i,io->...o", x, w) + scale * (h @ b), (x, w, a, b, h)
+def _lora_dense_fwd(x, x_a, w, a, b, scale):
+    h = x_a @ a  # [..., rank]
+    return jnp.einsum("...i,io->...o", x, w) + scale * (h @ b), (x, x_a, w, a, b, h)
 
 
 def _contract_tokens(u: jax.Array, v: jax.Array) -> jax.Array:
@@ -111,13 +121,14 @@ def _contract_tokens(u: jax.Array, v: jax.Array) -> jax.Array:
 
 
 def _lora_dense_bwd(scale, residuals, g):
-    x, w, a, b, h = residuals
+    x, x_a, w, a, b, h = residuals
     g_h = scale * (g @ b.T)  # [..., rank]
-    dx = jnp.einsum("...o,io->...i", g, w) + g_h @ a.T
+    dx = jnp.einsum("...o,io->...i", g, w)
+    dx_a = g_h @ a.T
     dw = _contract_tokens(x, g).astype(w.dtype)  # dead code (and removed by XLA) unless the base is trained
-    da = _contract_tokens(x, g_h).astype(a.dtype)
+    da = _contract_tokens(x_a, g_h).astype(a.dtype)
     db = (scale * _contract_tokens(h, g)).astype(b.dtype)
-    return dx, dw, da, db
+    return dx, dx_a, dw, da, db
 
 
 lora_dense.defvjp(_lora_dense_fwd, _lora_dense_bwd)

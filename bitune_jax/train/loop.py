@@ -79,7 +79,8 @@ def objective_from_config(config: ConfigDict, cfg) -> Objective:
                           bidirectional=b.bidirectional, shared_adapters=b.shared_adapters)
     return Objective(kind=config.objective, cfg=cfg, peft=peft if config.objective == "peft" else None,
                      bitune=bitune if config.objective == "bitune" else None, dtype=bj.api.DTYPES[config.model.dtype],
-                     attn_impl=config.model.attn_impl, remat=config.model.remat, loss_chunk=config.train.loss_chunk)
+                     attn_impl=config.model.attn_impl, remat=config.model.remat, loss_chunk=config.train.loss_chunk,
+                     seed=config.seed)
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:

@@ -36,6 +36,7 @@ class Objective:
     attn_impl: str = "xla"
     remat: str = "none"
     loss_chunk: int = 0  # >0: unembed and score this many rows at a time (long sequences, large vocabularies)
+    seed: int = 0  # the train step's dropout key is fold_in(key(seed), step): a resumed run draws the same masks
 
     def __post_init__(self):
         if self.kind not in ("full", "peft", "bitune"):
@@ -54,17 +55,18 @@ class Objective:
         return init_trainable(params, self.cfg, self.bitune, key), params
 
     def loss(self, trainable: Params, frozen: Params, batch: dict[str, Any], *, prompt_width: int | None = None,
-             answer_width: int | None = None):
+             answer_width: int | None = None, dropout_key: jax.Array | None = None):
+        """`dropout_key`: training (LoRA dropout, if the PEFT config asks for it); None: a deterministic forward."""
         b = as_batch(batch)
         if self.kind == "bitune":
             return bitune_loss(trainable, frozen, b, self.cfg, self.bitune, prompt_width=prompt_width,
                                answer_width=answer_width, dtype=self.dtype, attn_impl=self.attn_impl,
-                               remat=self.remat, loss_chunk=self.loss_chunk)
+                               remat=self.remat, loss_chunk=self.loss_chunk, dropout_key=dropout_key)
         params, adapters = (trainable, None) if self.kind == "full" else (frozen, trainable)
         seq = b.tokens.shape[1]
         positions = jnp.where(jnp.arange(seq) < b.length[:, None], jnp.arange(seq, dtype=jnp.int32), -1)
         rows, targets, mask = answer_rows(b, answer_width)
         hidden, _ = forward(params, b.tokens, self.cfg, positions=positions, adapters=adapters, peft=self.peft,
                             dtype=self.dtype, attn_impl=self.attn_impl, remat=self.remat, logit_rows=rows,
-                            return_hidden=True)
+                            return_hidden=True, dropout_key=dropout_key)
         return hidden_token_loss(hidden, targets, mask, lambda h: unembed(params, h, self.cfg), self.loss_chunk)

@@ -50,7 +50,9 @@ def train_step(state: TrainState, frozen, batch: dict[str, jax.Array], *, object
                optimizer: optax.GradientTransformation, schedule: optax.Schedule,
                prompt_width: int | None = None, answer_width: int | None = None):
     """One update. A non-finite loss or gradient leaves the state unchanged (the loop then stops the run)."""
-    loss_fn = functools.partial(objective.loss, prompt_width=prompt_width, answer_width=answer_width)
+    dropout_key = jax.random.fold_in(jax.random.key(objective.seed), state.step)
+    loss_fn = functools.partial(objective.loss, prompt_width=prompt_width, answer_width=answer_width,
+                                dropout_key=dropout_key)
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.trainable, frozen, batch)
     grad_norm = optax.tree.norm(grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.trainable)

@@ -21,7 +21,7 @@ def base() -> ConfigDict:
         attn_impl="xla",  # xla | pallas | auto
         remat="none",  # none | dots | full
     ))
-    c.peft = ConfigDict(dict(method="lora", rank=8, alpha=16.0, targets=ALL_PROJECTIONS))
+    c.peft = ConfigDict(dict(method="lora", rank=8, alpha=16.0, targets=ALL_PROJECTIONS, dropout=0.0))
     c.bitune = ConfigDict(dict(tau=0.01, w_init=0.01, mixing="per_layer", learn_alpha=True, bidirectional=True,
                                shared_adapters=False))
     c.data = ConfigDict(dict(

@@ -151,3 +151,25 @@ def test_fused_with_pallas_attention_equals_literal_reference():
     np.testing.assert_allclose(loss, ref_loss, atol=1e-5, rtol=0)
     for g, r in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads)):
         np.testing.assert_allclose(g, r, atol=1e-5, rtol=0)
+
+
+
+def test_lora_dropout_reaches_both_streams_only_with_a_key():
+    """Training draws LoRA dropout masks (separately for the two streams) from the key; no key is deterministic."""
+    cfg, base = tiny_model("llama")
+    bcfg = BituneConfig(peft=PeftConfig("lora", rank=4, alpha=4.0, dropout=0.3))
+    trainable = perturbed_trainable(base, cfg, bcfg)
+    batch = jax.tree.map(jnp.asarray, make_batch(pairs_for(cfg, shapes=SHAPES[1:3]), pad_id=0, max_len=MAX_LEN))
+    with_key = jax.jit(lambda t, key: bitune_loss(t, base, batch, cfg, bcfg, dropout_key=key)[0])
+    without = jax.jit(lambda t: bitune_loss(t, base, batch, cfg, bcfg)[0])
+
+    def gap(t):  # how much dropout changes the loss
+        return abs(float(with_key(t, jax.random.key(0))) - float(without(t)))
+
+    assert float(with_key(trainable, jax.random.key(0))) == float(with_key(trainable, jax.random.key(0)))
+    assert gap(trainable) > 1e-5
+    # Adapters that contribute nothing (A = B = 0) see no dropout effect: the mask acts on the adapter path only.
+    zero = jax.tree.map(jnp.zeros_like, trainable["causal"])
+    only_bidir = {**trainable, "causal": zero}
+    assert gap(only_bidir) > 1e-6  # the bidirectional stream draws its own masks
+    assert gap({**only_bidir, "bidir": zero}) < 1e-7

@@ -110,10 +110,47 @@ def test_lora_dense_backward_equals_autodiff(dtype, tol):
         return lambda *ops: (f(*ops).astype(jnp.float32) * probe).sum()
 
     plain = loss(lambda x, w, a, b: jnp.einsum("...i,io->...o", x, w) + 0.5 * jnp.einsum("...r,ro->...o", x @ a, b))
-    custom = loss(lambda x, w, a, b: lora_dense(x, w, a, b, 0.5))
+    custom = loss(lambda x, w, a, b: lora_dense(x, x, w, a, b, 0.5))
     np.testing.assert_allclose(custom(x, w, a, b), plain(x, w, a, b), rtol=tol)
     for got, want in zip(jax.grad(custom, argnums=(0, 1, 2, 3))(x, w, a, b),
                          jax.grad(plain, argnums=(0, 1, 2, 3))(x, w, a, b)):
         assert got.dtype == want.dtype and got.shape == want.shape
         scale = float(jnp.abs(want.astype(jnp.float32)).max())
         np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32), atol=tol * scale)
+
+
+def test_lora_dropout_only_in_training_and_unbiased(base):
+    """Dropout acts on the adapter's input only when a key is given; a key fixes the mask; averaged over masks the
+    adapted output is the deterministic one (inverted dropout); fresh adapters (B = 0) ignore it."""
+    peft = PeftConfig("lora", rank=4, alpha=8.0, dropout=0.5)
+    fresh = init_adapters(base, peft, jax.random.key(1))
+    adapters = _perturb(fresh, jax.random.key(2))
+    plain, _ = forward(base, TOKENS, CFG, adapters=adapters, peft=peft)
+    dropped, _ = forward(base, TOKENS, CFG, adapters=adapters, peft=peft, dropout_key=jax.random.key(5))
+    again, _ = forward(base, TOKENS, CFG, adapters=adapters, peft=peft, dropout_key=jax.random.key(5))
+    other, _ = forward(base, TOKENS, CFG, adapters=adapters, peft=peft, dropout_key=jax.random.key(6))
+    no_dropout = PeftConfig("lora", rank=4, alpha=8.0)
+    keyed, _ = forward(base, TOKENS, CFG, adapters=adapters, peft=no_dropout, dropout_key=jax.random.key(5))
+    np.testing.assert_array_equal(keyed, plain)
+    np.testing.assert_array_equal(dropped, again)
+    assert float(jnp.abs(dropped - plain).max()) > 1e-3 and float(jnp.abs(dropped - other).max()) > 1e-3
+    fresh_dropped, _ = forward(base, TOKENS, CFG, adapters=fresh, peft=peft, dropout_key=jax.random.key(5))
+    base_logits, _ = forward(base, TOKENS, CFG)
+    np.testing.assert_allclose(fresh_dropped, base_logits, atol=1e-6)
+
+    # Unbiased: the mean of one projection's output over many masks approaches the deterministic output.
+    from bitune_jax.peft import dense
+    layer = jax.tree.map(lambda t: t[0], adapters["layers"]["q_proj"])
+    x = jax.random.normal(jax.random.key(7), (4, CFG.dim))
+    w = base["layers"]["q_proj"][0]
+    mean = jax.vmap(lambda k: dense(x, w, layer, peft, k))(jax.random.split(jax.random.key(8), 4000)).mean(0)
+    exact = dense(x, w, layer, peft)
+    delta = exact - x @ w  # the adapter's contribution, the part dropout perturbs
+    assert float(jnp.abs(mean - exact).max()) < 0.05 * float(jnp.abs(delta).max())
+
+
+def test_dropout_config_errors():
+    with pytest.raises(ValueError, match="dropout must be in"):
+        PeftConfig("lora", dropout=1.0)
+    with pytest.raises(ValueError, match="LoRA setting"):
+        PeftConfig("dora", dropout=0.1)

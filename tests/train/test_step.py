@@ -69,3 +69,22 @@ def test_loss_chunk_gives_the_same_loss_and_gradients():
         np.testing.assert_allclose(b, a, rtol=1e-6)
         for x, y in zip(jax.tree.leaves(gb), jax.tree.leaves(ga)):
             np.testing.assert_allclose(x, y, atol=1e-6, rtol=0)
+
+
+def test_dropout_masks_follow_the_step_number():
+    """The step draws LoRA dropout from fold_in(key(seed), step): the same step number repeats exactly (so a
+    resumed run draws the masks it would have drawn), another step or seed draws others."""
+    def first_loss(dropout, seed, step):
+        objective = Objective(kind="peft", cfg=CFG, peft=PeftConfig(rank=4, dropout=dropout), seed=seed)
+        trainable, frozen = objective.split(init_params(CFG, jax.random.key(0), scale=0.1), jax.random.key(1))
+        trainable = jax.tree.map(lambda x: x + 0.1, trainable)  # B != 0: the adapter path carries signal
+        schedule = make_schedule("constant", 1e-2, 10, 0.0)
+        opt = make_optimizer(schedule, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, clip=None)
+        state = init_state(trainable, opt)._replace(step=jnp.asarray(step, jnp.int32))
+        return float(train_step(state, frozen, _batch(slice(0, 2)), objective=objective, optimizer=opt,
+                                schedule=schedule)[1]["loss"])
+
+    assert first_loss(0.3, 0, 4) == first_loss(0.3, 0, 4)
+    assert first_loss(0.3, 0, 4) != first_loss(0.3, 0, 5)
+    assert first_loss(0.3, 0, 4) != first_loss(0.3, 1, 4)
+    assert first_loss(0.0, 0, 4) == first_loss(0.0, 0, 5)  # no dropout: the key changes nothing
