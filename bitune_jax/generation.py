@@ -79,10 +79,9 @@ def decode_loop(
     return Generated(tokens=out, lengths=lengths.astype(jnp.int32), finished=is_eos.any(1))
 
 
-def last_real_logits(logits: jax.Array, positions: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Logits `[batch, vocab]` at each row's last real token (either padding side), and the next position."""
-    last = jnp.argmax(positions, axis=1)
-    return jnp.take_along_axis(logits, last[:, None, None], axis=1)[:, 0], jnp.max(positions, axis=1) + 1
+def last_real_row(positions: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Each row's last real slot `[batch]` (either padding side) and the position that follows it."""
+    return jnp.argmax(positions, axis=1), jnp.max(positions, axis=1) + 1
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "max_new_tokens", "sampling", "eos_ids", "pad_id", "dtype",
@@ -106,8 +105,9 @@ def generate_tokens(
     batch, seq = tokens.shape
     run = functools.partial(forward, params, cfg=cfg, adapters=adapters, peft=peft, dtype=dtype, attn_impl=attn_impl)
     cache = KVCache.init(cfg, batch, seq + max_new_tokens, dtype)
-    logits, cache = run(tokens, positions=positions, cache=cache)
-    next_logits, next_pos = last_real_logits(logits, positions)
+    last, next_pos = last_real_row(positions)
+    logits, cache = run(tokens, positions=positions, cache=cache, logit_rows=last[:, None])  # the prompt's last row
+    next_logits = logits[:, 0]
 
     def step(token, pos, cache):
         logits, cache = run(token[:, None], positions=pos[:, None], cache=cache)

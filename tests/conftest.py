@@ -1,4 +1,15 @@
 import os
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# Most of the suite's time is XLA compilation, and many tests (and the subprocesses and notebook kernels they start,
+# which inherit the environment) compile the same programs. A persistent compilation cache private to this test
+# run lets each program compile once: pytest-xdist workers share it through their common run id; a run without
+# xdist gets its own directory. A fresh directory per run: nothing compiled by other code is ever reused.
+_run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = (
+        os.path.join(tempfile.gettempdir(), f"bitune_jax_tests_{_run_id}") if _run_id
+        else tempfile.mkdtemp(prefix="bitune_jax_tests_"))
