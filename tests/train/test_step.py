@@ -1,5 +1,7 @@
 """The train step: gradient accumulation equals the large batch; a non-finite loss leaves the state untouched."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,6 +23,11 @@ def _batch(rows):
     return {k: jnp.asarray(v[rows]) for k, v in full.items()}
 
 
+def _step(objective, optimizer, schedule):
+    """The train step, jitted as the trainer runs it (eagerly, a scanned model dispatches op by op: slow)."""
+    return jax.jit(functools.partial(train_step, objective=objective, optimizer=optimizer, schedule=schedule))
+
+
 def test_accumulating_two_halves_equals_one_batch():
     objective = Objective(kind="peft", cfg=CFG, peft=PeftConfig(rank=4))
     trainable, frozen = objective.split(init_params(CFG, jax.random.key(0), scale=0.1), jax.random.key(1))
@@ -28,11 +35,10 @@ def test_accumulating_two_halves_equals_one_batch():
     kw = dict(b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, clip=None)
     one = make_optimizer(schedule, **kw)
     acc = make_optimizer(schedule, accumulate=2, **kw)
-    big, _ = train_step(init_state(trainable, one), frozen, _batch(slice(0, 2)), objective=objective,
-                        optimizer=one, schedule=schedule)
-    state = init_state(trainable, acc)
+    big, _ = _step(objective, one, schedule)(init_state(trainable, one), frozen, _batch(slice(0, 2)))
+    state, acc_step = init_state(trainable, acc), _step(objective, acc, schedule)
     for rows in (slice(0, 1), slice(1, 2)):
-        state, _ = train_step(state, frozen, _batch(rows), objective=objective, optimizer=acc, schedule=schedule)
+        state, _ = acc_step(state, frozen, _batch(rows))
     for a, b in zip(jax.tree.leaves(big.trainable), jax.tree.leaves(state.trainable)):
         np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
     assert any(np.abs(np.asarray(a) - np.asarray(b)).max() > 0
@@ -49,7 +55,7 @@ def test_non_finite_step_keeps_the_state():
     state = init_state(trainable, opt)
     batch = _batch(slice(0, 2))
     batch["tokens"] = batch["tokens"].at[0, 0].set(0)
-    new, metrics = train_step(state, frozen, batch, objective=objective, optimizer=opt, schedule=schedule)
+    new, metrics = _step(objective, opt, schedule)(state, frozen, batch)
     assert not bool(metrics["finite"])
     for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(state)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -64,8 +70,8 @@ def test_loss_chunk_gives_the_same_loss_and_gradients():
         plain = Objective(kind=kind, cfg=CFG, **extra)
         chunked = Objective(kind=kind, cfg=CFG, loss_chunk=4, **extra)
         trainable, frozen = plain.split(params, jax.random.key(1))
-        (a, _), ga = jax.value_and_grad(plain.loss, has_aux=True)(trainable, frozen, batch)
-        (b, _), gb = jax.value_and_grad(chunked.loss, has_aux=True)(trainable, frozen, batch)
+        (a, _), ga = jax.jit(jax.value_and_grad(plain.loss, has_aux=True))(trainable, frozen, batch)
+        (b, _), gb = jax.jit(jax.value_and_grad(chunked.loss, has_aux=True))(trainable, frozen, batch)
         np.testing.assert_allclose(b, a, rtol=1e-6)
         for x, y in zip(jax.tree.leaves(gb), jax.tree.leaves(ga)):
             np.testing.assert_allclose(x, y, atol=1e-6, rtol=0)
@@ -74,15 +80,20 @@ def test_loss_chunk_gives_the_same_loss_and_gradients():
 def test_dropout_masks_follow_the_step_number():
     """The step draws LoRA dropout from fold_in(key(seed), step): the same step number repeats exactly (so a
     resumed run draws the masks it would have drawn), another step or seed draws others."""
-    def first_loss(dropout, seed, step):
+    schedule = make_schedule("constant", 1e-2, 10, 0.0)
+    opt = make_optimizer(schedule, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, clip=None)
+
+    @functools.cache
+    def step_fn(dropout, seed):
         objective = Objective(kind="peft", cfg=CFG, peft=PeftConfig(rank=4, dropout=dropout), seed=seed)
         trainable, frozen = objective.split(init_params(CFG, jax.random.key(0), scale=0.1), jax.random.key(1))
         trainable = jax.tree.map(lambda x: x + 0.1, trainable)  # B != 0: the adapter path carries signal
-        schedule = make_schedule("constant", 1e-2, 10, 0.0)
-        opt = make_optimizer(schedule, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, clip=None)
-        state = init_state(trainable, opt)._replace(step=jnp.asarray(step, jnp.int32))
-        return float(train_step(state, frozen, _batch(slice(0, 2)), objective=objective, optimizer=opt,
-                                schedule=schedule)[1]["loss"])
+        return _step(objective, opt, schedule), init_state(trainable, opt), frozen
+
+    def first_loss(dropout, seed, step):
+        run, state, frozen = step_fn(dropout, seed)
+        state = state._replace(step=jnp.asarray(step, jnp.int32))
+        return float(run(state, frozen, _batch(slice(0, 2)))[1]["loss"])
 
     assert first_loss(0.3, 0, 4) == first_loss(0.3, 0, 4)
     assert first_loss(0.3, 0, 4) != first_loss(0.3, 0, 5)
