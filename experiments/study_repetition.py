@@ -99,7 +99,7 @@ def plot(rows: list[dict[str, Any]], path: pathlib.Path) -> pathlib.Path:
 def main(argv):
     config, sweep = study_from_flags(argv, flags.FLAGS["config"])
     summaries = run_points(config, sweep)
-    rule = saturation.SaturationConfig(threshold=0.99, window=3, delta=1e-3, min_epochs=1)  # the trainer defaults
+    rule = saturation.SaturationConfig()  # the trainer's default rule, as the notebook uses
     rows = [point_row(s, rule) for s in summaries]
     table = markdown_table(rows, config.eval.num_items)
     out = write_report(_OUT.value, table, {"rows": rows, "config": config.to_dict()})
