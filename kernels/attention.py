@@ -18,11 +18,16 @@ Positions, not slot indices, define the mask, so left padding, right padding and
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
 
-IMPLS = ("xla", "pallas", "auto")  # "auto": Pallas where compiled kernels exist (gpu, tpu), else XLA
+IMPLS = ("xla", "blockwise", "pallas", "auto")
+# "auto" (see `resolve_impl`): short query blocks (decode) -> xla; gpu/tpu -> pallas; long sequences elsewhere ->
+# blockwise; else xla.
+PALLAS_MIN_Q = 128  # the kernels' query tile: a shorter query block (decode) would be padded to it
+BLOCKWISE_MIN_SCORES = 4096 * 4096  # from here on (q_len x kv_len per head) the dense scores are not worth holding
 
 
 @jax.tree_util.register_dataclass
@@ -72,6 +77,20 @@ def _xla_attention(q, k, v, spec: MaskSpec, scale: float, logit_softcap: float |
     return out.reshape(batch, q_len, num_heads, head_dim).astype(q.dtype)
 
 
+def resolve_impl(impl: str, q_len: int, kv_len: int, platform: str | None = None) -> str:
+    """The implementation `impl` means for these static lengths on `platform` (default: JAX's default backend)."""
+    if impl not in IMPLS:
+        raise ValueError(f"unknown attention impl {impl!r}; choose from {IMPLS}")
+    if impl != "auto":
+        return impl
+    platform = platform or jax.default_backend()
+    if q_len < PALLAS_MIN_Q:
+        return "xla"  # decode: [heads, q_len, kv_len] scores are small; a flash tile would pad q to 128 rows
+    if platform in ("gpu", "cuda", "rocm", "tpu"):
+        return "pallas"
+    return "blockwise" if q_len * kv_len >= BLOCKWISE_MIN_SCORES else "xla"
+
+
 def attention(
     q: jax.Array,  # [batch, q_len, heads, head_dim]
     k: jax.Array,  # [batch, kv_len, kv_heads, head_dim]
@@ -81,21 +100,35 @@ def attention(
     scale: float,
     logit_softcap: float | None = None,
     impl: str = "xla",
+    sequence_parallel=None,  # kernels.sequence_parallel.SequenceParallel: tokens split over a mesh axis
 ) -> jax.Array:  # [batch, q_len, heads, head_dim]
     """Attention of `q` over `k, v` with `mask_spec` visibility.
 
-    `impl`: "xla" (dense-mask reference), "pallas" (`kernels.flash_attention`; kernels chosen when lowering:
-    Triton on GPU, Mosaic on TPU, interpret mode on CPU), "auto" (Pallas if the default backend is gpu or tpu,
-    else XLA; decided at trace time, so export a Pallas kernel from a CPU host with impl="pallas").
+    `impl`: "xla" (dense-mask reference), "blockwise" (`kernels.blockwise_attention`: XLA, O(q_len x block)
+    memory), "pallas" (`kernels.flash_attention`; kernels chosen when lowering: Triton on GPU, Mosaic on TPU,
+    interpret mode on CPU), "auto" (`resolve_impl`, decided at trace time from the per-shard lengths, so export a
+    Pallas kernel from a CPU host with impl="pallas"). With `sequence_parallel` (and its axis larger than 1) each
+    device attends with its own query slice over keys gathered from every slice.
     """
     if q.shape[2] % k.shape[2]:
         raise ValueError(f"query heads {q.shape[2]} are not a multiple of key/value heads {k.shape[2]}")
-    if impl not in IMPLS:
-        raise ValueError(f"unknown attention impl {impl!r}; choose from {IMPLS}")
-    if impl == "auto":
-        impl = "pallas" if jax.default_backend() in ("gpu", "tpu") else "xla"
+    parts = sequence_parallel.size if sequence_parallel is not None else 1
+    impl = resolve_impl(impl, -(-q.shape[1] // parts), k.shape[1])
+    local = functools.partial(_local_attention, impl=impl, scale=scale, logit_softcap=logit_softcap)
+    if parts > 1:
+        from kernels.sequence_parallel import sequence_parallel_attention
+
+        return sequence_parallel_attention(local, q, k, v, mask_spec, sequence_parallel)
+    return local(q, k, v, mask_spec)
+
+
+def _local_attention(q, k, v, spec: MaskSpec, *, impl: str, scale: float, logit_softcap: float | None):
     if impl == "pallas":
         from kernels.flash_attention import flash_attention
 
-        return flash_attention(q, k, v, mask_spec, scale=scale, logit_softcap=logit_softcap)
-    return _xla_attention(q, k, v, mask_spec, scale, logit_softcap)
+        return flash_attention(q, k, v, spec, scale=scale, logit_softcap=logit_softcap)
+    if impl == "blockwise":
+        from kernels.blockwise_attention import blockwise_attention
+
+        return blockwise_attention(q, k, v, spec, scale=scale, logit_softcap=logit_softcap)
+    return _xla_attention(q, k, v, spec, scale, logit_softcap)

@@ -14,6 +14,7 @@ never reaches a real token.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -102,8 +103,12 @@ def bitune_streams(
     remat: str = "none",
     return_mixed_cache: bool = False,
     dropout_key: jax.Array | None = None,  # training: LoRA dropout, drawn independently for the two streams
+    sequence_parallel: kernels.SequenceParallel | None = None,  # both streams' tokens split over a mesh axis
 ):
     """Final causal-stream hidden states `[batch, seq, dim]` (and per-layer mixed prompt K/V if asked)."""
+    constrain = sequence_parallel.constrain if sequence_parallel is not None else lambda x: x
+    attention = functools.partial(kernels.attention, scale=cfg.scale, logit_softcap=cfg.attn_logit_softcap,
+                                  impl=attn_impl, sequence_parallel=sequence_parallel)
     batch, seq = tokens.shape
     width = prompt_width or seq
     causal_set = adapter_set(trainable, "causal")
@@ -132,23 +137,20 @@ def bitune_streams(
                                   kv_segment_ids=kv_seg)
 
         def attend_b(q, k, v):
-            o = kernels.attention(q, k, v, mask_spec=spec_b, scale=cfg.scale, logit_softcap=cfg.attn_logit_softcap,
-                                  impl=attn_impl)
-            return o, (k, v)
+            return attention(q, k, v, mask_spec=spec_b), (k, v)
 
         x_b, (k_b, v_b) = decoder_layer(
-            Layer(lp, la_b, bcfg.peft, key_b), x_b, cfg, cos=jnp.where(sliding, cos_lb, cos_gb),
+            Layer(lp, la_b, bcfg.peft, key_b), constrain(x_b), cfg, cos=jnp.where(sliding, cos_lb, cos_gb),
             sin=jnp.where(sliding, sin_lb, sin_gb), attend=attend_b)
 
         def attend_c(q, k, v):
             k_m = mix(k[:, :width], k_b, alpha(w_k, bcfg.tau))
             v_m = mix(v[:, :width], v_b, alpha(w_v, bcfg.tau))
-            o = kernels.attention(q, jnp.concatenate([k_m, k], 1), jnp.concatenate([v_m, v], 1), mask_spec=spec_c,
-                                  scale=cfg.scale, logit_softcap=cfg.attn_logit_softcap, impl=attn_impl)
+            o = attention(q, jnp.concatenate([k_m, k], 1), jnp.concatenate([v_m, v], 1), mask_spec=spec_c)
             return o, (k_m, v_m)
 
         x_c, mixed = decoder_layer(
-            Layer(lp, la_c, bcfg.peft, key_c), x_c, cfg, cos=jnp.where(sliding, cos_lc, cos_gc),
+            Layer(lp, la_c, bcfg.peft, key_c), constrain(x_c), cfg, cos=jnp.where(sliding, cos_lc, cos_gc),
             sin=jnp.where(sliding, sin_lc, sin_gc), attend=attend_c)
         return (x_c, x_b), mixed if return_mixed_cache else None
 
@@ -195,7 +197,7 @@ def answer_rows(batch: BituneBatch, answer_width: int | None = None):
 def bitune_loss(trainable, base, batch: BituneBatch, cfg: ModelConfig, bcfg: BituneConfig, *,
                 prompt_width: int | None = None, answer_width: int | None = None, dtype=jnp.float32,
                 attn_impl: str = "xla", remat: str = "none", loss_chunk: int = 0,
-                dropout_key: jax.Array | None = None):
+                dropout_key: jax.Array | None = None, sequence_parallel: kernels.SequenceParallel | None = None):
     """`(loss, metrics)`, differentiable in `trainable` (both adapter sets and the mixing weights).
 
     Only answer rows are unembedded; `prompt_width` / `answer_width` (static, see `batch_widths`) bound the
@@ -205,7 +207,9 @@ def bitune_loss(trainable, base, batch: BituneBatch, cfg: ModelConfig, bcfg: Bit
     positions = jnp.where(jnp.arange(seq) < batch.length[:, None], jnp.arange(seq, dtype=jnp.int32), -1)
     x = bitune_streams(base, trainable, batch.tokens, positions, batch.prompt_len - 1, cfg, bcfg,
                        prompt_width=prompt_width, dtype=dtype, attn_impl=attn_impl, remat=remat,
-                       dropout_key=dropout_key)
+                       dropout_key=dropout_key, sequence_parallel=sequence_parallel)
     rows, targets, mask = answer_rows(batch, answer_width)
     x = jnp.take_along_axis(x, rows[..., None], axis=1)
+    if sequence_parallel is not None:
+        x = sequence_parallel.constrain(x)  # the answer rows' unembedding split over the devices too
     return hidden_token_loss(x, targets, mask, lambda h: unembed(base, h, cfg), loss_chunk)

@@ -193,12 +193,16 @@ def forward(
     logit_rows: jax.Array | None = None,  # [batch, rows] int32: unembed only these rows (a loss needs no more)
     return_hidden: bool = False,  # final hidden states (before the final norm) instead of logits
     dropout_key: jax.Array | None = None,  # training: LoRA dropout (`peft.dropout`) drawn from this key
+    sequence_parallel: kernels.SequenceParallel | None = None,  # tokens split over a mesh axis (no cache)
 ) -> tuple[jax.Array, KVCache | None]:
     """Logits `[batch, seq or rows, vocab]` (float32) and the updated cache.
 
     Without a cache the tokens attend to each other; with one they are written at slots
     `cache.length ...` and attend to everything the cache holds.
     """
+    if cache is not None and sequence_parallel is not None:
+        raise ValueError("sequence_parallel splits a whole sequence over devices; decoding with a cache does not")
+    constrain = sequence_parallel.constrain if sequence_parallel is not None else lambda x: x
     batch, seq = tokens.shape
     if positions is None:
         positions = jnp.broadcast_to(jnp.arange(seq, dtype=jnp.int32), (batch, seq))
@@ -226,11 +230,11 @@ def forward(
                 v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, cache.length, 0, 0))
             o = kernels.attention(
                 q, k.astype(q.dtype), v.astype(q.dtype), mask_spec=spec, scale=cfg.scale,
-                logit_softcap=cfg.attn_logit_softcap, impl=attn_impl,
+                logit_softcap=cfg.attn_logit_softcap, impl=attn_impl, sequence_parallel=sequence_parallel,
             )
             return o, (k, v)
 
-        x, kept = decoder_layer(Layer(lp, la, peft, key), x, cfg, cos=cos, sin=sin, attend=attend)
+        x, kept = decoder_layer(Layer(lp, la, peft, key), constrain(x), cfg, cos=cos, sin=sin, attend=attend)
         return x, kept if cache_k is not None else None
 
     cache_kv = (cache.k, cache.v) if cache is not None else (None, None)

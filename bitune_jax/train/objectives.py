@@ -13,6 +13,7 @@ from typing import Any, Literal
 import jax
 import jax.numpy as jnp
 
+import kernels
 from bitune_jax.bitune import BituneBatch, BituneConfig, answer_rows, bitune_loss, init_trainable
 from bitune_jax.losses import hidden_token_loss
 from bitune_jax.models.config import ModelConfig
@@ -37,6 +38,7 @@ class Objective:
     remat: str = "none"
     loss_chunk: int = 0  # >0: unembed and score this many rows at a time (long sequences, large vocabularies)
     seed: int = 0  # the train step's dropout key is fold_in(key(seed), step): a resumed run draws the same masks
+    sequence_parallel: kernels.SequenceParallel | None = None  # tokens of each row split over a mesh axis
 
     def __post_init__(self):
         if self.kind not in ("full", "peft", "bitune"):
@@ -61,12 +63,15 @@ class Objective:
         if self.kind == "bitune":
             return bitune_loss(trainable, frozen, b, self.cfg, self.bitune, prompt_width=prompt_width,
                                answer_width=answer_width, dtype=self.dtype, attn_impl=self.attn_impl,
-                               remat=self.remat, loss_chunk=self.loss_chunk, dropout_key=dropout_key)
+                               remat=self.remat, loss_chunk=self.loss_chunk, dropout_key=dropout_key,
+                               sequence_parallel=self.sequence_parallel)
         params, adapters = (trainable, None) if self.kind == "full" else (frozen, trainable)
         seq = b.tokens.shape[1]
         positions = jnp.where(jnp.arange(seq) < b.length[:, None], jnp.arange(seq, dtype=jnp.int32), -1)
         rows, targets, mask = answer_rows(b, answer_width)
         hidden, _ = forward(params, b.tokens, self.cfg, positions=positions, adapters=adapters, peft=self.peft,
                             dtype=self.dtype, attn_impl=self.attn_impl, remat=self.remat, logit_rows=rows,
-                            return_hidden=True, dropout_key=dropout_key)
+                            return_hidden=True, dropout_key=dropout_key, sequence_parallel=self.sequence_parallel)
+        if self.sequence_parallel is not None:
+            hidden = self.sequence_parallel.constrain(hidden)  # the answer rows' unembedding split too
         return hidden_token_loss(hidden, targets, mask, lambda h: unembed(params, h, self.cfg), self.loss_chunk)

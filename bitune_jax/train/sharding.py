@@ -1,11 +1,14 @@
-"""Meshes, parameter sharding by rules over parameter paths, and global batches from per-process data.
+"""Meshes, parameter sharding by rules over parameter paths, and global batches.
 
 Mesh axes are `data` (pure data parallelism), `fsdp` (data parallelism with parameters and optimizer state sharded
-over it) and `tensor` (Megatron-style model parallelism). Batches split their rows over `data` x `fsdp`.
+over it), `sequence` (sequence parallelism: the tokens of each row split over it, parameters sharded over it as over
+`fsdp`) and `tensor` (Megatron-style model parallelism). Batches split their rows over `data` x `fsdp` and their
+tokens over `sequence`; a batch with fewer rows than `data` x `fsdp` is padded with rows that carry no targets.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 
@@ -14,8 +17,11 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-AXES = ("data", "fsdp", "tensor")
-BATCH = P(("data", "fsdp"))
+AXES = ("data", "fsdp", "sequence", "tensor")
+ROWS = ("data", "fsdp")
+BATCH = P(ROWS)  # [batch] arrays
+TOKENS = P(ROWS, "sequence")  # [batch, seq] arrays
+SHARDED = ("fsdp", "sequence")  # the axes a parameter's "fsdp" dim is split over (ZeRO-3 over both)
 
 # (regex searched in the '/'-joined dict path, spec of the trailing dims). Kernels are [..., in, out]; a stacked
 # layer axis in front stays unsharded. Optimizer moments have the same paths as the params they follow.
@@ -31,17 +37,34 @@ DEFAULT_RULES: tuple[tuple[str, P], ...] = (
 )
 
 
-def make_mesh(data: int = 1, fsdp: int = 1, tensor: int = 1, devices: Sequence[jax.Device] | None = None) -> Mesh:
+def make_mesh(data: int = 1, fsdp: int = 1, tensor: int = 1, sequence: int = 1, *,
+              devices: Sequence[jax.Device] | None = None) -> Mesh:
     devices = list(devices if devices is not None else jax.devices())
-    need = data * fsdp * tensor
+    need = data * fsdp * sequence * tensor
     if need != len(devices):
-        raise ValueError(f"mesh data={data} x fsdp={fsdp} x tensor={tensor} = {need} devices, but "
-                         f"{len(devices)} are available; set config.mesh so the product matches")
-    return jax.make_mesh((data, fsdp, tensor), AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)
+        raise ValueError(f"mesh data={data} x fsdp={fsdp} x sequence={sequence} x tensor={tensor} = {need} devices, "
+                         f"but {len(devices)} are available; set config.mesh so the product matches")
+    return jax.make_mesh((data, fsdp, sequence, tensor), AXES, axis_types=(AxisType.Auto,) * len(AXES),
+                         devices=devices)
+
+
+def row_multiple(mesh: Mesh) -> int:
+    """Rows of a global batch must be a multiple of this (`data` x `fsdp`)."""
+    return math.prod(mesh.shape[a] for a in ROWS)
 
 
 def _path(key_path) -> str:
     return "/".join(str(k.key) for k in key_path if isinstance(k, jax.tree_util.DictKey))
+
+
+def _fit(axis, size: int, mesh: Mesh):
+    """`axis` for a dim of `size`: "fsdp" means all of `SHARDED`; trailing axes are dropped until the dim divides."""
+    if axis is None:
+        return None
+    axes = [a for a in (SHARDED if axis == "fsdp" else (axis,)) if mesh.shape.get(a, 1) > 1]
+    while axes and size % math.prod(mesh.shape[a] for a in axes):
+        axes.pop()
+    return None if not axes else axes[0] if len(axes) == 1 else tuple(axes)
 
 
 def spec_for(path: str, shape: tuple[int, ...], mesh: Mesh, rules=DEFAULT_RULES) -> P:
@@ -49,11 +72,7 @@ def spec_for(path: str, shape: tuple[int, ...], mesh: Mesh, rules=DEFAULT_RULES)
     for pattern, spec in rules:
         if re.search(pattern, path) and len(shape) >= len(spec):
             lead = (None,) * (len(shape) - len(spec))
-            dims = []
-            for size, axis in zip(shape[len(lead):], spec):
-                ok = axis is not None and size % mesh.shape[axis] == 0
-                dims.append(axis if ok else None)
-            return P(*lead, *dims)
+            return P(*lead, *(_fit(axis, size, mesh) for size, axis in zip(shape[len(lead):], spec)))
     return P()
 
 
@@ -64,7 +83,26 @@ def tree_shardings(tree, mesh: Mesh, rules=DEFAULT_RULES):
     return jax.tree_util.tree_map_with_path(one, tree)
 
 
-def global_batch(local: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-    """Assemble this process's rows into global arrays split over `data` x `fsdp` (one process: just place it)."""
-    sharding = NamedSharding(mesh, BATCH)
-    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local.items()}
+def batch_shardings(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, NamedSharding]:
+    """Rows over `data` x `fsdp`; the token axis of 2-D arrays over `sequence`."""
+    return {k: NamedSharding(mesh, TOKENS if np.ndim(v) == 2 else BATCH) for k, v in batch.items()}
+
+
+def pad_rows(batch: dict[str, np.ndarray], multiple: int, pad_id: int = 0) -> dict[str, np.ndarray]:
+    """Append filler rows (length 0, prompt 0, example_id -1: no targets, ignored by the loss and the epoch
+    statistics) until the row count is a multiple of `multiple`."""
+    rows = len(batch["length"])
+    extra = -rows % multiple
+    if not extra:
+        return batch
+    fill = {"tokens": pad_id, "example_id": -1}
+    return {k: np.concatenate([v, np.full((extra, *np.shape(v)[1:]), fill.get(k, 0), np.asarray(v).dtype)])
+            for k, v in batch.items()}
+
+
+def global_batch(full: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+    """Place the global batch (every process holds all of it; batches are small next to activations) on the mesh:
+    each process copies only the slices its own devices hold."""
+    shardings = batch_shardings(full, mesh)
+    return {k: jax.make_array_from_callback(np.shape(v), shardings[k], lambda idx, v=v: np.asarray(v)[idx])
+            for k, v in full.items()}

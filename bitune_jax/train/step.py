@@ -70,7 +70,8 @@ def jit_train_step(objective: Objective, optimizer: optax.GradientTransformation
     """`train_step` compiled with explicit in/out shardings (the state keeps its layout; the old one is donated)."""
     step = functools.partial(train_step, objective=objective, optimizer=optimizer, schedule=schedule,
                              prompt_width=prompt_width, answer_width=answer_width)
-    replicated = jax.sharding.NamedSharding(batch_shardings.mesh, jax.sharding.PartitionSpec())
+    mesh = jax.tree.leaves(batch_shardings)[0].mesh  # one sharding for the whole batch, or one per array
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     return jax.jit(step, in_shardings=(state_shardings, frozen_shardings, batch_shardings),
                    out_shardings=(state_shardings, replicated),  # metrics readable by every process
                    donate_argnums=(0,) if donate else ())

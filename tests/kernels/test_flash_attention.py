@@ -262,7 +262,7 @@ def test_block_schedule_is_conservative_and_skips():
 
 
 def test_attention_entry_point_impls():
-    assert set(IMPLS) == {"xla", "pallas", "auto"}
+    assert set(IMPLS) == {"xla", "blockwise", "pallas", "auto"}
     n = 21
     q, k, v, _ = _qkv(11, 2, n, n, 2, 1, 64)
     spec = MaskSpec(q_positions=_positions(2, n), kv_positions=_positions(2, n), prefix_len=jnp.array([4, 9]))
