@@ -20,6 +20,7 @@ from jax.experimental import multihost_utils
 from ml_collections import ConfigDict
 
 import bitune_jax as bj
+import kernels
 from bitune_jax.bitune import BituneBatch, BituneConfig, alpha, batch_widths
 from bitune_jax.data import EpochBatches, nested_subset, read_records, tokenize_records
 from bitune_jax.peft import PeftConfig
@@ -32,8 +33,16 @@ from bitune_jax.train.logging import (
     model_flops_per_token,
 )
 from bitune_jax.train.objectives import Objective
-from bitune_jax.train.sharding import BATCH, global_batch, make_mesh, tree_shardings
+from bitune_jax.train.sharding import (
+    batch_shardings,
+    global_batch,
+    make_mesh,
+    pad_rows,
+    row_multiple,
+    tree_shardings,
+)
 from bitune_jax.train.step import init_state, jit_train_step, make_optimizer, make_schedule
+from bitune_jax.train.validate import validate
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -72,15 +81,16 @@ def load_training_set(data: ConfigDict, tok, max_len: int):
     return examples, report, source
 
 
-def objective_from_config(config: ConfigDict, cfg) -> Objective:
+def objective_from_config(config: ConfigDict, cfg, mesh: jax.sharding.Mesh | None = None) -> Objective:
     peft = PeftConfig(**config.peft.to_dict())
     b = config.bitune
     bitune = BituneConfig(peft=peft, tau=b.tau, w_init=b.w_init, mixing=b.mixing, learn_alpha=b.learn_alpha,
                           bidirectional=b.bidirectional, shared_adapters=b.shared_adapters)
+    sp = kernels.SequenceParallel(mesh) if mesh is not None and mesh.shape["sequence"] > 1 else None
     return Objective(kind=config.objective, cfg=cfg, peft=peft if config.objective == "peft" else None,
                      bitune=bitune if config.objective == "bitune" else None, dtype=bj.api.DTYPES[config.model.dtype],
                      attn_impl=config.model.attn_impl, remat=config.model.remat, loss_chunk=config.train.loss_chunk,
-                     seed=config.seed)
+                     seed=config.seed, sequence_parallel=sp)
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
@@ -90,11 +100,10 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
 def run(config: ConfigDict) -> dict[str, Any]:
     """Train as `config` says; returns (and writes to `workdir/summary.json`) what happened."""
     maybe_init_distributed(config.distributed)
+    validate(config, jax.device_count())  # every key, before any weight or data is read
     workdir = pathlib.Path(config.workdir)
     is_main = jax.process_index() == 0
-    if not config.model.name:
-        raise ValueError("config.model.name is empty: set a preset with shipped weights, a local Hugging Face "
-                         "directory or a .gguf file")
+    mesh = make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, config.mesh.sequence)
     lm = bj.load(config.model.name, dtype=config.model.dtype, attn_impl=config.model.attn_impl)
     cfg, tok = lm.cfg, lm.tokenizer
     if tok is None:
@@ -111,13 +120,12 @@ def run(config: ConfigDict) -> dict[str, Any]:
     total_updates = config.train.epochs * steps_per_epoch
     if config.train.max_updates:
         total_updates = min(total_updates, config.train.max_updates)
-    objective = objective_from_config(config, cfg)
+    objective = objective_from_config(config, cfg, mesh)
 
     t = config.train
     schedule = make_schedule(t.schedule, t.lr, total_updates, t.warmup_frac)
     optimizer = make_optimizer(schedule, b1=t.b1, b2=t.b2, eps=t.eps, weight_decay=t.weight_decay, clip=t.clip,
                                accumulate=t.accumulate)
-    mesh = make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
     trainable, frozen = objective.split(lm.params, jax.random.key(config.seed))
     master = bj.api.DTYPES[config.model.param_dtype]
     trainable = jax.tree.map(lambda x: x.astype(master), trainable)
@@ -157,7 +165,7 @@ def run(config: ConfigDict) -> dict[str, Any]:
     peak = measure_matmul_peak_flops(jnp.float32 if config.model.dtype == "float32" else jnp.bfloat16, 1024)
     peak *= jax.device_count()
     steps: dict[tuple[int, int], Any] = {}
-    batch_sharding = jax.sharding.NamedSharding(mesh, BATCH)
+    rows = row_multiple(mesh)  # batches get target-free filler rows up to a multiple of data x fsdp
     bar = ProgressBar(total_updates, initial=int(state.step), enabled=is_main)
     speed = Throughput()
     stop = None
@@ -176,13 +184,13 @@ def run(config: ConfigDict) -> dict[str, Any]:
     with checkpointing.install_sigterm_handler() as sigterm:
         for epoch in range(position["epoch"], config.train.epochs):
             for index in range(position["index"], steps_per_epoch):
-                full = batches.batch(epoch, index)
+                full = pad_rows(batches.batch(epoch, index), rows, shell.pad_id)
                 widths = batch_widths(_as_batch(full), multiple=config.data.pad_multiple)
                 if widths not in steps:
                     steps[widths] = jit_train_step(objective, optimizer, schedule, state_sh, frozen_sh,
-                                                   batch_sharding, prompt_width=widths[0], answer_width=widths[1])
-                local = batches.batch(epoch, index, jax.process_index(), jax.process_count())
-                state, metrics = steps[widths](state, frozen, global_batch(local, mesh))
+                                                   batch_shardings(full, mesh), prompt_width=widths[0],
+                                                   answer_width=widths[1])
+                state, metrics = steps[widths](state, frozen, global_batch(full, mesh))
                 metrics = jax.device_get(metrics)
                 step = int(state.step)
                 if not metrics["finite"]:

@@ -1,7 +1,7 @@
 """Every key a run config has, with its default. Config files start from `base()` and change values only.
 
-The returned `ConfigDict` is locked by `experiments.run`: a key that is not here is an error, on the command line
-(`--config.train.epochs=64`) as in a config file.
+The returned `ConfigDict` is locked: a key that is not here is an error, in a config file as on the command line
+(`--config.train.epochs=64`). `bitune_jax.train.validate` then checks every value before the model loads.
 """
 
 from ml_collections import ConfigDict
@@ -55,8 +55,11 @@ def base() -> ConfigDict:
         max_new_tokens=256,
         batch_size=16,
     ))
-    c.mesh = ConfigDict(dict(data=1, fsdp=1, tensor=1))
+    # data x fsdp split rows, sequence splits each row's tokens (long sequences, batches smaller than the mesh),
+    # tensor splits heads and MLP columns; parameters are sharded over fsdp x sequence. The product is the device count.
+    c.mesh = ConfigDict(dict(data=1, fsdp=1, sequence=1, tensor=1))
     c.checkpoint = ConfigDict(dict(every_steps=100, keep=2, async_save=True))
     c.log = ConfigDict(dict(every_steps=1, tensorboard=True))
     c.distributed = ConfigDict(dict(enabled=False, coordinator="", num_processes=1, process_id=0))
+    c.lock()  # a config file can change values but not add keys: `c.train.lrr = 1e-4` is an error
     return c

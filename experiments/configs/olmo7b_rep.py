@@ -8,7 +8,10 @@ Full fine-tune in bf16, updating bf16 parameters directly as the original does (
 `--config.model.param_dtype=float32` for a float32 master copy). AdamW lr 2e-5, betas (0.9, 0.999), weight decay 0,
 clip 1.0, cosine with 10% warmup over the whole budget, one unpadded sequence per update, max length 32,768, data
 reshuffled every epoch. The budget grid (51,200 updates) is `get_sweep()`: `python -m experiments.sweep`.
-The argument after ':' picks the mesh: h100x8 (fsdp over 8 GPUs) or v5p-<chips> (a TPU v5p slice).
+The argument after ':' picks the mesh: h100x8 (8 GPUs) or v5p-<chips> (a TPU v5p slice). One sequence per update
+cannot be split by rows, so both split each sequence's tokens over every device (`mesh.sequence`; parameters and
+optimizer state are sharded over the same devices, ZeRO-3 style). `python -m benchmarks.scale_plan` compiles these
+steps ahead of time and prints their per-device memory and roofline time.
 """
 
 from experiments.configs.common import base
@@ -43,9 +46,9 @@ def get_config(platform: str = "h100x8"):
     c.checkpoint.every_steps = 2_000
     c.model.attn_impl = "auto"
     if platform == "h100x8":
-        c.mesh.fsdp = 8
+        c.mesh.sequence = 8  # 4,096 tokens per GPU at 32k
     elif platform.startswith("v5p-"):
-        c.mesh.fsdp = int(platform.split("-")[1])
+        c.mesh.sequence = int(platform.split("-")[1])  # one process per host: jax.distributed finds the slice
         c.distributed.enabled = True
     else:
         raise ValueError(f"unknown platform {platform!r}; use h100x8 or v5p-<chips>")

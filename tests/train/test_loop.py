@@ -85,7 +85,7 @@ def test_bad_config_and_mismatched_inputs(model_dir, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "experiments.run", f"--config={CONFIG}", "--config.train.epoch=3"],
                          cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode != 0 and "epoch" in bad.stderr
-    with pytest.raises(FileNotFoundError, match="missing.jsonl"):
+    with pytest.raises(ValueError, match=r"config.data.train_path=.*missing.jsonl.*no such file"):
         run(tiny_config(model_dir, tmp_path / "x", **{"data.source": "jsonl",
                                                    "data.train_path": str(tmp_path / "missing.jsonl")}))
     (tmp_path / "bad.jsonl").write_text('{"prompt": "hi", "response": "yo"}\n{"prompt": "hi"\n')

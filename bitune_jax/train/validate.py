@@ -1,0 +1,148 @@
+"""Check a whole run config before anything expensive happens (a typo must not wait for a 7B load).
+
+`validate(config, device_count)` raises one `ConfigError` listing every bad key with its value and what is allowed;
+it reads no weights and no data, so it takes milliseconds. The typed sections (`PeftConfig`, `BituneConfig`,
+`SaturationConfig`) are built here too, so their own checks run up front as well.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import pathlib
+from typing import Any
+
+from ml_collections import ConfigDict
+
+import kernels
+from bitune_jax.bitune import BituneConfig
+from bitune_jax.models.transformer import REMAT_POLICIES
+from bitune_jax.peft import PeftConfig
+from bitune_jax.train.saturation import SaturationConfig
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "objective": ("full", "peft", "bitune"),
+    "model.dtype": ("float32", "bfloat16"),
+    "model.param_dtype": ("float32", "bfloat16"),
+    "model.attn_impl": kernels.IMPLS,
+    "model.remat": tuple(REMAT_POLICIES),
+    "peft.method": ("lora", "dora", "ia3"),
+    "bitune.mixing": ("per_layer", "per_kv_head"),
+    "data.source": ("synthetic", "jsonl"),
+    "data.template": ("chat", "plain"),
+    "data.truncation": ("drop", "truncate", "error"),
+    "train.schedule": ("cosine", "linear", "constant"),
+    "eval.source": ("synthetic", "jsonl"),
+}
+
+# key: (minimum, maximum or None, integer?)
+RANGES: dict[str, tuple[float, float | None, bool]] = {
+    "train.epochs": (1, None, True),
+    "train.max_updates": (0, None, True),
+    "train.lr": (0.0, None, False),
+    "train.warmup_frac": (0.0, 1.0, False),
+    "train.weight_decay": (0.0, None, False),
+    "train.b1": (0.0, 1.0, False),
+    "train.b2": (0.0, 1.0, False),
+    "train.eps": (0.0, None, False),
+    "train.clip": (0.0, None, False),
+    "train.accumulate": (1, None, True),
+    "train.loss_chunk": (0, None, True),
+    "data.num_samples": (0, None, True),
+    "data.max_len": (2, None, True),
+    "data.batch_size": (1, None, True),
+    "data.pad_multiple": (1, None, True),
+    "data.bucket_chunks": (0, None, True),
+    "peft.dropout": (0.0, 1.0, False),
+    "eval.every_epochs": (0, None, True),
+    "eval.num_items": (0, None, True),
+    "eval.n": (1, None, True),
+    "eval.max_new_tokens": (1, None, True),
+    "eval.batch_size": (1, None, True),
+    "mesh.data": (1, None, True),
+    "mesh.fsdp": (1, None, True),
+    "mesh.sequence": (1, None, True),
+    "mesh.tensor": (1, None, True),
+    "checkpoint.every_steps": (0, None, True),
+    "checkpoint.keep": (1, None, True),
+    "log.every_steps": (1, None, True),
+}
+
+
+class ConfigError(ValueError):
+    """A run config that cannot run; the message names every offending key."""
+
+
+def _get(config: ConfigDict, key: str) -> Any:
+    value = config
+    for part in key.split("."):
+        value = value[part]
+    return value
+
+
+def _check_range(key: str, value: Any, lo: float, hi: float | None, integer: bool) -> str | None:
+    if integer and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+        return f"config.{key}={value!r}: must be an integer >= {lo}"
+    if not integer and (isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value)):
+        return f"config.{key}={value!r}: must be a number"
+    if value < lo or (hi is not None and value > hi):
+        return f"config.{key}={value!r}: must be in [{lo}, {hi if hi is not None else 'inf'}]"
+    return None
+
+
+def validate(config: ConfigDict, device_count: int) -> None:
+    """Raise `ConfigError` naming every key whose value cannot run on `device_count` devices."""
+    errors: list[str] = []
+    for key, allowed in CHOICES.items():
+        value = _get(config, key)
+        if value not in allowed:
+            errors.append(f"config.{key}={value!r}: choose one of {', '.join(map(repr, allowed))}")
+    for key, (lo, hi, integer) in RANGES.items():
+        problem = _check_range(key, _get(config, key), lo, hi, integer)
+        if problem:
+            errors.append(problem)
+    if not errors and config.train.lr == 0:
+        errors.append("config.train.lr=0: a zero learning rate trains nothing")
+
+    if not config.model.name:
+        errors.append("config.model.name is empty: set a preset with shipped weights, a local Hugging Face "
+                      "directory or a .gguf file")
+    if config.data.source == "jsonl":
+        errors += _missing_file("data.train_path", config.data.train_path, "a JSONL file of chat `messages` or "
+                                "`{prompt, response}` rows")
+    if config.data.chat_template:
+        errors += _missing_file("data.chat_template", config.data.chat_template, "a .jinja chat template")
+    if config.eval.every_epochs and config.eval.source == "jsonl":
+        errors += _missing_file("eval.path", config.eval.path, "a held-out JSONL in the training format")
+
+    m = config.mesh
+    sizes = {k: m[k] for k in ("data", "fsdp", "sequence", "tensor")}
+    if all(isinstance(v, int) and v >= 1 for v in sizes.values()):
+        product = math.prod(sizes.values())
+        if product != device_count:
+            errors.append(f"config.mesh: data={m.data} x fsdp={m.fsdp} x sequence={m.sequence} x tensor={m.tensor} "
+                          f"= {product} devices, but {device_count} are available; make the product match")
+        if isinstance(config.data.pad_multiple, int) and config.data.pad_multiple % m.sequence:
+            errors.append(f"config.data.pad_multiple={config.data.pad_multiple} must be a multiple of "
+                          f"config.mesh.sequence={m.sequence} (each device holds an equal slice of the tokens)")
+
+    for name, build in (("peft", lambda: PeftConfig(**config.peft.to_dict())),
+                        ("bitune", lambda: BituneConfig(peft=PeftConfig(**config.peft.to_dict()),
+                                                        **config.bitune.to_dict())),
+                        ("saturation", lambda: SaturationConfig.from_mapping(config.saturation))):
+        if name != "saturation" and any(e.startswith(f"config.{name}.") for e in errors):
+            continue  # already reported
+        try:
+            build()
+        except (TypeError, ValueError, KeyError) as e:
+            errors.append(f"config.{name}: {e}")
+    if errors:
+        raise ConfigError("invalid run config:\n  " + "\n  ".join(errors))
+
+
+def _missing_file(key: str, path: str, what: str) -> list[str]:
+    if not path:
+        return [f"config.{key} is empty: set it to {what}"]
+    if not pathlib.Path(path).exists():
+        return [f"config.{key}={path!r}: no such file"]
+    return []
