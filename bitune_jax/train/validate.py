@@ -125,6 +125,9 @@ def validate(config: ConfigDict, device_count: int) -> None:
         if isinstance(config.data.pad_multiple, int) and config.data.pad_multiple % m.sequence:
             errors.append(f"config.data.pad_multiple={config.data.pad_multiple} must be a multiple of "
                           f"config.mesh.sequence={m.sequence} (each device holds an equal slice of the tokens)")
+        if isinstance(config.data.max_len, int) and config.data.max_len % m.sequence:
+            errors.append(f"config.data.max_len={config.data.max_len} must be a multiple of "
+                          f"config.mesh.sequence={m.sequence} (the longest batch is max_len tokens wide)")
 
     for name, build in (("peft", lambda: PeftConfig(**config.peft.to_dict())),
                         ("bitune", lambda: BituneConfig(peft=PeftConfig(**config.peft.to_dict()),
