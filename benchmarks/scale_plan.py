@@ -103,7 +103,7 @@ def plan(case: Case, seq: int) -> dict[str, float]:
     devices = m.data * m.fsdp * m.sequence * m.tensor
     validate(config, devices)
     cfg = presets.get(case.preset)
-    mesh = make_mesh(m.data, m.fsdp, m.tensor, m.sequence, devices=jax.devices()[:devices])
+    mesh = make_mesh(**{k: m[k] for k in ("data", "fsdp", "sequence", "tensor")}, devices=jax.devices()[:devices])
     objective = objective_from_config(config, cfg, mesh)
     t = config.train
     schedule = make_schedule(t.schedule, t.lr, case.budget, t.warmup_frac)

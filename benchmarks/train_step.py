@@ -40,7 +40,7 @@ def bench(name, cfg, params, kind, dtype, seq, batch, repeats, peak, remat="none
     trainable = jax.tree.map(jnp.copy, trainable)  # the step donates its state; keep `params` alive
     schedule = make_schedule("constant", 1e-5, 100, 0.0)
     optimizer = make_optimizer(schedule, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, clip=1.0)
-    mesh = make_mesh(1, 1, 1, jax.devices()[:1])
+    mesh = make_mesh(devices=jax.devices()[:1])
     state = init_state(trainable, optimizer)
     state_sh, frozen_sh = tree_shardings(state, mesh), tree_shardings(frozen, mesh)
     step = jit_train_step(objective, optimizer, schedule, state_sh, frozen_sh, jax.sharding.NamedSharding(mesh, BATCH))

@@ -288,6 +288,21 @@ def model_flops_per_token(num_params: int, seq_len: int, num_layers: int, dim: i
     return dense + attention
 
 
+def step_model_flops(kind: str, batch: dict, prompt_width: int, num_params: int, num_layers: int, dim: int) -> float:
+    """Model FLOPs of one step on `batch` (`length`, `prompt_len` per row; filler rows have length 0).
+
+    Every real token costs `model_flops_per_token` at the batch's width; `kind="full"` adds the weight gradients.
+    Bitune also runs the bidirectional prompt stream over each row's first `prompt_len - 1` tokens (frozen base).
+    """
+    width = int(np.shape(batch["tokens"])[1])
+    tokens = float(np.sum(batch["length"]))
+    flops = tokens * model_flops_per_token(num_params, width, num_layers, dim, kind == "full")
+    if kind == "bitune":
+        prompt_tokens = float(np.sum(np.maximum(np.asarray(batch["prompt_len"]) - 1, 0)))
+        flops += prompt_tokens * model_flops_per_token(num_params, prompt_width, num_layers, dim, False)
+    return flops
+
+
 def mfu(tokens_per_s: float, flops_per_token: float, peak_flops_per_s: float) -> float:
     """Model FLOPs utilization: achieved model FLOP/s over the peak (both for the same set of devices)."""
     if peak_flops_per_s <= 0:

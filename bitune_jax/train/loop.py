@@ -25,12 +25,13 @@ from bitune_jax.bitune import BituneBatch, BituneConfig, alpha, batch_widths
 from bitune_jax.data import EpochBatches, nested_subset, read_records, tokenize_records
 from bitune_jax.peft import PeftConfig
 from bitune_jax.train import checkpointing, evaluation, saturation
+from bitune_jax.train.accelerators import peak_flops
 from bitune_jax.train.logging import (
     ProgressBar,
     RunLogger,
     Throughput,
     measure_matmul_peak_flops,
-    model_flops_per_token,
+    step_model_flops,
 )
 from bitune_jax.train.objectives import Objective
 from bitune_jax.train.sharding import (
@@ -103,7 +104,7 @@ def run(config: ConfigDict) -> dict[str, Any]:
     validate(config, jax.device_count())  # every key, before any weight or data is read
     workdir = pathlib.Path(config.workdir)
     is_main = jax.process_index() == 0
-    mesh = make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor, config.mesh.sequence)
+    mesh = make_mesh(**config.mesh.to_dict())
     lm = bj.load(config.model.name, dtype=config.model.dtype, attn_impl=config.model.attn_impl)
     cfg, tok = lm.cfg, lm.tokenizer
     if tok is None:
@@ -162,8 +163,13 @@ def run(config: ConfigDict) -> dict[str, Any]:
         ckpt.save(step, state, meta, force=force)
 
     n_params = sum(x.size for x in jax.tree.leaves(frozen if objective.kind != "full" else state.trainable))
-    peak = measure_matmul_peak_flops(jnp.float32 if config.model.dtype == "float32" else jnp.bfloat16, 1024)
+    peak, peak_source = peak_flops(
+        jax.devices()[0].device_kind, config.model.dtype,
+        lambda: measure_matmul_peak_flops(jnp.float32 if config.model.dtype == "float32" else jnp.bfloat16, 1024))
     peak *= jax.device_count()
+    if is_main:
+        print(f"mesh {dict(mesh.shape)} on {jax.device_count()} devices; MFU against the {peak_source} "
+              f"x {jax.device_count()}", flush=True)
     steps: dict[tuple[int, int], Any] = {}
     rows = row_multiple(mesh)  # batches get target-free filler rows up to a multiple of data x fsdp
     bar = ProgressBar(total_updates, initial=int(state.step), enabled=is_main)
@@ -214,9 +220,8 @@ def run(config: ConfigDict) -> dict[str, Any]:
                 logged.update(_mixing_alphas(state, objective, summary=False))
                 if tokens_per_s:
                     logged["tokens_per_s"] = tokens_per_s
-                    seq = full["tokens"].shape[1]
-                    flops = model_flops_per_token(n_params, seq, cfg.num_layers, cfg.dim, objective.kind == "full")
-                    logged["mfu"] = tokens_per_s * flops / peak
+                    flops = step_model_flops(objective.kind, full, widths[0], n_params, cfg.num_layers, cfg.dim)
+                    logged["mfu"] = tokens_per_s * flops / max(float(np.sum(full["length"])), 1.0) / peak
                 if step % config.log.every_steps == 0:
                     logger.log(step, logged, epoch=epoch + (index + 1) / steps_per_epoch)
                 bar.update(epoch=epoch, step=step, loss=logged["loss"], token_accuracy=logged["token_accuracy"],

@@ -37,7 +37,7 @@ DEFAULT_RULES: tuple[tuple[str, P], ...] = (
 )
 
 
-def make_mesh(data: int = 1, fsdp: int = 1, tensor: int = 1, sequence: int = 1, *,
+def make_mesh(*, data: int = 1, fsdp: int = 1, sequence: int = 1, tensor: int = 1,
               devices: Sequence[jax.Device] | None = None) -> Mesh:
     devices = list(devices if devices is not None else jax.devices())
     need = data * fsdp * sequence * tensor

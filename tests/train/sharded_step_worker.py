@@ -55,7 +55,8 @@ def main():
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(f"127.0.0.1:{args.port}", args.num_processes, args.process_id)
     data, fsdp, sequence, tensor = map(int, args.mesh.split(","))
-    mesh = make_mesh(data, fsdp, tensor, sequence, devices=jax.devices()[: data * fsdp * sequence * tensor])
+    mesh = make_mesh(data=data, fsdp=fsdp, sequence=sequence, tensor=tensor,
+                     devices=jax.devices()[: data * fsdp * sequence * tensor])
     results = {kind: run(kind, mesh, args) for kind in args.kinds.split(",")}
     with open(args.out, "w") as f:
         json.dump(results, f)
