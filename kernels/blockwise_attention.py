@@ -21,6 +21,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from kernels.padding import pad_tokens
+
 DEFAULT_BLOCK = 512
 _NEG = jnp.finfo(jnp.float32).min
 
@@ -35,8 +37,7 @@ class _Static:
 def _blocks(x: jax.Array, block: int, fill) -> jax.Array:
     """`[batch, kv_len, ...]` -> `[n_blocks, batch, block, ...]`, the tail padded with `fill`."""
     n = -(-x.shape[1] // block)
-    pad = [(0, 0), (0, n * block - x.shape[1])] + [(0, 0)] * (x.ndim - 2)
-    x = jnp.pad(x, pad, constant_values=fill)
+    x = pad_tokens(x, n * block, fill)
     return jnp.moveaxis(x.reshape(x.shape[0], n, block, *x.shape[2:]), 1, 0)
 
 

@@ -50,6 +50,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from kernels.padding import pad_tokens
 from kernels.pallas import gpu_triton, schedule, tpu_mosaic
 
 BACKENDS = ("triton", "mosaic_tpu")
@@ -89,10 +90,6 @@ def _padded_lengths(blocks: BlockSizes, q_len: int, kv_len: int) -> tuple[int, i
     return _round_up(q_len, mq), _round_up(kv_len, mk)
 
 
-def _pad_seq(x: jax.Array, length: int) -> jax.Array:
-    return jnp.pad(x, [(0, 0), (0, length - x.shape[1])] + [(0, 0)] * (x.ndim - 2))
-
-
 def _blocks(backend: str, cfg: _Config, head_dim: int) -> BlockSizes:
     blocks = dict(cfg.block_sizes).get(backend, DEFAULT_BLOCKS[backend])
     family = _FAMILIES[backend]
@@ -108,7 +105,7 @@ def _family_forward(q, k, v, spec, *, backend: str, cfg: _Config, interpret: boo
     bounds = schedule.token_bounds(spec, q_pad, kv_pad)
     sched = schedule.schedule(schedule.block_states(bounds, blocks.block_q, blocks.block_k))
     out, lse = _FAMILIES[backend].forward(
-        _pad_seq(q, q_pad), _pad_seq(k, kv_pad), _pad_seq(v, kv_pad), bounds, sched, scale=cfg.scale,
+        pad_tokens(q, q_pad), pad_tokens(k, kv_pad), pad_tokens(v, kv_pad), bounds, sched, scale=cfg.scale,
         softcap=cfg.softcap, block_q=blocks.block_q, block_k=blocks.block_k, interpret=interpret)
     return out[:, :q_len], lse[:, :, :q_len]
 
@@ -122,8 +119,8 @@ def _family_backward(q, k, v, spec, out, lse, do, *, backend: str, cfg: _Config,
     sched_q, sched_kv = schedule.schedule(states), schedule.schedule(states.transpose(0, 2, 1))
     lse = jnp.pad(lse, ((0, 0), (0, 0), (0, q_pad - q_len)))
     dq, dk, dv = _FAMILIES[backend].backward(
-        _pad_seq(q, q_pad), _pad_seq(k, kv_pad), _pad_seq(v, kv_pad), _pad_seq(out, q_pad), lse,
-        _pad_seq(do, q_pad), bounds, sched_q, sched_kv, scale=cfg.scale, softcap=cfg.softcap,
+        pad_tokens(q, q_pad), pad_tokens(k, kv_pad), pad_tokens(v, kv_pad), pad_tokens(out, q_pad), lse,
+        pad_tokens(do, q_pad), bounds, sched_q, sched_kv, scale=cfg.scale, softcap=cfg.softcap,
         block_q=blocks.block_q_bwd, block_k=blocks.block_k_bwd, interpret=interpret)
     return dq[:, :q_len], dk[:, :kv_len], dv[:, :kv_len]
 

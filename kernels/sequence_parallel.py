@@ -21,9 +21,10 @@ import math
 from collections.abc import Callable
 
 import jax
-import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
+
+from kernels.padding import pad_tokens
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,12 +53,6 @@ class SequenceParallel:
         return jax.lax.with_sharding_constraint(x, NamedSharding(self.mesh, spec))
 
 
-def _pad_tokens(x: jax.Array | None, length: int, fill) -> jax.Array | None:
-    if x is None or x.shape[1] == length:
-        return x
-    return jnp.pad(x, [(0, 0), (0, length - x.shape[1])] + [(0, 0)] * (x.ndim - 2), constant_values=fill)
-
-
 def sequence_parallel_attention(
     attend: Callable,  # (q, k, v, spec) -> out: the local implementation
     q: jax.Array,  # [batch, q_len, heads, head_dim]
@@ -74,11 +69,11 @@ def sequence_parallel_attention(
     q_len, kv_len = q.shape[1], k.shape[1]
     q_pad, kv_pad = -(-q_len // n) * n, -(-kv_len // n) * n
     spec = dataclasses.replace(
-        spec, q_positions=_pad_tokens(spec.q_positions, q_pad, -1), kv_positions=_pad_tokens(spec.kv_positions,
+        spec, q_positions=pad_tokens(spec.q_positions, q_pad, -1), kv_positions=pad_tokens(spec.kv_positions,
                                                                                              kv_pad, -1),
-        q_segment_ids=_pad_tokens(spec.q_segment_ids, q_pad, -1),
-        kv_segment_ids=_pad_tokens(spec.kv_segment_ids, kv_pad, -1))
-    q, k, v = _pad_tokens(q, q_pad, 0), _pad_tokens(k, kv_pad, 0), _pad_tokens(v, kv_pad, 0)
+        q_segment_ids=pad_tokens(spec.q_segment_ids, q_pad, -1),
+        kv_segment_ids=pad_tokens(spec.kv_segment_ids, kv_pad, -1))
+    q, k, v = pad_tokens(q, q_pad, 0), pad_tokens(k, kv_pad, 0), pad_tokens(v, kv_pad, 0)
 
     rows = sp.batch_spec(q.shape[0])
     heads = None

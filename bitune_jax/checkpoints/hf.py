@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import pathlib
 from collections.abc import Callable, Mapping
+from typing import Any
 
+import jax
 import numpy as np
 import safetensors
 import safetensors.numpy
 
 from bitune_jax.checkpoints.hf_config import config_from_hf, config_to_hf
 from bitune_jax.models.config import ModelConfig
-from bitune_jax.models.transformer import NORMS_BY_LAYOUT, Params, param_shapes
+from bitune_jax.models.transformer import NORMS_BY_LAYOUT, Params, init_params, param_shapes
 
 _PROJ = {
     "q_proj": "self_attn.q_proj.weight", "k_proj": "self_attn.k_proj.weight",
@@ -64,13 +66,24 @@ class TensorSource:
     def __contains__(self, name: str) -> bool:
         return name in self.files
 
-    def get(self, name: str) -> np.ndarray:
+    def _handle(self, name: str):
         f = self.files[name]
         if not f.exists():
             raise FileNotFoundError(f"{f}: listed in the index for tensor {name!r} but missing")
         if f not in self._handles:
             self._handles[f] = safetensors.safe_open(f, framework="numpy")
-        return self._handles[f].get_tensor(name)
+        return self._handles[f]
+
+    def get(self, name: str) -> np.ndarray:
+        return self._handle(name).get_tensor(name)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        """From the file header; no tensor data is read."""
+        return tuple(self._handle(name).get_slice(name).get_shape())
+
+    def read(self, name: str, index: tuple[slice, ...]) -> np.ndarray:
+        """Only the elements under `index` (one slice per dim) are read from disk."""
+        return self._handle(name).get_slice(name)[index]
 
 
 def _prefix(source: TensorSource) -> str:
@@ -80,47 +93,110 @@ def _prefix(source: TensorSource) -> str:
     raise KeyError(f"{source.directory}: no embed_tokens.weight under any known prefix; is this a decoder LM?")
 
 
+def tensor_plan(cfg: ModelConfig, prefix: str) -> dict[str, tuple[str | tuple[str, ...], bool]]:
+    """Parameter path -> its HF tensor name (one per layer for the stacked `layers/...`) and whether HF stores it
+    transposed (`[out, in]`; ours are `[in, out]`)."""
+    plan: dict[str, tuple[str | tuple[str, ...], bool]] = {
+        "embed": (prefix + "embed_tokens.weight", False), "final_norm": (prefix + "norm.weight", False)}
+    if not cfg.tie_embeddings:
+        plan["lm_head"] = ("lm_head.weight", True)
+    for name, suffix in layer_names(cfg).items():
+        plan[f"layers/{name}"] = (tuple(f"{prefix}layers.{i}.{suffix}" for i in range(cfg.num_layers)),
+                                  name in _TRANSPOSED)
+    return plan
+
+
+def _check_shape(where: str, hf_name: str, path: str, shape: tuple[int, ...], transpose: bool,
+                 want: tuple[int, ...]) -> None:
+    shape = tuple(shape[::-1]) if transpose else tuple(shape)
+    if shape != tuple(want):
+        raise ValueError(f"{where}: tensor {hf_name!r} has shape {shape} after conversion, but parameter {path!r} "
+                         f"expects {tuple(want)} for this config")
+
+
+def _nest(flat: dict[str, Any]) -> Params:
+    out: dict[str, Any] = {}
+    for path, value in flat.items():
+        *parents, leaf = path.split("/")
+        node = out
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return out
+
+
 def params_from_tensors(
     get: Callable[[str], np.ndarray], has: Callable[[str], bool], cfg: ModelConfig, prefix: str, where: str,
     dtype=np.float32,
 ) -> Params:
-    """Assemble the parameter pytree, validating every shape against the config."""
+    """Assemble the parameter pytree on the host, validating every shape against the config."""
     expected = param_shapes(cfg)
 
-    def fetch(hf_name: str, path: str, transpose: bool) -> np.ndarray:
+    def fetch(hf_name: str, path: str, transpose: bool, want: tuple[int, ...]) -> np.ndarray:
         if not has(hf_name):
             raise KeyError(f"{where}: missing tensor {hf_name!r} (needed for parameter {path!r})")
         t = get(hf_name)
-        t = t.T if transpose else t
-        want = expected[path][1:] if path.startswith("layers/") else expected[path]
-        if tuple(t.shape) != tuple(want):
-            raise ValueError(
-                f"{where}: tensor {hf_name!r} has shape {tuple(t.shape)} after conversion, "
-                f"but parameter {path!r} expects {tuple(want)} for this config"
-            )
-        return np.asarray(t, dtype=dtype)
+        _check_shape(where, hf_name, path, t.shape, transpose, want)
+        return np.asarray(t.T if transpose else t, dtype=dtype)
 
-    params: Params = {"embed": fetch(prefix + "embed_tokens.weight", "embed", False)}
-    params["final_norm"] = fetch(prefix + "norm.weight", "final_norm", False)
-    if not cfg.tie_embeddings:
-        params["lm_head"] = fetch("lm_head.weight", "lm_head", True)
-    layers = {}
-    for name, suffix in layer_names(cfg).items():
-        layers[name] = np.stack([
-            fetch(f"{prefix}layers.{i}.{suffix}", f"layers/{name}", name in _TRANSPOSED)
-            for i in range(cfg.num_layers)
-        ])
-    params["layers"] = layers
-    return params
+    flat = {}
+    for path, (names, transpose) in tensor_plan(cfg, prefix).items():
+        if isinstance(names, tuple):  # stacked layers
+            flat[path] = np.stack([fetch(n, path, transpose, expected[path][1:]) for n in names])
+        else:
+            flat[path] = fetch(names, path, transpose, expected[path])
+    return _nest(flat)
 
 
-def load_hf(directory: str | pathlib.Path, dtype=np.float32) -> tuple[ModelConfig, Params]:
+def sharded_params(source: TensorSource, cfg: ModelConfig, prefix: str, shardings: Callable[[Any], Any],
+                   dtype=np.float32) -> Params:
+    """Every parameter read straight into its sharding: each device's shard is read from disk slice by slice (a
+    stacked layer parameter one layer at a time), so no host or device ever holds a whole sharded tensor, and a
+    process of a multi-host run reads only what its own devices hold. `shardings` maps the abstract parameter
+    tree (`ShapeDtypeStruct`s) to a tree of `jax.sharding.Sharding`s, e.g. `tree_shardings(..., mesh)`.
+    Every shape is checked from the file headers before any tensor data is read."""
+    where = str(source.directory)
+    expected = param_shapes(cfg)
+    plan = tensor_plan(cfg, prefix)
+    for path, (names, transpose) in plan.items():
+        for n in names if isinstance(names, tuple) else (names,):
+            if n not in source:
+                raise KeyError(f"{where}: missing tensor {n!r} (needed for parameter {path!r})")
+            _check_shape(where, n, path, source.shape(n), transpose,
+                         expected[path][1:] if isinstance(names, tuple) else expected[path])
+    abstract = jax.eval_shape(lambda: init_params(cfg, jax.random.key(0)))
+    sharding_of = {"/".join(str(k.key) for k in kp): s
+                   for kp, s in jax.tree_util.tree_flatten_with_path(shardings(abstract))[0]}
+
+    def read(name: str, index: tuple[slice, ...], transpose: bool) -> np.ndarray:
+        t = source.read(name, index[::-1] if transpose else index)
+        return np.asarray(t.T if transpose else t, dtype=dtype)
+
+    def shard(names, transpose: bool, index: tuple[slice, ...]) -> np.ndarray:
+        if not isinstance(names, tuple):
+            return read(names, index, transpose)
+        layers = range(len(names))[index[0]]
+        return np.stack([read(names[i], index[1:], transpose) for i in layers])
+
+    flat = {path: jax.make_array_from_callback(
+                expected[path], sharding_of[path],
+                lambda index, names=names, transpose=transpose: shard(names, transpose, index), dtype=dtype)
+            for path, (names, transpose) in plan.items()}
+    return _nest(flat)
+
+
+def load_hf(directory: str | pathlib.Path, dtype=np.float32,
+            shardings: Callable[[Any], Any] | None = None) -> tuple[ModelConfig, Params]:
+    """Config and parameters of a Hugging Face directory: NumPy arrays on the host, or with `shardings` (abstract
+    parameter tree -> shardings) `jax.Array`s read shard by shard into them (see `sharded_params`)."""
     directory = pathlib.Path(directory)
     config_file = directory / "config.json"
     if not config_file.exists():
         raise FileNotFoundError(f"{config_file}: not found; a Hugging Face model directory needs config.json")
     cfg = config_from_hf(json.loads(config_file.read_text()), source=str(config_file))
     source = TensorSource(directory)
+    if shardings is not None:
+        return cfg, sharded_params(source, cfg, _prefix(source), shardings, dtype)
     params = params_from_tensors(source.get, source.__contains__, cfg, _prefix(source), str(directory), dtype)
     return cfg, params
 

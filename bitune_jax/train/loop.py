@@ -60,18 +60,15 @@ def maybe_init_distributed(dist: ConfigDict) -> None:
 
 
 def load_training_set(data: ConfigDict, tok, max_len: int):
-    """Tokenized nested-prefix subset of the pool, the truncation report and a description of the source."""
+    """Tokenized nested-prefix subset of the pool, the truncation report and a description of the source.
+
+    `data` has passed `validate` (source is 'jsonl' with an existing train_path, or 'synthetic')."""
     if data.source == "jsonl":
-        if not data.train_path:
-            raise ValueError("config.data.train_path is empty but config.data.source is 'jsonl': set it to a local "
-                             "JSONL file of chat `messages` or `{prompt, response}` rows")
         records, source = read_records(data.train_path), str(data.train_path)
-    elif data.source == "synthetic":
+    else:
         records = evaluation.synthetic_split(data)[0]
         kind = "long-CoT" if data.synthetic.cot else "short-answer"
         source = f"synthetic {kind} arithmetic (pool {data.synthetic.pool_size}, seed {data.synthetic.seed})"
-    else:
-        raise ValueError(f"config.data.source must be 'synthetic' or 'jsonl', got {data.source!r}")
     if data.chat_template:
         tok.chat_template = pathlib.Path(data.chat_template).read_text()
     ids = nested_subset(len(records), data.num_samples or len(records), data.pool_seed)
@@ -105,7 +102,8 @@ def run(config: ConfigDict) -> dict[str, Any]:
     workdir = pathlib.Path(config.workdir)
     is_main = jax.process_index() == 0
     mesh = make_mesh(**config.mesh.to_dict())
-    lm = bj.load(config.model.name, dtype=config.model.dtype, attn_impl=config.model.attn_impl)
+    # weights read shard by shard straight into their shardings on the mesh
+    lm = bj.load(config.model.name, dtype=config.model.dtype, attn_impl=config.model.attn_impl, mesh=mesh)
     cfg, tok = lm.cfg, lm.tokenizer
     if tok is None:
         raise ValueError(f"model {config.model.name!r} has no tokenizer; training needs one to encode the data")

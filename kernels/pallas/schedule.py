@@ -27,6 +27,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from kernels.padding import pad_tokens
+
 INT_MAX = jnp.iinfo(jnp.int32).max
 INT_MIN = jnp.iinfo(jnp.int32).min
 
@@ -45,14 +47,10 @@ class TokenBounds:
         return self.q_seg is not None
 
 
-def _pad_to(x: jax.Array, length: int, value: int) -> jax.Array:
-    return jnp.pad(x, ((0, 0), (0, length - x.shape[1])), constant_values=value)
-
-
 def token_bounds(spec, q_len: int, kv_len: int) -> TokenBounds:
     """Intervals for `spec` (a `kernels.attention.MaskSpec`), padded with invisible tokens to `q_len`, `kv_len`."""
-    q_pos = _pad_to(spec.q_positions.astype(jnp.int32), q_len, -1)
-    kv_pos = _pad_to(spec.kv_positions.astype(jnp.int32), kv_len, -1)
+    q_pos = pad_tokens(spec.q_positions.astype(jnp.int32), q_len, -1)
+    kv_pos = pad_tokens(spec.kv_positions.astype(jnp.int32), kv_len, -1)
     q_ok = q_pos >= 0
     if spec.causal:
         q_hi = q_pos
@@ -75,8 +73,8 @@ def token_bounds(spec, q_len: int, kv_len: int) -> TokenBounds:
     if (spec.q_segment_ids is None) != (spec.kv_segment_ids is None):
         raise ValueError("MaskSpec needs both q_segment_ids and kv_segment_ids, or neither")
     if spec.q_segment_ids is not None:
-        q_seg = _pad_to(spec.q_segment_ids.astype(jnp.int32), q_len, -1)
-        kv_seg = _pad_to(spec.kv_segment_ids.astype(jnp.int32), kv_len, -1)
+        q_seg = pad_tokens(spec.q_segment_ids.astype(jnp.int32), q_len, -1)
+        kv_seg = pad_tokens(spec.kv_segment_ids.astype(jnp.int32), kv_len, -1)
     return TokenBounds(q_lo=q_lo, q_hi=q_hi, kv_pos=kv_pos, q_seg=q_seg, kv_seg=kv_seg)
 
 
