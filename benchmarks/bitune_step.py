@@ -28,7 +28,7 @@ import optax
 
 import bitune_jax as bj
 from bitune_jax.bitune import BituneConfig, batch_widths, bitune_loss, init_trainable, make_batch
-from bitune_jax.train.logging import measure_matmul_peak_flops, model_flops_per_token
+from bitune_jax.train.performance import measure_matmul_peak_flops, model_flops_per_token
 from tests.bitune.reference import literal_example
 
 

@@ -40,8 +40,8 @@ from bitune_jax.api import DTYPES
 from bitune_jax.bitune import BituneBatch, batch_widths
 from bitune_jax.models import presets
 from bitune_jax.models.transformer import init_params
-from bitune_jax.train.logging import model_flops_per_token
 from bitune_jax.train.loop import objective_from_config
+from bitune_jax.train.performance import model_flops_per_token
 from bitune_jax.train.sharding import batch_shardings, make_mesh, row_multiple, tree_shardings
 from bitune_jax.train.step import init_state, jit_train_step, make_optimizer, make_schedule
 from bitune_jax.train.validate import validate

@@ -21,8 +21,8 @@ import bitune_jax as bj
 from bitune_jax.models.config import ModelConfig, RopeConfig
 from bitune_jax.models.transformer import init_params
 from bitune_jax.peft import PeftConfig
-from bitune_jax.train.logging import measure_matmul_peak_flops, model_flops_per_token
 from bitune_jax.train.objectives import Objective
+from bitune_jax.train.performance import measure_matmul_peak_flops, model_flops_per_token
 from bitune_jax.train.sharding import BATCH, make_mesh, tree_shardings
 from bitune_jax.train.step import init_state, jit_train_step, make_optimizer, make_schedule
 

@@ -38,6 +38,7 @@ def _reduce(nll: jax.Array, hit: jax.Array, mask: jax.Array) -> tuple[jax.Array,
         "loss": loss,
         "token_accuracy": correct.sum() / jnp.maximum(mask.sum(), 1),
         "tokens": mask.sum(),
+        "correct": correct.sum(),  # answer tokens predicted right: epoch accuracy is a ratio of exact counts
         "per_example_loss": per_example,
         "per_example_accuracy": correct.sum(1) / jnp.maximum(count, 1),
     }

@@ -1,4 +1,4 @@
-"""Logs for people: a metrics JSONL, TensorBoard scalars, an end-of-run PNG, a progress bar, throughput and MFU.
+"""Logs for people: a metrics JSONL, TensorBoard scalars, an end-of-run PNG and a progress bar.
 
 Only process 0 writes (`enabled`), so a multi-host run has one set of logs. The JSONL is the record of truth
 (one JSON object a line, floats only, strict JSON: a non-finite value is written as null); TensorBoard and the PNG
@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 JSONL_NAME = "metrics.jsonl"
@@ -245,87 +244,3 @@ def _fmt(v: Any) -> str:
     if v.is_integer() and abs(v) < 1e9:
         return str(int(v))
     return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.3g}"
-
-
-class Throughput:
-    """Tokens per second over a sliding window of recent steps (the first, compiling step skews a plain mean)."""
-
-    def __init__(self, window: int = 20) -> None:
-        self.window = window
-        self._times: list[float] = []
-        self._tokens: list[float] = []
-
-    def update(self, tokens: float, now: float | None = None) -> float | None:
-        """Record that `tokens` were processed by `now`; returns tokens/s, None until two timestamps exist."""
-        self._times.append(time.perf_counter() if now is None else now)
-        self._tokens.append(float(tokens))
-        self._times, self._tokens = self._times[-self.window - 1:], self._tokens[-self.window - 1:]
-        if len(self._times) < 2 or self._times[-1] <= self._times[0]:
-            return None
-        return sum(self._tokens[1:]) / (self._times[-1] - self._times[0])
-
-
-def model_flops_per_token(num_params: int, seq_len: int, num_layers: int, dim: int,
-                          backward_weight_grads: bool = True, *, causal: bool = False) -> float:
-    """Training FLOPs per token (the MFU numerator), by the PaLM (Chowdhery et al. 2022, app. B) rule.
-
-    A matmul with N weights costs 2N FLOPs per token forward, 2N backward for the input gradient, and 2N backward
-    for the weight gradient. Attention scores and the weighted sum cost 4 * L * d * T forward per token (T =
-    seq_len) and twice that backward (both operands need gradients; there are no weights):
-        full fine-tune:   6N + 12 L d T
-        frozen base:      4N + 12 L d T   (LoRA, Bitune: no weight gradients for the base; the adapters' own
-                                           FLOPs are a rounding error and are not counted)
-    num_params: parameters that take part in matmuls, trainable and frozen (count the embedding table only when
-        tied, since then it is the output head). causal=True halves the attention term, for kernels that skip
-        fully masked blocks; the default follows PaLM and most published MFU numbers. Rematerialization is not
-        counted (MFU counts model FLOPs, not hardware FLOPs). A Bitune step runs two streams: scale accordingly.
-    """
-    for name, v in (("num_params", num_params), ("seq_len", seq_len), ("num_layers", num_layers), ("dim", dim)):
-        if v < 0:
-            raise ValueError(f"model_flops_per_token {name} must be >= 0, got {v}")
-    dense = (6.0 if backward_weight_grads else 4.0) * num_params
-    attention = 12.0 * num_layers * dim * seq_len * (0.5 if causal else 1.0)
-    return dense + attention
-
-
-def step_model_flops(kind: str, batch: dict, prompt_width: int, num_params: int, num_layers: int, dim: int) -> float:
-    """Model FLOPs of one step on `batch` (`length`, `prompt_len` per row; filler rows have length 0).
-
-    Every real token costs `model_flops_per_token` at the batch's width; `kind="full"` adds the weight gradients.
-    Bitune also runs the bidirectional prompt stream over each row's first `prompt_len - 1` tokens (frozen base).
-    """
-    width = int(np.shape(batch["tokens"])[1])
-    tokens = float(np.sum(batch["length"]))
-    flops = tokens * model_flops_per_token(num_params, width, num_layers, dim, kind == "full")
-    if kind == "bitune":
-        prompt_tokens = float(np.sum(np.maximum(np.asarray(batch["prompt_len"]) - 1, 0)))
-        flops += prompt_tokens * model_flops_per_token(num_params, prompt_width, num_layers, dim, False)
-    return flops
-
-
-def mfu(tokens_per_s: float, flops_per_token: float, peak_flops_per_s: float) -> float:
-    """Model FLOPs utilization: achieved model FLOP/s over the peak (both for the same set of devices)."""
-    if peak_flops_per_s <= 0:
-        raise ValueError(f"peak_flops_per_s must be > 0, got {peak_flops_per_s}")
-    return tokens_per_s * flops_per_token / peak_flops_per_s
-
-
-def measure_matmul_peak_flops(dtype: Any = jnp.bfloat16, size: int = 4096, *, repeats: int = 10,
-                              device: jax.Device | None = None) -> float:
-    """FLOP/s of a jitted `size x size` square matmul on one device: the best of `repeats` timed runs.
-
-    A measured peak rather than a datasheet one, so MFU on a CPU or a throttled GPU still means "fraction of what
-    this machine's matmul unit does". Use a size big enough to be compute-bound (4096 on GPU; 1024 on CPU).
-    """
-    device = device if device is not None else jax.devices()[0]
-    ka, kb = jax.random.split(jax.random.key(0))
-    a = jax.device_put(jax.random.normal(ka, (size, size), jnp.float32).astype(dtype), device)
-    b = jax.device_put(jax.random.normal(kb, (size, size), jnp.float32).astype(dtype), device)
-    matmul = jax.jit(lambda x, y: x @ y)
-    matmul(a, b).block_until_ready()  # compile and warm up
-    best = math.inf
-    for _ in range(max(repeats, 1)):
-        start = time.perf_counter()
-        matmul(a, b).block_until_ready()
-        best = min(best, time.perf_counter() - start)
-    return 2.0 * size**3 / best

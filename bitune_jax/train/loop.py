@@ -7,6 +7,7 @@ goes into each checkpoint, so a killed run restarted with the same command conti
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import math
@@ -14,7 +15,6 @@ import pathlib
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 from ml_collections import ConfigDict
@@ -24,16 +24,10 @@ import kernels
 from bitune_jax.bitune import BituneBatch, BituneConfig, alpha, batch_widths
 from bitune_jax.data import EpochBatches, nested_subset, read_records, tokenize_records
 from bitune_jax.peft import PeftConfig
-from bitune_jax.train import checkpointing, evaluation, saturation
-from bitune_jax.train.accelerators import peak_flops
-from bitune_jax.train.logging import (
-    ProgressBar,
-    RunLogger,
-    Throughput,
-    measure_matmul_peak_flops,
-    step_model_flops,
-)
+from bitune_jax.train import checkpointing, epoch_stats, evaluation, saturation
+from bitune_jax.train.logging import ProgressBar, RunLogger
 from bitune_jax.train.objectives import Objective
+from bitune_jax.train.performance import StepPerformance
 from bitune_jax.train.sharding import (
     batch_shardings,
     global_batch,
@@ -140,14 +134,17 @@ def run(config: ConfigDict) -> dict[str, Any]:
         workdir / "checkpoints", keep=config.checkpoint.keep, async_save=config.checkpoint.async_save,
         fingerprint=checkpointing.model_fingerprint(config.model.name, cfg, state.trainable))
     position = {"epoch": 0, "index": 0}
-    acc = {"correct": 0.0, "tokens": 0.0, "loss": 0.0, "steps": 0, "memorized": {}}
+    stats = epoch_stats.empty(len(examples))
     history: list[dict[str, float]] = []
     start_eval: dict[str, float] = {}  # held-out eval before training (config.eval.at_start)
     resumed_from = ckpt.latest_step()
     if resumed_from is not None:
         state, meta = ckpt.restore(abstract_state=state)
-        position, acc, history = meta["data"], meta["epoch_accumulators"], meta["history"]
+        position, history = meta["data"], meta["history"]
+        stats = epoch_stats.from_json(meta["epoch_accumulators"])
         start_eval = meta.get("start_eval", {})
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    stats = jax.device_put(stats, replicated)
     logger = RunLogger(workdir, enabled=is_main, tensorboard=config.log.tensorboard, resume_step=resumed_from)
     if is_main:
         print(f"data: {len(examples)} examples from {source}; {report.summary()}", flush=True)
@@ -155,23 +152,36 @@ def run(config: ConfigDict) -> dict[str, Any]:
               f"{steps_per_epoch} steps = {total_updates} updates" +
               (f"; resuming after step {resumed_from}" if resumed_from is not None else ""), flush=True)
 
+    def read_stats() -> epoch_stats.EpochStats:
+        """The epoch statistics on the host; a step that went non-finite since the last read stops the run here."""
+        host = _read_device(stats)
+        if host.bad_batch >= 0:
+            ckpt.wait()
+            bad_epoch, bad_index = divmod(int(host.bad_batch), steps_per_epoch)
+            last_good = ckpt.latest_step()
+            raise NonFiniteLossError(
+                f"non-finite loss ({float(host.bad_loss)}) or gradient norm ({float(host.bad_grad_norm)}) at epoch "
+                f"{bad_epoch}, batch {bad_index}; the update was not applied and the run stopped. Last good "
+                f"checkpoint: " + (f"step {last_good} in {ckpt.directory}" if last_good is not None else
+                                   "none yet (no checkpoint was saved before the divergence)"))
+        return host
+
     def save(step: int, force: bool = False) -> None:
-        meta = {"data": position, "epoch_accumulators": acc, "history": history, "start_eval": start_eval,
-                "config": config.to_dict()}
+        meta = {"data": position, "epoch_accumulators": epoch_stats.to_json(read_stats()), "history": history,
+                "start_eval": start_eval, "config": config.to_dict()}
         ckpt.save(step, state, meta, force=force)
 
-    n_params = sum(x.size for x in jax.tree.leaves(frozen if objective.kind != "full" else state.trainable))
-    peak, peak_source = peak_flops(
-        jax.devices()[0].device_kind, config.model.dtype,
-        lambda: measure_matmul_peak_flops(jnp.float32 if config.model.dtype == "float32" else jnp.bfloat16, 1024))
-    peak *= jax.device_count()
+    perf = StepPerformance.create(objective.kind, frozen if objective.kind != "full" else state.trainable, cfg,
+                                  config.model.dtype)
     if is_main:
-        print(f"mesh {dict(mesh.shape)} on {jax.device_count()} devices; MFU against the {peak_source} "
+        print(f"mesh {dict(mesh.shape)} on {jax.device_count()} devices; MFU against the {perf.peak_source} "
               f"x {jax.device_count()}", flush=True)
     steps: dict[tuple[int, int], Any] = {}
     rows = row_multiple(mesh)  # batches get target-free filler rows up to a multiple of data x fsdp
     bar = ProgressBar(total_updates, initial=int(state.step), enabled=is_main)
-    speed = Throughput()
+    step = int(state.step)  # the host's count of updates: the loop never waits on the device to know it
+    in_flight = InFlight(MAX_STEPS_IN_FLIGHT)
+    shown: dict[str, float] = {}  # the progress bar's values, from the latest log step
     stop = None
 
     def held_out_eval(epoch: int) -> dict[str, float]:
@@ -188,42 +198,28 @@ def run(config: ConfigDict) -> dict[str, Any]:
     with checkpointing.install_sigterm_handler() as sigterm:
         for epoch in range(position["epoch"], config.train.epochs):
             for index in range(position["index"], steps_per_epoch):
+                # Dispatch the step and go on: the host prepares the next batch while the device runs this one.
                 full = pad_rows(batches.batch(epoch, index), rows, shell.pad_id)
                 widths = batch_widths(_as_batch(full), multiple=config.data.pad_multiple)
                 if widths not in steps:
                     steps[widths] = jit_train_step(objective, optimizer, schedule, state_sh, frozen_sh,
                                                    batch_shardings(full, mesh), prompt_width=widths[0],
-                                                   answer_width=widths[1])
-                state, metrics = steps[widths](state, frozen, global_batch(full, mesh))
-                metrics = jax.device_get(metrics)
-                step = int(state.step)
-                if not metrics["finite"]:
-                    ckpt.wait()
-                    raise NonFiniteLossError(
-                        f"non-finite loss ({metrics['loss']}) or gradient norm ({metrics['grad_norm']}) at epoch "
-                        f"{epoch}, batch {index}; the update was not applied and the run stopped. Last good "
-                        f"checkpoint: step {ckpt.latest_step()} in {ckpt.directory}")
-                tokens = float(metrics["tokens"])
-                acc["correct"] += float(metrics["token_accuracy"]) * tokens
-                acc["tokens"] += tokens
-                acc["loss"] += float(metrics["loss"])
-                acc["steps"] += 1
-                for i, a in zip(full["example_id"], metrics["per_example_accuracy"]):
-                    if i >= 0:
-                        acc["memorized"][str(int(i))] = bool(a >= 1.0)
+                                                   answer_width=widths[1], with_stats=True)
+                state, stats, metrics = steps[widths](state, frozen, global_batch(full, mesh), stats,
+                                                      np.int32(epoch * steps_per_epoch + index))
+                in_flight.add(metrics["loss"])
+                step += 1
                 position = {"epoch": epoch, "index": index + 1}
-                tokens_per_s = speed.update(float(np.sum(full["length"])))
-                logged = _scalars(metrics)
-                logged.pop("finite", None)
-                logged.update(_mixing_alphas(state, objective, summary=False))
-                if tokens_per_s:
-                    logged["tokens_per_s"] = tokens_per_s
-                    flops = step_model_flops(objective.kind, full, widths[0], n_params, cfg.num_layers, cfg.dim)
-                    logged["mfu"] = tokens_per_s * flops / max(float(np.sum(full["length"])), 1.0) / peak
+                tokens_per_s = perf.throughput.update(float(np.sum(full["length"])))
                 if step % config.log.every_steps == 0:
+                    read_stats()
+                    logged = _scalars(_read_device(metrics))
+                    logged.pop("finite", None)
+                    logged.update(_mixing_alphas(state, objective, summary=False))
+                    logged.update(perf.rates(tokens_per_s, full, widths[0]))
                     logger.log(step, logged, epoch=epoch + (index + 1) / steps_per_epoch)
-                bar.update(epoch=epoch, step=step, loss=logged["loss"], token_accuracy=logged["token_accuracy"],
-                           tokens_per_s=tokens_per_s)
+                    shown = {"loss": logged["loss"], "token_accuracy": logged["token_accuracy"]}
+                bar.update(epoch=epoch, step=step, tokens_per_s=tokens_per_s, **shown)
                 if _any_process(sigterm.requested):
                     save(step, force=True)
                     ckpt.close()
@@ -233,20 +229,16 @@ def run(config: ConfigDict) -> dict[str, Any]:
                     save(step)
                 if step >= total_updates:
                     break
-            epoch_metrics = {
-                "token_accuracy": acc["correct"] / max(acc["tokens"], 1.0),
-                "loss": acc["loss"] / max(acc["steps"], 1),
-                "memorized_fraction": float(np.mean(list(acc["memorized"].values()) or [0.0])),
-            }
+            epoch_metrics = epoch_stats.summary(read_stats())
             history.append(epoch_metrics)
-            acc = {"correct": 0.0, "tokens": 0.0, "loss": 0.0, "steps": 0, "memorized": {}}
+            stats = jax.device_put(epoch_stats.empty(len(examples)), replicated)
             position = {"epoch": epoch + 1, "index": 0}
             decision = saturation.check_saturation([h["token_accuracy"] for h in history],
                                                    saturation.SaturationConfig.from_mapping(config.saturation))
-            last = decision.stop or epoch + 1 == config.train.epochs or int(state.step) >= total_updates
+            last = decision.stop or epoch + 1 == config.train.epochs or step >= total_updates
             if held_out is not None and evaluation.eval_due(config.eval, epoch + 1, last):
                 epoch_metrics.update(held_out_eval(epoch + 1))
-            logger.log_epoch(epoch + 1, int(state.step), {**epoch_metrics, **decision.as_log()})  # 1-based
+            logger.log_epoch(epoch + 1, step, {**epoch_metrics, **decision.as_log()})  # 1-based
             if is_main:
                 print(f"epoch {epoch + 1}/{config.train.epochs}: token accuracy "
                       f"{epoch_metrics['token_accuracy']:.4f}, loss {epoch_metrics['loss']:.4f}, memorized "
@@ -254,7 +246,7 @@ def run(config: ConfigDict) -> dict[str, Any]:
             if decision.stop:
                 stop = decision
                 break
-            if int(state.step) >= total_updates:
+            if step >= total_updates:
                 break
     bar.close()
     final_step = int(state.step)
@@ -278,6 +270,27 @@ def run(config: ConfigDict) -> dict[str, Any]:
             print(f"saturated at epoch {stop.saturation_epoch} ({stop.reason}); "
                   f"{summary['saturation']['updates_saved']} of {total_updates} updates saved", flush=True)
     return summary
+
+
+MAX_STEPS_IN_FLIGHT = 2  # dispatched steps the host may run ahead of the device (bounds queued batches)
+
+
+def _read_device(tree):
+    """Every read of device values in the loop goes through here (log steps, saves, epoch ends)."""
+    return jax.device_get(tree)
+
+
+class InFlight:
+    """Lets the host run at most `limit` steps ahead of the device: enough to hide batch preparation and dispatch,
+    few enough that queued batches stay bounded and a SIGTERM is acted on within a step or two."""
+
+    def __init__(self, limit: int):
+        self.limit, self._pending = limit, collections.deque()
+
+    def add(self, result: jax.Array) -> None:
+        self._pending.append(result)
+        if len(self._pending) > self.limit:
+            jax.block_until_ready(self._pending.popleft())
 
 
 def _mixing_alphas(state, objective: Objective, summary: bool) -> dict[str, Any]:

@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from bitune_jax.train import epoch_stats
+from bitune_jax.train.epoch_stats import EpochStats
 from bitune_jax.train.objectives import Objective
 
 
@@ -64,14 +66,29 @@ def train_step(state: TrainState, frozen, batch: dict[str, jax.Array], *, object
     return new, metrics
 
 
+def loop_step(state: TrainState, frozen, batch: dict[str, jax.Array], stats: EpochStats, batch_number: jax.Array,
+              **step_kwargs):
+    """`train_step` that folds itself into the on-device epoch statistics and is a no-op once a step has gone
+    non-finite, so the loop may read the device only now and then (see `epoch_stats`)."""
+    new, metrics = train_step(state, frozen, batch, **step_kwargs)
+    new = epoch_stats.guard(new, state, stats)
+    return new, epoch_stats.accumulate(stats, metrics, batch["example_id"], batch_number), metrics
+
+
 def jit_train_step(objective: Objective, optimizer: optax.GradientTransformation, schedule: optax.Schedule,
                    state_shardings, frozen_shardings, batch_shardings, *, prompt_width: int | None = None,
-                   answer_width: int | None = None, donate: bool = True):
-    """`train_step` compiled with explicit in/out shardings (the state keeps its layout; the old one is donated)."""
-    step = functools.partial(train_step, objective=objective, optimizer=optimizer, schedule=schedule,
-                             prompt_width=prompt_width, answer_width=answer_width)
+                   answer_width: int | None = None, donate: bool = True, with_stats: bool = False):
+    """`train_step` (or with `with_stats`, `loop_step`) compiled with explicit in/out shardings: the state keeps
+    its layout and the old one is donated; metrics and statistics are replicated, readable by every process."""
+    kwargs = dict(objective=objective, optimizer=optimizer, schedule=schedule, prompt_width=prompt_width,
+                  answer_width=answer_width)
     mesh = jax.tree.leaves(batch_shardings)[0].mesh  # one sharding for the whole batch, or one per array
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    return jax.jit(step, in_shardings=(state_shardings, frozen_shardings, batch_shardings),
-                   out_shardings=(state_shardings, replicated),  # metrics readable by every process
-                   donate_argnums=(0,) if donate else ())
+    if with_stats:
+        return jax.jit(functools.partial(loop_step, **kwargs),
+                       in_shardings=(state_shardings, frozen_shardings, batch_shardings, replicated, replicated),
+                       out_shardings=(state_shardings, replicated, replicated),
+                       donate_argnums=(0, 3) if donate else ())
+    return jax.jit(functools.partial(train_step, **kwargs),
+                   in_shardings=(state_shardings, frozen_shardings, batch_shardings),
+                   out_shardings=(state_shardings, replicated), donate_argnums=(0,) if donate else ())

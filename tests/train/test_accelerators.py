@@ -3,7 +3,7 @@
 import numpy as np
 
 from bitune_jax.train.accelerators import datasheet_peak, peak_flops
-from bitune_jax.train.logging import model_flops_per_token, step_model_flops
+from bitune_jax.train.performance import model_flops_per_token, step_model_flops
 
 
 def test_known_devices_use_the_datasheet_and_unknown_ones_measure():

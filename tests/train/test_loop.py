@@ -108,3 +108,42 @@ def test_nan_loss_stops_with_last_good_checkpoint(model_dir, tmp_path):
     with pytest.raises(FloatingPointError, match=r"non-finite loss .* Last good checkpoint: step \d+"):
         run(tiny_config(model_dir, tmp_path, **{"train.lr": 1e30, "train.clip": 0.0, "train.epochs": 3}))
     assert np.isfinite(list(step_losses(tmp_path).values())).all()
+
+
+def count_device_reads(monkeypatch):
+    """Count every read of a jax.Array's value on the host (float(), int(), device_get, .tolist() ...)."""
+    from jax._src import array
+
+    reads = [0]
+    value = array.ArrayImpl._value
+
+    def counted(self):
+        reads[0] += 1
+        return value.fget(self)
+
+    monkeypatch.setattr(array.ArrayImpl, "_value", property(counted))
+    return reads
+
+
+def test_device_reads_do_not_grow_with_steps(model_dir, tmp_path, monkeypatch):
+    """Between log steps the loop only dispatches: 3 or 9 steps an epoch read the device equally often."""
+    reads = count_device_reads(monkeypatch)
+    counts = []
+    for samples in (3, 9):
+        before = reads[0]
+        summary = run(tiny_config(model_dir, tmp_path / str(samples), **{
+            "data.num_samples": samples, "train.epochs": 2, "log.every_steps": 1000, "checkpoint.every_steps": 0,
+            "saturation.enabled": False, "log.tensorboard": False}))
+        assert summary["steps"] == 2 * samples
+        counts.append(reads[0] - before)
+    assert counts[0] == counts[1], counts
+
+
+def test_divergence_between_reads_stops_at_the_first_bad_batch(model_dir, tmp_path):
+    """No read between steps: the first non-finite step freezes the state on the device, and the next read (here
+    the epoch end) stops the run naming that batch; no checkpoint was saved, and the message says so."""
+    with pytest.raises(FloatingPointError, match=r"non-finite loss .* at epoch 0, batch \d.* Last good checkpoint: "
+                                                 r"none yet"):
+        run(tiny_config(model_dir, tmp_path, **{"train.lr": 1e30, "train.clip": 0.0, "train.epochs": 3,
+                                                "log.every_steps": 1000, "checkpoint.every_steps": 0}))
+    assert not (tmp_path / "summary.json").exists()

@@ -1,0 +1,83 @@
+"""Per-epoch training statistics, accumulated on the device inside the jitted step.
+
+The loop then reads the device only on log steps, checkpoint saves and epoch ends, and dispatches the next step
+while the current one runs. The statistics also carry the first non-finite step: from that step on the update
+becomes a no-op (`guard`), so a run that diverged between two reads is stopped at its next read with the weights
+of the last finite step, exactly as if it had been checked every step.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+class EpochStats(NamedTuple):
+    correct: jax.Array  # [] int32 answer tokens predicted right (argmax)
+    tokens: jax.Array  # [] int32 answer tokens
+    loss: jax.Array  # [] float32 sum of step losses
+    steps: jax.Array  # [] int32 steps taken this epoch
+    memorized: jax.Array  # [num_examples] int8: -1 not seen this epoch, 1 every answer token right, 0 not
+    bad_batch: jax.Array  # [] int32 batch number (epoch * batches_per_epoch + index) of the first non-finite step
+    bad_loss: jax.Array  # [] float32 its loss
+    bad_grad_norm: jax.Array  # [] float32 its gradient norm
+
+    @property
+    def halted(self) -> jax.Array:
+        return self.bad_batch >= 0
+
+
+def empty(num_examples: int) -> EpochStats:
+    zero_i, zero_f = np.zeros((), np.int32), np.zeros((), np.float32)
+    return EpochStats(correct=zero_i, tokens=zero_i, loss=zero_f, steps=zero_i,
+                      memorized=np.full((num_examples,), -1, np.int8), bad_batch=np.full((), -1, np.int32),
+                      bad_loss=zero_f, bad_grad_norm=zero_f)
+
+
+def accumulate(stats: EpochStats, metrics: dict[str, jax.Array], example_id: jax.Array,
+               batch_number: jax.Array) -> EpochStats:
+    """Fold one step in. A non-finite step, and every step after it, adds nothing; the first is recorded."""
+    finite = metrics["finite"] & ~stats.halted
+    add = lambda total, x: total + jnp.where(finite, x, 0).astype(total.dtype)  # noqa: E731
+    n = stats.memorized.shape[0]
+    ids = jnp.where((example_id >= 0) & finite, example_id, n)  # filler rows and skipped steps: dropped
+    memorized = stats.memorized.at[ids].set((metrics["per_example_accuracy"] >= 1.0).astype(jnp.int8), mode="drop")
+    newly_bad = ~metrics["finite"] & ~stats.halted
+    pick = lambda old, new: jnp.where(newly_bad, new, old).astype(old.dtype)  # noqa: E731
+    return EpochStats(
+        correct=add(stats.correct, metrics["correct"]), tokens=add(stats.tokens, metrics["tokens"]),
+        loss=add(stats.loss, metrics["loss"]), steps=add(stats.steps, 1), memorized=memorized,
+        bad_batch=pick(stats.bad_batch, batch_number), bad_loss=pick(stats.bad_loss, metrics["loss"]),
+        bad_grad_norm=pick(stats.bad_grad_norm, metrics["grad_norm"]))
+
+
+def guard(new_state: Any, old_state: Any, stats: EpochStats) -> Any:
+    """`new_state`, or `old_state` once a step has gone non-finite (nothing after it is applied)."""
+    return jax.tree.map(lambda n, o: jnp.where(stats.halted, o, n), new_state, old_state)
+
+
+def summary(stats: EpochStats) -> dict[str, float]:
+    """Epoch token accuracy (over answer tokens), mean step loss and the fraction of seen examples memorized."""
+    seen = np.asarray(stats.memorized) >= 0
+    return {
+        "token_accuracy": int(stats.correct) / max(int(stats.tokens), 1),
+        "loss": float(stats.loss) / max(int(stats.steps), 1),
+        "memorized_fraction": float(np.mean(np.asarray(stats.memorized)[seen] == 1)) if seen.any() else 0.0,
+    }
+
+
+def to_json(stats: EpochStats) -> dict[str, Any]:
+    """Host values for a checkpoint's metadata (exact: integers and float32 values round-trip through JSON)."""
+    return {k: np.asarray(v).tolist() for k, v in stats._asdict().items()}
+
+
+def from_json(saved: dict[str, Any]) -> EpochStats:
+    missing = [k for k in EpochStats._fields if k not in saved]
+    if missing:
+        raise ValueError(f"the checkpoint's epoch statistics lack {missing}: it was written by an older bitune_jax; "
+                         "finish that run with the version that started it, or start a new workdir")
+    dtypes = {k: np.asarray(v).dtype for k, v in empty(0)._asdict().items()}
+    return EpochStats(**{k: np.asarray(saved[k], dtypes[k]) for k in EpochStats._fields})
