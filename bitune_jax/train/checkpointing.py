@@ -45,6 +45,9 @@ class CheckpointMismatchError(ValueError):
 def model_fingerprint(model_name: str, model_config: Any, params: PyTree) -> dict[str, Any]:
     """What identifies a model for resuming: its name, a hash of its architecture config, and parameter shapes.
 
+    model_name: the weights' identity; the trainer passes `run_record.weights_identity`, a content hash, so the same
+        weights under another path (a trailing slash, a relative path, a copy) still resume.
+
     model_config: the architecture (a dataclass, mapping or `ConfigDict`), not the run config, so changing a
         learning rate still resumes while changing a layer count does not.
     params: the trainable tree (arrays or `jax.ShapeDtypeStruct`s); shapes, not dtypes, are compared, so a run may
@@ -87,6 +90,13 @@ def check_fingerprint(saved: Mapping[str, Any] | None, current: Mapping[str, Any
 
 
 # ---------------------------------------------------------------------------------------------- checkpointer
+
+
+def committed_steps(directory: str | Path) -> list[int]:
+    """Steps saved under `directory`, read from the folder names alone (orbax writes a step under a temporary name
+    and renames it to the bare step number when it commits), so a run can tell it is resuming before it loads."""
+    directory = Path(directory).expanduser()
+    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.is_dir() else []
 
 
 class Checkpointer:

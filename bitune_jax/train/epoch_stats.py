@@ -1,9 +1,11 @@
 """Per-epoch training statistics, accumulated on the device inside the jitted step.
 
 The loop then reads the device only on log steps, checkpoint saves and epoch ends, and dispatches the next step
-while the current one runs. The statistics also carry the first non-finite step: from that step on the update
+while the current one runs. A non-finite step never changes the state (`train_step`). With `halt=True` (the
+default policy, `train.on_nonfinite="stop"`) the statistics record the first such step and every later update
 becomes a no-op (`guard`), so a run that diverged between two reads is stopped at its next read with the weights
-of the last finite step, exactly as if it had been checked every step.
+of the last finite step, exactly as if it had been checked every step. With `halt=False` (`"skip_batch"`) such
+steps are counted and training goes on.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ class EpochStats(NamedTuple):
     bad_batch: jax.Array  # [] int32 batch number (epoch * batches_per_epoch + index) of the first non-finite step
     bad_loss: jax.Array  # [] float32 its loss
     bad_grad_norm: jax.Array  # [] float32 its gradient norm
+    skipped: jax.Array  # [] int32 non-finite steps skipped (halt=False)
 
     @property
     def halted(self) -> jax.Array:
@@ -34,24 +37,26 @@ def empty(num_examples: int) -> EpochStats:
     zero_i, zero_f = np.zeros((), np.int32), np.zeros((), np.float32)
     return EpochStats(correct=zero_i, tokens=zero_i, loss=zero_f, steps=zero_i,
                       memorized=np.full((num_examples,), -1, np.int8), bad_batch=np.full((), -1, np.int32),
-                      bad_loss=zero_f, bad_grad_norm=zero_f)
+                      bad_loss=zero_f, bad_grad_norm=zero_f, skipped=zero_i)
 
 
 def accumulate(stats: EpochStats, metrics: dict[str, jax.Array], example_id: jax.Array,
-               batch_number: jax.Array) -> EpochStats:
-    """Fold one step in. A non-finite step, and every step after it, adds nothing; the first is recorded."""
+               batch_number: jax.Array, halt: bool = True) -> EpochStats:
+    """Fold one step in. A non-finite step adds nothing; with `halt` it is recorded as the first bad one and every
+    step after it adds nothing either, without it is counted in `skipped`."""
     finite = metrics["finite"] & ~stats.halted
     add = lambda total, x: total + jnp.where(finite, x, 0).astype(total.dtype)  # noqa: E731
     n = stats.memorized.shape[0]
     ids = jnp.where((example_id >= 0) & finite, example_id, n)  # filler rows and skipped steps: dropped
     memorized = stats.memorized.at[ids].set((metrics["per_example_accuracy"] >= 1.0).astype(jnp.int8), mode="drop")
-    newly_bad = ~metrics["finite"] & ~stats.halted
+    newly_bad = ~metrics["finite"] & ~stats.halted & halt
     pick = lambda old, new: jnp.where(newly_bad, new, old).astype(old.dtype)  # noqa: E731
     return EpochStats(
         correct=add(stats.correct, metrics["correct"]), tokens=add(stats.tokens, metrics["tokens"]),
         loss=add(stats.loss, metrics["loss"]), steps=add(stats.steps, 1), memorized=memorized,
         bad_batch=pick(stats.bad_batch, batch_number), bad_loss=pick(stats.bad_loss, metrics["loss"]),
-        bad_grad_norm=pick(stats.bad_grad_norm, metrics["grad_norm"]))
+        bad_grad_norm=pick(stats.bad_grad_norm, metrics["grad_norm"]),
+        skipped=stats.skipped + (~metrics["finite"] & ~stats.halted).astype(jnp.int32))
 
 
 def guard(new_state: Any, old_state: Any, stats: EpochStats) -> Any:
@@ -60,9 +65,11 @@ def guard(new_state: Any, old_state: Any, stats: EpochStats) -> Any:
 
 
 def summary(stats: EpochStats) -> dict[str, float]:
-    """Epoch token accuracy (over answer tokens), mean step loss and the fraction of seen examples memorized."""
+    """Epoch token accuracy (over answer tokens), mean step loss, the fraction of seen examples memorized, and the
+    non-finite batches skipped."""
     seen = np.asarray(stats.memorized) >= 0
     return {
+        "skipped_batches": int(stats.skipped),
         "token_accuracy": int(stats.correct) / max(int(stats.tokens), 1),
         "loss": float(stats.loss) / max(int(stats.steps), 1),
         "memorized_fraction": float(np.mean(np.asarray(stats.memorized)[seen] == 1)) if seen.any() else 0.0,

@@ -8,9 +8,9 @@ goes into each checkpoint, so a killed run restarted with the same command conti
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import json
-import math
 import pathlib
 from typing import Any
 
@@ -24,7 +24,7 @@ import kernels
 from bitune_jax.bitune import BituneBatch, BituneConfig, alpha, batch_widths
 from bitune_jax.data import EpochBatches, nested_subset, read_records, tokenize_records
 from bitune_jax.peft import PeftConfig
-from bitune_jax.train import checkpointing, epoch_stats, evaluation, saturation
+from bitune_jax.train import checkpointing, epoch_stats, evaluation, run_record, saturation
 from bitune_jax.train.logging import ProgressBar, RunLogger
 from bitune_jax.train.objectives import Objective
 from bitune_jax.train.performance import StepPerformance
@@ -38,6 +38,7 @@ from bitune_jax.train.sharding import (
 )
 from bitune_jax.train.step import init_state, jit_train_step, make_optimizer, make_schedule
 from bitune_jax.train.validate import validate
+from bitune_jax.train.workdir_lock import WorkdirLock
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -90,11 +91,24 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def run(config: ConfigDict) -> dict[str, Any]:
-    """Train as `config` says; returns (and writes to `workdir/summary.json`) what happened."""
+    """Train as `config` says; returns (and writes to `workdir/summary.json`) what happened.
+
+    Before any weight or data is read: the config is validated, the workdir locked (process 0), and a resume
+    checked against the run it continues (`run_record`)."""
     maybe_init_distributed(config.distributed)
-    validate(config, jax.device_count())  # every key, before any weight or data is read
+    validate(config, jax.device_count())
     workdir = pathlib.Path(config.workdir)
     is_main = jax.process_index() == 0
+    with WorkdirLock(workdir) if is_main else contextlib.nullcontext():
+        saved = checkpointing.committed_steps(workdir / "checkpoints")
+        notes, record = run_record.check_resume(workdir, config, resuming=bool(saved),
+                                                step=saved[-1] if saved else None)
+        for line in notes if is_main else ():
+            print(line, flush=True)
+        return _train(config, workdir, is_main, record)
+
+
+def _train(config: ConfigDict, workdir: pathlib.Path, is_main: bool, record: dict[str, Any] | None) -> dict[str, Any]:
     mesh = make_mesh(**config.mesh.to_dict())
     # weights read shard by shard straight into their shardings on the mesh
     lm = bj.load(config.model.name, dtype=config.model.dtype, attn_impl=config.model.attn_impl, mesh=mesh)
@@ -132,7 +146,8 @@ def run(config: ConfigDict) -> dict[str, Any]:
 
     ckpt = checkpointing.Checkpointer(
         workdir / "checkpoints", keep=config.checkpoint.keep, async_save=config.checkpoint.async_save,
-        fingerprint=checkpointing.model_fingerprint(config.model.name, cfg, state.trainable))
+        fingerprint=checkpointing.model_fingerprint(run_record.weights_identity(config.model.name), cfg,
+                                                   state.trainable))
     position = {"epoch": 0, "index": 0}
     stats = epoch_stats.empty(len(examples))
     history: list[dict[str, float]] = []
@@ -143,6 +158,8 @@ def run(config: ConfigDict) -> dict[str, Any]:
         position, history = meta["data"], meta["history"]
         stats = epoch_stats.from_json(meta["epoch_accumulators"])
         start_eval = meta.get("start_eval", {})
+    if is_main and record is not None:  # the run is under way (its checkpoint, if any, restored)
+        run_record.write_record(workdir, record)
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     stats = jax.device_put(stats, replicated)
     logger = RunLogger(workdir, enabled=is_main, tensorboard=config.log.tensorboard, resume_step=resumed_from)
@@ -204,7 +221,8 @@ def run(config: ConfigDict) -> dict[str, Any]:
                 if widths not in steps:
                     steps[widths] = jit_train_step(objective, optimizer, schedule, state_sh, frozen_sh,
                                                    batch_shardings(full, mesh), prompt_width=widths[0],
-                                                   answer_width=widths[1], with_stats=True)
+                                                   answer_width=widths[1], with_stats=True,
+                                                   halt_on_nonfinite=config.train.on_nonfinite == "stop")
                 state, stats, metrics = steps[widths](state, frozen, global_batch(full, mesh), stats,
                                                       np.int32(epoch * steps_per_epoch + index))
                 in_flight.add(metrics["loss"])
@@ -229,7 +247,17 @@ def run(config: ConfigDict) -> dict[str, Any]:
                     save(step)
                 if step >= total_updates:
                     break
-            epoch_metrics = epoch_stats.summary(read_stats())
+            host_stats = read_stats()
+            epoch_metrics = epoch_stats.summary(host_stats)
+            if int(host_stats.skipped) and is_main:
+                print(f"epoch {epoch + 1}: skipped {int(host_stats.skipped)} non-finite batches "
+                      "(train.on_nonfinite='skip_batch')", flush=True)
+            if int(host_stats.skipped) and not int(host_stats.steps):
+                ckpt.wait()
+                raise NonFiniteLossError(
+                    f"every batch of epoch {epoch} was non-finite and skipped (train.on_nonfinite='skip_batch'): "
+                    f"the run diverged for good. Last checkpoint: step {ckpt.latest_step()} in {ckpt.directory}; "
+                    "lower train.lr or enable train.clip")
             history.append(epoch_metrics)
             stats = jax.device_put(epoch_stats.empty(len(examples)), replicated)
             position = {"epoch": epoch + 1, "index": 0}
@@ -254,7 +282,7 @@ def run(config: ConfigDict) -> dict[str, Any]:
     ckpt.close()
     summary = {
         "steps": final_step, "epochs": len(history), "planned_updates": total_updates,
-        "final_token_accuracy": history[-1]["token_accuracy"] if history else math.nan,
+        "final_token_accuracy": history[-1]["token_accuracy"] if history else None,
         "saturation": None if stop is None else {
             "epoch": stop.saturation_epoch, "reason": stop.reason,
             "updates_saved": saturation.updates_saved(total_updates, final_step)},

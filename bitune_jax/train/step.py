@@ -67,17 +67,21 @@ def train_step(state: TrainState, frozen, batch: dict[str, jax.Array], *, object
 
 
 def loop_step(state: TrainState, frozen, batch: dict[str, jax.Array], stats: EpochStats, batch_number: jax.Array,
-              **step_kwargs):
-    """`train_step` that folds itself into the on-device epoch statistics and is a no-op once a step has gone
-    non-finite, so the loop may read the device only now and then (see `epoch_stats`)."""
+              *, halt: bool = True, **step_kwargs):
+    """`train_step` that folds itself into the on-device epoch statistics and (with `halt`) is a no-op once a step
+    has gone non-finite, so the loop may read the device only now and then (see `epoch_stats`)."""
     new, metrics = train_step(state, frozen, batch, **step_kwargs)
-    new = epoch_stats.guard(new, state, stats)
-    return new, epoch_stats.accumulate(stats, metrics, batch["example_id"], batch_number), metrics
+    if halt:
+        new = epoch_stats.guard(new, state, stats)
+    else:  # a skipped batch is still consumed: the step (data position, schedule) moves on, the weights do not
+        new = new._replace(step=state.step + 1)
+    return new, epoch_stats.accumulate(stats, metrics, batch["example_id"], batch_number, halt), metrics
 
 
 def jit_train_step(objective: Objective, optimizer: optax.GradientTransformation, schedule: optax.Schedule,
                    state_shardings, frozen_shardings, batch_shardings, *, prompt_width: int | None = None,
-                   answer_width: int | None = None, donate: bool = True, with_stats: bool = False):
+                   answer_width: int | None = None, donate: bool = True, with_stats: bool = False,
+                   halt_on_nonfinite: bool = True):
     """`train_step` (or with `with_stats`, `loop_step`) compiled with explicit in/out shardings: the state keeps
     its layout and the old one is donated; metrics and statistics are replicated, readable by every process."""
     kwargs = dict(objective=objective, optimizer=optimizer, schedule=schedule, prompt_width=prompt_width,
@@ -85,7 +89,7 @@ def jit_train_step(objective: Objective, optimizer: optax.GradientTransformation
     mesh = jax.tree.leaves(batch_shardings)[0].mesh  # one sharding for the whole batch, or one per array
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     if with_stats:
-        return jax.jit(functools.partial(loop_step, **kwargs),
+        return jax.jit(functools.partial(loop_step, halt=halt_on_nonfinite, **kwargs),
                        in_shardings=(state_shardings, frozen_shardings, batch_shardings, replicated, replicated),
                        out_shardings=(state_shardings, replicated, replicated),
                        donate_argnums=(0, 3) if donate else ())

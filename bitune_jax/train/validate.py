@@ -18,6 +18,7 @@ import kernels
 from bitune_jax.bitune import BituneConfig
 from bitune_jax.models.transformer import REMAT_POLICIES
 from bitune_jax.peft import PeftConfig
+from bitune_jax.train import run_record
 from bitune_jax.train.saturation import SaturationConfig
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -32,6 +33,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.template": ("chat", "plain"),
     "data.truncation": ("drop", "truncate", "error"),
     "train.schedule": ("cosine", "linear", "constant"),
+    "train.on_nonfinite": ("stop", "skip_batch"),
     "eval.source": ("synthetic", "jsonl"),
 }
 
@@ -128,6 +130,11 @@ def validate(config: ConfigDict, device_count: int) -> None:
         if isinstance(config.data.max_len, int) and config.data.max_len % m.sequence:
             errors.append(f"config.data.max_len={config.data.max_len} must be a multiple of "
                           f"config.mesh.sequence={m.sequence} (the longest batch is max_len tokens wide)")
+
+    keys = set(run_record.flat_config(config))
+    for key in (k.strip() for k in str(config.resume.allow_changes).split(",") if k.strip()):
+        if key not in keys and not any(k.startswith(key.rstrip(".") + ".") for k in keys):
+            errors.append(f"config.resume.allow_changes names {key!r}, which is neither a config key nor a section")
 
     for name, build in (("peft", lambda: PeftConfig(**config.peft.to_dict())),
                         ("bitune", lambda: BituneConfig(peft=PeftConfig(**config.peft.to_dict()),

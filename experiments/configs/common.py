@@ -40,8 +40,10 @@ def base() -> ConfigDict:
     ))
     c.train = ConfigDict(dict(epochs=1, max_updates=0, lr=2e-5, schedule="cosine", warmup_frac=0.1,
                               weight_decay=0.0, b1=0.9, b2=0.999, eps=1e-8, clip=1.0, accumulate=1,
-                              loss_chunk=0))
+                              loss_chunk=0, on_nonfinite="stop"))
     # max_updates: the update budget (0: epochs x batches); the schedule spans the budget.
+    # on_nonfinite: a step whose loss or gradient norm is NaN/inf is never applied; then "stop" ends the run
+    # (naming the batch and the last checkpoint) or "skip_batch" goes on without it (counted per epoch).
     # loss_chunk: >0 scores the answer rows this many at a time (logits never exist for the whole sequence).
     c.saturation = ConfigDict(dict(enabled=True, threshold=0.99, window=3, delta=1e-3, min_epochs=1))
     # Held-out accuracy during training (bitune_jax.train.evaluation), logged per epoch beside token accuracy.
@@ -61,5 +63,8 @@ def base() -> ConfigDict:
     c.checkpoint = ConfigDict(dict(every_steps=100, keep=2, async_save=True))
     c.log = ConfigDict(dict(every_steps=1, tensorboard=True))
     c.distributed = ConfigDict(dict(enabled=False, coordinator="", num_processes=1, process_id=0))
+    # A resume must match the run it continues (bitune_jax.train.run_record); name the keys it may change,
+    # comma-separated ("train.lr,data.batch_size"), and the change is recorded in workdir/run.json.
+    c.resume = ConfigDict(dict(allow_changes=""))
     c.lock()  # a config file can change values but not add keys: `c.train.lrr = 1e-4` is an error
     return c

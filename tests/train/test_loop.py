@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -100,8 +101,11 @@ def test_bad_config_and_mismatched_inputs(model_dir, tmp_path):
     with pytest.raises(ValueError, match=r"49152 tokens but the model's embedding has 1000 rows"):
         run(tiny_config(small, tmp_path / "u"))
     run(tiny_config(model_dir, tmp_path / "z", **{"train.epochs": 1}))
-    with pytest.raises(ValueError, match="checkpoint from another model"):
+    with pytest.raises(ValueError, match="objective: saved 'full', now 'peft'"):  # refused before the load
         run(tiny_config(model_dir, tmp_path / "z", **{"objective": "peft", "train.epochs": 1}))
+    with pytest.raises(ValueError, match="checkpoint from another model"):  # allowed: the weights do not fit
+        run(tiny_config(model_dir, tmp_path / "z", **{"objective": "peft", "train.epochs": 1,
+                                                      "resume.allow_changes": "objective"}))
 
 
 def test_nan_loss_stops_with_last_good_checkpoint(model_dir, tmp_path):
@@ -147,3 +151,66 @@ def test_divergence_between_reads_stops_at_the_first_bad_batch(model_dir, tmp_pa
         run(tiny_config(model_dir, tmp_path, **{"train.lr": 1e30, "train.clip": 0.0, "train.epochs": 3,
                                                 "log.every_steps": 1000, "checkpoint.every_steps": 0}))
     assert not (tmp_path / "summary.json").exists()
+
+
+def workdir_files(workdir):
+    return {p.relative_to(workdir): p.read_bytes() for p in pathlib.Path(workdir).rglob("*") if p.is_file()}
+
+
+def test_changed_resume_is_refused_untouched_then_allowed_and_recorded(model_dir, tmp_path, capsys):
+    run(tiny_config(model_dir, tmp_path, **{"train.epochs": 2}))
+    before = workdir_files(tmp_path)
+    with pytest.raises(ValueError, match=r"(?s)data.batch_size: saved 1, now 2.*train.lr: saved 0.003, now 0.001"):
+        run(tiny_config(model_dir, tmp_path, **{"train.epochs": 2, "train.lr": 1e-3, "data.batch_size": 2}))
+    assert workdir_files(tmp_path) == before  # refused before anything was written
+    copy = tmp_path.parent / f"{tmp_path.name}_model_copy"
+    shutil.copytree(model_dir, copy)  # the same weights under another path: not a change
+    summary = run(tiny_config(copy, tmp_path, **{"train.epochs": 3, "train.lr": 1e-3, "log.every_steps": 2,
+                                                 "resume.allow_changes": "train.lr,train.epochs"}))
+    assert summary["steps"] == 9 and summary["epochs"] == 3
+    out = capsys.readouterr().out
+    assert "resuming with a changed train.lr (allowed by resume.allow_changes): 0.003 -> 0.001" in out
+    assert "log.every_steps (no effect on the trajectory)" in out
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert record["changes"][-1]["after_step"] == 6
+    assert record["changes"][-1]["changes"]["train.epochs"] == [2, 3]
+
+
+def test_concurrent_second_run_is_refused_while_the_first_finishes_cleanly(model_dir, tmp_path):
+    first = launch(model_dir, tmp_path, epochs=6)
+    deadline = time.time() + 120
+    while not (tmp_path / "run.lock").exists() and first.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert first.poll() is None, first.stdout.read().decode()
+    with pytest.raises(RuntimeError, match=rf"in use by pid {first.pid} on .*run.lock"):
+        run(tiny_config(model_dir, tmp_path, **{"train.epochs": 6}))
+    out, _ = first.communicate(timeout=600)
+    assert first.returncode == 0, out.decode()[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in rows if r["scope"] == "step"]
+    assert steps == list(range(1, 19))  # one run's rows, each step once
+    assert not (tmp_path / "run.lock").exists()
+
+
+def test_skip_batch_trains_through_a_poisoned_batch(model_dir, tmp_path, monkeypatch):
+    """Every batch holding example 1 has a NaN loss: under on_nonfinite='skip_batch' it is skipped each epoch (its
+    update never applied) and the run trains to the end on the other batches."""
+    import jax.numpy as jnp
+
+    from bitune_jax.train.objectives import Objective
+
+    loss = Objective.loss
+
+    def poisoned(self, trainable, frozen, batch, **kwargs):
+        value, metrics = loss(self, trainable, frozen, batch, **kwargs)
+        return value + jnp.where(jnp.any(batch["example_id"] == 1), jnp.nan, 0.0), metrics
+
+    monkeypatch.setattr(Objective, "loss", poisoned)
+    with pytest.raises(FloatingPointError, match="at epoch 0, batch"):
+        run(tiny_config(model_dir, tmp_path / "stop", **{"train.epochs": 2}))
+    summary = run(tiny_config(model_dir, tmp_path / "skip", **{"train.epochs": 4, "train.on_nonfinite": "skip_batch",
+                                                                "saturation.enabled": False}))
+    assert summary["steps"] == 12 and summary["epochs"] == 4
+    assert [h["skipped_batches"] for h in summary["history"]] == [1, 1, 1, 1]
+    accuracy = [h["token_accuracy"] for h in summary["history"]]
+    assert accuracy[-1] > accuracy[0] + 0.05, accuracy

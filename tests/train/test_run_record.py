@@ -1,0 +1,75 @@
+"""The run record: trajectory-changing differences refused with each key's saved and new value, neutral ones
+noted, explicit overrides recorded, and the data and weights compared by content, not by how the path is spelled."""
+
+import shutil
+
+import pytest
+
+from bitune_jax.train.run_record import ResumeChangedError, check_resume, weights_identity, write_record
+from experiments.configs.common import base
+
+
+def config(tmp_path, **values):
+    c = base()
+    c.workdir = str(tmp_path / "run")
+    if not (tmp_path / "train.jsonl").exists():
+        (tmp_path / "train.jsonl").write_text('{"prompt": "a", "response": "b"}\n')
+    c.data.source, c.data.train_path = "jsonl", str(tmp_path / "train.jsonl")
+    for key, value in values.items():
+        section, leaf = key.split(".")
+        c[section][leaf] = value
+    return c
+
+
+def started(tmp_path, c):
+    notes, record = check_resume(c.workdir, c, resuming=False)
+    assert notes == [] and record["changes"] == []
+    write_record(c.workdir, record)
+
+
+def test_changes_that_alter_the_trajectory_are_refused_with_every_key(tmp_path):
+    started(tmp_path, config(tmp_path))
+    with pytest.raises(ResumeChangedError) as e:
+        check_resume(config(tmp_path).workdir, config(tmp_path, **{"train.lr": 1e-4, "data.batch_size": 2}),
+                     resuming=True)
+    message = str(e.value)
+    assert "train.lr: saved 2e-05, now 0.0001" in message and "data.batch_size: saved 1, now 2" in message
+    assert "--config.resume.allow_changes=data.batch_size,train.lr" in message
+
+
+def test_neutral_changes_pass_and_overrides_are_recorded(tmp_path):
+    started(tmp_path, config(tmp_path))
+    notes, record = check_resume(config(tmp_path).workdir, config(tmp_path, **{"log.every_steps": 7}), resuming=True)
+    assert notes == ["resuming with a changed log.every_steps (no effect on the trajectory): 1 -> 7"]
+    c = config(tmp_path, **{"train.lr": 1e-4, "resume.allow_changes": "train"})  # a whole section
+    notes, record = check_resume(c.workdir, c, resuming=True, step=12)
+    assert any("train.lr (allowed by resume.allow_changes): 2e-05 -> 0.0001" in n for n in notes)
+    assert record["changes"][-1]["after_step"] == 12 and record["changes"][-1]["changes"]["train.lr"] == [2e-5, 1e-4]
+    write_record(c.workdir, record)
+    notes, _ = check_resume(c.workdir, config(tmp_path, **{"train.lr": 1e-4}), resuming=True)
+    assert not any("train.lr" in n for n in notes)  # the record now holds the new value
+
+
+def test_data_is_compared_by_content(tmp_path):
+    started(tmp_path, config(tmp_path))
+    moved = tmp_path / "elsewhere.jsonl"
+    shutil.copy(tmp_path / "train.jsonl", moved)
+    notes, _ = check_resume(config(tmp_path).workdir, config(tmp_path, **{"data.train_path": str(moved)}),
+                            resuming=True)
+    assert notes and all("no effect" in n for n in notes)  # same rows under another path
+    (tmp_path / "train.jsonl").write_text('{"prompt": "a", "response": "c"}\n')  # same path, other rows
+    with pytest.raises(ResumeChangedError, match="data.train_path:contents"):
+        check_resume(config(tmp_path).workdir, config(tmp_path), resuming=True)
+
+
+def test_weights_identity_follows_content_not_path(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"header" + bytes(3 << 20))
+    copy = tmp_path / "copy"
+    shutil.copytree(model, copy)
+    assert weights_identity(str(model)) == weights_identity(str(model) + "/") == weights_identity(str(copy))
+    (copy / "model.safetensors").write_bytes(b"header" + bytes((3 << 20) - 1) + b"\x01")  # same size, other tail
+    assert weights_identity(str(copy)) != weights_identity(str(model))
+    assert weights_identity("smollm2-135m-instruct") == "name:smollm2-135m-instruct"
