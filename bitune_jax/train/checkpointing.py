@@ -39,6 +39,23 @@ class CheckpointMismatchError(ValueError):
     """The checkpoint does not belong to the current model or does not fit the requested state tree."""
 
 
+class CheckpointCorruptError(OSError):
+    """A checkpoint step's files cannot be read (truncated, cut by a kill or a full disk, edited)."""
+
+
+_TENSORSTORE_DAMAGE = ("DATA_LOSS", "Error decoding", "Error reading", "Error opening", "NOT_FOUND")
+
+
+def _damage(e: BaseException) -> str | None:
+    """A short reason if `e` says the files are damaged (rather than that they hold another tree), else None."""
+    text = str(e).split(" [tensorstore_spec")[0]
+    if isinstance(e, (json.JSONDecodeError, UnicodeDecodeError, EOFError, OSError)) or any(
+            m in text for m in _TENSORSTORE_DAMAGE):
+        text = f"{type(e).__name__}: {text}"
+        return text if len(text) <= 400 else "..." + text[-400:]  # the end names the file and what is wrong
+    return None
+
+
 # ----------------------------------------------------------------------------------------------- fingerprint
 
 
@@ -161,17 +178,69 @@ class Checkpointer:
         where = f"{self.directory} (step {step})"
         if step not in self._manager.all_steps():
             raise FileNotFoundError(f"no checkpoint step {step} in {self.directory}; saved: {self.all_steps()}")
-        record = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+        try:
+            record = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+        except Exception as e:
+            if (reason := _damage(e)) is None:
+                raise
+            raise CheckpointCorruptError(f"checkpoint at {where}: its metadata cannot be read: {reason}") from e
+        if not isinstance(record, dict) or "meta" not in record:
+            raise CheckpointCorruptError(f"checkpoint at {where}: its metadata holds no run record (edited or cut)")
         if self.fingerprint is not None:
             check_fingerprint(record.get("fingerprint"), self.fingerprint, where)
         key_impls = record.get("prng_keys", {})
         target = None if abstract_state is None else _abstract_for_restore(abstract_state, key_impls, where)
         try:
             restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
-        except ValueError as e:
-            raise CheckpointMismatchError(f"checkpoint at {where} does not fit the requested state tree: {e}") from e
+        except Exception as e:
+            if (reason := _damage(e)) is not None:
+                raise CheckpointCorruptError(f"checkpoint at {where}: its arrays cannot be read: {reason}") from e
+            if isinstance(e, ValueError):
+                raise CheckpointMismatchError(
+                    f"checkpoint at {where} does not fit the requested state tree: {e}") from e
+            raise
         state = restored.state if abstract_state is None else _data_to_keys(restored.state, key_impls)
         return state, record["meta"]
+
+    def restore_newest_readable(self, *, abstract_state: PyTree,
+                                report: Callable[[str], None] = print) -> tuple[int, PyTree, dict[str, Any]] | None:
+        """`(step, state, meta)` of the newest step that restores, or None in an empty directory.
+
+        A step whose files are damaged is reported (which file, why), moved aside to `<directory>.corrupt/<step>`
+        (never deleted) and the next older step is tried. A step of another model is not damage: that raises.
+        If no step restores, nothing is moved and `CheckpointCorruptError` lists every step's reason."""
+        failures: list[tuple[int, CheckpointCorruptError]] = []
+        for step in reversed(self.all_steps()):
+            try:
+                state, meta = self.restore(step, abstract_state=abstract_state)
+            except CheckpointCorruptError as e:
+                failures.append((step, e))
+                continue
+            for bad, error in failures:
+                moved = self._move_aside(bad)
+                report(f"{error}\nmoved step {bad} aside to {moved}; resuming from step {step} instead")
+            return step, state, meta
+        if failures:
+            reasons = "\n".join(f"  step {s}: {e}" for s, e in failures)
+            raise CheckpointCorruptError(f"no checkpoint step in {self.directory} can be read:\n{reasons}\n"
+                                         f"Move {self.directory} aside to start the run afresh.")
+        return None
+
+    def _move_aside(self, step: int) -> Path:
+        target = self.directory.parent / f"{self.directory.name}.corrupt" / str(step)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"checkpoint step {step} found damaged")
+        if jax.process_index() == 0:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.exists():
+                target = target.with_name(f"{step}.{len(list(target.parent.iterdir()))}")
+            (self.directory / str(step)).rename(target)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices(f"checkpoint step {step} moved aside")
+        self._manager.reload()
+        return target
 
     def wait(self) -> None:
         """Block until pending async saves have committed (before exit, before reading files)."""

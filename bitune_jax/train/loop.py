@@ -152,9 +152,10 @@ def _train(config: ConfigDict, workdir: pathlib.Path, is_main: bool, record: dic
     stats = epoch_stats.empty(len(examples))
     history: list[dict[str, float]] = []
     start_eval: dict[str, float] = {}  # held-out eval before training (config.eval.at_start)
-    resumed_from = ckpt.latest_step()
-    if resumed_from is not None:
-        state, meta = ckpt.restore(abstract_state=state)
+    restored = ckpt.restore_newest_readable(abstract_state=state, report=print if is_main else lambda _: None)
+    resumed_from = None
+    if restored is not None:
+        resumed_from, state, meta = restored
         position, history = meta["data"], meta["history"]
         stats = epoch_stats.from_json(meta["epoch_accumulators"])
         start_eval = meta.get("start_eval", {})

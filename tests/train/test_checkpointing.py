@@ -11,6 +11,7 @@ import optax
 import pytest
 
 from bitune_jax.train.checkpointing import (
+    CheckpointCorruptError,
     Checkpointer,
     CheckpointMismatchError,
     install_sigterm_handler,
@@ -157,3 +158,34 @@ def test_sigterm_sets_flag_and_restores_previous_handler():
         assert seen[-1] == "previous"
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_damaged_steps_are_named_moved_aside_and_skipped(tmp_path):
+    directory = tmp_path / "ckpt"
+    with Checkpointer(directory, keep=3, async_save=False) as ckpt:
+        for step in (1, 2, 3):
+            ckpt.save(step, make_state(step), {"step": step})
+    (directory / "3" / "meta" / "metadata").write_text("{not json")
+    for manifest in (directory / "2").rglob("manifest.ocdbt"):
+        manifest.write_bytes(manifest.read_bytes()[:16])
+    reports = []
+    with Checkpointer(directory, keep=3, async_save=False) as ckpt:
+        with pytest.raises(CheckpointCorruptError, match=r"\(step 3\): its metadata cannot be read: JSONDecodeError"):
+            ckpt.restore(3, abstract_state=make_state())
+        step, state, meta = ckpt.restore_newest_readable(abstract_state=make_state(), report=reports.append)
+        assert step == 1 and meta == {"step": 1} and ckpt.all_steps() == [1]
+        assert_bitwise_equal(state, make_state(1))
+    assert "(step 3)" in reports[0] and "moved step 3 aside" in reports[0]
+    assert "(step 2): its arrays cannot be read" in reports[1] and "manifest.ocdbt" in reports[1]
+    assert sorted(p.name for p in (tmp_path / "ckpt.corrupt").iterdir()) == ["2", "3"]
+
+
+def test_when_no_step_restores_nothing_is_moved(tmp_path):
+    directory = tmp_path / "ckpt"
+    with Checkpointer(directory, async_save=False) as ckpt:
+        ckpt.save(1, make_state(), {})
+    (directory / "1" / "meta" / "metadata").write_text("")
+    with Checkpointer(directory, async_save=False) as ckpt:
+        with pytest.raises(CheckpointCorruptError, match=r"no checkpoint step .* can be read:\n  step 1: "):
+            ckpt.restore_newest_readable(abstract_state=make_state())
+    assert (directory / "1").is_dir() and not (tmp_path / "ckpt.corrupt").exists()

@@ -214,3 +214,21 @@ def test_skip_batch_trains_through_a_poisoned_batch(model_dir, tmp_path, monkeyp
     assert [h["skipped_batches"] for h in summary["history"]] == [1, 1, 1, 1]
     accuracy = [h["token_accuracy"] for h in summary["history"]]
     assert accuracy[-1] > accuracy[0] + 0.05, accuracy
+
+
+def test_damaged_newest_checkpoint_falls_back_to_the_previous_step_bitwise(model_dir, tmp_path, capsys):
+    whole = run(tiny_config(model_dir, tmp_path / "whole", **{"saturation.enabled": False}))
+    workdir = tmp_path / "damaged"
+    run(tiny_config(model_dir, workdir, **{"saturation.enabled": False}))
+    manifests = [p for p in (workdir / "checkpoints" / "12").rglob("manifest.ocdbt")]
+    assert manifests
+    for p in manifests:  # cut as a full disk or a kill would
+        p.write_bytes(p.read_bytes()[:20])
+    capsys.readouterr()
+    again = run(tiny_config(model_dir, workdir, **{"saturation.enabled": False}))
+    out = capsys.readouterr().out
+    assert "checkpoint at" in out and "(step 12)" in out and "manifest.ocdbt" in out
+    assert "moved step 12 aside to" in out and "resuming from step 10 instead" in out
+    assert (workdir / "checkpoints.corrupt" / "12").is_dir()  # kept, not deleted
+    assert step_losses(workdir) == step_losses(tmp_path / "whole")  # steps 11 and 12 redone, bitwise
+    assert again["history"] == whole["history"]
