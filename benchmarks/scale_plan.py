@@ -40,10 +40,10 @@ from bitune_jax.api import DTYPES
 from bitune_jax.bitune import BituneBatch, batch_widths
 from bitune_jax.models import presets
 from bitune_jax.models.transformer import init_params
-from bitune_jax.train.loop import objective_from_config
+from bitune_jax.train.loop import objective_from_config, optimizer_from_config
 from bitune_jax.train.performance import model_flops_per_token
 from bitune_jax.train.sharding import batch_shardings, make_mesh, row_multiple, tree_shardings
-from bitune_jax.train.step import init_state, jit_train_step, make_optimizer, make_schedule
+from bitune_jax.train.step import init_state, jit_train_step
 from bitune_jax.train.validate import validate
 
 GiB = 2**30
@@ -105,10 +105,7 @@ def plan(case: Case, seq: int) -> dict[str, float]:
     cfg = presets.get(case.preset)
     mesh = make_mesh(**{k: m[k] for k in ("data", "fsdp", "sequence", "tensor")}, devices=jax.devices()[:devices])
     objective = objective_from_config(config, cfg, mesh)
-    t = config.train
-    schedule = make_schedule(t.schedule, t.lr, case.budget, t.warmup_frac)
-    optimizer = make_optimizer(schedule, b1=t.b1, b2=t.b2, eps=t.eps, weight_decay=t.weight_decay, clip=t.clip,
-                               accumulate=t.accumulate)
+    schedule, optimizer = optimizer_from_config(config.train, case.budget)
     base = jax.eval_shape(lambda: init_params(cfg, jax.random.key(0), DTYPES[case.base_dtype]))
     master = DTYPES[config.model.param_dtype]
     trainable, frozen = jax.eval_shape(lambda p: objective.split(p, jax.random.key(0)), base)

@@ -54,8 +54,8 @@ def init_adapters(params: dict, peft: PeftConfig, key: jax.Array, dtype=jnp.floa
             name, width = ("ia3_in", d_in) if path.endswith("down_proj") else ("ia3_out", d_out)
             _set(adapters, path, {name: jnp.ones((layers, width), dtype)})
             continue
-        # Kaiming-uniform A (as PEFT libraries do), zero B.
-        bound = (3.0 / d_in) ** 0.5
+        # peft's init: A ~ kaiming_uniform_(a=sqrt(5)) over fan_in = d_in, i.e. U(+-1/sqrt(d_in)); B = 0.
+        bound = d_in ** -0.5
         entry = {
             "lora_a": jax.random.uniform(jax.random.fold_in(key, i), (layers, d_in, peft.rank), dtype, -bound, bound),
             "lora_b": jnp.zeros((layers, peft.rank, d_out), dtype),

@@ -36,7 +36,7 @@ from bitune_jax.train.sharding import (
     row_multiple,
     tree_shardings,
 )
-from bitune_jax.train.step import init_state, jit_train_step, make_optimizer, make_schedule
+from bitune_jax.train.step import init_state, jit_train_step, make_optimizer, make_schedule, per_step
 from bitune_jax.train.validate import validate
 from bitune_jax.train.workdir_lock import WorkdirLock
 
@@ -86,6 +86,13 @@ def objective_from_config(config: ConfigDict, cfg, mesh: jax.sharding.Mesh | Non
                      seed=config.seed, sequence_parallel=sp)
 
 
+def optimizer_from_config(t: ConfigDict, total_updates: int):
+    """`(schedule, optimizer)` of `config.train` for a budget of `total_updates` optimizer updates."""
+    schedule = make_schedule(t.schedule, t.lr, total_updates, t.warmup_frac)
+    return schedule, make_optimizer(schedule, b1=t.b1, b2=t.b2, eps=t.eps, weight_decay=t.weight_decay, clip=t.clip,
+                                    accumulate=t.accumulate, moments_dtype=bj.api.DTYPES[t.moments_dtype])
+
+
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if np.ndim(v) == 0}
 
@@ -124,15 +131,15 @@ def _train(config: ConfigDict, workdir: pathlib.Path, is_main: bool, record: dic
                            multiple=config.data.pad_multiple, bucket_chunks=config.data.bucket_chunks,
                            max_width=max_len)
     steps_per_epoch = batches.batches_per_epoch
-    total_updates = config.train.epochs * steps_per_epoch
+    # A batch is one step; `train.accumulate` steps make one optimizer update, the schedule's clock.
+    accumulate = config.train.accumulate
+    total_steps = config.train.epochs * steps_per_epoch
     if config.train.max_updates:
-        total_updates = min(total_updates, config.train.max_updates)
+        total_steps = min(total_steps, config.train.max_updates * accumulate)
+    total_updates = -(-total_steps // accumulate)
     objective = objective_from_config(config, cfg, mesh)
 
-    t = config.train
-    schedule = make_schedule(t.schedule, t.lr, total_updates, t.warmup_frac)
-    optimizer = make_optimizer(schedule, b1=t.b1, b2=t.b2, eps=t.eps, weight_decay=t.weight_decay, clip=t.clip,
-                               accumulate=t.accumulate)
+    schedule, optimizer = optimizer_from_config(config.train, total_updates)
     trainable, frozen = objective.split(lm.params, jax.random.key(config.seed))
     master = bj.api.DTYPES[config.model.param_dtype]
     trainable = jax.tree.map(lambda x: x.astype(master), trainable)
@@ -167,7 +174,8 @@ def _train(config: ConfigDict, workdir: pathlib.Path, is_main: bool, record: dic
     if is_main:
         print(f"data: {len(examples)} examples from {source}; {report.summary()}", flush=True)
         print(f"training {config.objective} on {config.model.name}: {config.train.epochs} epochs x "
-              f"{steps_per_epoch} steps = {total_updates} updates" +
+              f"{steps_per_epoch} steps = {total_steps} steps" +
+              (f" = {total_updates} updates of {accumulate} accumulated steps" if accumulate > 1 else "") +
               (f"; resuming after step {resumed_from}" if resumed_from is not None else ""), flush=True)
 
     def read_stats() -> epoch_stats.EpochStats:
@@ -196,8 +204,8 @@ def _train(config: ConfigDict, workdir: pathlib.Path, is_main: bool, record: dic
               f"x {jax.device_count()}", flush=True)
     steps: dict[tuple[int, int], Any] = {}
     rows = row_multiple(mesh)  # batches get target-free filler rows up to a multiple of data x fsdp
-    bar = ProgressBar(total_updates, initial=int(state.step), enabled=is_main)
-    step = int(state.step)  # the host's count of updates: the loop never waits on the device to know it
+    bar = ProgressBar(total_steps, initial=int(state.step), enabled=is_main)
+    step = int(state.step)  # the host's count of steps: the loop never waits on the device to know it
     in_flight = InFlight(MAX_STEPS_IN_FLIGHT)
     shown: dict[str, float] = {}  # the progress bar's values, from the latest log step
     stop = None
@@ -220,7 +228,8 @@ def _train(config: ConfigDict, workdir: pathlib.Path, is_main: bool, record: dic
                 full = pad_rows(batches.batch(epoch, index), rows, shell.pad_id)
                 widths = batch_widths(_as_batch(full), multiple=config.data.pad_multiple)
                 if widths not in steps:
-                    steps[widths] = jit_train_step(objective, optimizer, schedule, state_sh, frozen_sh,
+                    steps[widths] = jit_train_step(objective, optimizer, per_step(schedule, accumulate), state_sh,
+                                                   frozen_sh,
                                                    batch_shardings(full, mesh), prompt_width=widths[0],
                                                    answer_width=widths[1], with_stats=True,
                                                    halt_on_nonfinite=config.train.on_nonfinite == "stop")
@@ -246,7 +255,7 @@ def _train(config: ConfigDict, workdir: pathlib.Path, is_main: bool, record: dic
                                      "resume")
                 if config.checkpoint.every_steps and step % config.checkpoint.every_steps == 0:
                     save(step)
-                if step >= total_updates:
+                if step >= total_steps:
                     break
             host_stats = read_stats()
             epoch_metrics = epoch_stats.summary(host_stats)
@@ -264,7 +273,7 @@ def _train(config: ConfigDict, workdir: pathlib.Path, is_main: bool, record: dic
             position = {"epoch": epoch + 1, "index": 0}
             decision = saturation.check_saturation([h["token_accuracy"] for h in history],
                                                    saturation.SaturationConfig.from_mapping(config.saturation))
-            last = decision.stop or epoch + 1 == config.train.epochs or step >= total_updates
+            last = decision.stop or epoch + 1 == config.train.epochs or step >= total_steps
             if held_out is not None and evaluation.eval_due(config.eval, epoch + 1, last):
                 epoch_metrics.update(held_out_eval(epoch + 1))
             logger.log_epoch(epoch + 1, step, {**epoch_metrics, **decision.as_log()})  # 1-based
@@ -275,18 +284,19 @@ def _train(config: ConfigDict, workdir: pathlib.Path, is_main: bool, record: dic
             if decision.stop:
                 stop = decision
                 break
-            if step >= total_updates:
+            if step >= total_steps:
                 break
     bar.close()
     final_step = int(state.step)
     save(final_step, force=True)
     ckpt.close()
     summary = {
-        "steps": final_step, "epochs": len(history), "planned_updates": total_updates,
+        "steps": final_step, "updates": final_step // accumulate, "epochs": len(history),
+        "planned_updates": total_updates,
         "final_token_accuracy": history[-1]["token_accuracy"] if history else None,
         "saturation": None if stop is None else {
             "epoch": stop.saturation_epoch, "reason": stop.reason,
-            "updates_saved": saturation.updates_saved(total_updates, final_step)},
+            "updates_saved": saturation.updates_saved(total_updates, -(-final_step // accumulate))},
         "history": history, "start_eval": start_eval or None, "truncation": report.summary(),
         "checkpoint_dir": str(ckpt.directory),
         **_mixing_alphas(state, objective, summary=True),

@@ -36,12 +36,36 @@ def make_schedule(kind: str, peak_lr: float, total_updates: int, warmup_frac: fl
     raise ValueError(f"unknown schedule {kind!r}; choose cosine, linear or constant")
 
 
+def per_step(schedule: optax.Schedule, accumulate: int) -> optax.Schedule:
+    """The learning rate in effect at each step (batch) when `accumulate` steps make one optimizer update: the
+    schedule runs on updates, which is the count `optax.MultiSteps` gives the inner optimizer."""
+    return schedule if accumulate == 1 else lambda step: schedule(step // accumulate)
+
+
 def make_optimizer(schedule: optax.Schedule, *, b1: float, b2: float, eps: float, weight_decay: float,
-                   clip: float | None, accumulate: int = 1) -> optax.GradientTransformation:
+                   clip: float | None, accumulate: int = 1,
+                   moments_dtype: Any = jnp.float32) -> optax.GradientTransformation:
+    """AdamW (with global-norm clipping, and `accumulate` steps per update) whose moments, accumulated gradients
+    and update math are in `moments_dtype` whatever the parameters' dtype: with bf16 parameters, bf16 moments
+    would lose `0.999 * nu` below bf16 resolution (the authors' 8-bit AdamW also dequantizes to float32 for the
+    update). `optax.apply_updates` casts each update back to its parameter's dtype."""
     chain = [optax.clip_by_global_norm(clip)] if clip else []
     chain.append(optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay))
     tx = optax.chain(*chain)
-    return optax.MultiSteps(tx, every_k_schedule=accumulate) if accumulate > 1 else tx
+    tx = optax.MultiSteps(tx, every_k_schedule=accumulate) if accumulate > 1 else tx
+    return _in_dtype(tx, jnp.dtype(moments_dtype))
+
+
+def _in_dtype(tx: optax.GradientTransformation, dtype) -> optax.GradientTransformation:
+    cast = lambda tree: jax.tree.map(lambda x: x.astype(dtype), tree)  # noqa: E731
+
+    def init(params):
+        return tx.init(cast(params))
+
+    def update(grads, state, params=None):
+        return tx.update(cast(grads), state, None if params is None else cast(params))
+
+    return optax.GradientTransformation(init, update)
 
 
 def init_state(trainable, optimizer: optax.GradientTransformation) -> TrainState:
@@ -51,7 +75,8 @@ def init_state(trainable, optimizer: optax.GradientTransformation) -> TrainState
 def train_step(state: TrainState, frozen, batch: dict[str, jax.Array], *, objective: Objective,
                optimizer: optax.GradientTransformation, schedule: optax.Schedule,
                prompt_width: int | None = None, answer_width: int | None = None):
-    """One update. A non-finite loss or gradient leaves the state unchanged (the loop then stops the run)."""
+    """One step (an optimizer update, or one accumulated batch of one). A non-finite loss or gradient leaves the
+    state unchanged. `schedule` maps the step to the learning rate it runs at, for the log (see `per_step`)."""
     dropout_key = jax.random.fold_in(jax.random.key(objective.seed), state.step)
     loss_fn = functools.partial(objective.loss, prompt_width=prompt_width, answer_width=answer_width,
                                 dropout_key=dropout_key)

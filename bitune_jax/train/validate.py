@@ -34,6 +34,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.truncation": ("drop", "truncate", "error"),
     "train.schedule": ("cosine", "linear", "constant"),
     "train.on_nonfinite": ("stop", "skip_batch"),
+    "train.moments_dtype": ("float32", "bfloat16"),
     "eval.source": ("synthetic", "jsonl"),
 }
 

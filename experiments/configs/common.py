@@ -40,8 +40,9 @@ def base() -> ConfigDict:
     ))
     c.train = ConfigDict(dict(epochs=1, max_updates=0, lr=2e-5, schedule="cosine", warmup_frac=0.1,
                               weight_decay=0.0, b1=0.9, b2=0.999, eps=1e-8, clip=1.0, accumulate=1,
-                              loss_chunk=0, on_nonfinite="stop"))
+                              loss_chunk=0, on_nonfinite="stop", moments_dtype="float32"))
     # max_updates: the update budget (0: epochs x batches); the schedule spans the budget.
+    # moments_dtype: AdamW's moments and update math (float32 even for bfloat16 params | bfloat16 to save memory).
     # on_nonfinite: a step whose loss or gradient norm is NaN/inf is never applied; then "stop" ends the run
     # (naming the batch and the last checkpoint) or "skip_batch" goes on without it (counted per epoch).
     # loss_chunk: >0 scores the answer rows this many at a time (logits never exist for the whole sequence).

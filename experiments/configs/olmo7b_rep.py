@@ -5,7 +5,8 @@
         --config.data.chat_template=/path/to/olmo3_instruct_template.jinja
 
 Full fine-tune in bf16, updating bf16 parameters directly as the original does (param_dtype bfloat16; set
-`--config.model.param_dtype=float32` for a float32 master copy). AdamW lr 2e-5, betas (0.9, 0.999), weight decay 0,
+`--config.model.param_dtype=float32` for a float32 master copy), with float32 AdamW moments and update math
+(`train.moments_dtype`; the authors' 8-bit AdamW also dequantizes to float32 for the update). AdamW lr 2e-5, betas (0.9, 0.999), weight decay 0,
 clip 1.0, cosine with 10% warmup over the whole budget, one unpadded sequence per update, max length 32,768, data
 reshuffled every epoch. The budget grid (51,200 updates) is `get_sweep()`: `python -m experiments.sweep`.
 The argument after ':' picks the mesh: h100x8 (8 GPUs) or v5p-<chips> (a TPU v5p slice). One sequence per update

@@ -154,3 +154,28 @@ def test_dropout_config_errors():
         PeftConfig("lora", dropout=1.0)
     with pytest.raises(ValueError, match="LoRA setting"):
         PeftConfig("dora", dropout=0.1)
+
+
+def test_init_matches_peft_in_distribution():
+    """peft draws LoRA A [r, in] with torch's kaiming_uniform_(a=sqrt(5)): U(+-1/sqrt(in)), std 1/sqrt(3 in); B = 0.
+    DoRA's magnitude starts at the column norms of W (so the adapted kernel is W); IA3 vectors start at 1."""
+    import math
+
+    import torch
+
+    d_in, d_out, rank = 1024, 512, 64
+    params = {"layers": {"q_proj": jnp.asarray(np.random.RandomState(0).randn(2, d_in, d_out), jnp.float32)}}
+    lora = init_adapters(params, PeftConfig("lora", rank=rank, targets="layers/q_proj"), jax.random.key(0))
+    a = np.asarray(lora["layers"]["q_proj"]["lora_a"])
+    reference = torch.empty(rank, d_in)
+    torch.nn.init.kaiming_uniform_(reference, a=math.sqrt(5))  # what peft's LoraLayer.reset_lora_parameters runs
+    bound = float(reference.abs().max())
+    assert a.std() == pytest.approx(1 / math.sqrt(3 * d_in), rel=0.02)
+    assert a.std() == pytest.approx(float(reference.std()), rel=0.02)
+    assert np.abs(a).max() <= 1 / math.sqrt(d_in) and np.abs(a).max() == pytest.approx(bound, rel=0.01)
+    assert not np.asarray(lora["layers"]["q_proj"]["lora_b"]).any()
+    dora = init_adapters(params, PeftConfig("dora", rank=rank, targets="layers/q_proj"), jax.random.key(0))
+    np.testing.assert_allclose(dora["layers"]["q_proj"]["dora_m"], np.linalg.norm(params["layers"]["q_proj"], axis=1),
+                               rtol=1e-6)
+    ia3 = init_adapters(params, PeftConfig("ia3", targets="layers/q_proj"), jax.random.key(0))
+    assert (np.asarray(ia3["layers"]["q_proj"]["ia3_out"]) == 1).all()

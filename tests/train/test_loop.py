@@ -232,3 +232,18 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_step_bitwise(model
     assert (workdir / "checkpoints.corrupt" / "12").is_dir()  # kept, not deleted
     assert step_losses(workdir) == step_losses(tmp_path / "whole")  # steps 11 and 12 redone, bitwise
     assert again["history"] == whole["history"]
+
+
+def test_accumulated_steps_run_the_schedule_on_updates(model_dir, tmp_path):
+    """accumulate=4 over 12 batches is 3 optimizer updates: the schedule spans 3 updates, and each logged step runs
+    at the learning rate of the update it belongs to (the clock optax.MultiSteps gives the inner optimizer)."""
+    from bitune_jax.train.step import make_schedule
+
+    summary = run(tiny_config(model_dir, tmp_path, **{"train.accumulate": 4, "saturation.enabled": False,
+                                                      "train.warmup_frac": 0.34}))
+    assert summary["steps"] == 12 and summary["updates"] == 3 and summary["planned_updates"] == 3
+    schedule = make_schedule("cosine", 3e-3, 3, 0.34)  # one warmup update, then cosine over 2
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    logged = {r["step"]: r["learning_rate"] for r in rows if r["scope"] == "step"}
+    assert logged == pytest.approx({s: float(schedule((s - 1) // 4)) for s in range(1, 13)}, rel=1e-6)
+    assert len(set(logged.values())) == 3

@@ -5,6 +5,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from bitune_jax.models.config import ModelConfig
 from bitune_jax.models.transformer import init_params
@@ -99,3 +100,24 @@ def test_dropout_masks_follow_the_step_number():
     assert first_loss(0.3, 0, 4) != first_loss(0.3, 0, 5)
     assert first_loss(0.3, 0, 4) != first_loss(0.3, 1, 4)
     assert first_loss(0.0, 0, 4) == first_loss(0.0, 0, 5)  # no dropout: the key changes nothing
+
+
+def test_bf16_parameters_keep_float32_moments_and_update_math():
+    """`0.999 * nu` is below bf16 resolution: moments (and accumulated gradients) stay float32 unless asked."""
+    params = {"w": jnp.asarray(np.random.RandomState(0).randn(8, 8), jnp.bfloat16)}
+    grads = {"w": jnp.asarray(np.random.RandomState(1).randn(8, 8) * 1e-3, jnp.bfloat16)}
+    schedule = make_schedule("constant", 1e-2, 10, 0.0)
+    kw = dict(b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, clip=None)
+    for accumulate in (1, 2):
+        state = make_optimizer(schedule, accumulate=accumulate, **kw).init(params)
+        dtypes = {x.dtype for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.floating)}
+        assert dtypes == {jnp.dtype(jnp.float32)}, (accumulate, dtypes)
+        low = make_optimizer(schedule, accumulate=accumulate, moments_dtype=jnp.bfloat16, **kw).init(params)
+        assert jnp.dtype(jnp.bfloat16) in {x.dtype for x in jax.tree.leaves(low)}
+    opt = make_optimizer(schedule, **kw)
+    updates, _ = opt.update(grads, opt.init(params), params)
+    reference = optax.adamw(schedule, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0)  # on float32 copies
+    f32 = jax.tree.map(lambda x: x.astype(jnp.float32), params)
+    expected, _ = reference.update(jax.tree.map(lambda x: x.astype(jnp.float32), grads), reference.init(f32), f32)
+    assert updates["w"].dtype == jnp.float32
+    np.testing.assert_array_equal(np.asarray(updates["w"]), np.asarray(expected["w"]))
