@@ -177,13 +177,13 @@ def main():
               f"of {r['chip_gib']:.1f}")
         print(f"  model TFLOP per step {r['model_tflop_per_step']:.0f}; roofline: compute {r['compute_s']:.2f} s, "
               f"FSDP traffic {r['comm_s']:.2f} s -> step >= {r['step_s']:.2f} s; {r['budget']} updates >= "
-              f"{r['budget_hours']:.1f} h", flush=True)
+              f"{r['budget_hours']:.2g} h", flush=True)
     print()
     for name, r in results.items():
         key = name.replace(":", " ")
         print(f"{key} seq {r['seq']} per-device GiB: {r['total_gib']:.1f}")
         print(f"{key} step seconds (roofline): {r['step_s']:.2f}")
-        print(f"{key} budget hours (roofline): {r['budget_hours']:.1f}")
+        print(f"{key} budget hours (roofline): {r['budget_hours']:.2g}")
 
 
 if __name__ == "__main__":

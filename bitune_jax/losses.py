@@ -15,7 +15,7 @@ def masked_token_loss(
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Mean over examples (rows with targets) of each example's mean cross-entropy, plus token accuracy.
 
-    Accuracy is the argmax match of the same logits (no second forward), as METHOD.md A defines it.
+    Accuracy is the argmax match of the same logits (no second forward), as docs/method.md A defines it.
     """
     nll, hit = _token_stats(logits, targets)
     return _reduce(nll, hit, mask)

@@ -1,6 +1,6 @@
 """The fused, batched Bitune forward: both prompt streams in one pass over the layers.
 
-Per layer, for a batch of `prompt + answer` rows with prompt lengths `P` (METHOD.md B, steps 1-4):
+Per layer, for a batch of `prompt + answer` rows with prompt lengths `P` (docs/method.md B, steps 1-4):
   * the bidirectional stream (adapter set `bidir`) runs over the first `P - 1` prompt tokens with full attention
     among them and yields `K_b, V_b`;
   * the causal stream (adapter set `causal`) runs over the whole row. Its first `P - 1` queries are the causal

@@ -1,4 +1,4 @@
-"""Generation from the mixed cache (METHOD.md B, step 5): both prompt streams prefilled once, the caches mixed,
+"""Generation from the mixed cache (docs/method.md B, step 5): both prompt streams prefilled once, the caches mixed,
 then ordinary causal decoding with the `causal` adapters."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Trainable mixing of the causal and bidirectional prompt caches (METHOD.md B, step 3)."""
+"""Trainable mixing of the causal and bidirectional prompt caches (docs/method.md B, step 3)."""
 
 from __future__ import annotations
 

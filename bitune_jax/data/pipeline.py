@@ -1,4 +1,4 @@
-"""Deterministic, resumable, shardable training batches on grain `MapDataset`s (METHOD.md A).
+"""Deterministic, resumable, shardable training batches on grain `MapDataset`s (docs/method.md A).
 
 Everything here is a function of `(seed, epoch, index)` and nothing else, so every process and every restart sees
 the same data order without coordinating:
@@ -58,7 +58,7 @@ def nested_subset(n_pool: int, size: int, seed: int) -> np.ndarray:
     """Indices into a pool of `n_pool` for a training set of `size`: the first `size` of one seeded shuffle.
 
     The same `(n_pool, seed)` gives the same shuffle for every size, so smaller training sets are prefixes of
-    larger ones (METHOD.md A: sizes 100 * 2^i from one shuffled pool).
+    larger ones (docs/method.md A: sizes 100 * 2^i from one shuffled pool).
     """
     if not 1 <= size <= n_pool:
         raise ValueError(f"subset size must be in 1..{n_pool} (the pool size), got {size}")

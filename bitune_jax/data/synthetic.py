@@ -17,7 +17,7 @@ What it measures: whether supervised fine-tuning on reasoning traces teaches the
 `k` steps on problems it has never seen, scored like AIME (exact match of the last `\\boxed{}`), and how training
 token accuracy on the traces (memorization) relates to held-out accuracy as the number of epochs grows.
 
-Why it is a fair toy stand-in for long-CoT SFT (METHOD.md A): the data has the same shape (a `<think>` trace, then
+Why it is a fair toy stand-in for long-CoT SFT (docs/method.md A): the data has the same shape (a `<think>` trace, then
 a boxed final answer, loss on the response only); the answer is checkable without a judge; the trace length is a
 knob (`min_steps`, `max_steps`), so "long" can be scaled to what a 135M model on CPU can train on; the test problems
 are disjoint from the training pool (no shared problem text), so held-out accuracy cannot come from memorizing a

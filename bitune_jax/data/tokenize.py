@@ -1,6 +1,6 @@
 """Records -> `(prompt_ids, answer_ids)` with a counted, reported truncation policy.
 
-The loss of every trainer in this repo is computed on answer tokens only (METHOD.md A: "everything after the
+The loss of every trainer in this repo is computed on answer tokens only (docs/method.md A: "everything after the
 generation prompt, template end tokens included"), so the one thing tokenization must get exactly right is the
 boundary between prompt and answer. Two renderings:
   * `"chat"`: the model's own chat template (`chat.encode_prompt_answer`); the answer ends with the template's end

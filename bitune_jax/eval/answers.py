@@ -1,4 +1,4 @@
-"""Final-answer extraction from generated text (METHOD.md A and C): the last `\\boxed{...}`, exact match.
+"""Final-answer extraction from generated text (docs/method.md A and C): the last `\\boxed{...}`, exact match.
 
 Two extractors are kept side by side so a report can show both:
   * `last_boxed`: the last *complete* `\\boxed{...}` with nested braces balanced, so `\\boxed{\\frac{1}{2}}` gives

@@ -151,7 +151,7 @@ def read_aime(path: str | pathlib.Path) -> list[ReasoningItem]:
 
 
 def format_choices(question: str, choices: list[str]) -> str:
-    """The question, a blank line, then `A: ...` one choice a line (METHOD.md A)."""
+    """The question, a blank line, then `A: ...` one choice a line (docs/method.md A)."""
     return question + "\n\n" + "\n".join(f"{LETTERS[i]}: {c}" for i, c in enumerate(choices))
 
 

@@ -1,4 +1,4 @@
-"""Sampling metrics over a `[questions, n]` table of correct flags (METHOD.md A): avg@n and pass@k, two ways.
+"""Sampling metrics over a `[questions, n]` table of correct flags (docs/method.md A): avg@n and pass@k, two ways.
 
 * avg@n: mean correctness over all n samples of every question, the usual pass@1 estimate.
 * pass@k, unbiased (Chen et al. 2021, "Evaluating Large Language Models Trained on Code"): with `c` of `n` samples

@@ -1,4 +1,4 @@
-"""Multiple choice by log-likelihood (METHOD.md C): score every choice as a continuation of the prompt.
+"""Multiple choice by log-likelihood (docs/method.md C): score every choice as a continuation of the prompt.
 
 For an item with prompt tokens `p` and a choice's continuation tokens `c_1..c_m`, the choice's score is
 `sum_j log P(c_j | p, c_<j)` (accuracy: the argmax of the sum is the label) and its length-normalized forms, the

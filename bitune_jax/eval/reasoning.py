@@ -1,11 +1,12 @@
-"""Reasoning eval by sampling (METHOD.md A): n generations per question, the last `\\boxed{}` scored by exact match.
+"""Reasoning eval by sampling (docs/method.md A): n generations per question, the last `\\boxed{}` scored by exact
+match.
 
 `evaluate_lm` (plain model) and `evaluate_bitune` (a Bitune model, decoding from the mixed prompt cache) are thin
 shells over `evaluate`, which takes any `GenerateFn` and does the rest: prompts, batching, extraction, records and
 the summary. Both extractors of `answers` are run, so a report can give the authors' number beside ours.
 
 Prompts: each item's last user message gets the answer-format suffix of its kind (`SUFFIXES`; ours, worded after
-METHOD.md A: AIME asks for the final integer in `\\boxed{}`, GPQA for the letter), then the whole conversation is
+docs/method.md A: AIME asks for the final integer in `\\boxed{}`, GPQA for the letter), then the whole conversation is
 rendered with the model's chat template and the generation prompt.
 
 Batching and seeds: the `questions x n` generations are laid out question-major (the n samples of a question are
@@ -75,7 +76,7 @@ class ReasoningEvalConfig:
 
     @classmethod
     def authors(cls, kind: str, **overrides) -> ReasoningEvalConfig:
-        """METHOD.md A: temperature 0.6, top-p 0.95, up to 30,000 new tokens; 16 samples (AIME) or 4 (GPQA)."""
+        """docs/method.md A: temperature 0.6, top-p 0.95, up to 30,000 new tokens; 16 samples (AIME) or 4 (GPQA)."""
         if kind not in ("aime", "gpqa"):
             raise ValueError(f"the authors' protocol is defined for 'aime' and 'gpqa', got {kind!r}")
         n = {"aime": 16, "gpqa": 4}[kind]

@@ -3,8 +3,8 @@
 The repetition study asks how memorization of the training traces (token accuracy) relates to accuracy on problems
 never trained on; this module gives the trainer the second number. Held-out items are records in the training
 format (a user turn and a reference response), so the prompt the model is evaluated on is token for token the
-prompt it is trained on (`encode_record` with the run's template, METHOD.md A: "training and evaluation use the same
-rendering"). The gold answer is the record's `answer` field, else the last `\\boxed{}` of the reference response.
+prompt it is trained on (`encode_record` with the run's template, docs/method.md A: "training and evaluation use the
+same rendering"). The gold answer is the record's `answer` field, else the last `\\boxed{}` of the reference response.
 
 What generates depends on the objective: the full model's own weights, the frozen base with PEFT adapters, or the
 Bitune model decoding from the mixed prompt cache.

@@ -1,6 +1,6 @@
 """The saturation check: stop adding epochs once epoch token accuracy has memorized the data or stopped improving.
 
-METHOD.md A: under a fixed budget of updates, repetition gains plateau when training token accuracy reaches full
+docs/method.md A: under a fixed budget of updates, repetition gains plateau when training token accuracy reaches full
 memorization. Epochs after that spend budget for nothing, so the loop asks `check_saturation` after every epoch and
 reports the saturation epoch and the updates that stopping saves (`updates_saved`).
 

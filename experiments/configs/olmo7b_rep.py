@@ -1,4 +1,4 @@
-"""Repetition SFT as the authors ran it (METHOD.md A): Olmo-3-7B base, 400 samples x 128 epochs.
+"""Repetition SFT as the authors ran it (docs/method.md A): Olmo-3-7B base, 400 samples x 128 epochs.
 
     python -m experiments.run --config=experiments/configs/olmo7b_rep.py:h100x8 \\
         --config.model.name=/path/to/Olmo-3-1025-7B --config.data.train_path=/path/to/long_cot.jsonl \\
@@ -6,13 +6,14 @@
 
 Full fine-tune in bf16, updating bf16 parameters directly as the original does (param_dtype bfloat16; set
 `--config.model.param_dtype=float32` for a float32 master copy), with float32 AdamW moments and update math
-(`train.moments_dtype`; the authors' 8-bit AdamW also dequantizes to float32 for the update). AdamW lr 2e-5, betas (0.9, 0.999), weight decay 0,
-clip 1.0, cosine with 10% warmup over the whole budget, one unpadded sequence per update, max length 32,768, data
-reshuffled every epoch. The budget grid (51,200 updates) is `get_sweep()`: `python -m experiments.sweep`.
-The argument after ':' picks the mesh: h100x8 (8 GPUs) or v5p-<chips> (a TPU v5p slice). One sequence per update
-cannot be split by rows, so both split each sequence's tokens over every device (`mesh.sequence`; parameters and
-optimizer state are sharded over the same devices, ZeRO-3 style). `python -m benchmarks.scale_plan` compiles these
-steps ahead of time and prints their per-device memory and roofline time.
+(`train.moments_dtype`; the authors' 8-bit AdamW also dequantizes to float32 for the update). AdamW lr 2e-5, betas
+(0.9, 0.999), weight decay 0, clip 1.0, cosine with 10% warmup over the whole budget, one unpadded sequence per
+update, max length 32,768, data reshuffled every epoch. The budget grid (51,200 updates) is `get_sweep()`
+(`python -m experiments.sweep`). The argument after ':' picks the mesh: h100x8 (8 GPUs) or v5p-<chips> (a TPU v5p
+slice). One sequence per update cannot be split by rows, so both split each sequence's tokens over every device
+(`mesh.sequence`; parameters and optimizer state are sharded over the same devices, ZeRO-3 style).
+`python -m benchmarks.scale_plan` compiles these steps ahead of time and prints their per-device memory and roofline
+time.
 """
 
 from experiments.configs.common import base

@@ -1,4 +1,4 @@
-"""The Bitune recipe (METHOD.md B) on SmolLM2-135M-Instruct.
+"""The Bitune recipe (docs/method.md B) on SmolLM2-135M-Instruct.
 
 LoRA rank 8 with lora_alpha 1 (scale 1/8) on every projection, one adapter set per prompt stream, per-layer mixing
 with tau 0.01; AdamW (eps 1e-6, betas 0.9/0.999, no weight decay), lr 3e-4, linear schedule with 10% warmup, clip

@@ -1,4 +1,4 @@
-"""The embedded default: repetition SFT (METHOD.md A) scaled to SmolLM2-135M-Instruct on 2 CPU cores.
+"""The embedded default: repetition SFT (docs/method.md A) scaled to SmolLM2-135M-Instruct on 2 CPU cores.
 
 The authors' recipe with the sizes cut to fit minutes on a laptop CPU: full fine-tune, AdamW, cosine schedule with
 10% warmup, clip 1.0, one sequence per update, many epochs over few samples of the project's synthetic long-CoT

@@ -1,4 +1,4 @@
-"""The Bitune study at toy scale (METHOD.md B): Bitune vs the single-LoRA baseline, same data and budget, 3 seeds.
+"""The Bitune study at toy scale (docs/method.md B): Bitune vs the single-LoRA baseline, same data and budget, 3 seeds.
 
     python -m experiments.study_bitune --config=experiments/configs/study_bitune_smollm2.py
 

@@ -1,4 +1,4 @@
-"""The repetition study at toy scale (METHOD.md A): one update budget split as samples x epochs, SmolLM2 on CPU.
+"""The repetition study at toy scale (docs/method.md A): one update budget split as samples x epochs, SmolLM2 on CPU.
 
     python -m experiments.study_repetition --config=experiments/configs/study_repetition_smollm2.py
 

@@ -1,4 +1,4 @@
-"""METHOD.md B steps 1-4 done literally: one example at a time, three model calls, an explicit cache.
+"""docs/method.md B steps 1-4 done literally: one example at a time, three model calls, an explicit cache.
 
 Small and obvious on purpose; the fused batched implementation is checked against it.
 """

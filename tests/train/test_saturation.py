@@ -1,4 +1,4 @@
-"""The saturation rule on scripted per-epoch token accuracies (METHOD.md A)."""
+"""The saturation rule on scripted per-epoch token accuracies (docs/method.md A)."""
 
 import pytest
 
