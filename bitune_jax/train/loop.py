@@ -36,7 +36,7 @@ from bitune_jax.train.sharding import (
     row_multiple,
     tree_shardings,
 )
-from bitune_jax.train.step import init_state, jit_train_step, make_optimizer, make_schedule, per_step
+from bitune_jax.train.step import annealed, init_state, jit_train_step, make_optimizer, make_schedule, per_step
 from bitune_jax.train.validate import validate
 from bitune_jax.train.workdir_lock import WorkdirLock
 
@@ -86,9 +86,12 @@ def objective_from_config(config: ConfigDict, cfg, mesh: jax.sharding.Mesh | Non
                      seed=config.seed, sequence_parallel=sp)
 
 
-def optimizer_from_config(t: ConfigDict, total_updates: int):
-    """`(schedule, optimizer)` of `config.train` for a budget of `total_updates` optimizer updates."""
+def optimizer_from_config(t: ConfigDict, total_updates: int, anneal: dict[str, int] | None = None):
+    """`(schedule, optimizer)` of `config.train` for a budget of `total_updates` optimizer updates; `anneal`
+    (`{"start", "length"}`, set at saturation) makes the rate fall to 0 from update `start`."""
     schedule = make_schedule(t.schedule, t.lr, total_updates, t.warmup_frac)
+    if anneal is not None:
+        schedule = annealed(schedule, anneal["start"], anneal["length"])
     return schedule, make_optimizer(schedule, b1=t.b1, b2=t.b2, eps=t.eps, weight_decay=t.weight_decay, clip=t.clip,
                                     accumulate=t.accumulate, moments_dtype=bj.api.DTYPES[t.moments_dtype])
 
@@ -159,6 +162,8 @@ def _train(config: ConfigDict, workdir: pathlib.Path, is_main: bool, record: dic
     stats = epoch_stats.empty(len(examples))
     history: list[dict[str, float]] = []
     start_eval: dict[str, float] = {}  # held-out eval before training (config.eval.at_start)
+    saturated: dict[str, Any] | None = None  # the first saturation: epoch, reason, the update it was found at
+    anneal: dict[str, int] | None = None  # after a saturation in mode "anneal": the re-planned schedule's tail
     restored = ckpt.restore_newest_readable(abstract_state=state, report=print if is_main else lambda _: None)
     resumed_from = None
     if restored is not None:
@@ -166,6 +171,10 @@ def _train(config: ConfigDict, workdir: pathlib.Path, is_main: bool, record: dic
         position, history = meta["data"], meta["history"]
         stats = epoch_stats.from_json(meta["epoch_accumulators"])
         start_eval = meta.get("start_eval", {})
+        saturated, anneal = meta.get("saturated"), meta.get("anneal")
+    if anneal is not None:  # resumed inside the anneal that follows a saturation
+        schedule, optimizer = optimizer_from_config(config.train, total_updates, anneal)
+        total_steps = min(total_steps, (anneal["start"] + anneal["length"]) * accumulate)
     if is_main and record is not None:  # the run is under way (its checkpoint, if any, restored)
         run_record.write_record(workdir, record)
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
@@ -194,7 +203,7 @@ def _train(config: ConfigDict, workdir: pathlib.Path, is_main: bool, record: dic
 
     def save(step: int, force: bool = False) -> None:
         meta = {"data": position, "epoch_accumulators": epoch_stats.to_json(read_stats()), "history": history,
-                "start_eval": start_eval, "config": config.to_dict()}
+                "start_eval": start_eval, "saturated": saturated, "anneal": anneal, "config": config.to_dict()}
         ckpt.save(step, state, meta, force=force)
 
     perf = StepPerformance.create(objective.kind, frozen if objective.kind != "full" else state.trainable, cfg,
@@ -208,7 +217,8 @@ def _train(config: ConfigDict, workdir: pathlib.Path, is_main: bool, record: dic
     step = int(state.step)  # the host's count of steps: the loop never waits on the device to know it
     in_flight = InFlight(MAX_STEPS_IN_FLIGHT)
     shown: dict[str, float] = {}  # the progress bar's values, from the latest log step
-    stop = None
+    rule = saturation.SaturationConfig.from_mapping(config.saturation)
+    warmup_updates = int(round(config.train.warmup_frac * total_updates))
 
     def held_out_eval(epoch: int) -> dict[str, float]:
         out = workdir / "eval" / f"epoch_{epoch:04d}.jsonl" if is_main else None
@@ -271,9 +281,23 @@ def _train(config: ConfigDict, workdir: pathlib.Path, is_main: bool, record: dic
             history.append(epoch_metrics)
             stats = jax.device_put(epoch_stats.empty(len(examples)), replicated)
             position = {"epoch": epoch + 1, "index": 0}
-            decision = saturation.check_saturation([h["token_accuracy"] for h in history],
-                                                   saturation.SaturationConfig.from_mapping(config.saturation))
-            last = decision.stop or epoch + 1 == config.train.epochs or step >= total_steps
+            decision = saturation.check_saturation([h["token_accuracy"] for h in history], rule)
+            end_now = False
+            if decision.stop and saturated is None:
+                saturated = {"epoch": decision.saturation_epoch, "reason": decision.reason, "after_epoch": epoch + 1,
+                             "update": step // accumulate}
+                length = saturation.anneal_length(rule, warmup_updates, step // accumulate, total_updates)
+                if rule.mode == "anneal" and length:
+                    anneal = {"start": step // accumulate, "length": length}
+                    schedule, optimizer = optimizer_from_config(config.train, total_updates, anneal)
+                    steps.clear()  # the steps close over the old schedule
+                    total_steps = min(total_steps, (anneal["start"] + length) * accumulate)
+                    if is_main:
+                        print(f"saturated at epoch {decision.saturation_epoch} ({decision.reason}): annealing the "
+                              f"learning rate from {float(schedule(anneal['start'])):.3g} to 0 over {length} more "
+                              "updates", flush=True)
+                end_now = rule.mode != "observe" and anneal is None
+            last = end_now or epoch + 1 == config.train.epochs or step >= total_steps
             if held_out is not None and evaluation.eval_due(config.eval, epoch + 1, last):
                 epoch_metrics.update(held_out_eval(epoch + 1))
             logger.log_epoch(epoch + 1, step, {**epoch_metrics, **decision.as_log()})  # 1-based
@@ -281,10 +305,7 @@ def _train(config: ConfigDict, workdir: pathlib.Path, is_main: bool, record: dic
                 print(f"epoch {epoch + 1}/{config.train.epochs}: token accuracy "
                       f"{epoch_metrics['token_accuracy']:.4f}, loss {epoch_metrics['loss']:.4f}, memorized "
                       f"{epoch_metrics['memorized_fraction']:.2f}", flush=True)
-            if decision.stop:
-                stop = decision
-                break
-            if step >= total_steps:
+            if end_now or step >= total_steps:
                 break
     bar.close()
     final_step = int(state.step)
@@ -294,19 +315,19 @@ def _train(config: ConfigDict, workdir: pathlib.Path, is_main: bool, record: dic
         "steps": final_step, "updates": final_step // accumulate, "epochs": len(history),
         "planned_updates": total_updates,
         "final_token_accuracy": history[-1]["token_accuracy"] if history else None,
-        "saturation": None if stop is None else {
-            "epoch": stop.saturation_epoch, "reason": stop.reason,
+        "saturation": None if saturated is None else {
+            **saturated, "mode": rule.mode, "anneal": anneal,
             "updates_saved": saturation.updates_saved(total_updates, -(-final_step // accumulate))},
         "history": history, "start_eval": start_eval or None, "truncation": report.summary(),
         "checkpoint_dir": str(ckpt.directory),
         **_mixing_alphas(state, objective, summary=True),
     }
-    plot = logger.close(saturation_epoch=None if stop is None else stop.saturation_epoch)
+    plot = logger.close(saturation_epoch=None if saturated is None else saturated["epoch"])
     if is_main:
         summary["plot"] = str(plot) if plot else None
         (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
-        if stop is not None:
-            print(f"saturated at epoch {stop.saturation_epoch} ({stop.reason}); "
+        if saturated is not None:
+            print(f"saturated at epoch {saturated['epoch']} ({saturated['reason']}, mode {rule.mode}); "
                   f"{summary['saturation']['updates_saved']} of {total_updates} updates saved", flush=True)
     return summary
 

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 Reason = Literal["threshold", "plateau"]
+MODES = ("anneal", "stop", "observe")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +36,13 @@ class SaturationConfig:
         this rule.
     min_epochs: never stop before this many epochs have completed (guards the first, still-warming-up epochs).
     enabled: False turns the whole check off (the run trains every planned epoch).
+    mode: what saturation does. "anneal" (default): the learning rate is re-planned to fall linearly from its
+        current value to 0 over `anneal_updates` more updates and the run ends there, annealed, as a complete run
+        of that length would (the paper compares complete runs). "stop": end after this epoch, the learning rate
+        wherever the schedule had it. "observe": log the saturation epoch and train every planned epoch (what the
+        paper did).
+    anneal_updates: the anneal's length in optimizer updates; 0 means as many as the warmup (at least 1). Never
+        past the planned budget.
     """
 
     threshold: float | None = 0.99
@@ -42,6 +50,8 @@ class SaturationConfig:
     delta: float = 1e-3
     min_epochs: int = 1
     enabled: bool = True
+    mode: str = "anneal"
+    anneal_updates: int = 0
 
     def __post_init__(self) -> None:
         if self.threshold is not None:
@@ -57,6 +67,9 @@ class SaturationConfig:
             raise ValueError(f"SaturationConfig.delta must be in [0, 1] (a token accuracy gain), got {self.delta}")
         if not isinstance(self.enabled, bool):
             raise TypeError(f"SaturationConfig.enabled must be a bool, got {self.enabled!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"SaturationConfig.mode must be one of {MODES}, got {self.mode!r}")
+        _check_int("SaturationConfig.anneal_updates", self.anneal_updates, minimum=0)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> SaturationConfig:
@@ -126,6 +139,13 @@ def check_saturation(accuracies: Sequence[float], config: SaturationConfig | Non
         before = acc[: -config.window]
         return SaturationDecision(True, "plateau", before.index(max(before)) + 1, epoch, latest, gain)
     return go_on
+
+
+def anneal_length(config: SaturationConfig, warmup_updates: int, updates_done: int, updates_planned: int) -> int:
+    """Updates of the anneal that follows saturation at `updates_done`: `anneal_updates`, or the warmup's length
+    when 0 (at least 1), never past the planned budget (0 when the budget is spent)."""
+    want = config.anneal_updates or max(warmup_updates, 1)
+    return max(min(want, updates_planned - updates_done), 0)
 
 
 def updates_saved(total_updates_planned: int, updates_done: int) -> int:

@@ -36,6 +36,13 @@ def make_schedule(kind: str, peak_lr: float, total_updates: int, warmup_frac: fl
     raise ValueError(f"unknown schedule {kind!r}; choose cosine, linear or constant")
 
 
+def annealed(schedule: optax.Schedule, start: int, length: int) -> optax.Schedule:
+    """`schedule` up to update `start`, then a linear fall from `schedule(start)` to 0 at `start + length`."""
+    peak = schedule(start)
+    return lambda update: jnp.where(update < start, schedule(update),
+                                    peak * jnp.clip(1.0 - (update - start) / length, 0.0, 1.0))
+
+
 def per_step(schedule: optax.Schedule, accumulate: int) -> optax.Schedule:
     """The learning rate in effect at each step (batch) when `accumulate` steps make one optimizer update: the
     schedule runs on updates, which is the count `optax.MultiSteps` gives the inner optimizer."""

@@ -35,6 +35,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.schedule": ("cosine", "linear", "constant"),
     "train.on_nonfinite": ("stop", "skip_batch"),
     "train.moments_dtype": ("float32", "bfloat16"),
+    "saturation.mode": ("anneal", "stop", "observe"),
     "eval.source": ("synthetic", "jsonl"),
 }
 

@@ -49,7 +49,7 @@ def test_run_writes_logs_checkpoints_plot_and_accuracy_rises(model_dir, tmp_path
 
 
 def test_saturation_stops_a_run_that_memorizes(model_dir, tmp_path):
-    summary = run(tiny_config(model_dir, tmp_path, **{"train.epochs": 40, "train.lr": 1e-2,
+    summary = run(tiny_config(model_dir, tmp_path, **{"train.epochs": 40, "train.lr": 1e-2, "saturation.mode": "stop",
                                                       "saturation.threshold": 0.6, "saturation.window": 0}))
     sat = summary["saturation"]
     assert sat is not None and sat["reason"] == "threshold"
@@ -247,3 +247,35 @@ def test_accumulated_steps_run_the_schedule_on_updates(model_dir, tmp_path):
     logged = {r["step"]: r["learning_rate"] for r in rows if r["scope"] == "step"}
     assert logged == pytest.approx({s: float(schedule((s - 1) // 4)) for s in range(1, 13)}, rel=1e-6)
     assert len(set(logged.values())) == 3
+
+
+def test_saturation_anneals_to_the_end_and_resumes_inside_the_anneal(model_dir, tmp_path, capsys):
+    """mode 'anneal': at saturation the rate falls linearly from where the schedule had it to 0 over 4 more updates
+    and the run ends there; a resume from a checkpoint inside the anneal (the newest one damaged) ends the same."""
+    from bitune_jax.train.step import make_schedule
+
+    overrides = {"train.epochs": 40, "train.lr": 1e-2, "saturation.threshold": 0.6, "saturation.window": 0,
+                 "saturation.anneal_updates": 4}
+    summary = run(tiny_config(model_dir, tmp_path, **overrides))
+    sat = summary["saturation"]
+    start = 3 * sat["after_epoch"]  # 3 steps an epoch
+    assert sat["mode"] == "anneal" and sat["anneal"] == {"start": start, "length": 4}
+    assert summary["steps"] == start + 4 and sat["updates_saved"] == 120 - (start + 4)
+    lr0 = float(make_schedule("cosine", 1e-2, 120, 0.1)(start))
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r["learning_rate"] for r in rows if r["scope"] == "step"]
+    assert lrs[-4:] == pytest.approx([lr0, 0.75 * lr0, 0.5 * lr0, 0.25 * lr0], rel=1e-5)
+    assert "annealing the learning rate" in capsys.readouterr().out
+    losses = step_losses(tmp_path)
+    for manifest in (tmp_path / "checkpoints" / str(start + 4)).rglob("manifest.ocdbt"):
+        manifest.write_bytes(b"")
+    again = run(tiny_config(model_dir, tmp_path, **overrides))
+    assert again["steps"] == start + 4 and again["saturation"] == sat and step_losses(tmp_path) == losses
+
+
+def test_saturation_observe_trains_every_epoch(model_dir, tmp_path):
+    summary = run(tiny_config(model_dir, tmp_path, **{"train.epochs": 30, "train.lr": 1e-2,
+                                                      "saturation.mode": "observe", "saturation.threshold": 0.6,
+                                                      "saturation.window": 0}))
+    assert summary["epochs"] == 30 and summary["steps"] == 90
+    assert summary["saturation"]["epoch"] < 30 and summary["saturation"]["updates_saved"] == 0
