@@ -4,10 +4,11 @@ Formats (other keys on a row are kept in `meta`):
   * AIME-style (`read_aime`): `{"problem": str, "answer": str | int}`; the gold is the answer as a string.
   * GPQA-style (`read_gpqa`): `{"question": str, "correct_answer": str, "incorrect_answers": [str, str, str]}`
     (the original's columns), or `{"question": str, "choices": [4 x str], "label": int}` (or `"answer"`: a letter
-    or the text of the correct choice). The four choices are shuffled once, at read time, with
-    `random.Random(seed)` (seed 42 by default) drawing one permutation per row in file order, and listed as
-    `A: ...` to `D: ...` below the question; the gold is the letter the correct choice landed on. A given file and
-    seed always give the same order.
+    or the text of the correct choice). As the authors prepare GPQA (docs/method.md A): one `random.Random(seed)`
+    (seed 42) shuffles each row's `[correct, incorrect 1, 2, 3]` (or its `choices`) in place, row after row in file
+    order; the prompt is the stripped question, a blank line, `Choices:`, then `A: ...` to `D: ...` (each choice
+    stripped); the gold is the letter the correct choice landed on. A given file and seed always give the same
+    order.
   * chat (`read_chat`): `{"messages": [...]}` as in training data (`bitune_jax.data.records`); the last assistant
     message is the reference. The gold is the row's `"answer"` if present, else the reference's last `\\boxed{}`.
   * multiple choice (`read_mc`), one shape for PIQA/ARC/CSQA/SIQA/MMLU-style items:
@@ -151,12 +152,12 @@ def read_aime(path: str | pathlib.Path) -> list[ReasoningItem]:
 
 
 def format_choices(question: str, choices: list[str]) -> str:
-    """The question, a blank line, then `A: ...` one choice a line (docs/method.md A)."""
-    return question + "\n\n" + "\n".join(f"{LETTERS[i]}: {c}" for i, c in enumerate(choices))
+    """The authors' GPQA query: the stripped question, a blank line, `Choices:`, then `A: ...` one choice a line."""
+    return question.strip() + "\n\nChoices:" + "".join(f"\n{LETTERS[i]}: " + c.strip() for i, c in enumerate(choices))
 
 
 def read_gpqa(path: str | pathlib.Path, seed: int = GPQA_SEED) -> list[ReasoningItem]:
-    """GPQA-style rows; the choices are shuffled once with `random.Random(seed)` (see the module docstring)."""
+    """GPQA-style rows; the choices are shuffled as the authors do (see the module docstring)."""
     rng = random.Random(seed)
     items = []
     for file, line, row in _rows(path):
@@ -173,8 +174,8 @@ def read_gpqa(path: str | pathlib.Path, seed: int = GPQA_SEED) -> list[Reasoning
         else:
             raise DataError(f"{where}: missing field: a GPQA row needs 'choices' (4) with 'label', or "
                             f"'correct_answer' and 'incorrect_answers' (3); the row has keys {sorted(row)}")
-        order = rng.sample(range(4), 4)
-        shuffled = [choices[i] for i in order]
+        shuffled = list(choices)
+        rng.shuffle(shuffled)  # the authors: random.seed(42) once, then random.shuffle per row
         gold = LETTERS[shuffled.index(correct)]
         items.append(ReasoningItem(messages=[{"role": "user", "content": format_choices(question, shuffled)}],
                                    answer=gold, kind="gpqa", file=file, line=line,

@@ -5,9 +5,9 @@ match.
 shells over `evaluate`, which takes any `GenerateFn` and does the rest: prompts, batching, extraction, records and
 the summary. Both extractors of `answers` are run, so a report can give the authors' number beside ours.
 
-Prompts: each item's last user message gets the answer-format suffix of its kind (`SUFFIXES`; ours, worded after
-docs/method.md A: AIME asks for the final integer in `\\boxed{}`, GPQA for the letter), then the whole conversation is
-rendered with the model's chat template and the generation prompt.
+Prompts: each item's last user message gets the answer-format suffix of its kind (`SUFFIXES`: the authors' strings,
+docs/method.md A: AIME asks for the final integer in `\\boxed{}`, GPQA for the letter), then the whole conversation
+is rendered with the model's chat template and the generation prompt.
 
 Batching and seeds: the `questions x n` generations are laid out question-major (the n samples of a question are
 adjacent) and cut into batches of `batch_size` rows; batch `b` samples with seed `cfg.seed + b`, recorded beside
@@ -35,9 +35,11 @@ from bitune_jax.generation import generate_tokens, pad_batch
 from bitune_jax.sampling import SamplingConfig
 from bitune_jax.tokenizer import Tokenizer
 
-SUFFIXES: Mapping[str, str] = {
-    "aime": "\n\nPlease reason step by step, and put your final answer (an integer from 0 to 999) within \\boxed{}.",
-    "gpqa": "\n\nPlease reason step by step, and put the letter of the correct choice (A, B, C or D) within \\boxed{}.",
+SUFFIXES: Mapping[str, str] = {  # the authors' strings (their eval.py), appended to the query
+    "aime": "\n\nAnswer the query and place the final integer inside \\boxed{} in your response. For example "
+            "\\boxed{42}.",
+    "gpqa": "\n\nAnswer the query and place the letter of chosen solution inside \\boxed{} in your response. For "
+            "example \\boxed{A}.",
     "chat": "",  # chat rows are asked as written
 }
 

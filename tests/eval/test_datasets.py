@@ -27,19 +27,38 @@ def test_aime(tmp_path):
     assert (b.answer, b.line, b.kind, b.where) == ("4", 3, "aime", f"{path}:3")
 
 
+def authors_gpqa(rows):
+    """The authors' data/prepare_gpqa.py, rewritten over our row layouts: seed the global `random` once with 42,
+    then per row shuffle [correct, incorrect 1, 2, 3] and list the choices under "Choices:"."""
+    random.seed(42)
+    out = []
+    for row in rows:
+        query = row["question"].strip()
+        letters = ["A", "B", "C", "D"]
+        if "choices" in row:
+            correct_answer, choices = row["choices"][row["label"]], list(row["choices"])
+        else:
+            correct_answer, choices = row["correct_answer"], [row["correct_answer"], *row["incorrect_answers"]]
+        random.shuffle(choices)
+        solution = letters[choices.index(correct_answer)]
+        query += "\n\nChoices:"
+        for i, choice in enumerate(choices):
+            query += f"\n{letters[i]}: " + choice.strip()
+        out.append((query, solution))
+    random.seed()
+    return out
+
+
 def test_gpqa_shuffle_is_deterministic_and_gold_follows_the_correct_answer(tmp_path):
     rows = [dict(GPQA_ORIGINAL, question=f"Q{i}: which gas do plants take in?") for i in range(6)] + [GPQA_CHOICES]
     path = write(tmp_path / "gpqa.jsonl", rows)
     items = read_gpqa(path)
     assert [i.meta["choices"] for i in items] == [i.meta["choices"] for i in read_gpqa(path)]  # same every read
-    rng = random.Random(42)  # the documented recipe: one permutation per row, in file order
-    for item, row in zip(items, rows):
-        original = ([row["correct_answer"], *row["incorrect_answers"]] if "choices" not in row else row["choices"])
-        assert item.meta["choices"] == [original[i] for i in rng.sample(range(4), 4)]
-        correct = row.get("correct_answer", "4")
+    for item, (query, solution) in zip(items, authors_gpqa(rows)):
+        assert item.messages[0]["content"] == query and item.answer == solution
+        correct = rows[items.index(item)].get("correct_answer", "4")
         assert item.meta["choices"]["ABCD".index(item.answer)] == correct
-        assert f"\n{item.answer}: {correct}" in item.messages[0]["content"]
-        assert re.search(r"\n\nA: .+\nB: .+\nC: .+\nD: .+$", item.messages[0]["content"])
+        assert re.search(r"\n\nChoices:\nA: .+\nB: .+\nC: .+\nD: .+$", item.messages[0]["content"])
     assert len({i.answer for i in items}) > 1  # the shuffle moves the gold letter around
     assert [i.meta["choices"] for i in read_gpqa(path, seed=0)] != [i.meta["choices"] for i in items]
     assert items[0].meta["id"] == "g1" and items[0].kind == "gpqa"

@@ -30,10 +30,13 @@ QUESTIONS = [item("What is 2 + 3?", "5", line=1), item("What is 10 - 4?", "6", l
 
 def test_prompt_has_suffix_and_chat_template(lm):
     text, ids = build_prompt(lm.tokenizer, item("What is 2 + 3?", "5"), ReasoningEvalConfig())
+    assert ("What is 2 + 3?\n\nAnswer the query and place the final integer inside \\boxed{} in your response. For "
+            "example \\boxed{42}.<|im_end|>") in text
     assert "What is 2 + 3?" + SUFFIXES["aime"] + "<|im_end|>" in text
     assert text.endswith("<|im_start|>assistant\n") and lm.tokenizer.decode(ids, skip_special=False) == text
     gpqa, _ = build_prompt(lm.tokenizer, item("Q\n\nA: x\nB: y", "A", kind="gpqa"), ReasoningEvalConfig())
-    assert "letter of the correct choice (A, B, C or D) within \\boxed{}" in gpqa
+    assert ("Answer the query and place the letter of chosen solution inside \\boxed{} in your response. For "
+            "example \\boxed{A}.<|im_end|>") in gpqa  # the authors' eval.py string
     plain, _ = build_prompt(lm.tokenizer, item("Q", "1"), ReasoningEvalConfig(chat_template=False, suffix=" Go."))
     assert plain == "Q Go."
 
