@@ -16,7 +16,8 @@ import dataclasses
 import gzip
 import json
 import pathlib
-from collections.abc import Iterable, Mapping, Sequence
+import zlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 Message = dict[str, str]
@@ -118,27 +119,44 @@ def record_from_row(row: Any, file: str, line: int) -> Record:
     return Record(messages=messages, file=file, line=line, meta=meta)
 
 
-def _lines(path: pathlib.Path) -> Iterable[str]:
+def jsonl_rows(path: str | pathlib.Path) -> Iterator[tuple[str, int, dict[str, Any]]]:
+    """`(file, line, row)` for every non-blank line of a `.jsonl` or `.jsonl.gz` file, line numbers true.
+
+    Every way a file can be unreadable is a `DataError` naming it: bytes that are not UTF-8 (with the line and
+    column), a truncated or fake gzip stream (with the last line read), malformed JSON, a row that is not an
+    object, and a file with no rows at all."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: data file not found")
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        yield from f
+    line_no, rows = 0, 0
+    try:
+        with opener(path, "rb") as f:
+            for line_no, raw in enumerate(f, start=1):
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise _fail(f"{path}:{line_no}", f"not UTF-8 text (byte 0x{raw[e.start]:02x} at column "
+                                                     f"{e.start + 1}); re-encode the file as UTF-8") from None
+                if not text.strip():
+                    continue
+                try:
+                    row = json.loads(text)
+                except json.JSONDecodeError as e:
+                    raise _fail(f"{path}:{line_no}", f"malformed JSON ({e.msg} at column {e.colno})") from None
+                if not isinstance(row, dict):
+                    raise _fail(f"{path}:{line_no}", f"a row must be a JSON object, got {type(row).__name__}")
+                rows += 1
+                yield str(path), line_no, row
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+        raise DataError(f"{path}: not a complete gzip file ({e}); {line_no} lines read before the damage") from None
+    if not rows:
+        raise DataError(f"{path}: no rows (the file is empty or blank); expected one JSON object per line")
 
 
 def read_jsonl(path: str | pathlib.Path) -> list[Record]:
     """All records of one `.jsonl` (or `.jsonl.gz`) file; blank lines are skipped, line numbers stay true."""
-    path = pathlib.Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: data file not found")
-    records = []
-    for line_no, text in enumerate(_lines(path), start=1):
-        if not text.strip():
-            continue
-        try:
-            row = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise _fail(f"{path}:{line_no}", f"malformed JSON ({e.msg} at column {e.colno})") from None
-        records.append(record_from_row(row, str(path), line_no))
-    return records
+    return [record_from_row(row, file, line) for file, line, row in jsonl_rows(path)]
 
 
 def read_records(paths: str | pathlib.Path | Sequence[str | pathlib.Path]) -> list[Record]:

@@ -20,14 +20,13 @@ Formats (other keys on a row are kept in `meta`):
 from __future__ import annotations
 
 import dataclasses
-import json
 import pathlib
 import random
 import string
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from bitune_jax.data.records import DataError, Message, record_from_row
+from bitune_jax.data.records import DataError, Message, jsonl_rows, record_from_row
 from bitune_jax.eval.answers import last_boxed
 
 LETTERS = string.ascii_uppercase
@@ -67,25 +66,6 @@ class MCItem:
         return f"{self.file}:{self.line}"
 
 
-def _rows(path: str | pathlib.Path) -> Iterator[tuple[str, int, dict[str, Any]]]:
-    """`(file, line, row)` for every non-blank line; malformed JSON and non-objects raise `DataError`."""
-    path = pathlib.Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: data file not found")
-    with open(path, encoding="utf-8") as f:
-        for line_no, text in enumerate(f, start=1):
-            if not text.strip():
-                continue
-            where = f"{path}:{line_no}"
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{where}: a row must be a JSON object, got {type(row).__name__}")
-            yield str(path), line_no, row
-
-
 def _field(row: Mapping[str, Any], key: str, where: str, types: type | tuple[type, ...] = str) -> Any:
     if key not in row:
         raise DataError(f"{where}: missing field {key!r}; the row has keys {sorted(row)}")
@@ -104,10 +84,22 @@ def _string_list(row: Mapping[str, Any], key: str, where: str, n: int | None = N
         raise DataError(f"{where}: field {key!r} must hold {n} strings, got {len(values)}")
     if len(values) < min_n:
         raise DataError(f"{where}: field {key!r} must hold at least {min_n} strings, got {len(values)}")
+    if len(values) > len(LETTERS):
+        raise DataError(f"{where}: field {key!r} holds {len(values)} choices; at most {len(LETTERS)} have letters")
     for i, v in enumerate(values):
         if not isinstance(v, str) or not v.strip():
             raise DataError(f"{where}: {key}[{i}] must be a non-empty string, got {v!r}")
     return values
+
+
+def _distinct(choices: list[str], where: str) -> list[str]:
+    """Two equal choices make the gold letter ambiguous."""
+    seen: dict[str, int] = {}
+    for i, c in enumerate(choices):
+        if c.strip() in seen:
+            raise DataError(f"{where}: choices {seen[c.strip()]} and {i} are the same text {c.strip()!r}")
+        seen[c.strip()] = i
+    return choices
 
 
 def _meta(row: Mapping[str, Any], consumed: tuple[str, ...]) -> dict[str, Any]:
@@ -142,7 +134,7 @@ def _answer_index(answer: Any, choices: list[str], where: str, accept_text: bool
 def read_aime(path: str | pathlib.Path) -> list[ReasoningItem]:
     """AIME-style rows `{"problem", "answer"}`; an integer answer becomes its decimal string."""
     items = []
-    for file, line, row in _rows(path):
+    for file, line, row in jsonl_rows(path):
         where = f"{file}:{line}"
         problem = _field(row, "problem", where)
         answer = _field(row, "answer", where, (str, int))
@@ -160,7 +152,7 @@ def read_gpqa(path: str | pathlib.Path, seed: int = GPQA_SEED) -> list[Reasoning
     """GPQA-style rows; the choices are shuffled as the authors do (see the module docstring)."""
     rng = random.Random(seed)
     items = []
-    for file, line, row in _rows(path):
+    for file, line, row in jsonl_rows(path):
         where = f"{file}:{line}"
         question = _field(row, "question", where)
         if "choices" in row:
@@ -174,7 +166,7 @@ def read_gpqa(path: str | pathlib.Path, seed: int = GPQA_SEED) -> list[Reasoning
         else:
             raise DataError(f"{where}: missing field: a GPQA row needs 'choices' (4) with 'label', or "
                             f"'correct_answer' and 'incorrect_answers' (3); the row has keys {sorted(row)}")
-        shuffled = list(choices)
+        shuffled = list(_distinct(choices, where))
         rng.shuffle(shuffled)  # the authors: random.seed(42) once, then random.shuffle per row
         gold = LETTERS[shuffled.index(correct)]
         items.append(ReasoningItem(messages=[{"role": "user", "content": format_choices(question, shuffled)}],
@@ -186,19 +178,23 @@ def read_gpqa(path: str | pathlib.Path, seed: int = GPQA_SEED) -> list[Reasoning
 def read_chat(path: str | pathlib.Path) -> list[ReasoningItem]:
     """Chat rows (`messages`, last assistant = reference); the gold is `"answer"` or the reference's last box."""
     items = []
-    for file, line, row in _rows(path):
+    for file, line, row in jsonl_rows(path):
         where = f"{file}:{line}"
         if "messages" not in row:
             raise DataError(f"{where}: missing field 'messages'; the row has keys {sorted(row)}")
         record = record_from_row(row, file, line)
         meta = dict(record.meta)
         if "answer" in meta:
-            gold = str(meta.pop("answer")).strip()
+            gold = str(_field(meta, "answer", where, (str, int))).strip()  # null or empty: an error
+            meta.pop("answer")
         else:
             gold = last_boxed(record.response)
             if gold is None:
                 raise DataError(f"{where}: no gold answer: add an 'answer' field or end the reference with "
                                 "\\boxed{...}")
+            if not gold.strip():
+                raise DataError(f"{where}: the reference's last \\boxed{{}} is empty, so it cannot be the gold "
+                                "answer; add an 'answer' field")
         items.append(ReasoningItem(messages=record.prompt_messages, answer=gold, kind="chat", file=file, line=line,
                                    reference=record.response, meta=meta))
     return items
@@ -207,12 +203,12 @@ def read_chat(path: str | pathlib.Path) -> list[ReasoningItem]:
 def read_mc(path: str | pathlib.Path) -> list[MCItem]:
     """Multiple-choice rows (schema in the module docstring)."""
     items = []
-    for file, line, row in _rows(path):
+    for file, line, row in jsonl_rows(path):
         where = f"{file}:{line}"
         parts = [_field(row, key, where) for key in ("context", "question") if key in row]
         if not parts:
             raise DataError(f"{where}: missing field 'question' (or 'context'); the row has keys {sorted(row)}")
-        choices = _string_list(row, "choices", where, min_n=2)
+        choices = _distinct(_string_list(row, "choices", where, min_n=2), where)
         label = _label(row, choices, where)
         items.append(MCItem(question="\n".join(parts), choices=tuple(choices), label=label, file=file, line=line,
                             meta=_meta(row, ("context", "question", "choices", "label", "answer"))))

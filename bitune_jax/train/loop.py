@@ -37,7 +37,7 @@ from bitune_jax.train.sharding import (
     tree_shardings,
 )
 from bitune_jax.train.step import annealed, init_state, jit_train_step, make_optimizer, make_schedule, per_step
-from bitune_jax.train.validate import validate
+from bitune_jax.train.validate import ConfigError, validate
 from bitune_jax.train.workdir_lock import WorkdirLock
 
 
@@ -54,16 +54,23 @@ def maybe_init_distributed(dist: ConfigDict) -> None:
         jax.distributed.initialize()  # cluster auto-detection (TPU pods, SLURM, ...)
 
 
-def load_training_set(data: ConfigDict, tok, max_len: int):
-    """Tokenized nested-prefix subset of the pool, the truncation report and a description of the source.
-
-    `data` has passed `validate` (source is 'jsonl' with an existing train_path, or 'synthetic')."""
+def read_training_pool(data: ConfigDict) -> tuple[list, str]:
+    """The pool the training set is drawn from and a description of it, read before the model loads, so a bad row
+    or a `num_samples` larger than the pool fails in seconds. `data` has passed `validate`."""
     if data.source == "jsonl":
         records, source = read_records(data.train_path), str(data.train_path)
     else:
         records = evaluation.synthetic_split(data)[0]
         kind = "long-CoT" if data.synthetic.cot else "short-answer"
         source = f"synthetic {kind} arithmetic (pool {data.synthetic.pool_size}, seed {data.synthetic.seed})"
+    if data.num_samples > len(records):
+        raise ConfigError(f"config.data.num_samples={data.num_samples}, but {source} holds {len(records)} rows; "
+                          "lower it or set 0 for all")
+    return records, source
+
+
+def training_set(records: list, data: ConfigDict, tok, max_len: int, source: str):
+    """Tokenized nested-prefix subset of the pool and the truncation report."""
     if data.chat_template:
         tok.chat_template = pathlib.Path(data.chat_template).read_text()
     ids = nested_subset(len(records), data.num_samples or len(records), data.pool_seed)
@@ -71,7 +78,7 @@ def load_training_set(data: ConfigDict, tok, max_len: int):
                                         template=data.template)
     if not examples:
         raise ValueError(f"no training example left from {source} after truncation: {report.summary()}")
-    return examples, report, source
+    return examples, report
 
 
 def objective_from_config(config: ConfigDict, cfg, mesh: jax.sharding.Mesh | None = None) -> Objective:
@@ -119,6 +126,7 @@ def run(config: ConfigDict) -> dict[str, Any]:
 
 
 def _train(config: ConfigDict, workdir: pathlib.Path, is_main: bool, record: dict[str, Any] | None) -> dict[str, Any]:
+    pool, source = read_training_pool(config.data)
     mesh = make_mesh(**config.mesh.to_dict())
     # weights read shard by shard straight into their shardings on the mesh
     lm = bj.load(config.model.name, dtype=config.model.dtype, attn_impl=config.model.attn_impl, mesh=mesh)
@@ -129,7 +137,7 @@ def _train(config: ConfigDict, workdir: pathlib.Path, is_main: bool, record: dic
         raise ValueError(f"tokenizer of {config.model.name!r} has {tok.vocab_size} tokens but the model's embedding "
                          f"has {cfg.vocab_size} rows: they do not belong together")
     max_len = min(config.data.max_len, cfg.max_seq_len)
-    examples, report, source = load_training_set(config.data, tok, max_len)
+    examples, report = training_set(pool, config.data, tok, max_len, source)
     batches = EpochBatches(examples, config.data.batch_size, seed=config.seed, pad_id=lm.pad_id,
                            multiple=config.data.pad_multiple, bucket_chunks=config.data.bucket_chunks,
                            max_width=max_len)

@@ -74,3 +74,19 @@ def test_write_read_roundtrip_and_gzip(tmp_path):
     with gzip.open(tmp_path / "z.jsonl.gz", "wt") as f:
         f.write(json.dumps(GOOD_PAIR) + "\n\n" + json.dumps(GOOD_CHAT) + "\n")
     assert [r.line for r in read_records(tmp_path / "z.jsonl.gz")] == [1, 3]
+
+
+def test_unreadable_training_files_name_file_and_line(tmp_path):
+    bad = tmp_path / "latin1.jsonl"
+    bad.write_bytes(b'{"prompt": "hi", "response": "ok"}\n{"prompt": "caf\xe9", "response": "ok"}\n')
+    with pytest.raises(DataError, match=r"latin1.jsonl:2: not UTF-8 text \(byte 0xe9 at column 16\)"):
+        read_records(bad)
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(DataError, match=r"empty.jsonl: no rows"):
+        read_records(tmp_path / "empty.jsonl")
+    packed = tmp_path / "train.jsonl.gz"
+    with gzip.open(packed, "wt", encoding="utf-8") as f:
+        f.write('{"prompt": "hi", "response": "ok"}\n' * 2000)
+    (tmp_path / "cut.jsonl.gz").write_bytes(packed.read_bytes()[: packed.stat().st_size // 2])
+    with pytest.raises(DataError, match=r"cut.jsonl.gz: not a complete gzip file"):
+        read_records(tmp_path / "cut.jsonl.gz")

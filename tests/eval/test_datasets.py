@@ -1,5 +1,6 @@
 """Eval-set readers: the formats, the GPQA shuffle, and every bad row named by file and line."""
 
+import gzip
 import json
 import random
 import re
@@ -124,6 +125,20 @@ BAD = [
     (read_mc, '{"question": "q", "choices": ["a", "b"], "label": true}', "field 'label' must be int, got bool"),
     (read_mc, '{"question": "q", "choices": ["a", "b"], "answer": "C"}', "field 'answer' must be a letter A-B"),
     (read_mc, '{"question": "q", "choices": ["a", "b"], "label": 0, "answer": "B"}', "disagree"),
+    (read_mc, '{"question": "q", "choices": ["a", "b", "a "], "label": 0}', "choices 0 and 2 are the same text 'a'"),
+    (read_mc, json.dumps({"question": "q", "choices": [f"c{i}" for i in range(27)], "label": 0}),
+     "holds 27 choices; at most 26"),
+    (read_gpqa, '{"question": "q", "correct_answer": "a", "incorrect_answers": ["b", "a", "c"]}',
+     "choices 0 and 2 are the same text 'a'"),
+    (read_aime, '{"problem": "p", "answer": null}', "field 'answer' must be str or int, got NoneType"),
+    (read_chat, json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+                            "answer": None}), "field 'answer' must be str or int, got NoneType"),
+    (read_chat, json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+                            "answer": " "}), "field 'answer' is empty"),
+    (read_chat, json.dumps({"messages": [{"role": "user", "content": "q"},
+                                         {"role": "assistant", "content": "so \\boxed{}"}]}),
+     "last \\boxed{} is empty"),
+    (read_mc, b'{"question": "caf\xe9", "choices": ["a", "b"], "label": 0}', "not UTF-8 text (byte 0xe9 at column 18)"),
 ]
 
 
@@ -134,7 +149,8 @@ def test_bad_row_names_file_and_line(tmp_path, reader, bad, message):
             read_chat: json.dumps({"messages": [{"role": "user", "content": "q"},
                                                 {"role": "assistant", "content": "\\boxed{1}"}]}),
             read_mc: '{"question": "q", "choices": ["a", "b"], "label": 0}'}[reader]
-    path = write(tmp_path / "bad.jsonl", [good, "", bad, good])
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(b"\n".join(x if isinstance(x, bytes) else x.encode() for x in (good, "", bad, good)) + b"\n")
     with pytest.raises(DataError) as err:
         reader(path)
     assert str(err.value).startswith(f"{path}:3: ")
@@ -144,3 +160,22 @@ def test_bad_row_names_file_and_line(tmp_path, reader, bad, message):
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.jsonl: data file not found"):
         read_mc(tmp_path / "nope.jsonl")
+
+
+def test_gzip_and_unreadable_files(tmp_path):
+    rows = [{"question": "q", "choices": ["a", "b"], "label": 1}] * 50
+    packed = tmp_path / "mc.jsonl.gz"
+    with gzip.open(packed, "wt", encoding="utf-8") as f:
+        f.write("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert len(read_mc(packed)) == 50  # the eval readers read .jsonl.gz too
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(packed.read_bytes()[:-12])
+    with pytest.raises(DataError, match=r"cut.jsonl.gz: not a complete gzip file .* lines read before the damage"):
+        read_mc(cut)
+    fake = tmp_path / "fake.jsonl.gz"
+    fake.write_text('{"question": "q"}\n')
+    with pytest.raises(DataError, match="fake.jsonl.gz: not a complete gzip file"):
+        read_mc(fake)
+    (tmp_path / "empty.jsonl").write_text("\n\n")
+    with pytest.raises(DataError, match=r"empty.jsonl: no rows \(the file is empty or blank\)"):
+        read_aime(tmp_path / "empty.jsonl")

@@ -279,3 +279,13 @@ def test_saturation_observe_trains_every_epoch(model_dir, tmp_path):
                                                       "saturation.window": 0}))
     assert summary["epochs"] == 30 and summary["steps"] == 90
     assert summary["saturation"]["epoch"] < 30 and summary["saturation"]["updates_saved"] == 0
+
+
+def test_too_many_samples_for_the_file_fails_before_the_load(model_dir, tmp_path):
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"prompt": "a", "response": "b"}\n' * 3)
+    started = time.time()
+    with pytest.raises(ValueError, match=r"config.data.num_samples=5, but .*train.jsonl holds 3 rows"):
+        run(tiny_config(tmp_path / "no_model_here", tmp_path / "w", **{
+            "data.source": "jsonl", "data.train_path": str(data), "data.num_samples": 5}))
+    assert time.time() - started < 5
