@@ -1,6 +1,9 @@
 """Print (or run, one after another) the commands of a config's sweep (`get_sweep()` in the config file):
 
-    python -m experiments.sweep experiments/configs/olmo7b_rep.py[:platform] [--run] [extra --config.* flags]
+    python -m experiments.sweep experiments/configs/olmo7b_rep.py[:platform] [--sweep=NAME] [--run] \
+        [extra --config.* flags]
+
+`--sweep=NAME` is passed to `get_sweep(NAME)` (e.g. olmo7b_rep's `triangle`); without it, `get_sweep()`.
 """
 
 import importlib.util
@@ -14,14 +17,15 @@ def main(argv: list[str]) -> None:
         raise SystemExit(__doc__)
     target, rest = argv[0], argv[1:]
     run = "--run" in rest
-    extra = [a for a in rest if a != "--run"]
+    kinds = [a.split("=", 1)[1] for a in rest if a.startswith("--sweep=")]
+    extra = [a for a in rest if a != "--run" and not a.startswith("--sweep=")]
     path = target.split(":")[0]
     spec = importlib.util.spec_from_file_location("sweep_config", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     if not hasattr(module, "get_sweep"):
         raise SystemExit(f"{path} has no get_sweep()")
-    for point in module.get_sweep():
+    for point in module.get_sweep(*kinds):
         cmd = [sys.executable, "-m", "experiments.run", f"--config={target}", *extra,
                *(f"--config.{k}={v}" for k, v in point.items())]
         print(shlex.join(cmd), flush=True)

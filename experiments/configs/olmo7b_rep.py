@@ -57,6 +57,15 @@ def get_config(platform: str = "h100x8"):
     return c
 
 
-def get_sweep():
-    """The fixed-budget diagonal: samples x epochs = 51,200 updates."""
-    return [{"data.num_samples": n, "train.epochs": e, "workdir": f"runs/olmo7b_rep/{n}x{e}"} for n, e in GRID]
+# The authors' scripts/train_dolci.sh: for epochs 256, 128, ..., 1, every size 200, 400, ... within the budget.
+TRIANGLE = [(n, e) for e in (2**j for j in range(8, -1, -1)) for n in (200 * 2**i for i in range(9)) if n * e <= POOL]
+
+
+def get_sweep(kind: str = "diagonal"):
+    """`diagonal`: the fixed-budget grid, samples x epochs = 51,200 updates (the paper's headline comparison).
+    `triangle`: every point at or under the budget, in the authors' order (`python -m experiments.sweep
+    experiments/configs/olmo7b_rep.py --sweep=triangle`)."""
+    points = {"diagonal": GRID, "triangle": TRIANGLE}
+    if kind not in points:
+        raise ValueError(f"unknown sweep {kind!r}; choose one of {sorted(points)}")
+    return [{"data.num_samples": n, "train.epochs": e, "workdir": f"runs/olmo7b_rep/{n}x{e}"} for n, e in points[kind]]

@@ -56,3 +56,17 @@ def test_study_configs_and_bad_sweep_key():
             point_config(config, point)  # every override names a real key
     with pytest.raises(KeyError, match="trian.epochs"):
         point_config(config, {"trian.epochs": 3})
+
+
+def test_olmo7b_rep_triangle_is_the_authors_grid():
+    """scripts/train_dolci.sh of the authors: epochs 256 .. 1, and at each every size 200 .. within 51,200 updates."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("olmo", "experiments/configs/olmo7b_rep.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    triangle = [(p["data.num_samples"], p["train.epochs"]) for p in module.get_sweep("triangle")]
+    assert len(triangle) == 45 and triangle[:4] == [(200, 256), (200, 128), (400, 128), (200, 64)]
+    assert triangle[-1] == (51_200, 1) and all(n * e <= 51_200 for n, e in triangle)
+    diagonal = [(p["data.num_samples"], p["train.epochs"]) for p in module.get_sweep()]
+    assert set(diagonal) <= set(triangle) and all(n * e == 51_200 for n, e in diagonal)
