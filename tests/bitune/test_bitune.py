@@ -71,7 +71,9 @@ def test_fused_equals_literal_reference(family, mixing):
     flat, ref_flat = jax.tree_util.tree_flatten_with_path(grads)[0], jax.tree.leaves(ref_grads)
     assert {"causal", "bidir", "mix"} == set(grads)
     for (path, g), r in zip(flat, ref_flat):
-        np.testing.assert_allclose(g, r, atol=1e-5, rtol=0, err_msg=jax.tree_util.keystr(path))
+        # atol for small entries, plus float32's relative precision for large ones: the mixing weights' gradients
+        # sum over every layer's cache and reach |g| ~ 2.5, where 1e-5 absolute is 4e-6 relative (a few ulps).
+        np.testing.assert_allclose(g, r, atol=1e-5, rtol=1e-5, err_msg=jax.tree_util.keystr(path))
         assert np.abs(np.asarray(r)).max() > 0, f"no gradient reaches {jax.tree_util.keystr(path)}"
 
 
