@@ -22,6 +22,8 @@ class EpochStats(NamedTuple):
     tokens: jax.Array  # [] int32 answer tokens
     loss: jax.Array  # [] float32 sum of step losses
     steps: jax.Array  # [] int32 steps taken this epoch
+    sample_accuracy: jax.Array  # [] float32 sum over real rows of each row's own token accuracy
+    samples: jax.Array  # [] int32 real rows seen
     memorized: jax.Array  # [num_examples] int8: -1 not seen this epoch, 1 every answer token right, 0 not
     bad_batch: jax.Array  # [] int32 batch number (epoch * batches_per_epoch + index) of the first non-finite step
     bad_loss: jax.Array  # [] float32 its loss
@@ -35,7 +37,7 @@ class EpochStats(NamedTuple):
 
 def empty(num_examples: int) -> EpochStats:
     zero_i, zero_f = np.zeros((), np.int32), np.zeros((), np.float32)
-    return EpochStats(correct=zero_i, tokens=zero_i, loss=zero_f, steps=zero_i,
+    return EpochStats(correct=zero_i, tokens=zero_i, loss=zero_f, steps=zero_i, sample_accuracy=zero_f, samples=zero_i,
                       memorized=np.full((num_examples,), -1, np.int8), bad_batch=np.full((), -1, np.int32),
                       bad_loss=zero_f, bad_grad_norm=zero_f, skipped=zero_i)
 
@@ -47,13 +49,17 @@ def accumulate(stats: EpochStats, metrics: dict[str, jax.Array], example_id: jax
     finite = metrics["finite"] & ~stats.halted
     add = lambda total, x: total + jnp.where(finite, x, 0).astype(total.dtype)  # noqa: E731
     n = stats.memorized.shape[0]
-    ids = jnp.where((example_id >= 0) & finite, example_id, n)  # filler rows and skipped steps: dropped
-    memorized = stats.memorized.at[ids].set((metrics["per_example_accuracy"] >= 1.0).astype(jnp.int8), mode="drop")
+    real = example_id >= 0  # filler rows carry example_id -1
+    ids = jnp.where(real & finite, example_id, n)  # filler rows and skipped steps: dropped
+    fully_right = (metrics["per_example_accuracy"] >= 1.0).astype(jnp.int8)
+    memorized = jnp.asarray(stats.memorized).at[ids].set(fully_right, mode="drop")
     newly_bad = ~metrics["finite"] & ~stats.halted & halt
     pick = lambda old, new: jnp.where(newly_bad, new, old).astype(old.dtype)  # noqa: E731
     return EpochStats(
         correct=add(stats.correct, metrics["correct"]), tokens=add(stats.tokens, metrics["tokens"]),
         loss=add(stats.loss, metrics["loss"]), steps=add(stats.steps, 1), memorized=memorized,
+        sample_accuracy=add(stats.sample_accuracy, jnp.where(real, metrics["per_example_accuracy"], 0.0).sum()),
+        samples=add(stats.samples, real.sum()),
         bad_batch=pick(stats.bad_batch, batch_number), bad_loss=pick(stats.bad_loss, metrics["loss"]),
         bad_grad_norm=pick(stats.bad_grad_norm, metrics["grad_norm"]),
         skipped=stats.skipped + (~metrics["finite"] & ~stats.halted).astype(jnp.int32))
@@ -65,12 +71,14 @@ def guard(new_state: Any, old_state: Any, stats: EpochStats) -> Any:
 
 
 def summary(stats: EpochStats) -> dict[str, float]:
-    """Epoch token accuracy (over answer tokens), mean step loss, the fraction of seen examples memorized, and the
+    """Epoch token accuracy (over answer tokens; `sample_token_accuracy`: the mean of each sample's own, so a long
+    trace weighs as much as a short one), mean step loss, the fraction of seen examples memorized, and the
     non-finite batches skipped."""
     seen = np.asarray(stats.memorized) >= 0
     return {
         "skipped_batches": int(stats.skipped),
         "token_accuracy": int(stats.correct) / max(int(stats.tokens), 1),
+        "sample_token_accuracy": float(stats.sample_accuracy) / max(int(stats.samples), 1),
         "loss": float(stats.loss) / max(int(stats.steps), 1),
         "memorized_fraction": float(np.mean(np.asarray(stats.memorized)[seen] == 1)) if seen.any() else 0.0,
     }

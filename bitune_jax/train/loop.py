@@ -289,7 +289,7 @@ def _train(config: ConfigDict, workdir: pathlib.Path, is_main: bool, record: dic
             history.append(epoch_metrics)
             stats = jax.device_put(epoch_stats.empty(len(examples)), replicated)
             position = {"epoch": epoch + 1, "index": 0}
-            decision = saturation.check_saturation([h["token_accuracy"] for h in history], rule)
+            decision = saturation.check_saturation([h[rule.metric] for h in history], rule)
             end_now = False
             if decision.stop and saturated is None:
                 saturated = {"epoch": decision.saturation_epoch, "reason": decision.reason, "after_epoch": epoch + 1,

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 Reason = Literal["threshold", "plateau"]
 MODES = ("anneal", "stop", "observe")
+METRICS = ("token_accuracy", "sample_token_accuracy")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +44,8 @@ class SaturationConfig:
         paper did).
     anneal_updates: the anneal's length in optimizer updates; 0 means as many as the warmup (at least 1). Never
         past the planned budget.
+    metric: which epoch accuracy the rule reads: "token_accuracy" (over all answer tokens, so long traces weigh
+        more) or "sample_token_accuracy" (the mean of each sample's own accuracy).
     """
 
     threshold: float | None = 0.99
@@ -52,6 +55,7 @@ class SaturationConfig:
     enabled: bool = True
     mode: str = "anneal"
     anneal_updates: int = 0
+    metric: str = "token_accuracy"
 
     def __post_init__(self) -> None:
         if self.threshold is not None:
@@ -70,6 +74,8 @@ class SaturationConfig:
         if self.mode not in MODES:
             raise ValueError(f"SaturationConfig.mode must be one of {MODES}, got {self.mode!r}")
         _check_int("SaturationConfig.anneal_updates", self.anneal_updates, minimum=0)
+        if self.metric not in METRICS:
+            raise ValueError(f"SaturationConfig.metric must be one of {METRICS}, got {self.metric!r}")
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> SaturationConfig:

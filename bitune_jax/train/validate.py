@@ -36,6 +36,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.on_nonfinite": ("stop", "skip_batch"),
     "train.moments_dtype": ("float32", "bfloat16"),
     "saturation.mode": ("anneal", "stop", "observe"),
+    "saturation.metric": ("token_accuracy", "sample_token_accuracy"),
     "eval.source": ("synthetic", "jsonl"),
 }
 

@@ -47,9 +47,10 @@ def base() -> ConfigDict:
     # (naming the batch and the last checkpoint) or "skip_batch" goes on without it (counted per epoch).
     # loss_chunk: >0 scores the answer rows this many at a time (logits never exist for the whole sequence).
     c.saturation = ConfigDict(dict(enabled=True, threshold=0.99, window=3, delta=1e-3, min_epochs=1, mode="anneal",
-                                   anneal_updates=0))
+                                   anneal_updates=0, metric="token_accuracy"))
     # mode: anneal (the LR falls to 0 over anneal_updates more updates, 0 = the warmup's length, then the run ends),
-    # stop (end now), observe (log the saturation epoch, train on).
+    # stop (end now), observe (log the saturation epoch, train on). metric: token_accuracy (over all answer tokens)
+    # or sample_token_accuracy (the mean of each sample's own).
     # Held-out accuracy during training (bitune_jax.train.evaluation), logged per epoch beside token accuracy.
     c.eval = ConfigDict(dict(
         every_epochs=0,  # 0: off; k: after every k-th epoch and after the last one
