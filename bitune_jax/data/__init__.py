@@ -11,6 +11,7 @@ from bitune_jax.data.pipeline import (
     nested_sizes,
     nested_subset,
     shuffled_order,
+    split_pool,
 )
 from bitune_jax.data.records import DataError, Record, read_jsonl, read_records, record_from_row, write_jsonl
 from bitune_jax.data.tokenize import TokenizedExample, TruncationReport, encode_record, tokenize_records
@@ -18,5 +19,5 @@ from bitune_jax.data.tokenize import TokenizedExample, TruncationReport, encode_
 __all__ = [
     "DUMMY_ID", "Batch", "BatchIterator", "DataError", "EpochBatches", "Record", "TokenizedExample",
     "TruncationReport", "collate", "derive_seed", "encode_record", "nested_sizes", "nested_subset", "read_jsonl",
-    "read_records", "record_from_row", "shuffled_order", "tokenize_records", "write_jsonl",
+    "read_records", "record_from_row", "shuffled_order", "split_pool", "tokenize_records", "write_jsonl",
 ]

@@ -65,6 +65,19 @@ def nested_subset(n_pool: int, size: int, seed: int) -> np.ndarray:
     return shuffled_order(n_pool, derive_seed("subset", seed))[:size]
 
 
+def split_pool(n_pool: int, val_size: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`(validation ids, training ids)`: as the authors split (shuffle the pool once, the first `val_size` rows are
+    the validation set, training sets are prefixes of the rest), so the validation set is the same for every
+    training size, never overlaps it, and with `val_size=0` the training ids are `nested_subset(n_pool, size)`."""
+    if not 0 <= val_size < n_pool:
+        raise ValueError(f"validation size must be in 0..{n_pool - 1} (the pool has {n_pool} rows), got {val_size}")
+    if not 1 <= size <= n_pool - val_size:
+        raise ValueError(f"training size must be in 1..{n_pool - val_size} (pool {n_pool} minus {val_size} for "
+                         f"validation), got {size}")
+    order = nested_subset(n_pool, n_pool, seed)
+    return order[:val_size], order[val_size:val_size + size]
+
+
 def nested_sizes(n_pool: int, smallest: int = 100) -> list[int]:
     """The paper's subset sizes `smallest * 2^i` that fit in the pool (100, 200, 400, ...)."""
     if smallest < 1:

@@ -137,8 +137,10 @@ class RunLogger:
         epochs = sorted(self.epochs)
         col = lambda name: [np.nan if self.epochs[e].get(name) is None else self.epochs[e][name] for e in epochs]
         held_out = col("eval_avg@n") if any("eval_avg@n" in self.epochs[e] for e in epochs) else None
+        has_val = any("val_loss" in self.epochs[e] for e in epochs)
         return plot_epoch_curves(epochs, col("token_accuracy"), col("loss"), self.plot_path, saturation_epoch,
-                                 held_out_accuracy=held_out)
+                                 held_out_accuracy=held_out,
+                                 validation=(col("val_token_accuracy"), col("val_loss")) if has_val else None)
 
     def close(self, saturation_epoch: int | None = None) -> Path | None:
         """Flush and close the files and write the plot; returns the plot path."""
@@ -159,9 +161,10 @@ class RunLogger:
 
 
 def plot_epoch_curves(epochs: list[int], token_accuracy: list[float], loss: list[float], path: str | Path,
-                      saturation_epoch: int | None = None, held_out_accuracy: list[float] | None = None) -> Path:
+                      saturation_epoch: int | None = None, held_out_accuracy: list[float] | None = None,
+                      validation: tuple[list[float], list[float]] | None = None) -> Path:
     """Two panels, token accuracy and loss per epoch, with the saturation epoch as a dashed vertical line;
-    held-out accuracy (NaN where not evaluated) beside token accuracy when given.
+    held-out accuracy and validation token accuracy / loss (NaN where not evaluated) beside them when given.
 
     Uses matplotlib's Agg canvas directly, so it never changes the process-wide backend (notebooks keep theirs).
     """
@@ -186,6 +189,13 @@ def plot_epoch_curves(epochs: list[int], token_accuracy: list[float], loss: list
         panels[0].plot(x[keep], y[keep], marker="s", markersize=4, color="tab:green", label="held-out accuracy")
         panels[0].set_ylabel("accuracy")
         panels[0].legend(loc="best")
+    if validation is not None:
+        x = np.asarray(epochs, float)
+        for ax, values, label in zip(panels, validation, ("validation token accuracy", "validation loss")):
+            y = np.asarray(values, float)
+            keep = np.isfinite(y)
+            ax.plot(x[keep], y[keep], marker="^", markersize=4, linestyle="--", color="tab:purple", label=label)
+            ax.legend(loc="best")
     panels[0].set_ylim(0.0, 1.02)
     finite_loss = np.asarray(loss, float)[np.isfinite(np.asarray(loss, float))]
     panels[1].set_yscale("log" if np.all(finite_loss > 0) else "linear")

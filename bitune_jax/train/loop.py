@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import functools
 import json
 import pathlib
 from typing import Any
@@ -22,7 +23,7 @@ from ml_collections import ConfigDict
 import bitune_jax as bj
 import kernels
 from bitune_jax.bitune import BituneBatch, BituneConfig, alpha, batch_widths
-from bitune_jax.data import EpochBatches, nested_subset, read_records, tokenize_records
+from bitune_jax.data import EpochBatches, read_records, split_pool, tokenize_records
 from bitune_jax.peft import PeftConfig
 from bitune_jax.train import checkpointing, epoch_stats, evaluation, run_record, saturation
 from bitune_jax.train.logging import ProgressBar, RunLogger
@@ -38,6 +39,7 @@ from bitune_jax.train.sharding import (
 )
 from bitune_jax.train.step import annealed, init_state, jit_train_step, make_optimizer, make_schedule, per_step
 from bitune_jax.train.validate import ConfigError, validate
+from bitune_jax.train.validation import Validation
 from bitune_jax.train.workdir_lock import WorkdirLock
 
 
@@ -63,22 +65,29 @@ def read_training_pool(data: ConfigDict) -> tuple[list, str]:
         records = evaluation.synthetic_split(data)[0]
         kind = "long-CoT" if data.synthetic.cot else "short-answer"
         source = f"synthetic {kind} arithmetic (pool {data.synthetic.pool_size}, seed {data.synthetic.seed})"
-    if data.num_samples > len(records):
-        raise ConfigError(f"config.data.num_samples={data.num_samples}, but {source} holds {len(records)} rows; "
-                          "lower it or set 0 for all")
+    if data.val_size >= len(records):
+        raise ConfigError(f"config.data.val_size={data.val_size}, but {source} holds {len(records)} rows")
+    if data.num_samples > len(records) - data.val_size:
+        raise ConfigError(f"config.data.num_samples={data.num_samples}, but {source} holds {len(records)} rows"
+                          + (f", {data.val_size} of them for validation" if data.val_size else "")
+                          + "; lower it or set 0 for all")
     return records, source
 
 
 def training_set(records: list, data: ConfigDict, tok, max_len: int, source: str):
-    """Tokenized nested-prefix subset of the pool and the truncation report."""
+    """The tokenized training set (a nested prefix of the pool after the validation rows), its truncation report,
+    and the tokenized validation rows (`data.val_size`, the same for every training size; may be empty)."""
     if data.chat_template:
         tok.chat_template = pathlib.Path(data.chat_template).read_text()
-    ids = nested_subset(len(records), data.num_samples or len(records), data.pool_seed)
-    examples, report = tokenize_records([records[i] for i in ids], tok, max_len=max_len, truncation=data.truncation,
-                                        template=data.template)
+    val_ids, ids = split_pool(len(records), data.val_size, data.num_samples or len(records) - data.val_size,
+                              data.pool_seed)
+    encode = functools.partial(tokenize_records, tok=tok, max_len=max_len, truncation=data.truncation,
+                               template=data.template)
+    examples, report = encode([records[i] for i in ids])
     if not examples:
         raise ValueError(f"no training example left from {source} after truncation: {report.summary()}")
-    return examples, report
+    val_examples = encode([records[i] for i in val_ids])[0] if len(val_ids) else []
+    return examples, report, val_examples
 
 
 def objective_from_config(config: ConfigDict, cfg, mesh: jax.sharding.Mesh | None = None) -> Objective:
@@ -137,7 +146,7 @@ def _train(config: ConfigDict, workdir: pathlib.Path, is_main: bool, record: dic
         raise ValueError(f"tokenizer of {config.model.name!r} has {tok.vocab_size} tokens but the model's embedding "
                          f"has {cfg.vocab_size} rows: they do not belong together")
     max_len = min(config.data.max_len, cfg.max_seq_len)
-    examples, report = training_set(pool, config.data, tok, max_len, source)
+    examples, report, val_examples = training_set(pool, config.data, tok, max_len, source)
     batches = EpochBatches(examples, config.data.batch_size, seed=config.seed, pad_id=lm.pad_id,
                            multiple=config.data.pad_multiple, bucket_chunks=config.data.bucket_chunks,
                            max_width=max_len)
@@ -160,6 +169,11 @@ def _train(config: ConfigDict, workdir: pathlib.Path, is_main: bool, record: dic
     frozen = jax.device_put(frozen, frozen_sh)
     held_out = evaluation.HeldOutEval.from_config(config, tok) if config.eval.every_epochs else None
     shell = dataclasses.replace(lm, params={})  # ids, dtype and tokenizer for the held-out eval
+    validation = None
+    if val_examples:
+        validation = Validation(val_examples, objective, batch_size=config.data.batch_size, pad_id=lm.pad_id,
+                                multiple=config.data.pad_multiple, max_width=max_len, mesh=mesh,
+                                trainable_shardings=state_sh.trainable, frozen_shardings=frozen_sh)
     del trainable, lm
 
     ckpt = checkpointing.Checkpointer(
@@ -308,6 +322,12 @@ def _train(config: ConfigDict, workdir: pathlib.Path, is_main: bool, record: dic
             last = end_now or epoch + 1 == config.train.epochs or step >= total_steps
             if held_out is not None and evaluation.eval_due(config.eval, epoch + 1, last):
                 epoch_metrics.update(held_out_eval(epoch + 1))
+            if validation is not None and ((epoch + 1) % config.eval.val_every_epochs == 0 or last):
+                epoch_metrics.update(validation.run(state.trainable, frozen))
+                if is_main:
+                    print(f"validation after epoch {epoch + 1} ({len(val_examples)} rows): loss "
+                          f"{epoch_metrics['val_loss']:.4f}, token accuracy {epoch_metrics['val_token_accuracy']:.4f}",
+                          flush=True)
             logger.log_epoch(epoch + 1, step, {**epoch_metrics, **decision.as_log()})  # 1-based
             if is_main:
                 print(f"epoch {epoch + 1}/{config.train.epochs}: token accuracy "

@@ -54,6 +54,8 @@ RANGES: dict[str, tuple[float, float | None, bool]] = {
     "train.accumulate": (1, None, True),
     "train.loss_chunk": (0, None, True),
     "data.num_samples": (0, None, True),
+    "data.val_size": (0, None, True),
+    "eval.val_every_epochs": (1, None, True),
     "data.max_len": (2, None, True),
     "data.batch_size": (1, None, True),
     "data.pad_multiple": (1, None, True),

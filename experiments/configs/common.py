@@ -30,6 +30,7 @@ def base() -> ConfigDict:
         chat_template="",  # a .jinja file overriding the tokenizer's template (e.g. an instruct template for a base)
         template="chat",  # chat (the model's template) | plain ("Question: ...\n\nAnswer:" as in Bitune)
         num_samples=0,  # nested-prefix subset of the pool (0: all)
+        val_size=0,  # rows held out of the pool first (the same for every num_samples) for validation loss/accuracy
         pool_seed=42,
         max_len=512,
         truncation="drop",  # drop | truncate | error
@@ -61,6 +62,7 @@ def base() -> ConfigDict:
         n=1, temperature=0.0, top_p=1.0, seed=0,  # samples per item and sampling (temperature 0: greedy)
         max_new_tokens=256,
         batch_size=16,
+        val_every_epochs=1,  # validation loss and token accuracy (data.val_size > 0): every k-th epoch and the last
     ))
     # data x fsdp split rows, sequence splits each row's tokens (long sequences, batches smaller than the mesh),
     # tensor splits heads and MLP columns; parameters are sharded over fsdp x sequence. The product is the device count.

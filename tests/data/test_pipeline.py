@@ -181,3 +181,15 @@ def test_grain_dataset_view():
     eb = batches()
     ds = eb.dataset(3)
     assert len(ds) == eb.batches_per_epoch and same(ds[4], eb.batch(3, 4))
+
+
+def test_validation_split_is_fixed_disjoint_and_keeps_training_sets_nested():
+    from bitune_jax.data import nested_subset, split_pool
+
+    val, small = split_pool(100, 10, 20, seed=42)
+    val2, large = split_pool(100, 10, 40, seed=42)
+    assert val.tolist() == val2.tolist() and len(val) == 10
+    assert large[:20].tolist() == small.tolist() and not set(val) & set(large)
+    assert split_pool(100, 0, 20, seed=42)[1].tolist() == nested_subset(100, 20, 42).tolist()
+    with pytest.raises(ValueError, match=r"training size must be in 1..90"):
+        split_pool(100, 10, 91, seed=42)

@@ -49,9 +49,10 @@ def data(tmp_path_factory):
 CASES = {
     # config: (model, shape overrides)
     "olmo7b_rep.py:h100x8": ("olmo3", ["--config.data.max_len=256", "--config.data.num_samples=3",
-                                       "--config.train.epochs=2"]),
+                                       "--config.data.val_size=2", "--config.train.epochs=2"]),
     "olmo7b_rep.py:v5p-8": ("olmo3", ["--config.data.max_len=256", "--config.data.num_samples=3",
-                                      "--config.train.epochs=2", "--config.distributed.enabled=False"]),
+                                      "--config.data.val_size=2", "--config.train.epochs=2",
+                                      "--config.distributed.enabled=False"]),
     "gemma2b_bitune.py:h100x8": ("gemma", ["--config.train.max_updates=2"]),
 }
 
@@ -70,3 +71,5 @@ def test_runs_as_shipped_on_8_devices(spec, models, data, tmp_path):
     losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
               if json.loads(line)["scope"] == "step"]
     assert len(losses) == summary["steps"] and all(x == x and x > 0 for x in losses)
+    if "--config.data.val_size=2" in shapes:  # validation runs on the mesh too, after the last epoch
+        assert summary["history"][-1]["val_loss"] > 0

@@ -289,3 +289,13 @@ def test_too_many_samples_for_the_file_fails_before_the_load(model_dir, tmp_path
         run(tiny_config(tmp_path / "no_model_here", tmp_path / "w", **{
             "data.source": "jsonl", "data.train_path": str(data), "data.num_samples": 5}))
     assert time.time() - started < 5
+
+
+def test_validation_rows_are_held_out_and_scored_each_epoch(model_dir, tmp_path):
+    summary = run(tiny_config(model_dir, tmp_path, **{"data.val_size": 2, "train.epochs": 3,
+                                                      "eval.val_every_epochs": 2, "saturation.enabled": False}))
+    has = [("val_loss" in h, "val_token_accuracy" in h) for h in summary["history"]]
+    assert has == [(False, False), (True, True), (True, True)]  # epoch 2, and the last
+    assert 0 <= summary["history"][-1]["val_token_accuracy"] <= 1 and summary["history"][-1]["val_loss"] > 0
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows if r["scope"] == "epoch" and "epoch/val_loss" in r] == [2, 3]
