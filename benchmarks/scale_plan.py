@@ -43,6 +43,7 @@ from bitune_jax.models.transformer import init_params
 from bitune_jax.train.loop import objective_from_config, optimizer_from_config
 from bitune_jax.train.performance import model_flops_per_token
 from bitune_jax.train.sharding import batch_shardings, make_mesh, row_multiple, tree_shardings
+from bitune_jax.train.spec import RunSpec
 from bitune_jax.train.step import init_state, jit_train_step
 from bitune_jax.train.validate import validate
 
@@ -104,7 +105,7 @@ def plan(case: Case, seq: int) -> dict[str, float]:
     validate(config, devices)
     cfg = presets.get(case.preset)
     mesh = make_mesh(**{k: m[k] for k in ("data", "fsdp", "sequence", "tensor")}, devices=jax.devices()[:devices])
-    objective = objective_from_config(config, cfg, mesh)
+    objective = objective_from_config(RunSpec.from_config(config), cfg, mesh)
     schedule, optimizer = optimizer_from_config(config.train, case.budget)
     base = jax.eval_shape(lambda: init_params(cfg, jax.random.key(0), DTYPES[case.base_dtype]))
     master = DTYPES[config.model.param_dtype]

@@ -16,8 +16,6 @@ import dataclasses
 import pathlib
 from typing import Any
 
-from ml_collections import ConfigDict
-
 from bitune_jax.api import LM
 from bitune_jax.data import DataError, Record, encode_record, read_records, synthetic
 from bitune_jax.eval.answers import last_boxed
@@ -31,11 +29,12 @@ from bitune_jax.eval.reasoning import (
 )
 from bitune_jax.models.transformer import Params
 from bitune_jax.train.objectives import Objective
+from bitune_jax.train.spec import DataSpec, EvalSpec, RunSpec
 
 SUMMARY_KEYS = ("avg@n", "pass@1", "mean_length", "terminated_fraction")  # logged as eval_<key>
 
 
-def held_out_records(config: ConfigDict) -> list[Record]:
+def held_out_records(config: RunSpec) -> list[Record]:
     """The eval set `config.eval` names: the synthetic task's disjoint test set, or a local JSONL file."""
     ev = config.eval
     if ev.source == "synthetic":
@@ -54,7 +53,7 @@ def held_out_records(config: ConfigDict) -> list[Record]:
     return records
 
 
-def synthetic_split(data: ConfigDict) -> tuple[list[Record], list[Record]]:
+def synthetic_split(data: DataSpec) -> tuple[list[Record], list[Record]]:
     """`(training pool, disjoint test set)` of the synthetic long-CoT task as `config.data.synthetic` sets it."""
     s = data.synthetic
     return synthetic.train_test_split(s.pool_size, s.test_size, seed=s.seed, min_steps=s.min_steps,
@@ -81,7 +80,7 @@ class HeldOutEval:
     sampling: ReasoningEvalConfig
 
     @classmethod
-    def from_config(cls, config: ConfigDict, tok) -> HeldOutEval:
+    def from_config(cls, config: RunSpec, tok) -> HeldOutEval:
         ev = config.eval
         items, prompts = [], []
         for r in held_out_records(config):
@@ -115,7 +114,7 @@ class HeldOutEval:
                               peft=objective.peft)
 
 
-def eval_due(ev: ConfigDict, epoch: int, last: bool) -> bool:
+def eval_due(ev: EvalSpec, epoch: int, last: bool) -> bool:
     """After epoch `epoch` (1-based): every `every_epochs` epochs, and after the last epoch of the run."""
     return bool(ev.every_epochs) and (epoch % ev.every_epochs == 0 or last)
 

@@ -24,7 +24,6 @@ import bitune_jax as bj
 import kernels
 from bitune_jax.bitune import BituneBatch, BituneConfig, alpha, batch_widths
 from bitune_jax.data import EpochBatches, read_records, split_pool, tokenize_records
-from bitune_jax.peft import PeftConfig
 from bitune_jax.train import checkpointing, epoch_stats, evaluation, run_record, saturation
 from bitune_jax.train.logging import ProgressBar, RunLogger
 from bitune_jax.train.objectives import Objective
@@ -37,6 +36,7 @@ from bitune_jax.train.sharding import (
     row_multiple,
     tree_shardings,
 )
+from bitune_jax.train.spec import DataSpec, DistributedSpec, RunSpec, TrainSpec
 from bitune_jax.train.step import annealed, init_state, jit_train_step, make_optimizer, make_schedule, per_step
 from bitune_jax.train.validate import ConfigError, validate
 from bitune_jax.train.validation import Validation
@@ -47,7 +47,7 @@ class NonFiniteLossError(FloatingPointError):
     """The loss or gradient norm became NaN/inf; the run stopped without saving the bad state."""
 
 
-def maybe_init_distributed(dist: ConfigDict) -> None:
+def maybe_init_distributed(dist: ConfigDict | DistributedSpec) -> None:
     if not dist.enabled:
         return
     if dist.coordinator:
@@ -56,7 +56,7 @@ def maybe_init_distributed(dist: ConfigDict) -> None:
         jax.distributed.initialize()  # cluster auto-detection (TPU pods, SLURM, ...)
 
 
-def read_training_pool(data: ConfigDict) -> tuple[list, str]:
+def read_training_pool(data: DataSpec) -> tuple[list, str]:
     """The pool the training set is drawn from and a description of it, read before the model loads, so a bad row
     or a `num_samples` larger than the pool fails in seconds. `data` has passed `validate`."""
     if data.source == "jsonl":
@@ -74,7 +74,7 @@ def read_training_pool(data: ConfigDict) -> tuple[list, str]:
     return records, source
 
 
-def training_set(records: list, data: ConfigDict, tok, max_len: int, source: str):
+def training_set(records: list, data: DataSpec, tok, max_len: int, source: str):
     """The tokenized training set (a nested prefix of the pool after the validation rows), its truncation report,
     and the tokenized validation rows (`data.val_size`, the same for every training size; may be empty)."""
     if data.chat_template:
@@ -90,20 +90,18 @@ def training_set(records: list, data: ConfigDict, tok, max_len: int, source: str
     return examples, report, val_examples
 
 
-def objective_from_config(config: ConfigDict, cfg, mesh: jax.sharding.Mesh | None = None) -> Objective:
-    peft = PeftConfig(**config.peft.to_dict())
-    b = config.bitune
-    bitune = BituneConfig(peft=peft, tau=b.tau, w_init=b.w_init, mixing=b.mixing, learn_alpha=b.learn_alpha,
-                          bidirectional=b.bidirectional, shared_adapters=b.shared_adapters)
+def objective_from_config(spec: RunSpec, cfg, mesh: jax.sharding.Mesh | None = None) -> Objective:
+    peft = spec.peft
+    bitune = BituneConfig(peft=peft, **dataclasses.asdict(spec.bitune))
     sp = kernels.SequenceParallel(mesh) if mesh is not None and mesh.shape["sequence"] > 1 else None
-    return Objective(kind=config.objective, cfg=cfg, peft=peft if config.objective == "peft" else None,
-                     bitune=bitune if config.objective == "bitune" else None, dtype=bj.api.DTYPES[config.model.dtype],
-                     attn_impl=config.model.attn_impl, remat=config.model.remat, loss_chunk=config.train.loss_chunk,
-                     seed=config.seed, sequence_parallel=sp)
+    return Objective(kind=spec.objective, cfg=cfg, peft=peft if spec.objective == "peft" else None,
+                     bitune=bitune if spec.objective == "bitune" else None, dtype=bj.api.DTYPES[spec.model.dtype],
+                     attn_impl=spec.model.attn_impl, remat=spec.model.remat, loss_chunk=spec.train.loss_chunk,
+                     seed=spec.seed, sequence_parallel=sp)
 
 
-def optimizer_from_config(t: ConfigDict, total_updates: int, anneal: dict[str, int] | None = None):
-    """`(schedule, optimizer)` of `config.train` for a budget of `total_updates` optimizer updates; `anneal`
+def optimizer_from_config(t: TrainSpec, total_updates: int, anneal: dict[str, int] | None = None):
+    """`(schedule, optimizer)` of the train spec for a budget of `total_updates` optimizer updates; `anneal`
     (`{"start", "length"}`, set at saturation) makes the rate fall to 0 from update `start`."""
     schedule = make_schedule(t.schedule, t.lr, total_updates, t.warmup_frac)
     if anneal is not None:
@@ -121,69 +119,69 @@ def run(config: ConfigDict) -> dict[str, Any]:
 
     Before any weight or data is read: the config is validated, the workdir locked (process 0), and a resume
     checked against the run it continues (`run_record`)."""
-    maybe_init_distributed(config.distributed)
-    validate(config, jax.device_count())
-    workdir = pathlib.Path(config.workdir)
+    maybe_init_distributed(config.distributed)  # before validating: the device count needs the runtime
+    spec = validate(config, jax.device_count())  # the typed spec every step below reads
+    workdir = pathlib.Path(spec.workdir)
     is_main = jax.process_index() == 0
     with WorkdirLock(workdir) if is_main else contextlib.nullcontext():
         saved = checkpointing.committed_steps(workdir / "checkpoints")
-        notes, record = run_record.check_resume(workdir, config, resuming=bool(saved),
+        notes, record = run_record.check_resume(workdir, spec, resuming=bool(saved),
                                                 step=saved[-1] if saved else None)
         for line in notes if is_main else ():
             print(line, flush=True)
-        return _train(config, workdir, is_main, record)
+        return _train(spec, workdir, is_main, record)
 
 
-def _train(config: ConfigDict, workdir: pathlib.Path, is_main: bool, record: dict[str, Any] | None) -> dict[str, Any]:
-    pool, source = read_training_pool(config.data)
-    mesh = make_mesh(**config.mesh.to_dict())
+def _train(spec: RunSpec, workdir: pathlib.Path, is_main: bool, record: dict[str, Any] | None) -> dict[str, Any]:
+    pool, source = read_training_pool(spec.data)
+    mesh = make_mesh(**dataclasses.asdict(spec.mesh))
     # weights read shard by shard straight into their shardings on the mesh
-    lm = bj.load(config.model.name, dtype=config.model.dtype, attn_impl=config.model.attn_impl, mesh=mesh)
+    lm = bj.load(spec.model.name, dtype=spec.model.dtype, attn_impl=spec.model.attn_impl, mesh=mesh)
     cfg, tok = lm.cfg, lm.tokenizer
     if tok is None:
-        raise ValueError(f"model {config.model.name!r} has no tokenizer; training needs one to encode the data")
+        raise ValueError(f"model {spec.model.name!r} has no tokenizer; training needs one to encode the data")
     if tok.vocab_size > cfg.vocab_size:
-        raise ValueError(f"tokenizer of {config.model.name!r} has {tok.vocab_size} tokens but the model's embedding "
+        raise ValueError(f"tokenizer of {spec.model.name!r} has {tok.vocab_size} tokens but the model's embedding "
                          f"has {cfg.vocab_size} rows: they do not belong together")
-    max_len = min(config.data.max_len, cfg.max_seq_len)
-    examples, report, val_examples = training_set(pool, config.data, tok, max_len, source)
-    batches = EpochBatches(examples, config.data.batch_size, seed=config.seed, pad_id=lm.pad_id,
-                           multiple=config.data.pad_multiple, bucket_chunks=config.data.bucket_chunks,
+    max_len = min(spec.data.max_len, cfg.max_seq_len)
+    examples, report, val_examples = training_set(pool, spec.data, tok, max_len, source)
+    batches = EpochBatches(examples, spec.data.batch_size, seed=spec.seed, pad_id=lm.pad_id,
+                           multiple=spec.data.pad_multiple, bucket_chunks=spec.data.bucket_chunks,
                            max_width=max_len)
     steps_per_epoch = batches.batches_per_epoch
     # A batch is one step; `train.accumulate` steps make one optimizer update, the schedule's clock.
-    accumulate = config.train.accumulate
-    total_steps = config.train.epochs * steps_per_epoch
-    if config.train.max_updates:
-        total_steps = min(total_steps, config.train.max_updates * accumulate)
+    accumulate = spec.train.accumulate
+    total_steps = spec.train.epochs * steps_per_epoch
+    if spec.train.max_updates:
+        total_steps = min(total_steps, spec.train.max_updates * accumulate)
     total_updates = -(-total_steps // accumulate)
-    objective = objective_from_config(config, cfg, mesh)
+    objective = objective_from_config(spec, cfg, mesh)
 
-    schedule, optimizer = optimizer_from_config(config.train, total_updates)
-    trainable, frozen = objective.split(lm.params, jax.random.key(config.seed))
-    master = bj.api.DTYPES[config.model.param_dtype]
+    schedule, optimizer = optimizer_from_config(spec.train, total_updates)
+    trainable, frozen = objective.split(lm.params, jax.random.key(spec.seed))
+    master = bj.api.DTYPES[spec.model.param_dtype]
     trainable = jax.tree.map(lambda x: x.astype(master), trainable)
     abstract = jax.eval_shape(lambda tr: init_state(tr, optimizer), trainable)
     state_sh, frozen_sh = tree_shardings(abstract, mesh), tree_shardings(frozen, mesh)
     state = jax.jit(lambda tr: init_state(tr, optimizer), out_shardings=state_sh)(trainable)
     frozen = jax.device_put(frozen, frozen_sh)
-    held_out = evaluation.HeldOutEval.from_config(config, tok) if config.eval.every_epochs else None
+    held_out = evaluation.HeldOutEval.from_config(spec, tok) if spec.eval.every_epochs else None
     shell = dataclasses.replace(lm, params={})  # ids, dtype and tokenizer for the held-out eval
     validation = None
     if val_examples:
-        validation = Validation(val_examples, objective, batch_size=config.data.batch_size, pad_id=lm.pad_id,
-                                multiple=config.data.pad_multiple, max_width=max_len, mesh=mesh,
+        validation = Validation(val_examples, objective, batch_size=spec.data.batch_size, pad_id=lm.pad_id,
+                                multiple=spec.data.pad_multiple, max_width=max_len, mesh=mesh,
                                 trainable_shardings=state_sh.trainable, frozen_shardings=frozen_sh)
     del trainable, lm
 
     ckpt = checkpointing.Checkpointer(
-        workdir / "checkpoints", keep=config.checkpoint.keep, async_save=config.checkpoint.async_save,
-        fingerprint=checkpointing.model_fingerprint(run_record.weights_identity(config.model.name), cfg,
+        workdir / "checkpoints", keep=spec.checkpoint.keep, async_save=spec.checkpoint.async_save,
+        fingerprint=checkpointing.model_fingerprint(run_record.weights_identity(spec.model.name), cfg,
                                                    state.trainable))
     position = {"epoch": 0, "index": 0}
     stats = epoch_stats.empty(len(examples))
     history: list[dict[str, float]] = []
-    start_eval: dict[str, float] = {}  # held-out eval before training (config.eval.at_start)
+    start_eval: dict[str, float] = {}  # held-out eval before training (spec.eval.at_start)
     saturated: dict[str, Any] | None = None  # the first saturation: epoch, reason, the update it was found at
     anneal: dict[str, int] | None = None  # after a saturation in mode "anneal": the re-planned schedule's tail
     restored = ckpt.restore_newest_readable(abstract_state=state, report=print if is_main else lambda _: None)
@@ -195,16 +193,16 @@ def _train(config: ConfigDict, workdir: pathlib.Path, is_main: bool, record: dic
         start_eval = meta.get("start_eval", {})
         saturated, anneal = meta.get("saturated"), meta.get("anneal")
     if anneal is not None:  # resumed inside the anneal that follows a saturation
-        schedule, optimizer = optimizer_from_config(config.train, total_updates, anneal)
+        schedule, optimizer = optimizer_from_config(spec.train, total_updates, anneal)
         total_steps = min(total_steps, (anneal["start"] + anneal["length"]) * accumulate)
     if is_main and record is not None:  # the run is under way (its checkpoint, if any, restored)
         run_record.write_record(workdir, record)
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     stats = jax.device_put(stats, replicated)
-    logger = RunLogger(workdir, enabled=is_main, tensorboard=config.log.tensorboard, resume_step=resumed_from)
+    logger = RunLogger(workdir, enabled=is_main, tensorboard=spec.log.tensorboard, resume_step=resumed_from)
     if is_main:
         print(f"data: {len(examples)} examples from {source}; {report.summary()}", flush=True)
-        print(f"training {config.objective} on {config.model.name}: {config.train.epochs} epochs x "
+        print(f"training {spec.objective} on {spec.model.name}: {spec.train.epochs} epochs x "
               f"{steps_per_epoch} steps = {total_steps} steps" +
               (f" = {total_updates} updates of {accumulate} accumulated steps" if accumulate > 1 else "") +
               (f"; resuming after step {resumed_from}" if resumed_from is not None else ""), flush=True)
@@ -225,11 +223,11 @@ def _train(config: ConfigDict, workdir: pathlib.Path, is_main: bool, record: dic
 
     def save(step: int, force: bool = False) -> None:
         meta = {"data": position, "epoch_accumulators": epoch_stats.to_json(read_stats()), "history": history,
-                "start_eval": start_eval, "saturated": saturated, "anneal": anneal, "config": config.to_dict()}
+                "start_eval": start_eval, "saturated": saturated, "anneal": anneal, "config": spec.to_dict()}
         ckpt.save(step, state, meta, force=force)
 
     perf = StepPerformance.create(objective.kind, frozen if objective.kind != "full" else state.trainable, cfg,
-                                  config.model.dtype)
+                                  spec.model.dtype)
     if is_main:
         print(f"mesh {dict(mesh.shape)} on {jax.device_count()} devices; MFU against the {perf.peak_source} "
               f"x {jax.device_count()}", flush=True)
@@ -239,8 +237,8 @@ def _train(config: ConfigDict, workdir: pathlib.Path, is_main: bool, record: dic
     step = int(state.step)  # the host's count of steps: the loop never waits on the device to know it
     in_flight = InFlight(MAX_STEPS_IN_FLIGHT)
     shown: dict[str, float] = {}  # the progress bar's values, from the latest log step
-    rule = saturation.SaturationConfig.from_mapping(config.saturation)
-    warmup_updates = int(round(config.train.warmup_frac * total_updates))
+    rule = spec.saturation
+    warmup_updates = int(round(spec.train.warmup_frac * total_updates))
 
     def held_out_eval(epoch: int) -> dict[str, float]:
         out = workdir / "eval" / f"epoch_{epoch:04d}.jsonl" if is_main else None
@@ -250,28 +248,28 @@ def _train(config: ConfigDict, workdir: pathlib.Path, is_main: bool, record: dic
                   flush=True)
         return values
 
-    if held_out is not None and config.eval.at_start and resumed_from is None:
+    if held_out is not None and spec.eval.at_start and resumed_from is None:
         start_eval = held_out_eval(0)
         logger.log_epoch(0, 0, start_eval)
     with checkpointing.install_sigterm_handler() as sigterm:
-        for epoch in range(position["epoch"], config.train.epochs):
+        for epoch in range(position["epoch"], spec.train.epochs):
             for index in range(position["index"], steps_per_epoch):
                 # Dispatch the step and go on: the host prepares the next batch while the device runs this one.
                 full = pad_rows(batches.batch(epoch, index), rows, shell.pad_id)
-                widths = batch_widths(_as_batch(full), multiple=config.data.pad_multiple)
+                widths = batch_widths(_as_batch(full), multiple=spec.data.pad_multiple)
                 if widths not in steps:
                     steps[widths] = jit_train_step(objective, optimizer, per_step(schedule, accumulate), state_sh,
                                                    frozen_sh,
                                                    batch_shardings(full, mesh), prompt_width=widths[0],
                                                    answer_width=widths[1], with_stats=True,
-                                                   halt_on_nonfinite=config.train.on_nonfinite == "stop")
+                                                   halt_on_nonfinite=spec.train.on_nonfinite == "stop")
                 state, stats, metrics = steps[widths](state, frozen, global_batch(full, mesh), stats,
                                                       np.int32(epoch * steps_per_epoch + index))
                 in_flight.add(metrics["loss"])
                 step += 1
                 position = {"epoch": epoch, "index": index + 1}
                 tokens_per_s = perf.throughput.update(float(np.sum(full["length"])))
-                if step % config.log.every_steps == 0:
+                if step % spec.log.every_steps == 0:
                     read_stats()
                     logged = _scalars(_read_device(metrics))
                     logged.pop("finite", None)
@@ -285,7 +283,7 @@ def _train(config: ConfigDict, workdir: pathlib.Path, is_main: bool, record: dic
                     ckpt.close()
                     raise SystemExit(f"SIGTERM: saved step {step} in {ckpt.directory}; rerun the same command to "
                                      "resume")
-                if config.checkpoint.every_steps and step % config.checkpoint.every_steps == 0:
+                if spec.checkpoint.every_steps and step % spec.checkpoint.every_steps == 0:
                     save(step)
                 if step >= total_steps:
                     break
@@ -311,7 +309,7 @@ def _train(config: ConfigDict, workdir: pathlib.Path, is_main: bool, record: dic
                 length = saturation.anneal_length(rule, warmup_updates, step // accumulate, total_updates)
                 if rule.mode == "anneal" and length:
                     anneal = {"start": step // accumulate, "length": length}
-                    schedule, optimizer = optimizer_from_config(config.train, total_updates, anneal)
+                    schedule, optimizer = optimizer_from_config(spec.train, total_updates, anneal)
                     steps.clear()  # the steps close over the old schedule
                     total_steps = min(total_steps, (anneal["start"] + length) * accumulate)
                     if is_main:
@@ -319,10 +317,10 @@ def _train(config: ConfigDict, workdir: pathlib.Path, is_main: bool, record: dic
                               f"learning rate from {float(schedule(anneal['start'])):.3g} to 0 over {length} more "
                               "updates", flush=True)
                 end_now = rule.mode != "observe" and anneal is None
-            last = end_now or epoch + 1 == config.train.epochs or step >= total_steps
-            if held_out is not None and evaluation.eval_due(config.eval, epoch + 1, last):
+            last = end_now or epoch + 1 == spec.train.epochs or step >= total_steps
+            if held_out is not None and evaluation.eval_due(spec.eval, epoch + 1, last):
                 epoch_metrics.update(held_out_eval(epoch + 1))
-            if validation is not None and ((epoch + 1) % config.eval.val_every_epochs == 0 or last):
+            if validation is not None and ((epoch + 1) % spec.eval.val_every_epochs == 0 or last):
                 epoch_metrics.update(validation.run(state.trainable, frozen))
                 if is_main:
                     print(f"validation after epoch {epoch + 1} ({len(val_examples)} rows): loss "
@@ -330,7 +328,7 @@ def _train(config: ConfigDict, workdir: pathlib.Path, is_main: bool, record: dic
                           flush=True)
             logger.log_epoch(epoch + 1, step, {**epoch_metrics, **decision.as_log()})  # 1-based
             if is_main:
-                print(f"epoch {epoch + 1}/{config.train.epochs}: token accuracy "
+                print(f"epoch {epoch + 1}/{spec.train.epochs}: token accuracy "
                       f"{epoch_metrics['token_accuracy']:.4f}, loss {epoch_metrics['loss']:.4f}, memorized "
                       f"{epoch_metrics['memorized_fraction']:.2f}", flush=True)
             if end_now or step >= total_steps:

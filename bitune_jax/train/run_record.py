@@ -19,6 +19,8 @@ from typing import Any
 
 from ml_collections import ConfigDict
 
+from bitune_jax.train.spec import RunSpec
+
 RECORD_NAME = "run.json"
 # Keys (or sections, ending in '.') whose change does not change what the run computes.
 # The spelling of the data and model paths is neutral: their contents are compared as `<key>:contents`.
@@ -31,7 +33,7 @@ class ResumeChangedError(ValueError):
     """A resume would silently change the run it continues."""
 
 
-def flat_config(config: ConfigDict | Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flat_config(config: RunSpec | ConfigDict | Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """`{"train.lr": 2e-5, ...}` with JSON values (tuples as lists)."""
     out: dict[str, Any] = {}
     for key, value in (config.items() if isinstance(config, Mapping) else config.to_dict().items()):
@@ -75,7 +77,7 @@ def weights_identity(name: str) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def describe(config: ConfigDict) -> dict[str, Any]:
+def describe(config: RunSpec | ConfigDict) -> dict[str, Any]:
     """What the run is: its flat config, its data file's identity (JSONL source) and its weights' identity."""
     data = file_identity(config.data.train_path) if config.data.source == "jsonl" else None
     return {"config": flat_config(config), "data": data, "weights": weights_identity(config.model.name)}
@@ -104,7 +106,7 @@ def differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> dict[st
     return out
 
 
-def check_resume(workdir: str | pathlib.Path, config: ConfigDict, *, resuming: bool,
+def check_resume(workdir: str | pathlib.Path, config: RunSpec | ConfigDict, *, resuming: bool,
                  step: int | None = None) -> tuple[list[str], dict[str, Any] | None]:
     """Compare a resume against the run it continues: the lines to print, and the record to store with
     `write_record` once the run is under way (its checkpoint restored; nothing is written for a refused run).

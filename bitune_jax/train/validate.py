@@ -20,6 +20,7 @@ from bitune_jax.models.transformer import REMAT_POLICIES
 from bitune_jax.peft import PeftConfig
 from bitune_jax.train import run_record
 from bitune_jax.train.saturation import SaturationConfig
+from bitune_jax.train.spec import RunSpec
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "objective": ("full", "peft", "bitune"),
@@ -97,8 +98,8 @@ def _check_range(key: str, value: Any, lo: float, hi: float | None, integer: boo
     return None
 
 
-def validate(config: ConfigDict, device_count: int) -> None:
-    """Raise `ConfigError` naming every key whose value cannot run on `device_count` devices."""
+def validate(config: ConfigDict, device_count: int) -> RunSpec:
+    """The run's typed spec; or `ConfigError` naming every key whose value cannot run on `device_count` devices."""
     errors: list[str] = []
     for key, allowed in CHOICES.items():
         value = _get(config, key)
@@ -153,6 +154,7 @@ def validate(config: ConfigDict, device_count: int) -> None:
             errors.append(f"config.{name}: {e}")
     if errors:
         raise ConfigError("invalid run config:\n  " + "\n  ".join(errors))
+    return RunSpec.from_config(config)
 
 
 def _missing_file(key: str, path: str, what: str) -> list[str]:

@@ -13,6 +13,7 @@ from bitune_jax.data import DataError, Record, encode_record
 from bitune_jax.peft import merge
 from bitune_jax.train import evaluation
 from bitune_jax.train.loop import objective_from_config, run
+from bitune_jax.train.spec import RunSpec
 from tests.train.tiny_run import smollm2_tokenizer, tiny_config, write_tiny_model
 
 
@@ -57,7 +58,7 @@ def test_eval_generates_with_the_trained_weights(model_dir, tmp_path, kind):
     """The eval's generations equal generating directly with the same weights (adapters made non-zero first)."""
     config = eval_config(model_dir, tmp_path, objective=kind)
     lm = bj.load(str(model_dir))
-    objective = objective_from_config(config, lm.cfg)
+    objective = objective_from_config(RunSpec.from_config(config), lm.cfg)
     trainable, frozen = objective.split(lm.params, jax.random.key(0))
     trainable = jax.tree.map(lambda x: x + 0.05 * jax.random.normal(jax.random.key(1), x.shape, x.dtype), trainable)
     held_out = evaluation.HeldOutEval.from_config(config, lm.tokenizer)
