@@ -299,3 +299,27 @@ def test_validation_rows_are_held_out_and_scored_each_epoch(model_dir, tmp_path)
     assert 0 <= summary["history"][-1]["val_token_accuracy"] <= 1 and summary["history"][-1]["val_loss"] > 0
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows if r["scope"] == "epoch" and "epoch/val_loss" in r] == [2, 3]
+
+
+def test_sigterm_mid_epoch_saves_exits_with_the_message_and_resumes_bitwise(model_dir, tmp_path):
+    reference = launch(model_dir, tmp_path / "a")
+    assert reference.wait(timeout=600) == 0, reference.stdout.read().decode()[-3000:]
+    expected = step_losses(tmp_path / "a")
+    victim = launch(model_dir, tmp_path / "b")
+    deadline = time.time() + 600
+    while time.time() < deadline:  # step 4 logged: mid-epoch 2 (3 steps an epoch)
+        if (tmp_path / "b" / "metrics.jsonl").exists() and any(s >= 4 for s in step_losses(tmp_path / "b")):
+            break
+        assert victim.poll() is None, victim.stdout.read().decode()[-3000:]
+        time.sleep(0.1)
+    victim.send_signal(signal.SIGTERM)
+    out = victim.communicate(timeout=300)[0].decode()
+    assert victim.returncode != 0 and "SIGTERM: saved step" in out and "rerun the same command" in out, out[-2000:]
+    saved = int(out.split("SIGTERM: saved step ")[1].split()[0])
+    assert saved in [int(p.name) for p in (tmp_path / "b" / "checkpoints").iterdir() if p.name.isdigit()]
+    assert not (tmp_path / "b" / "run.lock").exists()  # released on the way out
+    resumed = launch(model_dir, tmp_path / "b")
+    out = resumed.communicate(timeout=600)[0].decode()
+    assert resumed.returncode == 0 and f"resuming after step {saved}" in out, out[-3000:]
+    got = step_losses(tmp_path / "b")
+    assert got == expected  # bitwise: the same floats at every step
