@@ -1,8 +1,10 @@
-"""Evaluation: reasoning by sampling (last `\\boxed{}`, avg@n, pass@k) and multiple choice by log-likelihood."""
+"""Evaluation: reasoning by sampling (last `\\boxed{}`, avg@n, pass@k), multiple choice by log-likelihood, and
+MMLU next-letter scoring (the repetition paper's forgetting eval)."""
 
 from bitune_jax.eval.answers import is_correct, is_correct_original, last_boxed, last_boxed_original
 from bitune_jax.eval.datasets import MCItem, ReasoningItem, read_aime, read_chat, read_gpqa, read_mc
 from bitune_jax.eval.metrics import avg_at_n, mean_pass_at_k_unbiased, pass_at_k_first, pass_at_k_unbiased
+from bitune_jax.eval.mmlu import MMLUItem, evaluate_mmlu, read_mmlu
 from bitune_jax.eval.multiple_choice import MCConfig, MCScore, score_bitune, score_lm
 from bitune_jax.eval.reasoning import (
     QuestionRecord,
@@ -13,7 +15,10 @@ from bitune_jax.eval.reasoning import (
     write_generations_jsonl,
 )
 
-__all__ = ["MCConfig", "MCItem", "MCScore", "QuestionRecord", "ReasoningEvalConfig", "ReasoningItem", "avg_at_n",
-           "evaluate", "evaluate_bitune", "evaluate_lm", "is_correct", "is_correct_original", "last_boxed",
-           "last_boxed_original", "mean_pass_at_k_unbiased", "pass_at_k_first", "pass_at_k_unbiased", "read_aime",
-           "read_chat", "read_gpqa", "read_mc", "score_bitune", "score_lm", "write_generations_jsonl"]
+__all__ = [
+    "MCConfig", "MCItem", "MCScore", "MMLUItem", "QuestionRecord", "ReasoningEvalConfig", "ReasoningItem", "avg_at_n",
+    "evaluate", "evaluate_bitune", "evaluate_lm", "evaluate_mmlu", "is_correct", "is_correct_original",
+    "last_boxed", "last_boxed_original", "mean_pass_at_k_unbiased", "pass_at_k_first", "pass_at_k_unbiased",
+    "read_aime", "read_chat", "read_gpqa", "read_mc", "read_mmlu", "score_bitune", "score_lm",
+    "write_generations_jsonl",
+]
