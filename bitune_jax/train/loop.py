@@ -22,11 +22,11 @@ from ml_collections import ConfigDict
 
 import bitune_jax as bj
 import kernels
-from bitune_jax.bitune import BituneBatch, BituneConfig, alpha, batch_widths
+from bitune_jax.bitune import BituneConfig, alpha, batch_widths
 from bitune_jax.data import EpochBatches, read_records, split_pool, tokenize_records
 from bitune_jax.train import checkpointing, epoch_stats, evaluation, run_record, saturation
 from bitune_jax.train.logging import ProgressBar, RunLogger
-from bitune_jax.train.objectives import Objective
+from bitune_jax.train.objectives import Objective, as_batch
 from bitune_jax.train.performance import StepPerformance
 from bitune_jax.train.sharding import (
     batch_shardings,
@@ -256,7 +256,7 @@ def _train(spec: RunSpec, workdir: pathlib.Path, is_main: bool, record: dict[str
             for index in range(position["index"], steps_per_epoch):
                 # Dispatch the step and go on: the host prepares the next batch while the device runs this one.
                 full = pad_rows(batches.batch(epoch, index), rows, shell.pad_id)
-                widths = batch_widths(_as_batch(full), multiple=spec.data.pad_multiple)
+                widths = batch_widths(as_batch(full), multiple=spec.data.pad_multiple)
                 if widths not in steps:
                     steps[widths] = jit_train_step(objective, optimizer, per_step(schedule, accumulate), state_sh,
                                                    frozen_sh,
@@ -395,9 +395,3 @@ def _any_process(flag: bool) -> bool:
     if jax.process_count() == 1:
         return flag
     return bool(multihost_utils.process_allgather(np.asarray(flag)).any())
-
-
-def _as_batch(full: dict[str, np.ndarray]) -> BituneBatch:
-    return BituneBatch(full["tokens"], full["prompt_len"], full["length"])
-
-

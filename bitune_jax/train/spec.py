@@ -9,7 +9,6 @@ what it reads and nothing can change a value mid-run. The PEFT and saturation se
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from collections.abc import Mapping
 from typing import Any
@@ -169,7 +168,7 @@ def _build(cls: type, values: Mapping[str, Any], where: str):
     out = {}
     for name in fields:
         kind = hints[name]
-        if dataclasses.is_dataclass(kind) and isinstance(kind, type) and not isinstance(kind, types.GenericAlias):
+        if isinstance(kind, type) and dataclasses.is_dataclass(kind):
             out[name] = _build(kind, dict(values[name]), f"{where}.{name}")
         else:
             out[name] = values[name]

@@ -14,9 +14,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from bitune_jax.bitune import BituneBatch, batch_widths
+from bitune_jax.bitune import batch_widths
 from bitune_jax.data import EpochBatches, TokenizedExample
-from bitune_jax.train.objectives import Objective
+from bitune_jax.train.objectives import Objective, as_batch
 from bitune_jax.train.sharding import batch_shardings, global_batch, pad_rows, row_multiple
 
 
@@ -43,8 +43,7 @@ class Validation:
         loss_sum = accuracy_sum = 0.0
         for index in range(self.batches.batches_per_epoch):
             full = pad_rows(self.batches.batch(0, index), row_multiple(self.mesh), self.pad_id)
-            widths = batch_widths(BituneBatch(full["tokens"], full["prompt_len"], full["length"]),
-                                  multiple=self.multiple)
+            widths = batch_widths(as_batch(full), multiple=self.multiple)
             m = jax.device_get(self._step(full, widths)(trainable, frozen, global_batch(full, self.mesh)))
             real = np.asarray(full["example_id"]) >= 0
             correct, tokens, rows = correct + int(m["correct"]), tokens + int(m["tokens"]), rows + int(real.sum())

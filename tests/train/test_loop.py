@@ -36,6 +36,17 @@ def launch(model_dir, workdir, epochs=4):
                             stderr=subprocess.STDOUT)
 
 
+def wait_for_step(proc, workdir, step, timeout=600):
+    """Until the run in `proc` has logged `step` (it must still be running)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if (pathlib.Path(workdir) / "metrics.jsonl").exists() and any(s >= step for s in step_losses(workdir)):
+            return
+        assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+        time.sleep(0.1)
+    raise TimeoutError(f"step {step} not logged in {timeout} s")
+
+
 def test_run_writes_logs_checkpoints_plot_and_accuracy_rises(model_dir, tmp_path):
     summary = run(tiny_config(model_dir, tmp_path, **{"saturation.enabled": False}))
     assert summary["steps"] == 12 and summary["epochs"] == 4
@@ -64,13 +75,7 @@ def test_sigkill_then_resume_is_bitwise_identical(model_dir, tmp_path):
     expected = step_losses(tmp_path / "a")
 
     victim = launch(model_dir, tmp_path / "b")
-    deadline = time.time() + 600
-    while time.time() < deadline:  # kill once step 5 is logged (checkpoints exist at 2 and 4)
-        metrics = tmp_path / "b" / "metrics.jsonl"
-        if metrics.exists() and any(s >= 5 for s in step_losses(tmp_path / "b")):
-            break
-        assert victim.poll() is None, victim.stdout.read().decode()[-3000:]
-        time.sleep(0.2)
+    wait_for_step(victim, tmp_path / "b", 5)  # checkpoints exist at 2 and 4
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     resumed = launch(model_dir, tmp_path / "b")
@@ -306,12 +311,7 @@ def test_sigterm_mid_epoch_saves_exits_with_the_message_and_resumes_bitwise(mode
     assert reference.wait(timeout=600) == 0, reference.stdout.read().decode()[-3000:]
     expected = step_losses(tmp_path / "a")
     victim = launch(model_dir, tmp_path / "b")
-    deadline = time.time() + 600
-    while time.time() < deadline:  # step 4 logged: mid-epoch 2 (3 steps an epoch)
-        if (tmp_path / "b" / "metrics.jsonl").exists() and any(s >= 4 for s in step_losses(tmp_path / "b")):
-            break
-        assert victim.poll() is None, victim.stdout.read().decode()[-3000:]
-        time.sleep(0.1)
+    wait_for_step(victim, tmp_path / "b", 4)  # mid-epoch 2 (3 steps an epoch)
     victim.send_signal(signal.SIGTERM)
     out = victim.communicate(timeout=300)[0].decode()
     assert victim.returncode != 0 and "SIGTERM: saved step" in out and "rerun the same command" in out, out[-2000:]
