@@ -120,7 +120,8 @@ class Checkpointer:
     """Save and restore `(state, meta)` pairs by step, keeping the last `keep`.
 
     directory: where step folders go (created if missing; must be absolute for orbax, so it is resolved here).
-    keep: how many of the latest steps to keep (older ones are deleted after a newer save commits).
+    keep: how many of the latest steps to keep (older ones are deleted after a newer save commits); steps named
+        in `protect` are kept as well (the loop's last known good checkpoint).
     async_save: write in a background thread. `save` returns once arrays are copied off the device, so the loop
         may donate or overwrite the state right after; call `wait()` before reading the files or exiting.
     fingerprint: the current model's `model_fingerprint`; saved with every step and checked by `restore`.
@@ -133,7 +134,11 @@ class Checkpointer:
             raise ValueError(f"Checkpointer keep must be >= 1, got {keep}")
         self.directory = Path(directory).expanduser().resolve()
         self.fingerprint = None if fingerprint is None else json.loads(json.dumps(dict(fingerprint)))
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save, create=True)
+        self._protected: set[int] = set()
+        policy = ocp.checkpoint_managers.AnyPreservationPolicy(
+            [ocp.checkpoint_managers.LatestN(keep), _Protected(self._protected)])
+        options = ocp.CheckpointManagerOptions(preservation_policy=policy, enable_async_checkpointing=async_save,
+                                               create=True)
         self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     def save(self, step: int, state: PyTree, meta: Mapping[str, Any] | None = None, *, force: bool = False) -> bool:
@@ -153,6 +158,12 @@ class Checkpointer:
         record = {"meta": plain_meta, "fingerprint": self.fingerprint, "prng_keys": key_impls}
         args = ocp.args.Composite(state=ocp.args.StandardSave(data_state), meta=ocp.args.JsonSave(record))
         return bool(self._manager.save(step, args=args, force=force))
+
+    def protect(self, steps: set[int]) -> None:
+        """Keep exactly these steps beyond the latest `keep` (replaces the previous set; applied at the next
+        save's clean-up)."""
+        self._protected.clear()
+        self._protected.update(int(s) for s in steps)
 
     def latest_step(self) -> int | None:
         """The newest committed step, or None in an empty directory (a fresh run)."""
@@ -217,7 +228,7 @@ class Checkpointer:
                 failures.append((step, e))
                 continue
             for bad, error in failures:
-                moved = self._move_aside(bad)
+                moved = self.move_aside(bad)
                 report(f"{error}\nmoved step {bad} aside to {moved}; resuming from step {step} instead")
             return step, state, meta
         if failures:
@@ -226,12 +237,13 @@ class Checkpointer:
                                          f"Move {self.directory} aside to start the run afresh.")
         return None
 
-    def _move_aside(self, step: int) -> Path:
-        target = self.directory.parent / f"{self.directory.name}.corrupt" / str(step)
+    def move_aside(self, step: int, why: str = "corrupt") -> Path:
+        """Move step `step` out of the way, to `<directory>.<why>/<step>`, never deleting it."""
+        target = self.directory.parent / f"{self.directory.name}.{why}" / str(step)
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
 
-            multihost_utils.sync_global_devices(f"checkpoint step {step} found damaged")
+            multihost_utils.sync_global_devices(f"checkpoint step {step} to move aside ({why})")
         if jax.process_index() == 0:
             target.parent.mkdir(parents=True, exist_ok=True)
             if target.exists():
@@ -256,6 +268,16 @@ class Checkpointer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@dataclasses.dataclass
+class _Protected:
+    """orbax preservation policy: keep the steps in a set the checkpointer updates."""
+
+    steps: set[int]
+
+    def should_preserve(self, checkpoints, *, context) -> list[bool]:
+        return [info.step in self.steps for info in checkpoints]
 
 
 # --------------------------------------------------------------------------------------------- PRNG key trees

@@ -6,6 +6,10 @@ default policy, `train.on_nonfinite="stop"`) the statistics record the first suc
 becomes a no-op (`guard`), so a run that diverged between two reads is stopped at its next read with the weights
 of the last finite step, exactly as if it had been checked every step. With `halt=False` (`"skip_batch"`) such
 steps are counted and training goes on.
+
+The largest finite step loss and gradient norm since the last checkpoint save ride along (`window_*`; they span
+epochs and are reset by `new_window`): the save judges from them whether its checkpoint is known good
+(`divergence`).
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ class EpochStats(NamedTuple):
     bad_loss: jax.Array  # [] float32 its loss
     bad_grad_norm: jax.Array  # [] float32 its gradient norm
     skipped: jax.Array  # [] int32 non-finite steps skipped (halt=False)
+    window_max_loss: jax.Array  # [] float32 largest finite step loss since the last save
+    window_max_grad_norm: jax.Array  # [] float32 largest finite gradient norm since the last save
 
     @property
     def halted(self) -> jax.Array:
@@ -39,7 +45,20 @@ def empty(num_examples: int) -> EpochStats:
     zero_i, zero_f = np.zeros((), np.int32), np.zeros((), np.float32)
     return EpochStats(correct=zero_i, tokens=zero_i, loss=zero_f, steps=zero_i, sample_accuracy=zero_f, samples=zero_i,
                       memorized=np.full((num_examples,), -1, np.int8), bad_batch=np.full((), -1, np.int32),
-                      bad_loss=zero_f, bad_grad_norm=zero_f, skipped=zero_i)
+                      bad_loss=zero_f, bad_grad_norm=zero_f, skipped=zero_i, window_max_loss=zero_f,
+                      window_max_grad_norm=zero_f)
+
+
+def next_epoch(stats: EpochStats) -> EpochStats:
+    """Empty epoch statistics that keep the save window's maxima (a window may span an epoch end)."""
+    return empty(stats.memorized.shape[0])._replace(window_max_loss=np.asarray(stats.window_max_loss),
+                                                    window_max_grad_norm=np.asarray(stats.window_max_grad_norm))
+
+
+def new_window(stats: EpochStats) -> EpochStats:
+    """`stats` with the save window's maxima reset (at a checkpoint save)."""
+    zero = np.zeros((), np.float32)
+    return stats._replace(window_max_loss=zero, window_max_grad_norm=zero)
 
 
 def accumulate(stats: EpochStats, metrics: dict[str, jax.Array], example_id: jax.Array,
@@ -55,6 +74,7 @@ def accumulate(stats: EpochStats, metrics: dict[str, jax.Array], example_id: jax
     memorized = jnp.asarray(stats.memorized).at[ids].set(fully_right, mode="drop")
     newly_bad = ~metrics["finite"] & ~stats.halted & halt
     pick = lambda old, new: jnp.where(newly_bad, new, old).astype(old.dtype)  # noqa: E731
+    peak = lambda old, x: jnp.maximum(old, jnp.where(finite, x, 0.0)).astype(old.dtype)  # noqa: E731
     return EpochStats(
         correct=add(stats.correct, metrics["correct"]), tokens=add(stats.tokens, metrics["tokens"]),
         loss=add(stats.loss, metrics["loss"]), steps=add(stats.steps, 1), memorized=memorized,
@@ -62,7 +82,9 @@ def accumulate(stats: EpochStats, metrics: dict[str, jax.Array], example_id: jax
         samples=add(stats.samples, real.sum()),
         bad_batch=pick(stats.bad_batch, batch_number), bad_loss=pick(stats.bad_loss, metrics["loss"]),
         bad_grad_norm=pick(stats.bad_grad_norm, metrics["grad_norm"]),
-        skipped=stats.skipped + (~metrics["finite"] & ~stats.halted).astype(jnp.int32))
+        skipped=stats.skipped + (~metrics["finite"] & ~stats.halted).astype(jnp.int32),
+        window_max_loss=peak(stats.window_max_loss, metrics["loss"]),
+        window_max_grad_norm=peak(stats.window_max_grad_norm, metrics["grad_norm"]))
 
 
 def guard(new_state: Any, old_state: Any, stats: EpochStats) -> Any:

@@ -24,6 +24,7 @@ import numpy as np
 JSONL_NAME = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 PLOT_NAME = "token_accuracy_loss.png"
+ROLLED_BACK_NAME = "metrics.rolled_back.jsonl"  # rows a divergence rollback replaced (`RunLogger.rewind`)
 
 
 def _scalars(metrics: Mapping[str, Any]) -> dict[str, float | None]:
@@ -54,23 +55,38 @@ class RunLogger:
         self.jsonl_path = self.workdir / JSONL_NAME
         self.plot_path = self.workdir / PLOT_NAME
         self.epochs: dict[int, dict[str, float | None]] = {}  # epoch -> epoch metrics, for the plot
+        self.tensorboard = tensorboard
         self._file: TextIO | None = None
         self._tb = None
+        self._open(resume_step)
+
+    def _open(self, resume_step: int | None, set_aside: Path | None = None) -> None:
         if not self.enabled:
             return
         self.workdir.mkdir(parents=True, exist_ok=True)
         if self.jsonl_path.exists():
-            self._reload(resume_step)
+            self._reload(resume_step, set_aside)
         self._file = self.jsonl_path.open("a", encoding="utf-8")
-        if tensorboard:
+        if self.tensorboard:
             from tensorboardX import SummaryWriter
 
             purge = None if resume_step is None else int(resume_step) + 1
             self._tb = SummaryWriter(logdir=str(self.workdir / TENSORBOARD_DIR), purge_step=purge, flush_secs=30)
 
-    def _reload(self, resume_step: int | None) -> None:
-        """Keep rows up to `resume_step` (all rows when None) and rebuild the per-epoch history from them."""
-        kept = []
+    def rewind(self, step: int) -> Path:
+        """Continue from `step` again (a divergence rollback replays what follows): rows after it move to
+        `metrics.rolled_back.jsonl` (appended, never lost) and TensorBoard purges its later events. Returns that
+        file's path."""
+        self._close_files()
+        self.epochs = {}
+        set_aside = self.workdir / ROLLED_BACK_NAME
+        self._open(step, set_aside)
+        return set_aside
+
+    def _reload(self, resume_step: int | None, set_aside: Path | None = None) -> None:
+        """Keep rows up to `resume_step` (all rows when None; later ones appended to `set_aside` if given) and
+        rebuild the per-epoch history from them."""
+        kept, dropped = [], []
         for n, line in enumerate(self.jsonl_path.read_text(encoding="utf-8").splitlines(), 1):
             if not line.strip():
                 continue
@@ -80,10 +96,14 @@ class RunLogger:
                 print(f"[RunLogger] dropping unreadable line {n} of {self.jsonl_path}: {e}", file=sys.stderr)
                 continue
             if resume_step is not None and row.get("step", 0) > resume_step:
+                dropped.append(row)
                 continue
             kept.append(row)
             if row.get("scope") == "epoch":
                 self.epochs[int(row["epoch"])] = {k[6:]: v for k, v in row.items() if k.startswith("epoch/")}
+        if set_aside is not None and dropped:
+            with set_aside.open("a", encoding="utf-8") as f:
+                f.write("".join(json.dumps(r) + "\n" for r in dropped))
         if resume_step is not None:
             self.jsonl_path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
 
@@ -145,13 +165,16 @@ class RunLogger:
     def close(self, saturation_epoch: int | None = None) -> Path | None:
         """Flush and close the files and write the plot; returns the plot path."""
         path = self.plot(saturation_epoch)
+        self._close_files()
+        return path
+
+    def _close_files(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
         if self._tb is not None:
             self._tb.close()
             self._tb = None
-        return path
 
     def __enter__(self) -> RunLogger:
         return self

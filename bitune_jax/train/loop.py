@@ -8,7 +8,6 @@ goes into each checkpoint, so a killed run restarted with the same command conti
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
 import functools
 import json
@@ -24,7 +23,7 @@ import bitune_jax as bj
 import kernels
 from bitune_jax.bitune import BituneConfig, alpha, batch_widths
 from bitune_jax.data import EpochBatches, read_records, split_pool, tokenize_records
-from bitune_jax.train import checkpointing, epoch_stats, evaluation, run_record, saturation
+from bitune_jax.train import checkpointing, divergence, epoch_stats, evaluation, run_record, saturation
 from bitune_jax.train.logging import ProgressBar, RunLogger
 from bitune_jax.train.objectives import Objective, as_batch
 from bitune_jax.train.performance import StepPerformance
@@ -40,11 +39,19 @@ from bitune_jax.train.spec import DataSpec, DistributedSpec, RunSpec, TrainSpec
 from bitune_jax.train.step import annealed, init_state, jit_train_step, make_optimizer, make_schedule, per_step
 from bitune_jax.train.validate import ConfigError, validate
 from bitune_jax.train.validation import Validation
-from bitune_jax.train.workdir_lock import WorkdirLock
+from bitune_jax.train.workdir_lock import hold_workdir
 
 
 class NonFiniteLossError(FloatingPointError):
     """The loss or gradient norm became NaN/inf; the run stopped without saving the bad state."""
+
+
+class _Diverged(Exception):
+    """A non-finite step under `train.on_nonfinite="rollback"`: the loop rolls back (carries the host stats)."""
+
+    def __init__(self, stats: epoch_stats.EpochStats):
+        super().__init__(int(stats.bad_batch))
+        self.stats = stats
 
 
 def maybe_init_distributed(dist: ConfigDict | DistributedSpec) -> None:
@@ -100,10 +107,12 @@ def objective_from_config(spec: RunSpec, cfg, mesh: jax.sharding.Mesh | None = N
                      seed=spec.seed, sequence_parallel=sp)
 
 
-def optimizer_from_config(t: TrainSpec, total_updates: int, anneal: dict[str, int] | None = None):
+def optimizer_from_config(t: TrainSpec, total_updates: int, anneal: dict[str, int] | None = None,
+                          lr_scale: float = 1.0):
     """`(schedule, optimizer)` of the train spec for a budget of `total_updates` optimizer updates; `anneal`
-    (`{"start", "length"}`, set at saturation) makes the rate fall to 0 from update `start`."""
-    schedule = make_schedule(t.schedule, t.lr, total_updates, t.warmup_frac)
+    (`{"start", "length"}`, set at saturation) makes the rate fall to 0 from update `start`; `lr_scale` (after
+    divergence rollbacks) multiplies the whole schedule."""
+    schedule = make_schedule(t.schedule, t.lr * lr_scale, total_updates, t.warmup_frac)
     if anneal is not None:
         schedule = annealed(schedule, anneal["start"], anneal["length"])
     return schedule, make_optimizer(schedule, b1=t.b1, b2=t.b2, eps=t.eps, weight_decay=t.weight_decay, clip=t.clip,
@@ -117,13 +126,13 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
 def run(config: ConfigDict) -> dict[str, Any]:
     """Train as `config` says; returns (and writes to `workdir/summary.json`) what happened.
 
-    Before any weight or data is read: the config is validated, the workdir locked (process 0), and a resume
+    Before any weight or data is read: the config is validated, the workdir locked (`hold_workdir`), and a resume
     checked against the run it continues (`run_record`)."""
     maybe_init_distributed(config.distributed)  # before validating: the device count needs the runtime
     spec = validate(config, jax.device_count())  # the typed spec every step below reads
     workdir = pathlib.Path(spec.workdir)
     is_main = jax.process_index() == 0
-    with WorkdirLock(workdir) if is_main else contextlib.nullcontext():
+    with hold_workdir(workdir):
         saved = checkpointing.committed_steps(workdir / "checkpoints")
         notes, record = run_record.check_resume(workdir, spec, resuming=bool(saved),
                                                 step=saved[-1] if saved else None)
@@ -155,6 +164,7 @@ def _train(spec: RunSpec, workdir: pathlib.Path, is_main: bool, record: dict[str
     if spec.train.max_updates:
         total_steps = min(total_steps, spec.train.max_updates * accumulate)
     total_updates = -(-total_steps // accumulate)
+    planned_steps = total_steps
     objective = objective_from_config(spec, cfg, mesh)
 
     schedule, optimizer = optimizer_from_config(spec.train, total_updates)
@@ -184,6 +194,8 @@ def _train(spec: RunSpec, workdir: pathlib.Path, is_main: bool, record: dict[str
     start_eval: dict[str, float] = {}  # held-out eval before training (spec.eval.at_start)
     saturated: dict[str, Any] | None = None  # the first saturation: epoch, reason, the update it was found at
     anneal: dict[str, int] | None = None  # after a saturation in mode "anneal": the re-planned schedule's tail
+    windows: list[divergence.Window] = []  # one per save: its steps' health, which makes a checkpoint known good
+    recovery = divergence.Recovery()  # what divergence rollbacks changed (skipped batches, learning-rate scale)
     restored = ckpt.restore_newest_readable(abstract_state=state, report=print if is_main else lambda _: None)
     resumed_from = None
     if restored is not None:
@@ -192,9 +204,17 @@ def _train(spec: RunSpec, workdir: pathlib.Path, is_main: bool, record: dict[str
         stats = epoch_stats.from_json(meta["epoch_accumulators"])
         start_eval = meta.get("start_eval", {})
         saturated, anneal = meta.get("saturated"), meta.get("anneal")
-    if anneal is not None:  # resumed inside the anneal that follows a saturation
-        schedule, optimizer = optimizer_from_config(spec.train, total_updates, anneal)
-        total_steps = min(total_steps, (anneal["start"] + anneal["length"]) * accumulate)
+        windows = [divergence.Window.from_json(w) for w in meta.get("windows", [])]
+        recovery = divergence.Recovery.from_json(meta.get("recovery"))
+
+    def replan() -> tuple[Any, Any, int]:
+        """Schedule, optimizer and step count for the current anneal and rollback state."""
+        sched, opt = optimizer_from_config(spec.train, total_updates, anneal, recovery.lr_scale)
+        end = planned_steps if anneal is None else min(planned_steps, (anneal["start"] + anneal["length"]) * accumulate)
+        return sched, opt, end
+
+    if anneal is not None or recovery.lr_scale != 1.0:  # resumed inside an anneal, or after a rollback
+        schedule, optimizer, total_steps = replan()
     if is_main and record is not None:  # the run is under way (its checkpoint, if any, restored)
         run_record.write_record(workdir, record)
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
@@ -207,24 +227,47 @@ def _train(spec: RunSpec, workdir: pathlib.Path, is_main: bool, record: dict[str
               (f" = {total_updates} updates of {accumulate} accumulated steps" if accumulate > 1 else "") +
               (f"; resuming after step {resumed_from}" if resumed_from is not None else ""), flush=True)
 
+    def describe_bad_step(host: epoch_stats.EpochStats) -> str:
+        bad_epoch, bad_index = divmod(int(host.bad_batch), steps_per_epoch)
+        return (f"non-finite loss ({float(host.bad_loss)}) or gradient norm ({float(host.bad_grad_norm)}) at epoch "
+                f"{bad_epoch}, batch {bad_index}")
+
+    def known_good_text() -> str:
+        good = divergence.last_known_good(windows)
+        if good is None:
+            return ("none (no checkpoint was saved before the divergence without a loss or gradient-norm spike "
+                    "in its window)")
+        return f"step {good} in {ckpt.directory}"
+
     def read_stats() -> epoch_stats.EpochStats:
-        """The epoch statistics on the host; a step that went non-finite since the last read stops the run here."""
+        """The epoch statistics on the host; a step that went non-finite since the last read stops the run here
+        (or, under "rollback", raises `_Diverged` for the loop to roll back)."""
         host = _read_device(stats)
         if host.bad_batch >= 0:
             ckpt.wait()
-            bad_epoch, bad_index = divmod(int(host.bad_batch), steps_per_epoch)
-            last_good = ckpt.latest_step()
-            raise NonFiniteLossError(
-                f"non-finite loss ({float(host.bad_loss)}) or gradient norm ({float(host.bad_grad_norm)}) at epoch "
-                f"{bad_epoch}, batch {bad_index}; the update was not applied and the run stopped. Last good "
-                f"checkpoint: " + (f"step {last_good} in {ckpt.directory}" if last_good is not None else
-                                   "none yet (no checkpoint was saved before the divergence)"))
+            if spec.train.on_nonfinite == "rollback":
+                raise _Diverged(host)
+            hint = "" if divergence.last_known_good(windows) is None else (
+                ". To recover from it, rerun with --config.train.on_nonfinite=rollback "
+                "--config.resume.allow_changes=train.on_nonfinite")
+            raise NonFiniteLossError(f"{describe_bad_step(host)}; the update was not applied and the run stopped. "
+                                     f"Last known good checkpoint: {known_good_text()}{hint}")
         return host
 
     def save(step: int, force: bool = False) -> None:
-        meta = {"data": position, "epoch_accumulators": epoch_stats.to_json(read_stats()), "history": history,
-                "start_eval": start_eval, "saturated": saturated, "anneal": anneal, "config": spec.to_dict()}
-        ckpt.save(step, state, meta, force=force)
+        nonlocal stats
+        host = read_stats()
+        window = divergence.judge(step, float(host.window_max_loss), float(host.window_max_grad_norm), windows,
+                                  spec.checkpoint.spike_factor)
+        meta = {"data": position, "epoch_accumulators": epoch_stats.to_json(epoch_stats.new_window(host)),
+                "history": history, "start_eval": start_eval, "saturated": saturated, "anneal": anneal,
+                "windows": [w.to_json() for w in (*windows, window)], "recovery": recovery.to_json(),
+                "config": spec.to_dict()}
+        good = divergence.last_known_good([*windows, window])
+        ckpt.protect(set() if good is None else {good})
+        if ckpt.save(step, state, meta, force=force):
+            windows.append(window)
+            stats = jax.device_put(epoch_stats.new_window(host), replicated)
 
     perf = StepPerformance.create(objective.kind, frozen if objective.kind != "full" else state.trainable, cfg,
                                   spec.model.dtype)
@@ -236,6 +279,8 @@ def _train(spec: RunSpec, workdir: pathlib.Path, is_main: bool, record: dict[str
     bar = ProgressBar(total_steps, initial=int(state.step), enabled=is_main)
     step = int(state.step)  # the host's count of steps: the loop never waits on the device to know it
     in_flight = InFlight(MAX_STEPS_IN_FLIGHT)
+    advance = jax.jit(lambda s: s._replace(step=s.step + 1), out_shardings=state_sh, donate_argnums=0)
+    tokens_per_s = 0.0
     shown: dict[str, float] = {}  # the progress bar's values, from the latest log step
     rule = spec.saturation
     warmup_updates = int(round(spec.train.warmup_frac * total_updates))
@@ -252,87 +297,122 @@ def _train(spec: RunSpec, workdir: pathlib.Path, is_main: bool, record: dict[str
         start_eval = held_out_eval(0)
         logger.log_epoch(0, 0, start_eval)
     with checkpointing.install_sigterm_handler() as sigterm:
-        for epoch in range(position["epoch"], spec.train.epochs):
-            for index in range(position["index"], steps_per_epoch):
-                # Dispatch the step and go on: the host prepares the next batch while the device runs this one.
-                full = pad_rows(batches.batch(epoch, index), rows, shell.pad_id)
-                widths = batch_widths(as_batch(full), multiple=spec.data.pad_multiple)
-                if widths not in steps:
-                    steps[widths] = jit_train_step(objective, optimizer, per_step(schedule, accumulate), state_sh,
-                                                   frozen_sh,
-                                                   batch_shardings(full, mesh), prompt_width=widths[0],
-                                                   answer_width=widths[1], with_stats=True,
-                                                   halt_on_nonfinite=spec.train.on_nonfinite == "stop")
-                state, stats, metrics = steps[widths](state, frozen, global_batch(full, mesh), stats,
-                                                      np.int32(epoch * steps_per_epoch + index))
-                in_flight.add(metrics["loss"])
-                step += 1
-                position = {"epoch": epoch, "index": index + 1}
-                tokens_per_s = perf.throughput.update(float(np.sum(full["length"])))
-                if step % spec.log.every_steps == 0:
-                    read_stats()
-                    logged = _scalars(_read_device(metrics))
-                    logged.pop("finite", None)
-                    logged.update(_mixing_alphas(state, objective, summary=False))
-                    logged.update(perf.rates(tokens_per_s, full, widths[0]))
-                    logger.log(step, logged, epoch=epoch + (index + 1) / steps_per_epoch)
-                    shown = {"loss": logged["loss"], "token_accuracy": logged["token_accuracy"]}
-                bar.update(epoch=epoch, step=step, tokens_per_s=tokens_per_s, **shown)
-                if _any_process(sigterm.requested):
-                    save(step, force=True)
-                    ckpt.close()
-                    raise SystemExit(f"SIGTERM: saved step {step} in {ckpt.directory}; rerun the same command to "
-                                     "resume")
-                if spec.checkpoint.every_steps and step % spec.checkpoint.every_steps == 0:
-                    save(step)
-                if step >= total_steps:
-                    break
-            host_stats = read_stats()
-            epoch_metrics = epoch_stats.summary(host_stats)
-            if int(host_stats.skipped) and is_main:
-                print(f"epoch {epoch + 1}: skipped {int(host_stats.skipped)} non-finite batches "
-                      "(train.on_nonfinite='skip_batch')", flush=True)
-            if int(host_stats.skipped) and not int(host_stats.steps):
-                ckpt.wait()
-                raise NonFiniteLossError(
-                    f"every batch of epoch {epoch} was non-finite and skipped (train.on_nonfinite='skip_batch'): "
-                    f"the run diverged for good. Last checkpoint: step {ckpt.latest_step()} in {ckpt.directory}; "
-                    "lower train.lr or enable train.clip")
-            history.append(epoch_metrics)
-            stats = jax.device_put(epoch_stats.empty(len(examples)), replicated)
-            position = {"epoch": epoch + 1, "index": 0}
-            decision = saturation.check_saturation([h[rule.metric] for h in history], rule)
-            end_now = False
-            if decision.stop and saturated is None:
-                saturated = {"epoch": decision.saturation_epoch, "reason": decision.reason, "after_epoch": epoch + 1,
-                             "update": step // accumulate}
-                length = saturation.anneal_length(rule, warmup_updates, step // accumulate, total_updates)
-                if rule.mode == "anneal" and length:
-                    anneal = {"start": step // accumulate, "length": length}
-                    schedule, optimizer = optimizer_from_config(spec.train, total_updates, anneal)
-                    steps.clear()  # the steps close over the old schedule
-                    total_steps = min(total_steps, (anneal["start"] + length) * accumulate)
+        while True:  # one pass, or more after divergence rollbacks
+            try:
+                for epoch in range(position["epoch"], spec.train.epochs):
+                    for index in range(position["index"], steps_per_epoch):
+                        number = epoch * steps_per_epoch + index
+                        skip = number in recovery.skip  # a batch a rollback skips: consumed, never trained on
+                        if skip:
+                            state = advance(state)
+                        else:  # dispatch and go on: the host prepares the next batch while the device runs this one
+                            full = pad_rows(batches.batch(epoch, index), rows, shell.pad_id)
+                            widths = batch_widths(as_batch(full), multiple=spec.data.pad_multiple)
+                            if widths not in steps:
+                                steps[widths] = jit_train_step(
+                                    objective, optimizer, per_step(schedule, accumulate), state_sh, frozen_sh,
+                                    batch_shardings(full, mesh), prompt_width=widths[0], answer_width=widths[1],
+                                    with_stats=True, halt_on_nonfinite=spec.train.on_nonfinite != "skip_batch")
+                            state, stats, metrics = steps[widths](state, frozen, global_batch(full, mesh), stats,
+                                                                  np.int32(number))
+                            in_flight.add(metrics["loss"])
+                            tokens_per_s = perf.throughput.update(float(np.sum(full["length"])))
+                        step += 1
+                        position = {"epoch": epoch, "index": index + 1}
+                        if step % spec.log.every_steps == 0 and not skip:
+                            read_stats()
+                            logged = _scalars(_read_device(metrics))
+                            logged.pop("finite", None)
+                            logged.update(_mixing_alphas(state, objective, summary=False))
+                            logged.update(perf.rates(tokens_per_s, full, widths[0]))
+                            logger.log(step, logged, epoch=epoch + (index + 1) / steps_per_epoch)
+                            shown = {"loss": logged["loss"], "token_accuracy": logged["token_accuracy"]}
+                        bar.update(epoch=epoch, step=step, tokens_per_s=tokens_per_s, **shown)
+                        if _any_process(sigterm.requested):
+                            save(step, force=True)
+                            ckpt.close()
+                            raise SystemExit(f"SIGTERM: saved step {step} in {ckpt.directory}; rerun the same "
+                                             "command to resume")
+                        if spec.checkpoint.every_steps and step % spec.checkpoint.every_steps == 0:
+                            save(step)
+                        if step >= total_steps:
+                            break
+                    host_stats = read_stats()
+                    epoch_metrics = epoch_stats.summary(host_stats)
+                    if int(host_stats.skipped) and is_main:
+                        print(f"epoch {epoch + 1}: skipped {int(host_stats.skipped)} non-finite batches "
+                              "(train.on_nonfinite='skip_batch')", flush=True)
+                    if int(host_stats.skipped) and not int(host_stats.steps):
+                        ckpt.wait()
+                        raise NonFiniteLossError(
+                            f"every batch of epoch {epoch} was non-finite and skipped "
+                            f"(train.on_nonfinite='skip_batch'): the run diverged for good. Last known good "
+                            f"checkpoint: {known_good_text()}; lower train.lr or enable train.clip")
+                    history.append(epoch_metrics)
+                    stats = jax.device_put(epoch_stats.next_epoch(host_stats), replicated)
+                    position = {"epoch": epoch + 1, "index": 0}
+                    decision = saturation.check_saturation([h[rule.metric] for h in history], rule)
+                    end_now = False
+                    if decision.stop and saturated is None:
+                        saturated = {"epoch": decision.saturation_epoch, "reason": decision.reason,
+                                     "after_epoch": epoch + 1, "update": step // accumulate}
+                        length = saturation.anneal_length(rule, warmup_updates, step // accumulate, total_updates)
+                        if rule.mode == "anneal" and length:
+                            anneal = {"start": step // accumulate, "length": length}
+                            schedule, optimizer, total_steps = replan()
+                            steps.clear()  # the steps close over the old schedule
+                            if is_main:
+                                print(f"saturated at epoch {decision.saturation_epoch} ({decision.reason}): "
+                                      f"annealing the learning rate from {float(schedule(anneal['start'])):.3g} to 0 "
+                                      f"over {length} more updates", flush=True)
+                        end_now = rule.mode != "observe" and anneal is None
+                    last = end_now or epoch + 1 == spec.train.epochs or step >= total_steps
+                    if held_out is not None and evaluation.eval_due(spec.eval, epoch + 1, last):
+                        epoch_metrics.update(held_out_eval(epoch + 1))
+                    if validation is not None and ((epoch + 1) % spec.eval.val_every_epochs == 0 or last):
+                        epoch_metrics.update(validation.run(state.trainable, frozen))
+                        if is_main:
+                            print(f"validation after epoch {epoch + 1} ({len(val_examples)} rows): loss "
+                                  f"{epoch_metrics['val_loss']:.4f}, token accuracy "
+                                  f"{epoch_metrics['val_token_accuracy']:.4f}", flush=True)
+                    logger.log_epoch(epoch + 1, step, {**epoch_metrics, **decision.as_log()})  # 1-based
                     if is_main:
-                        print(f"saturated at epoch {decision.saturation_epoch} ({decision.reason}): annealing the "
-                              f"learning rate from {float(schedule(anneal['start'])):.3g} to 0 over {length} more "
-                              "updates", flush=True)
-                end_now = rule.mode != "observe" and anneal is None
-            last = end_now or epoch + 1 == spec.train.epochs or step >= total_steps
-            if held_out is not None and evaluation.eval_due(spec.eval, epoch + 1, last):
-                epoch_metrics.update(held_out_eval(epoch + 1))
-            if validation is not None and ((epoch + 1) % spec.eval.val_every_epochs == 0 or last):
-                epoch_metrics.update(validation.run(state.trainable, frozen))
-                if is_main:
-                    print(f"validation after epoch {epoch + 1} ({len(val_examples)} rows): loss "
-                          f"{epoch_metrics['val_loss']:.4f}, token accuracy {epoch_metrics['val_token_accuracy']:.4f}",
-                          flush=True)
-            logger.log_epoch(epoch + 1, step, {**epoch_metrics, **decision.as_log()})  # 1-based
-            if is_main:
-                print(f"epoch {epoch + 1}/{spec.train.epochs}: token accuracy "
-                      f"{epoch_metrics['token_accuracy']:.4f}, loss {epoch_metrics['loss']:.4f}, memorized "
-                      f"{epoch_metrics['memorized_fraction']:.2f}", flush=True)
-            if end_now or step >= total_steps:
+                        print(f"epoch {epoch + 1}/{spec.train.epochs}: token accuracy "
+                              f"{epoch_metrics['token_accuracy']:.4f}, loss {epoch_metrics['loss']:.4f}, memorized "
+                              f"{epoch_metrics['memorized_fraction']:.2f}", flush=True)
+                    if end_now or step >= total_steps:
+                        break
                 break
+            except _Diverged as diverged:
+                good = divergence.last_known_good(windows)
+                if good is None or len(recovery.rollbacks) >= spec.train.rollback_limit:
+                    raise NonFiniteLossError(
+                        f"{describe_bad_step(diverged.stats)}; the update was not applied and the run stopped: " + (
+                            "no known good checkpoint to roll back to (none was saved before the divergence without "
+                            "a loss or gradient-norm spike in its window)" if good is None else
+                            f"{len(recovery.rollbacks)} rollbacks (train.rollback_limit) did not keep the run finite; "
+                            f"last known good checkpoint: step {good} in {ckpt.directory}; lower train.lr or set "
+                            "train.clip")) from None
+                recovery = recovery.after(int(diverged.stats.bad_batch), good, spec.train.rollback_lr_factor,
+                                          found_at_step=step)
+                moved = [ckpt.move_aside(s, "rolled_back") for s in ckpt.all_steps() if s > good]
+                target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+                del state
+                state, meta = ckpt.restore(good, abstract_state=target)
+                position, history = meta["data"], meta["history"]
+                stats = jax.device_put(epoch_stats.from_json(meta["epoch_accumulators"]), replicated)
+                start_eval, saturated, anneal = meta.get("start_eval", {}), meta.get("saturated"), meta.get("anneal")
+                windows = [w for w in windows if w.step <= good]
+                schedule, optimizer, total_steps = replan()
+                steps.clear()  # the steps close over the old schedule
+                step, in_flight = int(state.step), InFlight(MAX_STEPS_IN_FLIGHT)
+                set_aside = logger.rewind(good)
+                if is_main:
+                    print(f"{describe_bad_step(diverged.stats)}: rolled back to step {good}, the last known good "
+                          f"checkpoint (rollback {len(recovery.rollbacks)} of at most {spec.train.rollback_limit}); "
+                          f"that batch is skipped and the learning rate scaled by {recovery.lr_scale:g}"
+                          + (f"; steps {[m.name for m in moved]} moved to {moved[0].parent}" if moved else "")
+                          + f"; the replaced log rows are in {set_aside}", flush=True)
     bar.close()
     final_step = int(state.step)
     save(final_step, force=True)
@@ -345,7 +425,7 @@ def _train(spec: RunSpec, workdir: pathlib.Path, is_main: bool, record: dict[str
             **saturated, "mode": rule.mode, "anneal": anneal,
             "updates_saved": saturation.updates_saved(total_updates, -(-final_step // accumulate))},
         "history": history, "start_eval": start_eval or None, "truncation": report.summary(),
-        "checkpoint_dir": str(ckpt.directory),
+        "checkpoint_dir": str(ckpt.directory), "rollbacks": list(recovery.rollbacks),
         **_mixing_alphas(state, objective, summary=True),
     }
     plot = logger.close(saturation_epoch=None if saturated is None else saturated["epoch"])

@@ -78,6 +78,8 @@ class TrainSpec:
     accumulate: int
     loss_chunk: int
     on_nonfinite: str
+    rollback_lr_factor: float
+    rollback_limit: int
     moments_dtype: str
 
 
@@ -110,6 +112,7 @@ class CheckpointSpec:
     every_steps: int
     keep: int
     async_save: bool
+    spike_factor: float
 
 
 @dataclasses.dataclass(frozen=True)

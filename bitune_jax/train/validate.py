@@ -34,7 +34,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.template": ("chat", "plain"),
     "data.truncation": ("drop", "truncate", "error"),
     "train.schedule": ("cosine", "linear", "constant"),
-    "train.on_nonfinite": ("stop", "skip_batch"),
+    "train.on_nonfinite": ("stop", "skip_batch", "rollback"),
     "train.moments_dtype": ("float32", "bfloat16"),
     "saturation.mode": ("anneal", "stop", "observe"),
     "saturation.metric": ("token_accuracy", "sample_token_accuracy"),
@@ -54,6 +54,8 @@ RANGES: dict[str, tuple[float, float | None, bool]] = {
     "train.clip": (0.0, None, False),
     "train.accumulate": (1, None, True),
     "train.loss_chunk": (0, None, True),
+    "train.rollback_lr_factor": (0.0, 1.0, False),
+    "train.rollback_limit": (1, None, True),
     "data.num_samples": (0, None, True),
     "data.val_size": (0, None, True),
     "data.max_len": (2, None, True),
@@ -73,6 +75,7 @@ RANGES: dict[str, tuple[float, float | None, bool]] = {
     "mesh.tensor": (1, None, True),
     "checkpoint.every_steps": (0, None, True),
     "checkpoint.keep": (1, None, True),
+    "checkpoint.spike_factor": (1.0, None, False),
     "log.every_steps": (1, None, True),
 }
 
@@ -111,6 +114,9 @@ def validate(config: ConfigDict, device_count: int) -> RunSpec:
             errors.append(problem)
     if not errors and config.train.lr == 0:
         errors.append("config.train.lr=0: a zero learning rate trains nothing")
+    if not errors and config.train.rollback_lr_factor == 0:
+        errors.append("config.train.rollback_lr_factor=0: a rollback would train on at a zero learning rate; "
+                      "use 1 to keep the rate")
 
     if not config.model.name:
         errors.append("config.model.name is empty: set a preset with shipped weights, a local Hugging Face "

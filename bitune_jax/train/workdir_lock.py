@@ -4,18 +4,28 @@ their logs or race on checkpoints.
 The lock is a file, `workdir/run.lock`, created atomically, holding the owner's host, pid and start time, and
 touched every `heartbeat_s` by a daemon thread. A lock is stale, and reclaimed with a message, when its owner is a
 dead process on this host or its heartbeat stopped more than `stale_after_s` ago (the owner's host died). Any other
-lock is a refusal naming its owner. Multi-host: only process 0 takes it.
+lock is a refusal naming its owner.
+
+Multi-host (`hold_workdir`): process 0 takes the lock and tells every process whether it did, with the lock's
+random token; each other process then reads the lock file and checks it holds that token, so a refusal stops every
+process (none waits forever at a collective) and a workdir that is not one shared directory is caught up front.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
 import pathlib
+import secrets
 import socket
 import threading
 import time
+from collections.abc import Iterator
+
+import jax
+import numpy as np
 
 LOCK_NAME = "run.lock"
 
@@ -41,7 +51,13 @@ class WorkdirLock:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._owner = {"host": socket.gethostname(), "pid": os.getpid(),
-                       "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+                       "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                       "token": secrets.randbits(30) + 1}  # int32: what a broadcast carries
+
+    @property
+    def token(self) -> int:
+        """A random number naming this holder (never 0), which the other processes of the run check."""
+        return self._owner["token"]
 
     def _stale_reason(self, owner: dict) -> str | None:
         if owner.get("host") == self._owner["host"] and not _alive(int(owner.get("pid", -1))):
@@ -104,3 +120,55 @@ class WorkdirLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+@contextlib.contextmanager
+def hold_workdir(workdir: str | pathlib.Path) -> Iterator[None]:
+    """The workdir lock for the whole run: process 0 holds it, every other process checks it (see the module)."""
+    if jax.process_count() == 1:
+        with WorkdirLock(workdir):
+            yield
+        return
+    from jax.experimental import multihost_utils
+
+    lock, failure = None, None
+    if jax.process_index() == 0:
+        try:
+            lock = WorkdirLock(workdir).acquire()
+        except WorkdirLockedError as e:
+            failure = e
+    token = int(multihost_utils.broadcast_one_to_all(np.int32(lock.token if lock else 0)))
+    problem = failure
+    if problem is None and token == 0:
+        problem = WorkdirLockedError(f"process 0 could not lock {pathlib.Path(workdir)} (its error says why)")
+    if problem is None and lock is None:
+        try:
+            _check_lock(pathlib.Path(workdir) / LOCK_NAME, token)
+        except WorkdirLockedError as e:
+            problem = e
+    # every process learns every check's outcome before any goes on (and process 0 releases only after)
+    fine = np.asarray(multihost_utils.process_allgather(np.int32(problem is None))).reshape(-1)
+    try:
+        if problem is not None:
+            raise problem
+        if not fine.all():
+            raise WorkdirLockedError(f"processes {np.flatnonzero(fine == 0).tolist()} do not see the workdir lock "
+                                     f"{pathlib.Path(workdir) / LOCK_NAME} that process 0 took (their errors say why)")
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _check_lock(path: pathlib.Path, token: int) -> None:
+    try:
+        owner = json.loads(path.read_text())
+    except FileNotFoundError:
+        owner = None
+    except (OSError, json.JSONDecodeError):
+        owner = {}
+    if owner is None or owner.get("token") != token:
+        seen = "no lock file" if owner is None else f"a lock of pid {owner.get('pid', '?')} on {owner.get('host', '?')}"
+        raise WorkdirLockedError(
+            f"process {jax.process_index()} sees {seen} at {path}, not the lock process 0 took: every process of a "
+            "run must see the same workdir (a shared file system)")

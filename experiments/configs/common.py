@@ -41,11 +41,14 @@ def base() -> ConfigDict:
     ))
     c.train = ConfigDict(dict(epochs=1, max_updates=0, lr=2e-5, schedule="cosine", warmup_frac=0.1,
                               weight_decay=0.0, b1=0.9, b2=0.999, eps=1e-8, clip=1.0, accumulate=1,
-                              loss_chunk=0, on_nonfinite="stop", moments_dtype="float32"))
+                              loss_chunk=0, on_nonfinite="stop", rollback_lr_factor=0.5, rollback_limit=3,
+                              moments_dtype="float32"))
     # max_updates: the update budget (0: epochs x batches); the schedule spans the budget.
     # moments_dtype: AdamW's moments and update math (float32 even for bfloat16 params | bfloat16 to save memory).
     # on_nonfinite: a step whose loss or gradient norm is NaN/inf is never applied; then "stop" ends the run
-    # (naming the batch and the last checkpoint) or "skip_batch" goes on without it (counted per epoch).
+    # (naming the batch and the last known good checkpoint), "skip_batch" goes on without it (counted per epoch),
+    # or "rollback" restores the last known good checkpoint (checkpoint.spike_factor), skips that batch in the
+    # replay and scales the learning rate by rollback_lr_factor, at most rollback_limit times.
     # loss_chunk: >0 scores the answer rows this many at a time (logits never exist for the whole sequence).
     c.saturation = ConfigDict(dict(enabled=True, threshold=0.99, window=3, delta=1e-3, min_epochs=1, mode="anneal",
                                    anneal_updates=0, metric="token_accuracy"))
@@ -67,7 +70,9 @@ def base() -> ConfigDict:
     # data x fsdp split rows, sequence splits each row's tokens (long sequences, batches smaller than the mesh),
     # tensor splits heads and MLP columns; parameters are sharded over fsdp x sequence. The product is the device count.
     c.mesh = ConfigDict(dict(data=1, fsdp=1, sequence=1, tensor=1))
-    c.checkpoint = ConfigDict(dict(every_steps=100, keep=2, async_save=True))
+    c.checkpoint = ConfigDict(dict(every_steps=100, keep=2, async_save=True, spike_factor=3.0))
+    # spike_factor: a save is "known good" when the largest step loss and gradient norm since the previous save
+    # stay within this factor of the recent saves' medians; the newest known good save is kept beyond `keep`.
     c.log = ConfigDict(dict(every_steps=1, tensorboard=True))
     c.distributed = ConfigDict(dict(enabled=False, coordinator="", num_processes=1, process_id=0))
     # A resume must match the run it continues (bitune_jax.train.run_record); name the keys it may change,

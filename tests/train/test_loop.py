@@ -114,9 +114,14 @@ def test_bad_config_and_mismatched_inputs(model_dir, tmp_path):
 
 
 def test_nan_loss_stops_with_last_good_checkpoint(model_dir, tmp_path):
-    with pytest.raises(FloatingPointError, match=r"non-finite loss .* Last good checkpoint: step \d+"):
+    with pytest.raises(FloatingPointError, match=r"non-finite loss .* Last known good checkpoint: step \d+"):
         run(tiny_config(model_dir, tmp_path, **{"train.lr": 1e30, "train.clip": 0.0, "train.epochs": 3}))
     assert np.isfinite(list(step_losses(tmp_path).values())).all()
+    # rollback cannot rescue a rate 30 orders too large: it gives up after train.rollback_limit tries
+    with pytest.raises(FloatingPointError, match=r"2 rollbacks \(train.rollback_limit\) did not keep the run finite"):
+        run(tiny_config(model_dir, tmp_path / "rollback", **{"train.lr": 1e30, "train.clip": 0.0, "train.epochs": 3,
+                                                             "train.on_nonfinite": "rollback",
+                                                             "train.rollback_limit": 2}))
 
 
 def count_device_reads(monkeypatch):
@@ -151,8 +156,8 @@ def test_device_reads_do_not_grow_with_steps(model_dir, tmp_path, monkeypatch):
 def test_divergence_between_reads_stops_at_the_first_bad_batch(model_dir, tmp_path):
     """No read between steps: the first non-finite step freezes the state on the device, and the next read (here
     the epoch end) stops the run naming that batch; no checkpoint was saved, and the message says so."""
-    with pytest.raises(FloatingPointError, match=r"non-finite loss .* at epoch 0, batch \d.* Last good checkpoint: "
-                                                 r"none yet"):
+    with pytest.raises(FloatingPointError, match=r"non-finite loss .* at epoch 0, batch \d.* Last known good "
+                                                 r"checkpoint: none \(no checkpoint was saved"):
         run(tiny_config(model_dir, tmp_path, **{"train.lr": 1e30, "train.clip": 0.0, "train.epochs": 3,
                                                 "log.every_steps": 1000, "checkpoint.every_steps": 0}))
     assert not (tmp_path / "summary.json").exists()
@@ -219,6 +224,92 @@ def test_skip_batch_trains_through_a_poisoned_batch(model_dir, tmp_path, monkeyp
     assert [h["skipped_batches"] for h in summary["history"]] == [1, 1, 1, 1]
     accuracy = [h["token_accuracy"] for h in summary["history"]]
     assert accuracy[-1] > accuracy[0] + 0.05, accuracy
+
+
+SPIKE, NAN = 6, 8  # batch numbers (epoch * 3 + index) of a loss spike and, two steps later, a NaN
+
+
+@pytest.fixture
+def diverging(monkeypatch):
+    """Batch 6 (step 7) scores a loss 100x too large, batch 8 (step 9) a NaN: a divergence announced by a spike.
+    The poison is keyed to the batch number, so a replay that skips batch 8 gets past it."""
+    import jax.numpy as jnp
+
+    from bitune_jax.train import step as step_module
+    from bitune_jax.train.objectives import Objective
+
+    loss, loop_step = Objective.loss, step_module.loop_step
+
+    def poisoned_loss(self, trainable, frozen, batch, **kwargs):
+        value, metrics = loss(self, trainable, frozen, batch, **kwargs)
+        value = value * batch["poison_scale"] + batch["poison_add"]
+        return value, {**metrics, "loss": value}
+
+    def poisoned_step(state, frozen, batch, stats, batch_number, **kwargs):
+        batch = {**batch, "poison_scale": jnp.where(batch_number == SPIKE, 100.0, 1.0),
+                 "poison_add": jnp.where(batch_number == NAN, jnp.nan, 0.0)}
+        return loop_step(state, frozen, batch, stats, batch_number, **kwargs)
+
+    monkeypatch.setattr(Objective, "loss", poisoned_loss)
+    monkeypatch.setattr(step_module, "loop_step", poisoned_step)
+
+
+def test_a_divergence_stop_names_the_last_known_good_checkpoint_not_the_spiked_one(model_dir, tmp_path, diverging):
+    config = tiny_config(model_dir, tmp_path, **{"saturation.enabled": False})
+    with pytest.raises(FloatingPointError, match=r"epoch 2, batch 2.*Last known good checkpoint: step 6 in") as e:
+        run(config)
+    assert "on_nonfinite=rollback" in str(e.value)
+    assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == [6, 8]
+    config.train.on_nonfinite, config.resume.allow_changes = "rollback", "train.on_nonfinite"  # the message's advice
+    summary = run(config)
+    assert summary["steps"] == 12 and [r["restored_step"] for r in summary["rollbacks"]] == [6]
+
+
+def test_rollback_restores_the_last_known_good_checkpoint_skips_the_batch_and_halves_the_rate(
+        model_dir, tmp_path, diverging, capsys):
+    """Saves at 2, 4, 6, 8; the window of save 8 holds the spike, so the NaN at step 9 rolls back to step 6 (kept
+    beyond checkpoint.keep=1), the replay runs at half the rate, skips batch 8 and finishes; the steps before the
+    rollback are those of a run that never rolled back (skip_batch, the same poison), bitwise."""
+    from bitune_jax.train.step import make_schedule
+
+    reference = tmp_path / "skip"
+    run(tiny_config(model_dir, reference, **{"saturation.enabled": False, "train.on_nonfinite": "skip_batch"}))
+    workdir = tmp_path / "rollback"
+    summary = run(tiny_config(model_dir, workdir, **{"saturation.enabled": False, "train.on_nonfinite": "rollback",
+                                                      "checkpoint.keep": 1}))
+    out = capsys.readouterr().out
+    assert "rolled back to step 6, the last known good checkpoint" in out
+    assert summary["steps"] == 12 and summary["epochs"] == 4
+    assert summary["rollbacks"] == [{"bad_batch": NAN, "restored_step": 6, "lr_scale": 0.5, "found_at_step": 9}]
+    assert (workdir / "checkpoints.rolled_back" / "8").is_dir()  # the diverged trajectory's save, kept aside
+    losses, expected = step_losses(workdir), step_losses(reference)
+    assert sorted(losses) == [s for s in range(1, 13) if s != NAN + 1]  # each once; the skipped step has none
+    assert {s: losses[s] for s in range(1, 8)} == {s: expected[s] for s in range(1, 8)}  # step 7 runs on step 6's
+    assert losses[8] != expected[8]  # weights; update 7 already ran at half the rate
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    rate = {r["step"]: r["learning_rate"] for r in rows if r["scope"] == "step"}
+    schedule = make_schedule("cosine", 3e-3, 12, 0.1)
+    assert rate[6] == pytest.approx(float(schedule(5)), rel=1e-6)
+    assert rate[10] == pytest.approx(0.5 * float(schedule(9)), rel=1e-6)
+    set_aside = [json.loads(line) for line in (workdir / "metrics.rolled_back.jsonl").read_text().splitlines()]
+    assert sorted(r["step"] for r in set_aside if r["scope"] == "step") == [7, 8]
+    assert np.isfinite(summary["final_token_accuracy"])
+
+
+def test_rollback_without_a_known_good_checkpoint_stops_and_says_so(model_dir, tmp_path, monkeypatch):
+    import jax.numpy as jnp
+
+    from bitune_jax.train.objectives import Objective
+
+    loss = Objective.loss
+
+    def poisoned(self, trainable, frozen, batch, **kwargs):
+        value, metrics = loss(self, trainable, frozen, batch, **kwargs)
+        return value + jnp.nan, metrics
+
+    monkeypatch.setattr(Objective, "loss", poisoned)
+    with pytest.raises(FloatingPointError, match="epoch 0, batch 0.*no known good checkpoint to roll back to"):
+        run(tiny_config(model_dir, tmp_path, **{"train.on_nonfinite": "rollback"}))
 
 
 def test_damaged_newest_checkpoint_falls_back_to_the_previous_step_bitwise(model_dir, tmp_path, capsys):
