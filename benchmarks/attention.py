@@ -24,8 +24,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kernels.attention import MaskSpec, dense_mask  # noqa: E402
-from kernels.flash_attention import DEFAULT_BLOCKS, BlockSizes, block_fractions, flash_attention  # noqa: E402
+from bitune_jax.kernels.attention import MaskSpec, dense_mask  # noqa: E402
+from bitune_jax.kernels.flash_attention import DEFAULT_BLOCKS, BlockSizes, block_fractions, flash_attention  # noqa: E402
 
 
 def timed(fn, *args, repeats: int) -> float:

@@ -21,7 +21,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from kernels.padding import pad_tokens
+from .padding import pad_tokens
 
 DEFAULT_BLOCK = 512
 _NEG = jnp.finfo(jnp.float32).min

@@ -50,8 +50,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from kernels.padding import pad_tokens
-from kernels.pallas import gpu_triton, schedule, tpu_mosaic
+from .padding import pad_tokens
+from .pallas import gpu_triton, schedule, tpu_mosaic
 
 BACKENDS = ("triton", "mosaic_tpu")
 

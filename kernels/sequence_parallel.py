@@ -24,7 +24,7 @@ import jax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from kernels.padding import pad_tokens
+from .padding import pad_tokens
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,6 +8,8 @@ import transformers
 import bitune_jax as bj
 from bitune_jax.generation import pad_batch
 
+pytestmark = pytest.mark.integration  # the integration tier: python -m pytest -m integration
+
 # A fixed English paragraph. Measured: perplexity 10.6 with the correct converter; 68 when llama.cpp's Q/K row
 # permutation is left in place; a random model scores in the tens of thousands.
 PARAGRAPH = (

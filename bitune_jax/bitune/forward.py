@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import kernels
+from bitune_jax import kernels
 from bitune_jax.bitune.config import BituneConfig
 from bitune_jax.bitune.mixing import alpha, init_mixing, mix
 from bitune_jax.losses import hidden_token_loss

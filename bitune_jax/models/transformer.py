@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import kernels
+from bitune_jax import kernels
 from bitune_jax.models import rope as rope_lib
 from bitune_jax.models.config import ModelConfig
 from bitune_jax.peft import PeftConfig, dense

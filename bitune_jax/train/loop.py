@@ -20,7 +20,7 @@ from jax.experimental import multihost_utils
 from ml_collections import ConfigDict
 
 import bitune_jax as bj
-import kernels
+from bitune_jax import kernels
 from bitune_jax.bitune import BituneConfig, alpha, batch_widths
 from bitune_jax.data import EpochBatches, read_records, split_pool, tokenize_records
 from bitune_jax.train import checkpointing, divergence, epoch_stats, evaluation, run_record, saturation

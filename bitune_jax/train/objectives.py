@@ -13,7 +13,7 @@ from typing import Any, Literal
 import jax
 import jax.numpy as jnp
 
-import kernels
+from bitune_jax import kernels
 from bitune_jax.bitune import BituneBatch, BituneConfig, answer_rows, bitune_loss, init_trainable
 from bitune_jax.losses import hidden_token_loss
 from bitune_jax.models.config import ModelConfig

@@ -14,7 +14,7 @@ from typing import Any
 
 from ml_collections import ConfigDict
 
-import kernels
+from bitune_jax import kernels
 from bitune_jax.bitune import BituneConfig
 from bitune_jax.models.transformer import REMAT_POLICIES
 from bitune_jax.peft import PeftConfig

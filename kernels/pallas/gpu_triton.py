@@ -22,8 +22,8 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
 
-from kernels.pallas.schedule import TokenBounds, block_index, needs_mask
-from kernels.pallas.tile_math import M_FLOOR, NT, TN, apply_mask, cap, finish_softmax, uncap
+from .schedule import TokenBounds, block_index, needs_mask
+from .tile_math import M_FLOOR, NT, TN, apply_mask, cap, finish_softmax, uncap
 
 
 def _is_pow2(n: int) -> bool:

@@ -27,7 +27,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from kernels.padding import pad_tokens
+from ..padding import pad_tokens
 
 INT_MAX = jnp.iinfo(jnp.int32).max
 INT_MIN = jnp.iinfo(jnp.int32).min

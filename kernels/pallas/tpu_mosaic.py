@@ -21,8 +21,8 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 
-from kernels.pallas.schedule import TokenBounds, block_index, needs_mask
-from kernels.pallas.tile_math import M_FLOOR, NN, NT, apply_mask, cap, finish_softmax, uncap
+from .schedule import TokenBounds, block_index, needs_mask
+from .tile_math import M_FLOOR, NN, NT, apply_mask, cap, finish_softmax, uncap
 
 LANES, SUBLANES = 128, 8
 

@@ -54,6 +54,7 @@ def pairs_for(cfg, seed=0, shapes=SHAPES):
             for p, a in shapes]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("family,mixing", [(f, "per_layer") for f in FAMILIES] + [("llama", "per_kv_head")])
 def test_fused_equals_literal_reference(family, mixing):
     cfg, base = tiny_model(family)
@@ -77,6 +78,7 @@ def test_fused_equals_literal_reference(family, mixing):
         assert np.abs(np.asarray(r)).max() > 0, f"no gradient reaches {jax.tree_util.keystr(path)}"
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("bcfg", [
     BituneConfig(peft=PeftConfig(rank=4), bidirectional=False),
     BituneConfig(peft=PeftConfig(rank=4), shared_adapters=True),
@@ -97,6 +99,7 @@ def test_ablations_equal_literal_reference(bcfg):
     assert set(grads) == set(bcfg.adapter_sets) | ({"mix"} if bcfg.learn_alpha else set())
 
 
+@pytest.mark.integration
 def test_alpha_zero_equals_single_lora():
     cfg, base = tiny_model("qwen3")
     bcfg = BituneConfig(peft=PeftConfig(rank=4), learn_alpha=False, w_init=0.0)
@@ -140,6 +143,7 @@ def test_answer_rows_and_bad_input():
         bitune_logits(base, trainable, batch, cfg, BituneConfig())
 
 
+@pytest.mark.integration
 def test_fused_with_pallas_attention_equals_literal_reference():
     """The fused forward through the Pallas kernels (interpret mode) against the XLA literal reference."""
     cfg, base = tiny_model("gemma3")

@@ -34,6 +34,7 @@ def test_first_answer_logits_equal_training_forward(family):
         np.testing.assert_allclose(first[i], train_logits[i, len(p) - 1], atol=1e-5, rtol=0)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("family", ["llama", "gemma3"])
 def test_greedy_batched_equals_alone_and_recomputation(family):
     cfg, base, trainable, prompts = setup(family)

@@ -11,6 +11,8 @@ import pytest
 from bitune_jax.train.loop import run
 from experiments.configs import smollm2_bitune
 
+pytestmark = pytest.mark.integration  # the integration tier: python -m pytest -m integration
+
 
 @pytest.mark.slow
 def test_bitune_lora_on_smollm2_learns_and_moves_alphas(tmp_path):

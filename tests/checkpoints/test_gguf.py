@@ -21,6 +21,8 @@ from bitune_jax.checkpoints.hf_config import config_from_hf, config_to_hf
 from bitune_jax.models.config import ModelConfig, RopeConfig, every_nth_global
 from bitune_jax.models.transformer import KVCache, forward, init_params
 
+pytestmark = pytest.mark.integration  # the integration tier: python -m pytest -m integration
+
 # ------------------------------------------------------------------ tiny files written by the test
 
 TINY = dict(vocab_size=61, dim=32, num_layers=3, num_heads=4, num_kv_heads=2, head_dim=8, mlp_dim=48,

@@ -12,6 +12,8 @@ import pytest
 
 from tests.hf_tiny import write_tiny
 
+pytestmark = pytest.mark.integration  # the integration tier: python -m pytest -m integration
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 

@@ -10,6 +10,8 @@ from bitune_jax.bitune import BituneConfig, init_trainable
 from bitune_jax.eval.datasets import MCItem, read_mc
 from bitune_jax.eval.multiple_choice import MCConfig, encode_item, next_token_logprobs, score_bitune, score_lm
 
+pytestmark = pytest.mark.integration  # the integration tier: python -m pytest -m integration
+
 MC_FILE = "tests/data_files/mc_small.jsonl"
 
 

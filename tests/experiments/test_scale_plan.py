@@ -7,6 +7,10 @@ import re
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.integration  # the integration tier: python -m pytest -m integration
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 

@@ -14,6 +14,8 @@ import transformers
 
 from tests.train.tiny_run import smollm2_tokenizer
 
+pytestmark = pytest.mark.integration  # the integration tier: python -m pytest -m integration
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SMALL = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
              head_dim=16, max_position_embeddings=1024)

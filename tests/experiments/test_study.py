@@ -8,6 +8,8 @@ from experiments.study import load_config_module, point_config, run_points
 from experiments.study_repetition import markdown_table, plot, point_row, saturation_epoch
 from tests.train.tiny_run import smollm2_tokenizer, tiny_config, write_tiny_model
 
+pytestmark = pytest.mark.integration  # the integration tier: python -m pytest -m integration
+
 ROOT_CONFIGS = "experiments/configs"
 
 

@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kernels.attention import IMPLS, MaskSpec, _xla_attention, attention, resolve_impl
-from kernels.blockwise_attention import blockwise_attention
+from bitune_jax.kernels.attention import IMPLS, MaskSpec, _xla_attention, attention, resolve_impl
+from bitune_jax.kernels.blockwise_attention import blockwise_attention
 
 F32_TOL = 1e-5
 BF16_TOL = 2e-2

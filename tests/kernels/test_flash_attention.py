@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from jax import export
 
-from kernels.attention import IMPLS, MaskSpec, _xla_attention, attention, dense_mask
-from kernels.flash_attention import BlockSizes, block_skip_fraction, flash_attention
-from kernels.pallas import schedule
+from bitune_jax.kernels.attention import IMPLS, MaskSpec, _xla_attention, attention, dense_mask
+from bitune_jax.kernels.flash_attention import BlockSizes, block_skip_fraction, flash_attention
+from bitune_jax.kernels.pallas import schedule
 
 F32_TOL = 1e-5
 BF16_TOL = 2e-2

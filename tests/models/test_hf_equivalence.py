@@ -9,6 +9,8 @@ import bitune_jax as bj
 from bitune_jax.generation import pad_batch
 from tests.hf_tiny import tiny_configs, write_tiny
 
+pytestmark = pytest.mark.integration  # the integration tier: python -m pytest -m integration
+
 FAMILIES = list(tiny_configs())
 
 

@@ -156,6 +156,7 @@ def test_dropout_config_errors():
         PeftConfig("dora", dropout=0.1)
 
 
+@pytest.mark.integration
 def test_init_matches_peft_in_distribution():
     """peft draws LoRA A [r, in] with torch's kaiming_uniform_(a=sqrt(5)): U(+-1/sqrt(in)), std 1/sqrt(3 in); B = 0.
     DoRA's magnitude starts at the column norms of W (so the adapted kernel is W); IA3 vectors start at 1."""

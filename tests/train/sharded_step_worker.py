@@ -14,7 +14,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-import kernels
+from bitune_jax import kernels
 from bitune_jax.bitune import BituneConfig
 from bitune_jax.models.config import ModelConfig
 from bitune_jax.models.transformer import init_params

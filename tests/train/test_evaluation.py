@@ -16,6 +16,8 @@ from bitune_jax.train.loop import objective_from_config, run
 from bitune_jax.train.spec import RunSpec
 from tests.train.tiny_run import smollm2_tokenizer, tiny_config, write_tiny_model
 
+pytestmark = pytest.mark.integration  # the integration tier: python -m pytest -m integration
+
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):

@@ -15,6 +15,8 @@ import pytest
 from bitune_jax.train.loop import run
 from tests.train.tiny_run import smollm2_tokenizer, tiny_config, write_tiny_model
 
+pytestmark = pytest.mark.integration  # the integration tier: python -m pytest -m integration
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "tests" / "train" / "tiny_config.py"
 

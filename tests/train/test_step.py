@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from bitune_jax.models.config import ModelConfig
 from bitune_jax.models.transformer import init_params
@@ -29,6 +30,7 @@ def _step(objective, optimizer, schedule):
     return jax.jit(functools.partial(train_step, objective=objective, optimizer=optimizer, schedule=schedule))
 
 
+@pytest.mark.integration
 def test_accumulating_two_halves_equals_one_batch():
     objective = Objective(kind="peft", cfg=CFG, peft=PeftConfig(rank=4))
     trainable, frozen = objective.split(init_params(CFG, jax.random.key(0), scale=0.1), jax.random.key(1))
@@ -62,6 +64,7 @@ def test_non_finite_step_keeps_the_state():
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+@pytest.mark.integration
 def test_loss_chunk_gives_the_same_loss_and_gradients():
     from bitune_jax.bitune import BituneConfig
 
@@ -78,6 +81,7 @@ def test_loss_chunk_gives_the_same_loss_and_gradients():
             np.testing.assert_allclose(x, y, atol=1e-6, rtol=0)
 
 
+@pytest.mark.integration
 def test_dropout_masks_follow_the_step_number():
     """The step draws LoRA dropout from fold_in(key(seed), step): the same step number repeats exactly (so a
     resumed run draws the masks it would have drawn), another step or seed draws others."""

@@ -7,7 +7,11 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from bitune_jax.train.workdir_lock import LOCK_NAME
+
+pytestmark = pytest.mark.integration  # the integration tier: python -m pytest -m integration
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
