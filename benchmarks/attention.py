@@ -42,13 +42,16 @@ def make_impls(spec: MaskSpec, scale: float, blocks: BlockSizes | None, on_gpu: 
     mask = dense_mask(spec)[:, None]  # [b, 1, s, s] for jax.nn.dot_product_attention
     sizes = None if blocks is None else {"triton": blocks}  # GPU and CPU interpret both run the Triton family
     impls = {"pallas": lambda q, k, v: flash_attention(q, k, v, spec, scale=scale, block_sizes=sizes)}
-    impls["dense_xla"] = lambda q, k, v: jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale,
-                                                                      implementation="xla")
+    impls["dense_xla"] = lambda q, k, v: jax.nn.dot_product_attention(
+        q, k, v, mask=mask, scale=scale, implementation="xla"
+    )
     if on_gpu:
-        impls["dense_cudnn"] = lambda q, k, v: jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale,
-                                                                            implementation="cudnn")
-        impls["causal_cudnn"] = lambda q, k, v: jax.nn.dot_product_attention(q, k, v, scale=scale, is_causal=True,
-                                                                             implementation="cudnn")
+        impls["dense_cudnn"] = lambda q, k, v: jax.nn.dot_product_attention(
+            q, k, v, mask=mask, scale=scale, implementation="cudnn"
+        )
+        impls["causal_cudnn"] = lambda q, k, v: jax.nn.dot_product_attention(
+            q, k, v, scale=scale, is_causal=True, implementation="cudnn"
+        )
     return impls
 
 
@@ -56,6 +59,7 @@ def fwd_bwd(fn, w):
     def run(q, k, v):
         out, vjp = jax.vjp(fn, q, k, v)
         return out, vjp(w)
+
     return run
 
 
@@ -77,8 +81,10 @@ def main() -> None:
     on_gpu = jax.default_backend() == "gpu"
     blocks = BlockSizes(*args.block_sizes) if args.block_sizes else None
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}")
-    print(f"batch {args.batch}, heads {args.heads}/{args.kv_heads} (q/kv), head_dim {args.head_dim}, bfloat16, "
-          f"prefix = seq / 2, Pallas blocks {blocks or DEFAULT_BLOCKS['triton']}")
+    print(
+        f"batch {args.batch}, heads {args.heads}/{args.kv_heads} (q/kv), head_dim {args.head_dim}, bfloat16, "
+        f"prefix = seq / 2, Pallas blocks {blocks or DEFAULT_BLOCKS['triton']}"
+    )
     headline: dict[str, float] = {}
     for seq in args.seqs:
         key = jax.random.split(jax.random.PRNGKey(seq), 4)
@@ -88,7 +94,7 @@ def main() -> None:
         w = jax.random.normal(key[3], q.shape, jnp.bfloat16)
         pos = jnp.broadcast_to(jnp.arange(seq, dtype=jnp.int32), (args.batch, seq))
         spec = MaskSpec(q_positions=pos, kv_positions=pos, prefix_len=jnp.full((args.batch,), seq // 2, jnp.int32))
-        scale = args.head_dim ** -0.5
+        scale = args.head_dim**-0.5
         fractions = {k: float(x) for k, x in block_fractions(spec, seq, seq, blocks).items()}
         skipped = fractions["skipped"]
         impls = make_impls(spec, scale, blocks, on_gpu)
@@ -104,10 +110,15 @@ def main() -> None:
                         outs[name] = np.asarray(jitted(q, k, v), np.float32)
                 except Exception as e:  # noqa: BLE001 - e.g. cuDNN rejecting a shape, or out of memory
                     print(f"  S={seq} {name} {mode}: failed ({type(e).__name__}: {str(e).splitlines()[0][:160]})")
-        err = float(np.abs(outs["pallas"] - outs["dense_xla"]).max()) if {"pallas", "dense_xla"} <= outs.keys() else \
-            float("nan")
-        print(f"S={seq}: forward tiles skipped {skipped:.3f}, masked {fractions['partial']:.3f}, mask-free "
-              f"{fractions['full']:.3f}; max |pallas - dense_xla| forward {err:.3g}")
+        err = (
+            float(np.abs(outs["pallas"] - outs["dense_xla"]).max())
+            if {"pallas", "dense_xla"} <= outs.keys()
+            else float("nan")
+        )
+        print(
+            f"S={seq}: forward tiles skipped {skipped:.3f}, masked {fractions['partial']:.3f}, mask-free "
+            f"{fractions['full']:.3f}; max |pallas - dense_xla| forward {err:.3g}"
+        )
         for mode in ("fwd", "fwd+bwd"):
             base = times["pallas"].get(mode)
             row = []

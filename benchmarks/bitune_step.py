@@ -37,9 +37,11 @@ def bitune_step_flops(base, cfg, batch: int, prompt_len: int, answer_len: int) -
     stack = sum(x.size for x in jax.tree.leaves(base["layers"]) if x.ndim == 3)  # [layers, in, out] matmuls
     head = cfg.vocab_size * cfg.dim
     causal_tokens, bidir_tokens = prompt_len + answer_len, prompt_len - 1
-    per_example = (causal_tokens * model_flops_per_token(stack, causal_tokens, cfg.num_layers, cfg.dim, False)
-                   + bidir_tokens * model_flops_per_token(stack, bidir_tokens, cfg.num_layers, cfg.dim, False)
-                   + answer_len * 4.0 * head)
+    per_example = (
+        causal_tokens * model_flops_per_token(stack, causal_tokens, cfg.num_layers, cfg.dim, False)
+        + bidir_tokens * model_flops_per_token(stack, bidir_tokens, cfg.num_layers, cfg.dim, False)
+        + answer_len * 4.0 * head
+    )
     return batch * per_example
 
 
@@ -63,8 +65,13 @@ def main() -> None:
     opt = optax.adamw(3e-4, eps=1e-6, weight_decay=0.0)
     opt_state = opt.init(trainable)
     rng = np.random.RandomState(0)
-    pairs = [(rng.randint(3, cfg.vocab_size, args.prompt_len).tolist(),
-              rng.randint(3, cfg.vocab_size, args.answer_len).tolist()) for _ in range(args.batch)]
+    pairs = [
+        (
+            rng.randint(3, cfg.vocab_size, args.prompt_len).tolist(),
+            rng.randint(3, cfg.vocab_size, args.answer_len).tolist(),
+        )
+        for _ in range(args.batch)
+    ]
     batch = make_batch(pairs, lm.pad_id, cfg.max_seq_len)
     prompt_width, answer_width = batch_widths(batch)
     batch = jax.tree.map(jnp.asarray, batch)
@@ -75,7 +82,8 @@ def main() -> None:
     @jax.jit
     def fused_step(trainable, opt_state, base, batch):
         (loss, _), grads = jax.value_and_grad(bitune_loss, has_aux=True)(
-            trainable, base, batch, cfg, bcfg, prompt_width=prompt_width, answer_width=answer_width)
+            trainable, base, batch, cfg, bcfg, prompt_width=prompt_width, answer_width=answer_width
+        )
         updates, opt_state = opt.update(grads, opt_state, trainable)
         return optax.apply_updates(trainable, updates), opt_state, loss
 
@@ -83,6 +91,7 @@ def main() -> None:
     def literal_grad(trainable, base, prompt, answer):
         def loss(t):
             return literal_example(base, t, prompt, answer, cfg, bcfg)[1]
+
         return jax.value_and_grad(loss)(trainable)
 
     @jax.jit
@@ -103,8 +112,10 @@ def main() -> None:
     # Peak memory beyond the frozen base, which both paths hold once whatever the batch.
     base_bytes = sum(x.nbytes for x in jax.tree.leaves(base))
     fused_mem = peak_bytes(fused_step.lower(trainable, opt_state, base, batch).compile()) - base_bytes
-    literal_mem = peak_bytes(literal_grad.lower(trainable, base, jnp.asarray(pairs[0][0]), jnp.asarray(pairs[0][1]))
-                             .compile()) - base_bytes
+    literal_mem = (
+        peak_bytes(literal_grad.lower(trainable, base, jnp.asarray(pairs[0][0]), jnp.asarray(pairs[0][1])).compile())
+        - base_bytes
+    )
     step_flops = bitune_step_flops(base, cfg, args.batch, args.prompt_len, args.answer_len)
     peak = measure_matmul_peak_flops(jnp.float32, 1024)
 
@@ -120,15 +131,23 @@ def main() -> None:
 
     t_fused, loss_fused = timed(lambda: fused_step(trainable, opt_state, base, batch))
     t_literal, loss_literal = timed(lambda: literal_step(trainable, opt_state))
-    print(f"SmolLM2-135M-Instruct, LoRA r8 on all projections, batch {args.batch}, prompt {args.prompt_len} + "
-          f"answer {args.answer_len} tokens, float32 on {jax.devices()[0].device_kind}")
+    print(
+        f"SmolLM2-135M-Instruct, LoRA r8 on all projections, batch {args.batch}, prompt {args.prompt_len} + "
+        f"answer {args.answer_len} tokens, float32 on {jax.devices()[0].device_kind}"
+    )
     print(f"loss fused {loss_fused:.6f} literal {loss_literal:.6f}")
-    print(f"fused: {t_fused * 1e3:.0f} ms/step, {tokens_per_step / t_fused:.0f} tokens/s, "
-          f"peak {fused_mem / 2**20:.0f} MiB ({fused_mem / args.batch / 2**20:.0f} MiB per example)")
-    print(f"literal: {t_literal * 1e3:.0f} ms/step, {tokens_per_step / t_literal:.0f} tokens/s, "
-          f"peak {literal_mem / 2**20:.0f} MiB (one example at a time)")
-    print(f"model GFLOP per step (both paths): {step_flops / 1e9:.0f}; measured float32 matmul peak "
-          f"{peak / 1e9:.0f} GFLOP/s")
+    print(
+        f"fused: {t_fused * 1e3:.0f} ms/step, {tokens_per_step / t_fused:.0f} tokens/s, "
+        f"peak {fused_mem / 2**20:.0f} MiB ({fused_mem / args.batch / 2**20:.0f} MiB per example)"
+    )
+    print(
+        f"literal: {t_literal * 1e3:.0f} ms/step, {tokens_per_step / t_literal:.0f} tokens/s, "
+        f"peak {literal_mem / 2**20:.0f} MiB (one example at a time)"
+    )
+    print(
+        f"model GFLOP per step (both paths): {step_flops / 1e9:.0f}; measured float32 matmul peak "
+        f"{peak / 1e9:.0f} GFLOP/s"
+    )
     print(f"fused tokens/s: {tokens_per_step / t_fused:.0f}")
     print(f"literal tokens/s: {tokens_per_step / t_literal:.0f}")
     print(f"speedup fused vs literal: {t_literal / t_fused:.2f}")

@@ -49,15 +49,25 @@ def main() -> None:
     tokens = np.asarray([ids] * args.batch, np.int32)
     positions = np.broadcast_to(np.arange(tokens.shape[1], dtype=np.int32), tokens.shape)
     n_prompt = tokens.size
-    print(f"device: {jax.devices()[0].device_kind}, torch threads: {torch.get_num_threads()}, "
-          f"batch {args.batch}, prompt {tokens.shape[1]} tokens, {args.new_tokens} new tokens")
+    print(
+        f"device: {jax.devices()[0].device_kind}, torch threads: {torch.get_num_threads()}, "
+        f"batch {args.batch}, prompt {tokens.shape[1]} tokens, {args.new_tokens} new tokens"
+    )
 
     def jax_prefill():
         lm.logits(tokens, positions).block_until_ready()
 
     def jax_generate():
-        generate_tokens(lm.params, jnp.asarray(tokens), jnp.asarray(positions), jax.random.key(0), cfg=lm.cfg,
-                        max_new_tokens=args.new_tokens, eos_ids=(), pad_id=lm.pad_id).tokens.block_until_ready()
+        generate_tokens(
+            lm.params,
+            jnp.asarray(tokens),
+            jnp.asarray(positions),
+            jax.random.key(0),
+            cfg=lm.cfg,
+            max_new_tokens=args.new_tokens,
+            eos_ids=(),
+            pad_id=lm.pad_id,
+        ).tokens.block_until_ready()
 
     with tempfile.TemporaryDirectory() as tmp:
         lm.save_hf(tmp)
@@ -70,8 +80,14 @@ def main() -> None:
 
     def torch_generate():
         with torch.no_grad():
-            model.generate(t_tokens, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
-                           do_sample=False, eos_token_id=None, pad_token_id=lm.pad_id)
+            model.generate(
+                t_tokens,
+                max_new_tokens=args.new_tokens,
+                min_new_tokens=args.new_tokens,
+                do_sample=False,
+                eos_token_id=None,
+                pad_token_id=lm.pad_id,
+            )
 
     results = {}
     for name, prefill, generate in (("jax", jax_prefill, jax_generate), ("torch", torch_prefill, torch_generate)):
@@ -79,8 +95,10 @@ def main() -> None:
         t_generate = best_of(generate, args.repeats)
         t_decode = max(t_generate - t_prefill, 1e-9)
         results[name] = (n_prompt / t_prefill, args.batch * args.new_tokens / t_decode)
-        print(f"{name}: prefill {results[name][0]:.0f} tokens/s, decode {results[name][1]:.1f} tokens/s "
-              f"(prefill {t_prefill * 1e3:.0f} ms, prefill+decode {t_generate * 1e3:.0f} ms)")
+        print(
+            f"{name}: prefill {results[name][0]:.0f} tokens/s, decode {results[name][1]:.1f} tokens/s "
+            f"(prefill {t_prefill * 1e3:.0f} ms, prefill+decode {t_generate * 1e3:.0f} ms)"
+        )
     print(f"jax prefill tokens/s: {results['jax'][0]:.0f}")
     print(f"jax decode tokens/s: {results['jax'][1]:.1f}")
     print(f"torch prefill tokens/s: {results['torch'][0]:.0f}")

@@ -94,8 +94,7 @@ def load_config(case: Case):
 
 
 def abstract(tree):
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
-                        tree)
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)), tree)
 
 
 def plan(case: Case, seq: int) -> dict[str, float]:
@@ -116,17 +115,25 @@ def plan(case: Case, seq: int) -> dict[str, float]:
 
     rows = config.data.batch_size + (-config.data.batch_size % row_multiple(mesh))
     prompt = min(case.prompt, seq - 1)
-    batch = {"tokens": np.zeros((rows, seq), np.int32), "prompt_len": np.full((rows,), prompt, np.int32),
-             "length": np.full((rows,), seq, np.int32), "example_id": np.zeros((rows,), np.int32)}
+    batch = {
+        "tokens": np.zeros((rows, seq), np.int32),
+        "prompt_len": np.full((rows,), prompt, np.int32),
+        "length": np.full((rows,), seq, np.int32),
+        "example_id": np.zeros((rows,), np.int32),
+    }
     batch_sh = batch_shardings(batch, mesh)
-    widths = batch_widths(BituneBatch(batch["tokens"], batch["prompt_len"], batch["length"]),
-                          multiple=config.data.pad_multiple)  # as the loop rounds them
+    widths = batch_widths(
+        BituneBatch(batch["tokens"], batch["prompt_len"], batch["length"]), multiple=config.data.pad_multiple
+    )  # as the loop rounds them
     widths = widths if objective.kind == "bitune" else (None, widths[1])
-    step = jit_train_step(objective, optimizer, schedule, state_sh, frozen_sh, batch_sh, prompt_width=widths[0],
-                          answer_width=widths[1])
-    args = (jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, state_sh),
-            jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), frozen, frozen_sh),
-            {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sh[k]) for k, v in batch.items()})
+    step = jit_train_step(
+        objective, optimizer, schedule, state_sh, frozen_sh, batch_sh, prompt_width=widths[0], answer_width=widths[1]
+    )
+    args = (
+        jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, state_sh),
+        jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), frozen, frozen_sh),
+        {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sh[k]) for k, v in batch.items()},
+    )
     start = time.perf_counter()
     compiled = step.lower(*args).compile()
     compile_s = time.perf_counter() - start
@@ -150,13 +157,24 @@ def plan(case: Case, seq: int) -> dict[str, float]:
     comm_s = traffic / chip.link_bytes_per_s if sharded > 1 else 0.0
     step_s = max(compute_s, comm_s)
     return {
-        "devices": devices, "mesh": f"data={m.data} fsdp={m.fsdp} sequence={m.sequence} tensor={m.tensor}",
-        "rows": real_rows, "seq": seq, "compile_s": compile_s,
-        "arguments_gib": mem.argument_size_in_bytes / GiB, "outputs_gib": mem.output_size_in_bytes / GiB,
-        "temporaries_gib": mem.temp_size_in_bytes / GiB, "aliased_gib": mem.alias_size_in_bytes / GiB,
-        "total_gib": total / GiB, "chip_gib": chip.memory_gib, "model_tflop_per_step": flops / 1e12,
-        "compute_s": compute_s, "comm_s": comm_s, "step_s": step_s, "budget": case.budget,
-        "budget_hours": step_s * case.budget / 3600, "chip": chip.name,
+        "devices": devices,
+        "mesh": f"data={m.data} fsdp={m.fsdp} sequence={m.sequence} tensor={m.tensor}",
+        "rows": real_rows,
+        "seq": seq,
+        "compile_s": compile_s,
+        "arguments_gib": mem.argument_size_in_bytes / GiB,
+        "outputs_gib": mem.output_size_in_bytes / GiB,
+        "temporaries_gib": mem.temp_size_in_bytes / GiB,
+        "aliased_gib": mem.alias_size_in_bytes / GiB,
+        "total_gib": total / GiB,
+        "chip_gib": chip.memory_gib,
+        "model_tflop_per_step": flops / 1e12,
+        "compute_s": compute_s,
+        "comm_s": comm_s,
+        "step_s": step_s,
+        "budget": case.budget,
+        "budget_hours": step_s * case.budget / 3600,
+        "chip": chip.name,
     }
 
 
@@ -171,14 +189,21 @@ def main():
         case = CASES[name]
         r = plan(case, args.seq or case.seq)
         results[name] = r
-        print(f"\n{name}: {r['devices']} x {r['chip']} ({r['mesh']}), batch {r['rows']} x {r['seq']} tokens, "
-              f"compiled in {r['compile_s']:.0f} s")
-        print(f"  per device: arguments {r['arguments_gib']:.1f} GiB, outputs {r['outputs_gib']:.1f}, temporaries "
-              f"{r['temporaries_gib']:.1f}, donated {r['aliased_gib']:.1f} -> {r['total_gib']:.1f} GiB "
-              f"of {r['chip_gib']:.1f}")
-        print(f"  model TFLOP per step {r['model_tflop_per_step']:.0f}; roofline: compute {r['compute_s']:.2f} s, "
-              f"FSDP traffic {r['comm_s']:.2f} s -> step >= {r['step_s']:.2f} s; {r['budget']} updates >= "
-              f"{r['budget_hours']:.2g} h", flush=True)
+        print(
+            f"\n{name}: {r['devices']} x {r['chip']} ({r['mesh']}), batch {r['rows']} x {r['seq']} tokens, "
+            f"compiled in {r['compile_s']:.0f} s"
+        )
+        print(
+            f"  per device: arguments {r['arguments_gib']:.1f} GiB, outputs {r['outputs_gib']:.1f}, temporaries "
+            f"{r['temporaries_gib']:.1f}, donated {r['aliased_gib']:.1f} -> {r['total_gib']:.1f} GiB "
+            f"of {r['chip_gib']:.1f}"
+        )
+        print(
+            f"  model TFLOP per step {r['model_tflop_per_step']:.0f}; roofline: compute {r['compute_s']:.2f} s, "
+            f"FSDP traffic {r['comm_s']:.2f} s -> step >= {r['step_s']:.2f} s; {r['budget']} updates >= "
+            f"{r['budget_hours']:.2g} h",
+            flush=True,
+        )
     print()
     for name, r in results.items():
         key = name.replace(":", " ")

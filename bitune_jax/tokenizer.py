@@ -96,8 +96,12 @@ def load_hf_tokenizer(directory: str | pathlib.Path) -> Tokenizer:
         template = next((t["template"] for t in template if t.get("name") == "default"), template[0]["template"])
     specials = {k: _special_content(config.get(k)) for k in ("bos_token", "eos_token", "pad_token", "unk_token")}
     specials = {k: v for k, v in specials.items() if v}
-    tok = Tokenizer(backend=backend, chat_template=template, special_tokens=specials,
-                    add_bos=bool(config.get("add_bos_token", False)))
+    tok = Tokenizer(
+        backend=backend,
+        chat_template=template,
+        special_tokens=specials,
+        add_bos=bool(config.get("add_bos_token", False)),
+    )
     tok.bos_id = tok.token_id(specials["bos_token"]) if "bos_token" in specials else None
     tok.eos_ids = (tok.token_id(specials["eos_token"]),) if "eos_token" in specials else ()
     tok.pad_id = tok.token_id(specials["pad_token"]) if "pad_token" in specials else None
@@ -119,5 +123,12 @@ def load_sentencepiece(model_file: str | pathlib.Path, chat_template: str | None
         specials["bos_token"] = sp.id_to_piece(bos)
     if eos:
         specials["eos_token"] = sp.id_to_piece(eos[0])
-    return Tokenizer(backend=sp, bos_id=bos, eos_ids=eos, pad_id=pad, add_bos=bos is not None,
-                     chat_template=chat_template, special_tokens=specials)
+    return Tokenizer(
+        backend=sp,
+        bos_id=bos,
+        eos_ids=eos,
+        pad_id=pad,
+        add_bos=bos is not None,
+        chat_template=chat_template,
+        special_tokens=specials,
+    )

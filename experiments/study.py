@@ -55,8 +55,9 @@ def point_config(config: ConfigDict, point: Mapping[str, Any]) -> ConfigDict:
     return c
 
 
-def run_points(config: ConfigDict, sweep: list[dict[str, Any]],
-               runner: Callable[[ConfigDict], dict[str, Any]] = run) -> list[dict[str, Any]]:
+def run_points(
+    config: ConfigDict, sweep: list[dict[str, Any]], runner: Callable[[ConfigDict], dict[str, Any]] = run
+) -> list[dict[str, Any]]:
     """Each point's summary (with its `point` overrides and `config`), running only the points not yet done."""
     summaries = []
     for point in sweep:

@@ -26,10 +26,14 @@ ARM_NAMES = {"peft": "LoRA (baseline)", "bitune": "Bitune"}
 def seed_row(summary: dict[str, Any]) -> dict[str, Any]:
     final = summary["history"][-1]
     return {
-        "arm": ARM_NAMES[summary["point"]["objective"]], "seed": summary["point"]["seed"],
-        "held_out": final["eval_avg@n"], "train_loss_last_epoch": final["loss"],
-        "token_accuracy_last_epoch": final["token_accuracy"], "updates": summary["steps"],
-        "alpha_k": summary.get("alpha_k"), "alpha_v": summary.get("alpha_v"),
+        "arm": ARM_NAMES[summary["point"]["objective"]],
+        "seed": summary["point"]["seed"],
+        "held_out": final["eval_avg@n"],
+        "train_loss_last_epoch": final["loss"],
+        "token_accuracy_last_epoch": final["token_accuracy"],
+        "updates": summary["steps"],
+        "alpha_k": summary.get("alpha_k"),
+        "alpha_v": summary.get("alpha_v"),
     }
 
 
@@ -38,23 +42,30 @@ def arm_stats(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     out = {}
     for arm in dict.fromkeys(r["arm"] for r in rows):
         acc = np.asarray([r["held_out"] for r in rows if r["arm"] == arm])
-        out[arm] = {"mean": float(acc.mean()), "std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
-                    "seeds": len(acc)}
+        out[arm] = {
+            "mean": float(acc.mean()),
+            "std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
+            "seeds": len(acc),
+        }
     return out
 
 
 def markdown_table(rows: list[dict[str, Any]], items: int) -> str:
     stats = arm_stats(rows)
-    lines = ["| arm | held-out accuracy, mean ± std | per seed | train loss (last epoch) |",
-             "| --- | ---: | --- | ---: |"]
+    lines = [
+        "| arm | held-out accuracy, mean ± std | per seed | train loss (last epoch) |",
+        "| --- | ---: | --- | ---: |",
+    ]
     for arm, s in stats.items():
         mine = [r for r in rows if r["arm"] == arm]
         per_seed = ", ".join(f"{r['seed']}: {r['held_out']:.3f}" for r in mine)
         loss = np.mean([r["train_loss_last_epoch"] for r in mine])
         lines.append(f"| {arm} | {s['mean']:.3f} ± {s['std']:.3f} | {per_seed} | {loss:.3f} |")
     lines.append("")
-    lines.append(f"Held-out accuracy: greedy exact match of the last `\\boxed{{}}` on {items} test problems; std over "
-                 f"seeds with ddof=1.")
+    lines.append(
+        f"Held-out accuracy: greedy exact match of the last `\\boxed{{}}` on {items} test problems; std over "
+        f"seeds with ddof=1."
+    )
     return "\n".join(lines)
 
 
@@ -62,8 +73,14 @@ def plot(rows: list[dict[str, Any]], path: pathlib.Path) -> pathlib.Path:
     fig, left, right = two_panels(11, 4)
     stats = arm_stats(rows)
     arms = list(stats)
-    left.bar(range(len(arms)), [stats[a]["mean"] for a in arms], yerr=[stats[a]["std"] for a in arms], capsize=6,
-             color=["tab:gray", "tab:blue"][: len(arms)], alpha=0.6)
+    left.bar(
+        range(len(arms)),
+        [stats[a]["mean"] for a in arms],
+        yerr=[stats[a]["std"] for a in arms],
+        capsize=6,
+        color=["tab:gray", "tab:blue"][: len(arms)],
+        alpha=0.6,
+    )
     for i, arm in enumerate(arms):
         accs = [r["held_out"] for r in rows if r["arm"] == arm]
         left.scatter([i] * len(accs), accs, color="black", zorder=3, s=14)
@@ -73,11 +90,21 @@ def plot(rows: list[dict[str, Any]], path: pathlib.Path) -> pathlib.Path:
         if r["alpha_k"] is not None:
             layers = np.arange(len(np.ravel(r["alpha_k"])))
             right.plot(layers, np.ravel(r["alpha_k"]), color="tab:blue", alpha=0.7, label=f"K, seed {r['seed']}")
-            right.plot(layers, np.ravel(r["alpha_v"]), color="tab:orange", alpha=0.7, linestyle="--",
-                       label=f"V, seed {r['seed']}")
+            right.plot(
+                layers,
+                np.ravel(r["alpha_v"]),
+                color="tab:orange",
+                alpha=0.7,
+                linestyle="--",
+                label=f"V, seed {r['seed']}",
+            )
     right.axhline(0.5, color="gray", linewidth=0.8)
-    right.set(xlabel="layer", ylabel="alpha (weight of the bidirectional stream)", ylim=(0.0, 1.0),
-              title="Bitune's learned mixing coefficients (start: 0.5)")
+    right.set(
+        xlabel="layer",
+        ylabel="alpha (weight of the bidirectional stream)",
+        ylim=(0.0, 1.0),
+        title="Bitune's learned mixing coefficients (start: 0.5)",
+    )
     right.legend(fontsize=7, ncol=3)
     for ax in (left, right):
         ax.grid(alpha=0.3)

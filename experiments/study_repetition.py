@@ -43,7 +43,9 @@ def point_row(summary: dict[str, Any], rule: saturation.SaturationConfig) -> dic
     start = summary["start_eval"]
     sat = saturation_epoch(token_acc, rule)
     return {
-        "samples": samples, "epochs": epochs, "updates": summary["steps"],
+        "samples": samples,
+        "epochs": epochs,
+        "updates": summary["steps"],
         "held_out_start": start["eval_avg@n"],
         "held_out_final": evals[-1][1]["eval_avg@n"],
         "held_out_best": max(h["eval_avg@n"] for _, h in evals),
@@ -67,13 +69,17 @@ def markdown_table(rows: list[dict[str, Any]], items: int) -> str:
     ]
     for r in rows:
         sat = "-" if r["saturation_epoch"] is None else f"{r['saturation_epoch']} ({r['saturation_update']})"
-        lines.append(f"| {r['samples']} x {r['epochs']} | {r['updates']} | {fmt(r['held_out_start'])} | "
-                     f"{fmt(r['held_out_final'])} | {fmt(r['held_out_best'])} | {fmt(r['token_accuracy_final'])} | "
-                     f"{fmt(r['memorized_final'])} | {sat} | {fmt(r['terminated_final'])} |")
+        lines.append(
+            f"| {r['samples']} x {r['epochs']} | {r['updates']} | {fmt(r['held_out_start'])} | "
+            f"{fmt(r['held_out_final'])} | {fmt(r['held_out_best'])} | {fmt(r['token_accuracy_final'])} | "
+            f"{fmt(r['memorized_final'])} | {sat} | {fmt(r['terminated_final'])} |"
+        )
     se = math.sqrt(0.25 / items)
     lines.append("")
-    lines.append(f"Held-out accuracy is greedy exact match of the last `\\boxed{{}}` on {items} test problems "
-                 f"(binomial standard error at most {se:.3f}).")
+    lines.append(
+        f"Held-out accuracy is greedy exact match of the last `\\boxed{{}}` on {items} test problems "
+        f"(binomial standard error at most {se:.3f})."
+    )
     return "\n".join(lines)
 
 
@@ -88,8 +94,13 @@ def plot(rows: list[dict[str, Any]], path: pathlib.Path) -> pathlib.Path:
             e = r["saturation_epoch"]
             right.plot([e], [r["token_accuracy"][e - 1]], marker="*", markersize=14, color=line.get_color())
     left.set(xlabel="updates", ylabel="held-out accuracy", title="held-out accuracy over the update budget")
-    right.set(xlabel="epoch", ylabel="training token accuracy", xscale="log", ylim=(0.0, 1.02),
-              title="token accuracy per epoch (star: saturation epoch)")
+    right.set(
+        xlabel="epoch",
+        ylabel="training token accuracy",
+        xscale="log",
+        ylim=(0.0, 1.02),
+        title="token accuracy per epoch (star: saturation epoch)",
+    )
     for ax in (left, right):
         ax.grid(alpha=0.3)
         ax.legend(title="samples x epochs", loc="best")

@@ -26,8 +26,14 @@ def main(argv: list[str]) -> None:
     if not hasattr(module, "get_sweep"):
         raise SystemExit(f"{path} has no get_sweep()")
     for point in module.get_sweep(*kinds):
-        cmd = [sys.executable, "-m", "experiments.run", f"--config={target}", *extra,
-               *(f"--config.{k}={v}" for k, v in point.items())]
+        cmd = [
+            sys.executable,
+            "-m",
+            "experiments.run",
+            f"--config={target}",
+            *extra,
+            *(f"--config.{k}={v}" for k, v in point.items()),
+        ]
         print(shlex.join(cmd), flush=True)
         if run:
             subprocess.run(cmd, check=True)

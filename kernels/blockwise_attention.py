@@ -44,8 +44,12 @@ def _blocks(x: jax.Array, block: int, fill) -> jax.Array:
 def _kv_blocks(spec, k, v, block: int):
     """Scan inputs: key/value blocks and the key-side fields of `spec` cut the same way (padding invisible)."""
     seg = spec.kv_segment_ids
-    return (_blocks(k, block, 0), _blocks(v, block, 0), _blocks(spec.kv_positions, block, -1),
-            None if seg is None else _blocks(seg, block, -1))
+    return (
+        _blocks(k, block, 0),
+        _blocks(v, block, 0),
+        _blocks(spec.kv_positions, block, -1),
+        None if seg is None else _blocks(seg, block, -1),
+    )
 
 
 def _block_mask(spec, kv_pos: jax.Array, kv_seg: jax.Array | None) -> jax.Array:

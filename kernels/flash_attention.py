@@ -105,8 +105,17 @@ def _family_forward(q, k, v, spec, *, backend: str, cfg: _Config, interpret: boo
     bounds = schedule.token_bounds(spec, q_pad, kv_pad)
     sched = schedule.schedule(schedule.block_states(bounds, blocks.block_q, blocks.block_k))
     out, lse = _FAMILIES[backend].forward(
-        pad_tokens(q, q_pad), pad_tokens(k, kv_pad), pad_tokens(v, kv_pad), bounds, sched, scale=cfg.scale,
-        softcap=cfg.softcap, block_q=blocks.block_q, block_k=blocks.block_k, interpret=interpret)
+        pad_tokens(q, q_pad),
+        pad_tokens(k, kv_pad),
+        pad_tokens(v, kv_pad),
+        bounds,
+        sched,
+        scale=cfg.scale,
+        softcap=cfg.softcap,
+        block_q=blocks.block_q,
+        block_k=blocks.block_k,
+        interpret=interpret,
+    )
     return out[:, :q_len], lse[:, :, :q_len]
 
 
@@ -119,9 +128,21 @@ def _family_backward(q, k, v, spec, out, lse, do, *, backend: str, cfg: _Config,
     sched_q, sched_kv = schedule.schedule(states), schedule.schedule(states.transpose(0, 2, 1))
     lse = jnp.pad(lse, ((0, 0), (0, 0), (0, q_pad - q_len)))
     dq, dk, dv = _FAMILIES[backend].backward(
-        pad_tokens(q, q_pad), pad_tokens(k, kv_pad), pad_tokens(v, kv_pad), pad_tokens(out, q_pad), lse,
-        pad_tokens(do, q_pad), bounds, sched_q, sched_kv, scale=cfg.scale, softcap=cfg.softcap,
-        block_q=blocks.block_q_bwd, block_k=blocks.block_k_bwd, interpret=interpret)
+        pad_tokens(q, q_pad),
+        pad_tokens(k, kv_pad),
+        pad_tokens(v, kv_pad),
+        pad_tokens(out, q_pad),
+        lse,
+        pad_tokens(do, q_pad),
+        bounds,
+        sched_q,
+        sched_kv,
+        scale=cfg.scale,
+        softcap=cfg.softcap,
+        block_q=blocks.block_q_bwd,
+        block_k=blocks.block_k_bwd,
+        interpret=interpret,
+    )
     return dq[:, :q_len], dk[:, :kv_len], dv[:, :kv_len]
 
 
@@ -131,8 +152,12 @@ def _dispatch(fn, cfg: _Config, *args):
         return fn(*args, backend=cfg.backend, cfg=cfg, interpret=cfg.interpret)
     branch = lambda backend, interpret: functools.partial(fn, backend=backend, cfg=cfg, interpret=interpret)
     return lax.platform_dependent(
-        *args, cpu=branch("triton", True), cuda=branch("triton", False), rocm=branch("triton", False),
-        tpu=branch("mosaic_tpu", False))
+        *args,
+        cpu=branch("triton", True),
+        cuda=branch("triton", False),
+        rocm=branch("triton", False),
+        tpu=branch("mosaic_tpu", False),
+    )
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
@@ -190,24 +215,33 @@ def flash_attention(
     unknown = set(block_sizes) - set(BACKENDS)
     if unknown:
         raise ValueError(f"block_sizes for unknown backends {sorted(unknown)}; choose from {BACKENDS}")
-    cfg = _Config(scale=float(scale), softcap=softcap, block_sizes=tuple(sorted(block_sizes.items())), backend=backend,
-                  interpret=bool(interpret))
+    cfg = _Config(
+        scale=float(scale),
+        softcap=softcap,
+        block_sizes=tuple(sorted(block_sizes.items())),
+        backend=backend,
+        interpret=bool(interpret),
+    )
     return _flash(q, k, v, mask_spec, cfg)
 
 
-def block_fractions(mask_spec, q_len: int, kv_len: int, block_sizes: BlockSizes | None = None,
-                    backend: str = "triton") -> dict[str, jax.Array]:
+def block_fractions(
+    mask_spec, q_len: int, kv_len: int, block_sizes: BlockSizes | None = None, backend: str = "triton"
+) -> dict[str, jax.Array]:
     """Fractions of forward (query block, key block) tiles that are skipped, computed with the mask ("partial"), and
     computed without mask arithmetic ("full") for `mask_spec` (per batch row, averaged)."""
     blocks = block_sizes or DEFAULT_BLOCKS[backend]
     _FAMILIES[backend].validate(blocks.block_q, blocks.block_k, 0)
     q_pad, kv_pad = _padded_lengths(blocks, q_len, kv_len)
     states = schedule.block_states(schedule.token_bounds(mask_spec, q_pad, kv_pad), blocks.block_q, blocks.block_k)
-    return {name: (states == value).mean(dtype=jnp.float32)
-            for name, value in (("skipped", schedule.SKIP), ("partial", schedule.PARTIAL), ("full", schedule.FULL))}
+    return {
+        name: (states == value).mean(dtype=jnp.float32)
+        for name, value in (("skipped", schedule.SKIP), ("partial", schedule.PARTIAL), ("full", schedule.FULL))
+    }
 
 
-def block_skip_fraction(mask_spec, q_len: int, kv_len: int, block_sizes: BlockSizes | None = None,
-                        backend: str = "triton") -> jax.Array:
+def block_skip_fraction(
+    mask_spec, q_len: int, kv_len: int, block_sizes: BlockSizes | None = None, backend: str = "triton"
+) -> jax.Array:
     """Fraction of forward (query block, key block) tiles the kernels skip for `mask_spec`."""
     return block_fractions(mask_spec, q_len, kv_len, block_sizes, backend)["skipped"]

@@ -69,10 +69,12 @@ def sequence_parallel_attention(
     q_len, kv_len = q.shape[1], k.shape[1]
     q_pad, kv_pad = -(-q_len // n) * n, -(-kv_len // n) * n
     spec = dataclasses.replace(
-        spec, q_positions=pad_tokens(spec.q_positions, q_pad, -1), kv_positions=pad_tokens(spec.kv_positions,
-                                                                                             kv_pad, -1),
+        spec,
+        q_positions=pad_tokens(spec.q_positions, q_pad, -1),
+        kv_positions=pad_tokens(spec.kv_positions, kv_pad, -1),
         q_segment_ids=pad_tokens(spec.q_segment_ids, q_pad, -1),
-        kv_segment_ids=pad_tokens(spec.kv_segment_ids, kv_pad, -1))
+        kv_segment_ids=pad_tokens(spec.kv_segment_ids, kv_pad, -1),
+    )
     q, k, v = pad_tokens(q, q_pad, 0), pad_tokens(k, kv_pad, 0), pad_tokens(v, kv_pad, 0)
 
     rows = sp.batch_spec(q.shape[0])
@@ -87,18 +89,25 @@ def sequence_parallel_attention(
         return None if field is None else s
 
     spec_specs = dataclasses.replace(
-        spec, q_positions=tok, kv_positions=tok, window=maybe(spec.window, P()),
-        prefix_len=maybe(spec.prefix_len, P(rows)), q_segment_ids=maybe(spec.q_segment_ids, tok),
-        kv_segment_ids=maybe(spec.kv_segment_ids, tok))
+        spec,
+        q_positions=tok,
+        kv_positions=tok,
+        window=maybe(spec.window, P()),
+        prefix_len=maybe(spec.prefix_len, P(rows)),
+        q_segment_ids=maybe(spec.q_segment_ids, tok),
+        kv_segment_ids=maybe(spec.kv_segment_ids, tok),
+    )
 
     def local(q, k, v, spec):
         gather = lambda x: None if x is None else jax.lax.all_gather(x, sp.axis, axis=1, tiled=True)
-        spec = dataclasses.replace(spec, kv_positions=gather(spec.kv_positions),
-                                   kv_segment_ids=gather(spec.kv_segment_ids))
+        spec = dataclasses.replace(
+            spec, kv_positions=gather(spec.kv_positions), kv_segment_ids=gather(spec.kv_segment_ids)
+        )
         return attend(q, gather(k), gather(v), spec)
 
     # check_vma=False: the Pallas calls and the blockwise scan carry no varying-axes types. The one collective
     # is the explicit all-gather, whose transpose (a reduce-scatter) is right either way.
-    out = jax.shard_map(local, mesh=sp.mesh, in_specs=(x_spec, x_spec, x_spec, spec_specs), out_specs=x_spec,
-                        check_vma=False)(q, k, v, spec)
+    out = jax.shard_map(
+        local, mesh=sp.mesh, in_specs=(x_spec, x_spec, x_spec, spec_specs), out_specs=x_spec, check_vma=False
+    )(q, k, v, spec)
     return out[:, :q_len]

@@ -11,5 +11,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 _run_id = os.environ.get("PYTEST_XDIST_TESTRUNUID")
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = (
-        os.path.join(tempfile.gettempdir(), f"bitune_jax_tests_{_run_id}") if _run_id
-        else tempfile.mkdtemp(prefix="bitune_jax_tests_"))
+        os.path.join(tempfile.gettempdir(), f"bitune_jax_tests_{_run_id}")
+        if _run_id
+        else tempfile.mkdtemp(prefix="bitune_jax_tests_")
+    )

@@ -27,13 +27,20 @@ def run_notebook(path: pathlib.Path, tmp_path: pathlib.Path, env: dict[str, str]
     """Execute `path` in a kernel of this interpreter; the executed copy is left in `tmp_path` for debugging."""
     spec_dir = tmp_path / "kernels" / "bitune-test"
     spec_dir.mkdir(parents=True)
-    (spec_dir / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "bitune_jax test", "language": "python", "env": env,
-    }))
-    km = KernelManager(kernel_name="bitune-test",
-                       kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(spec_dir.parent)],
-                                                             ensure_native_kernel=False))
+    (spec_dir / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "bitune_jax test",
+                "language": "python",
+                "env": env,
+            }
+        )
+    )
+    km = KernelManager(
+        kernel_name="bitune-test",
+        kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(spec_dir.parent)], ensure_native_kernel=False),
+    )
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, km=km, timeout=CELL_TIMEOUT_S, resources={"metadata": {"path": str(path.parent)}})
     try:
@@ -90,8 +97,12 @@ def test_quickstart_runs(tmp_path):
 
 def test_repetition_study_runs(tmp_path):
     budget = 4  # grid 4 x 1 and 1 x 4 (16 epochs would leave no sample)
-    env = {"BITUNE_NOTEBOOK_BUDGET": str(budget), "BITUNE_NOTEBOOK_EVAL_ITEMS": "2",
-           "BITUNE_NOTEBOOK_MAX_NEW_TOKENS": "16", "BITUNE_NOTEBOOK_WORKDIR": str(tmp_path / "runs")}
+    env = {
+        "BITUNE_NOTEBOOK_BUDGET": str(budget),
+        "BITUNE_NOTEBOOK_EVAL_ITEMS": "2",
+        "BITUNE_NOTEBOOK_MAX_NEW_TOKENS": "16",
+        "BITUNE_NOTEBOOK_WORKDIR": str(tmp_path / "runs"),
+    }
     try:
         nb = run_notebook(NOTEBOOKS / "repetition_study.ipynb", tmp_path, env)
     finally:
@@ -103,14 +114,17 @@ def test_repetition_study_runs(tmp_path):
     assert "bitune_jax already importable: skipping pip" in cell_text(nb, "install")
     assert re.search(r"accelerator: (CPU|GPU|TPU)", cell_text(nb, "accelerator"))
     results = cell_text(nb, "results")
-    points = re.findall(r"^point (\d+)x(\d+): updates (\d+), final token accuracy (\S+), held-out accuracy (\S+)$",
-                        results, re.M)
+    points = re.findall(
+        r"^point (\d+)x(\d+): updates (\d+), final token accuracy (\S+), held-out accuracy (\S+)$", results, re.M
+    )
     assert [(int(n), int(e)) for n, e, *_ in points] == [(4, 1), (1, 4)], results
     for _, _, updates, token_acc, held_out in points:
         assert int(updates) == budget, results
         assert 0.0 <= float(token_acc) <= 1.0 and 0.0 <= float(held_out) <= 1.0, results
-    shown = {tag: [o.get("data", {}) for c in nb.cells if tag in c.metadata.get("tags", []) for o in c.outputs]
-             for tag in ("table", "plot")}
+    shown = {
+        tag: [o.get("data", {}) for c in nb.cells if tag in c.metadata.get("tags", []) for o in c.outputs]
+        for tag in ("table", "plot")
+    }
     assert any("| 1 x 4 | 4 |" in d.get("text/markdown", "") for d in shown["table"]), shown["table"]
     assert any("image/png" in d for d in shown["plot"])
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["1x4", "4x1", "figure.png"]

@@ -37,8 +37,10 @@ def test_perplexity_of_english_paragraph(lm):
 
 def test_batched_generation_equals_one_at_a_time(lm):
     tok = lm.tokenizer
-    prompts = [bj.chat.encode_chat(tok, [{"role": "user", "content": q}])
-               for q in ("Name a primary colour.", "What is 2 + 3? Answer with a number only.")]
+    prompts = [
+        bj.chat.encode_chat(tok, [{"role": "user", "content": q}])
+        for q in ("Name a primary colour.", "What is 2 + 3? Answer with a number only.")
+    ]
     alone = [lm.generate([p], max_new_tokens=12)[0] for p in prompts]
     assert lm.generate(prompts, max_new_tokens=12, padding="left") == alone
     assert lm.generate(prompts, max_new_tokens=12, padding="right") == alone

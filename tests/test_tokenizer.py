@@ -17,8 +17,15 @@ def sp_model(tmp_path_factory):
     directory = tmp_path_factory.mktemp("sp")
     (directory / "corpus.txt").write_text(TEXT.replace(". ", ".\n"))
     sentencepiece.SentencePieceTrainer.train(
-        input=str(directory / "corpus.txt"), model_prefix=str(directory / "tokenizer"), vocab_size=60,
-        model_type="bpe", bos_id=1, eos_id=2, pad_id=0, unk_id=3, minloglevel=2,
+        input=str(directory / "corpus.txt"),
+        model_prefix=str(directory / "tokenizer"),
+        vocab_size=60,
+        model_type="bpe",
+        bos_id=1,
+        eos_id=2,
+        pad_id=0,
+        unk_id=3,
+        minloglevel=2,
     )
     return directory / "tokenizer.model"
 
@@ -33,8 +40,9 @@ def test_sentencepiece_roundtrip_and_bos(sp_model):
 
 def test_hf_directory_with_sentencepiece_model(sp_model, tmp_path):
     (tmp_path / "tokenizer.model").write_bytes(sp_model.read_bytes())
-    (tmp_path / "tokenizer_config.json").write_text(json.dumps(
-        {"bos_token": "<s>", "eos_token": "</s>", "chat_template": CHATML}))
+    (tmp_path / "tokenizer_config.json").write_text(
+        json.dumps({"bos_token": "<s>", "eos_token": "</s>", "chat_template": CHATML})
+    )
     tok = load_hf_tokenizer(tmp_path)
     assert tok.bos_id == 1 and tok.eos_ids == (2,) and tok.add_bos
     assert tok.chat_template == CHATML
@@ -47,12 +55,15 @@ def test_hf_tokenizer_json_and_prompt_answer_split(tmp_path):
     backend.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = tokenizers.decoders.ByteLevel()
     trainer = tokenizers.trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<unk>", "<|im_start|>", "<|im_end|>"],
-        initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet())
+        vocab_size=300,
+        special_tokens=["<unk>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(),
+    )
     backend.train_from_iterator([TEXT], trainer)
     backend.save(str(tmp_path / "tokenizer.json"))
-    (tmp_path / "tokenizer_config.json").write_text(json.dumps(
-        {"eos_token": {"content": "<|im_end|>"}, "pad_token": "<|im_end|>", "chat_template": CHATML}))
+    (tmp_path / "tokenizer_config.json").write_text(
+        json.dumps({"eos_token": {"content": "<|im_end|>"}, "pad_token": "<|im_end|>", "chat_template": CHATML})
+    )
     tok = load_hf_tokenizer(tmp_path)
     assert tok.eos_ids == (2,) and tok.pad_id == 2 and tok.bos_id is None
     assert tok.decode(tok.encode("jumps over the lazy dog")) == "jumps over the lazy dog"

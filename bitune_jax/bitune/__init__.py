@@ -14,5 +14,19 @@ from bitune_jax.bitune.forward import (
 from bitune_jax.bitune.generation import bitune_generate, prefill
 from bitune_jax.bitune.mixing import alpha, init_mixing, mix
 
-__all__ = ["BituneBatch", "BituneConfig", "alpha", "answer_rows", "batch_widths", "bitune_generate", "bitune_logits",
-           "bitune_loss", "bitune_streams", "init_mixing", "init_trainable", "make_batch", "mix", "prefill"]
+__all__ = [
+    "BituneBatch",
+    "BituneConfig",
+    "alpha",
+    "answer_rows",
+    "batch_widths",
+    "bitune_generate",
+    "bitune_logits",
+    "bitune_loss",
+    "bitune_streams",
+    "init_mixing",
+    "init_trainable",
+    "make_batch",
+    "mix",
+    "prefill",
+]

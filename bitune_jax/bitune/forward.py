@@ -55,8 +55,9 @@ def make_batch(pairs, pad_id: int, max_len: int, seq_len: int | None = None) -> 
         if len(answer) == 0:
             raise ValueError(f"example {i}: empty answer (there is nothing to train on)")
         if len(prompt) + len(answer) > max_len:
-            raise ValueError(f"example {i}: prompt ({len(prompt)}) + answer ({len(answer)}) tokens exceed the "
-                             f"context of {max_len}")
+            raise ValueError(
+                f"example {i}: prompt ({len(prompt)}) + answer ({len(answer)}) tokens exceed the context of {max_len}"
+            )
         rows.append(list(prompt) + list(answer))
     width = seq_len or max(len(r) for r in rows)
     if max(len(r) for r in rows) > width:
@@ -64,8 +65,11 @@ def make_batch(pairs, pad_id: int, max_len: int, seq_len: int | None = None) -> 
     tokens = np.full((len(rows), width), pad_id, np.int32)
     for i, r in enumerate(rows):
         tokens[i, : len(r)] = r
-    return BituneBatch(tokens=tokens, prompt_len=np.asarray([len(p) for p, _ in pairs], np.int32),
-                       length=np.asarray([len(r) for r in rows], np.int32))
+    return BituneBatch(
+        tokens=tokens,
+        prompt_len=np.asarray([len(p) for p, _ in pairs], np.int32),
+        length=np.asarray([len(r) for r in rows], np.int32),
+    )
 
 
 def init_trainable(base: Params, cfg: ModelConfig, bcfg: BituneConfig, key: jax.Array) -> Params:
@@ -107,8 +111,13 @@ def bitune_streams(
 ):
     """Final causal-stream hidden states `[batch, seq, dim]` (and per-layer mixed prompt K/V if asked)."""
     constrain = sequence_parallel.constrain if sequence_parallel is not None else lambda x: x
-    attention = functools.partial(kernels.attention, scale=cfg.scale, logit_softcap=cfg.attn_logit_softcap,
-                                  impl=attn_impl, sequence_parallel=sequence_parallel)
+    attention = functools.partial(
+        kernels.attention,
+        scale=cfg.scale,
+        logit_softcap=cfg.attn_logit_softcap,
+        impl=attn_impl,
+        sequence_parallel=sequence_parallel,
+    )
     batch, seq = tokens.shape
     width = prompt_width or seq
     causal_set = adapter_set(trainable, "causal")
@@ -133,15 +142,21 @@ def bitune_streams(
         (cos_gb, sin_gb), (cos_lb, sin_lb) = rope_b
         prefix = mixed_len if bcfg.bidirectional else None
         spec_b = kernels.MaskSpec(q_positions=pos_b, kv_positions=pos_b, window=window, prefix_len=prefix)
-        spec_c = kernels.MaskSpec(q_positions=pos_c, kv_positions=kv_pos, window=window, q_segment_ids=seg_q,
-                                  kv_segment_ids=kv_seg)
+        spec_c = kernels.MaskSpec(
+            q_positions=pos_c, kv_positions=kv_pos, window=window, q_segment_ids=seg_q, kv_segment_ids=kv_seg
+        )
 
         def attend_b(q, k, v):
             return attention(q, k, v, mask_spec=spec_b), (k, v)
 
         x_b, (k_b, v_b) = decoder_layer(
-            Layer(lp, la_b, bcfg.peft, key_b), constrain(x_b), cfg, cos=jnp.where(sliding, cos_lb, cos_gb),
-            sin=jnp.where(sliding, sin_lb, sin_gb), attend=attend_b)
+            Layer(lp, la_b, bcfg.peft, key_b),
+            constrain(x_b),
+            cfg,
+            cos=jnp.where(sliding, cos_lb, cos_gb),
+            sin=jnp.where(sliding, sin_lb, sin_gb),
+            attend=attend_b,
+        )
 
         def attend_c(q, k, v):
             k_m = mix(k[:, :width], k_b, alpha(w_k, bcfg.tau))
@@ -150,31 +165,65 @@ def bitune_streams(
             return o, (k_m, v_m)
 
         x_c, mixed = decoder_layer(
-            Layer(lp, la_c, bcfg.peft, key_c), constrain(x_c), cfg, cos=jnp.where(sliding, cos_lc, cos_gc),
-            sin=jnp.where(sliding, sin_lc, sin_gc), attend=attend_c)
+            Layer(lp, la_c, bcfg.peft, key_c),
+            constrain(x_c),
+            cfg,
+            cos=jnp.where(sliding, cos_lc, cos_gc),
+            sin=jnp.where(sliding, sin_lc, sin_gc),
+            attend=attend_c,
+        )
         return (x_c, x_b), mixed if return_mixed_cache else None
 
     keys = (None, None) if dropout_key is None else tuple(jax.random.split(dropout_key))
-    xs = (base["layers"], causal_set.get("layers", {}), bidir_set.get("layers", {}), weights["w_k"], weights["w_v"],
-          is_sliding, windows, *(layer_keys(k, cfg.num_layers) for k in keys))
+    xs = (
+        base["layers"],
+        causal_set.get("layers", {}),
+        bidir_set.get("layers", {}),
+        weights["w_k"],
+        weights["w_v"],
+        is_sliding,
+        windows,
+        *(layer_keys(k, cfg.num_layers) for k in keys),
+    )
     (x_c, _), mixed = jax.lax.scan(remat_layer(body, remat), (x_c, x_b), xs)
     return (x_c, mixed) if return_mixed_cache else x_c
 
 
-def bitune_logits(base, trainable, batch: BituneBatch, cfg: ModelConfig, bcfg: BituneConfig, *,
-                  prompt_width: int | None = None, dtype=jnp.float32, attn_impl: str = "xla") -> jax.Array:
+def bitune_logits(
+    base,
+    trainable,
+    batch: BituneBatch,
+    cfg: ModelConfig,
+    bcfg: BituneConfig,
+    *,
+    prompt_width: int | None = None,
+    dtype=jnp.float32,
+    attn_impl: str = "xla",
+) -> jax.Array:
     """Float32 logits `[batch, seq, vocab]`; row t predicts token t + 1 (answer rows: t >= P - 1)."""
     seq = batch.tokens.shape[1]
     positions = jnp.where(jnp.arange(seq) < batch.length[:, None], jnp.arange(seq, dtype=jnp.int32), -1)
-    x = bitune_streams(base, trainable, batch.tokens, positions, batch.prompt_len - 1, cfg, bcfg,
-                       prompt_width=prompt_width, dtype=dtype, attn_impl=attn_impl)
+    x = bitune_streams(
+        base,
+        trainable,
+        batch.tokens,
+        positions,
+        batch.prompt_len - 1,
+        cfg,
+        bcfg,
+        prompt_width=prompt_width,
+        dtype=dtype,
+        attn_impl=attn_impl,
+    )
     return unembed(base, x, cfg)
 
 
 def batch_widths(batch: BituneBatch, multiple: int = 8) -> tuple[int, int]:
     """Static `(prompt_width, answer_width)` covering the batch, rounded up to `multiple` to bound recompiles."""
+
     def up(n: int) -> int:
         return max(multiple, -(-n // multiple) * multiple)
+
     prompt_len, length = np.asarray(batch.prompt_len), np.asarray(batch.length)
     seq = batch.tokens.shape[1]
     return min(up(int(prompt_len.max()) - 1), seq), min(up(int((length - prompt_len).max())), seq)
@@ -194,10 +243,22 @@ def answer_rows(batch: BituneBatch, answer_width: int | None = None):
     return rows, targets, mask
 
 
-def bitune_loss(trainable, base, batch: BituneBatch, cfg: ModelConfig, bcfg: BituneConfig, *,
-                prompt_width: int | None = None, answer_width: int | None = None, dtype=jnp.float32,
-                attn_impl: str = "xla", remat: str = "none", loss_chunk: int = 0,
-                dropout_key: jax.Array | None = None, sequence_parallel: kernels.SequenceParallel | None = None):
+def bitune_loss(
+    trainable,
+    base,
+    batch: BituneBatch,
+    cfg: ModelConfig,
+    bcfg: BituneConfig,
+    *,
+    prompt_width: int | None = None,
+    answer_width: int | None = None,
+    dtype=jnp.float32,
+    attn_impl: str = "xla",
+    remat: str = "none",
+    loss_chunk: int = 0,
+    dropout_key: jax.Array | None = None,
+    sequence_parallel: kernels.SequenceParallel | None = None,
+):
     """`(loss, metrics)`, differentiable in `trainable` (both adapter sets and the mixing weights).
 
     Only answer rows are unembedded; `prompt_width` / `answer_width` (static, see `batch_widths`) bound the
@@ -205,9 +266,21 @@ def bitune_loss(trainable, base, batch: BituneBatch, cfg: ModelConfig, bcfg: Bit
     """
     seq = batch.tokens.shape[1]
     positions = jnp.where(jnp.arange(seq) < batch.length[:, None], jnp.arange(seq, dtype=jnp.int32), -1)
-    x = bitune_streams(base, trainable, batch.tokens, positions, batch.prompt_len - 1, cfg, bcfg,
-                       prompt_width=prompt_width, dtype=dtype, attn_impl=attn_impl, remat=remat,
-                       dropout_key=dropout_key, sequence_parallel=sequence_parallel)
+    x = bitune_streams(
+        base,
+        trainable,
+        batch.tokens,
+        positions,
+        batch.prompt_len - 1,
+        cfg,
+        bcfg,
+        prompt_width=prompt_width,
+        dtype=dtype,
+        attn_impl=attn_impl,
+        remat=remat,
+        dropout_key=dropout_key,
+        sequence_parallel=sequence_parallel,
+    )
     rows, targets, mask = answer_rows(batch, answer_width)
     x = jnp.take_along_axis(x, rows[..., None], axis=1)
     if sequence_parallel is not None:

@@ -24,64 +24,160 @@ def split_prompts(prompts: Sequence[Sequence[int]], pad_id: int, max_len: int, m
         if len(p) == 0:
             raise ValueError(f"prompt {i} is empty (Bitune needs at least one prompt token)")
         if len(p) + max_new_tokens > max_len:
-            raise ValueError(f"prompt {i}: {len(p)} tokens + max_new_tokens={max_new_tokens} exceed the context "
-                             f"of {max_len}")
+            raise ValueError(
+                f"prompt {i}: {len(p)} tokens + max_new_tokens={max_new_tokens} exceed the context of {max_len}"
+            )
     width = max(1, max(len(p) - 1 for p in prompts))
     head = np.full((len(prompts), width), pad_id, np.int32)
     head_pos = np.full((len(prompts), width), -1, np.int32)
     for i, p in enumerate(prompts):
         n = len(p) - 1
         if n:
-            head[i, width - n:] = p[:-1]
-            head_pos[i, width - n:] = np.arange(n)
+            head[i, width - n :] = p[:-1]
+            head_pos[i, width - n :] = np.arange(n)
     last = np.asarray([p[-1] for p in prompts], np.int32)
     last_pos = np.asarray([len(p) - 1 for p in prompts], np.int32)
     return head, head_pos, last, last_pos
 
 
-def prefill(base: Params, trainable: Params, head, head_pos, last, last_pos, cfg: ModelConfig, bcfg: BituneConfig,
-            *, cache_len: int, dtype=jnp.float32, attn_impl: str = "xla") -> tuple[jax.Array, KVCache]:
+def prefill(
+    base: Params,
+    trainable: Params,
+    head,
+    head_pos,
+    last,
+    last_pos,
+    cfg: ModelConfig,
+    bcfg: BituneConfig,
+    *,
+    cache_len: int,
+    dtype=jnp.float32,
+    attn_impl: str = "xla",
+) -> tuple[jax.Array, KVCache]:
     """Mixed prompt cache, then the last prompt token through it: logits `[batch, vocab]` for the first answer
     token (equal to the training forward's logits at position P - 1) and the cache to decode from."""
     batch, width = head.shape
-    _, (k_m, v_m) = bitune_streams(base, trainable, head, head_pos, last_pos, cfg, bcfg, dtype=dtype,
-                                   attn_impl=attn_impl, return_mixed_cache=True)
+    _, (k_m, v_m) = bitune_streams(
+        base, trainable, head, head_pos, last_pos, cfg, bcfg, dtype=dtype, attn_impl=attn_impl, return_mixed_cache=True
+    )
     cache = KVCache.init(cfg, batch, cache_len, dtype)
-    cache = KVCache(k=cache.k.at[:, :, :width].set(k_m), v=cache.v.at[:, :, :width].set(v_m),
-                    positions=cache.positions.at[:, :width].set(head_pos), length=jnp.int32(width))
-    logits, cache = forward(base, last[:, None], cfg, positions=last_pos[:, None], cache=cache,
-                            adapters=adapter_set(trainable, "causal"), peft=bcfg.peft, dtype=dtype,
-                            attn_impl=attn_impl)
+    cache = KVCache(
+        k=cache.k.at[:, :, :width].set(k_m),
+        v=cache.v.at[:, :, :width].set(v_m),
+        positions=cache.positions.at[:, :width].set(head_pos),
+        length=jnp.int32(width),
+    )
+    logits, cache = forward(
+        base,
+        last[:, None],
+        cfg,
+        positions=last_pos[:, None],
+        cache=cache,
+        adapters=adapter_set(trainable, "causal"),
+        peft=bcfg.peft,
+        dtype=dtype,
+        attn_impl=attn_impl,
+    )
     return logits[:, 0], cache
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "bcfg", "max_new_tokens", "sampling", "eos_ids", "pad_id",
-                                             "dtype", "attn_impl"))
-def _generate(base, trainable, head, head_pos, last, last_pos, key, *, cfg, bcfg, max_new_tokens, sampling,
-              eos_ids, pad_id, dtype, attn_impl) -> Generated:
+@functools.partial(
+    jax.jit, static_argnames=("cfg", "bcfg", "max_new_tokens", "sampling", "eos_ids", "pad_id", "dtype", "attn_impl")
+)
+def _generate(
+    base,
+    trainable,
+    head,
+    head_pos,
+    last,
+    last_pos,
+    key,
+    *,
+    cfg,
+    bcfg,
+    max_new_tokens,
+    sampling,
+    eos_ids,
+    pad_id,
+    dtype,
+    attn_impl,
+) -> Generated:
     cache_len = head.shape[1] + 1 + max_new_tokens
-    logits, cache = prefill(base, trainable, head, head_pos, last, last_pos, cfg, bcfg, cache_len=cache_len,
-                            dtype=dtype, attn_impl=attn_impl)
+    logits, cache = prefill(
+        base,
+        trainable,
+        head,
+        head_pos,
+        last,
+        last_pos,
+        cfg,
+        bcfg,
+        cache_len=cache_len,
+        dtype=dtype,
+        attn_impl=attn_impl,
+    )
     causal = adapter_set(trainable, "causal")
 
     def step(token, pos, cache):
-        logits, cache = forward(base, token[:, None], cfg, positions=pos[:, None], cache=cache, adapters=causal,
-                                peft=bcfg.peft, dtype=dtype, attn_impl=attn_impl)
+        logits, cache = forward(
+            base,
+            token[:, None],
+            cfg,
+            positions=pos[:, None],
+            cache=cache,
+            adapters=causal,
+            peft=bcfg.peft,
+            dtype=dtype,
+            attn_impl=attn_impl,
+        )
         return logits[:, 0], cache
 
-    return decode_loop(step, cache, logits, last_pos + 1, key, max_new_tokens=max_new_tokens, sampling=sampling,
-                       eos_ids=eos_ids, pad_id=pad_id)
+    return decode_loop(
+        step,
+        cache,
+        logits,
+        last_pos + 1,
+        key,
+        max_new_tokens=max_new_tokens,
+        sampling=sampling,
+        eos_ids=eos_ids,
+        pad_id=pad_id,
+    )
 
 
 def bitune_generate(
-    base: Params, trainable: Params, prompts: Sequence[Sequence[int]], cfg: ModelConfig, bcfg: BituneConfig, *,
-    max_new_tokens: int = 64, sampling: SamplingConfig = SamplingConfig(), eos_ids: tuple[int, ...] = (),
-    pad_id: int = 0, seed: int = 0, dtype=jnp.float32, attn_impl: str = "xla",
+    base: Params,
+    trainable: Params,
+    prompts: Sequence[Sequence[int]],
+    cfg: ModelConfig,
+    bcfg: BituneConfig,
+    *,
+    max_new_tokens: int = 64,
+    sampling: SamplingConfig = SamplingConfig(),
+    eos_ids: tuple[int, ...] = (),
+    pad_id: int = 0,
+    seed: int = 0,
+    dtype=jnp.float32,
+    attn_impl: str = "xla",
 ) -> list[list[int]]:
     """Continue each prompt (token ids, different lengths allowed); each continuation ends at its EOS."""
     head, head_pos, last, last_pos = split_prompts(prompts, pad_id, cfg.max_seq_len, max_new_tokens)
-    out = _generate(base, trainable, head, head_pos, last, last_pos, jax.random.key(seed), cfg=cfg, bcfg=bcfg,
-                    max_new_tokens=max_new_tokens, sampling=sampling, eos_ids=tuple(eos_ids), pad_id=pad_id,
-                    dtype=dtype, attn_impl=attn_impl)
+    out = _generate(
+        base,
+        trainable,
+        head,
+        head_pos,
+        last,
+        last_pos,
+        jax.random.key(seed),
+        cfg=cfg,
+        bcfg=bcfg,
+        max_new_tokens=max_new_tokens,
+        sampling=sampling,
+        eos_ids=tuple(eos_ids),
+        pad_id=pad_id,
+        dtype=dtype,
+        attn_impl=attn_impl,
+    )
     tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
     return [tokens[i, : lengths[i]].tolist() for i in range(len(prompts))]

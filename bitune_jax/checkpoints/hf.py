@@ -17,17 +17,24 @@ from bitune_jax.models.config import ModelConfig
 from bitune_jax.models.transformer import NORMS_BY_LAYOUT, Params, init_params, param_shapes
 
 _PROJ = {
-    "q_proj": "self_attn.q_proj.weight", "k_proj": "self_attn.k_proj.weight",
-    "v_proj": "self_attn.v_proj.weight", "o_proj": "self_attn.o_proj.weight",
-    "q_norm": "self_attn.q_norm.weight", "k_norm": "self_attn.k_norm.weight",
-    "gate_proj": "mlp.gate_proj.weight", "up_proj": "mlp.up_proj.weight", "down_proj": "mlp.down_proj.weight",
+    "q_proj": "self_attn.q_proj.weight",
+    "k_proj": "self_attn.k_proj.weight",
+    "v_proj": "self_attn.v_proj.weight",
+    "o_proj": "self_attn.o_proj.weight",
+    "q_norm": "self_attn.q_norm.weight",
+    "k_norm": "self_attn.k_norm.weight",
+    "gate_proj": "mlp.gate_proj.weight",
+    "up_proj": "mlp.up_proj.weight",
+    "down_proj": "mlp.down_proj.weight",
 }
 _NORMS = {
     "pre": {"attn_in_norm": "input_layernorm.weight", "mlp_in_norm": "post_attention_layernorm.weight"},
     "post": {"attn_out_norm": "post_attention_layernorm.weight", "mlp_out_norm": "post_feedforward_layernorm.weight"},
     "sandwich": {
-        "attn_in_norm": "input_layernorm.weight", "attn_out_norm": "post_attention_layernorm.weight",
-        "mlp_in_norm": "pre_feedforward_layernorm.weight", "mlp_out_norm": "post_feedforward_layernorm.weight",
+        "attn_in_norm": "input_layernorm.weight",
+        "attn_out_norm": "post_attention_layernorm.weight",
+        "mlp_in_norm": "pre_feedforward_layernorm.weight",
+        "mlp_out_norm": "post_feedforward_layernorm.weight",
     },
 }
 _TRANSPOSED = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
@@ -97,21 +104,28 @@ def tensor_plan(cfg: ModelConfig, prefix: str) -> dict[str, tuple[str | tuple[st
     """Parameter path -> its HF tensor name (one per layer for the stacked `layers/...`) and whether HF stores it
     transposed (`[out, in]`; ours are `[in, out]`)."""
     plan: dict[str, tuple[str | tuple[str, ...], bool]] = {
-        "embed": (prefix + "embed_tokens.weight", False), "final_norm": (prefix + "norm.weight", False)}
+        "embed": (prefix + "embed_tokens.weight", False),
+        "final_norm": (prefix + "norm.weight", False),
+    }
     if not cfg.tie_embeddings:
         plan["lm_head"] = ("lm_head.weight", True)
     for name, suffix in layer_names(cfg).items():
-        plan[f"layers/{name}"] = (tuple(f"{prefix}layers.{i}.{suffix}" for i in range(cfg.num_layers)),
-                                  name in _TRANSPOSED)
+        plan[f"layers/{name}"] = (
+            tuple(f"{prefix}layers.{i}.{suffix}" for i in range(cfg.num_layers)),
+            name in _TRANSPOSED,
+        )
     return plan
 
 
-def _check_shape(where: str, hf_name: str, path: str, shape: tuple[int, ...], transpose: bool,
-                 want: tuple[int, ...]) -> None:
+def _check_shape(
+    where: str, hf_name: str, path: str, shape: tuple[int, ...], transpose: bool, want: tuple[int, ...]
+) -> None:
     shape = tuple(shape[::-1]) if transpose else tuple(shape)
     if shape != tuple(want):
-        raise ValueError(f"{where}: tensor {hf_name!r} has shape {shape} after conversion, but parameter {path!r} "
-                         f"expects {tuple(want)} for this config")
+        raise ValueError(
+            f"{where}: tensor {hf_name!r} has shape {shape} after conversion, but parameter {path!r} "
+            f"expects {tuple(want)} for this config"
+        )
 
 
 def _nest(flat: dict[str, Any]) -> Params:
@@ -126,7 +140,11 @@ def _nest(flat: dict[str, Any]) -> Params:
 
 
 def params_from_tensors(
-    get: Callable[[str], np.ndarray], has: Callable[[str], bool], cfg: ModelConfig, prefix: str, where: str,
+    get: Callable[[str], np.ndarray],
+    has: Callable[[str], bool],
+    cfg: ModelConfig,
+    prefix: str,
+    where: str,
     dtype=np.float32,
 ) -> Params:
     """Assemble the parameter pytree on the host, validating every shape against the config."""
@@ -148,8 +166,9 @@ def params_from_tensors(
     return _nest(flat)
 
 
-def sharded_params(source: TensorSource, cfg: ModelConfig, prefix: str, shardings: Callable[[Any], Any],
-                   dtype=np.float32) -> Params:
+def sharded_params(
+    source: TensorSource, cfg: ModelConfig, prefix: str, shardings: Callable[[Any], Any], dtype=np.float32
+) -> Params:
     """Every parameter read straight into its sharding: each device's shard is read from disk slice by slice (a
     stacked layer parameter one layer at a time), so no host or device ever holds a whole sharded tensor, and a
     process of a multi-host run reads only what its own devices hold. `shardings` maps the abstract parameter
@@ -162,11 +181,18 @@ def sharded_params(source: TensorSource, cfg: ModelConfig, prefix: str, sharding
         for n in names if isinstance(names, tuple) else (names,):
             if n not in source:
                 raise KeyError(f"{where}: missing tensor {n!r} (needed for parameter {path!r})")
-            _check_shape(where, n, path, source.shape(n), transpose,
-                         expected[path][1:] if isinstance(names, tuple) else expected[path])
+            _check_shape(
+                where,
+                n,
+                path,
+                source.shape(n),
+                transpose,
+                expected[path][1:] if isinstance(names, tuple) else expected[path],
+            )
     abstract = jax.eval_shape(lambda: init_params(cfg, jax.random.key(0)))
-    sharding_of = {"/".join(str(k.key) for k in kp): s
-                   for kp, s in jax.tree_util.tree_flatten_with_path(shardings(abstract))[0]}
+    sharding_of = {
+        "/".join(str(k.key) for k in kp): s for kp, s in jax.tree_util.tree_flatten_with_path(shardings(abstract))[0]
+    }
 
     def read(name: str, index: tuple[slice, ...], transpose: bool) -> np.ndarray:
         t = source.read(name, index[::-1] if transpose else index)
@@ -178,15 +204,21 @@ def sharded_params(source: TensorSource, cfg: ModelConfig, prefix: str, sharding
         layers = range(len(names))[index[0]]
         return np.stack([read(names[i], index[1:], transpose) for i in layers])
 
-    flat = {path: jax.make_array_from_callback(
-                expected[path], sharding_of[path],
-                lambda index, names=names, transpose=transpose: shard(names, transpose, index), dtype=dtype)
-            for path, (names, transpose) in plan.items()}
+    flat = {
+        path: jax.make_array_from_callback(
+            expected[path],
+            sharding_of[path],
+            lambda index, names=names, transpose=transpose: shard(names, transpose, index),
+            dtype=dtype,
+        )
+        for path, (names, transpose) in plan.items()
+    }
     return _nest(flat)
 
 
-def load_hf(directory: str | pathlib.Path, dtype=np.float32,
-            shardings: Callable[[Any], Any] | None = None) -> tuple[ModelConfig, Params]:
+def load_hf(
+    directory: str | pathlib.Path, dtype=np.float32, shardings: Callable[[Any], Any] | None = None
+) -> tuple[ModelConfig, Params]:
     """Config and parameters of a Hugging Face directory: NumPy arrays on the host, or with `shardings` (abstract
     parameter tree -> shardings) `jax.Array`s read shard by shard into them (see `sharded_params`)."""
     directory = pathlib.Path(directory)
@@ -202,8 +234,10 @@ def load_hf(directory: str | pathlib.Path, dtype=np.float32,
 
 
 def params_to_tensors(params: Params, cfg: ModelConfig) -> dict[str, np.ndarray]:
-    out = {"model.embed_tokens.weight": np.asarray(params["embed"]),
-           "model.norm.weight": np.asarray(params["final_norm"])}
+    out = {
+        "model.embed_tokens.weight": np.asarray(params["embed"]),
+        "model.norm.weight": np.asarray(params["final_norm"]),
+    }
     if not cfg.tie_embeddings:
         out["lm_head.weight"] = np.ascontiguousarray(np.asarray(params["lm_head"]).T)
     for name, suffix in layer_names(cfg).items():
@@ -215,13 +249,17 @@ def params_to_tensors(params: Params, cfg: ModelConfig) -> dict[str, np.ndarray]
 
 
 def save_hf(
-    directory: str | pathlib.Path, cfg: ModelConfig, params: Params, extra_files: Mapping[str, str] | None = None,
+    directory: str | pathlib.Path,
+    cfg: ModelConfig,
+    params: Params,
+    extra_files: Mapping[str, str] | None = None,
 ) -> pathlib.Path:
     """Write `model.safetensors` + `config.json` (+ e.g. tokenizer files) that `transformers` loads."""
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    safetensors.numpy.save_file(params_to_tensors(params, cfg), directory / "model.safetensors",
-                                metadata={"format": "pt"})
+    safetensors.numpy.save_file(
+        params_to_tensors(params, cfg), directory / "model.safetensors", metadata={"format": "pt"}
+    )
     (directory / "config.json").write_text(json.dumps(config_to_hf(cfg), indent=2))
     for name, text in (extra_files or {}).items():
         (directory / name).write_text(text)

@@ -93,13 +93,17 @@ def config_from_hf(hf: dict[str, Any], source: str = "config.json") -> ModelConf
     if model_type == "qwen3":
         return ModelConfig(family="qwen3", qk_norm="per_head", rope=_rope(hf, None, 10000.0), **common)
     if model_type == "olmo2":
-        return ModelConfig(family="olmo2", norm_layout="post", qk_norm="full", rope=_rope(hf, None, 10000.0),
-                           **common)
+        return ModelConfig(family="olmo2", norm_layout="post", qk_norm="full", rope=_rope(hf, None, 10000.0), **common)
     if model_type == "olmo3":
         return ModelConfig(
-            family="olmo3", norm_layout="post", qk_norm="full",
-            rope=_rope(hf, "full_attention", 500000.0), rope_local=_rope(hf, "sliding_attention", 500000.0),
-            sliding_window=hf.get("sliding_window"), layer_kinds=kinds, **common,
+            family="olmo3",
+            norm_layout="post",
+            qk_norm="full",
+            rope=_rope(hf, "full_attention", 500000.0),
+            rope_local=_rope(hf, "sliding_attention", 500000.0),
+            sliding_window=hf.get("sliding_window"),
+            layer_kinds=kinds,
+            **common,
         )
     gemma = dict(norm_plus_one=True, embed_scale=True, mlp_activation="gelu_tanh")
     act = hf.get("hidden_activation") or hf.get("hidden_act") or "gelu_pytorch_tanh"
@@ -108,12 +112,18 @@ def config_from_hf(hf: dict[str, Any], source: str = "config.json") -> ModelConf
     if model_type == "gemma":
         return ModelConfig(family="gemma", rope=_rope(hf, None, 10000.0), **gemma, **common)
     return ModelConfig(
-        family="gemma3", norm_layout="sandwich", qk_norm="per_head",
+        family="gemma3",
+        norm_layout="sandwich",
+        qk_norm="per_head",
         attn_scale=float(hf.get("query_pre_attn_scalar", common["head_dim"])) ** -0.5,
         attn_logit_softcap=hf.get("attn_logit_softcapping"),
         final_logit_softcap=hf.get("final_logit_softcapping"),
-        rope=_rope(hf, "full_attention", 1_000_000.0), rope_local=_rope(hf, "sliding_attention", 10000.0),
-        sliding_window=hf.get("sliding_window"), layer_kinds=kinds, **gemma, **common,
+        rope=_rope(hf, "full_attention", 1_000_000.0),
+        rope_local=_rope(hf, "sliding_attention", 10000.0),
+        sliding_window=hf.get("sliding_window"),
+        layer_kinds=kinds,
+        **gemma,
+        **common,
     )
 
 
@@ -122,11 +132,19 @@ def _rope_to_hf(rope: RopeConfig) -> dict[str, Any]:
     if rope.kind == "linear":
         out["factor"] = rope.factor
     elif rope.kind == "llama3":
-        out.update(factor=rope.factor, low_freq_factor=rope.low_freq_factor, high_freq_factor=rope.high_freq_factor,
-                   original_max_position_embeddings=rope.original_max_position_embeddings)
+        out.update(
+            factor=rope.factor,
+            low_freq_factor=rope.low_freq_factor,
+            high_freq_factor=rope.high_freq_factor,
+            original_max_position_embeddings=rope.original_max_position_embeddings,
+        )
     elif rope.kind == "yarn":
-        out.update(factor=rope.factor, beta_fast=rope.beta_fast, beta_slow=rope.beta_slow,
-                   original_max_position_embeddings=rope.original_max_position_embeddings)
+        out.update(
+            factor=rope.factor,
+            beta_fast=rope.beta_fast,
+            beta_slow=rope.beta_slow,
+            original_max_position_embeddings=rope.original_max_position_embeddings,
+        )
         if rope.attention_factor is not None:
             out["attention_factor"] = rope.attention_factor
     return out
@@ -138,13 +156,22 @@ def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
         raise ValueError(f"no Hugging Face layout for family {cfg.family!r}")
     arch, model_type = HF_ARCH[cfg.family]
     hf: dict[str, Any] = dict(
-        architectures=[arch], model_type=model_type, vocab_size=cfg.vocab_size, hidden_size=cfg.dim,
-        num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
-        num_key_value_heads=cfg.num_kv_heads, head_dim=cfg.head_dim, intermediate_size=cfg.mlp_dim,
-        rms_norm_eps=cfg.norm_eps, tie_word_embeddings=cfg.tie_embeddings,
-        max_position_embeddings=cfg.max_seq_len, bos_token_id=cfg.bos_id,
+        architectures=[arch],
+        model_type=model_type,
+        vocab_size=cfg.vocab_size,
+        hidden_size=cfg.dim,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads,
+        head_dim=cfg.head_dim,
+        intermediate_size=cfg.mlp_dim,
+        rms_norm_eps=cfg.norm_eps,
+        tie_word_embeddings=cfg.tie_embeddings,
+        max_position_embeddings=cfg.max_seq_len,
+        bos_token_id=cfg.bos_id,
         eos_token_id=list(cfg.eos_ids) if len(cfg.eos_ids) > 1 else (cfg.eos_ids[0] if cfg.eos_ids else None),
-        pad_token_id=cfg.pad_id, attention_bias=False,
+        pad_token_id=cfg.pad_id,
+        attention_bias=False,
     )
     if cfg.family in ("llama", "qwen3"):
         hf["hidden_act"], hf["mlp_bias"] = "silu", False

@@ -72,10 +72,12 @@ def split_pool(n_pool: int, val_size: int, size: int, seed: int) -> tuple[np.nda
     if not 0 <= val_size < n_pool:
         raise ValueError(f"validation size must be in 0..{n_pool - 1} (the pool has {n_pool} rows), got {val_size}")
     if not 1 <= size <= n_pool - val_size:
-        raise ValueError(f"training size must be in 1..{n_pool - val_size} (pool {n_pool} minus {val_size} for "
-                         f"validation), got {size}")
+        raise ValueError(
+            f"training size must be in 1..{n_pool - val_size} (pool {n_pool} minus {val_size} for "
+            f"validation), got {size}"
+        )
     order = nested_subset(n_pool, n_pool, seed)
-    return order[:val_size], order[val_size:val_size + size]
+    return order[:val_size], order[val_size : val_size + size]
 
 
 def nested_sizes(n_pool: int, smallest: int = 100) -> list[int]:
@@ -104,8 +106,7 @@ def collate(examples: Sequence[TokenizedExample], ids: np.ndarray, width: int, p
         p, n = len(e.prompt_ids), e.length
         tokens[r, :p], tokens[r, p:n] = e.prompt_ids, e.answer_ids
         prompt_len[r], length[r] = p, n
-    return {"tokens": tokens, "prompt_len": prompt_len, "length": length,
-            "example_id": np.asarray(ids, np.int32)}
+    return {"tokens": tokens, "prompt_len": prompt_len, "length": length, "example_id": np.asarray(ids, np.int32)}
 
 
 class EpochBatches:
@@ -122,13 +123,24 @@ class EpochBatches:
       max_width: cap on the padded width (e.g. the model context), when `multiple` would round past it.
     """
 
-    def __init__(self, examples: Sequence[TokenizedExample], batch_size: int, *, seed: int, pad_id: int,
-                 multiple: int = 16, bucket_chunks: int = 0, max_width: int | None = None):
+    def __init__(
+        self,
+        examples: Sequence[TokenizedExample],
+        batch_size: int,
+        *,
+        seed: int,
+        pad_id: int,
+        multiple: int = 16,
+        bucket_chunks: int = 0,
+        max_width: int | None = None,
+    ):
         if not examples:
             raise ValueError("EpochBatches needs at least one example")
         if batch_size < 1 or multiple < 1 or bucket_chunks < 0:
-            raise ValueError(f"need batch_size >= 1, multiple >= 1, bucket_chunks >= 0; got {batch_size}, "
-                             f"{multiple}, {bucket_chunks}")
+            raise ValueError(
+                f"need batch_size >= 1, multiple >= 1, bucket_chunks >= 0; got {batch_size}, "
+                f"{multiple}, {bucket_chunks}"
+            )
         derive_seed("epoch", seed)  # validates
         self.examples, self.batch_size, self.seed, self.pad_id = examples, batch_size, seed, pad_id
         self.multiple, self.bucket_chunks, self.max_width = multiple, bucket_chunks, max_width
@@ -156,9 +168,9 @@ class EpochBatches:
             chunk = self.bucket_chunks * b
             batches = []
             for start in range(0, len(order), chunk):
-                part = order[start:start + chunk]
+                part = order[start : start + chunk]
                 part = part[np.argsort(self.lengths[part], kind="stable")]
-                batches += [part[j:j + b] for j in range(0, len(part), b)]
+                batches += [part[j : j + b] for j in range(0, len(part), b)]
             full = [x for x in batches if len(x) == b]  # only the very last batch can be partial
             perm = shuffled_order(len(full), derive_seed("buckets", self.seed, epoch)) if full else []
             batches = [full[j] for j in perm] + [x for x in batches if len(x) < b]
@@ -185,8 +197,9 @@ class EpochBatches:
         if epoch < 0:
             raise IndexError(f"epoch must be >= 0, got {epoch}")
         if process_count < 1 or self.batch_size % process_count:
-            raise ValueError(f"the global batch size {self.batch_size} must divide evenly over {process_count} "
-                             "processes")
+            raise ValueError(
+                f"the global batch size {self.batch_size} must divide evenly over {process_count} processes"
+            )
         if not 0 <= process_index < process_count:
             raise ValueError(f"process_index {process_index} out of range for {process_count} processes")
         ids = self.epoch_plan(epoch)[index]
@@ -195,16 +208,18 @@ class EpochBatches:
         if self.max_width is not None:
             width = min(width, self.max_width)
         rows = self.batch_size // process_count
-        local = ids[process_index * rows:(process_index + 1) * rows]
+        local = ids[process_index * rows : (process_index + 1) * rows]
         return collate(self.examples, local, width, self.pad_id)
 
     def dataset(self, epoch: int, process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
         """The batches of one epoch as a grain `MapDataset` (element `i` is `batch(epoch, i)`)."""
         return grain.MapDataset.range(self.batches_per_epoch).map(
-            lambda i: self.batch(epoch, i, process_index, process_count))
+            lambda i: self.batch(epoch, i, process_index, process_count)
+        )
 
-    def iterator(self, *, num_epochs: int | None = None, process_index: int = 0,
-                 process_count: int = 1) -> BatchIterator:
+    def iterator(
+        self, *, num_epochs: int | None = None, process_index: int = 0, process_count: int = 1
+    ) -> BatchIterator:
         return BatchIterator(self, num_epochs=num_epochs, process_index=process_index, process_count=process_count)
 
 
@@ -217,8 +232,9 @@ class BatchIterator(grain.DatasetIterator):
     `num_epochs` epochs, or never when it is None (the trainer's saturation check decides).
     """
 
-    def __init__(self, batches: EpochBatches, *, num_epochs: int | None = None, process_index: int = 0,
-                 process_count: int = 1):
+    def __init__(
+        self, batches: EpochBatches, *, num_epochs: int | None = None, process_index: int = 0, process_count: int = 1
+    ):
         super().__init__()
         self.batches, self.num_epochs = batches, num_epochs
         self.process_index, self.process_count = process_index, process_count
@@ -243,6 +259,8 @@ class BatchIterator(grain.DatasetIterator):
         if not all(isinstance(v, (int, np.integer)) for v in (epoch, index)):
             raise ValueError(f"data iterator state values must be integers, got {state!r}")
         if epoch < 0 or not 0 <= index < self.batches.batches_per_epoch:
-            raise ValueError(f"data iterator state {state!r} is out of range: epochs start at 0 and an epoch has "
-                             f"{self.batches.batches_per_epoch} batches (was the data or batch size changed?)")
+            raise ValueError(
+                f"data iterator state {state!r} is out of range: epochs start at 0 and an epoch has "
+                f"{self.batches.batches_per_epoch} batches (was the data or batch size changed?)"
+            )
         self.epoch, self.index = int(epoch), int(index)

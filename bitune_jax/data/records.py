@@ -66,8 +66,9 @@ def _messages_from_chat(row: Mapping[str, Any], where: str) -> list[Message]:
     if not isinstance(messages, list):
         raise _fail(where, f"field 'messages' must be a list, got {type(messages).__name__}")
     if len(messages) < 2:
-        raise _fail(where, f"'messages' needs a prompt and an assistant answer (at least 2 messages), "
-                           f"got {len(messages)}")
+        raise _fail(
+            where, f"'messages' needs a prompt and an assistant answer (at least 2 messages), got {len(messages)}"
+        )
     out = []
     for i, m in enumerate(messages):
         if not isinstance(m, dict):
@@ -78,8 +79,9 @@ def _messages_from_chat(row: Mapping[str, Any], where: str) -> list[Message]:
             _check_str(m[key], where, f"messages[{i}].{key}")
         out.append({"role": m["role"], "content": m["content"]})
     if out[-1]["role"] != "assistant":
-        raise _fail(where, f"the last message must be from the assistant (the answer to train on), "
-                           f"got role {out[-1]['role']!r}")
+        raise _fail(
+            where, f"the last message must be from the assistant (the answer to train on), got role {out[-1]['role']!r}"
+        )
     if not out[-1]["content"].strip():
         raise _fail(where, "empty response: the last (assistant) message has no text")
     return out
@@ -113,8 +115,9 @@ def record_from_row(row: Any, file: str, line: int) -> Record:
     elif "prompt" in row or "response" in row:
         messages, consumed = _messages_from_pair(row, where), PAIR_KEYS
     else:
-        raise _fail(where, f"missing field: expected 'messages', or 'prompt' and 'response'; "
-                           f"the row has keys {sorted(row)}")
+        raise _fail(
+            where, f"missing field: expected 'messages', or 'prompt' and 'response'; the row has keys {sorted(row)}"
+        )
     meta = {k: v for k, v in row.items() if k not in consumed}
     return Record(messages=messages, file=file, line=line, meta=meta)
 
@@ -136,8 +139,11 @@ def jsonl_rows(path: str | pathlib.Path) -> Iterator[tuple[str, int, dict[str, A
                 try:
                     text = raw.decode("utf-8")
                 except UnicodeDecodeError as e:
-                    raise _fail(f"{path}:{line_no}", f"not UTF-8 text (byte 0x{raw[e.start]:02x} at column "
-                                                     f"{e.start + 1}); re-encode the file as UTF-8") from None
+                    raise _fail(
+                        f"{path}:{line_no}",
+                        f"not UTF-8 text (byte 0x{raw[e.start]:02x} at column "
+                        f"{e.start + 1}); re-encode the file as UTF-8",
+                    ) from None
                 if not text.strip():
                     continue
                 try:
@@ -167,8 +173,10 @@ def read_records(paths: str | pathlib.Path | Sequence[str | pathlib.Path]) -> li
     for p in paths:
         name = str(p)
         if name.endswith(".parquet"):
-            raise DataError(f"{name}: Parquet is not supported (pyarrow is not a dependency); convert it to JSONL "
-                            "with one {'messages': [...]} or {'prompt', 'response'} object per line")
+            raise DataError(
+                f"{name}: Parquet is not supported (pyarrow is not a dependency); convert it to JSONL "
+                "with one {'messages': [...]} or {'prompt', 'response'} object per line"
+            )
         records.extend(read_jsonl(p))
     return records
 

@@ -42,10 +42,54 @@ __all__ = ["generate", "train_test_split", "write_jsonl", "solve", "INSTRUCTION"
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 ANSWER_ONLY_INSTRUCTION = "Give only the final answer, within \\boxed{}."
 CAP = 999  # every value stays in 1..CAP so numbers remain a few tokens long
-NAMES = ("Mia", "Leo", "Ava", "Noah", "Zoe", "Omar", "Ivy", "Liam", "Nora", "Ethan", "Lena", "Kai", "Ruby", "Sam",
-         "Maya", "Finn", "Iris", "Owen", "Tara", "Hugo", "Elsa", "Ravi", "Jade", "Theo")
-ITEMS = ("stickers", "marbles", "apples", "coins", "books", "pencils", "stamps", "shells", "cards", "beads",
-         "cookies", "tickets", "buttons", "candles", "flowers", "rocks", "toy cars", "keys", "balloons", "feathers")
+NAMES = (
+    "Mia",
+    "Leo",
+    "Ava",
+    "Noah",
+    "Zoe",
+    "Omar",
+    "Ivy",
+    "Liam",
+    "Nora",
+    "Ethan",
+    "Lena",
+    "Kai",
+    "Ruby",
+    "Sam",
+    "Maya",
+    "Finn",
+    "Iris",
+    "Owen",
+    "Tara",
+    "Hugo",
+    "Elsa",
+    "Ravi",
+    "Jade",
+    "Theo",
+)
+ITEMS = (
+    "stickers",
+    "marbles",
+    "apples",
+    "coins",
+    "books",
+    "pencils",
+    "stamps",
+    "shells",
+    "cards",
+    "beads",
+    "cookies",
+    "tickets",
+    "buttons",
+    "candles",
+    "flowers",
+    "rocks",
+    "toy cars",
+    "keys",
+    "balloons",
+    "feathers",
+)
 OPS = ("add", "sub", "mul", "div")
 OP_WEIGHTS = {"add": 3.0, "sub": 3.0, "mul": 1.0, "div": 1.0}
 
@@ -125,17 +169,30 @@ def _problem(rng: np.random.Generator, min_steps: int, max_steps: int, cot: bool
     events = " ".join(_event(op, x, name, item, friend) for op, x in ops)
     question = f"{name} has {start} {item}. {events} How many {item} does {name} have at the end?"
     lines = [f"{name} starts with {start} {item}."]
-    lines += [f"Step {i + 1}: " + _step(op, x, values[i], values[i + 1], name, item, friend)
-              for i, (op, x) in enumerate(ops)]
+    lines += [
+        f"Step {i + 1}: " + _step(op, x, values[i], values[i + 1], name, item, friend) for i, (op, x) in enumerate(ops)
+    ]
     lines.append(f"So {name} has {values[-1]} {item} at the end.")
     answer = f"The answer is \\boxed{{{values[-1]}}}."
     response = "<think>\n" + "\n".join(lines) + "\n</think>\n\n" + answer if cot else answer
-    return {"question": question, "response": response, "answer": values[-1], "start": start,
-            "ops": [[op, x] for op, x in ops], "steps": steps}
+    return {
+        "question": question,
+        "response": response,
+        "answer": values[-1],
+        "start": start,
+        "ops": [[op, x] for op, x in ops],
+        "steps": steps,
+    }
 
 
-def _stream(seed: int | list[int], min_steps: int, max_steps: int, exclude: frozenset[str] = frozenset(),
-            source: str = "synthetic", cot: bool = True) -> Iterator[Record]:
+def _stream(
+    seed: int | list[int],
+    min_steps: int,
+    max_steps: int,
+    exclude: frozenset[str] = frozenset(),
+    source: str = "synthetic",
+    cot: bool = True,
+) -> Iterator[Record]:
     """Distinct problems, forever, in a fixed order for `seed`; questions in `exclude` are skipped."""
     if not 1 <= min_steps <= max_steps:
         raise ValueError(f"need 1 <= min_steps <= max_steps, got min_steps={min_steps}, max_steps={max_steps}")
@@ -149,8 +206,10 @@ def _stream(seed: int | list[int], min_steps: int, max_steps: int, exclude: froz
         seen.add(p["question"])
         line += 1
         instruction = INSTRUCTION if cot else ANSWER_ONLY_INSTRUCTION
-        messages = [{"role": "user", "content": f"{p['question']}\n\n{instruction}"},
-                    {"role": "assistant", "content": p.pop("response")}]
+        messages = [
+            {"role": "user", "content": f"{p['question']}\n\n{instruction}"},
+            {"role": "assistant", "content": p.pop("response")},
+        ]
         yield Record(messages=messages, file=source, line=line, meta={"task": "arith", **p})
 
 
@@ -164,9 +223,17 @@ def generate(n: int, *, seed: int, min_steps: int = 4, max_steps: int = 8, cot: 
     return list(itertools.islice(stream, n))
 
 
-def train_test_split(n_train: int, n_test: int, *, seed: int, min_steps: int = 4, max_steps: int = 8,
-                     test_min_steps: int | None = None, test_max_steps: int | None = None, cot: bool = True
-                     ) -> tuple[list[Record], list[Record]]:
+def train_test_split(
+    n_train: int,
+    n_test: int,
+    *,
+    seed: int,
+    min_steps: int = 4,
+    max_steps: int = 8,
+    test_min_steps: int | None = None,
+    test_max_steps: int | None = None,
+    cot: bool = True,
+) -> tuple[list[Record], list[Record]]:
     """A training pool and a test set that share no problem text.
 
     The test set depends only on `(seed, n_test, test steps)`; the pool is a stream that skips test problems, so a
@@ -175,8 +242,11 @@ def train_test_split(n_train: int, n_test: int, *, seed: int, min_steps: int = 4
     """
     test_min = min_steps if test_min_steps is None else test_min_steps
     test_max = max_steps if test_max_steps is None else test_max_steps
-    test = list(itertools.islice(_stream([seed, 1], test_min, test_max, source=f"<synthetic test seed={seed}>",
-                                         cot=cot), n_test))
+    test = list(
+        itertools.islice(
+            _stream([seed, 1], test_min, test_max, source=f"<synthetic test seed={seed}>", cot=cot), n_test
+        )
+    )
     exclude = frozenset(r.meta["question"] for r in test)
     pool = _stream([seed, 0], min_steps, max_steps, exclude, source=f"<synthetic train seed={seed}>", cot=cot)
     return list(itertools.islice(pool, n_train)), test

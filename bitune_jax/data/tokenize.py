@@ -62,8 +62,10 @@ class TruncationReport:
 
     def summary(self) -> str:
         """One line for the training log."""
-        text = (f"{self.total} examples, max_len={self.max_len}, policy={self.policy!r}: kept {self.kept} "
-                f"({self.truncated} truncated), dropped {self.dropped}")
+        text = (
+            f"{self.total} examples, max_len={self.max_len}, policy={self.policy!r}: kept {self.kept} "
+            f"({self.truncated} truncated), dropped {self.dropped}"
+        )
         if self.offenders:
             text += "; over max_len: " + ", ".join(f"{s} ({n} tokens)" for s, n in self.offenders)
             if self.dropped + self.truncated > len(self.offenders):
@@ -71,13 +73,16 @@ class TruncationReport:
         return text
 
 
-def plain_prompt_answer(tok: Tokenizer, messages: Sequence[Mapping[str, str]], where: str) -> tuple[list[int],
-                                                                                                    list[int]]:
+def plain_prompt_answer(
+    tok: Tokenizer, messages: Sequence[Mapping[str, str]], where: str
+) -> tuple[list[int], list[int]]:
     """The Bitune paper's `Question: ... Answer:` rendering of a single-turn conversation."""
     roles = [m["role"] for m in messages]
     if roles not in (["user", "assistant"], ["system", "user", "assistant"]):
-        raise DataError(f"{where}: template 'plain' needs one user turn then the assistant (optionally after a "
-                        f"system message), got roles {roles}; use template 'chat' for multi-turn data")
+        raise DataError(
+            f"{where}: template 'plain' needs one user turn then the assistant (optionally after a "
+            f"system message), got roles {roles}; use template 'chat' for multi-turn data"
+        )
     if not tok.eos_ids:
         raise ValueError("template 'plain' ends each answer with EOS, but this tokenizer has no EOS id")
     instruction = messages[-2]["content"]
@@ -88,8 +93,9 @@ def plain_prompt_answer(tok: Tokenizer, messages: Sequence[Mapping[str, str]], w
     return prompt, answer
 
 
-def encode_record(tok: Tokenizer, record: Record, template: str,
-                  template_kwargs: Mapping[str, Any] | None = None) -> tuple[list[int], list[int]]:
+def encode_record(
+    tok: Tokenizer, record: Record, template: str, template_kwargs: Mapping[str, Any] | None = None
+) -> tuple[list[int], list[int]]:
     """`(prompt_ids, answer_ids)` of one record, untruncated."""
     if template == "chat":
         try:
@@ -129,8 +135,9 @@ def tokenize_records(
     if template not in TEMPLATES:
         raise ValueError(f"template must be one of {TEMPLATES}, got {template!r}")
     if template == "chat" and not tok.chat_template:
-        raise ValueError("template 'chat' needs the tokenizer's chat template, and this tokenizer has none; "
-                         "use template 'plain'")
+        raise ValueError(
+            "template 'chat' needs the tokenizer's chat template, and this tokenizer has none; use template 'plain'"
+        )
     if max_len < 2:
         raise ValueError(f"max_len must be >= 2 (one prompt and one answer token), got {max_len}")
     report = TruncationReport(policy=truncation, max_len=max_len)
@@ -141,8 +148,10 @@ def tokenize_records(
         length = len(prompt) + len(answer)
         if length > max_len:
             if truncation == "error":
-                raise DataError(f"{record.where}: prompt ({len(prompt)}) + answer ({len(answer)}) = {length} tokens "
-                                f"exceed max_len={max_len}; raise max_len or set truncation to 'drop' or 'truncate'")
+                raise DataError(
+                    f"{record.where}: prompt ({len(prompt)}) + answer ({len(answer)}) = {length} tokens "
+                    f"exceed max_len={max_len}; raise max_len or set truncation to 'drop' or 'truncate'"
+                )
             report.add_offender(record.where, length)
             if truncation == "drop" or len(prompt) > max_len - 1:
                 report.dropped += 1
@@ -150,6 +159,9 @@ def tokenize_records(
             answer = answer[: max_len - len(prompt)]
             report.truncated += 1
         report.kept += 1
-        examples.append(TokenizedExample(prompt_ids=np.asarray(prompt, np.int32),
-                                         answer_ids=np.asarray(answer, np.int32), source=record.where))
+        examples.append(
+            TokenizedExample(
+                prompt_ids=np.asarray(prompt, np.int32), answer_ids=np.asarray(answer, np.int32), source=record.where
+            )
+        )
     return examples, report

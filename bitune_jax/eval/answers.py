@@ -44,7 +44,7 @@ def all_boxed(text: str) -> list[str]:
     for m in _BOX_START.finditer(text):
         end = _balanced_group(text, m.end())
         if end is not None:
-            found.append(text[m.end():end])
+            found.append(text[m.end() : end])
     return found
 
 

@@ -138,8 +138,16 @@ def read_aime(path: str | pathlib.Path) -> list[ReasoningItem]:
         where = f"{file}:{line}"
         problem = _field(row, "problem", where)
         answer = _field(row, "answer", where, (str, int))
-        items.append(ReasoningItem(messages=[{"role": "user", "content": problem}], answer=str(answer).strip(),
-                                   kind="aime", file=file, line=line, meta=_meta(row, ("problem", "answer"))))
+        items.append(
+            ReasoningItem(
+                messages=[{"role": "user", "content": problem}],
+                answer=str(answer).strip(),
+                kind="aime",
+                file=file,
+                line=line,
+                meta=_meta(row, ("problem", "answer")),
+            )
+        )
     return items
 
 
@@ -164,14 +172,23 @@ def read_gpqa(path: str | pathlib.Path, seed: int = GPQA_SEED) -> list[Reasoning
             choices = [correct, *_string_list(row, "incorrect_answers", where, n=3)]
             consumed = ("question", "correct_answer", "incorrect_answers")
         else:
-            raise DataError(f"{where}: missing field: a GPQA row needs 'choices' (4) with 'label', or "
-                            f"'correct_answer' and 'incorrect_answers' (3); the row has keys {sorted(row)}")
+            raise DataError(
+                f"{where}: missing field: a GPQA row needs 'choices' (4) with 'label', or "
+                f"'correct_answer' and 'incorrect_answers' (3); the row has keys {sorted(row)}"
+            )
         shuffled = list(_distinct(choices, where))
         rng.shuffle(shuffled)  # the authors: random.seed(42) once, then random.shuffle per row
         gold = LETTERS[shuffled.index(correct)]
-        items.append(ReasoningItem(messages=[{"role": "user", "content": format_choices(question, shuffled)}],
-                                   answer=gold, kind="gpqa", file=file, line=line,
-                                   meta={**_meta(row, consumed), "choices": shuffled}))
+        items.append(
+            ReasoningItem(
+                messages=[{"role": "user", "content": format_choices(question, shuffled)}],
+                answer=gold,
+                kind="gpqa",
+                file=file,
+                line=line,
+                meta={**_meta(row, consumed), "choices": shuffled},
+            )
+        )
     return items
 
 
@@ -190,13 +207,25 @@ def read_chat(path: str | pathlib.Path) -> list[ReasoningItem]:
         else:
             gold = last_boxed(record.response)
             if gold is None:
-                raise DataError(f"{where}: no gold answer: add an 'answer' field or end the reference with "
-                                "\\boxed{...}")
+                raise DataError(
+                    f"{where}: no gold answer: add an 'answer' field or end the reference with \\boxed{{...}}"
+                )
             if not gold.strip():
-                raise DataError(f"{where}: the reference's last \\boxed{{}} is empty, so it cannot be the gold "
-                                "answer; add an 'answer' field")
-        items.append(ReasoningItem(messages=record.prompt_messages, answer=gold, kind="chat", file=file, line=line,
-                                   reference=record.response, meta=meta))
+                raise DataError(
+                    f"{where}: the reference's last \\boxed{{}} is empty, so it cannot be the gold "
+                    "answer; add an 'answer' field"
+                )
+        items.append(
+            ReasoningItem(
+                messages=record.prompt_messages,
+                answer=gold,
+                kind="chat",
+                file=file,
+                line=line,
+                reference=record.response,
+                meta=meta,
+            )
+        )
     return items
 
 
@@ -210,6 +239,14 @@ def read_mc(path: str | pathlib.Path) -> list[MCItem]:
             raise DataError(f"{where}: missing field 'question' (or 'context'); the row has keys {sorted(row)}")
         choices = _distinct(_string_list(row, "choices", where, min_n=2), where)
         label = _label(row, choices, where)
-        items.append(MCItem(question="\n".join(parts), choices=tuple(choices), label=label, file=file, line=line,
-                            meta=_meta(row, ("context", "question", "choices", "label", "answer"))))
+        items.append(
+            MCItem(
+                question="\n".join(parts),
+                choices=tuple(choices),
+                label=label,
+                file=file,
+                line=line,
+                meta=_meta(row, ("context", "question", "choices", "label", "answer")),
+            )
+        )
     return items

@@ -60,8 +60,10 @@ def _query(item: MMLUItem) -> str:
 def mmlu_prompt(tok, item: MMLUItem, shots: Sequence[MMLUItem]) -> str:
     messages: list[dict[str, str]] = []
     for shot in shots:
-        messages += [{"role": "user", "content": _query(shot)},
-                     {"role": "assistant", "content": "\\boxed{" + LETTERS[shot.answer] + "}"}]
+        messages += [
+            {"role": "user", "content": _query(shot)},
+            {"role": "assistant", "content": "\\boxed{" + LETTERS[shot.answer] + "}"},
+        ]
     messages.append({"role": "user", "content": _query(item)})
     return render_chat(tok, messages, add_generation_prompt=True, enable_thinking=False) + "\\boxed{"
 
@@ -72,8 +74,9 @@ def letter_ids(tok) -> list[int]:
     return [tok.encode(letter, add_bos=False)[0] for letter in LETTERS]
 
 
-def evaluate_mmlu(lm, test: Sequence[MMLUItem], dev: Sequence[MMLUItem], *, shots: int = 5,
-                  batch_size: int = 8) -> dict[str, Any]:
+def evaluate_mmlu(
+    lm, test: Sequence[MMLUItem], dev: Sequence[MMLUItem], *, shots: int = 5, batch_size: int = 8
+) -> dict[str, Any]:
     """Per-subject accuracy, its macro average over subjects, and the accuracy over all questions."""
     tok = lm.tokenizer
     if tok is None:
@@ -83,19 +86,22 @@ def evaluate_mmlu(lm, test: Sequence[MMLUItem], dev: Sequence[MMLUItem], *, shot
         by_subject.setdefault(item.subject, []).append(item)
     for item in test:
         if len(by_subject.get(item.subject, [])) < shots:
-            raise DataError(f"{item.where}: subject {item.subject!r} has {len(by_subject.get(item.subject, []))} "
-                            f"dev rows, fewer than shots={shots}")
+            raise DataError(
+                f"{item.where}: subject {item.subject!r} has {len(by_subject.get(item.subject, []))} "
+                f"dev rows, fewer than shots={shots}"
+            )
     ids = letter_ids(tok)
-    prompts = [tok.encode(mmlu_prompt(tok, item, by_subject.get(item.subject, [])[:shots]), add_bos=False)
-               for item in test]
+    prompts = [
+        tok.encode(mmlu_prompt(tok, item, by_subject.get(item.subject, [])[:shots]), add_bos=False) for item in test
+    ]
     correct = []
     for start in range(0, len(prompts), batch_size):
-        rows = prompts[start:start + batch_size]
+        rows = prompts[start : start + batch_size]
         width = max(len(p) for p in rows)
         tokens = np.full((len(rows), width), lm.pad_id, np.int32)
         positions = np.full((len(rows), width), -1, np.int32)
         for r, p in enumerate(rows):
-            tokens[r, :len(p)], positions[r, :len(p)] = p, np.arange(len(p))
+            tokens[r, : len(p)], positions[r, : len(p)] = p, np.arange(len(p))
         logits = np.asarray(lm.logits(tokens, positions))
         for r, p in enumerate(rows):
             letters = logits[r, len(p) - 1, ids]  # softmax is monotone: the argmax of the four logits
@@ -105,5 +111,9 @@ def evaluate_mmlu(lm, test: Sequence[MMLUItem], dev: Sequence[MMLUItem], *, shot
     for item, ok in zip(test, correct):
         subjects.setdefault(item.subject, []).append(ok)
     per_subject = {s: float(np.mean(v)) for s, v in sorted(subjects.items())}
-    return {"mmlu_macro": float(np.mean(list(per_subject.values()))), "mmlu_micro": float(np.mean(correct)),
-            "per_subject": per_subject, "correct": correct}
+    return {
+        "mmlu_macro": float(np.mean(list(per_subject.values()))),
+        "mmlu_micro": float(np.mean(correct)),
+        "per_subject": per_subject,
+        "correct": correct,
+    }

@@ -88,7 +88,7 @@ def _split(tok: Tokenizer, prompt_text: str, cont_text: str, add_bos: bool | Non
     ctx = tok.encode(prompt_text, add_bos=add_bos)
     whole = tok.encode(prompt_text + cont_text, add_bos=add_bos)
     if whole[: len(ctx)] == ctx and len(whole) > len(ctx):
-        return whole[len(ctx):]
+        return whole[len(ctx) :]
     return tok.encode(cont_text, add_bos=False)
 
 
@@ -124,18 +124,28 @@ def _chunks(encoded: Sequence[Encoded], batch_items: int):
     Items go longest first (as lm-evaluation-harness orders them), so each forward holds rows of similar length
     and little of it is padding; scores are keyed by item index, so the order never shows in the results.
     """
-    order = sorted(range(len(encoded)), key=lambda i: -max(len(encoded[i].prompt) + len(c)
-                                                           for c in encoded[i].continuations))
+    order = sorted(
+        range(len(encoded)), key=lambda i: -max(len(encoded[i].prompt) + len(c) for c in encoded[i].continuations)
+    )
     for start in range(0, len(order), batch_items):
-        yield [(i, c, encoded[i].prompt, cont) for i in order[start:start + batch_items]
-               for c, cont in enumerate(encoded[i].continuations)]
+        yield [
+            (i, c, encoded[i].prompt, cont)
+            for i in order[start : start + batch_items]
+            for c, cont in enumerate(encoded[i].continuations)
+        ]
 
 
 def _collect(items: Sequence[MCItem], encoded: Sequence[Encoded], sums: dict[tuple[int, int], float]):
     scores = []
     for i, (item, enc) in enumerate(zip(items, encoded)):
-        scores.append(MCScore(label=item.label, logprob_sum=[sums[(i, c)] for c in range(len(item.choices))],
-                              n_tokens=[len(t) for t in enc.continuations], n_chars=[len(t) for t in enc.texts]))
+        scores.append(
+            MCScore(
+                label=item.label,
+                logprob_sum=[sums[(i, c)] for c in range(len(item.choices))],
+                n_tokens=[len(t) for t in enc.continuations],
+                n_chars=[len(t) for t in enc.texts],
+            )
+        )
     return scores
 
 
@@ -162,13 +172,13 @@ def score_lm(lm, items: Sequence[MCItem], cfg: MCConfig = MCConfig()) -> tuple[l
         n_rows = _round_up(len(rows), cfg.rows_multiple)
         tokens = np.full((n_rows, width), lm.pad_id, np.int32)
         positions = np.full((n_rows, width), -1, np.int32)
-        positions[len(rows):, 0] = 0  # dummy rows: one pad token, so no row is all padding
+        positions[len(rows) :, 0] = 0  # dummy rows: one pad token, so no row is all padding
         for r, (_, _, p, c) in enumerate(rows):
             tokens[r, : lengths[r]] = p + c
             positions[r, : lengths[r]] = np.arange(lengths[r])
         logp = np.asarray(next_token_logprobs(lm.logits(tokens, positions), jnp.asarray(tokens)))
         for r, (i, c, p, cont) in enumerate(rows):
-            sums[(i, c)] = float(logp[r, len(p) - 1: len(p) - 1 + len(cont)].sum())
+            sums[(i, c)] = float(logp[r, len(p) - 1 : len(p) - 1 + len(cont)].sum())
     scores = _collect(items, encoded, sums)
     return scores, summarize(scores)
 
@@ -178,16 +188,27 @@ def _bitune_answer_logprobs(base, trainable, batch, cfg, bcfg, prompt_width, ans
     """`[batch, answer_width]` log-probs of each answer token (0 past the answer), from `bitune_logits`."""
     from bitune_jax.bitune import answer_rows, bitune_logits
 
-    logits = bitune_logits(base, trainable, batch, cfg, bcfg, prompt_width=prompt_width, dtype=dtype,
-                           attn_impl=attn_impl)
+    logits = bitune_logits(
+        base, trainable, batch, cfg, bcfg, prompt_width=prompt_width, dtype=dtype, attn_impl=attn_impl
+    )
     rows, targets, mask = answer_rows(batch, answer_width)
     logp = jax.nn.log_softmax(jnp.take_along_axis(logits, rows[..., None], axis=1), axis=-1)
     return jnp.where(mask, jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0], 0.0)
 
 
-def score_bitune(base, trainable, model_cfg, bcfg, tok: Tokenizer, items: Sequence[MCItem],
-                 cfg: MCConfig = MCConfig(), *, pad_id: int, dtype=jnp.float32,
-                 attn_impl: str = "xla") -> tuple[list[MCScore], dict[str, Any]]:
+def score_bitune(
+    base,
+    trainable,
+    model_cfg,
+    bcfg,
+    tok: Tokenizer,
+    items: Sequence[MCItem],
+    cfg: MCConfig = MCConfig(),
+    *,
+    pad_id: int,
+    dtype=jnp.float32,
+    attn_impl: str = "xla",
+) -> tuple[list[MCScore], dict[str, Any]]:
     """Score every choice over the Bitune mixed prompt cache: `(per-item scores, summary)`."""
     from bitune_jax.bitune import BituneBatch, batch_widths, make_batch
 
@@ -200,9 +221,19 @@ def score_bitune(base, trainable, model_cfg, bcfg, tok: Tokenizer, items: Sequen
         width = min(_round_up(longest, cfg.width_multiple), max(longest, model_cfg.max_seq_len))
         batch = make_batch(pairs, pad_id, model_cfg.max_seq_len, seq_len=width)
         prompt_width, answer_width = batch_widths(batch)
-        logp = np.asarray(_bitune_answer_logprobs(
-            base, trainable, BituneBatch(*map(jnp.asarray, batch)), model_cfg, bcfg, prompt_width, answer_width,
-            dtype, attn_impl))
+        logp = np.asarray(
+            _bitune_answer_logprobs(
+                base,
+                trainable,
+                BituneBatch(*map(jnp.asarray, batch)),
+                model_cfg,
+                bcfg,
+                prompt_width,
+                answer_width,
+                dtype,
+                attn_impl,
+            )
+        )
         for r, (i, c, _, cont) in enumerate(rows):
             sums[(i, c)] = float(logp[r, : len(cont)].sum())
     scores = _collect(items, encoded, sums)

@@ -37,9 +37,9 @@ from bitune_jax.tokenizer import Tokenizer
 
 SUFFIXES: Mapping[str, str] = {  # the authors' strings (their eval.py), appended to the query
     "aime": "\n\nAnswer the query and place the final integer inside \\boxed{} in your response. For example "
-            "\\boxed{42}.",
+    "\\boxed{42}.",
     "gpqa": "\n\nAnswer the query and place the letter of chosen solution inside \\boxed{} in your response. For "
-            "example \\boxed{A}.",
+    "example \\boxed{A}.",
     "chat": "",  # chat rows are asked as written
 }
 
@@ -65,8 +65,9 @@ class ReasoningEvalConfig:
 
     def __post_init__(self):
         if self.n < 1 or self.batch_size < 1 or self.max_new_tokens < 1:
-            raise ValueError(f"n, batch_size and max_new_tokens must be >= 1, got {self.n}, {self.batch_size}, "
-                             f"{self.max_new_tokens}")
+            raise ValueError(
+                f"n, batch_size and max_new_tokens must be >= 1, got {self.n}, {self.batch_size}, {self.max_new_tokens}"
+            )
         bad = [k for k in self.ks if not 1 <= k <= self.n]
         if bad:
             raise ValueError(f"every k in ks must be in [1, n={self.n}], got {bad}")
@@ -82,8 +83,7 @@ class ReasoningEvalConfig:
         if kind not in ("aime", "gpqa"):
             raise ValueError(f"the authors' protocol is defined for 'aime' and 'gpqa', got {kind!r}")
         n = {"aime": 16, "gpqa": 4}[kind]
-        return cls(**{"n": n, "temperature": 0.6, "top_p": 0.95, "max_new_tokens": 30_000, "ks": (1, n),
-                      **overrides})
+        return cls(**{"n": n, "temperature": 0.6, "top_p": 0.95, "max_new_tokens": 30_000, "ks": (1, n), **overrides})
 
 
 @dataclasses.dataclass
@@ -131,14 +131,21 @@ def summarize(records: Sequence[QuestionRecord], ks: Sequence[int] = (1,)) -> di
         out[f"pass@{k}_first"] = pass_at_k_first(correct, k)
     out["mean_length"] = float(lengths.mean())
     out["terminated_fraction"] = float(np.mean([r.terminated for r in records]))
-    out["estimators"] = ("pass@k: unbiased (Chen et al. 2021); pass@k_first: any of the first k samples; "
-                         "avg@n_original: authors' regex and == comparison")
+    out["estimators"] = (
+        "pass@k: unbiased (Chen et al. 2021); pass@k_first: any of the first k samples; "
+        "avg@n_original: authors' regex and == comparison"
+    )
     return out
 
 
-def evaluate(generate: GenerateFn, tok: Tokenizer, items: Sequence[ReasoningItem], cfg: ReasoningEvalConfig,
-             eos_ids: Sequence[int], prompts: Sequence[tuple[str, list[int]]] | None = None
-             ) -> tuple[list[QuestionRecord], dict[str, Any]]:
+def evaluate(
+    generate: GenerateFn,
+    tok: Tokenizer,
+    items: Sequence[ReasoningItem],
+    cfg: ReasoningEvalConfig,
+    eos_ids: Sequence[int],
+    prompts: Sequence[tuple[str, list[int]]] | None = None,
+) -> tuple[list[QuestionRecord], dict[str, Any]]:
     """Generate `cfg.n` samples per item in batches, extract, score: `(per-question records, summary)`.
 
     `prompts` (text, ids), one per item, replace `build_prompt`: the trainer passes the exact rendering it trains on.
@@ -152,7 +159,7 @@ def evaluate(generate: GenerateFn, tok: Tokenizer, items: Sequence[ReasoningItem
     rows = [(q, j) for q in range(len(items)) for j in range(cfg.n)]
     outputs: dict[tuple[int, int], tuple[list[int], int]] = {}
     for b, start in enumerate(range(0, len(rows), cfg.batch_size)):
-        chunk = rows[start:start + cfg.batch_size]
+        chunk = rows[start : start + cfg.batch_size]
         seed = cfg.seed + b
         for row, tokens in zip(chunk, generate([prompts[q][1] for q, _ in chunk], seed)):
             outputs[row] = (tokens, seed)
@@ -164,12 +171,22 @@ def evaluate(generate: GenerateFn, tok: Tokenizer, items: Sequence[ReasoningItem
         texts = [tok.decode(t) for t, _ in samples]
         answers = [last_boxed(t) for t in texts]
         originals = [last_boxed_original(t) for t in texts]
-        records.append(QuestionRecord(
-            index=q, source=item.where, gold=item.answer, prompt=prompts[q][0], generations=texts,
-            answers=answers, correct=[is_correct(a, item.answer) for a in answers],
-            answers_original=originals, correct_original=[is_correct_original(a, item.answer) for a in originals],
-            lengths=[len(t) for t, _ in samples], terminated=[bool(t) and t[-1] in eos for t, _ in samples],
-            seeds=[s for _, s in samples]))
+        records.append(
+            QuestionRecord(
+                index=q,
+                source=item.where,
+                gold=item.answer,
+                prompt=prompts[q][0],
+                generations=texts,
+                answers=answers,
+                correct=[is_correct(a, item.answer) for a in answers],
+                answers_original=originals,
+                correct_original=[is_correct_original(a, item.answer) for a in originals],
+                lengths=[len(t) for t, _ in samples],
+                terminated=[bool(t) and t[-1] in eos for t, _ in samples],
+                seeds=[s for _, s in samples],
+            )
+        )
     return records, summarize(records, cfg.ks)
 
 
@@ -180,6 +197,7 @@ def lm_generate_fn(lm, cfg: ReasoningEvalConfig, adapters=None, peft=None) -> Ge
     Left padding is inert (positions -1), so widening a batch to a multiple of `cfg.width_multiple` changes no
     output and lets batches of different prompt lengths share one compiled program.
     """
+
     def generate(prompts: list[list[int]], seed: int) -> list[list[int]]:
         batch = pad_batch(prompts, lm.pad_id, "left")
         width = batch.tokens.shape[1]
@@ -187,15 +205,28 @@ def lm_generate_fn(lm, cfg: ReasoningEvalConfig, adapters=None, peft=None) -> Ge
         if padded + cfg.max_new_tokens <= lm.cfg.max_seq_len:
             width = padded
         if width + cfg.max_new_tokens > lm.cfg.max_seq_len:
-            raise ValueError(f"prompt of {batch.tokens.shape[1]} tokens + max_new_tokens={cfg.max_new_tokens} "
-                             f"exceeds the model context {lm.cfg.max_seq_len}")
+            raise ValueError(
+                f"prompt of {batch.tokens.shape[1]} tokens + max_new_tokens={cfg.max_new_tokens} "
+                f"exceeds the model context {lm.cfg.max_seq_len}"
+            )
         extra = width - batch.tokens.shape[1]
         tokens = np.pad(batch.tokens, ((0, 0), (extra, 0)), constant_values=lm.pad_id)
         positions = np.pad(batch.positions, ((0, 0), (extra, 0)), constant_values=-1)
-        out = generate_tokens(lm.params, jnp.asarray(tokens), jnp.asarray(positions), jax.random.key(seed),
-                              cfg=lm.cfg, max_new_tokens=cfg.max_new_tokens, sampling=cfg.sampling,
-                              eos_ids=lm.eos_ids, pad_id=lm.pad_id, dtype=lm.dtype, attn_impl=lm.attn_impl,
-                              adapters=adapters, peft=peft)
+        out = generate_tokens(
+            lm.params,
+            jnp.asarray(tokens),
+            jnp.asarray(positions),
+            jax.random.key(seed),
+            cfg=lm.cfg,
+            max_new_tokens=cfg.max_new_tokens,
+            sampling=cfg.sampling,
+            eos_ids=lm.eos_ids,
+            pad_id=lm.pad_id,
+            dtype=lm.dtype,
+            attn_impl=lm.attn_impl,
+            adapters=adapters,
+            peft=peft,
+        )
         tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
         return [tokens[i, : lengths[i]].tolist() for i in range(len(prompts))]
 
@@ -209,31 +240,65 @@ def evaluate_lm(lm, items: Sequence[ReasoningItem], cfg: ReasoningEvalConfig = R
     return evaluate(lm_generate_fn(lm, cfg), lm.tokenizer, items, cfg, lm.eos_ids)
 
 
-def bitune_generate_fn(base, trainable, model_cfg, bcfg, cfg: ReasoningEvalConfig, *, eos_ids: Sequence[int],
-                       pad_id: int, dtype=jnp.float32, attn_impl: str = "xla") -> GenerateFn:
+def bitune_generate_fn(
+    base,
+    trainable,
+    model_cfg,
+    bcfg,
+    cfg: ReasoningEvalConfig,
+    *,
+    eos_ids: Sequence[int],
+    pad_id: int,
+    dtype=jnp.float32,
+    attn_impl: str = "xla",
+) -> GenerateFn:
     """Decoding of a Bitune model: both prompt streams prefilled and mixed, then causal decoding
     (`bitune_generate`). Prompt widths are not rounded here, so each new width compiles once."""
     from bitune_jax.bitune import bitune_generate
 
     def generate(prompts: list[list[int]], seed: int) -> list[list[int]]:
-        return bitune_generate(base, trainable, prompts, model_cfg, bcfg, max_new_tokens=cfg.max_new_tokens,
-                               sampling=cfg.sampling, eos_ids=tuple(eos_ids), pad_id=pad_id, seed=seed,
-                               dtype=dtype, attn_impl=attn_impl)
+        return bitune_generate(
+            base,
+            trainable,
+            prompts,
+            model_cfg,
+            bcfg,
+            max_new_tokens=cfg.max_new_tokens,
+            sampling=cfg.sampling,
+            eos_ids=tuple(eos_ids),
+            pad_id=pad_id,
+            seed=seed,
+            dtype=dtype,
+            attn_impl=attn_impl,
+        )
 
     return generate
 
 
-def evaluate_bitune(base, trainable, model_cfg, bcfg, tok: Tokenizer, items: Sequence[ReasoningItem],
-                    cfg: ReasoningEvalConfig = ReasoningEvalConfig(), *, eos_ids: Sequence[int], pad_id: int,
-                    dtype=jnp.float32, attn_impl: str = "xla"):
+def evaluate_bitune(
+    base,
+    trainable,
+    model_cfg,
+    bcfg,
+    tok: Tokenizer,
+    items: Sequence[ReasoningItem],
+    cfg: ReasoningEvalConfig = ReasoningEvalConfig(),
+    *,
+    eos_ids: Sequence[int],
+    pad_id: int,
+    dtype=jnp.float32,
+    attn_impl: str = "xla",
+):
     """Reasoning eval of a Bitune model (`bitune_generate_fn`): `(records, summary)`."""
-    generate = bitune_generate_fn(base, trainable, model_cfg, bcfg, cfg, eos_ids=eos_ids, pad_id=pad_id,
-                                  dtype=dtype, attn_impl=attn_impl)
+    generate = bitune_generate_fn(
+        base, trainable, model_cfg, bcfg, cfg, eos_ids=eos_ids, pad_id=pad_id, dtype=dtype, attn_impl=attn_impl
+    )
     return evaluate(generate, tok, items, cfg, eos_ids)
 
 
-def write_generations_jsonl(records: Sequence[QuestionRecord], path: str | pathlib.Path,
-                            summary: Mapping[str, Any] | None = None) -> pathlib.Path:
+def write_generations_jsonl(
+    records: Sequence[QuestionRecord], path: str | pathlib.Path, summary: Mapping[str, Any] | None = None
+) -> pathlib.Path:
     """One JSON object per question (prompt, generations, answers, flags, lengths), UTF-8 and unescaped so the
     text reads as written; with `summary`, a first line `{"summary": {...}}`."""
     path = pathlib.Path(path)

@@ -65,9 +65,7 @@ class ModelConfig:
 
     def __post_init__(self):
         if self.layer_kinds and len(self.layer_kinds) != self.num_layers:
-            raise ValueError(
-                f"layer_kinds has {len(self.layer_kinds)} entries but num_layers is {self.num_layers}"
-            )
+            raise ValueError(f"layer_kinds has {len(self.layer_kinds)} entries but num_layers is {self.num_layers}")
         if self.num_heads % self.num_kv_heads:
             raise ValueError(f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}")
         if "sliding" in self.layer_kinds and not self.sliding_window:

@@ -15,8 +15,9 @@ from bitune_jax.models.transformer import KVCache, Params, forward, init_params
 
 
 class DecoderLM(nnx.Module):
-    def __init__(self, cfg: ModelConfig, params: Params | None = None, *, rngs: nnx.Rngs | None = None,
-                 dtype=jnp.float32):
+    def __init__(
+        self, cfg: ModelConfig, params: Params | None = None, *, rngs: nnx.Rngs | None = None, dtype=jnp.float32
+    ):
         if params is None:
             if rngs is None:
                 raise ValueError("DecoderLM needs either `params` (e.g. from bj.load) or `rngs` to initialize them")
@@ -25,8 +26,9 @@ class DecoderLM(nnx.Module):
         self.dtype = dtype
         self.params = nnx.data(jax.tree.map(nnx.Param, params))
 
-    def __call__(self, tokens: jax.Array, positions: jax.Array | None = None,
-                 cache: KVCache | None = None) -> tuple[jax.Array, KVCache | None]:
+    def __call__(
+        self, tokens: jax.Array, positions: jax.Array | None = None, cache: KVCache | None = None
+    ) -> tuple[jax.Array, KVCache | None]:
         """Logits `[batch, seq, vocab]` (float32) and the updated cache, as `transformer.forward`."""
         params = jax.tree.map(lambda p: p[...], self.params, is_leaf=lambda x: isinstance(x, nnx.Param))
         return forward(params, tokens, self.cfg, positions=positions, cache=cache, dtype=self.dtype)

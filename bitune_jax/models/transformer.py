@@ -221,16 +221,21 @@ def forward(
         lp, la, sliding, window, key, cache_k, cache_v = xs
         cos = jnp.where(sliding, cos_l, cos_g)
         sin = jnp.where(sliding, sin_l, sin_g)
-        spec = kernels.MaskSpec(q_positions=positions, kv_positions=kv_positions, window=window,
-                                prefix_len=prefix_len)
+        spec = kernels.MaskSpec(q_positions=positions, kv_positions=kv_positions, window=window, prefix_len=prefix_len)
 
         def attend(q, k, v):
             if cache_k is not None:
                 k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), (0, cache.length, 0, 0))
                 v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, cache.length, 0, 0))
             o = kernels.attention(
-                q, k.astype(q.dtype), v.astype(q.dtype), mask_spec=spec, scale=cfg.scale,
-                logit_softcap=cfg.attn_logit_softcap, impl=attn_impl, sequence_parallel=sequence_parallel,
+                q,
+                k.astype(q.dtype),
+                v.astype(q.dtype),
+                mask_spec=spec,
+                scale=cfg.scale,
+                logit_softcap=cfg.attn_logit_softcap,
+                impl=attn_impl,
+                sequence_parallel=sequence_parallel,
             )
             return o, (k, v)
 
@@ -241,9 +246,11 @@ def forward(
     layer_adapters = (adapters or {}).get("layers", {})
     if layer_adapters and peft is None:
         raise ValueError("adapters were given without the PeftConfig that made them")
-    x, new_kv = jax.lax.scan(remat_layer(body, remat), x,
-                             (params["layers"], layer_adapters, is_sliding, windows,
-                              layer_keys(dropout_key, cfg.num_layers), *cache_kv))
+    x, new_kv = jax.lax.scan(
+        remat_layer(body, remat),
+        x,
+        (params["layers"], layer_adapters, is_sliding, windows, layer_keys(dropout_key, cfg.num_layers), *cache_kv),
+    )
     if logit_rows is not None:
         x = jnp.take_along_axis(x, logit_rows[..., None], axis=1)
     logits = x if return_hidden else unembed(params, x, cfg)
@@ -258,8 +265,13 @@ def init_params(cfg: ModelConfig, key: jax.Array, dtype=jnp.float32, scale: floa
     L, d, f = cfg.num_layers, cfg.dim, cfg.mlp_dim
     hq, hk = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
     shapes = {
-        "q_proj": (L, d, hq), "k_proj": (L, d, hk), "v_proj": (L, d, hk), "o_proj": (L, hq, d),
-        "gate_proj": (L, d, f), "up_proj": (L, d, f), "down_proj": (L, f, d),
+        "q_proj": (L, d, hq),
+        "k_proj": (L, d, hk),
+        "v_proj": (L, d, hk),
+        "o_proj": (L, hq, d),
+        "gate_proj": (L, d, f),
+        "up_proj": (L, d, f),
+        "down_proj": (L, f, d),
     }
     keys = iter(jax.random.split(key, len(shapes) + 2))
     layers = {n: scale * jax.random.normal(next(keys), s, dtype) for n, s in shapes.items()}

@@ -55,7 +55,7 @@ def init_adapters(params: dict, peft: PeftConfig, key: jax.Array, dtype=jnp.floa
             _set(adapters, path, {name: jnp.ones((layers, width), dtype)})
             continue
         # peft's init: A ~ kaiming_uniform_(a=sqrt(5)) over fan_in = d_in, i.e. U(+-1/sqrt(d_in)); B = 0.
-        bound = d_in ** -0.5
+        bound = d_in**-0.5
         entry = {
             "lora_a": jax.random.uniform(jax.random.fold_in(key, i), (layers, d_in, peft.rank), dtype, -bound, bound),
             "lora_b": jnp.zeros((layers, peft.rank, d_out), dtype),
@@ -72,8 +72,9 @@ def _get(tree: dict, path: str):
     return tree
 
 
-def dense(x: jax.Array, w: jax.Array, adapter: dict | None, peft: PeftConfig | None,
-          dropout_key: jax.Array | None = None) -> jax.Array:
+def dense(
+    x: jax.Array, w: jax.Array, adapter: dict | None, peft: PeftConfig | None, dropout_key: jax.Array | None = None
+) -> jax.Array:
     """`x [..., in] @ w [in, out]` through an optional adapter (per-layer slices: no leading L axis).
 
     With a `dropout_key` and `peft.dropout > 0` (training), LoRA sees inverted dropout of its input; without a key
@@ -162,8 +163,10 @@ def unmerge(merged: dict, adapters: Adapters, peft: PeftConfig) -> dict:
     for path, adapter in _adapter_entries(adapters):
         w = _get(merged, path)
         if "dora_m" in adapter:
-            raise ValueError(f"{path}: a merged DoRA kernel cannot be unmerged (the column norms of the base are "
-                             "lost); keep the base params")
+            raise ValueError(
+                f"{path}: a merged DoRA kernel cannot be unmerged (the column norms of the base are "
+                "lost); keep the base params"
+            )
         if "ia3_in" in adapter:
             w = w / adapter["ia3_in"][..., :, None].astype(w.dtype)
         elif "ia3_out" in adapter:
@@ -176,10 +179,12 @@ def unmerge(merged: dict, adapters: Adapters, peft: PeftConfig) -> dict:
 
 def _adapter_entries(adapters: Adapters):
     """(path, adapter dict) for every adapted kernel."""
+
     def walk(tree, prefix):
         for k, v in tree.items():
             if any(n in v for n in ("lora_a", "ia3_in", "ia3_out")):
                 yield f"{prefix}{k}", v
             else:
                 yield from walk(v, f"{prefix}{k}/")
+
     return list(walk(adapters, ""))

@@ -50,7 +50,8 @@ def _damage(e: BaseException) -> str | None:
     """A short reason if `e` says the files are damaged (rather than that they hold another tree), else None."""
     text = str(e).split(" [tensorstore_spec")[0]
     if isinstance(e, (json.JSONDecodeError, UnicodeDecodeError, EOFError, OSError)) or any(
-            m in text for m in _TENSORSTORE_DAMAGE):
+        m in text for m in _TENSORSTORE_DAMAGE
+    ):
         text = f"{type(e).__name__}: {text}"
         return text if len(text) <= 400 else "..." + text[-400:]  # the end names the file and what is wrong
     return None
@@ -85,25 +86,29 @@ def check_fingerprint(saved: Mapping[str, Any] | None, current: Mapping[str, Any
     if saved is None:
         raise CheckpointMismatchError(
             f"checkpoint at {where} has no model fingerprint, so it cannot be checked against the current model; "
-            "restore with a Checkpointer built without `fingerprint=` if you are sure it fits")
+            "restore with a Checkpointer built without `fingerprint=` if you are sure it fits"
+        )
     current = json.loads(json.dumps(current))  # tuples -> lists, as they were saved
     first = ["model_name", "config_hash", "param_shapes"]  # the most telling fields are reported first
     for field in sorted(set(saved) | set(current), key=lambda f: (first.index(f) if f in first else len(first), f)):
         if field not in saved or field not in current:
             side = "saved checkpoint" if field not in saved else "current model"
             raise CheckpointMismatchError(
-                f"checkpoint from another model at {where}: field {field!r} is missing from the {side}'s fingerprint")
+                f"checkpoint from another model at {where}: field {field!r} is missing from the {side}'s fingerprint"
+            )
         if field == "param_shapes" and saved[field] != current[field]:
             s, c = saved[field], current[field]
             for path in sorted(set(s) | set(c)):
                 if s.get(path) != c.get(path):
                     raise CheckpointMismatchError(
                         f"checkpoint from another model at {where}: field 'param_shapes' differs at parameter "
-                        f"{path}: saved {s.get(path, 'absent')}, current {c.get(path, 'absent')}")
+                        f"{path}: saved {s.get(path, 'absent')}, current {c.get(path, 'absent')}"
+                    )
         if saved[field] != current[field]:
             raise CheckpointMismatchError(
                 f"checkpoint from another model at {where}: field {field!r} differs: saved {saved[field]!r}, "
-                f"current {current[field]!r}; point the run at a fresh workdir or at the matching model")
+                f"current {current[field]!r}; point the run at a fresh workdir or at the matching model"
+            )
 
 
 # ---------------------------------------------------------------------------------------------- checkpointer
@@ -128,17 +133,25 @@ class Checkpointer:
         None saves no fingerprint and skips the check.
     """
 
-    def __init__(self, directory: str | Path, *, keep: int = 3, async_save: bool = True,
-                 fingerprint: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        keep: int = 3,
+        async_save: bool = True,
+        fingerprint: Mapping[str, Any] | None = None,
+    ) -> None:
         if keep < 1:
             raise ValueError(f"Checkpointer keep must be >= 1, got {keep}")
         self.directory = Path(directory).expanduser().resolve()
         self.fingerprint = None if fingerprint is None else json.loads(json.dumps(dict(fingerprint)))
         self._protected: set[int] = set()
         policy = ocp.checkpoint_managers.AnyPreservationPolicy(
-            [ocp.checkpoint_managers.LatestN(keep), _Protected(self._protected)])
-        options = ocp.CheckpointManagerOptions(preservation_policy=policy, enable_async_checkpointing=async_save,
-                                               create=True)
+            [ocp.checkpoint_managers.LatestN(keep), _Protected(self._protected)]
+        )
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=policy, enable_async_checkpointing=async_save, create=True
+        )
         self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     def save(self, step: int, state: PyTree, meta: Mapping[str, Any] | None = None, *, force: bool = False) -> bool:
@@ -208,13 +221,15 @@ class Checkpointer:
                 raise CheckpointCorruptError(f"checkpoint at {where}: its arrays cannot be read: {reason}") from e
             if isinstance(e, ValueError):
                 raise CheckpointMismatchError(
-                    f"checkpoint at {where} does not fit the requested state tree: {e}") from e
+                    f"checkpoint at {where} does not fit the requested state tree: {e}"
+                ) from e
             raise
         state = restored.state if abstract_state is None else _data_to_keys(restored.state, key_impls)
         return state, record["meta"]
 
-    def restore_newest_readable(self, *, abstract_state: PyTree,
-                                report: Callable[[str], None] = print) -> tuple[int, PyTree, dict[str, Any]] | None:
+    def restore_newest_readable(
+        self, *, abstract_state: PyTree, report: Callable[[str], None] = print
+    ) -> tuple[int, PyTree, dict[str, Any]] | None:
         """`(step, state, meta)` of the newest step that restores, or None in an empty directory.
 
         A step whose files are damaged is reported (which file, why), moved aside to `<directory>.corrupt/<step>`
@@ -233,8 +248,10 @@ class Checkpointer:
             return step, state, meta
         if failures:
             reasons = "\n".join(f"  step {s}: {e}" for s, e in failures)
-            raise CheckpointCorruptError(f"no checkpoint step in {self.directory} can be read:\n{reasons}\n"
-                                         f"Move {self.directory} aside to start the run afresh.")
+            raise CheckpointCorruptError(
+                f"no checkpoint step in {self.directory} can be read:\n{reasons}\n"
+                f"Move {self.directory} aside to start the run afresh."
+            )
         return None
 
     def move_aside(self, step: int, why: str = "corrupt") -> Path:
@@ -308,8 +325,10 @@ def _abstract_for_restore(abstract: PyTree, key_impls: Mapping[str, str], where:
         name = jax.tree_util.keystr(path)
         if _is_key(leaf) != (name in key_impls):
             saved = "a typed PRNG key" if name in key_impls else "not a typed key"
-            raise CheckpointMismatchError(f"checkpoint at {where}: state leaf {name} was saved as {saved}, "
-                                          f"but the requested tree has dtype {leaf.dtype}")
+            raise CheckpointMismatchError(
+                f"checkpoint at {where}: state leaf {name} was saved as {saved}, "
+                f"but the requested tree has dtype {leaf.dtype}"
+            )
         sharding = getattr(leaf, "sharding", None)
         if _is_key(leaf):
             data = jax.eval_shape(jax.random.key_data, jax.ShapeDtypeStruct(leaf.shape, leaf.dtype))
@@ -378,8 +397,9 @@ class SigtermFlag:
         self.uninstall()
 
 
-def install_sigterm_handler(callback: Callable[[int], None] | None = None, *,
-                            signals: tuple[int, ...] = (signal.SIGTERM,)) -> SigtermFlag:
+def install_sigterm_handler(
+    callback: Callable[[int], None] | None = None, *, signals: tuple[int, ...] = (signal.SIGTERM,)
+) -> SigtermFlag:
     """Install a flag-setting handler for SIGTERM (must run on the main thread, as Python signal handlers do).
 
     callback: called with the signal number from inside the handler; keep it tiny (a log line), never a save.

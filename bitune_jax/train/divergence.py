@@ -39,15 +39,15 @@ class Window:
         return cls(**saved)
 
 
-def judge(step: int, max_loss: float, max_grad_norm: float, earlier: Sequence[Window],
-          spike_factor: float) -> Window:
+def judge(step: int, max_loss: float, max_grad_norm: float, earlier: Sequence[Window], spike_factor: float) -> Window:
     """The window ending at `step`: healthy when finite and within `spike_factor` of the recent windows' medians
     (the first window has nothing to compare with and is healthy when finite)."""
     healthy = math.isfinite(max_loss) and math.isfinite(max_grad_norm)
     recent = [w for w in earlier if w.max_loss > 0][-RECENT_WINDOWS:]  # windows with steps in them
     if healthy and recent:
-        healthy = (max_loss <= spike_factor * statistics.median(w.max_loss for w in recent)
-                   and max_grad_norm <= spike_factor * statistics.median(w.max_grad_norm for w in recent))
+        healthy = max_loss <= spike_factor * statistics.median(
+            w.max_loss for w in recent
+        ) and max_grad_norm <= spike_factor * statistics.median(w.max_grad_norm for w in recent)
     return Window(step=step, max_loss=float(max_loss), max_grad_norm=float(max_grad_norm), healthy=healthy)
 
 
@@ -78,5 +78,6 @@ class Recovery:
     def from_json(cls, saved: dict[str, Any] | None) -> Recovery:
         if not saved:
             return cls()
-        return cls(skip=frozenset(saved["skip"]), lr_scale=float(saved["lr_scale"]),
-                   rollbacks=tuple(saved["rollbacks"]))
+        return cls(
+            skip=frozenset(saved["skip"]), lr_scale=float(saved["lr_scale"]), rollbacks=tuple(saved["rollbacks"])
+        )

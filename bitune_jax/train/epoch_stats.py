@@ -43,16 +43,28 @@ class EpochStats(NamedTuple):
 
 def empty(num_examples: int) -> EpochStats:
     zero_i, zero_f = np.zeros((), np.int32), np.zeros((), np.float32)
-    return EpochStats(correct=zero_i, tokens=zero_i, loss=zero_f, steps=zero_i, sample_accuracy=zero_f, samples=zero_i,
-                      memorized=np.full((num_examples,), -1, np.int8), bad_batch=np.full((), -1, np.int32),
-                      bad_loss=zero_f, bad_grad_norm=zero_f, skipped=zero_i, window_max_loss=zero_f,
-                      window_max_grad_norm=zero_f)
+    return EpochStats(
+        correct=zero_i,
+        tokens=zero_i,
+        loss=zero_f,
+        steps=zero_i,
+        sample_accuracy=zero_f,
+        samples=zero_i,
+        memorized=np.full((num_examples,), -1, np.int8),
+        bad_batch=np.full((), -1, np.int32),
+        bad_loss=zero_f,
+        bad_grad_norm=zero_f,
+        skipped=zero_i,
+        window_max_loss=zero_f,
+        window_max_grad_norm=zero_f,
+    )
 
 
 def next_epoch(stats: EpochStats) -> EpochStats:
     """Empty epoch statistics that keep the save window's maxima (a window may span an epoch end)."""
-    return empty(stats.memorized.shape[0])._replace(window_max_loss=np.asarray(stats.window_max_loss),
-                                                    window_max_grad_norm=np.asarray(stats.window_max_grad_norm))
+    return empty(stats.memorized.shape[0])._replace(
+        window_max_loss=np.asarray(stats.window_max_loss), window_max_grad_norm=np.asarray(stats.window_max_grad_norm)
+    )
 
 
 def new_window(stats: EpochStats) -> EpochStats:
@@ -61,8 +73,9 @@ def new_window(stats: EpochStats) -> EpochStats:
     return stats._replace(window_max_loss=zero, window_max_grad_norm=zero)
 
 
-def accumulate(stats: EpochStats, metrics: dict[str, jax.Array], example_id: jax.Array,
-               batch_number: jax.Array, halt: bool = True) -> EpochStats:
+def accumulate(
+    stats: EpochStats, metrics: dict[str, jax.Array], example_id: jax.Array, batch_number: jax.Array, halt: bool = True
+) -> EpochStats:
     """Fold one step in. A non-finite step adds nothing; with `halt` it is recorded as the first bad one and every
     step after it adds nothing either, without it is counted in `skipped`."""
     finite = metrics["finite"] & ~stats.halted
@@ -76,15 +89,20 @@ def accumulate(stats: EpochStats, metrics: dict[str, jax.Array], example_id: jax
     pick = lambda old, new: jnp.where(newly_bad, new, old).astype(old.dtype)  # noqa: E731
     peak = lambda old, x: jnp.maximum(old, jnp.where(finite, x, 0.0)).astype(old.dtype)  # noqa: E731
     return EpochStats(
-        correct=add(stats.correct, metrics["correct"]), tokens=add(stats.tokens, metrics["tokens"]),
-        loss=add(stats.loss, metrics["loss"]), steps=add(stats.steps, 1), memorized=memorized,
+        correct=add(stats.correct, metrics["correct"]),
+        tokens=add(stats.tokens, metrics["tokens"]),
+        loss=add(stats.loss, metrics["loss"]),
+        steps=add(stats.steps, 1),
+        memorized=memorized,
         sample_accuracy=add(stats.sample_accuracy, jnp.where(real, metrics["per_example_accuracy"], 0.0).sum()),
         samples=add(stats.samples, real.sum()),
-        bad_batch=pick(stats.bad_batch, batch_number), bad_loss=pick(stats.bad_loss, metrics["loss"]),
+        bad_batch=pick(stats.bad_batch, batch_number),
+        bad_loss=pick(stats.bad_loss, metrics["loss"]),
         bad_grad_norm=pick(stats.bad_grad_norm, metrics["grad_norm"]),
         skipped=stats.skipped + (~metrics["finite"] & ~stats.halted).astype(jnp.int32),
         window_max_loss=peak(stats.window_max_loss, metrics["loss"]),
-        window_max_grad_norm=peak(stats.window_max_grad_norm, metrics["grad_norm"]))
+        window_max_grad_norm=peak(stats.window_max_grad_norm, metrics["grad_norm"]),
+    )
 
 
 def guard(new_state: Any, old_state: Any, stats: EpochStats) -> Any:
@@ -114,7 +132,9 @@ def to_json(stats: EpochStats) -> dict[str, Any]:
 def from_json(saved: dict[str, Any]) -> EpochStats:
     missing = [k for k in EpochStats._fields if k not in saved]
     if missing:
-        raise ValueError(f"the checkpoint's epoch statistics lack {missing}: it was written by an older bitune_jax; "
-                         "finish that run with the version that started it, or start a new workdir")
+        raise ValueError(
+            f"the checkpoint's epoch statistics lack {missing}: it was written by an older bitune_jax; "
+            "finish that run with the version that started it, or start a new workdir"
+        )
     dtypes = {k: np.asarray(v).dtype for k, v in empty(0)._asdict().items()}
     return EpochStats(**{k: np.asarray(saved[k], dtypes[k]) for k in EpochStats._fields})

@@ -41,8 +41,10 @@ def held_out_records(config: RunSpec) -> list[Record]:
         records = synthetic_split(config.data)[1]
     elif ev.source == "jsonl":
         if not ev.path:
-            raise ValueError("config.eval.path is empty but config.eval.source is 'jsonl': set it to a local JSONL "
-                             "file of held-out rows in the training format")
+            raise ValueError(
+                "config.eval.path is empty but config.eval.source is 'jsonl': set it to a local JSONL "
+                "file of held-out rows in the training format"
+            )
         records = read_records(ev.path)
     else:
         raise ValueError(f"config.eval.source must be 'synthetic' or 'jsonl', got {ev.source!r}")
@@ -56,8 +58,9 @@ def held_out_records(config: RunSpec) -> list[Record]:
 def synthetic_split(data: DataSpec) -> tuple[list[Record], list[Record]]:
     """`(training pool, disjoint test set)` of the synthetic long-CoT task as `config.data.synthetic` sets it."""
     s = data.synthetic
-    return synthetic.train_test_split(s.pool_size, s.test_size, seed=s.seed, min_steps=s.min_steps,
-                                      max_steps=s.max_steps, cot=s.cot)
+    return synthetic.train_test_split(
+        s.pool_size, s.test_size, seed=s.seed, min_steps=s.min_steps, max_steps=s.max_steps, cot=s.cot
+    )
 
 
 def gold_answer(record: Record) -> str:
@@ -67,8 +70,9 @@ def gold_answer(record: Record) -> str:
         boxed = last_boxed(record.messages[-1]["content"])
         if boxed is not None:
             return boxed
-    raise DataError(f"{record.where}: a held-out row needs an 'answer' field or a reference response with a "
-                    "\\boxed{} answer")
+    raise DataError(
+        f"{record.where}: a held-out row needs an 'answer' field or a reference response with a \\boxed{{}} answer"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,32 +90,69 @@ class HeldOutEval:
         for r in held_out_records(config):
             ids, _ = encode_record(tok, r, config.data.template)
             prompts.append((tok.decode(ids), ids))
-            items.append(ReasoningItem(messages=list(r.messages[:-1]), answer=gold_answer(r), kind="chat",
-                                       file=r.file, line=r.line, reference=r.messages[-1]["content"], meta=r.meta))
-        sampling = ReasoningEvalConfig(n=ev.n, temperature=ev.temperature, top_p=ev.top_p,
-                                       max_new_tokens=ev.max_new_tokens, seed=ev.seed, batch_size=ev.batch_size)
+            items.append(
+                ReasoningItem(
+                    messages=list(r.messages[:-1]),
+                    answer=gold_answer(r),
+                    kind="chat",
+                    file=r.file,
+                    line=r.line,
+                    reference=r.messages[-1]["content"],
+                    meta=r.meta,
+                )
+            )
+        sampling = ReasoningEvalConfig(
+            n=ev.n,
+            temperature=ev.temperature,
+            top_p=ev.top_p,
+            max_new_tokens=ev.max_new_tokens,
+            seed=ev.seed,
+            batch_size=ev.batch_size,
+        )
         return cls(items, prompts, sampling)
 
-    def run(self, objective: Objective, trainable: Params, frozen: Params, lm: LM,
-            out_path: str | pathlib.Path | None = None) -> dict[str, Any]:
+    def run(
+        self,
+        objective: Objective,
+        trainable: Params,
+        frozen: Params,
+        lm: LM,
+        out_path: str | pathlib.Path | None = None,
+    ) -> dict[str, Any]:
         """Generate on every item with the current weights; returns the summary, writes generations to `out_path`.
 
         `lm` supplies the tokenizer, ids, dtype and attention implementation; its params are not used.
         """
-        records, summary = evaluate(self._generate_fn(objective, trainable, frozen, lm), lm.tokenizer, self.items,
-                                    self.sampling, lm.eos_ids, prompts=self.prompts)
+        records, summary = evaluate(
+            self._generate_fn(objective, trainable, frozen, lm),
+            lm.tokenizer,
+            self.items,
+            self.sampling,
+            lm.eos_ids,
+            prompts=self.prompts,
+        )
         if out_path is not None:
             write_generations_jsonl(records, out_path, summary)
         return summary
 
     def _generate_fn(self, objective: Objective, trainable: Params, frozen: Params, lm: LM):
         if objective.kind == "bitune":
-            return bitune_generate_fn(frozen, trainable, objective.cfg, objective.bitune, self.sampling,
-                                      eos_ids=lm.eos_ids, pad_id=lm.pad_id, dtype=lm.dtype, attn_impl=lm.attn_impl)
+            return bitune_generate_fn(
+                frozen,
+                trainable,
+                objective.cfg,
+                objective.bitune,
+                self.sampling,
+                eos_ids=lm.eos_ids,
+                pad_id=lm.pad_id,
+                dtype=lm.dtype,
+                attn_impl=lm.attn_impl,
+            )
         if objective.kind == "full":
             return lm_generate_fn(dataclasses.replace(lm, params=trainable), self.sampling)
-        return lm_generate_fn(dataclasses.replace(lm, params=frozen), self.sampling, adapters=trainable,
-                              peft=objective.peft)
+        return lm_generate_fn(
+            dataclasses.replace(lm, params=frozen), self.sampling, adapters=trainable, peft=objective.peft
+        )
 
 
 def eval_due(ev: EvalSpec, epoch: int, last: bool) -> bool:

@@ -48,8 +48,14 @@ class RunLogger:
         purges its events from `resume_step + 1`. Epoch rows still in the JSONL seed the plot's history.
     """
 
-    def __init__(self, workdir: str | Path, *, enabled: bool | None = None, tensorboard: bool = True,
-                 resume_step: int | None = None) -> None:
+    def __init__(
+        self,
+        workdir: str | Path,
+        *,
+        enabled: bool | None = None,
+        tensorboard: bool = True,
+        resume_step: int | None = None,
+    ) -> None:
         self.workdir = Path(workdir)
         self.enabled = jax.process_index() == 0 if enabled is None else bool(enabled)
         self.jsonl_path = self.workdir / JSONL_NAME
@@ -138,8 +144,9 @@ class RunLogger:
         self.epochs[int(epoch)] = values
         if not self.enabled:
             return
-        self._write({"scope": "epoch", "step": int(step), "epoch": int(epoch),
-                     **{f"epoch/{k}": v for k, v in values.items()}})
+        self._write(
+            {"scope": "epoch", "step": int(step), "epoch": int(epoch), **{f"epoch/{k}": v for k, v in values.items()}}
+        )
         if self._tb is not None:
             for name, v in values.items():
                 if v is not None:
@@ -158,9 +165,15 @@ class RunLogger:
         col = lambda name: [np.nan if self.epochs[e].get(name) is None else self.epochs[e][name] for e in epochs]
         held_out = col("eval_avg@n") if any("eval_avg@n" in self.epochs[e] for e in epochs) else None
         has_val = any("val_loss" in self.epochs[e] for e in epochs)
-        return plot_epoch_curves(epochs, col("token_accuracy"), col("loss"), self.plot_path, saturation_epoch,
-                                 held_out_accuracy=held_out,
-                                 validation=(col("val_token_accuracy"), col("val_loss")) if has_val else None)
+        return plot_epoch_curves(
+            epochs,
+            col("token_accuracy"),
+            col("loss"),
+            self.plot_path,
+            saturation_epoch,
+            held_out_accuracy=held_out,
+            validation=(col("val_token_accuracy"), col("val_loss")) if has_val else None,
+        )
 
     def close(self, saturation_epoch: int | None = None) -> Path | None:
         """Flush and close the files and write the plot; returns the plot path."""
@@ -183,9 +196,15 @@ class RunLogger:
         self.close()
 
 
-def plot_epoch_curves(epochs: list[int], token_accuracy: list[float], loss: list[float], path: str | Path,
-                      saturation_epoch: int | None = None, held_out_accuracy: list[float] | None = None,
-                      validation: tuple[list[float], list[float]] | None = None) -> Path:
+def plot_epoch_curves(
+    epochs: list[int],
+    token_accuracy: list[float],
+    loss: list[float],
+    path: str | Path,
+    saturation_epoch: int | None = None,
+    held_out_accuracy: list[float] | None = None,
+    validation: tuple[list[float], list[float]] | None = None,
+) -> Path:
     """Two panels, token accuracy and loss per epoch, with the saturation epoch as a dashed vertical line;
     held-out accuracy and validation token accuracy / loss (NaN where not evaluated) beside them when given.
 
@@ -236,8 +255,16 @@ class ProgressBar:
     redraws would pile up, so it prints one plain line every `interval_s` seconds instead. Silent off process 0.
     """
 
-    def __init__(self, total: int, *, initial: int = 0, enabled: bool | None = None, desc: str = "train",
-                 stream: TextIO | None = None, interval_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        total: int,
+        *,
+        initial: int = 0,
+        enabled: bool | None = None,
+        desc: str = "train",
+        stream: TextIO | None = None,
+        interval_s: float = 30.0,
+    ) -> None:
         self.enabled = jax.process_index() == 0 if enabled is None else bool(enabled)
         self.stream = stream if stream is not None else sys.stderr
         self.total, self.n, self.desc, self.interval_s = int(total), int(initial), desc, float(interval_s)
@@ -249,8 +276,16 @@ class ProgressBar:
 
             self._bar = tqdm(total=self.total, initial=self.n, desc=desc, file=self.stream, dynamic_ncols=True)
 
-    def update(self, n: int = 1, *, epoch: int | None = None, step: int | None = None, loss: float | None = None,
-               token_accuracy: float | None = None, tokens_per_s: float | None = None) -> None:
+    def update(
+        self,
+        n: int = 1,
+        *,
+        epoch: int | None = None,
+        step: int | None = None,
+        loss: float | None = None,
+        token_accuracy: float | None = None,
+        tokens_per_s: float | None = None,
+    ) -> None:
         self.n += n
         if not self.enabled:
             return

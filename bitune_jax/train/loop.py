@@ -75,9 +75,11 @@ def read_training_pool(data: DataSpec) -> tuple[list, str]:
     if data.val_size >= len(records):
         raise ConfigError(f"config.data.val_size={data.val_size}, but {source} holds {len(records)} rows")
     if data.num_samples > len(records) - data.val_size:
-        raise ConfigError(f"config.data.num_samples={data.num_samples}, but {source} holds {len(records)} rows"
-                          + (f", {data.val_size} of them for validation" if data.val_size else "")
-                          + "; lower it or set 0 for all")
+        raise ConfigError(
+            f"config.data.num_samples={data.num_samples}, but {source} holds {len(records)} rows"
+            + (f", {data.val_size} of them for validation" if data.val_size else "")
+            + "; lower it or set 0 for all"
+        )
     return records, source
 
 
@@ -86,10 +88,12 @@ def training_set(records: list, data: DataSpec, tok, max_len: int, source: str):
     and the tokenized validation rows (`data.val_size`, the same for every training size; may be empty)."""
     if data.chat_template:
         tok.chat_template = pathlib.Path(data.chat_template).read_text()
-    val_ids, ids = split_pool(len(records), data.val_size, data.num_samples or len(records) - data.val_size,
-                              data.pool_seed)
-    encode = functools.partial(tokenize_records, tok=tok, max_len=max_len, truncation=data.truncation,
-                               template=data.template)
+    val_ids, ids = split_pool(
+        len(records), data.val_size, data.num_samples or len(records) - data.val_size, data.pool_seed
+    )
+    encode = functools.partial(
+        tokenize_records, tok=tok, max_len=max_len, truncation=data.truncation, template=data.template
+    )
     examples, report = encode([records[i] for i in ids])
     if not examples:
         raise ValueError(f"no training example left from {source} after truncation: {report.summary()}")
@@ -101,22 +105,39 @@ def objective_from_config(spec: RunSpec, cfg, mesh: jax.sharding.Mesh | None = N
     peft = spec.peft
     bitune = BituneConfig(peft=peft, **dataclasses.asdict(spec.bitune))
     sp = kernels.SequenceParallel(mesh) if mesh is not None and mesh.shape["sequence"] > 1 else None
-    return Objective(kind=spec.objective, cfg=cfg, peft=peft if spec.objective == "peft" else None,
-                     bitune=bitune if spec.objective == "bitune" else None, dtype=bj.api.DTYPES[spec.model.dtype],
-                     attn_impl=spec.model.attn_impl, remat=spec.model.remat, loss_chunk=spec.train.loss_chunk,
-                     seed=spec.seed, sequence_parallel=sp)
+    return Objective(
+        kind=spec.objective,
+        cfg=cfg,
+        peft=peft if spec.objective == "peft" else None,
+        bitune=bitune if spec.objective == "bitune" else None,
+        dtype=bj.api.DTYPES[spec.model.dtype],
+        attn_impl=spec.model.attn_impl,
+        remat=spec.model.remat,
+        loss_chunk=spec.train.loss_chunk,
+        seed=spec.seed,
+        sequence_parallel=sp,
+    )
 
 
-def optimizer_from_config(t: TrainSpec, total_updates: int, anneal: dict[str, int] | None = None,
-                          lr_scale: float = 1.0):
+def optimizer_from_config(
+    t: TrainSpec, total_updates: int, anneal: dict[str, int] | None = None, lr_scale: float = 1.0
+):
     """`(schedule, optimizer)` of the train spec for a budget of `total_updates` optimizer updates; `anneal`
     (`{"start", "length"}`, set at saturation) makes the rate fall to 0 from update `start`; `lr_scale` (after
     divergence rollbacks) multiplies the whole schedule."""
     schedule = make_schedule(t.schedule, t.lr * lr_scale, total_updates, t.warmup_frac)
     if anneal is not None:
         schedule = annealed(schedule, anneal["start"], anneal["length"])
-    return schedule, make_optimizer(schedule, b1=t.b1, b2=t.b2, eps=t.eps, weight_decay=t.weight_decay, clip=t.clip,
-                                    accumulate=t.accumulate, moments_dtype=bj.api.DTYPES[t.moments_dtype])
+    return schedule, make_optimizer(
+        schedule,
+        b1=t.b1,
+        b2=t.b2,
+        eps=t.eps,
+        weight_decay=t.weight_decay,
+        clip=t.clip,
+        accumulate=t.accumulate,
+        moments_dtype=bj.api.DTYPES[t.moments_dtype],
+    )
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
@@ -134,8 +155,7 @@ def run(config: ConfigDict) -> dict[str, Any]:
     is_main = jax.process_index() == 0
     with hold_workdir(workdir):
         saved = checkpointing.committed_steps(workdir / "checkpoints")
-        notes, record = run_record.check_resume(workdir, spec, resuming=bool(saved),
-                                                step=saved[-1] if saved else None)
+        notes, record = run_record.check_resume(workdir, spec, resuming=bool(saved), step=saved[-1] if saved else None)
         for line in notes if is_main else ():
             print(line, flush=True)
         return _train(spec, workdir, is_main, record)
@@ -150,13 +170,21 @@ def _train(spec: RunSpec, workdir: pathlib.Path, is_main: bool, record: dict[str
     if tok is None:
         raise ValueError(f"model {spec.model.name!r} has no tokenizer; training needs one to encode the data")
     if tok.vocab_size > cfg.vocab_size:
-        raise ValueError(f"tokenizer of {spec.model.name!r} has {tok.vocab_size} tokens but the model's embedding "
-                         f"has {cfg.vocab_size} rows: they do not belong together")
+        raise ValueError(
+            f"tokenizer of {spec.model.name!r} has {tok.vocab_size} tokens but the model's embedding "
+            f"has {cfg.vocab_size} rows: they do not belong together"
+        )
     max_len = min(spec.data.max_len, cfg.max_seq_len)
     examples, report, val_examples = training_set(pool, spec.data, tok, max_len, source)
-    batches = EpochBatches(examples, spec.data.batch_size, seed=spec.seed, pad_id=lm.pad_id,
-                           multiple=spec.data.pad_multiple, bucket_chunks=spec.data.bucket_chunks,
-                           max_width=max_len)
+    batches = EpochBatches(
+        examples,
+        spec.data.batch_size,
+        seed=spec.seed,
+        pad_id=lm.pad_id,
+        multiple=spec.data.pad_multiple,
+        bucket_chunks=spec.data.bucket_chunks,
+        max_width=max_len,
+    )
     steps_per_epoch = batches.batches_per_epoch
     # A batch is one step; `train.accumulate` steps make one optimizer update, the schedule's clock.
     accumulate = spec.train.accumulate
@@ -179,15 +207,25 @@ def _train(spec: RunSpec, workdir: pathlib.Path, is_main: bool, record: dict[str
     shell = dataclasses.replace(lm, params={})  # ids, dtype and tokenizer for the held-out eval
     validation = None
     if val_examples:
-        validation = Validation(val_examples, objective, batch_size=spec.data.batch_size, pad_id=lm.pad_id,
-                                multiple=spec.data.pad_multiple, max_width=max_len, mesh=mesh,
-                                trainable_shardings=state_sh.trainable, frozen_shardings=frozen_sh)
+        validation = Validation(
+            val_examples,
+            objective,
+            batch_size=spec.data.batch_size,
+            pad_id=lm.pad_id,
+            multiple=spec.data.pad_multiple,
+            max_width=max_len,
+            mesh=mesh,
+            trainable_shardings=state_sh.trainable,
+            frozen_shardings=frozen_sh,
+        )
     del trainable, lm
 
     ckpt = checkpointing.Checkpointer(
-        workdir / "checkpoints", keep=spec.checkpoint.keep, async_save=spec.checkpoint.async_save,
-        fingerprint=checkpointing.model_fingerprint(run_record.weights_identity(spec.model.name), cfg,
-                                                   state.trainable))
+        workdir / "checkpoints",
+        keep=spec.checkpoint.keep,
+        async_save=spec.checkpoint.async_save,
+        fingerprint=checkpointing.model_fingerprint(run_record.weights_identity(spec.model.name), cfg, state.trainable),
+    )
     position = {"epoch": 0, "index": 0}
     stats = epoch_stats.empty(len(examples))
     history: list[dict[str, float]] = []
@@ -222,21 +260,28 @@ def _train(spec: RunSpec, workdir: pathlib.Path, is_main: bool, record: dict[str
     logger = RunLogger(workdir, enabled=is_main, tensorboard=spec.log.tensorboard, resume_step=resumed_from)
     if is_main:
         print(f"data: {len(examples)} examples from {source}; {report.summary()}", flush=True)
-        print(f"training {spec.objective} on {spec.model.name}: {spec.train.epochs} epochs x "
-              f"{steps_per_epoch} steps = {total_steps} steps" +
-              (f" = {total_updates} updates of {accumulate} accumulated steps" if accumulate > 1 else "") +
-              (f"; resuming after step {resumed_from}" if resumed_from is not None else ""), flush=True)
+        print(
+            f"training {spec.objective} on {spec.model.name}: {spec.train.epochs} epochs x "
+            f"{steps_per_epoch} steps = {total_steps} steps"
+            + (f" = {total_updates} updates of {accumulate} accumulated steps" if accumulate > 1 else "")
+            + (f"; resuming after step {resumed_from}" if resumed_from is not None else ""),
+            flush=True,
+        )
 
     def describe_bad_step(host: epoch_stats.EpochStats) -> str:
         bad_epoch, bad_index = divmod(int(host.bad_batch), steps_per_epoch)
-        return (f"non-finite loss ({float(host.bad_loss)}) or gradient norm ({float(host.bad_grad_norm)}) at epoch "
-                f"{bad_epoch}, batch {bad_index}")
+        return (
+            f"non-finite loss ({float(host.bad_loss)}) or gradient norm ({float(host.bad_grad_norm)}) at epoch "
+            f"{bad_epoch}, batch {bad_index}"
+        )
 
     def known_good_text() -> str:
         good = divergence.last_known_good(windows)
         if good is None:
-            return ("none (no checkpoint was saved before the divergence without a loss or gradient-norm spike "
-                    "in its window)")
+            return (
+                "none (no checkpoint was saved before the divergence without a loss or gradient-norm spike "
+                "in its window)"
+            )
         return f"step {good} in {ckpt.directory}"
 
     def read_stats() -> epoch_stats.EpochStats:
@@ -247,33 +292,52 @@ def _train(spec: RunSpec, workdir: pathlib.Path, is_main: bool, record: dict[str
             ckpt.wait()
             if spec.train.on_nonfinite == "rollback":
                 raise _Diverged(host)
-            hint = "" if divergence.last_known_good(windows) is None else (
-                ". To recover from it, rerun with --config.train.on_nonfinite=rollback "
-                "--config.resume.allow_changes=train.on_nonfinite")
-            raise NonFiniteLossError(f"{describe_bad_step(host)}; the update was not applied and the run stopped. "
-                                     f"Last known good checkpoint: {known_good_text()}{hint}")
+            hint = (
+                ""
+                if divergence.last_known_good(windows) is None
+                else (
+                    ". To recover from it, rerun with --config.train.on_nonfinite=rollback "
+                    "--config.resume.allow_changes=train.on_nonfinite"
+                )
+            )
+            raise NonFiniteLossError(
+                f"{describe_bad_step(host)}; the update was not applied and the run stopped. "
+                f"Last known good checkpoint: {known_good_text()}{hint}"
+            )
         return host
 
     def save(step: int, force: bool = False) -> None:
         nonlocal stats
         host = read_stats()
-        window = divergence.judge(step, float(host.window_max_loss), float(host.window_max_grad_norm), windows,
-                                  spec.checkpoint.spike_factor)
-        meta = {"data": position, "epoch_accumulators": epoch_stats.to_json(epoch_stats.new_window(host)),
-                "history": history, "start_eval": start_eval, "saturated": saturated, "anneal": anneal,
-                "windows": [w.to_json() for w in (*windows, window)], "recovery": recovery.to_json(),
-                "config": spec.to_dict()}
+        window = divergence.judge(
+            step, float(host.window_max_loss), float(host.window_max_grad_norm), windows, spec.checkpoint.spike_factor
+        )
+        meta = {
+            "data": position,
+            "epoch_accumulators": epoch_stats.to_json(epoch_stats.new_window(host)),
+            "history": history,
+            "start_eval": start_eval,
+            "saturated": saturated,
+            "anneal": anneal,
+            "windows": [w.to_json() for w in (*windows, window)],
+            "recovery": recovery.to_json(),
+            "config": spec.to_dict(),
+        }
         good = divergence.last_known_good([*windows, window])
         ckpt.protect(set() if good is None else {good})
         if ckpt.save(step, state, meta, force=force):
             windows.append(window)
             stats = jax.device_put(epoch_stats.new_window(host), replicated)
 
-    perf = StepPerformance.create(objective.kind, frozen if objective.kind != "full" else state.trainable, cfg,
-                                  spec.model.dtype)
+    perf = StepPerformance.create(
+        objective.kind, frozen if objective.kind != "full" else state.trainable, cfg, spec.model.dtype
+    )
     if is_main:
-        print(f"mesh {dict(mesh.shape)} on {jax.device_count()} devices; MFU against the {perf.peak_source} "
-              f"x {jax.device_count()}", flush=True)
+        print(
+            f"mesh {dict(mesh.shape)} on {jax.device_count()} devices; MFU against the {perf.peak_source} "
+            f"x {jax.device_count()}",
+            flush=True,
+        )
     steps: dict[tuple[int, int], Any] = {}
     rows = row_multiple(mesh)  # batches get target-free filler rows up to a multiple of data x fsdp
     bar = ProgressBar(total_steps, initial=int(state.step), enabled=is_main)
@@ -289,8 +353,10 @@ def _train(spec: RunSpec, workdir: pathlib.Path, is_main: bool, record: dict[str
         out = workdir / "eval" / f"epoch_{epoch:04d}.jsonl" if is_main else None
         values = evaluation.log_values(held_out.run(objective, state.trainable, frozen, shell, out))
         if is_main:
-            print(f"held-out eval after epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()),
-                  flush=True)
+            print(
+                f"held-out eval after epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()),
+                flush=True,
+            )
         return values
 
     if held_out is not None and spec.eval.at_start and resumed_from is None:
@@ -310,11 +376,20 @@ def _train(spec: RunSpec, workdir: pathlib.Path, is_main: bool, record: dict[str
                             widths = batch_widths(as_batch(full), multiple=spec.data.pad_multiple)
                             if widths not in steps:
                                 steps[widths] = jit_train_step(
-                                    objective, optimizer, per_step(schedule, accumulate), state_sh, frozen_sh,
-                                    batch_shardings(full, mesh), prompt_width=widths[0], answer_width=widths[1],
-                                    with_stats=True, halt_on_nonfinite=spec.train.on_nonfinite != "skip_batch")
-                            state, stats, metrics = steps[widths](state, frozen, global_batch(full, mesh), stats,
-                                                                  np.int32(number))
+                                    objective,
+                                    optimizer,
+                                    per_step(schedule, accumulate),
+                                    state_sh,
+                                    frozen_sh,
+                                    batch_shardings(full, mesh),
+                                    prompt_width=widths[0],
+                                    answer_width=widths[1],
+                                    with_stats=True,
+                                    halt_on_nonfinite=spec.train.on_nonfinite != "skip_batch",
+                                )
+                            state, stats, metrics = steps[widths](
+                                state, frozen, global_batch(full, mesh), stats, np.int32(number)
+                            )
                             in_flight.add(metrics["loss"])
                             tokens_per_s = perf.throughput.update(float(np.sum(full["length"])))
                         step += 1
@@ -331,8 +406,9 @@ def _train(spec: RunSpec, workdir: pathlib.Path, is_main: bool, record: dict[str
                         if _any_process(sigterm.requested):
                             save(step, force=True)
                             ckpt.close()
-                            raise SystemExit(f"SIGTERM: saved step {step} in {ckpt.directory}; rerun the same "
-                                             "command to resume")
+                            raise SystemExit(
+                                f"SIGTERM: saved step {step} in {ckpt.directory}; rerun the same command to resume"
+                            )
                         if spec.checkpoint.every_steps and step % spec.checkpoint.every_steps == 0:
                             save(step)
                         if step >= total_steps:
@@ -340,31 +416,42 @@ def _train(spec: RunSpec, workdir: pathlib.Path, is_main: bool, record: dict[str
                     host_stats = read_stats()
                     epoch_metrics = epoch_stats.summary(host_stats)
                     if int(host_stats.skipped) and is_main:
-                        print(f"epoch {epoch + 1}: skipped {int(host_stats.skipped)} non-finite batches "
-                              "(train.on_nonfinite='skip_batch')", flush=True)
+                        print(
+                            f"epoch {epoch + 1}: skipped {int(host_stats.skipped)} non-finite batches "
+                            "(train.on_nonfinite='skip_batch')",
+                            flush=True,
+                        )
                     if int(host_stats.skipped) and not int(host_stats.steps):
                         ckpt.wait()
                         raise NonFiniteLossError(
                             f"every batch of epoch {epoch} was non-finite and skipped "
                             f"(train.on_nonfinite='skip_batch'): the run diverged for good. Last known good "
-                            f"checkpoint: {known_good_text()}; lower train.lr or enable train.clip")
+                            f"checkpoint: {known_good_text()}; lower train.lr or enable train.clip"
+                        )
                     history.append(epoch_metrics)
                     stats = jax.device_put(epoch_stats.next_epoch(host_stats), replicated)
                     position = {"epoch": epoch + 1, "index": 0}
                     decision = saturation.check_saturation([h[rule.metric] for h in history], rule)
                     end_now = False
                     if decision.stop and saturated is None:
-                        saturated = {"epoch": decision.saturation_epoch, "reason": decision.reason,
-                                     "after_epoch": epoch + 1, "update": step // accumulate}
+                        saturated = {
+                            "epoch": decision.saturation_epoch,
+                            "reason": decision.reason,
+                            "after_epoch": epoch + 1,
+                            "update": step // accumulate,
+                        }
                         length = saturation.anneal_length(rule, warmup_updates, step // accumulate, total_updates)
                         if rule.mode == "anneal" and length:
                             anneal = {"start": step // accumulate, "length": length}
                             schedule, optimizer, total_steps = replan()
                             steps.clear()  # the steps close over the old schedule
                             if is_main:
-                                print(f"saturated at epoch {decision.saturation_epoch} ({decision.reason}): "
-                                      f"annealing the learning rate from {float(schedule(anneal['start'])):.3g} to 0 "
-                                      f"over {length} more updates", flush=True)
+                                print(
+                                    f"saturated at epoch {decision.saturation_epoch} ({decision.reason}): "
+                                    f"annealing the learning rate from {float(schedule(anneal['start'])):.3g} to 0 "
+                                    f"over {length} more updates",
+                                    flush=True,
+                                )
                         end_now = rule.mode != "observe" and anneal is None
                     last = end_now or epoch + 1 == spec.train.epochs or step >= total_steps
                     if held_out is not None and evaluation.eval_due(spec.eval, epoch + 1, last):
@@ -372,29 +459,40 @@ def _train(spec: RunSpec, workdir: pathlib.Path, is_main: bool, record: dict[str
                     if validation is not None and ((epoch + 1) % spec.eval.val_every_epochs == 0 or last):
                         epoch_metrics.update(validation.run(state.trainable, frozen))
                         if is_main:
-                            print(f"validation after epoch {epoch + 1} ({len(val_examples)} rows): loss "
-                                  f"{epoch_metrics['val_loss']:.4f}, token accuracy "
-                                  f"{epoch_metrics['val_token_accuracy']:.4f}", flush=True)
+                            print(
+                                f"validation after epoch {epoch + 1} ({len(val_examples)} rows): loss "
+                                f"{epoch_metrics['val_loss']:.4f}, token accuracy "
+                                f"{epoch_metrics['val_token_accuracy']:.4f}",
+                                flush=True,
+                            )
                     logger.log_epoch(epoch + 1, step, {**epoch_metrics, **decision.as_log()})  # 1-based
                     if is_main:
-                        print(f"epoch {epoch + 1}/{spec.train.epochs}: token accuracy "
-                              f"{epoch_metrics['token_accuracy']:.4f}, loss {epoch_metrics['loss']:.4f}, memorized "
-                              f"{epoch_metrics['memorized_fraction']:.2f}", flush=True)
+                        print(
+                            f"epoch {epoch + 1}/{spec.train.epochs}: token accuracy "
+                            f"{epoch_metrics['token_accuracy']:.4f}, loss {epoch_metrics['loss']:.4f}, memorized "
+                            f"{epoch_metrics['memorized_fraction']:.2f}",
+                            flush=True,
+                        )
                     if end_now or step >= total_steps:
                         break
                 break
             except _Diverged as diverged:
                 good = divergence.last_known_good(windows)
                 if good is None or len(recovery.rollbacks) >= spec.train.rollback_limit:
+                    why = (
+                        "no known good checkpoint to roll back to (none was saved before the divergence without a "
+                        "loss or gradient-norm spike in its window)"
+                        if good is None
+                        else f"{len(recovery.rollbacks)} rollbacks (train.rollback_limit) did not keep the run "
+                        f"finite; last known good checkpoint: step {good} in {ckpt.directory}; lower train.lr or "
+                        "set train.clip"
+                    )
                     raise NonFiniteLossError(
-                        f"{describe_bad_step(diverged.stats)}; the update was not applied and the run stopped: " + (
-                            "no known good checkpoint to roll back to (none was saved before the divergence without "
-                            "a loss or gradient-norm spike in its window)" if good is None else
-                            f"{len(recovery.rollbacks)} rollbacks (train.rollback_limit) did not keep the run finite; "
-                            f"last known good checkpoint: step {good} in {ckpt.directory}; lower train.lr or set "
-                            "train.clip")) from None
-                recovery = recovery.after(int(diverged.stats.bad_batch), good, spec.train.rollback_lr_factor,
-                                          found_at_step=step)
+                        f"{describe_bad_step(diverged.stats)}; the update was not applied and the run stopped: {why}"
+                    ) from None
+                recovery = recovery.after(
+                    int(diverged.stats.bad_batch), good, spec.train.rollback_lr_factor, found_at_step=step
+                )
                 moved = [ckpt.move_aside(s, "rolled_back") for s in ckpt.all_steps() if s > good]
                 target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
                 del state
@@ -408,24 +506,37 @@ def _train(spec: RunSpec, workdir: pathlib.Path, is_main: bool, record: dict[str
                 step, in_flight = int(state.step), InFlight(MAX_STEPS_IN_FLIGHT)
                 set_aside = logger.rewind(good)
                 if is_main:
-                    print(f"{describe_bad_step(diverged.stats)}: rolled back to step {good}, the last known good "
-                          f"checkpoint (rollback {len(recovery.rollbacks)} of at most {spec.train.rollback_limit}); "
-                          f"that batch is skipped and the learning rate scaled by {recovery.lr_scale:g}"
-                          + (f"; steps {[m.name for m in moved]} moved to {moved[0].parent}" if moved else "")
-                          + f"; the replaced log rows are in {set_aside}", flush=True)
+                    print(
+                        f"{describe_bad_step(diverged.stats)}: rolled back to step {good}, the last known good "
+                        f"checkpoint (rollback {len(recovery.rollbacks)} of at most {spec.train.rollback_limit}); "
+                        f"that batch is skipped and the learning rate scaled by {recovery.lr_scale:g}"
+                        + (f"; steps {[m.name for m in moved]} moved to {moved[0].parent}" if moved else "")
+                        + f"; the replaced log rows are in {set_aside}",
+                        flush=True,
+                    )
     bar.close()
     final_step = int(state.step)
     save(final_step, force=True)
     ckpt.close()
     summary = {
-        "steps": final_step, "updates": final_step // accumulate, "epochs": len(history),
+        "steps": final_step,
+        "updates": final_step // accumulate,
+        "epochs": len(history),
         "planned_updates": total_updates,
         "final_token_accuracy": history[-1]["token_accuracy"] if history else None,
-        "saturation": None if saturated is None else {
-            **saturated, "mode": rule.mode, "anneal": anneal,
-            "updates_saved": saturation.updates_saved(total_updates, -(-final_step // accumulate))},
-        "history": history, "start_eval": start_eval or None, "truncation": report.summary(),
-        "checkpoint_dir": str(ckpt.directory), "rollbacks": list(recovery.rollbacks),
+        "saturation": None
+        if saturated is None
+        else {
+            **saturated,
+            "mode": rule.mode,
+            "anneal": anneal,
+            "updates_saved": saturation.updates_saved(total_updates, -(-final_step // accumulate)),
+        },
+        "history": history,
+        "start_eval": start_eval or None,
+        "truncation": report.summary(),
+        "checkpoint_dir": str(ckpt.directory),
+        "rollbacks": list(recovery.rollbacks),
         **_mixing_alphas(state, objective, summary=True),
     }
     plot = logger.close(saturation_epoch=None if saturated is None else saturated["epoch"])
@@ -433,8 +544,11 @@ def _train(spec: RunSpec, workdir: pathlib.Path, is_main: bool, record: dict[str
         summary["plot"] = str(plot) if plot else None
         (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
         if saturated is not None:
-            print(f"saturated at epoch {saturated['epoch']} ({saturated['reason']}, mode {rule.mode}); "
-                  f"{summary['saturation']['updates_saved']} of {total_updates} updates saved", flush=True)
+            print(
+                f"saturated at epoch {saturated['epoch']} ({saturated['reason']}, mode {rule.mode}); "
+                f"{summary['saturation']['updates_saved']} of {total_updates} updates saved",
+                flush=True,
+            )
     return summary
 
 

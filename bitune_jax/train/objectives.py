@@ -56,22 +56,53 @@ class Objective:
             return init_adapters(params, self.peft, key), params
         return init_trainable(params, self.cfg, self.bitune, key), params
 
-    def loss(self, trainable: Params, frozen: Params, batch: dict[str, Any], *, prompt_width: int | None = None,
-             answer_width: int | None = None, dropout_key: jax.Array | None = None):
+    def loss(
+        self,
+        trainable: Params,
+        frozen: Params,
+        batch: dict[str, Any],
+        *,
+        prompt_width: int | None = None,
+        answer_width: int | None = None,
+        dropout_key: jax.Array | None = None,
+    ):
         """`dropout_key`: training (LoRA dropout, if the PEFT config asks for it); None: a deterministic forward."""
         b = as_batch(batch)
         if self.kind == "bitune":
-            return bitune_loss(trainable, frozen, b, self.cfg, self.bitune, prompt_width=prompt_width,
-                               answer_width=answer_width, dtype=self.dtype, attn_impl=self.attn_impl,
-                               remat=self.remat, loss_chunk=self.loss_chunk, dropout_key=dropout_key,
-                               sequence_parallel=self.sequence_parallel)
+            return bitune_loss(
+                trainable,
+                frozen,
+                b,
+                self.cfg,
+                self.bitune,
+                prompt_width=prompt_width,
+                answer_width=answer_width,
+                dtype=self.dtype,
+                attn_impl=self.attn_impl,
+                remat=self.remat,
+                loss_chunk=self.loss_chunk,
+                dropout_key=dropout_key,
+                sequence_parallel=self.sequence_parallel,
+            )
         params, adapters = (trainable, None) if self.kind == "full" else (frozen, trainable)
         seq = b.tokens.shape[1]
         positions = jnp.where(jnp.arange(seq) < b.length[:, None], jnp.arange(seq, dtype=jnp.int32), -1)
         rows, targets, mask = answer_rows(b, answer_width)
-        hidden, _ = forward(params, b.tokens, self.cfg, positions=positions, adapters=adapters, peft=self.peft,
-                            dtype=self.dtype, attn_impl=self.attn_impl, remat=self.remat, logit_rows=rows,
-                            return_hidden=True, dropout_key=dropout_key, sequence_parallel=self.sequence_parallel)
+        hidden, _ = forward(
+            params,
+            b.tokens,
+            self.cfg,
+            positions=positions,
+            adapters=adapters,
+            peft=self.peft,
+            dtype=self.dtype,
+            attn_impl=self.attn_impl,
+            remat=self.remat,
+            logit_rows=rows,
+            return_hidden=True,
+            dropout_key=dropout_key,
+            sequence_parallel=self.sequence_parallel,
+        )
         if self.sequence_parallel is not None:
             hidden = self.sequence_parallel.constrain(hidden)  # the answer rows' unembedding split too
         return hidden_token_loss(hidden, targets, mask, lambda h: unembed(params, h, self.cfg), self.loss_chunk)

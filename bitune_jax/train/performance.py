@@ -30,14 +30,21 @@ class Throughput:
         """Record that `tokens` were processed by `now`; returns tokens/s, None until two timestamps exist."""
         self._times.append(time.perf_counter() if now is None else now)
         self._tokens.append(float(tokens))
-        self._times, self._tokens = self._times[-self.window - 1:], self._tokens[-self.window - 1:]
+        self._times, self._tokens = self._times[-self.window - 1 :], self._tokens[-self.window - 1 :]
         if len(self._times) < 2 or self._times[-1] <= self._times[0]:
             return None
         return sum(self._tokens[1:]) / (self._times[-1] - self._times[0])
 
 
-def model_flops_per_token(num_params: int, seq_len: int, num_layers: int, dim: int,
-                          backward_weight_grads: bool = True, *, causal: bool = False) -> float:
+def model_flops_per_token(
+    num_params: int,
+    seq_len: int,
+    num_layers: int,
+    dim: int,
+    backward_weight_grads: bool = True,
+    *,
+    causal: bool = False,
+) -> float:
     """Training FLOPs per token (the MFU numerator), by the PaLM (Chowdhery et al. 2022, app. B) rule.
 
     A matmul with N weights costs 2N FLOPs per token forward, 2N backward for the input gradient, and 2N backward
@@ -81,8 +88,9 @@ def mfu(tokens_per_s: float, flops_per_token: float, peak_flops_per_s: float) ->
     return tokens_per_s * flops_per_token / peak_flops_per_s
 
 
-def measure_matmul_peak_flops(dtype: Any = jnp.bfloat16, size: int = 4096, *, repeats: int = 10,
-                              device: jax.Device | None = None) -> float:
+def measure_matmul_peak_flops(
+    dtype: Any = jnp.bfloat16, size: int = 4096, *, repeats: int = 10, device: jax.Device | None = None
+) -> float:
     """FLOP/s of a jitted `size x size` square matmul on one device: the best of `repeats` timed runs.
 
     A measured peak rather than a datasheet one, so MFU on a CPU or a throttled GPU still means "fraction of what
@@ -117,14 +125,25 @@ class StepPerformance:
     @classmethod
     def create(cls, kind: str, weights, cfg, dtype: str) -> StepPerformance:
         peak, source = peak_flops(
-            jax.devices()[0].device_kind, dtype,
-            lambda: measure_matmul_peak_flops(jnp.float32 if dtype == "float32" else jnp.bfloat16, 1024))
-        return cls(n_params=sum(x.size for x in jax.tree.leaves(weights)), num_layers=cfg.num_layers, dim=cfg.dim,
-                   kind=kind, peak=peak * jax.device_count(), peak_source=source, throughput=Throughput())
+            jax.devices()[0].device_kind,
+            dtype,
+            lambda: measure_matmul_peak_flops(jnp.float32 if dtype == "float32" else jnp.bfloat16, 1024),
+        )
+        return cls(
+            n_params=sum(x.size for x in jax.tree.leaves(weights)),
+            num_layers=cfg.num_layers,
+            dim=cfg.dim,
+            kind=kind,
+            peak=peak * jax.device_count(),
+            peak_source=source,
+            throughput=Throughput(),
+        )
 
     def rates(self, tokens_per_s: float | None, full: dict[str, np.ndarray], prompt_width: int) -> dict[str, float]:
         if not tokens_per_s:
             return {}
         flops = step_model_flops(self.kind, full, prompt_width, self.n_params, self.num_layers, self.dim)
-        return {"tokens_per_s": tokens_per_s,
-                "mfu": tokens_per_s * flops / max(float(np.sum(full["length"])), 1.0) / self.peak}
+        return {
+            "tokens_per_s": tokens_per_s,
+            "mfu": tokens_per_s * flops / max(float(np.sum(full["length"])), 1.0) / self.peak,
+        }

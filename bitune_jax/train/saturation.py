@@ -135,7 +135,7 @@ def check_saturation(accuracies: Sequence[float], config: SaturationConfig | Non
     epoch, latest = len(acc), acc[-1]
     gain = None
     if config.window > 0 and epoch > config.window:
-        gain = max(acc[-config.window:]) - max(acc[: -config.window])
+        gain = max(acc[-config.window :]) - max(acc[: -config.window])
     go_on = SaturationDecision(False, None, None, epoch, latest, gain)
     if not config.enabled or epoch < config.min_epochs:
         return go_on

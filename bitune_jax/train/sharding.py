@@ -37,15 +37,17 @@ DEFAULT_RULES: tuple[tuple[str, P], ...] = (
 )
 
 
-def make_mesh(*, data: int = 1, fsdp: int = 1, sequence: int = 1, tensor: int = 1,
-              devices: Sequence[jax.Device] | None = None) -> Mesh:
+def make_mesh(
+    *, data: int = 1, fsdp: int = 1, sequence: int = 1, tensor: int = 1, devices: Sequence[jax.Device] | None = None
+) -> Mesh:
     devices = list(devices if devices is not None else jax.devices())
     need = data * fsdp * sequence * tensor
     if need != len(devices):
-        raise ValueError(f"mesh data={data} x fsdp={fsdp} x sequence={sequence} x tensor={tensor} = {need} devices, "
-                         f"but {len(devices)} are available; set config.mesh so the product matches")
-    return jax.make_mesh((data, fsdp, sequence, tensor), AXES, axis_types=(AxisType.Auto,) * len(AXES),
-                         devices=devices)
+        raise ValueError(
+            f"mesh data={data} x fsdp={fsdp} x sequence={sequence} x tensor={tensor} = {need} devices, "
+            f"but {len(devices)} are available; set config.mesh so the product matches"
+        )
+    return jax.make_mesh((data, fsdp, sequence, tensor), AXES, axis_types=(AxisType.Auto,) * len(AXES), devices=devices)
 
 
 def row_multiple(mesh: Mesh) -> int:
@@ -72,14 +74,16 @@ def spec_for(path: str, shape: tuple[int, ...], mesh: Mesh, rules=DEFAULT_RULES)
     for pattern, spec in rules:
         if re.search(pattern, path) and len(shape) >= len(spec):
             lead = (None,) * (len(shape) - len(spec))
-            return P(*lead, *(_fit(axis, size, mesh) for size, axis in zip(shape[len(lead):], spec)))
+            return P(*lead, *(_fit(axis, size, mesh) for size, axis in zip(shape[len(lead) :], spec)))
     return P()
 
 
 def tree_shardings(tree, mesh: Mesh, rules=DEFAULT_RULES):
     """A `NamedSharding` for every leaf of `tree` (arrays or `ShapeDtypeStruct`s)."""
+
     def one(key_path, leaf):
         return NamedSharding(mesh, spec_for(_path(key_path), tuple(np.shape(leaf)), mesh, rules))
+
     return jax.tree_util.tree_map_with_path(one, tree)
 
 
@@ -96,13 +100,17 @@ def pad_rows(batch: dict[str, np.ndarray], multiple: int, pad_id: int = 0) -> di
     if not extra:
         return batch
     fill = {"tokens": pad_id, "example_id": -1}
-    return {k: np.concatenate([v, np.full((extra, *np.shape(v)[1:]), fill.get(k, 0), np.asarray(v).dtype)])
-            for k, v in batch.items()}
+    return {
+        k: np.concatenate([v, np.full((extra, *np.shape(v)[1:]), fill.get(k, 0), np.asarray(v).dtype)])
+        for k, v in batch.items()
+    }
 
 
 def global_batch(full: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
     """Place the global batch (every process holds all of it; batches are small next to activations) on the mesh:
     each process copies only the slices its own devices hold."""
     shardings = batch_shardings(full, mesh)
-    return {k: jax.make_array_from_callback(np.shape(v), shardings[k], lambda idx, v=v: np.asarray(v)[idx])
-            for k, v in full.items()}
+    return {
+        k: jax.make_array_from_callback(np.shape(v), shardings[k], lambda idx, v=v: np.asarray(v)[idx])
+        for k, v in full.items()
+    }

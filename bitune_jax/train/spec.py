@@ -165,8 +165,10 @@ def _build(cls: type, values: Mapping[str, Any], where: str):
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown, missing = sorted(set(values) - set(fields)), sorted(set(fields) - set(values))
     if unknown or missing:
-        raise KeyError(f"{where}: keys {unknown} are not in the run config and {missing} are missing; "
-                       "configs start from experiments/configs/common.py:base()")
+        raise KeyError(
+            f"{where}: keys {unknown} are not in the run config and {missing} are missing; "
+            "configs start from experiments/configs/common.py:base()"
+        )
     hints = typing.get_type_hints(cls)
     out = {}
     for name in fields:

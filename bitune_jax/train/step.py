@@ -28,19 +28,21 @@ def make_schedule(kind: str, peak_lr: float, total_updates: int, warmup_frac: fl
         return optax.warmup_cosine_decay_schedule(0.0, peak_lr, max(warmup, 0), warmup + decay, end_value=0.0)
     if kind == "linear":
         return optax.join_schedules(
-            [optax.linear_schedule(0.0, peak_lr, max(warmup, 1)), optax.linear_schedule(peak_lr, 0.0, decay)],
-            [warmup])
+            [optax.linear_schedule(0.0, peak_lr, max(warmup, 1)), optax.linear_schedule(peak_lr, 0.0, decay)], [warmup]
+        )
     if kind == "constant":
-        return optax.join_schedules([optax.linear_schedule(0.0, peak_lr, max(warmup, 1)),
-                                     optax.constant_schedule(peak_lr)], [warmup])
+        return optax.join_schedules(
+            [optax.linear_schedule(0.0, peak_lr, max(warmup, 1)), optax.constant_schedule(peak_lr)], [warmup]
+        )
     raise ValueError(f"unknown schedule {kind!r}; choose cosine, linear or constant")
 
 
 def annealed(schedule: optax.Schedule, start: int, length: int) -> optax.Schedule:
     """`schedule` up to update `start`, then a linear fall from `schedule(start)` to 0 at `start + length`."""
     peak = schedule(start)
-    return lambda update: jnp.where(update < start, schedule(update),
-                                    peak * jnp.clip(1.0 - (update - start) / length, 0.0, 1.0))
+    return lambda update: jnp.where(
+        update < start, schedule(update), peak * jnp.clip(1.0 - (update - start) / length, 0.0, 1.0)
+    )
 
 
 def per_step(schedule: optax.Schedule, accumulate: int) -> optax.Schedule:
@@ -49,9 +51,17 @@ def per_step(schedule: optax.Schedule, accumulate: int) -> optax.Schedule:
     return schedule if accumulate == 1 else lambda step: schedule(step // accumulate)
 
 
-def make_optimizer(schedule: optax.Schedule, *, b1: float, b2: float, eps: float, weight_decay: float,
-                   clip: float | None, accumulate: int = 1,
-                   moments_dtype: Any = jnp.float32) -> optax.GradientTransformation:
+def make_optimizer(
+    schedule: optax.Schedule,
+    *,
+    b1: float,
+    b2: float,
+    eps: float,
+    weight_decay: float,
+    clip: float | None,
+    accumulate: int = 1,
+    moments_dtype: Any = jnp.float32,
+) -> optax.GradientTransformation:
     """AdamW (with global-norm clipping, and `accumulate` steps per update) whose moments, accumulated gradients
     and update math are in `moments_dtype` whatever the parameters' dtype: with bf16 parameters, bf16 moments
     would lose `0.999 * nu` below bf16 resolution (the authors' 8-bit AdamW also dequantizes to float32 for the
@@ -79,14 +89,23 @@ def init_state(trainable, optimizer: optax.GradientTransformation) -> TrainState
     return TrainState(step=jnp.zeros((), jnp.int32), trainable=trainable, opt_state=optimizer.init(trainable))
 
 
-def train_step(state: TrainState, frozen, batch: dict[str, jax.Array], *, objective: Objective,
-               optimizer: optax.GradientTransformation, schedule: optax.Schedule,
-               prompt_width: int | None = None, answer_width: int | None = None):
+def train_step(
+    state: TrainState,
+    frozen,
+    batch: dict[str, jax.Array],
+    *,
+    objective: Objective,
+    optimizer: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    prompt_width: int | None = None,
+    answer_width: int | None = None,
+):
     """One step (an optimizer update, or one accumulated batch of one). A non-finite loss or gradient leaves the
     state unchanged. `schedule` maps the step to the learning rate it runs at, for the log (see `per_step`)."""
     dropout_key = jax.random.fold_in(jax.random.key(objective.seed), state.step)
-    loss_fn = functools.partial(objective.loss, prompt_width=prompt_width, answer_width=answer_width,
-                                dropout_key=dropout_key)
+    loss_fn = functools.partial(
+        objective.loss, prompt_width=prompt_width, answer_width=answer_width, dropout_key=dropout_key
+    )
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.trainable, frozen, batch)
     grad_norm = optax.tree.norm(grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.trainable)
@@ -98,8 +117,16 @@ def train_step(state: TrainState, frozen, batch: dict[str, jax.Array], *, object
     return new, metrics
 
 
-def loop_step(state: TrainState, frozen, batch: dict[str, jax.Array], stats: EpochStats, batch_number: jax.Array,
-              *, halt: bool = True, **step_kwargs):
+def loop_step(
+    state: TrainState,
+    frozen,
+    batch: dict[str, jax.Array],
+    stats: EpochStats,
+    batch_number: jax.Array,
+    *,
+    halt: bool = True,
+    **step_kwargs,
+):
     """`train_step` that folds itself into the on-device epoch statistics and (with `halt`) is a no-op once a step
     has gone non-finite, so the loop may read the device only now and then (see `epoch_stats`)."""
     new, metrics = train_step(state, frozen, batch, **step_kwargs)
@@ -110,21 +137,41 @@ def loop_step(state: TrainState, frozen, batch: dict[str, jax.Array], stats: Epo
     return new, epoch_stats.accumulate(stats, metrics, batch["example_id"], batch_number, halt), metrics
 
 
-def jit_train_step(objective: Objective, optimizer: optax.GradientTransformation, schedule: optax.Schedule,
-                   state_shardings, frozen_shardings, batch_shardings, *, prompt_width: int | None = None,
-                   answer_width: int | None = None, donate: bool = True, with_stats: bool = False,
-                   halt_on_nonfinite: bool = True):
+def jit_train_step(
+    objective: Objective,
+    optimizer: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    state_shardings,
+    frozen_shardings,
+    batch_shardings,
+    *,
+    prompt_width: int | None = None,
+    answer_width: int | None = None,
+    donate: bool = True,
+    with_stats: bool = False,
+    halt_on_nonfinite: bool = True,
+):
     """`train_step` (or with `with_stats`, `loop_step`) compiled with explicit in/out shardings: the state keeps
     its layout and the old one is donated; metrics and statistics are replicated, readable by every process."""
-    kwargs = dict(objective=objective, optimizer=optimizer, schedule=schedule, prompt_width=prompt_width,
-                  answer_width=answer_width)
+    kwargs = dict(
+        objective=objective,
+        optimizer=optimizer,
+        schedule=schedule,
+        prompt_width=prompt_width,
+        answer_width=answer_width,
+    )
     mesh = jax.tree.leaves(batch_shardings)[0].mesh  # one sharding for the whole batch, or one per array
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     if with_stats:
-        return jax.jit(functools.partial(loop_step, halt=halt_on_nonfinite, **kwargs),
-                       in_shardings=(state_shardings, frozen_shardings, batch_shardings, replicated, replicated),
-                       out_shardings=(state_shardings, replicated, replicated),
-                       donate_argnums=(0, 3) if donate else ())
-    return jax.jit(functools.partial(train_step, **kwargs),
-                   in_shardings=(state_shardings, frozen_shardings, batch_shardings),
-                   out_shardings=(state_shardings, replicated), donate_argnums=(0,) if donate else ())
+        return jax.jit(
+            functools.partial(loop_step, halt=halt_on_nonfinite, **kwargs),
+            in_shardings=(state_shardings, frozen_shardings, batch_shardings, replicated, replicated),
+            out_shardings=(state_shardings, replicated, replicated),
+            donate_argnums=(0, 3) if donate else (),
+        )
+    return jax.jit(
+        functools.partial(train_step, **kwargs),
+        in_shardings=(state_shardings, frozen_shardings, batch_shardings),
+        out_shardings=(state_shardings, replicated),
+        donate_argnums=(0,) if donate else (),
+    )

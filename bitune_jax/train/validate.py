@@ -115,15 +115,20 @@ def validate(config: ConfigDict, device_count: int) -> RunSpec:
     if not errors and config.train.lr == 0:
         errors.append("config.train.lr=0: a zero learning rate trains nothing")
     if not errors and config.train.rollback_lr_factor == 0:
-        errors.append("config.train.rollback_lr_factor=0: a rollback would train on at a zero learning rate; "
-                      "use 1 to keep the rate")
+        errors.append(
+            "config.train.rollback_lr_factor=0: a rollback would train on at a zero learning rate; "
+            "use 1 to keep the rate"
+        )
 
     if not config.model.name:
-        errors.append("config.model.name is empty: set a preset with shipped weights, a local Hugging Face "
-                      "directory or a .gguf file")
+        errors.append(
+            "config.model.name is empty: set a preset with shipped weights, a local Hugging Face "
+            "directory or a .gguf file"
+        )
     if config.data.source == "jsonl":
-        errors += _missing_file("data.train_path", config.data.train_path, "a JSONL file of chat `messages` or "
-                                "`{prompt, response}` rows")
+        errors += _missing_file(
+            "data.train_path", config.data.train_path, "a JSONL file of chat `messages` or `{prompt, response}` rows"
+        )
     if config.data.chat_template:
         errors += _missing_file("data.chat_template", config.data.chat_template, "a .jinja chat template")
     if config.eval.every_epochs and config.eval.source == "jsonl":
@@ -134,24 +139,31 @@ def validate(config: ConfigDict, device_count: int) -> RunSpec:
     if all(isinstance(v, int) and v >= 1 for v in sizes.values()):
         product = math.prod(sizes.values())
         if product != device_count:
-            errors.append(f"config.mesh: data={m.data} x fsdp={m.fsdp} x sequence={m.sequence} x tensor={m.tensor} "
-                          f"= {product} devices, but {device_count} are available; make the product match")
+            errors.append(
+                f"config.mesh: data={m.data} x fsdp={m.fsdp} x sequence={m.sequence} x tensor={m.tensor} "
+                f"= {product} devices, but {device_count} are available; make the product match"
+            )
         if isinstance(config.data.pad_multiple, int) and config.data.pad_multiple % m.sequence:
-            errors.append(f"config.data.pad_multiple={config.data.pad_multiple} must be a multiple of "
-                          f"config.mesh.sequence={m.sequence} (each device holds an equal slice of the tokens)")
+            errors.append(
+                f"config.data.pad_multiple={config.data.pad_multiple} must be a multiple of "
+                f"config.mesh.sequence={m.sequence} (each device holds an equal slice of the tokens)"
+            )
         if isinstance(config.data.max_len, int) and config.data.max_len % m.sequence:
-            errors.append(f"config.data.max_len={config.data.max_len} must be a multiple of "
-                          f"config.mesh.sequence={m.sequence} (the longest batch is max_len tokens wide)")
+            errors.append(
+                f"config.data.max_len={config.data.max_len} must be a multiple of "
+                f"config.mesh.sequence={m.sequence} (the longest batch is max_len tokens wide)"
+            )
 
     keys = set(run_record.flat_config(config))
     for key in (k.strip() for k in str(config.resume.allow_changes).split(",") if k.strip()):
         if key not in keys and not any(k.startswith(key.rstrip(".") + ".") for k in keys):
             errors.append(f"config.resume.allow_changes names {key!r}, which is neither a config key nor a section")
 
-    for name, build in (("peft", lambda: PeftConfig(**config.peft.to_dict())),
-                        ("bitune", lambda: BituneConfig(peft=PeftConfig(**config.peft.to_dict()),
-                                                        **config.bitune.to_dict())),
-                        ("saturation", lambda: SaturationConfig.from_mapping(config.saturation))):
+    for name, build in (
+        ("peft", lambda: PeftConfig(**config.peft.to_dict())),
+        ("bitune", lambda: BituneConfig(peft=PeftConfig(**config.peft.to_dict()), **config.bitune.to_dict())),
+        ("saturation", lambda: SaturationConfig.from_mapping(config.saturation)),
+    ):
         if name != "saturation" and any(e.startswith(f"config.{name}.") for e in errors):
             continue  # already reported
         try:

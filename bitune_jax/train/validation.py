@@ -21,10 +21,20 @@ from bitune_jax.train.sharding import batch_shardings, global_batch, pad_rows, r
 
 
 class Validation:
-    def __init__(self, examples: Sequence[TokenizedExample], objective: Objective, *, batch_size: int, pad_id: int,
-                 multiple: int, max_width: int, mesh: jax.sharding.Mesh, trainable_shardings, frozen_shardings):
-        self.batches = EpochBatches(examples, batch_size, seed=0, pad_id=pad_id, multiple=multiple,
-                                    max_width=max_width)
+    def __init__(
+        self,
+        examples: Sequence[TokenizedExample],
+        objective: Objective,
+        *,
+        batch_size: int,
+        pad_id: int,
+        multiple: int,
+        max_width: int,
+        mesh: jax.sharding.Mesh,
+        trainable_shardings,
+        frozen_shardings,
+    ):
+        self.batches = EpochBatches(examples, batch_size, seed=0, pad_id=pad_id, multiple=multiple, max_width=max_width)
         self.objective, self.mesh, self.multiple, self.pad_id = objective, mesh, multiple, pad_id
         self.shardings = (trainable_shardings, frozen_shardings)
         self._steps: dict[tuple[int, int], Any] = {}
@@ -33,9 +43,11 @@ class Validation:
         if widths not in self._steps:
             loss = functools.partial(self.objective.loss, prompt_width=widths[0], answer_width=widths[1])
             replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
-            self._steps[widths] = jax.jit(lambda tr, fr, b: loss(tr, fr, b)[1],
-                                          in_shardings=(*self.shardings, batch_shardings(full, self.mesh)),
-                                          out_shardings=replicated)
+            self._steps[widths] = jax.jit(
+                lambda tr, fr, b: loss(tr, fr, b)[1],
+                in_shardings=(*self.shardings, batch_shardings(full, self.mesh)),
+                out_shardings=replicated,
+            )
         return self._steps[widths]
 
     def run(self, trainable, frozen) -> dict[str, float]:
@@ -49,5 +61,8 @@ class Validation:
             correct, tokens, rows = correct + int(m["correct"]), tokens + int(m["tokens"]), rows + int(real.sum())
             loss_sum += float(np.asarray(m["per_example_loss"])[real].sum())
             accuracy_sum += float(np.asarray(m["per_example_accuracy"])[real].sum())
-        return {"val_loss": loss_sum / max(rows, 1), "val_token_accuracy": correct / max(tokens, 1),
-                "val_sample_token_accuracy": accuracy_sum / max(rows, 1)}
+        return {
+            "val_loss": loss_sum / max(rows, 1),
+            "val_token_accuracy": correct / max(tokens, 1),
+            "val_sample_token_accuracy": accuracy_sum / max(rows, 1),
+        }

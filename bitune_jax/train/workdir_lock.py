@@ -50,9 +50,12 @@ class WorkdirLock:
         self.heartbeat_s, self.stale_after_s = heartbeat_s, stale_after_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._owner = {"host": socket.gethostname(), "pid": os.getpid(),
-                       "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-                       "token": secrets.randbits(30) + 1}  # int32: what a broadcast carries
+        self._owner = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "token": secrets.randbits(30) + 1,
+        }  # int32: what a broadcast carries
 
     @property
     def token(self) -> int:
@@ -85,9 +88,13 @@ class WorkdirLock:
                     raise WorkdirLockedError(
                         f"{self.path.parent} is in use by pid {owner.get('pid', '?')} on {owner.get('host', '?')} "
                         f"since {owner.get('started', '?')} (lock file {self.path}). Wait for that run to finish or "
-                        "stop it; if it is dead on another host, delete the lock file.") from None
-                print(f"reclaiming the stale lock {self.path} of pid {owner.get('pid', '?')} on "
-                      f"{owner.get('host', '?')}: {reason}", flush=True)
+                        "stop it; if it is dead on another host, delete the lock file."
+                    ) from None
+                print(
+                    f"reclaiming the stale lock {self.path} of pid {owner.get('pid', '?')} on "
+                    f"{owner.get('host', '?')}: {reason}",
+                    flush=True,
+                )
                 self.path.unlink(missing_ok=True)
                 continue
             with os.fdopen(fd, "w") as f:
@@ -152,8 +159,10 @@ def hold_workdir(workdir: str | pathlib.Path) -> Iterator[None]:
         if problem is not None:
             raise problem
         if not fine.all():
-            raise WorkdirLockedError(f"processes {np.flatnonzero(fine == 0).tolist()} do not see the workdir lock "
-                                     f"{pathlib.Path(workdir) / LOCK_NAME} that process 0 took (their errors say why)")
+            raise WorkdirLockedError(
+                f"processes {np.flatnonzero(fine == 0).tolist()} do not see the workdir lock "
+                f"{pathlib.Path(workdir) / LOCK_NAME} that process 0 took (their errors say why)"
+            )
         yield
     finally:
         if lock is not None:
@@ -171,4 +180,5 @@ def _check_lock(path: pathlib.Path, token: int) -> None:
         seen = "no lock file" if owner is None else f"a lock of pid {owner.get('pid', '?')} on {owner.get('host', '?')}"
         raise WorkdirLockedError(
             f"process {jax.process_index()} sees {seen} at {path}, not the lock process 0 took: every process of a "
-            "run must see the same workdir (a shared file system)")
+            "run must see the same workdir (a shared file system)"
+        )

@@ -42,5 +42,8 @@ def get_config():
 
 
 def get_sweep():
-    return [{"objective": objective, "seed": seed, "workdir": f"runs/study_bitune/{arm}_seed{seed}"}
-            for arm, objective in ARMS.items() for seed in SEEDS]
+    return [
+        {"objective": objective, "seed": seed, "workdir": f"runs/study_bitune/{arm}_seed{seed}"}
+        for arm, objective in ARMS.items()
+        for seed in SEEDS
+    ]

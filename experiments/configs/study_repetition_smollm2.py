@@ -33,5 +33,12 @@ def get_config():
 
 def get_sweep():
     """The fixed-budget diagonal; each point evaluates halfway and at the end."""
-    return [{"data.num_samples": n, "train.epochs": e, "eval.every_epochs": max(1, e // 2),
-             "workdir": f"runs/study_repetition/{n}x{e}"} for n, e in GRID]
+    return [
+        {
+            "data.num_samples": n,
+            "train.epochs": e,
+            "eval.every_epochs": max(1, e // 2),
+            "workdir": f"runs/study_repetition/{n}x{e}",
+        }
+        for n, e in GRID
+    ]

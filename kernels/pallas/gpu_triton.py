@@ -78,7 +78,8 @@ def _pad_head_dim(x: jax.Array) -> jax.Array:
 
 def _fwd_kernel(sched_ref, *refs, scale: float, softcap: float | None, block_k: int, has_seg: bool):
     (q_lo_ref, q_hi_ref, kv_pos_ref, q_seg_ref, kv_seg_ref), (q_ref, k_ref, v_ref, o_ref, lse_ref) = _split_meta(
-        refs, has_seg)
+        refs, has_seg
+    )
     q = q_ref[...]
     block_q, head_dim = q.shape
     q_lo, q_hi = q_lo_ref[...][:, None], q_hi_ref[...][:, None]
@@ -89,26 +90,46 @@ def _fwd_kernel(sched_ref, *refs, scale: float, softcap: float | None, block_k: 
         entry = sched_ref[t + 1]
         ks = pl.ds(pl.multiple_of(block_index(entry) * block_k, block_k), block_k)
         s, _ = cap(lax.dot_general(q, k_ref[ks, :], NT, preferred_element_type=jnp.float32) * scale, softcap)
-        s = apply_mask(s, needs_mask(entry), lambda: _visible(
-            q_lo, q_hi, kv_pos_ref[ks][None, :], q_seg, kv_seg_ref[ks][None, :] if has_seg else None))
+        s = apply_mask(
+            s,
+            needs_mask(entry),
+            lambda: _visible(q_lo, q_hi, kv_pos_ref[ks][None, :], q_seg, kv_seg_ref[ks][None, :] if has_seg else None),
+        )
         m_next = jnp.maximum(m, s.max(axis=-1))
         p = jnp.exp(s - m_next[:, None])
         alpha = jnp.exp(m - m_next)
         v = v_ref[ks, :]
-        acc = acc * alpha[:, None] + lax.dot_general(p.astype(v.dtype), v, (((1,), (0,)), ((), ())),
-                                                     preferred_element_type=jnp.float32)
+        acc = acc * alpha[:, None] + lax.dot_general(
+            p.astype(v.dtype), v, (((1,), (0,)), ((), ())), preferred_element_type=jnp.float32
+        )
         return acc, m_next, alpha * denom + p.sum(axis=-1)
 
-    init = (jnp.zeros((block_q, head_dim), jnp.float32), jnp.full((block_q,), M_FLOOR, jnp.float32),
-            jnp.zeros((block_q,), jnp.float32))
+    init = (
+        jnp.zeros((block_q, head_dim), jnp.float32),
+        jnp.full((block_q,), M_FLOOR, jnp.float32),
+        jnp.zeros((block_q,), jnp.float32),
+    )
     acc, m, denom = lax.fori_loop(0, sched_ref[0], body, init)
     inv, lse = finish_softmax(m, denom)
     o_ref[...] = (acc * inv[:, None]).astype(o_ref.dtype)
     lse_ref[...] = lse
 
 
-def forward(q, k, v, bounds: TokenBounds, sched, *, scale: float, softcap: float | None, block_q: int, block_k: int,
-            interpret: bool, num_warps: int | None = None, num_stages: int = 2):
+def forward(
+    q,
+    k,
+    v,
+    bounds: TokenBounds,
+    sched,
+    *,
+    scale: float,
+    softcap: float | None,
+    block_q: int,
+    block_k: int,
+    interpret: bool,
+    num_warps: int | None = None,
+    num_stages: int = 2,
+):
     """`(out [b, q_len, h, d], lse [b, h, q_len] f32)`; lengths are multiples of the blocks (caller pads)."""
     batch, q_len, heads, head_dim = q.shape
     kv_len, kv_heads = k.shape[1], k.shape[2]
@@ -119,8 +140,11 @@ def forward(q, k, v, bounds: TokenBounds, sched, *, scale: float, softcap: float
     grid = (q_len // block_q, heads, batch)
     in_specs = [
         pl.BlockSpec((None, None, sched.shape[-1]), lambda i, h, b: (b, i, 0)),
-        *_meta_specs(has_seg, pl.BlockSpec((None, block_q), lambda i, h, b: (b, i)),
-                     pl.BlockSpec((None, kv_len), lambda i, h, b: (b, 0))),
+        *_meta_specs(
+            has_seg,
+            pl.BlockSpec((None, block_q), lambda i, h, b: (b, i)),
+            pl.BlockSpec((None, kv_len), lambda i, h, b: (b, 0)),
+        ),
         pl.BlockSpec((None, block_q, None, d), lambda i, h, b: (b, i, h, 0)),
         pl.BlockSpec((None, kv_len, None, d), lambda i, h, b: (b, 0, lax.div(h, groups), 0)),
         pl.BlockSpec((None, kv_len, None, d), lambda i, h, b: (b, 0, lax.div(h, groups), 0)),
@@ -132,9 +156,13 @@ def forward(q, k, v, bounds: TokenBounds, sched, *, scale: float, softcap: float
     out_shape = [jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct((batch, heads, q_len), jnp.float32)]
     o, lse = pl.pallas_call(
         functools.partial(_fwd_kernel, scale=scale, softcap=softcap, block_k=block_k, has_seg=has_seg),
-        grid=grid, in_specs=in_specs, out_specs=out_specs, out_shape=out_shape,
+        grid=grid,
+        in_specs=in_specs,
+        out_specs=out_specs,
+        out_shape=out_shape,
         compiler_params=_params(interpret, num_warps or (4 if d <= 64 else 8), num_stages),
-        interpret=interpret, name="flash_fwd",
+        interpret=interpret,
+        name="flash_fwd",
     )(sched, *_meta_inputs(bounds), q, k, v)
     return o[..., :head_dim], lse
 
@@ -155,13 +183,15 @@ def _dq_kernel(sched_ref, *refs, scale: float, softcap: float | None, block_k: i
         ks = pl.ds(pl.multiple_of(block_index(entry) * block_k, block_k), block_k)
         k, v = k_ref[ks, :], v_ref[ks, :]
         s, t_cap = cap(lax.dot_general(q, k, NT, preferred_element_type=jnp.float32) * scale, softcap)
-        s = apply_mask(s, needs_mask(entry), lambda: _visible(
-            q_lo, q_hi, kv_pos_ref[ks][None, :], q_seg, kv_seg_ref[ks][None, :] if has_seg else None))
+        s = apply_mask(
+            s,
+            needs_mask(entry),
+            lambda: _visible(q_lo, q_hi, kv_pos_ref[ks][None, :], q_seg, kv_seg_ref[ks][None, :] if has_seg else None),
+        )
         p = jnp.exp(s - lse)
         dp = lax.dot_general(do, v, NT, preferred_element_type=jnp.float32)
         ds = uncap(p * (dp - delta), t_cap)
-        return dq + lax.dot_general(ds.astype(k.dtype), k, (((1,), (0,)), ((), ())),
-                                    preferred_element_type=jnp.float32)
+        return dq + lax.dot_general(ds.astype(k.dtype), k, (((1,), (0,)), ((), ())), preferred_element_type=jnp.float32)
 
     dq = lax.fori_loop(0, sched_ref[0], body, jnp.zeros(q.shape, jnp.float32))
     dq_ref[...] = (dq * scale).astype(dq_ref.dtype)
@@ -181,9 +211,17 @@ def _dkv_kernel(sched_ref, *refs, scale: float, softcap: float | None, block_q: 
         qs = pl.ds(pl.multiple_of(block_index(entry) * block_q, block_q), block_q)
         q, do = q_ref[qs, g, :], do_ref[qs, g, :]
         s, t_cap = cap(lax.dot_general(q, k, NT, preferred_element_type=jnp.float32) * scale, softcap)
-        s = apply_mask(s, needs_mask(entry), lambda: _visible(
-            q_lo_ref[qs][:, None], q_hi_ref[qs][:, None], kv_pos, q_seg_ref[qs][:, None] if has_seg else None,
-            kv_seg))
+        s = apply_mask(
+            s,
+            needs_mask(entry),
+            lambda: _visible(
+                q_lo_ref[qs][:, None],
+                q_hi_ref[qs][:, None],
+                kv_pos,
+                q_seg_ref[qs][:, None] if has_seg else None,
+                kv_seg,
+            ),
+        )
         p = jnp.exp(s - lse_ref[g, qs][:, None])
         dv = dv + lax.dot_general(p.astype(do.dtype), do, TN, preferred_element_type=jnp.float32)
         dp = lax.dot_general(do, v, NT, preferred_element_type=jnp.float32)
@@ -200,9 +238,25 @@ def _dkv_kernel(sched_ref, *refs, scale: float, softcap: float | None, block_q: 
     dv_ref[...] = dv.astype(dv_ref.dtype)
 
 
-def backward(q, k, v, out, lse, do, bounds: TokenBounds, sched_q, sched_kv, *, scale: float,
-             softcap: float | None, block_q: int, block_k: int, interpret: bool, num_warps: int | None = None,
-             num_stages: int = 2):
+def backward(
+    q,
+    k,
+    v,
+    out,
+    lse,
+    do,
+    bounds: TokenBounds,
+    sched_q,
+    sched_kv,
+    *,
+    scale: float,
+    softcap: float | None,
+    block_q: int,
+    block_k: int,
+    interpret: bool,
+    num_warps: int | None = None,
+    num_stages: int = 2,
+):
     """`(dq, dk, dv)` for `forward`'s output `out` and its `lse`; `sched_q` is query-major, `sched_kv` key-major."""
     batch, q_len, heads, head_dim = q.shape
     kv_len, kv_heads = k.shape[1], k.shape[2]
@@ -219,8 +273,11 @@ def backward(q, k, v, out, lse, do, bounds: TokenBounds, sched_q, sched_kv, *, s
         grid=(q_len // block_q, heads, batch),
         in_specs=[
             pl.BlockSpec((None, None, sched_q.shape[-1]), lambda i, h, b: (b, i, 0)),
-            *_meta_specs(has_seg, pl.BlockSpec((None, block_q), lambda i, h, b: (b, i)),
-                         pl.BlockSpec((None, kv_len), lambda i, h, b: (b, 0))),
+            *_meta_specs(
+                has_seg,
+                pl.BlockSpec((None, block_q), lambda i, h, b: (b, i)),
+                pl.BlockSpec((None, kv_len), lambda i, h, b: (b, 0)),
+            ),
             pl.BlockSpec((None, block_q, None, d), lambda i, h, b: (b, i, h, 0)),
             pl.BlockSpec((None, kv_len, None, d), lambda i, h, b: (b, 0, lax.div(h, groups), 0)),
             pl.BlockSpec((None, kv_len, None, d), lambda i, h, b: (b, 0, lax.div(h, groups), 0)),
@@ -231,7 +288,8 @@ def backward(q, k, v, out, lse, do, bounds: TokenBounds, sched_q, sched_kv, *, s
         out_specs=pl.BlockSpec((None, block_q, None, d), lambda i, h, b: (b, i, h, 0)),
         out_shape=jax.ShapeDtypeStruct(q.shape, q.dtype),
         compiler_params=_params(interpret, warps, num_stages),
-        interpret=interpret, name="flash_bwd_dq",
+        interpret=interpret,
+        name="flash_bwd_dq",
     )(sched_q, *meta, q, k, v, do, lse, delta)
 
     dk, dv = pl.pallas_call(
@@ -239,8 +297,11 @@ def backward(q, k, v, out, lse, do, bounds: TokenBounds, sched_q, sched_kv, *, s
         grid=(kv_len // block_k, kv_heads, batch),
         in_specs=[
             pl.BlockSpec((None, None, sched_kv.shape[-1]), lambda j, kh, b: (b, j, 0)),
-            *_meta_specs(has_seg, pl.BlockSpec((None, q_len), lambda j, kh, b: (b, 0)),
-                         pl.BlockSpec((None, block_k), lambda j, kh, b: (b, j))),
+            *_meta_specs(
+                has_seg,
+                pl.BlockSpec((None, q_len), lambda j, kh, b: (b, 0)),
+                pl.BlockSpec((None, block_k), lambda j, kh, b: (b, j)),
+            ),
             pl.BlockSpec((None, q_len, groups, d), lambda j, kh, b: (b, 0, kh, 0)),
             pl.BlockSpec((None, block_k, None, d), lambda j, kh, b: (b, j, kh, 0)),
             pl.BlockSpec((None, block_k, None, d), lambda j, kh, b: (b, j, kh, 0)),
@@ -251,6 +312,7 @@ def backward(q, k, v, out, lse, do, bounds: TokenBounds, sched_q, sched_kv, *, s
         out_specs=[pl.BlockSpec((None, block_k, None, d), lambda j, kh, b: (b, j, kh, 0))] * 2,
         out_shape=[jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)],
         compiler_params=_params(interpret, warps, num_stages),
-        interpret=interpret, name="flash_bwd_dkv",
+        interpret=interpret,
+        name="flash_bwd_dkv",
     )(sched_kv, *meta, q, k, v, do, lse, delta)
     return dq[..., :head_dim], dk[..., :head_dim], dv[..., :head_dim]

@@ -86,8 +86,23 @@ def _stack(fn, x):  # apply a [batch, seq] broadcast to a [batch, n, seq] stack
 # ------------------------------------------------------------------------------------------------ forward
 
 
-def _fwd_kernel(sched_ref, qm_ref, km_ref, q_ref, k_ref, v_ref, o_ref, lse_ref, m_sc, l_sc, acc_sc, *,
-                scale: float, softcap: float | None, steps: int):
+def _fwd_kernel(
+    sched_ref,
+    qm_ref,
+    km_ref,
+    q_ref,
+    k_ref,
+    v_ref,
+    o_ref,
+    lse_ref,
+    m_sc,
+    l_sc,
+    acc_sc,
+    *,
+    scale: float,
+    softcap: float | None,
+    steps: int,
+):
     b, i, t = pl.program_id(0), pl.program_id(2), pl.program_id(3)
 
     @pl.when(t == 0)
@@ -119,8 +134,19 @@ def _fwd_kernel(sched_ref, qm_ref, km_ref, q_ref, k_ref, v_ref, o_ref, lse_ref, 
         lse_ref[...] = lse
 
 
-def forward(q, k, v, bounds: TokenBounds, sched, *, scale: float, softcap: float | None, block_q: int, block_k: int,
-            interpret: bool):
+def forward(
+    q,
+    k,
+    v,
+    bounds: TokenBounds,
+    sched,
+    *,
+    scale: float,
+    softcap: float | None,
+    block_q: int,
+    block_k: int,
+    interpret: bool,
+):
     """`(out [b, q_len, h, d], lse [b, h, q_len] f32)`; lengths are multiples of the blocks (caller pads)."""
     batch, q_len, heads, d = q.shape
     kv_len, kv_heads = k.shape[1], k.shape[2]
@@ -135,8 +161,9 @@ def forward(q, k, v, bounds: TokenBounds, sched, *, scale: float, softcap: float
 
     in_specs = [
         pl.BlockSpec((None, qm.shape[1], block_q, LANES), lambda b, h, i, t, s: (b, 0, i, 0)),
-        pl.BlockSpec((None, km.shape[1], SUBLANES, block_k),
-                     lambda b, h, i, t, s: (b, 0, 0, block_index(s[b, i, t + 1]))),
+        pl.BlockSpec(
+            (None, km.shape[1], SUBLANES, block_k), lambda b, h, i, t, s: (b, 0, 0, block_index(s[b, i, t + 1]))
+        ),
         pl.BlockSpec((None, None, block_q, d), lambda b, h, i, t, s: (b, h, i, 0)),
         pl.BlockSpec((None, None, block_k, d), kv_map),
         pl.BlockSpec((None, None, block_k, d), kv_map),
@@ -148,14 +175,23 @@ def forward(q, k, v, bounds: TokenBounds, sched, *, scale: float, softcap: float
     o, lse = pl.pallas_call(
         functools.partial(_fwd_kernel, scale=scale, softcap=softcap, steps=steps),
         grid_spec=pltpu.PrefetchScalarGridSpec(
-            num_scalar_prefetch=1, grid=(batch, heads, q_len // block_q, steps), in_specs=in_specs,
+            num_scalar_prefetch=1,
+            grid=(batch, heads, q_len // block_q, steps),
+            in_specs=in_specs,
             out_specs=out_specs,
-            scratch_shapes=[pltpu.VMEM((block_q, LANES), jnp.float32), pltpu.VMEM((block_q, LANES), jnp.float32),
-                            pltpu.VMEM((block_q, d), jnp.float32)]),
-        out_shape=[jax.ShapeDtypeStruct(qt.shape, q.dtype),
-                   jax.ShapeDtypeStruct((batch, heads, q_len, LANES), jnp.float32)],
+            scratch_shapes=[
+                pltpu.VMEM((block_q, LANES), jnp.float32),
+                pltpu.VMEM((block_q, LANES), jnp.float32),
+                pltpu.VMEM((block_q, d), jnp.float32),
+            ],
+        ),
+        out_shape=[
+            jax.ShapeDtypeStruct(qt.shape, q.dtype),
+            jax.ShapeDtypeStruct((batch, heads, q_len, LANES), jnp.float32),
+        ],
         compiler_params=_params(interpret, ("parallel", "parallel", "parallel", "arbitrary")),
-        interpret=interpret, name="flash_fwd_tpu",
+        interpret=interpret,
+        name="flash_fwd_tpu",
     )(sched, qm, km, qt, kt, vt)
     return o.transpose(0, 2, 1, 3), lse[..., 0]
 
@@ -163,8 +199,23 @@ def forward(q, k, v, bounds: TokenBounds, sched, *, scale: float, softcap: float
 # ------------------------------------------------------------------------------------------------ backward
 
 
-def _dq_kernel(sched_ref, qm_ref, km_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, dq_ref, dq_sc, *,
-               scale: float, softcap: float | None, steps: int):
+def _dq_kernel(
+    sched_ref,
+    qm_ref,
+    km_ref,
+    q_ref,
+    k_ref,
+    v_ref,
+    do_ref,
+    lse_ref,
+    delta_ref,
+    dq_ref,
+    dq_sc,
+    *,
+    scale: float,
+    softcap: float | None,
+    steps: int,
+):
     b, i, t = pl.program_id(0), pl.program_id(2), pl.program_id(3)
 
     @pl.when(t == 0)
@@ -187,8 +238,26 @@ def _dq_kernel(sched_ref, qm_ref, km_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, 
         dq_ref[...] = (dq_sc[...] * scale).astype(dq_ref.dtype)
 
 
-def _dkv_kernel(sched_ref, qm_ref, km_ref, q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, dk_ref, dv_ref,
-                dk_sc, dv_sc, *, scale: float, softcap: float | None, groups: int, steps: int):
+def _dkv_kernel(
+    sched_ref,
+    qm_ref,
+    km_ref,
+    q_ref,
+    k_ref,
+    v_ref,
+    do_ref,
+    lse_ref,
+    delta_ref,
+    dk_ref,
+    dv_ref,
+    dk_sc,
+    dv_sc,
+    *,
+    scale: float,
+    softcap: float | None,
+    groups: int,
+    steps: int,
+):
     b, j, g, t = pl.program_id(0), pl.program_id(2), pl.program_id(3), pl.program_id(4)
 
     @pl.when((g == 0) & (t == 0))
@@ -214,8 +283,23 @@ def _dkv_kernel(sched_ref, qm_ref, km_ref, q_ref, k_ref, v_ref, do_ref, lse_ref,
         dv_ref[...] = dv_sc[...].astype(dv_ref.dtype)
 
 
-def backward(q, k, v, out, lse, do, bounds: TokenBounds, sched_q, sched_kv, *, scale: float,
-             softcap: float | None, block_q: int, block_k: int, interpret: bool):
+def backward(
+    q,
+    k,
+    v,
+    out,
+    lse,
+    do,
+    bounds: TokenBounds,
+    sched_q,
+    sched_kv,
+    *,
+    scale: float,
+    softcap: float | None,
+    block_q: int,
+    block_k: int,
+    interpret: bool,
+):
     """`(dq, dk, dv)` for `forward`'s output `out` and its `lse`; `sched_q` is query-major, `sched_kv` key-major."""
     batch, q_len, heads, d = q.shape
     kv_len, kv_heads = k.shape[1], k.shape[2]
@@ -236,11 +320,13 @@ def backward(q, k, v, out, lse, do, bounds: TokenBounds, sched_q, sched_kv, *, s
     dq = pl.pallas_call(
         functools.partial(_dq_kernel, scale=scale, softcap=softcap, steps=nk),
         grid_spec=pltpu.PrefetchScalarGridSpec(
-            num_scalar_prefetch=1, grid=(batch, heads, nq, nk),
+            num_scalar_prefetch=1,
+            grid=(batch, heads, nq, nk),
             in_specs=[
                 pl.BlockSpec((None, qm.shape[1], block_q, LANES), lambda b, h, i, t, s: (b, 0, i, 0)),
-                pl.BlockSpec((None, km.shape[1], SUBLANES, block_k),
-                             lambda b, h, i, t, s: (b, 0, 0, block_index(s[b, i, t + 1]))),
+                pl.BlockSpec(
+                    (None, km.shape[1], SUBLANES, block_k), lambda b, h, i, t, s: (b, 0, 0, block_index(s[b, i, t + 1]))
+                ),
                 pl.BlockSpec((None, None, block_q, d), q_map),
                 pl.BlockSpec((None, None, block_k, d), kv_map),
                 pl.BlockSpec((None, None, block_k, d), kv_map),
@@ -249,10 +335,12 @@ def backward(q, k, v, out, lse, do, bounds: TokenBounds, sched_q, sched_kv, *, s
                 pl.BlockSpec((None, None, block_q, LANES), q_map),
             ],
             out_specs=pl.BlockSpec((None, None, block_q, d), q_map),
-            scratch_shapes=[pltpu.VMEM((block_q, d), jnp.float32)]),
+            scratch_shapes=[pltpu.VMEM((block_q, d), jnp.float32)],
+        ),
         out_shape=jax.ShapeDtypeStruct(qt.shape, q.dtype),
         compiler_params=_params(interpret, ("parallel", "parallel", "parallel", "arbitrary")),
-        interpret=interpret, name="flash_bwd_dq_tpu",
+        interpret=interpret,
+        name="flash_bwd_dq_tpu",
     )(sched_q, _stack(_lanes, qm), _stack(_rows, km), qt, kt, vt, dot_, lanes_q(lse), lanes_q(delta))
 
     # dK/dV: one program per (kv block, kv head); the grid walks its query heads and then its visible query blocks.
@@ -269,10 +357,13 @@ def backward(q, k, v, out, lse, do, bounds: TokenBounds, sched_q, sched_kv, *, s
     dk, dv = pl.pallas_call(
         functools.partial(_dkv_kernel, scale=scale, softcap=softcap, groups=groups, steps=nq),
         grid_spec=pltpu.PrefetchScalarGridSpec(
-            num_scalar_prefetch=1, grid=(batch, kv_heads, nk, groups, nq),
+            num_scalar_prefetch=1,
+            grid=(batch, kv_heads, nk, groups, nq),
             in_specs=[
-                pl.BlockSpec((None, qm.shape[1], SUBLANES, block_q),
-                             lambda b, kh, j, g, t, s: (b, 0, 0, block_index(s[b, j, t + 1]))),
+                pl.BlockSpec(
+                    (None, qm.shape[1], SUBLANES, block_q),
+                    lambda b, kh, j, g, t, s: (b, 0, 0, block_index(s[b, j, t + 1])),
+                ),
                 pl.BlockSpec((None, km.shape[1], block_k, LANES), lambda b, kh, j, g, t, s: (b, 0, j, 0)),
                 pl.BlockSpec((None, None, block_q, d), qh_map),
                 pl.BlockSpec((None, None, block_k, d), kv_own),
@@ -282,9 +373,11 @@ def backward(q, k, v, out, lse, do, bounds: TokenBounds, sched_q, sched_kv, *, s
                 pl.BlockSpec((None, None, SUBLANES, block_q), row_map),
             ],
             out_specs=[pl.BlockSpec((None, None, block_k, d), kv_own)] * 2,
-            scratch_shapes=[pltpu.VMEM((block_k, d), jnp.float32), pltpu.VMEM((block_k, d), jnp.float32)]),
+            scratch_shapes=[pltpu.VMEM((block_k, d), jnp.float32), pltpu.VMEM((block_k, d), jnp.float32)],
+        ),
         out_shape=[jax.ShapeDtypeStruct(kt.shape, k.dtype), jax.ShapeDtypeStruct(vt.shape, v.dtype)],
         compiler_params=_params(interpret, ("parallel", "parallel", "parallel", "arbitrary", "arbitrary")),
-        interpret=interpret, name="flash_bwd_dkv_tpu",
+        interpret=interpret,
+        name="flash_bwd_dkv_tpu",
     )(sched_kv, _stack(_rows, qm), _stack(_lanes, km), qt, kt, vt, dot_, rows_q(lse), rows_q(delta))
     return dq.transpose(0, 2, 1, 3), dk.transpose(0, 2, 1, 3), dv.transpose(0, 2, 1, 3)

@@ -36,7 +36,7 @@ def literal_example(base, trainable, prompt, answer, cfg, bcfg: BituneConfig):
             mixed[name] = ((1 - a) * c.astype(jnp.float32) + a * b.astype(jnp.float32)).astype(c.dtype)
         cache = causal_cache._replace(k=mixed["k"], v=mixed["v"])
     # 4. answer pass over prompt[P-1:] + answer at positions P-1..., causal adapters, over the mixed cache
-    rest = jnp.asarray([list(prompt[P - 1:]) + list(answer)], jnp.int32)
+    rest = jnp.asarray([list(prompt[P - 1 :]) + list(answer)], jnp.int32)
     positions = jnp.arange(P - 1, P + A, dtype=jnp.int32)[None]
     logits, _ = forward(base, rest, cfg, positions=positions, cache=cache, adapters=causal, peft=peft)
     answer_logits = logits[0, :A]  # row j predicts answer[j]

@@ -40,18 +40,19 @@ def fused_grad(trainable, base, batch, cfg, bcfg):
     return _fused_grad(trainable, base, batch, cfg, bcfg, *batch_widths(batch, multiple=1))
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "bcfg", "prompt_width", "answer_width"),
-                   compiler_options=FAST_COMPILE)
+@functools.partial(
+    jax.jit, static_argnames=("cfg", "bcfg", "prompt_width", "answer_width"), compiler_options=FAST_COMPILE
+)
 def _fused_grad(trainable, base, batch, cfg, bcfg, prompt_width, answer_width):
     (loss, _), grads = jax.value_and_grad(bitune_loss, has_aux=True)(
-        trainable, base, batch, cfg, bcfg, prompt_width=prompt_width, answer_width=answer_width)
+        trainable, base, batch, cfg, bcfg, prompt_width=prompt_width, answer_width=answer_width
+    )
     return loss, grads, bitune_logits(base, trainable, batch, cfg, bcfg)
 
 
 def pairs_for(cfg, seed=0, shapes=SHAPES):
     rng = np.random.RandomState(seed)
-    return [(rng.randint(3, cfg.vocab_size, p).tolist(), rng.randint(3, cfg.vocab_size, a).tolist())
-            for p, a in shapes]
+    return [(rng.randint(3, cfg.vocab_size, p).tolist(), rng.randint(3, cfg.vocab_size, a).tolist()) for p, a in shapes]
 
 
 @pytest.mark.integration
@@ -67,7 +68,7 @@ def test_fused_equals_literal_reference(family, mixing):
     (ref_loss, ref_logits), ref_grads = literal_grad(base, trainable, pairs, cfg, bcfg)
     np.testing.assert_allclose(loss, ref_loss, atol=1e-5, rtol=0)
     for i, (p, a) in enumerate(pairs):
-        np.testing.assert_allclose(logits[i, len(p) - 1: len(p) - 1 + len(a)], ref_logits[i], atol=1e-5, rtol=0)
+        np.testing.assert_allclose(logits[i, len(p) - 1 : len(p) - 1 + len(a)], ref_logits[i], atol=1e-5, rtol=0)
 
     flat, ref_flat = jax.tree_util.tree_flatten_with_path(grads)[0], jax.tree.leaves(ref_grads)
     assert {"causal", "bidir", "mix"} == set(grads)
@@ -79,13 +80,17 @@ def test_fused_equals_literal_reference(family, mixing):
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("bcfg", [
-    BituneConfig(peft=PeftConfig(rank=4), bidirectional=False),
-    BituneConfig(peft=PeftConfig(rank=4), shared_adapters=True),
-    BituneConfig(peft=PeftConfig(rank=4), learn_alpha=False, w_init=0.03),
-    BituneConfig(peft=PeftConfig("dora", rank=4)),
-    BituneConfig(peft=PeftConfig("ia3", targets=r"layers/(k|v|down)_proj")),
-], ids=["causal_second_stream", "shared_adapters", "fixed_alpha", "dora", "ia3"])
+@pytest.mark.parametrize(
+    "bcfg",
+    [
+        BituneConfig(peft=PeftConfig(rank=4), bidirectional=False),
+        BituneConfig(peft=PeftConfig(rank=4), shared_adapters=True),
+        BituneConfig(peft=PeftConfig(rank=4), learn_alpha=False, w_init=0.03),
+        BituneConfig(peft=PeftConfig("dora", rank=4)),
+        BituneConfig(peft=PeftConfig("ia3", targets=r"layers/(k|v|down)_proj")),
+    ],
+    ids=["causal_second_stream", "shared_adapters", "fixed_alpha", "dora", "ia3"],
+)
 def test_ablations_equal_literal_reference(bcfg):
     cfg, base = tiny_model("llama")
     trainable = perturbed_trainable(base, cfg, bcfg)
@@ -151,13 +156,13 @@ def test_fused_with_pallas_attention_equals_literal_reference():
     trainable = perturbed_trainable(base, cfg, bcfg)
     pairs = pairs_for(cfg, shapes=[(1, 3), (9, 6), (MAX_LEN - 1, 1)])
     batch = make_batch(pairs, pad_id=0, max_len=MAX_LEN)
-    (loss, _), grads = jax.jit(jax.value_and_grad(bitune_loss, has_aux=True), static_argnums=(3, 4),
-                               static_argnames="attn_impl")(trainable, base, batch, cfg, bcfg, attn_impl="pallas")
+    (loss, _), grads = jax.jit(
+        jax.value_and_grad(bitune_loss, has_aux=True), static_argnums=(3, 4), static_argnames="attn_impl"
+    )(trainable, base, batch, cfg, bcfg, attn_impl="pallas")
     (ref_loss, _), ref_grads = literal_grad(base, trainable, pairs, cfg, bcfg)
     np.testing.assert_allclose(loss, ref_loss, atol=1e-5, rtol=0)
     for g, r in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads)):
         np.testing.assert_allclose(g, r, atol=1e-5, rtol=0)
-
 
 
 def test_lora_dropout_reaches_both_streams_only_with_a_key():

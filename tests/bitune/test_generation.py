@@ -56,7 +56,7 @@ def test_greedy_batched_equals_alone_and_recomputation(family):
         tokens[np.arange(len(prompts)), length] = nxt
         length += 1
     for i, p in enumerate(prompts):
-        assert tokens[i, len(p): len(p) + 32].tolist() == batched[i]
+        assert tokens[i, len(p) : len(p) + 32].tolist() == batched[i]
 
 
 def test_generation_errors():

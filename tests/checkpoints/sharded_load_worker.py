@@ -52,8 +52,11 @@ def main():
 
     cfg = lm.cfg
     plan = hf.tensor_plan(cfg, "model.")
-    sizes = {n: int(np.prod(hf.TensorSource(hf.pathlib.Path(args.model)).shape(n)))
-             for names, _ in plan.values() for n in (names if isinstance(names, tuple) else (names,))}
+    sizes = {
+        n: int(np.prod(hf.TensorSource(hf.pathlib.Path(args.model)).shape(n)))
+        for names, _ in plan.values()
+        for n in (names if isinstance(names, tuple) else (names,))
+    }
     flat = {"/".join(str(k.key) for k in kp): x for kp, x in jax.tree_util.tree_flatten_with_path(lm.params)[0]}
     flat_host = {"/".join(str(k.key) for k in kp): x for kp, x in jax.tree_util.tree_flatten_with_path(host)[0]}
     out = {"whole_reads": whole_reads, "processes": jax.process_count(), "params": {}}

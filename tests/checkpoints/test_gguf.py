@@ -25,28 +25,57 @@ pytestmark = pytest.mark.integration  # the integration tier: python -m pytest -
 
 # ------------------------------------------------------------------ tiny files written by the test
 
-TINY = dict(vocab_size=61, dim=32, num_layers=3, num_heads=4, num_kv_heads=2, head_dim=8, mlp_dim=48,
-            max_seq_len=128, bos_id=1, eos_ids=(2,), pad_id=0)
+TINY = dict(
+    vocab_size=61,
+    dim=32,
+    num_layers=3,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=8,
+    mlp_dim=48,
+    max_seq_len=128,
+    bos_id=1,
+    eos_ids=(2,),
+    pad_id=0,
+)
 ORIG = dict(original_max_position_embeddings=TINY["max_seq_len"])
 TINY_CONFIGS = {
     "llama": ModelConfig(family="llama", norm_eps=1e-5, rope=RopeConfig(theta=100000.0, **ORIG), **TINY),
-    "llama_untied": ModelConfig(family="llama", tie_embeddings=False,
-                                rope=RopeConfig(theta=10000.0, kind="linear", factor=4.0, **ORIG), **TINY),
-    "qwen3": ModelConfig(family="qwen3", qk_norm="per_head", norm_eps=1e-6, rope=RopeConfig(theta=1e6, **ORIG),
-                         **TINY),
+    "llama_untied": ModelConfig(
+        family="llama", tie_embeddings=False, rope=RopeConfig(theta=10000.0, kind="linear", factor=4.0, **ORIG), **TINY
+    ),
+    "qwen3": ModelConfig(family="qwen3", qk_norm="per_head", norm_eps=1e-6, rope=RopeConfig(theta=1e6, **ORIG), **TINY),
     "gemma3": ModelConfig(
-        family="gemma3", norm_layout="sandwich", qk_norm="per_head", norm_plus_one=True, embed_scale=True,
-        mlp_activation="gelu_tanh", attn_scale=8**-0.5, norm_eps=1e-6, rope=RopeConfig(theta=1e6, **ORIG),
-        rope_local=RopeConfig(theta=10000.0, **ORIG), sliding_window=16, layer_kinds=every_nth_global(3, 6),
+        family="gemma3",
+        norm_layout="sandwich",
+        qk_norm="per_head",
+        norm_plus_one=True,
+        embed_scale=True,
+        mlp_activation="gelu_tanh",
+        attn_scale=8**-0.5,
+        norm_eps=1e-6,
+        rope=RopeConfig(theta=1e6, **ORIG),
+        rope_local=RopeConfig(theta=10000.0, **ORIG),
+        sliding_window=16,
+        layer_kinds=every_nth_global(3, 6),
         **TINY,
     ),
 }
 _ARCH = {"llama": "llama", "llama_untied": "llama", "qwen3": "qwen3", "gemma3": "gemma3"}
 # internal layer parameter -> GGUF tensor name under blk.{i}.
 _GGUF_LAYER = {
-    "q_proj": "attn_q", "k_proj": "attn_k", "v_proj": "attn_v", "o_proj": "attn_output", "gate_proj": "ffn_gate",
-    "up_proj": "ffn_up", "down_proj": "ffn_down", "q_norm": "attn_q_norm", "k_norm": "attn_k_norm",
-    "attn_in_norm": "attn_norm", "mlp_in_norm": "ffn_norm", "attn_out_norm": "post_attention_norm",
+    "q_proj": "attn_q",
+    "k_proj": "attn_k",
+    "v_proj": "attn_v",
+    "o_proj": "attn_output",
+    "gate_proj": "ffn_gate",
+    "up_proj": "ffn_up",
+    "down_proj": "ffn_down",
+    "q_norm": "attn_q_norm",
+    "k_norm": "attn_k_norm",
+    "attn_in_norm": "attn_norm",
+    "mlp_in_norm": "ffn_norm",
+    "attn_out_norm": "post_attention_norm",
     "mlp_out_norm": "post_ffw_norm",
 }
 
@@ -182,6 +211,7 @@ def _byte_vocab(tokens, merges, types, template):
         w.add_token_merges(merges)
         w.add_add_bos_token(False)
         w.add_chat_template(template)
+
     return add
 
 
@@ -195,8 +225,9 @@ def test_tiny_byte_level_tokenizer(tmp_path):
     types = [3] * len(specials) + [1] * (len(tokens) - len(specials))
     cfg = TINY_CONFIGS["llama"].replace(vocab_size=len(tokens), bos_id=1, eos_ids=(2,), pad_id=2)
     template = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    path = write_tiny_gguf(tmp_path / "tok.gguf", cfg, _random_params(cfg), "llama",
-                           vocab=_byte_vocab(tokens, merges, types, template))
+    path = write_tiny_gguf(
+        tmp_path / "tok.gguf", cfg, _random_params(cfg), "llama", vocab=_byte_vocab(tokens, merges, types, template)
+    )
     got_cfg, _, tok = load_gguf_model(path)
     assert got_cfg.vocab_size == tok.vocab_size == len(tokens)
     assert (tok.bos_id, tok.eos_ids, tok.pad_id, tok.add_bos) == (1, (2,), 2, False)
@@ -270,6 +301,7 @@ STRINGS = [
 
 def _hf_tokenizer(path):
     import transformers
+
     return transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
 
 
@@ -277,8 +309,10 @@ def _hf_logits(path, ids):
     import accelerate  # noqa: F401  (transformers reads GGUF through it)
     import torch
     import transformers
-    model = transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
-                                                              dtype=torch.float32).eval()
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        str(path.parent), gguf_file=path.name, dtype=torch.float32
+    ).eval()
     with torch.no_grad():
         return model(torch.tensor(ids, dtype=torch.long)).logits.numpy()
 
@@ -303,7 +337,14 @@ def _greedy(params, cfg, prompt, steps):
 def test_smollm2_config_and_chat(smollm2):
     _, cfg, params, tok = smollm2
     assert (cfg.family, cfg.num_layers, cfg.dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.mlp_dim) == (
-        "llama", 30, 576, 9, 3, 64, 1536)
+        "llama",
+        30,
+        576,
+        9,
+        3,
+        64,
+        1536,
+    )
     assert (cfg.vocab_size, cfg.rope.theta, cfg.norm_eps, cfg.tie_embeddings) == (49152, 100000.0, 1e-5, True)
     assert config_from_hf(config_to_hf(cfg)) == cfg
     assert tok.token_id("<|im_start|>") == 1 and tok.encode("<|im_start|>") == [1]
@@ -325,8 +366,10 @@ def test_smollm2_tokens_match_transformers(smollm2):
 @pytest.mark.slow
 def test_smollm2_logits_match_transformers(smollm2):
     path, cfg, params, tok = smollm2
-    texts = ["<|im_start|>user\nWhat is 2+2? Explain it to me.<|im_end|>",
-             "The capital of France is Paris, and the capital of Germany is Berlin."]
+    texts = [
+        "<|im_start|>user\nWhat is 2+2? Explain it to me.<|im_end|>",
+        "The capital of France is Paris, and the capital of Germany is Berlin.",
+    ]
     ids = _batch(tok, texts, 12)
     ref = _hf_logits(path, ids)
     ours = np.asarray(forward(params, jnp.asarray(ids), cfg)[0])
@@ -338,7 +381,13 @@ def test_smollm2_logits_match_transformers(smollm2):
 def test_gemma3_config_and_tokens_match_transformers(gemma3):
     path, cfg, _, tok = gemma3
     assert (cfg.family, cfg.num_layers, cfg.dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim) == (
-        "gemma3", 18, 640, 4, 1, 256)
+        "gemma3",
+        18,
+        640,
+        4,
+        1,
+        256,
+    )
     assert cfg.scale == 256**-0.5  # query_pre_attn_scalar = head_dim (not dim // heads = 160)
     assert cfg.layer_kinds == every_nth_global(18, 6) and cfg.sliding_window == 512
     assert (cfg.rope.theta, cfg.rope_local.theta, cfg.tie_embeddings) == (1e6, 1e4, True)
@@ -354,8 +403,10 @@ def test_gemma3_config_and_tokens_match_transformers(gemma3):
 @pytest.mark.slow
 def test_gemma3_logits_match_transformers(gemma3):
     path, cfg, params, tok = gemma3
-    texts = ["The capital of France is Paris. The capital of Germany is Berlin.",
-             "Once upon a time, there was a little girl who lived in a village."]
+    texts = [
+        "The capital of France is Paris. The capital of Germany is Berlin.",
+        "Once upon a time, there was a little girl who lived in a village.",
+    ]
     ids = _batch(tok, texts, 12)
     ref = _hf_logits(path, ids)
     ours = np.asarray(forward(params, jnp.asarray(ids), cfg)[0])

@@ -25,8 +25,17 @@ def olmo3(tmp_path_factory):
 
 
 def start(model, out, mesh, devices, process_id=0, num_processes=1, port=0):
-    cmd = [sys.executable, "-m", "tests.checkpoints.sharded_load_worker", "--model", str(model), "--mesh", mesh,
-           "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tests.checkpoints.sharded_load_worker",
+        "--model",
+        str(model),
+        "--mesh",
+        mesh,
+        "--out",
+        str(out),
+    ]
     if num_processes > 1:
         cmd += ["--process_id", str(process_id), "--num_processes", str(num_processes), "--port", str(port)]
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu"}

@@ -22,8 +22,12 @@ def _backend() -> tokenizers.Tokenizer:
     backend = tokenizers.Tokenizer(tokenizers.models.BPE(unk_token="<unk>"))
     backend.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = tokenizers.decoders.ByteLevel()
-    trainer = tokenizers.trainers.BpeTrainer(vocab_size=400, special_tokens=SPECIALS, show_progress=False,
-                                             initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet())
+    trainer = tokenizers.trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=SPECIALS,
+        show_progress=False,
+        initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(),
+    )
     backend.train_from_iterator(CORPUS, trainer)
     return backend
 
@@ -36,8 +40,9 @@ def backend() -> tokenizers.Tokenizer:
 @pytest.fixture()
 def tok(backend) -> Tokenizer:
     """ChatML, no BOS (like SmolLM2): EOS and pad are `<|im_end|>` / `<pad>`."""
-    return Tokenizer(backend=backend, eos_ids=(2,), pad_id=4, chat_template=CHATML,
-                     special_tokens={"eos_token": "<|im_end|>"})
+    return Tokenizer(
+        backend=backend, eos_ids=(2,), pad_id=4, chat_template=CHATML, special_tokens={"eos_token": "<|im_end|>"}
+    )
 
 
 @pytest.fixture()

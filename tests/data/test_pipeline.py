@@ -13,8 +13,13 @@ def make_examples(n: int, seed: int = 0) -> list[TokenizedExample]:
     out = []
     for i in range(n):
         p, a = int(rng.integers(1, 12)), int(rng.integers(1, 30))
-        out.append(TokenizedExample(prompt_ids=rng.integers(5, 50, p).astype(np.int32),
-                                    answer_ids=rng.integers(5, 50, a).astype(np.int32), source=f"d.jsonl:{i + 1}"))
+        out.append(
+            TokenizedExample(
+                prompt_ids=rng.integers(5, 50, p).astype(np.int32),
+                answer_ids=rng.integers(5, 50, a).astype(np.int32),
+                source=f"d.jsonl:{i + 1}",
+            )
+        )
     return out
 
 
@@ -65,7 +70,8 @@ def test_batch_layout_and_width():
     for i in range(eb.batches_per_epoch):
         b = eb.batch(1, i)
         assert {k: (v.dtype.name, v.shape[0]) for k, v in b.items()} == {
-            k: ("int32", 4) for k in ("tokens", "prompt_len", "length", "example_id")}
+            k: ("int32", 4) for k in ("tokens", "prompt_len", "length", "example_id")
+        }
         real = b["example_id"] >= 0
         width = b["tokens"].shape[1]
         assert width % 16 == 0 and width - 16 < b["length"][real].max() <= width

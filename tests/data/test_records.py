@@ -22,8 +22,11 @@ def test_both_formats_blank_lines_and_meta(tmp_path):
     chat, pair = read_jsonl(path)
     assert chat.messages == GOOD_CHAT["messages"] and chat.meta == {"id": 7} and chat.line == 1
     assert pair.line == 4 and pair.where == f"{path}:4" and pair.meta == {}
-    assert pair.messages == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"},
-                             {"role": "assistant", "content": "4"}]
+    assert pair.messages == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "2+2?"},
+        {"role": "assistant", "content": "4"},
+    ]
     assert pair.response == "4" and pair.prompt_messages == pair.messages[:-1]
 
 
@@ -37,17 +40,25 @@ BAD = {
     "system_type": ('{"prompt": "q", "response": "a", "system": null}', "field 'system' must be a string"),
     "empty_response": ('{"prompt": "q", "response": "  "}', "empty response"),
     "empty_prompt": ('{"prompt": "", "response": "a"}', "empty prompt"),
-    "empty_chat_response": ('{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": ""}]}',
-                            "empty response"),
-    "last_not_assistant": ('{"messages": [{"role": "assistant", "content": "a"}, {"role": "user", "content": "q"}]}',
-                           "last message must be from the assistant"),
+    "empty_chat_response": (
+        '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": ""}]}',
+        "empty response",
+    ),
+    "last_not_assistant": (
+        '{"messages": [{"role": "assistant", "content": "a"}, {"role": "user", "content": "q"}]}',
+        "last message must be from the assistant",
+    ),
     "messages_type": ('{"messages": "hi"}', "field 'messages' must be a list, got str"),
     "too_few": ('{"messages": [{"role": "assistant", "content": "a"}]}', "at least 2 messages"),
     "message_type": ('{"messages": ["q", {"role": "assistant", "content": "a"}]}', "messages[0] must be an object"),
-    "missing_content": ('{"messages": [{"role": "user"}, {"role": "assistant", "content": "a"}]}',
-                        "missing field 'messages[0].content'"),
-    "role_type": ('{"messages": [{"role": 1, "content": "q"}, {"role": "assistant", "content": "a"}]}',
-                  "field 'messages[0].role' must be a string"),
+    "missing_content": (
+        '{"messages": [{"role": "user"}, {"role": "assistant", "content": "a"}]}',
+        "missing field 'messages[0].content'",
+    ),
+    "role_type": (
+        '{"messages": [{"role": 1, "content": "q"}, {"role": "assistant", "content": "a"}]}',
+        "field 'messages[0].role' must be a string",
+    ),
     "both_formats": ('{"messages": [], "prompt": "q", "response": "a"}', "not both"),
 }
 

@@ -41,8 +41,12 @@ def test_plain_template_boundary(tok, tok_bos):
 
 
 def test_plain_template_rejects_multi_turn(tok):
-    messages = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
-                {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]
+    messages = [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "b"},
+        {"role": "user", "content": "c"},
+        {"role": "assistant", "content": "d"},
+    ]
     with pytest.raises(DataError, match=re.escape("d.jsonl:9: template 'plain' needs one user turn")):
         tokenize_records([Record(messages, "d.jsonl", 9)], tok, max_len=64, template="plain")
 
@@ -103,8 +107,9 @@ def test_truncate_policy_cuts_the_answer(tok, three):
 def test_error_policy_names_row_and_lengths(tok, three):
     records, max_len, (short, long_answer, long_prompt) = three
     p, a = len(long_answer.prompt_ids), len(long_answer.answer_ids)
-    with pytest.raises(DataError, match=re.escape(f"d.jsonl:2: prompt ({p}) + answer ({a}) = {p + a} tokens exceed "
-                                                  f"max_len={max_len}")):
+    with pytest.raises(
+        DataError, match=re.escape(f"d.jsonl:2: prompt ({p}) + answer ({a}) = {p + a} tokens exceed max_len={max_len}")
+    ):
         tokenize_records(records, tok, max_len=max_len, truncation="error", template="plain")
 
 

@@ -10,8 +10,12 @@ import pytest
 from bitune_jax.data.records import DataError
 from bitune_jax.eval.datasets import read_aime, read_chat, read_gpqa, read_mc
 
-GPQA_ORIGINAL = {"question": "Which gas do plants take in?", "correct_answer": "carbon dioxide",
-                 "incorrect_answers": ["helium", "neon", "argon"], "id": "g1"}
+GPQA_ORIGINAL = {
+    "question": "Which gas do plants take in?",
+    "correct_answer": "carbon dioxide",
+    "incorrect_answers": ["helium", "neon", "argon"],
+    "id": "g1",
+}
 GPQA_CHOICES = {"question": "2 + 2 = ?", "choices": ["3", "4", "5", "6"], "label": 1}
 
 
@@ -21,8 +25,10 @@ def write(path, rows):
 
 
 def test_aime(tmp_path):
-    path = write(tmp_path / "aime.jsonl", [{"problem": "1 + 1?", "answer": 2, "id": 3}, "",
-                                          {"problem": "2 + 2?", "answer": " 4 "}])
+    path = write(
+        tmp_path / "aime.jsonl",
+        [{"problem": "1 + 1?", "answer": 2, "id": 3}, "", {"problem": "2 + 2?", "answer": " 4 "}],
+    )
     a, b = read_aime(path)
     assert a.messages == [{"role": "user", "content": "1 + 1?"}] and a.answer == "2" and a.meta == {"id": 3}
     assert (b.answer, b.line, b.kind, b.where) == ("4", 3, "aime", f"{path}:3")
@@ -66,8 +72,13 @@ def test_gpqa_shuffle_is_deterministic_and_gold_follows_the_correct_answer(tmp_p
 
 
 def test_gpqa_answer_as_letter_or_text(tmp_path):
-    path = write(tmp_path / "g.jsonl", [{"question": "q", "choices": ["w", "x", "y", "z"], "answer": "y"},
-                                        {"question": "q", "choices": ["w", "x", "y", "z"], "answer": "C"}])
+    path = write(
+        tmp_path / "g.jsonl",
+        [
+            {"question": "q", "choices": ["w", "x", "y", "z"], "answer": "y"},
+            {"question": "q", "choices": ["w", "x", "y", "z"], "answer": "C"},
+        ],
+    )
     a, b = read_gpqa(path)
     assert a.meta["choices"]["ABCD".index(a.answer)] == "y" and b.meta["choices"]["ABCD".index(b.answer)] == "y"
 
@@ -81,11 +92,14 @@ def test_chat_gold_from_answer_or_box(tmp_path):
 
 
 def test_mc_schema(tmp_path):
-    path = write(tmp_path / "mc.jsonl", [
-        {"question": "q1", "choices": ["a", "b"], "label": 1},
-        {"context": "ctx", "question": "q2", "choices": ["a", "b", "c"], "answer": "C", "id": 5},
-        {"context": "only context", "choices": ["a", "b"], "answer": "a"},
-    ])
+    path = write(
+        tmp_path / "mc.jsonl",
+        [
+            {"question": "q1", "choices": ["a", "b"], "label": 1},
+            {"context": "ctx", "question": "q2", "choices": ["a", "b", "c"], "answer": "C", "id": 5},
+            {"context": "only context", "choices": ["a", "b"], "answer": "a"},
+        ],
+    )
     a, b, c = read_mc(path)
     assert (a.question, a.choices, a.label) == ("q1", ("a", "b"), 1)
     assert (b.question, b.label, b.meta) == ("ctx\nq2", 2, {"id": 5})
@@ -104,16 +118,22 @@ BAD = [
     (read_aime, '{"problem": "", "answer": 3}', "field 'problem' is empty"),
     (read_aime, '{"problem": "p", "answer": 3', "malformed JSON"),
     (read_aime, "[1, 2]", "a row must be a JSON object, got list"),
-    (read_gpqa, '{"question": "q", "correct_answer": "a", "incorrect_answers": ["b", "c"]}',
-     "field 'incorrect_answers' must hold 3 strings, got 2"),
+    (
+        read_gpqa,
+        '{"question": "q", "correct_answer": "a", "incorrect_answers": ["b", "c"]}',
+        "field 'incorrect_answers' must hold 3 strings, got 2",
+    ),
     (read_gpqa, '{"question": "q", "correct_answer": "a"}', "missing field 'incorrect_answers'"),
     (read_gpqa, '{"question": "q", "answers": []}', "missing field: a GPQA row needs 'choices'"),
     (read_gpqa, '{"question": "q", "choices": ["a", "b", "c", "d"]}', "missing field 'label'"),
     (read_gpqa, '{"question": "q", "choices": ["a", "b", "c", "d"], "answer": "e"}', "field 'answer' must be"),
     (read_gpqa, '{"choices": ["a", "b", "c", "d"], "label": 0}', "missing field 'question'"),
     (read_chat, '{"prompt": "q", "response": "a"}', "missing field 'messages'"),
-    (read_chat, '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}',
-     "no gold answer"),
+    (
+        read_chat,
+        '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}',
+        "no gold answer",
+    ),
     (read_chat, '{"messages": [{"role": "user", "content": "q"}]}', "at least 2 messages"),
     (read_mc, '{"choices": ["a", "b"], "label": 0}', "missing field 'question' (or 'context')"),
     (read_mc, '{"question": "q", "label": 0}', "missing field 'choices'"),
@@ -126,29 +146,50 @@ BAD = [
     (read_mc, '{"question": "q", "choices": ["a", "b"], "answer": "C"}', "field 'answer' must be a letter A-B"),
     (read_mc, '{"question": "q", "choices": ["a", "b"], "label": 0, "answer": "B"}', "disagree"),
     (read_mc, '{"question": "q", "choices": ["a", "b", "a "], "label": 0}', "choices 0 and 2 are the same text 'a'"),
-    (read_mc, json.dumps({"question": "q", "choices": [f"c{i}" for i in range(27)], "label": 0}),
-     "holds 27 choices; at most 26"),
-    (read_gpqa, '{"question": "q", "correct_answer": "a", "incorrect_answers": ["b", "a", "c"]}',
-     "choices 0 and 2 are the same text 'a'"),
+    (
+        read_mc,
+        json.dumps({"question": "q", "choices": [f"c{i}" for i in range(27)], "label": 0}),
+        "holds 27 choices; at most 26",
+    ),
+    (
+        read_gpqa,
+        '{"question": "q", "correct_answer": "a", "incorrect_answers": ["b", "a", "c"]}',
+        "choices 0 and 2 are the same text 'a'",
+    ),
     (read_aime, '{"problem": "p", "answer": null}', "field 'answer' must be str or int, got NoneType"),
-    (read_chat, json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
-                            "answer": None}), "field 'answer' must be str or int, got NoneType"),
-    (read_chat, json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
-                            "answer": " "}), "field 'answer' is empty"),
-    (read_chat, json.dumps({"messages": [{"role": "user", "content": "q"},
-                                         {"role": "assistant", "content": "so \\boxed{}"}]}),
-     "last \\boxed{} is empty"),
+    (
+        read_chat,
+        json.dumps(
+            {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "answer": None}
+        ),
+        "field 'answer' must be str or int, got NoneType",
+    ),
+    (
+        read_chat,
+        json.dumps(
+            {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "answer": " "}
+        ),
+        "field 'answer' is empty",
+    ),
+    (
+        read_chat,
+        json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "so \\boxed{}"}]}),
+        "last \\boxed{} is empty",
+    ),
     (read_mc, b'{"question": "caf\xe9", "choices": ["a", "b"], "label": 0}', "not UTF-8 text (byte 0xe9 at column 18)"),
 ]
 
 
 @pytest.mark.parametrize("reader,bad,message", BAD)
 def test_bad_row_names_file_and_line(tmp_path, reader, bad, message):
-    good = {read_aime: '{"problem": "p", "answer": 1}',
-            read_gpqa: json.dumps(GPQA_CHOICES),
-            read_chat: json.dumps({"messages": [{"role": "user", "content": "q"},
-                                                {"role": "assistant", "content": "\\boxed{1}"}]}),
-            read_mc: '{"question": "q", "choices": ["a", "b"], "label": 0}'}[reader]
+    good = {
+        read_aime: '{"problem": "p", "answer": 1}',
+        read_gpqa: json.dumps(GPQA_CHOICES),
+        read_chat: json.dumps(
+            {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "\\boxed{1}"}]}
+        ),
+        read_mc: '{"question": "q", "choices": ["a", "b"], "label": 0}',
+    }[reader]
     path = tmp_path / "bad.jsonl"
     path.write_bytes(b"\n".join(x if isinstance(x, bytes) else x.encode() for x in (good, "", bad, good)) + b"\n")
     with pytest.raises(DataError) as err:

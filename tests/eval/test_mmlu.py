@@ -18,8 +18,15 @@ def lm(tmp_path_factory):
 
 
 def rows(subject, n, offset=0):
-    return [{"question": f"{subject} question {offset + i}?", "choices": ["w", "x", "y", "z"],
-             "answer": (offset + i) % 4, "subject": subject} for i in range(n)]
+    return [
+        {
+            "question": f"{subject} question {offset + i}?",
+            "choices": ["w", "x", "y", "z"],
+            "answer": (offset + i) % 4,
+            "subject": subject,
+        }
+        for i in range(n)
+    ]
 
 
 def write(path, items):

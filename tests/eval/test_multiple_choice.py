@@ -68,14 +68,16 @@ def test_sum_logprobs_equal_transformers(lm, items, plain, tmp_path):
     torch.set_num_threads(1)  # on a busy 2-core machine torch's spinning threads make it ~10x slower
     try:
         with torch.no_grad():
-            logits_by_length = {n: model(input_ids=torch.tensor([p + cont for _, _, p, cont in group])).logits
-                                for n, group in rows.items()}
+            logits_by_length = {
+                n: model(input_ids=torch.tensor([p + cont for _, _, p, cont in group])).logits
+                for n, group in rows.items()
+            }
     finally:
         torch.set_num_threads(threads)
     for n, group in rows.items():
         logits = logits_by_length[n]
         for r, (i, c, p, cont) in enumerate(group):
-            logp = torch.log_softmax(logits[r, len(p) - 1: len(p) - 1 + len(cont)].double(), dim=-1)
+            logp = torch.log_softmax(logits[r, len(p) - 1 : len(p) - 1 + len(cont)].double(), dim=-1)
             ref = float(logp[torch.arange(len(cont)), torch.tensor(cont)].sum())
             diffs.append(abs(ref - scores[i].logprob_sum[c]))
     print(f"max |sum log-prob diff| vs transformers over {len(diffs)} choices: {max(diffs):.2e}")
@@ -87,8 +89,9 @@ def test_bitune_at_alpha_zero_with_fresh_adapters_equals_plain(lm, items, plain)
     bcfg = BituneConfig(learn_alpha=False, w_init=0.0)  # alpha = 0 and B = 0: the plain model exactly
     trainable = init_trainable(lm.params, lm.cfg, bcfg, jax.random.key(0))
     subset = items[:8]
-    scores, summary = score_bitune(lm.params, trainable, lm.cfg, bcfg, lm.tokenizer, subset, MCConfig(),
-                                   pad_id=lm.pad_id)
+    scores, summary = score_bitune(
+        lm.params, trainable, lm.cfg, bcfg, lm.tokenizer, subset, MCConfig(), pad_id=lm.pad_id
+    )
     got = np.concatenate([s.logprob_sum for s in scores])
     want = np.concatenate([s.logprob_sum for s in plain[0][:8]])
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)

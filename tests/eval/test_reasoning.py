@@ -20,23 +20,31 @@ from bitune_jax.eval.reasoning import (
 
 
 def item(question, answer, kind="aime", line=1):
-    return ReasoningItem(messages=[{"role": "user", "content": question}], answer=answer, kind=kind, file="q.jsonl",
-                         line=line)
+    return ReasoningItem(
+        messages=[{"role": "user", "content": question}], answer=answer, kind=kind, file="q.jsonl", line=line
+    )
 
 
-QUESTIONS = [item("What is 2 + 3?", "5", line=1), item("What is 10 - 4?", "6", line=2),
-             item("What is 3 * 3? Answer briefly.", "9", line=3)]
+QUESTIONS = [
+    item("What is 2 + 3?", "5", line=1),
+    item("What is 10 - 4?", "6", line=2),
+    item("What is 3 * 3? Answer briefly.", "9", line=3),
+]
 
 
 def test_prompt_has_suffix_and_chat_template(lm):
     text, ids = build_prompt(lm.tokenizer, item("What is 2 + 3?", "5"), ReasoningEvalConfig())
-    assert ("What is 2 + 3?\n\nAnswer the query and place the final integer inside \\boxed{} in your response. For "
-            "example \\boxed{42}.<|im_end|>") in text
+    assert (
+        "What is 2 + 3?\n\nAnswer the query and place the final integer inside \\boxed{} in your response. For "
+        "example \\boxed{42}.<|im_end|>"
+    ) in text
     assert "What is 2 + 3?" + SUFFIXES["aime"] + "<|im_end|>" in text
     assert text.endswith("<|im_start|>assistant\n") and lm.tokenizer.decode(ids, skip_special=False) == text
     gpqa, _ = build_prompt(lm.tokenizer, item("Q\n\nA: x\nB: y", "A", kind="gpqa"), ReasoningEvalConfig())
-    assert ("Answer the query and place the letter of chosen solution inside \\boxed{} in your response. For "
-            "example \\boxed{A}.<|im_end|>") in gpqa  # the authors' eval.py string
+    assert (
+        "Answer the query and place the letter of chosen solution inside \\boxed{} in your response. For "
+        "example \\boxed{A}.<|im_end|>"
+    ) in gpqa  # the authors' eval.py string
     plain, _ = build_prompt(lm.tokenizer, item("Q", "1"), ReasoningEvalConfig(chat_template=False, suffix=" Go."))
     assert plain == "Q Go."
 
@@ -54,7 +62,7 @@ def test_records_and_summary_from_canned_generations(lm, tmp_path):
         start = sum(len(p) for p, _ in calls)
         calls.append((prompts, seed))
         out = []
-        for q, j in rows[start:start + len(prompts)]:
+        for q, j in rows[start : start + len(prompts)]:
             text, ended = canned[q][j]
             out.append(tok.encode(text) + ([eos] if ended else []))
         return out
@@ -107,6 +115,15 @@ def test_greedy_batched_equals_one_at_a_time(lm):
     # Bitune with fresh adapters (B = 0) and alpha fixed at 0 decodes exactly like the plain model.
     bcfg = BituneConfig(learn_alpha=False, w_init=0.0)
     trainable = init_trainable(lm.params, lm.cfg, bcfg, jax.random.key(0))
-    bitune, _ = evaluate_bitune(lm.params, trainable, lm.cfg, bcfg, lm.tokenizer, QUESTIONS,
-                                ReasoningEvalConfig(batch_size=3, **greedy), eos_ids=lm.eos_ids, pad_id=lm.pad_id)
+    bitune, _ = evaluate_bitune(
+        lm.params,
+        trainable,
+        lm.cfg,
+        bcfg,
+        lm.tokenizer,
+        QUESTIONS,
+        ReasoningEvalConfig(batch_size=3, **greedy),
+        eos_ids=lm.eos_ids,
+        pad_id=lm.pad_id,
+    )
     assert [r.generations for r in bitune] == [r.generations for r in batched]

@@ -16,8 +16,14 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 def test_olmo7b_at_32k_tokens_fits_8_h100s():
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    out = subprocess.run([sys.executable, "-m", "benchmarks.scale_plan", "--only", "olmo7b_rep:h100x8"], cwd=ROOT,
-                         env={**env, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True, timeout=900)
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.scale_plan", "--only", "olmo7b_rep:h100x8"],
+        cwd=ROOT,
+        env={**env, "JAX_PLATFORMS": "cpu"},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     headline = dict(re.findall(r"^(.+?): ([\d.]+)$", out.stdout, re.M))
     per_device = float(headline["olmo7b_rep h100x8 seq 32768 per-device GiB"])

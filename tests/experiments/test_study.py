@@ -19,11 +19,28 @@ def model_dir(tmp_path_factory):
 
 
 def test_grid_runs_once_resumes_and_reports(model_dir, tmp_path):
-    config = tiny_config(model_dir, tmp_path / "study", **{
-        "train.max_updates": 4, "saturation.enabled": False, "checkpoint.every_steps": 0, "eval.at_start": True,
-        "eval.num_items": 2, "eval.max_new_tokens": 8, "data.synthetic.pool_size": 16})
-    sweep = [{"data.num_samples": n, "train.epochs": e, "eval.every_epochs": max(1, e // 2),
-              "workdir": str(tmp_path / "study" / f"{n}x{e}")} for n, e in [(4, 1), (2, 2)]]
+    config = tiny_config(
+        model_dir,
+        tmp_path / "study",
+        **{
+            "train.max_updates": 4,
+            "saturation.enabled": False,
+            "checkpoint.every_steps": 0,
+            "eval.at_start": True,
+            "eval.num_items": 2,
+            "eval.max_new_tokens": 8,
+            "data.synthetic.pool_size": 16,
+        },
+    )
+    sweep = [
+        {
+            "data.num_samples": n,
+            "train.epochs": e,
+            "eval.every_epochs": max(1, e // 2),
+            "workdir": str(tmp_path / "study" / f"{n}x{e}"),
+        }
+        for n, e in [(4, 1), (2, 2)]
+    ]
     calls = []
     counting = lambda c: (calls.append(c.workdir), run(c))[1]
 

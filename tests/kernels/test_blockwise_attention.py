@@ -39,6 +39,7 @@ def _compare(spec, q, k, v, w, *, block, softcap=None):
         def value_and_grads(q, k, v, w, spec):
             out, vjp = jax.vjp(lambda q, k, v: fn(q, k, v, spec), q, k, v)
             return (out, *vjp(w))
+
         return jax.jit(value_and_grads)(q, k, v, w, spec)
 
     ref = run(lambda q, k, v, s: _xla_attention(q, k, v, s, scale, softcap))
@@ -68,8 +69,14 @@ def test_window_segments_softcap():
     n = 41
     q, k, v, w = _qkv(1, 2, n, n, 4, 4, 16)
     seg = jnp.array([[0] * 10 + [1] * 31, [0] * 30 + [1] * 11], jnp.int32)
-    spec = MaskSpec(q_positions=_positions(2, n), kv_positions=_positions(2, n), window=jnp.int32(6),
-                    q_segment_ids=seg, kv_segment_ids=seg, prefix_len=jnp.array([4, 12], jnp.int32))
+    spec = MaskSpec(
+        q_positions=_positions(2, n),
+        kv_positions=_positions(2, n),
+        window=jnp.int32(6),
+        q_segment_ids=seg,
+        kv_segment_ids=seg,
+        prefix_len=jnp.array([4, 12], jnp.int32),
+    )
     _compare(spec, q, k, v, w, block=8, softcap=5.0)
 
 

@@ -46,8 +46,9 @@ def _compare(spec, q, k, v, w, *, blocks=SMALL, backend="triton", softcap=None, 
     """Max abs errors of Pallas vs XLA for (out, dq, dk, dv); asserts they are within tolerance."""
     scale = q.shape[-1] ** -0.5
     ref_fn = lambda q, k, v, spec: _xla_attention(q, k, v, spec, scale, softcap)
-    pal_fn = lambda q, k, v, spec: flash_attention(q, k, v, spec, scale=scale, logit_softcap=softcap,
-                                                   block_sizes=blocks, backend=backend)
+    pal_fn = lambda q, k, v, spec: flash_attention(
+        q, k, v, spec, scale=scale, logit_softcap=softcap, block_sizes=blocks, backend=backend
+    )
     run = lambda f: jax.jit(lambda q, k, v, w, spec: _value_and_grads(functools.partial(f, spec=spec), q, k, v, w))
     ref = run(ref_fn)(q, k, v, w, spec)
     got = run(pal_fn)(q, k, v, w, spec)
@@ -57,13 +58,18 @@ def _compare(spec, q, k, v, w, *, blocks=SMALL, backend="triton", softcap=None, 
         r, g = np.asarray(r, np.float32), np.asarray(g, np.float32)
         assert np.isfinite(g).all(), name
         err = float(np.abs(r - g).max())
-        bound = tol if tol is not None else (F32_TOL if q.dtype == jnp.float32 else
-                                             BF16_TOL * (1.0 + float(np.abs(r).max())))
+        bound = (
+            tol
+            if tol is not None
+            else (F32_TOL if q.dtype == jnp.float32 else BF16_TOL * (1.0 + float(np.abs(r).max())))
+        )
         errors[name] = err
         scales[name] = float(np.abs(r).max())
         assert err <= bound, f"{name}: max abs error {err:.3g} > {bound:.3g}"
-    print(f"max abs errors ({q.dtype.name}, {backend}): "
-          + ", ".join(f"{n}={e:.2e} (max|ref| {scales[n]:.2g})" for n, e in errors.items()))
+    print(
+        f"max abs errors ({q.dtype.name}, {backend}): "
+        + ", ".join(f"{n}={e:.2e} (max|ref| {scales[n]:.2g})" for n, e in errors.items())
+    )
     return errors, got
 
 
@@ -80,24 +86,30 @@ def test_prefix_lengths_gqa_head_dims(groups, head_dim):
     n = 37
     kv_heads = 2 if groups < 8 else 1
     q, k, v, w = _qkv(0, 5, n, n, groups * kv_heads, kv_heads, head_dim)
-    spec = MaskSpec(q_positions=_positions(5, n), kv_positions=_positions(5, n),
-                    prefix_len=jnp.array([0, 1, 7, 16, n], jnp.int32))
+    spec = MaskSpec(
+        q_positions=_positions(5, n), kv_positions=_positions(5, n), prefix_len=jnp.array([0, 1, 7, 16, n], jnp.int32)
+    )
     _compare(spec, q, k, v, w)
 
 
 def test_prefix_bf16():
     n = 45
     q, k, v, w = _qkv(1, 3, n, n, 4, 2, 64, jnp.bfloat16)
-    spec = MaskSpec(q_positions=_positions(3, n), kv_positions=_positions(3, n),
-                    prefix_len=jnp.array([0, 20, 32], jnp.int32))
+    spec = MaskSpec(
+        q_positions=_positions(3, n), kv_positions=_positions(3, n), prefix_len=jnp.array([0, 20, 32], jnp.int32)
+    )
     _compare(spec, q, k, v, w, blocks=MIXED)
 
 
 def test_sliding_window_with_prefix_and_mixed_blocks():
     n = 53
     q, k, v, w = _qkv(2, 2, n, n, 6, 2, 64)
-    spec = MaskSpec(q_positions=_positions(2, n), kv_positions=_positions(2, n), window=jnp.int32(9),
-                    prefix_len=jnp.array([13, 0], jnp.int32))
+    spec = MaskSpec(
+        q_positions=_positions(2, n),
+        kv_positions=_positions(2, n),
+        window=jnp.int32(9),
+        prefix_len=jnp.array([13, 0], jnp.int32),
+    )
     _compare(spec, q, k, v, w, blocks=MIXED)
 
 
@@ -107,8 +119,13 @@ def test_segment_ids_packed_rows():
     seg = jnp.array([[0] * 10 + [1] * 20 + [2] * 11, [0] * 30 + [1] * 11], jnp.int32)
     starts = jnp.array([[0] * 10 + [10] * 20 + [30] * 11, [0] * 30 + [30] * 11], jnp.int32)
     pos = _positions(2, n) - starts  # positions restart in each packed segment
-    spec = MaskSpec(q_positions=pos, kv_positions=pos, q_segment_ids=seg, kv_segment_ids=seg,
-                    prefix_len=jnp.array([4, 0], jnp.int32))
+    spec = MaskSpec(
+        q_positions=pos,
+        kv_positions=pos,
+        q_segment_ids=seg,
+        kv_segment_ids=seg,
+        prefix_len=jnp.array([4, 0], jnp.int32),
+    )
     _compare(spec, q, k, v, w)
 
 
@@ -132,8 +149,9 @@ def test_decode_queries_over_cache():
     kv_pos = jnp.where(jnp.arange(kv_len) < used[:, None], jnp.arange(kv_len), -1).astype(jnp.int32)
     kv_pos = kv_pos.at[2].set(jnp.where(kv_pos[2] >= 0, kv_pos[2] + 100, -1))  # all far in the future
     q_pos = (used[:, None] - 3 + jnp.arange(3)).astype(jnp.int32)
-    spec = MaskSpec(q_positions=q_pos, kv_positions=kv_pos, prefix_len=jnp.array([12, 40, 0], jnp.int32),
-                    window=jnp.int32(20))
+    spec = MaskSpec(
+        q_positions=q_pos, kv_positions=kv_pos, prefix_len=jnp.array([12, 40, 0], jnp.int32), window=jnp.int32(20)
+    )
     assert not np.asarray(dense_mask(spec))[2].any()
     _, (out, dq, dk, dv) = _compare(spec, q, k, v, w)
     for x in (out, dq, dk, dv):
@@ -148,8 +166,9 @@ def test_bitune_causal_stream_layout():
     pos_b = jnp.where(jnp.arange(width) < mixed_len[:, None], pos_c[:, :width], -1)
     seg_q = (pos_c >= mixed_len[:, None]).astype(jnp.int32)
     kv_seg = jnp.concatenate([jnp.ones((batch, width), jnp.int32), seg_q], 1)
-    spec = MaskSpec(q_positions=pos_c, kv_positions=jnp.concatenate([pos_b, pos_c], 1), q_segment_ids=seg_q,
-                    kv_segment_ids=kv_seg)
+    spec = MaskSpec(
+        q_positions=pos_c, kv_positions=jnp.concatenate([pos_b, pos_c], 1), q_segment_ids=seg_q, kv_segment_ids=kv_seg
+    )
     q, k, v, w = _qkv(6, batch, seq, width + seq, 4, 2, 64)
     _compare(spec, q, k, v, w)
     # The block test is exact here: it skips precisely the block pairs without a visible entry.
@@ -186,7 +205,9 @@ def test_traced_window_inside_scan():
             def body(x, window):
                 spec = MaskSpec(window=window, **base)
                 return attention(x, k, v, mask_spec=spec, scale=0.125, impl=impl), None
+
             return jax.lax.scan(body, q, windows)[0]
+
         return jax.jit(lambda q, k, v: _value_and_grads(run, q, k, v, w))
 
     ref, got = layers("xla")(q, k, v), layers("pallas")(q, k, v)
@@ -201,14 +222,21 @@ def test_tpu_kernels_interpret(dtype):
     q, k, v, w = _qkv(10, 3, n, n, 6, 2, 64, dtype)
     seg = jnp.array([[0] * 150, [0] * 70 + [1] * 80, [0] * 150], jnp.int32)
     pos = jnp.where(jnp.arange(n) >= jnp.array([0, 0, 9])[:, None], _positions(3, n), -1)
-    spec = MaskSpec(q_positions=pos, kv_positions=pos, q_segment_ids=seg, kv_segment_ids=seg,
-                    prefix_len=jnp.array([0, 130, 64], jnp.int32), window=jnp.int32(100))
+    spec = MaskSpec(
+        q_positions=pos,
+        kv_positions=pos,
+        q_segment_ids=seg,
+        kv_segment_ids=seg,
+        prefix_len=jnp.array([0, 130, 64], jnp.int32),
+        window=jnp.int32(100),
+    )
     _compare(spec, q, k, v, w, blocks=TPU, backend="mosaic_tpu")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("groups,head_dim,dtype", [(1, 128, jnp.bfloat16), (3, 64, jnp.bfloat16),
-                                                   (8, 128, jnp.float32)])
+@pytest.mark.parametrize(
+    "groups,head_dim,dtype", [(1, 128, jnp.bfloat16), (3, 64, jnp.bfloat16), (8, 128, jnp.float32)]
+)
 def test_random_specs_slow(groups, head_dim, dtype):
     """Random lengths, prefixes, windows, padding and segments (heavier; run with -m slow)."""
     rng = np.random.RandomState(groups)
@@ -217,10 +245,14 @@ def test_random_specs_slow(groups, head_dim, dtype):
         pad = rng.randint(0, n // 3, size=batch)
         pos = np.where(np.arange(n) >= pad[:, None], np.arange(n) - pad[:, None], -1).astype(np.int32)
         seg = (np.arange(n) >= rng.randint(1, n, size=batch)[:, None]).astype(np.int32)
-        spec = MaskSpec(q_positions=jnp.asarray(pos), kv_positions=jnp.asarray(pos),
-                        prefix_len=jnp.asarray(rng.randint(0, n + 1, size=batch), jnp.int32),
-                        window=jnp.int32(rng.randint(1, n)), q_segment_ids=jnp.asarray(seg),
-                        kv_segment_ids=jnp.asarray(seg))
+        spec = MaskSpec(
+            q_positions=jnp.asarray(pos),
+            kv_positions=jnp.asarray(pos),
+            prefix_len=jnp.asarray(rng.randint(0, n + 1, size=batch), jnp.int32),
+            window=jnp.int32(rng.randint(1, n)),
+            q_segment_ids=jnp.asarray(seg),
+            kv_segment_ids=jnp.asarray(seg),
+        )
         q, k, v, w = _qkv(int(rng.randint(1 << 30)), batch, n, n, 2 * groups, 2, head_dim, dtype)
         _compare(spec, q, k, v, w, blocks=MIXED)
 
@@ -235,8 +267,14 @@ def test_block_schedule_is_conservative_and_skips():
     n, bq, bk = 70, 16, 8
     pos = jnp.where(jnp.arange(n) >= jnp.array([0, 11, 3])[:, None], _positions(3, n) - 5, -1)
     seg = jnp.asarray((np.arange(n) >= rng.randint(1, n, size=3)[:, None]).astype(np.int32))
-    spec = MaskSpec(q_positions=pos, kv_positions=pos, window=jnp.int32(24), prefix_len=jnp.array([0, 30, 5]),
-                    q_segment_ids=seg, kv_segment_ids=seg)
+    spec = MaskSpec(
+        q_positions=pos,
+        kv_positions=pos,
+        window=jnp.int32(24),
+        prefix_len=jnp.array([0, 30, 5]),
+        q_segment_ids=seg,
+        kv_segment_ids=seg,
+    )
     bounds = schedule.token_bounds(spec, 80, 72)
     states = np.asarray(schedule.block_states(bounds, bq, bk))
     mask = np.zeros((3, 80, 72), bool)
@@ -249,8 +287,8 @@ def test_block_schedule_is_conservative_and_skips():
     for b, i in np.ndindex(*states.shape[:2]):
         count = sched[b, i, 0]
         visited = np.flatnonzero(states[b, i] != schedule.SKIP)
-        np.testing.assert_array_equal(sched[b, i, 1:1 + count] >> 1, visited)
-        np.testing.assert_array_equal(sched[b, i, 1:1 + count] & 1, states[b, i, visited] == schedule.PARTIAL)
+        np.testing.assert_array_equal(sched[b, i, 1 : 1 + count] >> 1, visited)
+        np.testing.assert_array_equal(sched[b, i, 1 : 1 + count] & 1, states[b, i, visited] == schedule.PARTIAL)
     causal = MaskSpec(q_positions=_positions(1, 4096), kv_positions=_positions(1, 4096))
     blocks = BlockSizes(128, 128, 128, 128)
     assert abs(float(block_skip_fraction(causal, 4096, 4096, blocks)) - (1 - 33 / 64)) < 1e-6  # 32 blocks: 496/1024
@@ -284,8 +322,14 @@ def _export_case(full: bool):
     heads, kv_heads, d, dtype = (8, 2, 128, jnp.bfloat16) if full else (6, 2, 64, jnp.float32)
     qkv = (f((b, t, heads, d), dtype), f((b, s, kv_heads, d), dtype), f((b, s, kv_heads, d), dtype))
     if full:
-        meta = (f((b, t), jnp.int32), f((b, s), jnp.int32), f((b,), jnp.int32), f((), jnp.int32),
-                f((b, t), jnp.int32), f((b, s), jnp.int32))
+        meta = (
+            f((b, t), jnp.int32),
+            f((b, s), jnp.int32),
+            f((b,), jnp.int32),
+            f((), jnp.int32),
+            f((b, t), jnp.int32),
+            f((b, s), jnp.int32),
+        )
         names = ("q_positions", "kv_positions", "prefix_len", "window", "q_segment_ids", "kv_segment_ids")
     else:
         meta, names = (f((b, t), jnp.int32), f((b, s), jnp.int32)), ("q_positions", "kv_positions")
@@ -305,12 +349,16 @@ def test_export_lowers_real_kernels(platform, custom_call, what, full):
     if what == "forward":
         fn = attend
     else:
+
         def fn(q, k, v, *meta):
             loss = lambda q, k, v: attend(q, k, v, *meta).astype(jnp.float32).sum()
             return jax.grad(loss, (0, 1, 2))(q, k, v)
+
     exported = export.export(
-        jax.jit(fn), platforms=[platform],
-        disabled_checks=[export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")])(*args)
+        jax.jit(fn),
+        platforms=[platform],
+        disabled_checks=[export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")],
+    )(*args)
     assert exported.platforms == (platform,)
     text = exported.mlir_module()
     # forward: one kernel; grad: forward (residuals) + dQ + dK/dV kernels.

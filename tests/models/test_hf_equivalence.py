@@ -29,9 +29,11 @@ def _prompts(seed=0):
 def _hf_logits(model, batch):
     mask = batch.positions >= 0
     with torch.no_grad():
-        out = model(input_ids=torch.tensor(batch.tokens, dtype=torch.long),
-                    attention_mask=torch.tensor(mask, dtype=torch.long),
-                    position_ids=torch.tensor(np.maximum(batch.positions, 0), dtype=torch.long))
+        out = model(
+            input_ids=torch.tensor(batch.tokens, dtype=torch.long),
+            attention_mask=torch.tensor(mask, dtype=torch.long),
+            position_ids=torch.tensor(np.maximum(batch.positions, 0), dtype=torch.long),
+        )
     return out.logits.numpy(), mask
 
 
@@ -52,7 +54,7 @@ def test_padding_does_not_change_real_tokens(tiny):
     batched = np.asarray(lm.logits(batch.tokens, batch.positions))
     for i, p in enumerate(prompts):
         alone = np.asarray(lm.logits(np.asarray([p])))[0]
-        np.testing.assert_allclose(batched[i, -len(p):], alone, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(batched[i, -len(p) :], alone, atol=1e-5, rtol=0)
 
 
 def _greedy_without_cache(lm, prompt, n):
@@ -62,7 +64,7 @@ def _greedy_without_cache(lm, prompt, n):
     for t in range(len(prompt), len(prompt) + n):
         positions = np.where(np.arange(tokens.shape[1]) < t, np.arange(tokens.shape[1]), -1)[None]
         tokens[0, t] = int(np.asarray(lm.logits(tokens, positions))[0, t - 1].argmax())
-    return tokens[0, len(prompt):].tolist()
+    return tokens[0, len(prompt) :].tolist()
 
 
 def test_greedy_cache_equals_no_cache_and_transformers(tiny):
@@ -74,9 +76,15 @@ def test_greedy_cache_equals_no_cache_and_transformers(tiny):
         for prompt, got in zip(prompts, cached):
             assert got == _greedy_without_cache(lm, prompt, 16)
     with torch.no_grad():
-        hf = model.generate(torch.tensor([prompts[0]]), max_new_tokens=16, min_new_tokens=16, do_sample=False,
-                            eos_token_id=None, pad_token_id=0)
-    assert cached[0] == hf[0, len(prompts[0]):].tolist()
+        hf = model.generate(
+            torch.tensor([prompts[0]]),
+            max_new_tokens=16,
+            min_new_tokens=16,
+            do_sample=False,
+            eos_token_id=None,
+            pad_token_id=0,
+        )
+    assert cached[0] == hf[0, len(prompts[0]) :].tolist()
 
 
 def test_export_reloads_in_transformers(tiny, tmp_path):

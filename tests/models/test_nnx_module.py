@@ -8,8 +8,9 @@ from bitune_jax.models.config import ModelConfig
 from bitune_jax.models.nnx_module import DecoderLM
 from bitune_jax.models.transformer import forward
 
-CFG = ModelConfig(family="llama", vocab_size=64, dim=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8,
-                  mlp_dim=48)
+CFG = ModelConfig(
+    family="llama", vocab_size=64, dim=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8, mlp_dim=48
+)
 
 
 def test_nnx_module_runs_the_functional_forward_and_trains():
@@ -25,6 +26,7 @@ def test_nnx_module_runs_the_functional_forward_and_trains():
         def loss(model):
             logits, _ = model(tokens)
             return -jnp.take_along_axis(jax.nn.log_softmax(logits[:, :-1]), tokens[:, 1:, None], -1).mean()
+
         value, grads = nnx.value_and_grad(loss)(model)
         optimizer.update(model, grads)
         return value

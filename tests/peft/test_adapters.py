@@ -10,10 +10,14 @@ from bitune_jax.models.transformer import forward, init_params
 from bitune_jax.peft import IA3_TARGETS, PeftConfig, init_adapters, merge, unmerge
 from bitune_jax.peft.adapters import lora_dense
 
-CFG = ModelConfig(family="llama", vocab_size=64, dim=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8,
-                  mlp_dim=48)
-PEFTS = {"lora": PeftConfig("lora", rank=4, alpha=8.0), "dora": PeftConfig("dora", rank=4, alpha=8.0),
-         "ia3": PeftConfig("ia3", targets=IA3_TARGETS)}
+CFG = ModelConfig(
+    family="llama", vocab_size=64, dim=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8, mlp_dim=48
+)
+PEFTS = {
+    "lora": PeftConfig("lora", rank=4, alpha=8.0),
+    "dora": PeftConfig("dora", rank=4, alpha=8.0),
+    "ia3": PeftConfig("ia3", targets=IA3_TARGETS),
+}
 TOKENS = jnp.asarray(np.random.RandomState(0).randint(0, 64, size=(2, 9)))
 
 
@@ -72,7 +76,14 @@ def test_gradients_reach_every_adapter(base, method):
 
 def test_targets_and_config_errors(base):
     assert set(init_adapters(base, PEFTS["lora"], jax.random.key(0))["layers"]) == {
-        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    }
     only_q = init_adapters(base, PeftConfig(targets=r"layers/q_proj"), jax.random.key(0))
     assert set(only_q["layers"]) == {"q_proj"} and only_q["layers"]["q_proj"]["lora_a"].shape == (2, 32, 8)
     with pytest.raises(ValueError, match="match no kernel"):
@@ -112,8 +123,9 @@ def test_lora_dense_backward_equals_autodiff(dtype, tol):
     plain = loss(lambda x, w, a, b: jnp.einsum("...i,io->...o", x, w) + 0.5 * jnp.einsum("...r,ro->...o", x @ a, b))
     custom = loss(lambda x, w, a, b: lora_dense(x, x, w, a, b, 0.5))
     np.testing.assert_allclose(custom(x, w, a, b), plain(x, w, a, b), rtol=tol)
-    for got, want in zip(jax.grad(custom, argnums=(0, 1, 2, 3))(x, w, a, b),
-                         jax.grad(plain, argnums=(0, 1, 2, 3))(x, w, a, b)):
+    for got, want in zip(
+        jax.grad(custom, argnums=(0, 1, 2, 3))(x, w, a, b), jax.grad(plain, argnums=(0, 1, 2, 3))(x, w, a, b)
+    ):
         assert got.dtype == want.dtype and got.shape == want.shape
         scale = float(jnp.abs(want.astype(jnp.float32)).max())
         np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32), atol=tol * scale)
@@ -140,6 +152,7 @@ def test_lora_dropout_only_in_training_and_unbiased(base):
 
     # Unbiased: the mean of one projection's output over many masks approaches the deterministic output.
     from bitune_jax.peft import dense
+
     layer = jax.tree.map(lambda t: t[0], adapters["layers"]["q_proj"])
     x = jax.random.normal(jax.random.key(7), (4, CFG.dim))
     w = base["layers"]["q_proj"][0]
@@ -176,7 +189,8 @@ def test_init_matches_peft_in_distribution():
     assert np.abs(a).max() <= 1 / math.sqrt(d_in) and np.abs(a).max() == pytest.approx(bound, rel=0.01)
     assert not np.asarray(lora["layers"]["q_proj"]["lora_b"]).any()
     dora = init_adapters(params, PeftConfig("dora", rank=rank, targets="layers/q_proj"), jax.random.key(0))
-    np.testing.assert_allclose(dora["layers"]["q_proj"]["dora_m"], np.linalg.norm(params["layers"]["q_proj"], axis=1),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        dora["layers"]["q_proj"]["dora_m"], np.linalg.norm(params["layers"]["q_proj"], axis=1), rtol=1e-6
+    )
     ia3 = init_adapters(params, PeftConfig("ia3", targets="layers/q_proj"), jax.random.key(0))
     assert (np.asarray(ia3["layers"]["q_proj"]["ia3_out"]) == 1).all()

@@ -1,6 +1,6 @@
 """One process of a two-process run (gloo) entering `hold_workdir`; writes what it saw as JSON.
 
-    python -m tests.train.lock_worker --workdir DIR --out r.json --process_id 0 --port N
+python -m tests.train.lock_worker --workdir DIR --out r.json --process_id 0 --port N
 """
 
 import argparse

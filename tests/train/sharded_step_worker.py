@@ -25,8 +25,17 @@ from bitune_jax.train.step import init_state, jit_train_step, make_optimizer, ma
 
 
 def model_config(seq: int) -> ModelConfig:
-    return ModelConfig(family="llama", vocab_size=64, dim=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8,
-                       mlp_dim=64, max_seq_len=seq)
+    return ModelConfig(
+        family="llama",
+        vocab_size=64,
+        dim=32,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=2,
+        head_dim=8,
+        mlp_dim=64,
+        max_seq_len=seq,
+    )
 
 
 def batches(step: int, rows: int, seq: int):
@@ -35,8 +44,12 @@ def batches(step: int, rows: int, seq: int):
     prompt_len = rng.randint(1, max(seq // 3, 2), size=rows).astype(np.int32)
     length = np.minimum(prompt_len + rng.randint(1, seq - seq // 3, size=rows), seq).astype(np.int32)
     length[0] = seq
-    return {"tokens": rng.randint(0, 64, size=(rows, seq)).astype(np.int32), "prompt_len": prompt_len,
-            "length": length, "example_id": np.arange(rows, dtype=np.int32)}
+    return {
+        "tokens": rng.randint(0, 64, size=(rows, seq)).astype(np.int32),
+        "prompt_len": prompt_len,
+        "length": length,
+        "example_id": np.arange(rows, dtype=np.int32),
+    }
 
 
 def main():
@@ -55,8 +68,9 @@ def main():
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(f"127.0.0.1:{args.port}", args.num_processes, args.process_id)
     data, fsdp, sequence, tensor = map(int, args.mesh.split(","))
-    mesh = make_mesh(data=data, fsdp=fsdp, sequence=sequence, tensor=tensor,
-                     devices=jax.devices()[: data * fsdp * sequence * tensor])
+    mesh = make_mesh(
+        data=data, fsdp=fsdp, sequence=sequence, tensor=tensor, devices=jax.devices()[: data * fsdp * sequence * tensor]
+    )
     results = {kind: run(kind, mesh, args) for kind in args.kinds.split(",")}
     with open(args.out, "w") as f:
         json.dump(results, f)
@@ -65,9 +79,14 @@ def main():
 def run(kind, mesh, args):
     cfg = model_config(args.seq)
     sp = kernels.SequenceParallel(mesh) if mesh.shape["sequence"] > 1 else None
-    objective = Objective(kind=kind, cfg=cfg, peft=PeftConfig(rank=4) if kind == "peft" else None,
-                          bitune=BituneConfig(peft=PeftConfig(rank=4)) if kind == "bitune" else None,
-                          attn_impl=args.attn, sequence_parallel=sp)
+    objective = Objective(
+        kind=kind,
+        cfg=cfg,
+        peft=PeftConfig(rank=4) if kind == "peft" else None,
+        bitune=BituneConfig(peft=PeftConfig(rank=4)) if kind == "bitune" else None,
+        attn_impl=args.attn,
+        sequence_parallel=sp,
+    )
     params = init_params(cfg, jax.random.key(0), scale=0.1)
     trainable, frozen = objective.split(params, jax.random.key(1))
     schedule = make_schedule("cosine", 1e-2, 4, 0.25)
@@ -79,15 +98,20 @@ def run(kind, mesh, args):
     losses, accuracies = [], []
     for i in range(2):
         full = pad_rows(batches(i, args.rows, args.seq), row_multiple(mesh))
-        step = step or jit_train_step(objective, optimizer, schedule, state_sh, frozen_sh,
-                                      batch_shardings(full, mesh))
+        step = step or jit_train_step(objective, optimizer, schedule, state_sh, frozen_sh, batch_shardings(full, mesh))
         state, metrics = step(state, frozen, global_batch(full, mesh))
         losses.append(float(metrics["loss"]))
         accuracies.append(float(metrics["token_accuracy"]))
     leaves = [np.asarray(multihost_utils.process_allgather(x, tiled=True)) for x in jax.tree.leaves(state.trainable)]
     sharded = sum(1 for x in jax.tree.leaves(state) if not x.sharding.is_fully_replicated)
-    return {"losses": losses, "accuracies": accuracies, "params": [x.tolist() for x in leaves],
-            "sharded_leaves": sharded, "devices": len(jax.devices()), "processes": jax.process_count()}
+    return {
+        "losses": losses,
+        "accuracies": accuracies,
+        "params": [x.tolist() for x in leaves],
+        "sharded_leaves": sharded,
+        "devices": len(jax.devices()),
+        "processes": jax.process_count(),
+    }
 
 
 if __name__ == "__main__":

@@ -21,8 +21,11 @@ def test_known_devices_use_the_datasheet_and_unknown_ones_measure():
 
 
 def test_step_flops_count_real_tokens_and_bitunes_second_stream():
-    batch = {"tokens": np.zeros((3, 64), np.int32), "length": np.array([40, 64, 0]),
-             "prompt_len": np.array([10, 20, 0])}  # the last row is filler
+    batch = {
+        "tokens": np.zeros((3, 64), np.int32),
+        "length": np.array([40, 64, 0]),
+        "prompt_len": np.array([10, 20, 0]),
+    }  # the last row is filler
     n, layers, dim = 1000, 2, 16
     full = step_model_flops("full", batch, 32, n, layers, dim)
     assert full == 104 * model_flops_per_token(n, 64, layers, dim, True)

@@ -8,9 +8,14 @@ from bitune_jax.train import epoch_stats
 
 
 def metrics(correct, tokens, per_example, loss=1.0, finite=True):
-    return {"correct": jnp.int32(correct), "tokens": jnp.int32(tokens), "loss": jnp.float32(loss),
-            "per_example_accuracy": jnp.asarray(per_example, jnp.float32), "finite": jnp.bool_(finite),
-            "grad_norm": jnp.float32(0.5)}
+    return {
+        "correct": jnp.int32(correct),
+        "tokens": jnp.int32(tokens),
+        "loss": jnp.float32(loss),
+        "per_example_accuracy": jnp.asarray(per_example, jnp.float32),
+        "finite": jnp.bool_(finite),
+        "grad_norm": jnp.float32(0.5),
+    }
 
 
 def test_token_weighted_and_per_sample_accuracy_memorization_and_filler_rows():

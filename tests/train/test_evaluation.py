@@ -25,16 +25,24 @@ def model_dir(tmp_path_factory):
 
 
 def eval_config(model_dir, workdir, **overrides):
-    return tiny_config(model_dir, workdir, **{"saturation.enabled": False, "eval.every_epochs": 2,
-                                              "eval.num_items": 3, "eval.max_new_tokens": 12, **overrides})
+    return tiny_config(
+        model_dir,
+        workdir,
+        **{
+            "saturation.enabled": False,
+            "eval.every_epochs": 2,
+            "eval.num_items": 3,
+            "eval.max_new_tokens": 12,
+            **overrides,
+        },
+    )
 
 
 def test_eval_runs_at_start_every_k_epochs_and_at_the_end(model_dir, tmp_path):
     summary = run(eval_config(model_dir, tmp_path, **{"train.epochs": 5, "eval.at_start": True}))
     evaluated = [i + 1 for i, h in enumerate(summary["history"]) if "eval_avg@n" in h]
     assert evaluated == [2, 4, 5]  # every 2nd epoch, and the last one
-    assert set(summary["start_eval"]) == {"eval_avg@n", "eval_pass@1", "eval_mean_length",
-                                          "eval_terminated_fraction"}
+    assert set(summary["start_eval"]) == {"eval_avg@n", "eval_pass@1", "eval_mean_length", "eval_terminated_fraction"}
     for h in summary["history"]:
         if "eval_avg@n" in h:
             assert 0.0 <= h["eval_avg@n"] <= 1.0 and 1 <= h["eval_mean_length"] <= 12
@@ -71,8 +79,16 @@ def test_eval_generates_with_the_trained_weights(model_dir, tmp_path, kind):
     records = evaluation.held_out_records(config)
     assert prompts == [encode_record(lm.tokenizer, r, "chat")[0] for r in records]  # the training rendering
     if kind == "bitune":
-        outs = bitune_generate(frozen, trainable, prompts, lm.cfg, objective.bitune, max_new_tokens=12,
-                               eos_ids=lm.eos_ids, pad_id=lm.pad_id)
+        outs = bitune_generate(
+            frozen,
+            trainable,
+            prompts,
+            lm.cfg,
+            objective.bitune,
+            max_new_tokens=12,
+            eos_ids=lm.eos_ids,
+            pad_id=lm.pad_id,
+        )
     else:
         params = trainable if kind == "full" else merge(frozen, trainable, objective.peft)
         outs = [dataclasses.replace(lm, params=params).generate([p], max_new_tokens=12)[0] for p in prompts]

@@ -19,8 +19,16 @@ def run_epochs(logger, epochs=3, steps_per_epoch=2):
     for epoch in range(1, epochs + 1):
         for _ in range(steps_per_epoch):
             step += 1
-            logger.log(step, {"loss": jnp.float32(2.0 / step), "token_accuracy": np.float64(0.3 * epoch),
-                              "per_example_loss": jnp.ones(3), "finite": jnp.bool_(True)}, epoch=epoch)
+            logger.log(
+                step,
+                {
+                    "loss": jnp.float32(2.0 / step),
+                    "token_accuracy": np.float64(0.3 * epoch),
+                    "per_example_loss": jnp.ones(3),
+                    "finite": jnp.bool_(True),
+                },
+                epoch=epoch,
+            )
         logger.log_epoch(epoch, step, {"loss": 2.0 / epoch, "token_accuracy": 0.3 * epoch})
     return step
 
@@ -36,8 +44,14 @@ def test_logger_writes_jsonl_tensorboard_and_png(tmp_path):
     png = logger.close(saturation_epoch=2)
     rows = read_rows(tmp_path / "metrics.jsonl")
     steps = [r for r in rows if r["scope"] == "step"]
-    assert len(steps) == 7 and steps[0] == {"scope": "step", "step": 1, "epoch": 1.0, "loss": 2.0,
-                                            "token_accuracy": pytest.approx(0.3), "finite": 1.0}
+    assert len(steps) == 7 and steps[0] == {
+        "scope": "step",
+        "step": 1,
+        "epoch": 1.0,
+        "loss": 2.0,
+        "token_accuracy": pytest.approx(0.3),
+        "finite": 1.0,
+    }
     assert steps[-1]["loss"] is None  # non-finite -> null: strict JSON
     epochs = [r for r in rows if r["scope"] == "epoch"]
     assert [r["epoch"] for r in epochs] == [1, 2, 3] and epochs[1]["epoch/loss"] == 1.0

@@ -32,10 +32,18 @@ def step_losses(workdir):
 
 
 def launch(model_dir, workdir, epochs=4):
-    cmd = [sys.executable, "-m", "experiments.run", f"--config={CONFIG}", f"--config.model.name={model_dir}",
-           f"--config.workdir={workdir}", f"--config.train.epochs={epochs}"]
-    return subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiments.run",
+        f"--config={CONFIG}",
+        f"--config.model.name={model_dir}",
+        f"--config.workdir={workdir}",
+        f"--config.train.epochs={epochs}",
+    ]
+    return subprocess.Popen(
+        cmd, cwd=ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
 
 
 def wait_for_step(proc, workdir, step, timeout=600):
@@ -62,8 +70,19 @@ def test_run_writes_logs_checkpoints_plot_and_accuracy_rises(model_dir, tmp_path
 
 
 def test_saturation_stops_a_run_that_memorizes(model_dir, tmp_path):
-    summary = run(tiny_config(model_dir, tmp_path, **{"train.epochs": 40, "train.lr": 1e-2, "saturation.mode": "stop",
-                                                      "saturation.threshold": 0.6, "saturation.window": 0}))
+    summary = run(
+        tiny_config(
+            model_dir,
+            tmp_path,
+            **{
+                "train.epochs": 40,
+                "train.lr": 1e-2,
+                "saturation.mode": "stop",
+                "saturation.threshold": 0.6,
+                "saturation.window": 0,
+            },
+        )
+    )
     sat = summary["saturation"]
     assert sat is not None and sat["reason"] == "threshold"
     assert summary["epochs"] == sat["epoch"] < 40
@@ -90,16 +109,28 @@ def test_sigkill_then_resume_is_bitwise_identical(model_dir, tmp_path):
 
 
 def test_bad_config_and_mismatched_inputs(model_dir, tmp_path):
-    bad = subprocess.run([sys.executable, "-m", "experiments.run", f"--config={CONFIG}", "--config.train.epoch=3"],
-                         cwd=ROOT, capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "experiments.run", f"--config={CONFIG}", "--config.train.epoch=3"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode != 0 and "epoch" in bad.stderr
     with pytest.raises(ValueError, match=r"config.data.train_path=.*missing.jsonl.*no such file"):
-        run(tiny_config(model_dir, tmp_path / "x", **{"data.source": "jsonl",
-                                                   "data.train_path": str(tmp_path / "missing.jsonl")}))
+        run(
+            tiny_config(
+                model_dir,
+                tmp_path / "x",
+                **{"data.source": "jsonl", "data.train_path": str(tmp_path / "missing.jsonl")},
+            )
+        )
     (tmp_path / "bad.jsonl").write_text('{"prompt": "hi", "response": "yo"}\n{"prompt": "hi"\n')
     with pytest.raises(ValueError, match="bad.jsonl:2"):
-        run(tiny_config(model_dir, tmp_path / "y", **{"data.source": "jsonl",
-                                                   "data.train_path": str(tmp_path / "bad.jsonl")}))
+        run(
+            tiny_config(
+                model_dir, tmp_path / "y", **{"data.source": "jsonl", "data.train_path": str(tmp_path / "bad.jsonl")}
+            )
+        )
     with pytest.raises(ValueError, match="data.train_path is empty"):
         run(tiny_config(model_dir, tmp_path / "w", **{"data.source": "jsonl"}))
     with pytest.raises(ValueError, match="config.model.name is empty"):
@@ -111,8 +142,13 @@ def test_bad_config_and_mismatched_inputs(model_dir, tmp_path):
     with pytest.raises(ValueError, match="objective: saved 'full', now 'peft'"):  # refused before the load
         run(tiny_config(model_dir, tmp_path / "z", **{"objective": "peft", "train.epochs": 1}))
     with pytest.raises(ValueError, match="checkpoint from another model"):  # allowed: the weights do not fit
-        run(tiny_config(model_dir, tmp_path / "z", **{"objective": "peft", "train.epochs": 1,
-                                                      "resume.allow_changes": "objective"}))
+        run(
+            tiny_config(
+                model_dir,
+                tmp_path / "z",
+                **{"objective": "peft", "train.epochs": 1, "resume.allow_changes": "objective"},
+            )
+        )
 
 
 def test_nan_loss_stops_with_last_good_checkpoint(model_dir, tmp_path):
@@ -121,9 +157,19 @@ def test_nan_loss_stops_with_last_good_checkpoint(model_dir, tmp_path):
     assert np.isfinite(list(step_losses(tmp_path).values())).all()
     # rollback cannot rescue a rate 30 orders too large: it gives up after train.rollback_limit tries
     with pytest.raises(FloatingPointError, match=r"2 rollbacks \(train.rollback_limit\) did not keep the run finite"):
-        run(tiny_config(model_dir, tmp_path / "rollback", **{"train.lr": 1e30, "train.clip": 0.0, "train.epochs": 3,
-                                                             "train.on_nonfinite": "rollback",
-                                                             "train.rollback_limit": 2}))
+        run(
+            tiny_config(
+                model_dir,
+                tmp_path / "rollback",
+                **{
+                    "train.lr": 1e30,
+                    "train.clip": 0.0,
+                    "train.epochs": 3,
+                    "train.on_nonfinite": "rollback",
+                    "train.rollback_limit": 2,
+                },
+            )
+        )
 
 
 def count_device_reads(monkeypatch):
@@ -147,9 +193,20 @@ def test_device_reads_do_not_grow_with_steps(model_dir, tmp_path, monkeypatch):
     counts = []
     for samples in (3, 9):
         before = reads[0]
-        summary = run(tiny_config(model_dir, tmp_path / str(samples), **{
-            "data.num_samples": samples, "train.epochs": 2, "log.every_steps": 1000, "checkpoint.every_steps": 0,
-            "saturation.enabled": False, "log.tensorboard": False}))
+        summary = run(
+            tiny_config(
+                model_dir,
+                tmp_path / str(samples),
+                **{
+                    "data.num_samples": samples,
+                    "train.epochs": 2,
+                    "log.every_steps": 1000,
+                    "checkpoint.every_steps": 0,
+                    "saturation.enabled": False,
+                    "log.tensorboard": False,
+                },
+            )
+        )
         assert summary["steps"] == 2 * samples
         counts.append(reads[0] - before)
     assert counts[0] == counts[1], counts
@@ -158,10 +215,24 @@ def test_device_reads_do_not_grow_with_steps(model_dir, tmp_path, monkeypatch):
 def test_divergence_between_reads_stops_at_the_first_bad_batch(model_dir, tmp_path):
     """No read between steps: the first non-finite step freezes the state on the device, and the next read (here
     the epoch end) stops the run naming that batch; no checkpoint was saved, and the message says so."""
-    with pytest.raises(FloatingPointError, match=r"non-finite loss .* at epoch 0, batch \d.* Last known good "
-                                                 r"checkpoint: none \(no checkpoint was saved"):
-        run(tiny_config(model_dir, tmp_path, **{"train.lr": 1e30, "train.clip": 0.0, "train.epochs": 3,
-                                                "log.every_steps": 1000, "checkpoint.every_steps": 0}))
+    with pytest.raises(
+        FloatingPointError,
+        match=r"non-finite loss .* at epoch 0, batch \d.* Last known good "
+        r"checkpoint: none \(no checkpoint was saved",
+    ):
+        run(
+            tiny_config(
+                model_dir,
+                tmp_path,
+                **{
+                    "train.lr": 1e30,
+                    "train.clip": 0.0,
+                    "train.epochs": 3,
+                    "log.every_steps": 1000,
+                    "checkpoint.every_steps": 0,
+                },
+            )
+        )
     assert not (tmp_path / "summary.json").exists()
 
 
@@ -177,8 +248,18 @@ def test_changed_resume_is_refused_untouched_then_allowed_and_recorded(model_dir
     assert workdir_files(tmp_path) == before  # refused before anything was written
     copy = tmp_path.parent / f"{tmp_path.name}_model_copy"
     shutil.copytree(model_dir, copy)  # the same weights under another path: not a change
-    summary = run(tiny_config(copy, tmp_path, **{"train.epochs": 3, "train.lr": 1e-3, "log.every_steps": 2,
-                                                 "resume.allow_changes": "train.lr,train.epochs"}))
+    summary = run(
+        tiny_config(
+            copy,
+            tmp_path,
+            **{
+                "train.epochs": 3,
+                "train.lr": 1e-3,
+                "log.every_steps": 2,
+                "resume.allow_changes": "train.lr,train.epochs",
+            },
+        )
+    )
     assert summary["steps"] == 9 and summary["epochs"] == 3
     out = capsys.readouterr().out
     assert "resuming with a changed train.lr (allowed by resume.allow_changes): 0.003 -> 0.001" in out
@@ -220,8 +301,13 @@ def test_skip_batch_trains_through_a_poisoned_batch(model_dir, tmp_path, monkeyp
     monkeypatch.setattr(Objective, "loss", poisoned)
     with pytest.raises(FloatingPointError, match="at epoch 0, batch"):
         run(tiny_config(model_dir, tmp_path / "stop", **{"train.epochs": 2}))
-    summary = run(tiny_config(model_dir, tmp_path / "skip", **{"train.epochs": 4, "train.on_nonfinite": "skip_batch",
-                                                                "saturation.enabled": False}))
+    summary = run(
+        tiny_config(
+            model_dir,
+            tmp_path / "skip",
+            **{"train.epochs": 4, "train.on_nonfinite": "skip_batch", "saturation.enabled": False},
+        )
+    )
     assert summary["steps"] == 12 and summary["epochs"] == 4
     assert [h["skipped_batches"] for h in summary["history"]] == [1, 1, 1, 1]
     accuracy = [h["token_accuracy"] for h in summary["history"]]
@@ -248,8 +334,11 @@ def diverging(monkeypatch):
         return value, {**metrics, "loss": value}
 
     def poisoned_step(state, frozen, batch, stats, batch_number, **kwargs):
-        batch = {**batch, "poison_scale": jnp.where(batch_number == SPIKE, 100.0, 1.0),
-                 "poison_add": jnp.where(batch_number == NAN, jnp.nan, 0.0)}
+        batch = {
+            **batch,
+            "poison_scale": jnp.where(batch_number == SPIKE, 100.0, 1.0),
+            "poison_add": jnp.where(batch_number == NAN, jnp.nan, 0.0),
+        }
         return loop_step(state, frozen, batch, stats, batch_number, **kwargs)
 
     monkeypatch.setattr(Objective, "loss", poisoned_loss)
@@ -268,7 +357,8 @@ def test_a_divergence_stop_names_the_last_known_good_checkpoint_not_the_spiked_o
 
 
 def test_rollback_restores_the_last_known_good_checkpoint_skips_the_batch_and_halves_the_rate(
-        model_dir, tmp_path, diverging, capsys):
+    model_dir, tmp_path, diverging, capsys
+):
     """Saves at 2, 4, 6, 8; the window of save 8 holds the spike, so the NaN at step 9 rolls back to step 6 (kept
     beyond checkpoint.keep=1), the replay runs at half the rate, skips batch 8 and finishes; the steps before the
     rollback are those of a run that never rolled back (skip_batch, the same poison), bitwise."""
@@ -277,8 +367,11 @@ def test_rollback_restores_the_last_known_good_checkpoint_skips_the_batch_and_ha
     reference = tmp_path / "skip"
     run(tiny_config(model_dir, reference, **{"saturation.enabled": False, "train.on_nonfinite": "skip_batch"}))
     workdir = tmp_path / "rollback"
-    summary = run(tiny_config(model_dir, workdir, **{"saturation.enabled": False, "train.on_nonfinite": "rollback",
-                                                      "checkpoint.keep": 1}))
+    summary = run(
+        tiny_config(
+            model_dir, workdir, **{"saturation.enabled": False, "train.on_nonfinite": "rollback", "checkpoint.keep": 1}
+        )
+    )
     out = capsys.readouterr().out
     assert "rolled back to step 6, the last known good checkpoint" in out
     assert summary["steps"] == 12 and summary["epochs"] == 4
@@ -337,8 +430,11 @@ def test_accumulated_steps_run_the_schedule_on_updates(model_dir, tmp_path):
     at the learning rate of the update it belongs to (the clock optax.MultiSteps gives the inner optimizer)."""
     from bitune_jax.train.step import make_schedule
 
-    summary = run(tiny_config(model_dir, tmp_path, **{"train.accumulate": 4, "saturation.enabled": False,
-                                                      "train.warmup_frac": 0.34}))
+    summary = run(
+        tiny_config(
+            model_dir, tmp_path, **{"train.accumulate": 4, "saturation.enabled": False, "train.warmup_frac": 0.34}
+        )
+    )
     assert summary["steps"] == 12 and summary["updates"] == 3 and summary["planned_updates"] == 3
     schedule = make_schedule("cosine", 3e-3, 3, 0.34)  # one warmup update, then cosine over 2
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -352,8 +448,13 @@ def test_saturation_anneals_to_the_end_and_resumes_inside_the_anneal(model_dir, 
     and the run ends there; a resume from a checkpoint inside the anneal (the newest one damaged) ends the same."""
     from bitune_jax.train.step import make_schedule
 
-    overrides = {"train.epochs": 40, "train.lr": 1e-2, "saturation.threshold": 0.6, "saturation.window": 0,
-                 "saturation.anneal_updates": 4}
+    overrides = {
+        "train.epochs": 40,
+        "train.lr": 1e-2,
+        "saturation.threshold": 0.6,
+        "saturation.window": 0,
+        "saturation.anneal_updates": 4,
+    }
     summary = run(tiny_config(model_dir, tmp_path, **overrides))
     sat = summary["saturation"]
     start = 3 * sat["after_epoch"]  # 3 steps an epoch
@@ -372,9 +473,19 @@ def test_saturation_anneals_to_the_end_and_resumes_inside_the_anneal(model_dir, 
 
 
 def test_saturation_observe_trains_every_epoch(model_dir, tmp_path):
-    summary = run(tiny_config(model_dir, tmp_path, **{"train.epochs": 30, "train.lr": 1e-2,
-                                                      "saturation.mode": "observe", "saturation.threshold": 0.6,
-                                                      "saturation.window": 0}))
+    summary = run(
+        tiny_config(
+            model_dir,
+            tmp_path,
+            **{
+                "train.epochs": 30,
+                "train.lr": 1e-2,
+                "saturation.mode": "observe",
+                "saturation.threshold": 0.6,
+                "saturation.window": 0,
+            },
+        )
+    )
     assert summary["epochs"] == 30 and summary["steps"] == 90
     assert summary["saturation"]["epoch"] < 30 and summary["saturation"]["updates_saved"] == 0
 
@@ -384,14 +495,24 @@ def test_too_many_samples_for_the_file_fails_before_the_load(model_dir, tmp_path
     data.write_text('{"prompt": "a", "response": "b"}\n' * 3)
     started = time.time()
     with pytest.raises(ValueError, match=r"config.data.num_samples=5, but .*train.jsonl holds 3 rows"):
-        run(tiny_config(tmp_path / "no_model_here", tmp_path / "w", **{
-            "data.source": "jsonl", "data.train_path": str(data), "data.num_samples": 5}))
+        run(
+            tiny_config(
+                tmp_path / "no_model_here",
+                tmp_path / "w",
+                **{"data.source": "jsonl", "data.train_path": str(data), "data.num_samples": 5},
+            )
+        )
     assert time.time() - started < 5
 
 
 def test_validation_rows_are_held_out_and_scored_each_epoch(model_dir, tmp_path):
-    summary = run(tiny_config(model_dir, tmp_path, **{"data.val_size": 2, "train.epochs": 3,
-                                                      "eval.val_every_epochs": 2, "saturation.enabled": False}))
+    summary = run(
+        tiny_config(
+            model_dir,
+            tmp_path,
+            **{"data.val_size": 2, "train.epochs": 3, "eval.val_every_epochs": 2, "saturation.enabled": False},
+        )
+    )
     has = [("val_loss" in h, "val_token_accuracy" in h) for h in summary["history"]]
     assert has == [(False, False), (True, True), (True, True)]  # epoch 2, and the last
     assert 0 <= summary["history"][-1]["val_token_accuracy"] <= 1 and summary["history"][-1]["val_loss"] > 0

@@ -30,8 +30,9 @@ def started(tmp_path, c):
 def test_changes_that_alter_the_trajectory_are_refused_with_every_key(tmp_path):
     started(tmp_path, config(tmp_path))
     with pytest.raises(ResumeChangedError) as e:
-        check_resume(config(tmp_path).workdir, config(tmp_path, **{"train.lr": 1e-4, "data.batch_size": 2}),
-                     resuming=True)
+        check_resume(
+            config(tmp_path).workdir, config(tmp_path, **{"train.lr": 1e-4, "data.batch_size": 2}), resuming=True
+        )
     message = str(e.value)
     assert "train.lr: saved 2e-05, now 0.0001" in message and "data.batch_size: saved 1, now 2" in message
     assert "--config.resume.allow_changes=data.batch_size,train.lr" in message
@@ -54,8 +55,9 @@ def test_data_is_compared_by_content(tmp_path):
     started(tmp_path, config(tmp_path))
     moved = tmp_path / "elsewhere.jsonl"
     shutil.copy(tmp_path / "train.jsonl", moved)
-    notes, _ = check_resume(config(tmp_path).workdir, config(tmp_path, **{"data.train_path": str(moved)}),
-                            resuming=True)
+    notes, _ = check_resume(
+        config(tmp_path).workdir, config(tmp_path, **{"data.train_path": str(moved)}), resuming=True
+    )
     assert notes and all("no effect" in n for n in notes)  # same rows under another path
     (tmp_path / "train.jsonl").write_text('{"prompt": "a", "response": "c"}\n')  # same path, other rows
     with pytest.raises(ResumeChangedError, match="data.train_path:contents"):

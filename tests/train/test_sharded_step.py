@@ -18,11 +18,27 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 KINDS = "full,peft,bitune"
 
 
-def run_worker(tmp_path, name, mesh, devices, *, kinds=KINDS, rows=8, seq=16, attn="xla", process_id=None,
-               num_processes=1, port=0):
+def run_worker(
+    tmp_path, name, mesh, devices, *, kinds=KINDS, rows=8, seq=16, attn="xla", process_id=None, num_processes=1, port=0
+):
     out = tmp_path / f"{name}.json"
-    cmd = [sys.executable, "-m", "tests.train.sharded_step_worker", "--out", str(out), "--mesh", mesh,
-           "--kinds", kinds, "--rows", str(rows), "--seq", str(seq), "--attn", attn]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tests.train.sharded_step_worker",
+        "--out",
+        str(out),
+        "--mesh",
+        mesh,
+        "--kinds",
+        kinds,
+        "--rows",
+        str(rows),
+        "--seq",
+        str(seq),
+        "--attn",
+        attn,
+    ]
     if num_processes > 1:
         cmd += ["--process_id", str(process_id), "--num_processes", str(num_processes), "--port", str(port)]
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu"}
@@ -93,8 +109,9 @@ def test_two_processes_over_gloo_equal_single_process(single, single_long, tmp_p
         mesh, kwargs, reference = "2,2,1,2", {"kinds": "full,peft"}, single
     else:
         mesh, kwargs, reference = "1,1,8,1", {"rows": 1, "seq": 512}, single_long[1]
-    procs = [run_worker(tmp_path, f"p{i}", mesh, 4, process_id=i, num_processes=2, port=port, **kwargs)
-             for i in range(2)]
+    procs = [
+        run_worker(tmp_path, f"p{i}", mesh, 4, process_id=i, num_processes=2, port=port, **kwargs) for i in range(2)
+    ]
     results = [finish(p) for p in procs]
     for r in results:
         for kind in r:

@@ -11,8 +11,9 @@ from bitune_jax.train.saturation import SaturationConfig
 from bitune_jax.train.spec import RunSpec
 from experiments.configs.common import base
 
-CONFIGS = [p for p in sorted(pathlib.Path("experiments/configs").glob("*.py"))
-           if p.name not in ("common.py", "__init__.py")]
+CONFIGS = [
+    p for p in sorted(pathlib.Path("experiments/configs").glob("*.py")) if p.name not in ("common.py", "__init__.py")
+]
 
 
 def test_spec_has_exactly_the_keys_of_base():

@@ -14,8 +14,17 @@ from bitune_jax.peft import PeftConfig
 from bitune_jax.train.objectives import Objective
 from bitune_jax.train.step import init_state, make_optimizer, make_schedule, train_step
 
-CFG = ModelConfig(family="llama", vocab_size=64, dim=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8,
-                  mlp_dim=64, max_seq_len=32)
+CFG = ModelConfig(
+    family="llama",
+    vocab_size=64,
+    dim=32,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=8,
+    mlp_dim=64,
+    max_seq_len=32,
+)
 
 
 def _batch(rows):
@@ -44,8 +53,10 @@ def test_accumulating_two_halves_equals_one_batch():
         state, _ = acc_step(state, frozen, _batch(rows))
     for a, b in zip(jax.tree.leaves(big.trainable), jax.tree.leaves(state.trainable)):
         np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
-    assert any(np.abs(np.asarray(a) - np.asarray(b)).max() > 0
-               for a, b in zip(jax.tree.leaves(big.trainable), jax.tree.leaves(trainable)))
+    assert any(
+        np.abs(np.asarray(a) - np.asarray(b)).max() > 0
+        for a, b in zip(jax.tree.leaves(big.trainable), jax.tree.leaves(trainable))
+    )
 
 
 def test_non_finite_step_keeps_the_state():

@@ -27,10 +27,21 @@ def test_every_enum_is_checked_before_the_model_loads(key):
     assert all(repr(choice) in message for choice in CHOICES[key])
 
 
-@pytest.mark.parametrize("key,value", [
-    ("train.epochs", 0), ("train.max_updates", -5), ("train.lr", -1e-4), ("train.warmup_frac", 2.0),
-    ("train.accumulate", 0), ("checkpoint.every_steps", -1), ("data.batch_size", 0), ("peft.dropout", 1.5),
-    ("mesh.sequence", 0), ("log.every_steps", 0)])
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("train.epochs", 0),
+        ("train.max_updates", -5),
+        ("train.lr", -1e-4),
+        ("train.warmup_frac", 2.0),
+        ("train.accumulate", 0),
+        ("checkpoint.every_steps", -1),
+        ("data.batch_size", 0),
+        ("peft.dropout", 1.5),
+        ("mesh.sequence", 0),
+        ("log.every_steps", 0),
+    ],
+)
 def test_nonsense_numbers(key, value):
     with pytest.raises(ConfigError, match=f"config.{key}={value!r}"):
         validate(config(**{key: value}), device_count=1)
@@ -38,8 +49,18 @@ def test_nonsense_numbers(key, value):
 
 def test_all_errors_at_once_and_typed_sections():
     with pytest.raises(ConfigError) as e:
-        validate(config(**{"train.schedule": "cosin", "model.remat": "al", "saturation.threshold": 2.0,
-                           "peft.method": "lora", "peft.rank": 0}), device_count=1)
+        validate(
+            config(
+                **{
+                    "train.schedule": "cosin",
+                    "model.remat": "al",
+                    "saturation.threshold": 2.0,
+                    "peft.method": "lora",
+                    "peft.rank": 0,
+                }
+            ),
+            device_count=1,
+        )
     message = str(e.value)
     assert "config.train.schedule='cosin'" in message and "config.model.remat='al'" in message
     assert "config.saturation" in message and "threshold" in message
@@ -63,16 +84,33 @@ def test_missing_files_are_named(tmp_path):
 
 def test_unknown_key_in_a_config_file_is_an_error(tmp_path):
     path = tmp_path / "typo.py"
-    path.write_text("from experiments.configs.common import base\n\n\ndef get_config():\n    c = base()\n"
-                    "    c.train.lrr = 1e-4\n    return c\n")
-    out = subprocess.run([sys.executable, "-m", "experiments.run", f"--config={path}"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120)
+    path.write_text(
+        "from experiments.configs.common import base\n\n\ndef get_config():\n    c = base()\n"
+        "    c.train.lrr = 1e-4\n    return c\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "experiments.run", f"--config={path}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode != 0 and "lrr" in out.stderr
 
 
-@pytest.mark.parametrize("spec", ["olmo7b_rep.py:h100x8", "olmo7b_rep.py:v5p-64", "gemma2b_bitune.py",
-                                  "gemma2b_bitune.py:1gpu", "smollm2_rep.py", "smollm2_bitune.py",
-                                  "study_repetition_smollm2.py", "study_bitune_smollm2.py"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "olmo7b_rep.py:h100x8",
+        "olmo7b_rep.py:v5p-64",
+        "gemma2b_bitune.py",
+        "gemma2b_bitune.py:1gpu",
+        "smollm2_rep.py",
+        "smollm2_bitune.py",
+        "study_repetition_smollm2.py",
+        "study_bitune_smollm2.py",
+    ],
+)
 def test_shipped_configs_are_valid_on_their_meshes(spec, tmp_path):
     """Every shipped config passes validation on the device count its mesh names (paths filled in)."""
     import importlib

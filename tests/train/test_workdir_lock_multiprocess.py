@@ -25,10 +25,28 @@ def free_port():
 def two_processes(tmp_path, workdirs):
     port, procs = free_port(), []
     for i, workdir in enumerate(workdirs):
-        cmd = [sys.executable, "-m", "tests.train.lock_worker", "--workdir", str(workdir),
-               "--out", str(tmp_path / f"p{i}.json"), "--process_id", str(i), "--port", str(port)]
-        procs.append(subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu"},
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+        cmd = [
+            sys.executable,
+            "-m",
+            "tests.train.lock_worker",
+            "--workdir",
+            str(workdir),
+            "--out",
+            str(tmp_path / f"p{i}.json"),
+            "--process_id",
+            str(i),
+            "--port",
+            str(port),
+        ]
+        procs.append(
+            subprocess.Popen(
+                cmd,
+                cwd=ROOT,
+                env={**os.environ, "JAX_PLATFORMS": "cpu"},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+        )
     for p in procs:
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err.decode()[-3000:]
@@ -45,8 +63,9 @@ def test_process_zero_holds_the_lock_and_process_one_sees_it(tmp_path):
 def test_a_workdir_in_use_stops_both_processes(tmp_path):
     workdir = tmp_path / "run"
     workdir.mkdir()
-    (workdir / LOCK_NAME).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
-                                                 "started": "earlier", "token": 7}))
+    (workdir / LOCK_NAME).write_text(
+        json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "started": "earlier", "token": 7})
+    )
     first, second = two_processes(tmp_path, [workdir, workdir])
     assert f"in use by pid {os.getpid()}" in first["error"]
     assert "process 0 could not lock" in second["error"]

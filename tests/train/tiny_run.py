@@ -12,9 +12,20 @@ from experiments.configs.common import base
 
 
 def write_tiny_model(directory: pathlib.Path, tokenizer, vocab_size: int | None = None) -> pathlib.Path:
-    cfg = ModelConfig(family="llama", vocab_size=vocab_size or tokenizer.vocab_size, dim=32, num_layers=2, num_heads=4,
-                      num_kv_heads=2, head_dim=8, mlp_dim=64, max_seq_len=512, eos_ids=tokenizer.eos_ids,
-                      pad_id=tokenizer.pad_id, bos_id=tokenizer.bos_id)
+    cfg = ModelConfig(
+        family="llama",
+        vocab_size=vocab_size or tokenizer.vocab_size,
+        dim=32,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=2,
+        head_dim=8,
+        mlp_dim=64,
+        max_seq_len=512,
+        eos_ids=tokenizer.eos_ids,
+        pad_id=tokenizer.pad_id,
+        bos_id=tokenizer.bos_id,
+    )
     save_hf(directory, cfg, jax.tree.map(lambda x: x, init_params(cfg, jax.random.key(0))))
     tokenizer.save_hf(directory)
     return directory
