@@ -165,7 +165,8 @@ def load(
 
         shardings = functools.partial(tree_shardings, mesh=mesh)
     if name in SHIPPED:
-        from bitune_jax.checkpoints.gguf import load_gguf_model, locate_packaged_gguf
+        from bitune_jax.checkpoints.gguf import load_gguf_model
+        from bitune_jax.checkpoints.gguf_file import locate_packaged_gguf
 
         cfg, params, tokenizer = load_gguf_model(locate_packaged_gguf(name))
     elif name in presets.PRESETS:

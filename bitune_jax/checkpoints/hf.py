@@ -15,6 +15,7 @@ import safetensors.numpy
 from bitune_jax.checkpoints.hf_config import config_from_hf, config_to_hf
 from bitune_jax.models.config import ModelConfig
 from bitune_jax.models.transformer import NORMS_BY_LAYOUT, Params, init_params, param_shapes
+from bitune_jax.tree_paths import named_leaves
 
 _PROJ = {
     "q_proj": "self_attn.q_proj.weight",
@@ -190,9 +191,7 @@ def sharded_params(
                 expected[path][1:] if isinstance(names, tuple) else expected[path],
             )
     abstract = jax.eval_shape(lambda: init_params(cfg, jax.random.key(0)))
-    sharding_of = {
-        "/".join(str(k.key) for k in kp): s for kp, s in jax.tree_util.tree_flatten_with_path(shardings(abstract))[0]
-    }
+    sharding_of = dict(named_leaves(shardings(abstract)))
 
     def read(name: str, index: tuple[slice, ...], transpose: bool) -> np.ndarray:
         t = source.read(name, index[::-1] if transpose else index)
@@ -254,13 +253,18 @@ def save_hf(
     params: Params,
     extra_files: Mapping[str, str] | None = None,
 ) -> pathlib.Path:
-    """Write `model.safetensors` + `config.json` (+ e.g. tokenizer files) that `transformers` loads."""
+    """Write `model.safetensors`, `config.json` (read right by transformers 4 and 5), `generation_config.json`
+    (the special token ids) and `extra_files` (e.g. the tokenizer's)."""
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    safetensors.numpy.save_file(
-        params_to_tensors(params, cfg), directory / "model.safetensors", metadata={"format": "pt"}
-    )
-    (directory / "config.json").write_text(json.dumps(config_to_hf(cfg), indent=2))
+    tensors = params_to_tensors(params, cfg)
+    safetensors.numpy.save_file(tensors, directory / "model.safetensors", metadata={"format": "pt"})
+    dtypes = {str(t.dtype) for t in tensors.values()}
+    dtype = dtypes.pop() if len(dtypes) == 1 else "float32"
+    hf = config_to_hf(cfg, dtype="bfloat16" if dtype == "bfloat16" else "float32")
+    (directory / "config.json").write_text(json.dumps(hf, indent=2))
+    generation = {k: hf[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if hf.get(k) is not None}
+    (directory / "generation_config.json").write_text(json.dumps(generation, indent=2))
     for name, text in (extra_files or {}).items():
         (directory / name).write_text(text)
     return directory

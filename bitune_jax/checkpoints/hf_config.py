@@ -150,8 +150,22 @@ def _rope_to_hf(rope: RopeConfig) -> dict[str, Any]:
     return out
 
 
-def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
-    """A `config.json` that `transformers` (v5 layout: `rope_parameters`) loads as the same model."""
+def _legacy_rope(cfg: ModelConfig) -> dict[str, Any]:
+    """The transformers-4 fields for RoPE: `rope_theta` and `rope_scaling` of the global layers (and, for Gemma 3,
+    `rope_local_base_freq` of the sliding ones). A v4 reader ignores `rope_parameters`, so without these it would
+    silently run RoPE base 10000."""
+    scaling = {k: v for k, v in _rope_to_hf(cfg.rope).items() if k != "rope_theta"}
+    out: dict[str, Any] = {"rope_theta": cfg.rope.theta, "rope_scaling": None}
+    if scaling["rope_type"] != "default":
+        out["rope_scaling"] = {**scaling, "type": scaling["rope_type"]}  # "type": the name before 4.45
+    if cfg.family == "gemma3":
+        out["rope_local_base_freq"] = (cfg.rope_local or cfg.rope).theta
+    return out
+
+
+def config_to_hf(cfg: ModelConfig, dtype: str = "float32") -> dict[str, Any]:
+    """A `config.json` that `transformers` loads as the same model, in version 5 (`rope_parameters`, `dtype`) and
+    in version 4 (`rope_theta`, `rope_scaling`, `torch_dtype`), both layouts side by side. `dtype`: the weights'."""
     if cfg.family not in HF_ARCH:
         raise ValueError(f"no Hugging Face layout for family {cfg.family!r}")
     arch, model_type = HF_ARCH[cfg.family]
@@ -172,6 +186,9 @@ def config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
         eos_token_id=list(cfg.eos_ids) if len(cfg.eos_ids) > 1 else (cfg.eos_ids[0] if cfg.eos_ids else None),
         pad_token_id=cfg.pad_id,
         attention_bias=False,
+        dtype=dtype,
+        torch_dtype=dtype,
+        **_legacy_rope(cfg),
     )
     if cfg.family in ("llama", "qwen3"):
         hf["hidden_act"], hf["mlp_bias"] = "silu", False

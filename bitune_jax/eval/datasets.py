@@ -66,7 +66,8 @@ class MCItem:
         return f"{self.file}:{self.line}"
 
 
-def _field(row: Mapping[str, Any], key: str, where: str, types: type | tuple[type, ...] = str) -> Any:
+def row_field(row: Mapping[str, Any], key: str, where: str, types: type | tuple[type, ...] = str) -> Any:
+    """`row[key]`, of `types` and (a string) not blank; otherwise a `DataError` naming `where` and the key."""
     if key not in row:
         raise DataError(f"{where}: missing field {key!r}; the row has keys {sorted(row)}")
     value = row[key]
@@ -78,8 +79,8 @@ def _field(row: Mapping[str, Any], key: str, where: str, types: type | tuple[typ
     return value
 
 
-def _string_list(row: Mapping[str, Any], key: str, where: str, n: int | None = None, min_n: int = 1) -> list[str]:
-    values = _field(row, key, where, list)
+def string_list(row: Mapping[str, Any], key: str, where: str, n: int | None = None, min_n: int = 1) -> list[str]:
+    values = row_field(row, key, where, list)
     if n is not None and len(values) != n:
         raise DataError(f"{where}: field {key!r} must hold {n} strings, got {len(values)}")
     if len(values) < min_n:
@@ -92,7 +93,7 @@ def _string_list(row: Mapping[str, Any], key: str, where: str, n: int | None = N
     return values
 
 
-def _distinct(choices: list[str], where: str) -> list[str]:
+def distinct_choices(choices: list[str], where: str) -> list[str]:
     """Two equal choices make the gold letter ambiguous."""
     seen: dict[str, int] = {}
     for i, c in enumerate(choices):
@@ -109,7 +110,7 @@ def _meta(row: Mapping[str, Any], consumed: tuple[str, ...]) -> dict[str, Any]:
 def _label(row: Mapping[str, Any], choices: list[str], where: str, accept_text: bool = False) -> int:
     """The correct choice's index from `"label"` (int) or `"answer"` (a letter, or with `accept_text` the text)."""
     if "label" in row:
-        label = _field(row, "label", where, int)
+        label = row_field(row, "label", where, int)
         if not 0 <= label < len(choices):
             raise DataError(f"{where}: label {label} is out of range for {len(choices)} choices")
         if "answer" in row and _answer_index(row["answer"], choices, where, accept_text) != label:
@@ -136,8 +137,8 @@ def read_aime(path: str | pathlib.Path) -> list[ReasoningItem]:
     items = []
     for file, line, row in jsonl_rows(path):
         where = f"{file}:{line}"
-        problem = _field(row, "problem", where)
-        answer = _field(row, "answer", where, (str, int))
+        problem = row_field(row, "problem", where)
+        answer = row_field(row, "answer", where, (str, int))
         items.append(
             ReasoningItem(
                 messages=[{"role": "user", "content": problem}],
@@ -162,21 +163,21 @@ def read_gpqa(path: str | pathlib.Path, seed: int = GPQA_SEED) -> list[Reasoning
     items = []
     for file, line, row in jsonl_rows(path):
         where = f"{file}:{line}"
-        question = _field(row, "question", where)
+        question = row_field(row, "question", where)
         if "choices" in row:
-            choices = _string_list(row, "choices", where, n=4)
+            choices = string_list(row, "choices", where, n=4)
             correct = choices[_label(row, choices, where, accept_text=True)]
             consumed = ("question", "choices", "label", "answer")
         elif "correct_answer" in row or "incorrect_answers" in row:
-            correct = _field(row, "correct_answer", where)
-            choices = [correct, *_string_list(row, "incorrect_answers", where, n=3)]
+            correct = row_field(row, "correct_answer", where)
+            choices = [correct, *string_list(row, "incorrect_answers", where, n=3)]
             consumed = ("question", "correct_answer", "incorrect_answers")
         else:
             raise DataError(
                 f"{where}: missing field: a GPQA row needs 'choices' (4) with 'label', or "
                 f"'correct_answer' and 'incorrect_answers' (3); the row has keys {sorted(row)}"
             )
-        shuffled = list(_distinct(choices, where))
+        shuffled = list(distinct_choices(choices, where))
         rng.shuffle(shuffled)  # the authors: random.seed(42) once, then random.shuffle per row
         gold = LETTERS[shuffled.index(correct)]
         items.append(
@@ -202,7 +203,7 @@ def read_chat(path: str | pathlib.Path) -> list[ReasoningItem]:
         record = record_from_row(row, file, line)
         meta = dict(record.meta)
         if "answer" in meta:
-            gold = str(_field(meta, "answer", where, (str, int))).strip()  # null or empty: an error
+            gold = str(row_field(meta, "answer", where, (str, int))).strip()  # null or empty: an error
             meta.pop("answer")
         else:
             gold = last_boxed(record.response)
@@ -234,10 +235,10 @@ def read_mc(path: str | pathlib.Path) -> list[MCItem]:
     items = []
     for file, line, row in jsonl_rows(path):
         where = f"{file}:{line}"
-        parts = [_field(row, key, where) for key in ("context", "question") if key in row]
+        parts = [row_field(row, key, where) for key in ("context", "question") if key in row]
         if not parts:
             raise DataError(f"{where}: missing field 'question' (or 'context'); the row has keys {sorted(row)}")
-        choices = _distinct(_string_list(row, "choices", where, min_n=2), where)
+        choices = distinct_choices(string_list(row, "choices", where, min_n=2), where)
         label = _label(row, choices, where)
         items.append(
             MCItem(

@@ -74,6 +74,19 @@ def letter_ids(tok) -> list[int]:
     return [tok.encode(letter, add_bos=False)[0] for letter in LETTERS]
 
 
+def check_shots(test: Sequence[MMLUItem], dev: Sequence[MMLUItem], shots: int) -> None:
+    """Every test subject has `shots` dev rows (checked before a model is loaded, by the trainer)."""
+    counts: dict[str, int] = {}
+    for item in dev:
+        counts[item.subject] = counts.get(item.subject, 0) + 1
+    for item in test:
+        if counts.get(item.subject, 0) < shots:
+            raise DataError(
+                f"{item.where}: subject {item.subject!r} has {counts.get(item.subject, 0)} dev rows, fewer than "
+                f"shots={shots}"
+            )
+
+
 def evaluate_mmlu(
     lm, test: Sequence[MMLUItem], dev: Sequence[MMLUItem], *, shots: int = 5, batch_size: int = 8
 ) -> dict[str, Any]:
@@ -81,15 +94,10 @@ def evaluate_mmlu(
     tok = lm.tokenizer
     if tok is None:
         raise ValueError("MMLU renders chat prompts; load the model with its tokenizer")
+    check_shots(test, dev, shots)
     by_subject: dict[str, list[MMLUItem]] = {}
     for item in dev:
         by_subject.setdefault(item.subject, []).append(item)
-    for item in test:
-        if len(by_subject.get(item.subject, [])) < shots:
-            raise DataError(
-                f"{item.where}: subject {item.subject!r} has {len(by_subject.get(item.subject, []))} "
-                f"dev rows, fewer than shots={shots}"
-            )
     ids = letter_ids(tok)
     prompts = [
         tok.encode(mmlu_prompt(tok, item, by_subject.get(item.subject, [])[:shots]), add_bos=False) for item in test

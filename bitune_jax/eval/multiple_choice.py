@@ -6,8 +6,9 @@ mean per token (`accuracy_norm`) and the sum per character of the continuation t
 lm-evaluation-harness calls acc_norm). Nothing is generated.
 
 Prompt formats (`MCConfig.prompt_format`):
-  * `"plain"` (default, the Bitune paper's zero-shot setting): the text `template.format(question=...)`, by default
-    `question + "\\nAnswer:"`, encoded with the tokenizer's own BOS policy; each continuation is `" " + choice`.
+  * `"plain"` (default): the text `template.format(question=...)`, by default `question + "\\nAnswer:"`, encoded
+    with the tokenizer's own BOS policy (or `add_bos`); each continuation is `" " + choice`. The Bitune authors'
+    tasks in their exact format: `bitune_jax.eval.bitune_mc` (`read_bitune_task`, `AUTHORS_MC`).
   * `"chat"`: the question as one user message rendered with the chat template and the generation prompt; each
     continuation is the choice text (no leading space, no end-of-turn token).
 Tokenization follows lm-evaluation-harness: prompt and prompt + continuation are encoded as whole texts and the
@@ -41,6 +42,7 @@ from bitune_jax.tokenizer import Tokenizer
 class MCConfig:
     prompt_format: Literal["plain", "chat"] = "plain"
     template: str = "{question}\nAnswer:"  # plain format only
+    add_bos: bool | None = None  # plain format: None follows the tokenizer, True always (the Bitune harness)
     batch_items: int = 8  # items whose choices share one forward
     width_multiple: int = 8  # sequence widths rounded up to this
     rows_multiple: int = 8  # rows per forward rounded up to this (with dummy rows)
@@ -99,7 +101,7 @@ def encode_item(tok: Tokenizer, item: MCItem, cfg: MCConfig = MCConfig()) -> Enc
         texts, add_bos = list(item.choices), False
     else:
         prompt_text = cfg.template.format(question=item.question)
-        texts, add_bos = [" " + c for c in item.choices], None
+        texts, add_bos = [" " + c for c in item.choices], cfg.add_bos
     prompt = tok.encode(prompt_text, add_bos=add_bos)
     if not prompt:
         raise ValueError(f"{item.where}: the prompt encodes to no tokens")

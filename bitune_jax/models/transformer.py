@@ -21,6 +21,7 @@ from bitune_jax import kernels
 from bitune_jax.models import rope as rope_lib
 from bitune_jax.models.config import ModelConfig
 from bitune_jax.peft import PeftConfig, dense
+from bitune_jax.tree_paths import named_leaves
 
 Params = dict[str, Any]
 NO_WINDOW = np.iinfo(np.int32).max
@@ -296,7 +297,4 @@ def init_params(cfg: ModelConfig, key: jax.Array, dtype=jnp.float32, scale: floa
 def param_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     """Expected shape of every parameter, keyed by '/'-joined path (for loaders' validation)."""
     shapes = jax.eval_shape(lambda: init_params(cfg, jax.random.key(0)))
-    return {
-        "/".join(str(getattr(p, "key", p)) for p in path): tuple(leaf.shape)
-        for path, leaf in jax.tree_util.tree_flatten_with_path(shapes)[0]
-    }
+    return {name: tuple(leaf.shape) for name, leaf in named_leaves(shapes)}

@@ -1,4 +1,4 @@
-"""Training checkpoints: a thin wrapper over orbax's `CheckpointManager`, a model fingerprint, and a SIGTERM flag.
+"""Training checkpoints: a thin wrapper over orbax's `CheckpointManager` and a model fingerprint.
 
 A checkpoint step holds two items:
 - `state`: the pytree the loop resumes from (trainable params or adapters, optimizer state, step counter, RNG key),
@@ -6,9 +6,7 @@ A checkpoint step holds two items:
 - `meta`: JSON, `{"meta": <the caller's dict>, "fingerprint": ..., "prng_keys": ...}`. The caller's dict carries
   what is not an array: the data iterator state (`{"epoch", "index"}`) and the run config.
 
-Typed PRNG keys (`jax.random.key`) cannot be serialized, so `save` stores `jax.random.key_data` and records the key
-implementation per tree path; `restore` wraps the data back with `jax.random.wrap_key_data`. Callers pass typed keys
-(or raw uint32 key data, which round-trips as it is).
+Typed PRNG keys in the state are stored as their key data and come back as typed keys (`prng_keys`).
 
 The fingerprint (`model_fingerprint`) stops a resume from silently loading another model's weights: restore compares
 it field by field and names the field and the checkpoint directory.
@@ -22,8 +20,6 @@ import dataclasses
 import enum
 import hashlib
 import json
-import signal
-import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -31,6 +27,8 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from bitune_jax.train import prng_keys
 
 PyTree = Any
 
@@ -167,7 +165,7 @@ class Checkpointer:
             raise TypeError(f"checkpoint meta for step {step} in {self.directory} is not JSON-serializable: {e}") from e
         if step in self._manager.all_steps():
             return False
-        data_state, key_impls = _keys_to_data(state)
+        data_state, key_impls = prng_keys.keys_to_data(state)
         record = {"meta": plain_meta, "fingerprint": self.fingerprint, "prng_keys": key_impls}
         args = ocp.args.Composite(state=ocp.args.StandardSave(data_state), meta=ocp.args.JsonSave(record))
         return bool(self._manager.save(step, args=args, force=force))
@@ -213,7 +211,11 @@ class Checkpointer:
         if self.fingerprint is not None:
             check_fingerprint(record.get("fingerprint"), self.fingerprint, where)
         key_impls = record.get("prng_keys", {})
-        target = None if abstract_state is None else _abstract_for_restore(abstract_state, key_impls, where)
+        target = (
+            None
+            if abstract_state is None
+            else prng_keys.abstract_for_restore(abstract_state, key_impls, where, CheckpointMismatchError)
+        )
         try:
             restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
         except Exception as e:
@@ -224,7 +226,7 @@ class Checkpointer:
                     f"checkpoint at {where} does not fit the requested state tree: {e}"
                 ) from e
             raise
-        state = restored.state if abstract_state is None else _data_to_keys(restored.state, key_impls)
+        state = restored.state if abstract_state is None else prng_keys.data_to_keys(restored.state, key_impls)
         return state, record["meta"]
 
     def restore_newest_readable(
@@ -295,120 +297,6 @@ class _Protected:
 
     def should_preserve(self, checkpoints, *, context) -> list[bool]:
         return [info.step in self.steps for info in checkpoints]
-
-
-# --------------------------------------------------------------------------------------------- PRNG key trees
-
-
-def _is_key(leaf: Any) -> bool:
-    dtype = getattr(leaf, "dtype", None)
-    return dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
-
-
-def _keys_to_data(state: PyTree) -> tuple[PyTree, dict[str, str]]:
-    """Typed keys -> uint32 key data, plus {tree path: key implementation name} to undo it."""
-    impls: dict[str, str] = {}
-
-    def convert(path, leaf):
-        if _is_key(leaf):
-            impls[jax.tree_util.keystr(path)] = str(jax.random.key_impl(leaf))
-            return jax.random.key_data(leaf)
-        return leaf
-
-    return jax.tree_util.tree_map_with_path(convert, state), impls
-
-
-def _abstract_for_restore(abstract: PyTree, key_impls: Mapping[str, str], where: str) -> PyTree:
-    """Concrete arrays -> ShapeDtypeStructs; typed-key leaves -> the ShapeDtypeStruct of their key data."""
-
-    def convert(path, leaf):
-        name = jax.tree_util.keystr(path)
-        if _is_key(leaf) != (name in key_impls):
-            saved = "a typed PRNG key" if name in key_impls else "not a typed key"
-            raise CheckpointMismatchError(
-                f"checkpoint at {where}: state leaf {name} was saved as {saved}, "
-                f"but the requested tree has dtype {leaf.dtype}"
-            )
-        sharding = getattr(leaf, "sharding", None)
-        if _is_key(leaf):
-            data = jax.eval_shape(jax.random.key_data, jax.ShapeDtypeStruct(leaf.shape, leaf.dtype))
-            return jax.ShapeDtypeStruct(data.shape, data.dtype, sharding=sharding)  # spec covers leading dims only
-        if isinstance(leaf, jax.Array | np.ndarray):
-            return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
-        return leaf
-
-    return jax.tree_util.tree_map_with_path(convert, abstract)
-
-
-def _data_to_keys(state: PyTree, key_impls: Mapping[str, str]) -> PyTree:
-    if not key_impls:
-        return state
-
-    def convert(path, leaf):
-        impl = key_impls.get(jax.tree_util.keystr(path))
-        return leaf if impl is None else jax.random.wrap_key_data(leaf, impl=impl)
-
-    return jax.tree_util.tree_map_with_path(convert, state)
-
-
-# ---------------------------------------------------------------------------------------------------- SIGTERM
-
-
-class SigtermFlag:
-    """Set by SIGTERM (preemption); the loop polls `requested` between steps, saves, and exits.
-
-    The handler only sets a flag (and calls the optional callback): saving from inside a signal handler could
-    interrupt a half-finished step or an orbax write. `uninstall()` (or leaving the `with` block) puts the previous
-    handler back.
-    """
-
-    def __init__(self, callback: Callable[[int], None] | None, signals: tuple[int, ...]) -> None:
-        self._event = threading.Event()
-        self._callback = callback
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-        for sig in signals:
-            self._previous[sig] = signal.signal(sig, self._handle)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.signum = signum
-        self._event.set()
-        if self._callback is not None:
-            self._callback(signum)
-
-    @property
-    def requested(self) -> bool:
-        return self._event.is_set()
-
-    def clear(self) -> None:
-        self._event.clear()
-        self.signum = None
-
-    def uninstall(self) -> None:
-        """Restore the handlers that were installed before this one (idempotent)."""
-        for sig, previous in self._previous.items():
-            signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
-        self._previous = {}
-
-    def __enter__(self) -> SigtermFlag:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.uninstall()
-
-
-def install_sigterm_handler(
-    callback: Callable[[int], None] | None = None, *, signals: tuple[int, ...] = (signal.SIGTERM,)
-) -> SigtermFlag:
-    """Install a flag-setting handler for SIGTERM (must run on the main thread, as Python signal handlers do).
-
-    callback: called with the signal number from inside the handler; keep it tiny (a log line), never a save.
-    Multi-host: processes may see the signal at different steps; the loop should agree on the flag across
-    processes (e.g. `jax.experimental.multihost_utils.process_allgather(flag).any()`) before saving.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        raise RuntimeError("install_sigterm_handler must be called from the main thread (Python signal rule)")
-    return SigtermFlag(callback, tuple(signals))
 
 
 # ------------------------------------------------------------------------------------------------------ JSON

@@ -20,6 +20,7 @@ from bitune_jax.api import LM
 from bitune_jax.data import DataError, Record, encode_record, read_records, synthetic
 from bitune_jax.eval.answers import last_boxed
 from bitune_jax.eval.datasets import ReasoningItem
+from bitune_jax.eval.mmlu import MMLUItem, check_shots, evaluate_mmlu, read_mmlu
 from bitune_jax.eval.reasoning import (
     ReasoningEvalConfig,
     bitune_generate_fn,
@@ -28,8 +29,9 @@ from bitune_jax.eval.reasoning import (
     write_generations_jsonl,
 )
 from bitune_jax.models.transformer import Params
+from bitune_jax.peft import merge
 from bitune_jax.train.objectives import Objective
-from bitune_jax.train.spec import DataSpec, EvalSpec, RunSpec
+from bitune_jax.train.spec import DataSpec, EvalSpec, MMLUSpec, RunSpec
 
 SUMMARY_KEYS = ("avg@n", "pass@1", "mean_length", "terminated_fraction")  # logged as eval_<key>
 
@@ -153,6 +155,36 @@ class HeldOutEval:
         return lm_generate_fn(
             dataclasses.replace(lm, params=frozen), self.sampling, adapters=trainable, peft=objective.peft
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class MMLUEval:
+    """MMLU forgetting during training: the weights as they train (PEFT adapters merged into the base), scored
+    exactly as `bitune_jax.eval.evaluate_mmlu` scores a model. Rows are read, and the few shots checked, at start."""
+
+    test: list[MMLUItem]
+    dev: list[MMLUItem]
+    shots: int
+    batch_size: int
+
+    @classmethod
+    def from_spec(cls, spec: MMLUSpec) -> MMLUEval | None:
+        if not spec.test:
+            return None
+        test, dev = read_mmlu(spec.test), read_mmlu(spec.dev)
+        test = test[: spec.num_items] if spec.num_items else test
+        check_shots(test, dev, spec.shots)
+        return cls(test, dev, spec.shots, spec.batch_size)
+
+    def run(self, objective: Objective, trainable: Params, frozen: Params, lm: LM) -> dict[str, float]:
+        """`mmlu_macro` (the mean over subjects, the paper's headline) and `mmlu_micro` (over questions)."""
+        if objective.kind == "bitune":
+            raise ValueError("the MMLU eval scores a plain forward; objective bitune has none")
+        params = trainable if objective.kind == "full" else merge(frozen, trainable, objective.peft)
+        result = evaluate_mmlu(
+            dataclasses.replace(lm, params=params), self.test, self.dev, shots=self.shots, batch_size=self.batch_size
+        )
+        return {"mmlu_macro": result["mmlu_macro"], "mmlu_micro": result["mmlu_micro"]}
 
 
 def eval_due(ev: EvalSpec, epoch: int, last: bool) -> bool:

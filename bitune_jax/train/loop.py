@@ -16,7 +16,6 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.experimental import multihost_utils
 from ml_collections import ConfigDict
 
 import bitune_jax as bj
@@ -27,6 +26,7 @@ from bitune_jax.train import checkpointing, divergence, epoch_stats, evaluation,
 from bitune_jax.train.logging import ProgressBar, RunLogger
 from bitune_jax.train.objectives import Objective, as_batch
 from bitune_jax.train.performance import StepPerformance
+from bitune_jax.train.preemption import Preemption
 from bitune_jax.train.sharding import (
     batch_shardings,
     global_batch,
@@ -163,6 +163,7 @@ def run(config: ConfigDict) -> dict[str, Any]:
 
 def _train(spec: RunSpec, workdir: pathlib.Path, is_main: bool, record: dict[str, Any] | None) -> dict[str, Any]:
     pool, source = read_training_pool(spec.data)
+    mmlu = evaluation.MMLUEval.from_spec(spec.eval.mmlu)  # rows read and checked before the model loads
     mesh = make_mesh(**dataclasses.asdict(spec.mesh))
     # weights read shard by shard straight into their shardings on the mesh
     lm = bj.load(spec.model.name, dtype=spec.model.dtype, attn_impl=spec.model.attn_impl, mesh=mesh)
@@ -256,6 +257,7 @@ def _train(spec: RunSpec, workdir: pathlib.Path, is_main: bool, record: dict[str
     if is_main and record is not None:  # the run is under way (its checkpoint, if any, restored)
         run_record.write_record(workdir, record)
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    logged_samples = _samples_seen(stats)  # at the last log step: the window of the next one starts here
     stats = jax.device_put(stats, replicated)
     logger = RunLogger(workdir, enabled=is_main, tensorboard=spec.log.tensorboard, resume_step=resumed_from)
     if is_main:
@@ -359,10 +361,21 @@ def _train(spec: RunSpec, workdir: pathlib.Path, is_main: bool, record: dict[str
             )
         return values
 
-    if held_out is not None and spec.eval.at_start and resumed_from is None:
-        start_eval = held_out_eval(0)
+    def mmlu_eval(epoch: int) -> dict[str, float]:
+        values = mmlu.run(objective, state.trainable, frozen, shell)
+        if is_main:
+            print(
+                f"MMLU after epoch {epoch} ({len(mmlu.test)} questions): macro {values['mmlu_macro']:.4f}, "
+                f"micro {values['mmlu_micro']:.4f}",
+                flush=True,
+            )
+        return values
+
+    if spec.eval.at_start and resumed_from is None and (held_out is not None or mmlu is not None):
+        start_eval = held_out_eval(0) if held_out is not None else {}
+        start_eval.update(mmlu_eval(0) if mmlu is not None else {})
         logger.log_epoch(0, 0, start_eval)
-    with checkpointing.install_sigterm_handler() as sigterm:
+    with Preemption() as preemption:
         while True:  # one pass, or more after divergence rollbacks
             try:
                 for epoch in range(position["epoch"], spec.train.epochs):
@@ -395,15 +408,20 @@ def _train(spec: RunSpec, workdir: pathlib.Path, is_main: bool, record: dict[str
                         step += 1
                         position = {"epoch": epoch, "index": index + 1}
                         if step % spec.log.every_steps == 0 and not skip:
-                            read_stats()
+                            seen = _samples_seen(read_stats())
                             logged = _scalars(_read_device(metrics))
+                            if seen[1] > logged_samples[1]:  # per-sample mean over the samples since the last log
+                                logged["sample_token_accuracy_window"] = (seen[0] - logged_samples[0]) / (
+                                    seen[1] - logged_samples[1]
+                                )
+                            logged_samples = seen
                             logged.pop("finite", None)
                             logged.update(_mixing_alphas(state, objective, summary=False))
                             logged.update(perf.rates(tokens_per_s, full, widths[0]))
                             logger.log(step, logged, epoch=epoch + (index + 1) / steps_per_epoch)
                             shown = {"loss": logged["loss"], "token_accuracy": logged["token_accuracy"]}
                         bar.update(epoch=epoch, step=step, tokens_per_s=tokens_per_s, **shown)
-                        if _any_process(sigterm.requested):
+                        if preemption.agreed(step):
                             save(step, force=True)
                             ckpt.close()
                             raise SystemExit(
@@ -430,6 +448,7 @@ def _train(spec: RunSpec, workdir: pathlib.Path, is_main: bool, record: dict[str
                         )
                     history.append(epoch_metrics)
                     stats = jax.device_put(epoch_stats.next_epoch(host_stats), replicated)
+                    logged_samples = (0.0, 0)
                     position = {"epoch": epoch + 1, "index": 0}
                     decision = saturation.check_saturation([h[rule.metric] for h in history], rule)
                     end_now = False
@@ -456,6 +475,8 @@ def _train(spec: RunSpec, workdir: pathlib.Path, is_main: bool, record: dict[str
                     last = end_now or epoch + 1 == spec.train.epochs or step >= total_steps
                     if held_out is not None and evaluation.eval_due(spec.eval, epoch + 1, last):
                         epoch_metrics.update(held_out_eval(epoch + 1))
+                    if mmlu is not None and (last or evaluation.eval_due(spec.eval, epoch + 1, last)):
+                        epoch_metrics.update(mmlu_eval(epoch + 1))
                     if validation is not None and ((epoch + 1) % spec.eval.val_every_epochs == 0 or last):
                         epoch_metrics.update(validation.run(state.trainable, frozen))
                         if is_main:
@@ -498,7 +519,9 @@ def _train(spec: RunSpec, workdir: pathlib.Path, is_main: bool, record: dict[str
                 del state
                 state, meta = ckpt.restore(good, abstract_state=target)
                 position, history = meta["data"], meta["history"]
-                stats = jax.device_put(epoch_stats.from_json(meta["epoch_accumulators"]), replicated)
+                restored_stats = epoch_stats.from_json(meta["epoch_accumulators"])
+                logged_samples = _samples_seen(restored_stats)
+                stats = jax.device_put(restored_stats, replicated)
                 start_eval, saturated, anneal = meta.get("start_eval", {}), meta.get("saturated"), meta.get("anneal")
                 windows = [w for w in windows if w.step <= good]
                 schedule, optimizer, total_steps = replan()
@@ -555,6 +578,11 @@ def _train(spec: RunSpec, workdir: pathlib.Path, is_main: bool, record: dict[str
 MAX_STEPS_IN_FLIGHT = 2  # dispatched steps the host may run ahead of the device (bounds queued batches)
 
 
+def _samples_seen(stats: epoch_stats.EpochStats) -> tuple[float, int]:
+    """(sum of each sample's own token accuracy, samples) so far this epoch, on the host."""
+    return float(stats.sample_accuracy), int(stats.samples)
+
+
 def _read_device(tree):
     """Every read of device values in the loop goes through here (log steps, saves, epoch ends)."""
     return jax.device_get(tree)
@@ -582,10 +610,3 @@ def _mixing_alphas(state, objective: Objective, summary: bool) -> dict[str, Any]
         a = np.asarray(jax.device_get(alpha(state.trainable["mix"][f"w_{name}"], objective.bitune.tau)))
         out[f"alpha_{name}" if summary else f"alpha_{name}_mean"] = a.tolist() if summary else float(a.mean())
     return out
-
-
-def _any_process(flag: bool) -> bool:
-    """True if `flag` is set on any process (a SIGTERM may reach the hosts of a slice at different steps)."""
-    if jax.process_count() == 1:
-        return flag
-    return bool(multihost_utils.process_allgather(np.asarray(flag)).any())

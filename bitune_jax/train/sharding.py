@@ -17,6 +17,8 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from bitune_jax.tree_paths import path_name
+
 AXES = ("data", "fsdp", "sequence", "tensor")
 ROWS = ("data", "fsdp")
 BATCH = P(ROWS)  # [batch] arrays
@@ -55,10 +57,6 @@ def row_multiple(mesh: Mesh) -> int:
     return math.prod(mesh.shape[a] for a in ROWS)
 
 
-def _path(key_path) -> str:
-    return "/".join(str(k.key) for k in key_path if isinstance(k, jax.tree_util.DictKey))
-
-
 def _fit(axis, size: int, mesh: Mesh):
     """`axis` for a dim of `size`: "fsdp" means all of `SHARDED`; trailing axes are dropped until the dim divides."""
     if axis is None:
@@ -82,7 +80,7 @@ def tree_shardings(tree, mesh: Mesh, rules=DEFAULT_RULES):
     """A `NamedSharding` for every leaf of `tree` (arrays or `ShapeDtypeStruct`s)."""
 
     def one(key_path, leaf):
-        return NamedSharding(mesh, spec_for(_path(key_path), tuple(np.shape(leaf)), mesh, rules))
+        return NamedSharding(mesh, spec_for(path_name(key_path), tuple(np.shape(leaf)), mesh, rules))
 
     return jax.tree_util.tree_map_with_path(one, tree)
 

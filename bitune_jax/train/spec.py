@@ -84,6 +84,15 @@ class TrainSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class MMLUSpec:
+    test: str
+    dev: str
+    shots: int
+    num_items: int
+    batch_size: int
+
+
+@dataclasses.dataclass(frozen=True)
 class EvalSpec:
     every_epochs: int
     at_start: bool
@@ -97,6 +106,7 @@ class EvalSpec:
     max_new_tokens: int
     batch_size: int
     val_every_epochs: int
+    mmlu: MMLUSpec
 
 
 @dataclasses.dataclass(frozen=True)

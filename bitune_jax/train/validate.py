@@ -69,6 +69,9 @@ RANGES: dict[str, tuple[float, float | None, bool]] = {
     "eval.max_new_tokens": (1, None, True),
     "eval.batch_size": (1, None, True),
     "eval.val_every_epochs": (1, None, True),
+    "eval.mmlu.shots": (0, None, True),
+    "eval.mmlu.num_items": (0, None, True),
+    "eval.mmlu.batch_size": (1, None, True),
     "mesh.data": (1, None, True),
     "mesh.fsdp": (1, None, True),
     "mesh.sequence": (1, None, True),
@@ -131,6 +134,14 @@ def validate(config: ConfigDict, device_count: int) -> RunSpec:
         )
     if config.data.chat_template:
         errors += _missing_file("data.chat_template", config.data.chat_template, "a .jinja chat template")
+    if config.eval.mmlu.test:
+        errors += _missing_file("eval.mmlu.test", config.eval.mmlu.test, "a JSONL of MMLU test rows")
+        errors += _missing_file("eval.mmlu.dev", config.eval.mmlu.dev, "a JSONL of MMLU dev rows (the few shots)")
+        if config.objective == "bitune":
+            errors.append(
+                "config.eval.mmlu: the MMLU forgetting eval scores a plain forward's next-letter logits; "
+                "objective=bitune has no such forward (use eval.every_epochs or the multiple-choice eval)"
+            )
     if config.eval.every_epochs and config.eval.source == "jsonl":
         errors += _missing_file("eval.path", config.eval.path, "a held-out JSONL in the training format")
 

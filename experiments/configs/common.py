@@ -101,8 +101,11 @@ def base() -> ConfigDict:
             max_new_tokens=256,
             batch_size=16,
             val_every_epochs=1,  # validation loss and token accuracy (data.val_size > 0): every k-th epoch and the last
+            mmlu=ConfigDict(dict(test="", dev="", shots=5, num_items=0, batch_size=8)),
         )
     )
+    # eval.mmlu: the repetition paper's forgetting eval (bitune_jax.eval.mmlu) on local JSONL in cais/mmlu's layout;
+    # with `test` set it runs after the last epoch, and at the held-out eval's epochs (every_epochs, at_start).
     # data x fsdp split rows, sequence splits each row's tokens (long sequences, batches smaller than the mesh),
     # tensor splits heads and MLP columns; parameters are sharded over fsdp x sequence. The product is the device count.
     c.mesh = ConfigDict(dict(data=1, fsdp=1, sequence=1, tensor=1))

@@ -10,13 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bitune_jax.checkpoints.gguf import (
-    load_gguf,
-    load_gguf_model,
-    locate_packaged_gguf,
-    open_gguf,
-    tokenizer_from_gguf,
-)
+from bitune_jax.checkpoints.gguf import load_gguf, load_gguf_model
+from bitune_jax.checkpoints.gguf_file import locate_packaged_gguf, open_gguf
+from bitune_jax.checkpoints.gguf_tokenizer import tokenizer_from_gguf
 from bitune_jax.checkpoints.hf_config import config_from_hf, config_to_hf
 from bitune_jax.models.config import ModelConfig, RopeConfig, every_nth_global
 from bitune_jax.models.transformer import KVCache, forward, init_params
@@ -216,7 +212,7 @@ def _byte_vocab(tokens, merges, types, template):
 
 
 def test_tiny_byte_level_tokenizer(tmp_path):
-    from bitune_jax.checkpoints.gguf import _bytes_to_unicode
+    from bitune_jax.checkpoints.gguf_tokenizer import _bytes_to_unicode
 
     alphabet = list(_bytes_to_unicode().values())
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]

@@ -1,8 +1,6 @@
-"""Checkpointer: round trips, retention, async saves, fingerprints, shardings, typed keys, and the SIGTERM flag."""
+"""Checkpointer: round trips, retention, async saves, fingerprints, shardings, typed keys, and damaged steps."""
 
 import gc
-import os
-import signal
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +12,6 @@ from bitune_jax.train.checkpointing import (
     CheckpointCorruptError,
     Checkpointer,
     CheckpointMismatchError,
-    install_sigterm_handler,
     model_fingerprint,
 )
 
@@ -137,27 +134,6 @@ def test_meta_must_be_json(tmp_path):
             ckpt.save(1, make_state(), {"bad": object()})
         ckpt.save(2, make_state(), {"np": np.int64(3), "arr": np.arange(2)})  # numpy is converted
         assert ckpt.restore(abstract_state=make_state())[1] == {"np": 3, "arr": [0, 1]}
-
-
-def test_sigterm_sets_flag_and_restores_previous_handler():
-    seen = []
-    previous = signal.signal(signal.SIGTERM, lambda s, f: seen.append("previous"))
-    try:
-        flag = install_sigterm_handler(lambda signum: seen.append(signum))
-        assert not flag.requested
-        os.kill(os.getpid(), signal.SIGTERM)
-        assert flag.requested and flag.signum == signal.SIGTERM and seen == [signal.SIGTERM]
-        flag.uninstall()
-        flag.uninstall()  # idempotent
-        os.kill(os.getpid(), signal.SIGTERM)
-        assert seen == [signal.SIGTERM, "previous"]
-        with install_sigterm_handler() as flag2:
-            os.kill(os.getpid(), signal.SIGTERM)
-            assert flag2.requested
-        os.kill(os.getpid(), signal.SIGTERM)
-        assert seen[-1] == "previous"
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def test_damaged_steps_are_named_moved_aside_and_skipped(tmp_path):

@@ -108,3 +108,27 @@ def test_gold_answer_and_bad_eval_config(model_dir, tmp_path):
         run(eval_config(model_dir, tmp_path, **{"eval.source": "jsonl"}))
     with pytest.raises(ValueError, match="config.eval.source"):
         run(eval_config(model_dir, tmp_path, **{"eval.source": "hub"}))
+
+
+def test_mmlu_forgetting_eval_runs_at_start_and_after_the_last_epoch(model_dir, tmp_path):
+    """PEFT run with eval.mmlu: epoch 0 (fresh adapters, B = 0) scores what the standalone eval gives the base model;
+    the last epoch is scored again with the trained adapters merged in. Too few dev rows fail before the model loads."""
+    from bitune_jax.eval.mmlu import evaluate_mmlu, read_mmlu
+    from tests.eval.test_mmlu import rows, write
+
+    test, dev = tmp_path / "test.jsonl", tmp_path / "dev.jsonl"
+    write(test, rows("anatomy", 3) + rows("virology", 2))
+    write(dev, rows("anatomy", 2, offset=10) + rows("virology", 2, offset=10))
+    mmlu = {
+        "eval.mmlu.test": str(test),
+        "eval.mmlu.dev": str(dev),
+        "eval.mmlu.shots": 2,
+        "eval.at_start": True,
+        "eval.every_epochs": 0,
+    }
+    summary = run(eval_config(model_dir, tmp_path / "run", objective="peft", **mmlu))
+    base = evaluate_mmlu(bj.load(model_dir), read_mmlu(test), read_mmlu(dev), shots=2)
+    assert summary["start_eval"] == {"mmlu_macro": base["mmlu_macro"], "mmlu_micro": base["mmlu_micro"]}
+    assert [("mmlu_macro" in h) for h in summary["history"]] == [False, False, False, True]
+    with pytest.raises(DataError, match="subject 'anatomy' has 2 dev rows, fewer than shots=3"):
+        run(eval_config(model_dir, tmp_path / "few", objective="peft", **{**mmlu, "eval.mmlu.shots": 3}))

@@ -67,6 +67,18 @@ def test_run_writes_logs_checkpoints_plot_and_accuracy_rises(model_dir, tmp_path
     assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 12
     assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())[-1] == 12
     assert len(step_losses(tmp_path)) == 12
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if r["scope"] == "step"]
+    # one sample a step: the windowed per-sample accuracy of a one-step window is that step's token accuracy
+    assert all(r["sample_token_accuracy_window"] == pytest.approx(r["token_accuracy"], rel=1e-6) for r in steps)
+
+
+def test_windowed_sample_accuracy_averages_the_samples_since_the_last_log(model_dir, tmp_path):
+    """Logging every 3 steps (one epoch), the window is the epoch: its per-sample mean is the epoch's."""
+    summary = run(tiny_config(model_dir, tmp_path, **{"saturation.enabled": False, "log.every_steps": 3}))
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    window = [r["sample_token_accuracy_window"] for r in rows if r["scope"] == "step"]
+    assert window == pytest.approx([h["sample_token_accuracy"] for h in summary["history"]], rel=1e-6)
 
 
 def test_saturation_stops_a_run_that_memorizes(model_dir, tmp_path):
