@@ -7,7 +7,7 @@ Both become a `Record` holding a chat `messages` list, so everything downstream 
 masks) sees one shape. Any other top-level keys (an `"answer"` for evaluation, an `"id"`) are kept in `meta`.
 
 Errors are raised while reading, not deep inside a training step, and always start with `file:line:` so a person
-can open the file at the bad row. Parquet is not read: pyarrow is not a dependency of this project.
+can open the file at the bad row. Parquet files and `datasets` directories: `hf_datasets` (`data.source=hf`).
 """
 
 from __future__ import annotations
@@ -103,9 +103,10 @@ def _messages_from_pair(row: Mapping[str, Any], where: str) -> list[Message]:
     return messages
 
 
-def record_from_row(row: Any, file: str, line: int) -> Record:
-    """Validate one decoded JSON row (either format) and turn it into a `Record`."""
-    where = f"{file}:{line}"
+def record_from_row(row: Any, file: str, line: int, where: str = "") -> Record:
+    """Validate one decoded JSON row (either format) and turn it into a `Record`; errors start with `where`
+    (default `file:line`; a table reader passes `file:row i`)."""
+    where = where or f"{file}:{line}"
     if not isinstance(row, dict):
         raise _fail(where, f"a row must be a JSON object, got {type(row).__name__}")
     if "messages" in row:
@@ -174,8 +175,8 @@ def read_records(paths: str | pathlib.Path | Sequence[str | pathlib.Path]) -> li
         name = str(p)
         if name.endswith(".parquet"):
             raise DataError(
-                f"{name}: Parquet is not supported (pyarrow is not a dependency); convert it to JSONL "
-                "with one {'messages': [...]} or {'prompt', 'response'} object per line"
+                f"{name}: this reader reads JSONL; read Parquet with bitune_jax.data.hf_datasets.read_hf_records "
+                "(in a run config: data.source=hf, data.hf.path=...)"
             )
         records.extend(read_jsonl(p))
     return records

@@ -113,11 +113,18 @@ def _round_up(n: int, multiple: int) -> int:
 
 
 @jax.jit
-def next_token_logprobs(logits: jax.Array, tokens: jax.Array) -> jax.Array:
-    """`logits [B, T, V]`, `tokens [B, T]` -> `[B, T]`: log P(tokens[:, t + 1] | ..t); the last column is 0."""
+def next_token_scores(logits: jax.Array, tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """`logits [B, T, V]`, `tokens [B, T]` -> `[B, T]` each: log P(tokens[:, t + 1] | ..t), and whether that token
+    is the argmax there (lm-eval's `is_greedy`); the last column is 0 / True."""
     logp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), axis=-1)
     picked = jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
-    return jnp.pad(picked, ((0, 0), (0, 1)))
+    greedy = jnp.argmax(logits[:, :-1], axis=-1) == tokens[:, 1:]
+    return jnp.pad(picked, ((0, 0), (0, 1))), jnp.pad(greedy, ((0, 0), (0, 1)), constant_values=True)
+
+
+def next_token_logprobs(logits: jax.Array, tokens: jax.Array) -> jax.Array:
+    """`[B, T]`: log P(tokens[:, t + 1] | ..t); the last column is 0."""
+    return next_token_scores(logits, tokens)[0]
 
 
 def _chunks(encoded: Sequence[Encoded], batch_items: int):
@@ -186,16 +193,19 @@ def score_lm(lm, items: Sequence[MCItem], cfg: MCConfig = MCConfig()) -> tuple[l
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "bcfg", "prompt_width", "answer_width", "dtype", "attn_impl"))
-def _bitune_answer_logprobs(base, trainable, batch, cfg, bcfg, prompt_width, answer_width, dtype, attn_impl):
-    """`[batch, answer_width]` log-probs of each answer token (0 past the answer), from `bitune_logits`."""
+def bitune_answer_scores(base, trainable, batch, cfg, bcfg, prompt_width, answer_width, dtype, attn_impl):
+    """`[batch, answer_width]` each: the log-prob of every answer token over the Bitune mixed prompt cache (0 past
+    the answer), and whether it is the argmax there (True past the answer)."""
     from bitune_jax.bitune import answer_rows, bitune_logits
 
     logits = bitune_logits(
         base, trainable, batch, cfg, bcfg, prompt_width=prompt_width, dtype=dtype, attn_impl=attn_impl
     )
     rows, targets, mask = answer_rows(batch, answer_width)
-    logp = jax.nn.log_softmax(jnp.take_along_axis(logits, rows[..., None], axis=1), axis=-1)
-    return jnp.where(mask, jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0], 0.0)
+    at_rows = jnp.take_along_axis(logits, rows[..., None], axis=1)
+    logp = jax.nn.log_softmax(at_rows.astype(jnp.float32), axis=-1)
+    picked = jnp.where(mask, jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0], 0.0)
+    return picked, jnp.where(mask, jnp.argmax(at_rows, axis=-1) == targets, True)
 
 
 def score_bitune(
@@ -224,7 +234,7 @@ def score_bitune(
         batch = make_batch(pairs, pad_id, model_cfg.max_seq_len, seq_len=width)
         prompt_width, answer_width = batch_widths(batch)
         logp = np.asarray(
-            _bitune_answer_logprobs(
+            bitune_answer_scores(
                 base,
                 trainable,
                 BituneBatch(*map(jnp.asarray, batch)),
@@ -234,7 +244,7 @@ def score_bitune(
                 answer_width,
                 dtype,
                 attn_impl,
-            )
+            )[0]
         )
         for r, (i, c, _, cont) in enumerate(rows):
             sums[(i, c)] = float(logp[r, : len(cont)].sum())

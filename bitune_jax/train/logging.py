@@ -1,9 +1,12 @@
-"""Logs for people: a metrics JSONL, TensorBoard scalars, an end-of-run PNG and a progress bar.
+"""Logs for people: a metrics JSONL, TensorBoard (and optionally W&B) scalars, an end-of-run PNG and a progress bar.
 
 Only process 0 writes (`enabled`), so a multi-host run has one set of logs. The JSONL is the record of truth
 (one JSON object a line, floats only, strict JSON: a non-finite value is written as null); TensorBoard and the PNG
 are views of the same numbers. A resumed run passes `resume_step` so rows and events after the restored checkpoint,
-which the resumed run will produce again, are dropped rather than duplicated.
+which the resumed run will produce again, are dropped rather than duplicated. W&B cannot delete what it holds, so
+it keeps its own row counter and plots against the training `step` as a value: a resume or a rollback replays steps
+as new rows (both trajectories stay visible, a rollback marked by `rollback_to_step`) rather than being dropped as
+non-monotonic.
 
 This module is `bitune_jax.train.logging`; absolute imports make `import logging` elsewhere still mean the stdlib.
 """
@@ -12,19 +15,25 @@ from __future__ import annotations
 
 import json
 import math
+import secrets
 import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import jax
 import numpy as np
+
+if TYPE_CHECKING:
+    from bitune_jax.train.spec import WandbSpec
 
 JSONL_NAME = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 PLOT_NAME = "token_accuracy_loss.png"
 ROLLED_BACK_NAME = "metrics.rolled_back.jsonl"  # rows a divergence rollback replaced (`RunLogger.rewind`)
+WANDB_ID_NAME = "wandb_run_id"  # the W&B run id, kept so a resumed run continues the same W&B run
+WANDB_MODES = ("disabled", "offline", "online")
 
 
 def _scalars(metrics: Mapping[str, Any]) -> dict[str, float | None]:
@@ -39,6 +48,20 @@ def _scalars(metrics: Mapping[str, Any]) -> dict[str, float | None]:
     return out
 
 
+def _present(value: Any) -> bool:
+    """Whether a summary value goes to W&B: not None and not a non-finite float (strict JSON, as the JSONL)."""
+    return value is not None and not (isinstance(value, float) and not math.isfinite(value))
+
+
+def _wandb_field(spec: WandbSpec | Mapping[str, Any], name: str) -> str:
+    return str((spec.get(name, "") if isinstance(spec, Mapping) else getattr(spec, name, "")) or "")
+
+
+def _tag(name: str) -> str:
+    """A step metric's tag, the same in TensorBoard and W&B: `train/<name>` unless the name has its own `/`."""
+    return name if "/" in name else f"train/{name}"
+
+
 class RunLogger:
     """Writes `workdir/metrics.jsonl`, `workdir/tensorboard/` and, at `close()`, `workdir/token_accuracy_loss.png`.
 
@@ -46,6 +69,9 @@ class RunLogger:
     tensorboard: also write TensorBoard scalars (tensorboardX).
     resume_step: the step a resumed run restarts after; JSONL rows with a larger step are dropped and TensorBoard
         purges its events from `resume_step + 1`. Epoch rows still in the JSONL seed the plot's history.
+    wandb: a `WandbSpec` (or mapping) with project, entity and mode; mode "offline" or "online" also logs the
+        scalars to W&B (`import wandb` only then) under the run id in `workdir/wandb_run_id`, with `config` as
+        the run's config.
     """
 
     def __init__(
@@ -55,6 +81,8 @@ class RunLogger:
         enabled: bool | None = None,
         tensorboard: bool = True,
         resume_step: int | None = None,
+        wandb: WandbSpec | Mapping[str, Any] | None = None,
+        config: Mapping[str, Any] | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.enabled = jax.process_index() == 0 if enabled is None else bool(enabled)
@@ -64,7 +92,40 @@ class RunLogger:
         self.tensorboard = tensorboard
         self._file: TextIO | None = None
         self._tb = None
+        self._wandb = None  # the W&B run, when on
         self._open(resume_step)
+        if wandb is not None and self.enabled and _wandb_field(wandb, "mode") != "disabled":
+            self._wandb = self._init_wandb(wandb, config)
+
+    def _init_wandb(self, spec: WandbSpec | Mapping[str, Any], config: Mapping[str, Any] | None):
+        """Start (or, with the id kept in the workdir, resume) the W&B run; its x axes are `step` and `epoch`."""
+        mode = _wandb_field(spec, "mode")
+        if mode not in WANDB_MODES:
+            raise ValueError(f"config.log.wandb.mode={mode!r}: choose one of {', '.join(map(repr, WANDB_MODES))}")
+        import wandb
+
+        id_path = self.workdir / WANDB_ID_NAME
+        if not id_path.exists():
+            id_path.write_text(secrets.token_hex(8) + "\n", encoding="utf-8")
+        run = wandb.init(
+            project=_wandb_field(spec, "project") or None,
+            entity=_wandb_field(spec, "entity") or None,
+            mode=mode,
+            dir=str(self.workdir),
+            config=dict(config) if config is not None else None,
+            resume="allow",
+            id=id_path.read_text(encoding="utf-8").strip(),
+        )
+        run.define_metric("step")
+        run.define_metric("epoch")
+        for pattern, axis in (("train/*", "step"), ("epoch/*", "epoch"), ("rollback_to_step", "step")):
+            run.define_metric(pattern, step_metric=axis)
+        return run
+
+    def _wandb_log(self, values: Mapping[str, float | int | None]) -> None:
+        """One W&B row; None (non-finite) values are left out, as TensorBoard leaves them out."""
+        if self._wandb is not None:
+            self._wandb.log({k: v for k, v in values.items() if v is not None})
 
     def _open(self, resume_step: int | None, set_aside: Path | None = None) -> None:
         if not self.enabled:
@@ -87,6 +148,7 @@ class RunLogger:
         self.epochs = {}
         set_aside = self.workdir / ROLLED_BACK_NAME
         self._open(step, set_aside)
+        self._wandb_log({"rollback_to_step": int(step), "step": int(step)})
         return set_aside
 
     def _reload(self, resume_step: int | None, set_aside: Path | None = None) -> None:
@@ -121,7 +183,7 @@ class RunLogger:
     def log(self, step: int, metrics: Mapping[str, Any], *, epoch: float | None = None) -> None:
         """One row of per-step metrics (loss, token_accuracy, learning_rate, grad_norm, tokens_per_s, mfu ...).
 
-        TensorBoard tags are the names, under `train/` when the name has no `/` of its own.
+        TensorBoard and W&B tags are the names, under `train/` when the name has no `/` of its own.
         """
         if not self.enabled:
             return
@@ -133,12 +195,13 @@ class RunLogger:
         if self._tb is not None:
             for name, v in values.items():
                 if v is not None:
-                    self._tb.add_scalar(name if "/" in name else f"train/{name}", v, int(step))
+                    self._tb.add_scalar(_tag(name), v, int(step))
+        self._wandb_log({**{_tag(k): v for k, v in values.items()}, "step": int(step)})
 
     def log_epoch(self, epoch: int, step: int, metrics: Mapping[str, Any]) -> None:
         """Per-epoch summaries (token_accuracy, loss, fully_memorized ...), written as `epoch/<name>`.
 
-        TensorBoard plots them against the epoch number, the x axis the paper uses.
+        TensorBoard and W&B plot them against the epoch number, the x axis the paper uses.
         """
         values = _scalars(metrics)
         self.epochs[int(epoch)] = values
@@ -151,6 +214,7 @@ class RunLogger:
             for name, v in values.items():
                 if v is not None:
                     self._tb.add_scalar(f"epoch/{name}", v, int(epoch))
+        self._wandb_log({**{f"epoch/{k}": v for k, v in values.items()}, "epoch": int(epoch), "step": int(step)})
 
     def log_text(self, tag: str, text: str, step: int = 0) -> None:
         """A note in TensorBoard (the run config, the saturation stop); not in the JSONL, which holds floats."""
@@ -175,10 +239,19 @@ class RunLogger:
             validation=(col("val_token_accuracy"), col("val_loss")) if has_val else None,
         )
 
-    def close(self, saturation_epoch: int | None = None) -> Path | None:
-        """Flush and close the files and write the plot; returns the plot path."""
+    def close(self, saturation_epoch: int | None = None, summary: Mapping[str, Any] | None = None) -> Path | None:
+        """Flush and close the files and write the plot; returns the plot path. W&B also gets the plot and
+        `summary` (the run's summary.json, None values left out) and its run is finished."""
         path = self.plot(saturation_epoch)
         self._close_files()
+        if self._wandb is not None:
+            run, self._wandb = self._wandb, None
+            import wandb
+
+            if path is not None and path.exists():
+                run.log({"plot/token_accuracy_loss": wandb.Image(str(path))})
+            run.summary.update({k: v for k, v in (summary or {}).items() if _present(v)})
+            run.finish()
         return path
 
     def _close_files(self) -> None:

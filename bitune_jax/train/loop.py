@@ -22,6 +22,7 @@ import bitune_jax as bj
 from bitune_jax import kernels
 from bitune_jax.bitune import BituneConfig, alpha, batch_widths
 from bitune_jax.data import EpochBatches, read_records, split_pool, tokenize_records
+from bitune_jax.data.hf_datasets import read_hf_records
 from bitune_jax.train import checkpointing, divergence, epoch_stats, evaluation, run_record, saturation
 from bitune_jax.train.logging import ProgressBar, RunLogger
 from bitune_jax.train.objectives import Objective, as_batch
@@ -68,6 +69,19 @@ def read_training_pool(data: DataSpec) -> tuple[list, str]:
     or a `num_samples` larger than the pool fails in seconds. `data` has passed `validate`."""
     if data.source == "jsonl":
         records, source = read_records(data.train_path), str(data.train_path)
+    elif data.source == "hf":
+        hf = data.hf
+        records = read_hf_records(
+            hf.path,
+            split=hf.split,
+            messages=hf.messages,
+            prompt=hf.prompt,
+            response=hf.response,
+            where_column=hf.where_column,
+            where_value=hf.where_value,
+        )
+        where = f", {hf.where_column}={hf.where_value!r}" if hf.where_column else ""
+        source = f"{hf.path} (split {hf.split}{where})"
     else:
         records = evaluation.synthetic_split(data)[0]
         kind = "long-CoT" if data.synthetic.cot else "short-answer"
@@ -259,7 +273,14 @@ def _train(spec: RunSpec, workdir: pathlib.Path, is_main: bool, record: dict[str
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     logged_samples = _samples_seen(stats)  # at the last log step: the window of the next one starts here
     stats = jax.device_put(stats, replicated)
-    logger = RunLogger(workdir, enabled=is_main, tensorboard=spec.log.tensorboard, resume_step=resumed_from)
+    logger = RunLogger(
+        workdir,
+        enabled=is_main,
+        tensorboard=spec.log.tensorboard,
+        resume_step=resumed_from,
+        wandb=spec.log.wandb,
+        config=spec.to_dict(),
+    )
     if is_main:
         print(f"data: {len(examples)} examples from {source}; {report.summary()}", flush=True)
         print(
@@ -562,7 +583,7 @@ def _train(spec: RunSpec, workdir: pathlib.Path, is_main: bool, record: dict[str
         "rollbacks": list(recovery.rollbacks),
         **_mixing_alphas(state, objective, summary=True),
     }
-    plot = logger.close(saturation_epoch=None if saturated is None else saturated["epoch"])
+    plot = logger.close(saturation_epoch=None if saturated is None else saturated["epoch"], summary=summary)
     if is_main:
         summary["plot"] = str(plot) if plot else None
         (workdir / "summary.json").write_text(json.dumps(summary, indent=2))

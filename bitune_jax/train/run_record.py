@@ -35,6 +35,7 @@ NEUTRAL = (
     "model.attn_impl",
     "model.name",
     "data.train_path",
+    "data.hf.path",
     "resume.",
     "workdir",
 )
@@ -66,6 +67,23 @@ def file_identity(path: str | pathlib.Path) -> dict[str, Any]:
     return {"path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
 
 
+def dataset_identity(path: str | pathlib.Path) -> dict[str, Any]:
+    """Path, size and a hash of a Parquet file or a dataset directory (`data.source=hf`): per file its relative
+    name, size and the bytes at both ends, so a dataset of many GB is identified in milliseconds."""
+    path = pathlib.Path(path).expanduser()
+    files = [path] if path.is_file() else sorted(f for f in path.rglob("*") if f.is_file())
+    digest = hashlib.sha256()
+    for f in files:
+        size = f.stat().st_size
+        digest.update(f"{f.relative_to(path) if f != path else f.name}:{size}:".encode())
+        with f.open("rb") as h:
+            digest.update(h.read(_EDGE))
+            if size > 2 * _EDGE:
+                h.seek(size - _EDGE)
+                digest.update(h.read(_EDGE))
+    return {"path": str(path.resolve()), "bytes": sum(f.stat().st_size for f in files), "sha256": digest.hexdigest()}
+
+
 def weights_identity(name: str) -> str:
     """A content identity of the model's weights: for a directory, its config.json and, per weight file, name,
     size and the bytes at both ends (the header names every tensor; the tail is weights), so a copy elsewhere or
@@ -91,8 +109,12 @@ def weights_identity(name: str) -> str:
 
 
 def describe(config: RunSpec | ConfigDict) -> dict[str, Any]:
-    """What the run is: its flat config, its data file's identity (JSONL source) and its weights' identity."""
-    data = file_identity(config.data.train_path) if config.data.source == "jsonl" else None
+    """What the run is: its flat config, its data's identity (JSONL file or `hf` dataset) and its weights'."""
+    data = None
+    if config.data.source == "jsonl":
+        data = file_identity(config.data.train_path)
+    elif config.data.source == "hf":
+        data = dataset_identity(config.data.hf.path)
     return {"config": flat_config(config), "data": data, "weights": weights_identity(config.model.name)}
 
 

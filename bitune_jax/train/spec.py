@@ -47,6 +47,17 @@ class SyntheticSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class HFDataSpec:
+    path: str  # a save_to_disk directory, a .parquet file or a folder of .parquet shards
+    split: str
+    messages: str
+    prompt: str
+    response: str
+    where_column: str  # "": no filter; else keep rows whose str(value) == where_value
+    where_value: str
+
+
+@dataclasses.dataclass(frozen=True)
 class DataSpec:
     source: str
     train_path: str
@@ -61,6 +72,7 @@ class DataSpec:
     pad_multiple: int
     bucket_chunks: int
     synthetic: SyntheticSpec
+    hf: HFDataSpec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,9 +138,17 @@ class CheckpointSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class WandbSpec:
+    project: str
+    entity: str
+    mode: str  # disabled, offline (a local run under workdir/wandb, `wandb sync` uploads it) or online
+
+
+@dataclasses.dataclass(frozen=True)
 class LogSpec:
     every_steps: int
     tensorboard: bool
+    wandb: WandbSpec
 
 
 @dataclasses.dataclass(frozen=True)

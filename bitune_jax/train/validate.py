@@ -30,7 +30,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.remat": tuple(REMAT_POLICIES),
     "peft.method": ("lora", "dora", "ia3"),
     "bitune.mixing": ("per_layer", "per_kv_head"),
-    "data.source": ("synthetic", "jsonl"),
+    "data.source": ("synthetic", "jsonl", "hf"),
     "data.template": ("chat", "plain"),
     "data.truncation": ("drop", "truncate", "error"),
     "train.schedule": ("cosine", "linear", "constant"),
@@ -39,6 +39,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "saturation.mode": ("anneal", "stop", "observe"),
     "saturation.metric": ("token_accuracy", "sample_token_accuracy"),
     "eval.source": ("synthetic", "jsonl"),
+    "log.wandb.mode": ("disabled", "offline", "online"),
 }
 
 # key: (minimum, maximum or None, integer?)
@@ -128,10 +129,21 @@ def validate(config: ConfigDict, device_count: int) -> RunSpec:
             "config.model.name is empty: set a preset with shipped weights, a local Hugging Face "
             "directory or a .gguf file"
         )
+    if config.log.wandb.mode in ("offline", "online") and not config.log.wandb.project:
+        errors.append(
+            f"config.log.wandb.project is empty but config.log.wandb.mode={config.log.wandb.mode!r}: "
+            "name the W&B project, or set mode to 'disabled'"
+        )
     if config.data.source == "jsonl":
         errors += _missing_file(
             "data.train_path", config.data.train_path, "a JSONL file of chat `messages` or `{prompt, response}` rows"
         )
+    if config.data.source == "hf":
+        errors += _missing_file(
+            "data.hf.path", config.data.hf.path, "a datasets save_to_disk directory, a .parquet file or a shard folder"
+        )
+        if config.data.hf.where_value and not config.data.hf.where_column:
+            errors.append(f"config.data.hf.where_value={config.data.hf.where_value!r} needs data.hf.where_column")
     if config.data.chat_template:
         errors += _missing_file("data.chat_template", config.data.chat_template, "a .jinja chat template")
     if config.eval.mmlu.test:

@@ -29,7 +29,7 @@ def base() -> ConfigDict:
     )
     c.data = ConfigDict(
         dict(
-            source="synthetic",  # synthetic (the project's long-CoT task) | jsonl (train_path)
+            source="synthetic",  # synthetic (the project's long-CoT task) | jsonl (train_path) | hf (data.hf)
             train_path="",  # JSONL (or .jsonl.gz) of chat `messages` or `{prompt, response}` rows
             chat_template="",  # a .jinja file replacing the tokenizer's template (e.g. an instruct one for a base)
             template="chat",  # chat (the model's template) | plain ("Question: ...\n\nAnswer:" as in Bitune)
@@ -42,6 +42,18 @@ def base() -> ConfigDict:
             pad_multiple=16,  # batches pad to a multiple of this (bounds recompilation)
             bucket_chunks=0,  # >0: length bucketing within chunks of this many batches
             synthetic=ConfigDict(dict(pool_size=512, test_size=64, min_steps=4, max_steps=8, seed=0, cot=True)),
+            # source=hf: a save_to_disk directory, .parquet file or folder of shards; column names, optional row filter
+            hf=ConfigDict(
+                dict(
+                    path="",
+                    split="train",
+                    messages="messages",
+                    prompt="prompt",
+                    response="response",
+                    where_column="",
+                    where_value="",
+                )
+            ),
         )
     )
     c.train = ConfigDict(
@@ -112,7 +124,11 @@ def base() -> ConfigDict:
     c.checkpoint = ConfigDict(dict(every_steps=100, keep=2, async_save=True, spike_factor=3.0))
     # spike_factor: a save is "known good" when the largest step loss and gradient norm since the previous save
     # stay within this factor of the recent saves' medians; the newest known good save is kept beyond `keep`.
-    c.log = ConfigDict(dict(every_steps=1, tensorboard=True))
+    # log.wandb: Weights & Biases beside TensorBoard; mode offline writes a local run under workdir/wandb
+    # (`wandb sync` uploads it later), online needs a login; project must be set unless mode is disabled.
+    c.log = ConfigDict(
+        dict(every_steps=1, tensorboard=True, wandb=ConfigDict(dict(project="", entity="", mode="disabled")))
+    )
     c.distributed = ConfigDict(dict(enabled=False, coordinator="", num_processes=1, process_id=0))
     # A resume must match the run it continues (bitune_jax.train.run_record); name the keys it may change,
     # comma-separated ("train.lr,data.batch_size"), and the change is recorded in workdir/run.json.

@@ -74,7 +74,7 @@ def test_bad_rows_name_file_and_line(tmp_path, name):
 def test_missing_file_and_parquet(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.jsonl"):
         read_jsonl(tmp_path / "nope.jsonl")
-    with pytest.raises(DataError, match="Parquet is not supported"):
+    with pytest.raises(DataError, match="read Parquet with bitune_jax.data.hf_datasets"):
         read_records(str(tmp_path / "x.parquet"))
 
 

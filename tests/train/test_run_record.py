@@ -75,3 +75,24 @@ def test_weights_identity_follows_content_not_path(tmp_path):
     (copy / "model.safetensors").write_bytes(b"header" + bytes((3 << 20) - 1) + b"\x01")  # same size, other tail
     assert weights_identity(str(copy)) != weights_identity(str(model))
     assert weights_identity("smollm2-135m-instruct") == "name:smollm2-135m-instruct"
+
+
+def test_an_hf_dataset_directory_is_compared_by_content(tmp_path):
+    """data.source=hf: a copy of the dataset elsewhere resumes; the same folder with another shard is refused."""
+    shards = tmp_path / "dataset"
+    shards.mkdir()
+    (shards / "train-00000-of-00001.parquet").write_bytes(b"PAR1 rows PAR1")
+
+    def hf_config(path):
+        c = base()
+        c.workdir = str(tmp_path / "run")
+        c.data.source, c.data.hf.path = "hf", str(path)
+        return c
+
+    started(tmp_path, hf_config(shards))
+    shutil.copytree(shards, tmp_path / "copy")
+    notes, _ = check_resume(hf_config(shards).workdir, hf_config(tmp_path / "copy"), resuming=True)
+    assert all("no effect" in n for n in notes)
+    (shards / "train-00001-of-00002.parquet").write_bytes(b"PAR1 more PAR1")
+    with pytest.raises(ResumeChangedError, match="contents"):
+        check_resume(hf_config(shards).workdir, hf_config(shards), resuming=True)
