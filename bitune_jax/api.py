@@ -110,8 +110,7 @@ class LM:
             dtype=self.dtype,
             attn_impl=self.attn_impl,
         )
-        tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
-        return [tokens[i, : lengths[i]].tolist() for i in range(len(prompts))]
+        return out.rows(len(prompts))
 
     def chat(self, message: str | Sequence[chat_lib.Message], max_new_tokens: int = 128, **sampling) -> str:
         """Answer one user message (or a whole conversation) with the model's own chat template."""

@@ -40,6 +40,11 @@ class Generated(NamedTuple):
     lengths: jax.Array  # [batch] int32, tokens generated (EOS included)
     finished: jax.Array  # [batch] bool, stopped at EOS
 
+    def rows(self, n: int | None = None) -> list[list[int]]:
+        """The first `n` rows' generated ids (each cut at its own length), on the host."""
+        tokens, lengths = np.asarray(self.tokens), np.asarray(self.lengths)
+        return [tokens[i, : lengths[i]].tolist() for i in range(len(lengths) if n is None else n)]
+
 
 def decode_loop(
     step,  # (token [batch], position [batch], cache) -> (logits [batch, vocab], cache)

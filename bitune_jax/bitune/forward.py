@@ -45,6 +45,12 @@ class BituneBatch(NamedTuple):
     prompt_len: jax.Array  # [batch] int32, >= 1
     length: jax.Array  # [batch] int32, prompt + answer (>= prompt_len + 1)
 
+    @property
+    def positions(self) -> jax.Array:
+        """`[batch, seq]` int32: 0..length-1, then -1 for the right padding (the mask convention of `forward`)."""
+        seq = jnp.arange(self.tokens.shape[1], dtype=jnp.int32)
+        return jnp.where(seq < self.length[:, None], seq, -1)
+
 
 def make_batch(pairs, pad_id: int, max_len: int, seq_len: int | None = None) -> BituneBatch:
     """Pack `(prompt_ids, answer_ids)` pairs into one right-padded batch, checking each pair."""
@@ -201,8 +207,7 @@ def bitune_logits(
     attn_impl: str = "xla",
 ) -> jax.Array:
     """Float32 logits `[batch, seq, vocab]`; row t predicts token t + 1 (answer rows: t >= P - 1)."""
-    seq = batch.tokens.shape[1]
-    positions = jnp.where(jnp.arange(seq) < batch.length[:, None], jnp.arange(seq, dtype=jnp.int32), -1)
+    positions = batch.positions
     x = bitune_streams(
         base,
         trainable,
@@ -264,8 +269,7 @@ def bitune_loss(
     Only answer rows are unembedded; `prompt_width` / `answer_width` (static, see `batch_widths`) bound the
     bidirectional stream and the answer rows so that padding costs no compute.
     """
-    seq = batch.tokens.shape[1]
-    positions = jnp.where(jnp.arange(seq) < batch.length[:, None], jnp.arange(seq, dtype=jnp.int32), -1)
+    positions = batch.positions
     x = bitune_streams(
         base,
         trainable,

@@ -179,5 +179,4 @@ def bitune_generate(
         dtype=dtype,
         attn_impl=attn_impl,
     )
-    tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
-    return [tokens[i, : lengths[i]].tolist() for i in range(len(prompts))]
+    return out.rows(len(prompts))

@@ -223,6 +223,14 @@ def generate(n: int, *, seed: int, min_steps: int = 4, max_steps: int = 8, cot: 
     return list(itertools.islice(stream, n))
 
 
+def split(spec) -> tuple[list[Record], list[Record]]:
+    """`(training pool, disjoint test set)` as a run config's `data.synthetic` section sets it (any object with
+    `pool_size`, `test_size`, `seed`, `min_steps`, `max_steps` and `cot`): the trainer's pool and its eval's items."""
+    return train_test_split(
+        spec.pool_size, spec.test_size, seed=spec.seed, min_steps=spec.min_steps, max_steps=spec.max_steps, cot=spec.cot
+    )
+
+
 def train_test_split(
     n_train: int,
     n_test: int,

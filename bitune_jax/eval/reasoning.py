@@ -227,8 +227,7 @@ def lm_generate_fn(lm, cfg: ReasoningEvalConfig, adapters=None, peft=None) -> Ge
             adapters=adapters,
             peft=peft,
         )
-        tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
-        return [tokens[i, : lengths[i]].tolist() for i in range(len(prompts))]
+        return out.rows(len(prompts))
 
     return generate
 

@@ -31,7 +31,7 @@ from bitune_jax.eval.reasoning import (
 from bitune_jax.models.transformer import Params
 from bitune_jax.peft import merge
 from bitune_jax.train.objectives import Objective
-from bitune_jax.train.spec import DataSpec, EvalSpec, MMLUSpec, RunSpec
+from bitune_jax.train.spec import EvalSpec, MMLUSpec, RunSpec
 
 SUMMARY_KEYS = ("avg@n", "pass@1", "mean_length", "terminated_fraction")  # logged as eval_<key>
 
@@ -40,7 +40,7 @@ def held_out_records(config: RunSpec) -> list[Record]:
     """The eval set `config.eval` names: the synthetic task's disjoint test set, or a local JSONL file."""
     ev = config.eval
     if ev.source == "synthetic":
-        records = synthetic_split(config.data)[1]
+        records = synthetic.split(config.data.synthetic)[1]
     elif ev.source == "jsonl":
         if not ev.path:
             raise ValueError(
@@ -55,14 +55,6 @@ def held_out_records(config: RunSpec) -> list[Record]:
     if not records:
         raise ValueError(f"the eval set ({ev.source} {ev.path}) is empty")
     return records
-
-
-def synthetic_split(data: DataSpec) -> tuple[list[Record], list[Record]]:
-    """`(training pool, disjoint test set)` of the synthetic long-CoT task as `config.data.synthetic` sets it."""
-    s = data.synthetic
-    return synthetic.train_test_split(
-        s.pool_size, s.test_size, seed=s.seed, min_steps=s.min_steps, max_steps=s.max_steps, cot=s.cot
-    )
 
 
 def gold_answer(record: Record) -> str:

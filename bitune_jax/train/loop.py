@@ -21,7 +21,7 @@ from ml_collections import ConfigDict
 import bitune_jax as bj
 from bitune_jax import kernels
 from bitune_jax.bitune import BituneConfig, alpha, batch_widths
-from bitune_jax.data import EpochBatches, read_records, split_pool, tokenize_records
+from bitune_jax.data import EpochBatches, read_records, split_pool, synthetic, tokenize_records
 from bitune_jax.data.hf_datasets import read_hf_records
 from bitune_jax.train import checkpointing, divergence, epoch_stats, evaluation, run_record, saturation
 from bitune_jax.train.logging import ProgressBar, RunLogger
@@ -83,7 +83,7 @@ def read_training_pool(data: DataSpec) -> tuple[list, str]:
         where = f", {hf.where_column}={hf.where_value!r}" if hf.where_column else ""
         source = f"{hf.path} (split {hf.split}{where})"
     else:
-        records = evaluation.synthetic_split(data)[0]
+        records = synthetic.split(data.synthetic)[0]
         kind = "long-CoT" if data.synthetic.cot else "short-answer"
         source = f"synthetic {kind} arithmetic (pool {data.synthetic.pool_size}, seed {data.synthetic.seed})"
     if data.val_size >= len(records):

@@ -85,8 +85,7 @@ class Objective:
                 sequence_parallel=self.sequence_parallel,
             )
         params, adapters = (trainable, None) if self.kind == "full" else (frozen, trainable)
-        seq = b.tokens.shape[1]
-        positions = jnp.where(jnp.arange(seq) < b.length[:, None], jnp.arange(seq, dtype=jnp.int32), -1)
+        positions = b.positions
         rows, targets, mask = answer_rows(b, answer_width)
         hidden, _ = forward(
             params,
