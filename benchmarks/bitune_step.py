@@ -11,7 +11,7 @@ frozen base, which both paths hold once.
 
 Both paths do the same arithmetic, so batching can only win what batch-1 programs leave on the table. To show how
 much that is on this machine, the benchmark also reports each path's achieved fraction of a measured float32
-matmul peak, counting model FLOPs by the PaLM rule with a frozen base (`model_flops_per_token`) over both streams:
+matmul peak, counting model FLOPs by the PaLM rule with a frozen base (`step_model_flops`) over both streams:
 the causal stream over prompt + answer, the bidirectional one over the first P - 1 prompt tokens, the output head
 over the answer rows only. (XLA's own cost analysis counts a scanned layer once, so it cannot serve here.)
 """
@@ -28,21 +28,18 @@ import optax
 
 import bitune_jax as bj
 from bitune_jax.bitune import BituneConfig, batch_widths, bitune_loss, init_trainable, make_batch
-from bitune_jax.train.performance import measure_matmul_peak_flops, model_flops_per_token
+from bitune_jax.train.performance import MatmulWeights, measure_matmul_peak_flops, step_model_flops
 from tests.bitune.reference import literal_example
 
 
 def bitune_step_flops(base, cfg, batch: int, prompt_len: int, answer_len: int) -> float:
-    """Model FLOPs of one Bitune LoRA step (frozen base: forward and input gradients, no weight gradients)."""
-    stack = sum(x.size for x in jax.tree.leaves(base["layers"]) if x.ndim == 3)  # [layers, in, out] matmuls
-    head = cfg.vocab_size * cfg.dim
-    causal_tokens, bidir_tokens = prompt_len + answer_len, prompt_len - 1
-    per_example = (
-        causal_tokens * model_flops_per_token(stack, causal_tokens, cfg.num_layers, cfg.dim, False)
-        + bidir_tokens * model_flops_per_token(stack, bidir_tokens, cfg.num_layers, cfg.dim, False)
-        + answer_len * 4.0 * head
-    )
-    return batch * per_example
+    """Model FLOPs of one Bitune LoRA step (frozen base), as the trainer counts them (`step_model_flops`)."""
+    rows = {
+        "tokens": np.zeros((batch, prompt_len + answer_len), np.int32),
+        "prompt_len": np.full((batch,), prompt_len),
+        "length": np.full((batch,), prompt_len + answer_len),
+    }
+    return step_model_flops("bitune", rows, prompt_len - 1, MatmulWeights.of(base, cfg), cfg.num_layers, cfg.dim)
 
 
 def peak_bytes(compiled) -> int:

@@ -8,10 +8,11 @@ remat, loss chunking and attention (`impl="auto"` resolves to the blockwise XLA 
 runs use the Pallas kernels, which hold less) are lowered from `ShapeDtypeStruct`s with `jax.jit(...).lower(...)`
 and compiled. Reported per device from XLA's `memory_analysis()`: arguments (state, frozen base, batch), outputs,
 temporaries and the total (arguments + outputs + temporaries - donated aliases). Model FLOPs per step come from
-the PaLM rule (`model_flops_per_token`; Bitune counts both prompt streams), since XLA's cost analysis counts a
-scanned layer once. The roofline time is a lower bound: model FLOPs plus remat recompute over the datasheet
-bf16 dense peak, or the FSDP traffic (parameters gathered in the forward, the remat forward and the backward,
-gradients reduce-scattered) over the per-chip interconnect bandwidth, whichever is larger.
+the PaLM rule (`step_model_flops`, as the trainer counts them: the head on answer rows, Bitune's two prompt
+streams), since XLA's cost analysis counts a scanned layer once. The roofline time is a lower bound: model FLOPs
+plus remat recompute over the datasheet bf16 dense peak, or the FSDP traffic (parameters gathered in the forward,
+the remat forward and the backward, gradients reduce-scattered) over the per-chip interconnect bandwidth,
+whichever is larger.
 
 This is XLA:CPU's buffer assignment for the partitioned program, not the GPU or TPU compiler's: their fusion and
 layout choices differ, so read the figures as a plan to check on the first real step, not a measurement of one.
@@ -41,7 +42,7 @@ from bitune_jax.bitune import BituneBatch, batch_widths
 from bitune_jax.models import presets
 from bitune_jax.models.transformer import init_params
 from bitune_jax.train.loop import objective_from_config, optimizer_from_config
-from bitune_jax.train.performance import model_flops_per_token
+from bitune_jax.train.performance import MatmulWeights, step_model_flops
 from bitune_jax.train.sharding import batch_shardings, make_mesh, row_multiple, tree_shardings
 from bitune_jax.train.spec import RunSpec
 from bitune_jax.train.step import init_state, jit_train_step
@@ -141,13 +142,10 @@ def plan(case: Case, seq: int) -> dict[str, float]:
     total = mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes - mem.alias_size_in_bytes
 
     chip = CHIPS[case.chip]
-    n_matmul = sum(x.size for x in jax.tree.leaves(base["layers"]) if x.ndim == 3) + cfg.vocab_size * cfg.dim
-    full = objective.kind == "full"
-    real_rows = config.data.batch_size
-    flops = real_rows * seq * model_flops_per_token(n_matmul, seq, cfg.num_layers, cfg.dim, full)
-    if objective.kind == "bitune":  # the bidirectional prompt stream, without the head
-        stack = n_matmul - cfg.vocab_size * cfg.dim
-        flops += real_rows * (prompt - 1) * model_flops_per_token(stack, prompt - 1, cfg.num_layers, cfg.dim, False)
+    full, real_rows = objective.kind == "full", config.data.batch_size
+    real = np.arange(rows) < real_rows  # filler rows (to a multiple of data x fsdp) count nothing
+    counted = {**batch, "length": np.where(real, seq, 0), "prompt_len": np.where(real, prompt, 0)}
+    flops = step_model_flops(objective.kind, counted, prompt - 1, MatmulWeights.of(base, cfg), cfg.num_layers, cfg.dim)
     recompute = {"full": 1 / 3, "dots": 1 / 6, "none": 0.0}[config.model.remat]  # extra forward, share of 6N
     compute_s = flops * (1 + recompute) / devices / chip.bf16_flops
     param_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(base))

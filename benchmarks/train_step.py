@@ -22,7 +22,7 @@ from bitune_jax.models.config import ModelConfig, RopeConfig
 from bitune_jax.models.transformer import init_params
 from bitune_jax.peft import PeftConfig
 from bitune_jax.train.objectives import Objective
-from bitune_jax.train.performance import measure_matmul_peak_flops, model_flops_per_token
+from bitune_jax.train.performance import MatmulWeights, measure_matmul_peak_flops, step_model_flops
 from bitune_jax.train.sharding import BATCH, make_mesh, tree_shardings
 from bitune_jax.train.step import init_state, jit_train_step, make_optimizer, make_schedule
 
@@ -73,8 +73,7 @@ def bench(name, cfg, params, kind, dtype, seq, batch, repeats, peak, remat="none
         jax.block_until_ready(metrics)
         best = min(best, time.perf_counter() - start)
     tokens_per_s = batch * seq / best
-    n = sum(x.size for x in jax.tree.leaves(params))
-    flops = model_flops_per_token(n, seq, cfg.num_layers, cfg.dim, backward_weight_grads=kind == "full")
+    flops = step_model_flops(kind, data, 0, MatmulWeights.of(params, cfg), cfg.num_layers, cfg.dim) / (batch * seq)
     mfu = tokens_per_s * flops / peak
     print(
         f"{name}: {best * 1e3:.0f} ms/step, {tokens_per_s:.0f} tokens/s, MFU {mfu:.1%}, "

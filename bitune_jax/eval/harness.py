@@ -110,6 +110,8 @@ class BituneJaxLM(TemplateLM):
             raise ValueError(f"{pretrained}: lm-eval sends text; this model has no tokenizer")
         self.batch_size_ = int(batch_size) if str(batch_size).isdigit() else 8  # "auto" is not measured here
         self._max_length = int(max_length) if max_length else self.lm.cfg.max_seq_len
+        if self._max_length > self.lm.cfg.max_seq_len:
+            raise ValueError(f"max_length={max_length} exceeds the model's context of {self.lm.cfg.max_seq_len}")
         self.max_gen_toks, self.add_bos, self.seed = int(max_gen_toks), bool(add_bos), int(seed)
         self.bitune: tuple[Any, BituneConfig] | None = None  # (trainable, config) when scoring through Bitune
         if trained is not None:

@@ -66,18 +66,43 @@ def model_flops_per_token(
     return dense + attention
 
 
-def step_model_flops(kind: str, batch: dict, prompt_width: int, num_params: int, num_layers: int, dim: int) -> float:
-    """Model FLOPs of one step on `batch` (`length`, `prompt_len` per row; filler rows have length 0).
+@dataclasses.dataclass(frozen=True)
+class MatmulWeights:
+    """The weights a token's matmuls use: the stacked layer kernels, and the output head (`vocab x dim`, the
+    embedding table when tied). Norms and the embedding lookup are not matmuls."""
 
-    Every real token costs `model_flops_per_token` at the batch's width; `kind="full"` adds the weight gradients.
-    Bitune also runs the bidirectional prompt stream over each row's first `prompt_len - 1` tokens (frozen base).
+    stack: int
+    head: int
+
+    @classmethod
+    def of(cls, params, cfg) -> MatmulWeights:
+        """From base parameters (or their `jax.eval_shape`) and their `ModelConfig`."""
+        return cls(
+            sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params["layers"]) if len(x.shape) == 3),
+            cfg.vocab_size * cfg.dim,
+        )
+
+
+def step_model_flops(
+    kind: str, batch: dict, prompt_width: int, weights: MatmulWeights, num_layers: int, dim: int
+) -> float:
+    """Model FLOPs of one step on `batch` (`tokens [rows, width]`, `length` and `prompt_len` per row; filler rows
+    have length 0): the one count the loop's MFU, the benchmarks and the scale plan use.
+
+    Every real token runs the layer stack at the batch's width; the head runs on the answer tokens only (the
+    objectives unembed only the rows a loss reads); `kind="full"` adds the weight gradients. Bitune also runs the
+    bidirectional prompt stream (stack only, frozen) over each row's first `prompt_len - 1` tokens.
     """
     width = int(np.shape(batch["tokens"])[1])
-    tokens = float(np.sum(batch["length"]))
-    flops = tokens * model_flops_per_token(num_params, width, num_layers, dim, kind == "full")
+    length, prompt_len = np.asarray(batch["length"]), np.asarray(batch["prompt_len"])
+    tokens = float(np.sum(length))
+    answer = float(np.sum(np.maximum(length - prompt_len, 0)))
+    full = kind == "full"
+    flops = tokens * model_flops_per_token(weights.stack, width, num_layers, dim, full)
+    flops += answer * model_flops_per_token(weights.head, 0, num_layers, dim, full)
     if kind == "bitune":
-        prompt_tokens = float(np.sum(np.maximum(np.asarray(batch["prompt_len"]) - 1, 0)))
-        flops += prompt_tokens * model_flops_per_token(num_params, prompt_width, num_layers, dim, False)
+        prompt_tokens = float(np.sum(np.maximum(prompt_len - 1, 0)))
+        flops += prompt_tokens * model_flops_per_token(weights.stack, prompt_width, num_layers, dim, False)
     return flops
 
 
@@ -114,7 +139,7 @@ def measure_matmul_peak_flops(
 class StepPerformance:
     """Tokens/s over a window of steps and MFU from the objective's model FLOPs over the accelerators' peak."""
 
-    n_params: int
+    weights: MatmulWeights
     num_layers: int
     dim: int
     kind: str
@@ -123,14 +148,14 @@ class StepPerformance:
     throughput: Throughput
 
     @classmethod
-    def create(cls, kind: str, weights, cfg, dtype: str) -> StepPerformance:
+    def create(cls, kind: str, base_params, cfg, dtype: str) -> StepPerformance:
         peak, source = peak_flops(
             jax.devices()[0].device_kind,
             dtype,
             lambda: measure_matmul_peak_flops(jnp.float32 if dtype == "float32" else jnp.bfloat16, 1024),
         )
         return cls(
-            n_params=sum(x.size for x in jax.tree.leaves(weights)),
+            weights=MatmulWeights.of(base_params, cfg),
             num_layers=cfg.num_layers,
             dim=cfg.dim,
             kind=kind,
@@ -142,7 +167,7 @@ class StepPerformance:
     def rates(self, tokens_per_s: float | None, full: dict[str, np.ndarray], prompt_width: int) -> dict[str, float]:
         if not tokens_per_s:
             return {}
-        flops = step_model_flops(self.kind, full, prompt_width, self.n_params, self.num_layers, self.dim)
+        flops = step_model_flops(self.kind, full, prompt_width, self.weights, self.num_layers, self.dim)
         return {
             "tokens_per_s": tokens_per_s,
             "mfu": tokens_per_s * flops / max(float(np.sum(full["length"])), 1.0) / self.peak,
