@@ -176,424 +176,466 @@ def run(config: ConfigDict) -> dict[str, Any]:
 
 
 def _train(spec: RunSpec, workdir: pathlib.Path, is_main: bool, record: dict[str, Any] | None) -> dict[str, Any]:
-    pool, source = read_training_pool(spec.data)
-    mmlu = evaluation.MMLUEval.from_spec(spec.eval.mmlu)  # rows read and checked before the model loads
-    mesh = make_mesh(**dataclasses.asdict(spec.mesh))
-    # weights read shard by shard straight into their shardings on the mesh
-    lm = bj.load(spec.model.name, dtype=spec.model.dtype, attn_impl=spec.model.attn_impl, mesh=mesh)
-    cfg, tok = lm.cfg, lm.tokenizer
-    if tok is None:
-        raise ValueError(f"model {spec.model.name!r} has no tokenizer; training needs one to encode the data")
-    if tok.vocab_size > cfg.vocab_size:
-        raise ValueError(
-            f"tokenizer of {spec.model.name!r} has {tok.vocab_size} tokens but the model's embedding "
-            f"has {cfg.vocab_size} rows: they do not belong together"
-        )
-    max_len = min(spec.data.max_len, cfg.max_seq_len)
-    examples, report, val_examples = training_set(pool, spec.data, tok, max_len, source)
-    batches = EpochBatches(
-        examples,
-        spec.data.batch_size,
-        seed=spec.seed,
-        pad_id=lm.pad_id,
-        multiple=spec.data.pad_multiple,
-        bucket_chunks=spec.data.bucket_chunks,
-        max_width=max_len,
-    )
-    steps_per_epoch = batches.batches_per_epoch
-    # A batch is one step; `train.accumulate` steps make one optimizer update, the schedule's clock.
-    accumulate = spec.train.accumulate
-    total_steps = spec.train.epochs * steps_per_epoch
-    if spec.train.max_updates:
-        total_steps = min(total_steps, spec.train.max_updates * accumulate)
-    total_updates = -(-total_steps // accumulate)
-    planned_steps = total_steps
-    objective = objective_from_config(spec, cfg, mesh)
+    trainer = _Trainer(spec, workdir, is_main, record)
+    trainer.evaluate_at_start()
+    with Preemption() as preemption:
+        while True:  # one pass, or more after divergence rollbacks
+            try:
+                trainer.train(preemption)
+                break
+            except _Diverged as diverged:
+                trainer.roll_back(diverged)
+    return trainer.finish()
 
-    schedule, optimizer = optimizer_from_config(spec.train, total_updates)
-    trainable, frozen = objective.split(lm.params, jax.random.key(spec.seed))
-    master = bj.api.DTYPES[spec.model.param_dtype]
-    trainable = jax.tree.map(lambda x: x.astype(master), trainable)
-    abstract = jax.eval_shape(lambda tr: init_state(tr, optimizer), trainable)
-    state_sh, frozen_sh = tree_shardings(abstract, mesh), tree_shardings(frozen, mesh)
-    state = jax.jit(lambda tr: init_state(tr, optimizer), out_shardings=state_sh)(trainable)
-    frozen = jax.device_put(frozen, frozen_sh)
-    held_out = evaluation.HeldOutEval.from_config(spec, tok) if spec.eval.every_epochs else None
-    shell = dataclasses.replace(lm, params={})  # ids, dtype and tokenizer for the held-out eval
-    validation = None
-    if val_examples:
-        validation = Validation(
-            val_examples,
-            objective,
-            batch_size=spec.data.batch_size,
+
+class _Trainer:
+    """One run's mutable state and its periodic actions (log, save, evaluate, roll back), so the loop itself
+    (`train`) reads as what happens each step and each epoch. Built by `_train` after the workdir is locked."""
+
+    def __init__(self, spec: RunSpec, workdir: pathlib.Path, is_main: bool, record: dict[str, Any] | None):
+        self.spec, self.workdir, self.is_main = spec, workdir, is_main
+        pool, source = read_training_pool(spec.data)
+        self.mmlu = evaluation.MMLUEval.from_spec(spec.eval.mmlu)  # rows read and checked before the model loads
+        self.mesh = mesh = make_mesh(**dataclasses.asdict(spec.mesh))
+        # weights read shard by shard straight into their shardings on the mesh
+        lm = bj.load(spec.model.name, dtype=spec.model.dtype, attn_impl=spec.model.attn_impl, mesh=mesh)
+        cfg, tok = lm.cfg, lm.tokenizer
+        if tok is None:
+            raise ValueError(f"model {spec.model.name!r} has no tokenizer; training needs one to encode the data")
+        if tok.vocab_size > cfg.vocab_size:
+            raise ValueError(
+                f"tokenizer of {spec.model.name!r} has {tok.vocab_size} tokens but the model's embedding "
+                f"has {cfg.vocab_size} rows: they do not belong together"
+            )
+        max_len = min(spec.data.max_len, cfg.max_seq_len)
+        examples, self.report, self.val_examples = training_set(pool, spec.data, tok, max_len, source)
+        self.num_examples = len(examples)
+        self.batches = EpochBatches(
+            examples,
+            spec.data.batch_size,
+            seed=spec.seed,
             pad_id=lm.pad_id,
             multiple=spec.data.pad_multiple,
+            bucket_chunks=spec.data.bucket_chunks,
             max_width=max_len,
-            mesh=mesh,
-            trainable_shardings=state_sh.trainable,
-            frozen_shardings=frozen_sh,
         )
-    del trainable, lm
+        self.steps_per_epoch = self.batches.batches_per_epoch
+        # A batch is one step; `train.accumulate` steps make one optimizer update, the schedule's clock.
+        self.accumulate = accumulate = spec.train.accumulate
+        total_steps = spec.train.epochs * self.steps_per_epoch
+        if spec.train.max_updates:
+            total_steps = min(total_steps, spec.train.max_updates * accumulate)
+        self.total_steps = self.planned_steps = total_steps
+        self.total_updates = -(-total_steps // accumulate)
+        self.objective = objective = objective_from_config(spec, cfg, mesh)
 
-    ckpt = checkpointing.Checkpointer(
-        workdir / "checkpoints",
-        keep=spec.checkpoint.keep,
-        async_save=spec.checkpoint.async_save,
-        fingerprint=checkpointing.model_fingerprint(run_record.weights_identity(spec.model.name), cfg, state.trainable),
-    )
-    position = {"epoch": 0, "index": 0}
-    stats = epoch_stats.empty(len(examples))
-    history: list[dict[str, float]] = []
-    start_eval: dict[str, float] = {}  # held-out eval before training (spec.eval.at_start)
-    saturated: dict[str, Any] | None = None  # the first saturation: epoch, reason, the update it was found at
-    anneal: dict[str, int] | None = None  # after a saturation in mode "anneal": the re-planned schedule's tail
-    windows: list[divergence.Window] = []  # one per save: its steps' health, which makes a checkpoint known good
-    recovery = divergence.Recovery()  # what divergence rollbacks changed (skipped batches, learning-rate scale)
-    restored = ckpt.restore_newest_readable(abstract_state=state, report=print if is_main else lambda _: None)
-    resumed_from = None
-    if restored is not None:
-        resumed_from, state, meta = restored
-        position, history = meta["data"], meta["history"]
-        stats = epoch_stats.from_json(meta["epoch_accumulators"])
-        start_eval = meta.get("start_eval", {})
-        saturated, anneal = meta.get("saturated"), meta.get("anneal")
-        windows = [divergence.Window.from_json(w) for w in meta.get("windows", [])]
-        recovery = divergence.Recovery.from_json(meta.get("recovery"))
-
-    def replan() -> tuple[Any, Any, int]:
-        """Schedule, optimizer and step count for the current anneal and rollback state."""
-        sched, opt = optimizer_from_config(spec.train, total_updates, anneal, recovery.lr_scale)
-        end = planned_steps if anneal is None else min(planned_steps, (anneal["start"] + anneal["length"]) * accumulate)
-        return sched, opt, end
-
-    if anneal is not None or recovery.lr_scale != 1.0:  # resumed inside an anneal, or after a rollback
-        schedule, optimizer, total_steps = replan()
-    if is_main and record is not None:  # the run is under way (its checkpoint, if any, restored)
-        run_record.write_record(workdir, record)
-    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    logged_samples = _samples_seen(stats)  # at the last log step: the window of the next one starts here
-    stats = jax.device_put(stats, replicated)
-    logger = RunLogger(
-        workdir,
-        enabled=is_main,
-        tensorboard=spec.log.tensorboard,
-        resume_step=resumed_from,
-        wandb=spec.log.wandb,
-        config=spec.to_dict(),
-    )
-    if is_main:
-        print(f"data: {len(examples)} examples from {source}; {report.summary()}", flush=True)
-        print(
-            f"training {spec.objective} on {spec.model.name}: {spec.train.epochs} epochs x "
-            f"{steps_per_epoch} steps = {total_steps} steps"
-            + (f" = {total_updates} updates of {accumulate} accumulated steps" if accumulate > 1 else "")
-            + (f"; resuming after step {resumed_from}" if resumed_from is not None else ""),
-            flush=True,
-        )
-
-    def describe_bad_step(host: epoch_stats.EpochStats) -> str:
-        bad_epoch, bad_index = divmod(int(host.bad_batch), steps_per_epoch)
-        return (
-            f"non-finite loss ({float(host.bad_loss)}) or gradient norm ({float(host.bad_grad_norm)}) at epoch "
-            f"{bad_epoch}, batch {bad_index}"
-        )
-
-    def known_good_text() -> str:
-        good = divergence.last_known_good(windows)
-        if good is None:
-            return (
-                "none (no checkpoint was saved before the divergence without a loss or gradient-norm spike "
-                "in its window)"
+        self.schedule, self.optimizer = optimizer_from_config(spec.train, self.total_updates)
+        self.compiled: dict[tuple[int, int], Any] = {}  # jitted steps by (prompt, answer) width
+        trainable, frozen = objective.split(lm.params, jax.random.key(spec.seed))
+        master = bj.api.DTYPES[spec.model.param_dtype]
+        trainable = jax.tree.map(lambda x: x.astype(master), trainable)
+        optimizer = self.optimizer
+        abstract = jax.eval_shape(lambda tr: init_state(tr, optimizer), trainable)
+        self.state_sh, self.frozen_sh = tree_shardings(abstract, mesh), tree_shardings(frozen, mesh)
+        self.state = jax.jit(lambda tr: init_state(tr, optimizer), out_shardings=self.state_sh)(trainable)
+        self.frozen = jax.device_put(frozen, self.frozen_sh)
+        self.held_out = evaluation.HeldOutEval.from_config(spec, tok) if spec.eval.every_epochs else None
+        self.shell = dataclasses.replace(lm, params={})  # ids, dtype and tokenizer for the held-out eval
+        self.validation = None
+        if self.val_examples:
+            self.validation = Validation(
+                self.val_examples,
+                objective,
+                batch_size=spec.data.batch_size,
+                pad_id=lm.pad_id,
+                multiple=spec.data.pad_multiple,
+                max_width=max_len,
+                mesh=mesh,
+                trainable_shardings=self.state_sh.trainable,
+                frozen_shardings=self.frozen_sh,
             )
-        return f"step {good} in {ckpt.directory}"
+        del trainable, lm
 
-    def read_stats() -> epoch_stats.EpochStats:
+        self.ckpt = checkpointing.Checkpointer(
+            workdir / "checkpoints",
+            keep=spec.checkpoint.keep,
+            async_save=spec.checkpoint.async_save,
+            fingerprint=checkpointing.model_fingerprint(
+                run_record.weights_identity(spec.model.name), cfg, self.state.trainable
+            ),
+        )
+        self.replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+        # What a checkpoint's metadata carries besides the arrays (see `save` and `_restore_progress`).
+        self.position = {"epoch": 0, "index": 0}
+        self.history: list[dict[str, float]] = []
+        self.start_eval: dict[str, float] = {}  # held-out eval before training (spec.eval.at_start)
+        self.saturated: dict[str, Any] | None = None  # the first saturation: epoch, reason, the update it was found at
+        self.anneal: dict[str, int] | None = None  # after a saturation in mode "anneal": the schedule's new tail
+        self.windows: list[divergence.Window] = []  # one per save: its steps' health (makes a checkpoint good)
+        self.recovery = divergence.Recovery()  # what divergence rollbacks changed (skipped batches, LR scale)
+        self.stats = jax.device_put(epoch_stats.empty(self.num_examples), self.replicated)
+        self.logged_samples = (0.0, 0)  # at the last log step: the window of the next one starts here
+        restored = self.ckpt.restore_newest_readable(
+            abstract_state=self.state, report=print if is_main else lambda _: None
+        )
+        self.resumed_from = None
+        if restored is not None:
+            self.resumed_from, self.state, meta = restored
+            self._restore_progress(meta)
+            self.windows = [divergence.Window.from_json(w) for w in meta.get("windows", [])]
+            self.recovery = divergence.Recovery.from_json(meta.get("recovery"))
+        if self.anneal is not None or self.recovery.lr_scale != 1.0:  # resumed inside an anneal or after a rollback
+            self._replan()
+        if is_main and record is not None:  # the run is under way (its checkpoint, if any, restored)
+            run_record.write_record(workdir, record)
+        self.logger = RunLogger(
+            workdir,
+            enabled=is_main,
+            tensorboard=spec.log.tensorboard,
+            resume_step=self.resumed_from,
+            wandb=spec.log.wandb,
+            config=spec.to_dict(),
+        )
+        self._print(f"data: {self.num_examples} examples from {source}; {self.report.summary()}")
+        self._print(
+            f"training {spec.objective} on {spec.model.name}: {spec.train.epochs} epochs x "
+            f"{self.steps_per_epoch} steps = {self.total_steps} steps"
+            + (f" = {self.total_updates} updates of {accumulate} accumulated steps" if accumulate > 1 else "")
+            + (f"; resuming after step {self.resumed_from}" if self.resumed_from is not None else "")
+        )
+        self.perf = StepPerformance.create(
+            objective.kind, self.frozen if objective.kind != "full" else self.state.trainable, cfg, spec.model.dtype
+        )
+        self._print(
+            f"mesh {dict(mesh.shape)} on {jax.device_count()} devices; MFU against the {self.perf.peak_source} "
+            f"x {jax.device_count()}"
+        )
+        self.rows = row_multiple(mesh)  # batches get target-free filler rows up to a multiple of data x fsdp
+        self.bar = ProgressBar(self.total_steps, initial=int(self.state.step), enabled=is_main)
+        self.step = int(self.state.step)  # the host's count of steps: the loop never waits on the device to know it
+        self.in_flight = InFlight(MAX_STEPS_IN_FLIGHT)
+        self.advance = jax.jit(lambda s: s._replace(step=s.step + 1), out_shardings=self.state_sh, donate_argnums=0)
+        self.tokens_per_s = 0.0
+        self.shown: dict[str, float] = {}  # the progress bar's values, from the latest log step
+        self.warmup_updates = int(round(spec.train.warmup_frac * self.total_updates))
+
+    # ------------------------------------------------------------------------------------------------ the loop
+    def train(self, preemption: Preemption) -> None:
+        """Epochs from the current position to the end of the plan (or a saturation stop)."""
+        for epoch in range(self.position["epoch"], self.spec.train.epochs):
+            for index in range(self.position["index"], self.steps_per_epoch):
+                self._train_step(epoch, index)
+                if preemption.agreed(self.step):
+                    self.save(self.step, force=True)
+                    self.ckpt.close()
+                    raise SystemExit(
+                        f"SIGTERM: saved step {self.step} in {self.ckpt.directory}; rerun the same command to resume"
+                    )
+                if self.spec.checkpoint.every_steps and self.step % self.spec.checkpoint.every_steps == 0:
+                    self.save(self.step)
+                if self.step >= self.total_steps:
+                    break
+            if self._end_epoch(epoch) or self.step >= self.total_steps:
+                break
+
+    def _train_step(self, epoch: int, index: int) -> None:
+        """Dispatch one step and go on: the host prepares the next batch while the device runs this one."""
+        spec, number = self.spec, epoch * self.steps_per_epoch + index
+        skip = number in self.recovery.skip  # a batch a rollback skips: consumed, never trained on
+        if skip:
+            self.state = self.advance(self.state)
+        else:
+            full = pad_rows(self.batches.batch(epoch, index), self.rows, self.shell.pad_id)
+            widths = batch_widths(as_batch(full), multiple=spec.data.pad_multiple)
+            if widths not in self.compiled:
+                self.compiled[widths] = jit_train_step(
+                    self.objective,
+                    self.optimizer,
+                    per_step(self.schedule, self.accumulate),
+                    self.state_sh,
+                    self.frozen_sh,
+                    batch_shardings(full, self.mesh),
+                    prompt_width=widths[0],
+                    answer_width=widths[1],
+                    with_stats=True,
+                    halt_on_nonfinite=spec.train.on_nonfinite != "skip_batch",
+                )
+            self.state, self.stats, metrics = self.compiled[widths](
+                self.state, self.frozen, global_batch(full, self.mesh), self.stats, np.int32(number)
+            )
+            self.in_flight.add(metrics["loss"])
+            self.tokens_per_s = self.perf.throughput.update(float(np.sum(full["length"])))
+        self.step += 1
+        self.position = {"epoch": epoch, "index": index + 1}
+        if self.step % spec.log.every_steps == 0 and not skip:
+            self._log_step(epoch, index, metrics, full, widths)
+        self.bar.update(epoch=epoch, step=self.step, tokens_per_s=self.tokens_per_s, **self.shown)
+
+    def _log_step(self, epoch: int, index: int, metrics, full, widths) -> None:
+        seen = _samples_seen(self.read_stats())
+        logged = _scalars(_read_device(metrics))
+        if seen[1] > self.logged_samples[1]:  # the per-sample mean over the samples since the last log
+            logged["sample_token_accuracy_window"] = (seen[0] - self.logged_samples[0]) / (
+                seen[1] - self.logged_samples[1]
+            )
+        self.logged_samples = seen
+        logged.pop("finite", None)
+        logged.update(_mixing_alphas(self.state, self.objective, summary=False))
+        logged.update(self.perf.rates(self.tokens_per_s, full, widths[0]))
+        self.logger.log(self.step, logged, epoch=epoch + (index + 1) / self.steps_per_epoch)
+        self.shown = {"loss": logged["loss"], "token_accuracy": logged["token_accuracy"]}
+
+    def _end_epoch(self, epoch: int) -> bool:
+        """Close epoch `epoch` (0-based): statistics, saturation, evaluations, logs. True: the run ends here."""
+        spec, rule = self.spec, self.spec.saturation
+        host_stats = self.read_stats()
+        epoch_metrics = epoch_stats.summary(host_stats)
+        if int(host_stats.skipped):
+            self._print(
+                f"epoch {epoch + 1}: skipped {int(host_stats.skipped)} non-finite batches "
+                "(train.on_nonfinite='skip_batch')"
+            )
+        if int(host_stats.skipped) and not int(host_stats.steps):
+            self.ckpt.wait()
+            raise NonFiniteLossError(
+                f"every batch of epoch {epoch} was non-finite and skipped "
+                f"(train.on_nonfinite='skip_batch'): the run diverged for good. Last known good "
+                f"checkpoint: {self._known_good_text()}; lower train.lr or enable train.clip"
+            )
+        self.history.append(epoch_metrics)
+        self.stats = jax.device_put(epoch_stats.next_epoch(host_stats), self.replicated)
+        self.logged_samples = (0.0, 0)
+        self.position = {"epoch": epoch + 1, "index": 0}
+        decision = saturation.check_saturation([h[rule.metric] for h in self.history], rule)
+        end_now = False
+        if decision.stop and self.saturated is None:
+            update = self.step // self.accumulate
+            self.saturated = {
+                "epoch": decision.saturation_epoch,
+                "reason": decision.reason,
+                "after_epoch": epoch + 1,
+                "update": update,
+            }
+            length = saturation.anneal_length(rule, self.warmup_updates, update, self.total_updates)
+            if rule.mode == "anneal" and length:
+                self.anneal = {"start": update, "length": length}
+                self._replan()
+                self._print(
+                    f"saturated at epoch {decision.saturation_epoch} ({decision.reason}): annealing the learning "
+                    f"rate from {float(self.schedule(update)):.3g} to 0 over {length} more updates"
+                )
+            end_now = rule.mode != "observe" and self.anneal is None
+        last = end_now or epoch + 1 == spec.train.epochs or self.step >= self.total_steps
+        if self.held_out is not None and evaluation.eval_due(spec.eval, epoch + 1, last):
+            epoch_metrics.update(self._held_out_eval(epoch + 1))
+        if self.mmlu is not None and (last or evaluation.eval_due(spec.eval, epoch + 1, last)):
+            epoch_metrics.update(self._mmlu_eval(epoch + 1))
+        if self.validation is not None and ((epoch + 1) % spec.eval.val_every_epochs == 0 or last):
+            epoch_metrics.update(self.validation.run(self.state.trainable, self.frozen))
+            self._print(
+                f"validation after epoch {epoch + 1} ({len(self.val_examples)} rows): loss "
+                f"{epoch_metrics['val_loss']:.4f}, token accuracy {epoch_metrics['val_token_accuracy']:.4f}"
+            )
+        self.logger.log_epoch(epoch + 1, self.step, {**epoch_metrics, **decision.as_log()})  # 1-based
+        self._print(
+            f"epoch {epoch + 1}/{spec.train.epochs}: token accuracy {epoch_metrics['token_accuracy']:.4f}, loss "
+            f"{epoch_metrics['loss']:.4f}, memorized {epoch_metrics['memorized_fraction']:.2f}"
+        )
+        return end_now
+
+    # ------------------------------------------------------------------------------------- reads, saves, plans
+    def read_stats(self) -> epoch_stats.EpochStats:
         """The epoch statistics on the host; a step that went non-finite since the last read stops the run here
         (or, under "rollback", raises `_Diverged` for the loop to roll back)."""
-        host = _read_device(stats)
+        host = _read_device(self.stats)
         if host.bad_batch >= 0:
-            ckpt.wait()
-            if spec.train.on_nonfinite == "rollback":
+            self.ckpt.wait()
+            if self.spec.train.on_nonfinite == "rollback":
                 raise _Diverged(host)
             hint = (
                 ""
-                if divergence.last_known_good(windows) is None
+                if divergence.last_known_good(self.windows) is None
                 else (
                     ". To recover from it, rerun with --config.train.on_nonfinite=rollback "
                     "--config.resume.allow_changes=train.on_nonfinite"
                 )
             )
             raise NonFiniteLossError(
-                f"{describe_bad_step(host)}; the update was not applied and the run stopped. "
-                f"Last known good checkpoint: {known_good_text()}{hint}"
+                f"{self._describe_bad_step(host)}; the update was not applied and the run stopped. "
+                f"Last known good checkpoint: {self._known_good_text()}{hint}"
             )
         return host
 
-    def save(step: int, force: bool = False) -> None:
-        nonlocal stats
-        host = read_stats()
+    def save(self, step: int, force: bool = False) -> None:
+        """Checkpoint `step` with everything a resume needs; judge its window and protect the last known good."""
+        host = self.read_stats()
         window = divergence.judge(
-            step, float(host.window_max_loss), float(host.window_max_grad_norm), windows, spec.checkpoint.spike_factor
+            step,
+            float(host.window_max_loss),
+            float(host.window_max_grad_norm),
+            self.windows,
+            self.spec.checkpoint.spike_factor,
         )
         meta = {
-            "data": position,
+            "data": self.position,
             "epoch_accumulators": epoch_stats.to_json(epoch_stats.new_window(host)),
-            "history": history,
-            "start_eval": start_eval,
-            "saturated": saturated,
-            "anneal": anneal,
-            "windows": [w.to_json() for w in (*windows, window)],
-            "recovery": recovery.to_json(),
-            "config": spec.to_dict(),
+            "history": self.history,
+            "start_eval": self.start_eval,
+            "saturated": self.saturated,
+            "anneal": self.anneal,
+            "windows": [w.to_json() for w in (*self.windows, window)],
+            "recovery": self.recovery.to_json(),
+            "config": self.spec.to_dict(),
         }
-        good = divergence.last_known_good([*windows, window])
-        ckpt.protect(set() if good is None else {good})
-        if ckpt.save(step, state, meta, force=force):
-            windows.append(window)
-            stats = jax.device_put(epoch_stats.new_window(host), replicated)
+        good = divergence.last_known_good([*self.windows, window])
+        self.ckpt.protect(set() if good is None else {good})
+        if self.ckpt.save(step, self.state, meta, force=force):
+            self.windows.append(window)
+            self.stats = jax.device_put(epoch_stats.new_window(host), self.replicated)
 
-    perf = StepPerformance.create(
-        objective.kind, frozen if objective.kind != "full" else state.trainable, cfg, spec.model.dtype
-    )
-    if is_main:
-        print(
-            f"mesh {dict(mesh.shape)} on {jax.device_count()} devices; MFU against the {perf.peak_source} "
-            f"x {jax.device_count()}",
-            flush=True,
+    def _restore_progress(self, meta: dict[str, Any]) -> None:
+        """The progress a checkpoint's metadata holds (a resume, or a rollback to a known good step)."""
+        self.position, self.history = meta["data"], meta["history"]
+        stats = epoch_stats.from_json(meta["epoch_accumulators"])
+        self.logged_samples = _samples_seen(stats)
+        self.stats = jax.device_put(stats, self.replicated)
+        self.start_eval = meta.get("start_eval", {})
+        self.saturated, self.anneal = meta.get("saturated"), meta.get("anneal")
+
+    def _replan(self) -> None:
+        """Schedule, optimizer and step count for the current anneal and rollback state (steps recompile)."""
+        self.schedule, self.optimizer = optimizer_from_config(
+            self.spec.train, self.total_updates, self.anneal, self.recovery.lr_scale
         )
-    steps: dict[tuple[int, int], Any] = {}
-    rows = row_multiple(mesh)  # batches get target-free filler rows up to a multiple of data x fsdp
-    bar = ProgressBar(total_steps, initial=int(state.step), enabled=is_main)
-    step = int(state.step)  # the host's count of steps: the loop never waits on the device to know it
-    in_flight = InFlight(MAX_STEPS_IN_FLIGHT)
-    advance = jax.jit(lambda s: s._replace(step=s.step + 1), out_shardings=state_sh, donate_argnums=0)
-    tokens_per_s = 0.0
-    shown: dict[str, float] = {}  # the progress bar's values, from the latest log step
-    rule = spec.saturation
-    warmup_updates = int(round(spec.train.warmup_frac * total_updates))
+        end = self.planned_steps
+        if self.anneal is not None:
+            end = min(end, (self.anneal["start"] + self.anneal["length"]) * self.accumulate)
+        self.total_steps = end
+        self.compiled.clear()  # the steps close over the old schedule
 
-    def held_out_eval(epoch: int) -> dict[str, float]:
-        out = workdir / "eval" / f"epoch_{epoch:04d}.jsonl" if is_main else None
-        values = evaluation.log_values(held_out.run(objective, state.trainable, frozen, shell, out))
-        if is_main:
-            print(
-                f"held-out eval after epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()),
-                flush=True,
+    def roll_back(self, diverged: _Diverged) -> None:
+        """Back to the last known good checkpoint, with the bad batch skipped and the learning rate scaled."""
+        good = divergence.last_known_good(self.windows)
+        spec = self.spec
+        if good is None or len(self.recovery.rollbacks) >= spec.train.rollback_limit:
+            why = (
+                "no known good checkpoint to roll back to (none was saved before the divergence without a "
+                "loss or gradient-norm spike in its window)"
+                if good is None
+                else f"{len(self.recovery.rollbacks)} rollbacks (train.rollback_limit) did not keep the run "
+                f"finite; last known good checkpoint: step {good} in {self.ckpt.directory}; lower train.lr or "
+                "set train.clip"
             )
+            raise NonFiniteLossError(
+                f"{self._describe_bad_step(diverged.stats)}; the update was not applied and the run stopped: {why}"
+            ) from None
+        self.recovery = self.recovery.after(
+            int(diverged.stats.bad_batch), good, spec.train.rollback_lr_factor, found_at_step=self.step
+        )
+        moved = [self.ckpt.move_aside(s, "rolled_back") for s in self.ckpt.all_steps() if s > good]
+        target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), self.state)
+        self.state = None  # free the diverged state before the restore allocates the good one
+        self.state, meta = self.ckpt.restore(good, abstract_state=target)
+        self._restore_progress(meta)
+        self.windows = [w for w in self.windows if w.step <= good]
+        self._replan()
+        self.step, self.in_flight = int(self.state.step), InFlight(MAX_STEPS_IN_FLIGHT)
+        set_aside = self.logger.rewind(good)
+        self._print(
+            f"{self._describe_bad_step(diverged.stats)}: rolled back to step {good}, the last known good "
+            f"checkpoint (rollback {len(self.recovery.rollbacks)} of at most {spec.train.rollback_limit}); "
+            f"that batch is skipped and the learning rate scaled by {self.recovery.lr_scale:g}"
+            + (f"; steps {[m.name for m in moved]} moved to {moved[0].parent}" if moved else "")
+            + f"; the replaced log rows are in {set_aside}"
+        )
+
+    # ---------------------------------------------------------------------------------------------- evaluations
+    def evaluate_at_start(self) -> None:
+        """`eval.at_start`: the held-out and MMLU evals before the first update (logged as epoch 0)."""
+        if not self.spec.eval.at_start or self.resumed_from is not None:
+            return
+        if self.held_out is None and self.mmlu is None:
+            return
+        self.start_eval = self._held_out_eval(0) if self.held_out is not None else {}
+        self.start_eval.update(self._mmlu_eval(0) if self.mmlu is not None else {})
+        self.logger.log_epoch(0, 0, self.start_eval)
+
+    def _held_out_eval(self, epoch: int) -> dict[str, float]:
+        out = self.workdir / "eval" / f"epoch_{epoch:04d}.jsonl" if self.is_main else None
+        run = self.held_out.run(self.objective, self.state.trainable, self.frozen, self.shell, out)
+        values = evaluation.log_values(run)
+        self._print(f"held-out eval after epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
         return values
 
-    def mmlu_eval(epoch: int) -> dict[str, float]:
-        values = mmlu.run(objective, state.trainable, frozen, shell)
-        if is_main:
-            print(
-                f"MMLU after epoch {epoch} ({len(mmlu.test)} questions): macro {values['mmlu_macro']:.4f}, "
-                f"micro {values['mmlu_micro']:.4f}",
-                flush=True,
-            )
+    def _mmlu_eval(self, epoch: int) -> dict[str, float]:
+        values = self.mmlu.run(self.objective, self.state.trainable, self.frozen, self.shell)
+        self._print(
+            f"MMLU after epoch {epoch} ({len(self.mmlu.test)} questions): macro {values['mmlu_macro']:.4f}, "
+            f"micro {values['mmlu_micro']:.4f}"
+        )
         return values
 
-    if spec.eval.at_start and resumed_from is None and (held_out is not None or mmlu is not None):
-        start_eval = held_out_eval(0) if held_out is not None else {}
-        start_eval.update(mmlu_eval(0) if mmlu is not None else {})
-        logger.log_epoch(0, 0, start_eval)
-    with Preemption() as preemption:
-        while True:  # one pass, or more after divergence rollbacks
-            try:
-                for epoch in range(position["epoch"], spec.train.epochs):
-                    for index in range(position["index"], steps_per_epoch):
-                        number = epoch * steps_per_epoch + index
-                        skip = number in recovery.skip  # a batch a rollback skips: consumed, never trained on
-                        if skip:
-                            state = advance(state)
-                        else:  # dispatch and go on: the host prepares the next batch while the device runs this one
-                            full = pad_rows(batches.batch(epoch, index), rows, shell.pad_id)
-                            widths = batch_widths(as_batch(full), multiple=spec.data.pad_multiple)
-                            if widths not in steps:
-                                steps[widths] = jit_train_step(
-                                    objective,
-                                    optimizer,
-                                    per_step(schedule, accumulate),
-                                    state_sh,
-                                    frozen_sh,
-                                    batch_shardings(full, mesh),
-                                    prompt_width=widths[0],
-                                    answer_width=widths[1],
-                                    with_stats=True,
-                                    halt_on_nonfinite=spec.train.on_nonfinite != "skip_batch",
-                                )
-                            state, stats, metrics = steps[widths](
-                                state, frozen, global_batch(full, mesh), stats, np.int32(number)
-                            )
-                            in_flight.add(metrics["loss"])
-                            tokens_per_s = perf.throughput.update(float(np.sum(full["length"])))
-                        step += 1
-                        position = {"epoch": epoch, "index": index + 1}
-                        if step % spec.log.every_steps == 0 and not skip:
-                            seen = _samples_seen(read_stats())
-                            logged = _scalars(_read_device(metrics))
-                            if seen[1] > logged_samples[1]:  # per-sample mean over the samples since the last log
-                                logged["sample_token_accuracy_window"] = (seen[0] - logged_samples[0]) / (
-                                    seen[1] - logged_samples[1]
-                                )
-                            logged_samples = seen
-                            logged.pop("finite", None)
-                            logged.update(_mixing_alphas(state, objective, summary=False))
-                            logged.update(perf.rates(tokens_per_s, full, widths[0]))
-                            logger.log(step, logged, epoch=epoch + (index + 1) / steps_per_epoch)
-                            shown = {"loss": logged["loss"], "token_accuracy": logged["token_accuracy"]}
-                        bar.update(epoch=epoch, step=step, tokens_per_s=tokens_per_s, **shown)
-                        if preemption.agreed(step):
-                            save(step, force=True)
-                            ckpt.close()
-                            raise SystemExit(
-                                f"SIGTERM: saved step {step} in {ckpt.directory}; rerun the same command to resume"
-                            )
-                        if spec.checkpoint.every_steps and step % spec.checkpoint.every_steps == 0:
-                            save(step)
-                        if step >= total_steps:
-                            break
-                    host_stats = read_stats()
-                    epoch_metrics = epoch_stats.summary(host_stats)
-                    if int(host_stats.skipped) and is_main:
-                        print(
-                            f"epoch {epoch + 1}: skipped {int(host_stats.skipped)} non-finite batches "
-                            "(train.on_nonfinite='skip_batch')",
-                            flush=True,
-                        )
-                    if int(host_stats.skipped) and not int(host_stats.steps):
-                        ckpt.wait()
-                        raise NonFiniteLossError(
-                            f"every batch of epoch {epoch} was non-finite and skipped "
-                            f"(train.on_nonfinite='skip_batch'): the run diverged for good. Last known good "
-                            f"checkpoint: {known_good_text()}; lower train.lr or enable train.clip"
-                        )
-                    history.append(epoch_metrics)
-                    stats = jax.device_put(epoch_stats.next_epoch(host_stats), replicated)
-                    logged_samples = (0.0, 0)
-                    position = {"epoch": epoch + 1, "index": 0}
-                    decision = saturation.check_saturation([h[rule.metric] for h in history], rule)
-                    end_now = False
-                    if decision.stop and saturated is None:
-                        saturated = {
-                            "epoch": decision.saturation_epoch,
-                            "reason": decision.reason,
-                            "after_epoch": epoch + 1,
-                            "update": step // accumulate,
-                        }
-                        length = saturation.anneal_length(rule, warmup_updates, step // accumulate, total_updates)
-                        if rule.mode == "anneal" and length:
-                            anneal = {"start": step // accumulate, "length": length}
-                            schedule, optimizer, total_steps = replan()
-                            steps.clear()  # the steps close over the old schedule
-                            if is_main:
-                                print(
-                                    f"saturated at epoch {decision.saturation_epoch} ({decision.reason}): "
-                                    f"annealing the learning rate from {float(schedule(anneal['start'])):.3g} to 0 "
-                                    f"over {length} more updates",
-                                    flush=True,
-                                )
-                        end_now = rule.mode != "observe" and anneal is None
-                    last = end_now or epoch + 1 == spec.train.epochs or step >= total_steps
-                    if held_out is not None and evaluation.eval_due(spec.eval, epoch + 1, last):
-                        epoch_metrics.update(held_out_eval(epoch + 1))
-                    if mmlu is not None and (last or evaluation.eval_due(spec.eval, epoch + 1, last)):
-                        epoch_metrics.update(mmlu_eval(epoch + 1))
-                    if validation is not None and ((epoch + 1) % spec.eval.val_every_epochs == 0 or last):
-                        epoch_metrics.update(validation.run(state.trainable, frozen))
-                        if is_main:
-                            print(
-                                f"validation after epoch {epoch + 1} ({len(val_examples)} rows): loss "
-                                f"{epoch_metrics['val_loss']:.4f}, token accuracy "
-                                f"{epoch_metrics['val_token_accuracy']:.4f}",
-                                flush=True,
-                            )
-                    logger.log_epoch(epoch + 1, step, {**epoch_metrics, **decision.as_log()})  # 1-based
-                    if is_main:
-                        print(
-                            f"epoch {epoch + 1}/{spec.train.epochs}: token accuracy "
-                            f"{epoch_metrics['token_accuracy']:.4f}, loss {epoch_metrics['loss']:.4f}, memorized "
-                            f"{epoch_metrics['memorized_fraction']:.2f}",
-                            flush=True,
-                        )
-                    if end_now or step >= total_steps:
-                        break
-                break
-            except _Diverged as diverged:
-                good = divergence.last_known_good(windows)
-                if good is None or len(recovery.rollbacks) >= spec.train.rollback_limit:
-                    why = (
-                        "no known good checkpoint to roll back to (none was saved before the divergence without a "
-                        "loss or gradient-norm spike in its window)"
-                        if good is None
-                        else f"{len(recovery.rollbacks)} rollbacks (train.rollback_limit) did not keep the run "
-                        f"finite; last known good checkpoint: step {good} in {ckpt.directory}; lower train.lr or "
-                        "set train.clip"
-                    )
-                    raise NonFiniteLossError(
-                        f"{describe_bad_step(diverged.stats)}; the update was not applied and the run stopped: {why}"
-                    ) from None
-                recovery = recovery.after(
-                    int(diverged.stats.bad_batch), good, spec.train.rollback_lr_factor, found_at_step=step
+    # ------------------------------------------------------------------------------------------------ messages
+    def _print(self, line: str) -> None:
+        if self.is_main:
+            print(line, flush=True)
+
+    def _describe_bad_step(self, host: epoch_stats.EpochStats) -> str:
+        bad_epoch, bad_index = divmod(int(host.bad_batch), self.steps_per_epoch)
+        return (
+            f"non-finite loss ({float(host.bad_loss)}) or gradient norm ({float(host.bad_grad_norm)}) at epoch "
+            f"{bad_epoch}, batch {bad_index}"
+        )
+
+    def _known_good_text(self) -> str:
+        good = divergence.last_known_good(self.windows)
+        if good is None:
+            return (
+                "none (no checkpoint was saved before the divergence without a loss or gradient-norm spike "
+                "in its window)"
+            )
+        return f"step {good} in {self.ckpt.directory}"
+
+    # ----------------------------------------------------------------------------------------------------- end
+    def finish(self) -> dict[str, Any]:
+        """The final save, the summary (`workdir/summary.json`) and the plot."""
+        self.bar.close()
+        final_step = int(self.state.step)
+        self.save(final_step, force=True)
+        self.ckpt.close()
+        rule, saturated = self.spec.saturation, self.saturated
+        summary = {
+            "steps": final_step,
+            "updates": final_step // self.accumulate,
+            "epochs": len(self.history),
+            "planned_updates": self.total_updates,
+            "final_token_accuracy": self.history[-1]["token_accuracy"] if self.history else None,
+            "saturation": None
+            if saturated is None
+            else {
+                **saturated,
+                "mode": rule.mode,
+                "anneal": self.anneal,
+                "updates_saved": saturation.updates_saved(self.total_updates, -(-final_step // self.accumulate)),
+            },
+            "history": self.history,
+            "start_eval": self.start_eval or None,
+            "truncation": self.report.summary(),
+            "checkpoint_dir": str(self.ckpt.directory),
+            "rollbacks": list(self.recovery.rollbacks),
+            **_mixing_alphas(self.state, self.objective, summary=True),
+        }
+        plot = self.logger.close(saturation_epoch=None if saturated is None else saturated["epoch"], summary=summary)
+        if self.is_main:
+            summary["plot"] = str(plot) if plot else None
+            (self.workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+            if saturated is not None:
+                print(
+                    f"saturated at epoch {saturated['epoch']} ({saturated['reason']}, mode {rule.mode}); "
+                    f"{summary['saturation']['updates_saved']} of {self.total_updates} updates saved",
+                    flush=True,
                 )
-                moved = [ckpt.move_aside(s, "rolled_back") for s in ckpt.all_steps() if s > good]
-                target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
-                del state
-                state, meta = ckpt.restore(good, abstract_state=target)
-                position, history = meta["data"], meta["history"]
-                restored_stats = epoch_stats.from_json(meta["epoch_accumulators"])
-                logged_samples = _samples_seen(restored_stats)
-                stats = jax.device_put(restored_stats, replicated)
-                start_eval, saturated, anneal = meta.get("start_eval", {}), meta.get("saturated"), meta.get("anneal")
-                windows = [w for w in windows if w.step <= good]
-                schedule, optimizer, total_steps = replan()
-                steps.clear()  # the steps close over the old schedule
-                step, in_flight = int(state.step), InFlight(MAX_STEPS_IN_FLIGHT)
-                set_aside = logger.rewind(good)
-                if is_main:
-                    print(
-                        f"{describe_bad_step(diverged.stats)}: rolled back to step {good}, the last known good "
-                        f"checkpoint (rollback {len(recovery.rollbacks)} of at most {spec.train.rollback_limit}); "
-                        f"that batch is skipped and the learning rate scaled by {recovery.lr_scale:g}"
-                        + (f"; steps {[m.name for m in moved]} moved to {moved[0].parent}" if moved else "")
-                        + f"; the replaced log rows are in {set_aside}",
-                        flush=True,
-                    )
-    bar.close()
-    final_step = int(state.step)
-    save(final_step, force=True)
-    ckpt.close()
-    summary = {
-        "steps": final_step,
-        "updates": final_step // accumulate,
-        "epochs": len(history),
-        "planned_updates": total_updates,
-        "final_token_accuracy": history[-1]["token_accuracy"] if history else None,
-        "saturation": None
-        if saturated is None
-        else {
-            **saturated,
-            "mode": rule.mode,
-            "anneal": anneal,
-            "updates_saved": saturation.updates_saved(total_updates, -(-final_step // accumulate)),
-        },
-        "history": history,
-        "start_eval": start_eval or None,
-        "truncation": report.summary(),
-        "checkpoint_dir": str(ckpt.directory),
-        "rollbacks": list(recovery.rollbacks),
-        **_mixing_alphas(state, objective, summary=True),
-    }
-    plot = logger.close(saturation_epoch=None if saturated is None else saturated["epoch"], summary=summary)
-    if is_main:
-        summary["plot"] = str(plot) if plot else None
-        (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
-        if saturated is not None:
-            print(
-                f"saturated at epoch {saturated['epoch']} ({saturated['reason']}, mode {rule.mode}); "
-                f"{summary['saturation']['updates_saved']} of {total_updates} updates saved",
-                flush=True,
-            )
-    return summary
+        return summary
 
 
 MAX_STEPS_IN_FLIGHT = 2  # dispatched steps the host may run ahead of the device (bounds queued batches)
