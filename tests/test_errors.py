@@ -2,18 +2,21 @@
 
 import json
 
+import jax
 import numpy as np
 import pytest
 import safetensors.numpy
 
 import bitune_jax as bj
-from tests.hf_tiny import write_tiny
+from bitune_jax.checkpoints.hf import save_hf
+from bitune_jax.models.transformer import init_params
+from tests.tiny_models import TINY
 
 
 @pytest.fixture(scope="module")
 def llama_dir(tmp_path_factory):
     directory = tmp_path_factory.mktemp("llama")
-    write_tiny("llama", directory)
+    save_hf(directory, TINY["llama"], jax.tree.map(np.asarray, init_params(TINY["llama"], jax.random.key(0))))
     return directory
 
 

@@ -9,12 +9,11 @@ import pytest
 
 from bitune_jax.bitune import BituneConfig, answer_rows, batch_widths, bitune_logits, bitune_loss, init_trainable
 from bitune_jax.bitune.forward import make_batch
-from bitune_jax.checkpoints.hf_config import config_from_hf
 from bitune_jax.losses import masked_token_loss
 from bitune_jax.models.transformer import forward, init_params
 from bitune_jax.peft import PeftConfig
 from tests.bitune.reference import FAST_COMPILE, literal_grad
-from tests.hf_tiny import tiny_configs
+from tests.tiny_models import TINY
 
 FAMILIES = ["llama", "olmo3", "gemma3", "gemma", "qwen3"]
 MAX_LEN = 16
@@ -23,7 +22,7 @@ SHAPES = [(1, 4), (5, 3), (9, 6), (MAX_LEN - 1, 1)]
 
 
 def tiny_model(family):
-    cfg = config_from_hf(tiny_configs()[family].to_dict()).replace(max_seq_len=MAX_LEN)
+    cfg = TINY[family].replace(max_seq_len=MAX_LEN)
     return cfg, init_params(cfg, jax.random.key(0), scale=0.1)
 
 

@@ -132,3 +132,12 @@ def test_pallas_attention_matches_transformers(family, tmp_path):
         ref, mask = _hf_logits(model, batch)
         ours = np.asarray(lm.logits(batch.tokens, batch.positions))
         np.testing.assert_allclose(ours[mask], ref[mask], atol=1e-4, rtol=0)
+
+
+def test_the_unit_tiers_tiny_configs_are_what_config_from_hf_reads():
+    """tests/tiny_models.py writes these configs out for the unit tier (no transformers there): they must stay
+    what the transformers configs of tests/hf_tiny.py load as."""
+    from bitune_jax.checkpoints.hf_config import config_from_hf
+    from tests.tiny_models import TINY
+
+    assert TINY == {name: config_from_hf(hf.to_dict()) for name, hf in tiny_configs().items()}
