@@ -194,6 +194,14 @@ class _Trainer:
 
     def __init__(self, spec: RunSpec, workdir: pathlib.Path, is_main: bool, record: dict[str, Any] | None):
         self.spec, self.workdir, self.is_main = spec, workdir, is_main
+        source, cfg = self._build()
+        self._restore(cfg, record)
+        self._open_logs(source, cfg)
+
+    def _build(self) -> tuple[str, Any]:
+        """Data, model, plan, objective, the initial state and the evals; returns the data's description and the
+        model config."""
+        spec = self.spec
         pool, source = read_training_pool(spec.data)
         self.mmlu = evaluation.MMLUEval.from_spec(spec.eval.mmlu)  # rows read and checked before the model loads
         self.mesh = mesh = make_mesh(**dataclasses.asdict(spec.mesh))
@@ -255,7 +263,11 @@ class _Trainer:
                 frozen_shardings=self.frozen_sh,
             )
         del trainable, lm
+        return source, cfg
 
+    def _restore(self, cfg, record: dict[str, Any] | None) -> None:
+        """The checkpointer, and the newest readable checkpoint's state and progress if there is one."""
+        spec, workdir, is_main = self.spec, self.workdir, self.is_main
         self.ckpt = checkpointing.Checkpointer(
             workdir / "checkpoints",
             keep=spec.checkpoint.keep,
@@ -264,7 +276,7 @@ class _Trainer:
                 run_record.weights_identity(spec.model.name), cfg, self.state.trainable
             ),
         )
-        self.replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+        self.replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
         # What a checkpoint's metadata carries besides the arrays (see `save` and `_restore_progress`).
         self.position = {"epoch": 0, "index": 0}
         self.history: list[dict[str, float]] = []
@@ -288,8 +300,12 @@ class _Trainer:
             self._replan()
         if is_main and record is not None:  # the run is under way (its checkpoint, if any, restored)
             run_record.write_record(workdir, record)
+
+    def _open_logs(self, source: str, cfg) -> None:
+        """Logs, the start-of-run lines, performance accounting and the step counters."""
+        spec, is_main, objective, mesh, accumulate = self.spec, self.is_main, self.objective, self.mesh, self.accumulate
         self.logger = RunLogger(
-            workdir,
+            self.workdir,
             enabled=is_main,
             tensorboard=spec.log.tensorboard,
             resume_step=self.resumed_from,
