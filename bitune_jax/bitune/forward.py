@@ -207,12 +207,11 @@ def bitune_logits(
     attn_impl: str = "xla",
 ) -> jax.Array:
     """Float32 logits `[batch, seq, vocab]`; row t predicts token t + 1 (answer rows: t >= P - 1)."""
-    positions = batch.positions
     x = bitune_streams(
         base,
         trainable,
         batch.tokens,
-        positions,
+        batch.positions,
         batch.prompt_len - 1,
         cfg,
         bcfg,
@@ -269,12 +268,11 @@ def bitune_loss(
     Only answer rows are unembedded; `prompt_width` / `answer_width` (static, see `batch_widths`) bound the
     bidirectional stream and the answer rows so that padding costs no compute.
     """
-    positions = batch.positions
     x = bitune_streams(
         base,
         trainable,
         batch.tokens,
-        positions,
+        batch.positions,
         batch.prompt_len - 1,
         cfg,
         bcfg,

@@ -67,21 +67,32 @@ def file_identity(path: str | pathlib.Path) -> dict[str, Any]:
     return {"path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
 
 
-def dataset_identity(path: str | pathlib.Path) -> dict[str, Any]:
-    """Path, size and a hash of a Parquet file or a dataset directory (`data.source=hf`): per file its relative
-    name, size and the bytes at both ends, so a dataset of many GB is identified in milliseconds."""
-    path = pathlib.Path(path).expanduser()
-    files = [path] if path.is_file() else sorted(f for f in path.rglob("*") if f.is_file())
+def _edges_digest(files: list[tuple[str, pathlib.Path]]) -> str:
+    """sha256 over each `(label, file)`'s label, size and the bytes at both ends (`_EDGE` each): identifies files of
+    many GB in milliseconds, as long as a change touches a header, a tail or the size."""
     digest = hashlib.sha256()
-    for f in files:
+    for label, f in files:
         size = f.stat().st_size
-        digest.update(f"{f.relative_to(path) if f != path else f.name}:{size}:".encode())
+        digest.update(f"{label}:{size}:".encode())
         with f.open("rb") as h:
             digest.update(h.read(_EDGE))
             if size > 2 * _EDGE:
                 h.seek(size - _EDGE)
                 digest.update(h.read(_EDGE))
-    return {"path": str(path.resolve()), "bytes": sum(f.stat().st_size for f in files), "sha256": digest.hexdigest()}
+    return digest.hexdigest()
+
+
+def dataset_identity(path: str | pathlib.Path) -> dict[str, Any]:
+    """Path, size and a hash of a Parquet file or a dataset directory (`data.source=hf`): per file its relative
+    name, size and the bytes at both ends."""
+    path = pathlib.Path(path).expanduser()
+    files = [path] if path.is_file() else sorted(f for f in path.rglob("*") if f.is_file())
+    labelled = [(f.name if f == path else str(f.relative_to(path)), f) for f in files]
+    return {
+        "path": str(path.resolve()),
+        "bytes": sum(f.stat().st_size for f in files),
+        "sha256": _edges_digest(labelled),
+    }
 
 
 def weights_identity(name: str) -> str:
@@ -94,18 +105,7 @@ def weights_identity(name: str) -> str:
     files = (
         [path] if path.is_file() else sorted([*path.glob("*.safetensors"), *path.glob("*.gguf"), path / "config.json"])
     )
-    digest = hashlib.sha256()
-    for f in files:
-        if not f.exists():
-            continue
-        size = f.stat().st_size
-        digest.update(f"{f.name}:{size}:".encode())
-        with f.open("rb") as h:
-            digest.update(h.read(_EDGE))
-            if size > 2 * _EDGE:
-                h.seek(size - _EDGE)
-                digest.update(h.read(_EDGE))
-    return "sha256:" + digest.hexdigest()
+    return "sha256:" + _edges_digest([(f.name, f) for f in files if f.exists()])
 
 
 def describe(config: RunSpec | ConfigDict) -> dict[str, Any]:
