@@ -27,18 +27,19 @@ import numpy as np
 import optax
 
 import bitune_jax as bj
-from bitune_jax.bitune import BituneConfig, batch_widths, bitune_loss, init_trainable, make_batch
+from bitune_jax.bitune import BituneConfig, bitune_loss, init_trainable
+from bitune_jax.data.batch import SFTBatch
 from bitune_jax.train.performance import MatmulWeights, measure_matmul_peak_flops, step_model_flops
 from tests.bitune.reference import literal_example
 
 
 def bitune_step_flops(base, cfg, batch: int, prompt_len: int, answer_len: int) -> float:
     """Model FLOPs of one Bitune LoRA step (frozen base), as the trainer counts them (`step_model_flops`)."""
-    rows = {
-        "tokens": np.zeros((batch, prompt_len + answer_len), np.int32),
-        "prompt_len": np.full((batch,), prompt_len),
-        "length": np.full((batch,), prompt_len + answer_len),
-    }
+    rows = SFTBatch(
+        tokens=np.zeros((batch, prompt_len + answer_len), np.int32),
+        prompt_len=np.full((batch,), prompt_len),
+        length=np.full((batch,), prompt_len + answer_len),
+    )
     return step_model_flops("bitune", rows, prompt_len - 1, MatmulWeights.of(base, cfg), cfg.num_layers, cfg.dim)
 
 
@@ -69,8 +70,8 @@ def main() -> None:
         )
         for _ in range(args.batch)
     ]
-    batch = make_batch(pairs, lm.pad_id, cfg.max_seq_len)
-    prompt_width, answer_width = batch_widths(batch)
+    batch = SFTBatch.from_pairs(pairs, lm.pad_id, cfg.max_seq_len)
+    prompt_width, answer_width = batch.widths()
     batch = jax.tree.map(jnp.asarray, batch)
     tokens_per_step = args.batch * (args.prompt_len + args.answer_len)
 

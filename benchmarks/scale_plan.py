@@ -38,7 +38,7 @@ import jax
 import numpy as np
 
 from bitune_jax.api import DTYPES
-from bitune_jax.bitune import BituneBatch, batch_widths
+from bitune_jax.data.batch import SFTBatch
 from bitune_jax.models import presets
 from bitune_jax.models.transformer import init_params
 from bitune_jax.train.loop import objective_from_config, optimizer_from_config
@@ -116,16 +116,14 @@ def plan(case: Case, seq: int) -> dict[str, float]:
 
     rows = config.data.batch_size + (-config.data.batch_size % row_multiple(mesh))
     prompt = min(case.prompt, seq - 1)
-    batch = {
-        "tokens": np.zeros((rows, seq), np.int32),
-        "prompt_len": np.full((rows,), prompt, np.int32),
-        "length": np.full((rows,), seq, np.int32),
-        "example_id": np.zeros((rows,), np.int32),
-    }
+    batch = SFTBatch(
+        tokens=np.zeros((rows, seq), np.int32),
+        prompt_len=np.full((rows,), prompt, np.int32),
+        length=np.full((rows,), seq, np.int32),
+        example_id=np.zeros((rows,), np.int32),
+    )
     batch_sh = batch_shardings(batch, mesh)
-    widths = batch_widths(
-        BituneBatch(batch["tokens"], batch["prompt_len"], batch["length"]), multiple=config.data.pad_multiple
-    )  # as the loop rounds them
+    widths = batch.widths(config.data.pad_multiple)  # as the loop rounds them
     widths = widths if objective.kind == "bitune" else (None, widths[1])
     step = jit_train_step(
         objective, optimizer, schedule, state_sh, frozen_sh, batch_sh, prompt_width=widths[0], answer_width=widths[1]
@@ -133,7 +131,7 @@ def plan(case: Case, seq: int) -> dict[str, float]:
     args = (
         jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, state_sh),
         jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), frozen, frozen_sh),
-        {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sh[k]) for k, v in batch.items()},
+        jax.tree.map(lambda v, s: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=s), batch, batch_sh),
     )
     start = time.perf_counter()
     compiled = step.lower(*args).compile()
@@ -144,7 +142,7 @@ def plan(case: Case, seq: int) -> dict[str, float]:
     chip = CHIPS[case.chip]
     full, real_rows = objective.kind == "full", config.data.batch_size
     real = np.arange(rows) < real_rows  # filler rows (to a multiple of data x fsdp) count nothing
-    counted = {**batch, "length": np.where(real, seq, 0), "prompt_len": np.where(real, prompt, 0)}
+    counted = batch._replace(length=np.where(real, seq, 0), prompt_len=np.where(real, prompt, 0))
     flops = step_model_flops(objective.kind, counted, prompt - 1, MatmulWeights.of(base, cfg), cfg.num_layers, cfg.dim)
     recompute = {"full": 1 / 3, "dots": 1 / 6, "none": 0.0}[config.model.remat]  # extra forward, share of 6N
     compute_s = flops * (1 + recompute) / devices / chip.bf16_flops

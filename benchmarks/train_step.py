@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import bitune_jax as bj
+from bitune_jax.data.batch import SFTBatch
 from bitune_jax.models.config import ModelConfig, RopeConfig
 from bitune_jax.models.transformer import init_params
 from bitune_jax.peft import PeftConfig
@@ -56,11 +57,11 @@ def bench(name, cfg, params, kind, dtype, seq, batch, repeats, peak, remat="none
     state_sh, frozen_sh = tree_shardings(state, mesh), tree_shardings(frozen, mesh)
     step = jit_train_step(objective, optimizer, schedule, state_sh, frozen_sh, jax.sharding.NamedSharding(mesh, BATCH))
     rng = np.random.RandomState(0)
-    data = {
-        "tokens": jnp.asarray(rng.randint(0, cfg.vocab_size, (batch, seq)), jnp.int32),
-        "prompt_len": jnp.full((batch,), seq // 8, jnp.int32),
-        "length": jnp.full((batch,), seq, jnp.int32),
-    }
+    data = SFTBatch(
+        tokens=jnp.asarray(rng.randint(0, cfg.vocab_size, (batch, seq)), jnp.int32),
+        prompt_len=jnp.full((batch,), seq // 8, jnp.int32),
+        length=jnp.full((batch,), seq, jnp.int32),
+    )
     compiled = step.lower(state, frozen, data).compile()
     m = compiled.memory_analysis()
     peak_bytes = m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes

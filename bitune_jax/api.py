@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from bitune_jax import chat as chat_lib
-from bitune_jax.generation import generate_tokens, pad_batch
+from bitune_jax.data.batch import PromptBatch
+from bitune_jax.generation import generate_tokens
 from bitune_jax.models import presets
 from bitune_jax.models.config import ModelConfig
 from bitune_jax.models.transformer import Params, forward
@@ -90,7 +91,7 @@ class LM:
         padding: str = "left",
     ) -> list[list[int]]:
         """Continue each prompt (token ids); returns each continuation up to and including EOS."""
-        batch = pad_batch(prompts, self.pad_id, padding)
+        batch = PromptBatch.pad(prompts, self.pad_id, padding)
         self._check_tokens(batch.tokens)
         if batch.tokens.shape[1] + max_new_tokens > self.cfg.max_seq_len:
             raise ValueError(

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -14,25 +13,6 @@ from bitune_jax.models.config import ModelConfig
 from bitune_jax.models.transformer import KVCache, Params, forward
 from bitune_jax.peft import PeftConfig
 from bitune_jax.sampling import SamplingConfig, sample_token
-
-
-class Batch(NamedTuple):
-    tokens: np.ndarray  # [batch, seq] int32, padding filled with pad_id
-    positions: np.ndarray  # [batch, seq] int32, -1 marks padding
-
-
-def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int = 0, side: Literal["left", "right"] = "left") -> Batch:
-    """Pad token lists into one batch; positions count each sequence's own tokens from 0."""
-    if not sequences or any(len(s) == 0 for s in sequences):
-        raise ValueError("every sequence in the batch needs at least one token")
-    width = max(len(s) for s in sequences)
-    tokens = np.full((len(sequences), width), pad_id, np.int32)
-    positions = np.full((len(sequences), width), -1, np.int32)
-    for i, s in enumerate(sequences):
-        start = width - len(s) if side == "left" else 0
-        tokens[i, start : start + len(s)] = s
-        positions[i, start : start + len(s)] = np.arange(len(s))
-    return Batch(tokens, positions)
 
 
 class Generated(NamedTuple):

@@ -6,7 +6,7 @@ import torch
 import transformers
 
 import bitune_jax as bj
-from bitune_jax.generation import pad_batch
+from bitune_jax.data.batch import PromptBatch
 
 pytestmark = pytest.mark.integration  # the integration tier: python -m pytest -m integration
 
@@ -52,7 +52,8 @@ def test_batched_generation_equals_one_at_a_time(lm):
 def test_gguf_and_hf_export_give_the_same_model(lm, tmp_path):
     lm.save_hf(tmp_path)
     exported = bj.load(tmp_path)
-    batch = pad_batch([lm.tokenizer.encode(PARAGRAPH)[:40], lm.tokenizer.encode("Hello there")], lm.pad_id, "right")
+    prompts = [lm.tokenizer.encode(PARAGRAPH)[:40], lm.tokenizer.encode("Hello there")]
+    batch = PromptBatch.pad(prompts, lm.pad_id, "right")
     np.testing.assert_array_equal(np.asarray(exported.logits(*batch)), np.asarray(lm.logits(*batch)))
     assert exported.tokenizer.encode(PARAGRAPH) == lm.tokenizer.encode(PARAGRAPH)
     assert exported.tokenizer.chat_template == lm.tokenizer.chat_template

@@ -2,31 +2,23 @@
 
 from bitune_jax.bitune.config import BituneConfig
 from bitune_jax.bitune.forward import (
-    BituneBatch,
-    answer_rows,
-    batch_widths,
     bitune_logits,
     bitune_loss,
     bitune_streams,
     init_trainable,
-    make_batch,
 )
 from bitune_jax.bitune.generation import bitune_generate, prefill
 from bitune_jax.bitune.mixing import alpha, init_mixing, mix
 
 __all__ = [
-    "BituneBatch",
     "BituneConfig",
     "alpha",
-    "answer_rows",
-    "batch_widths",
     "bitune_generate",
     "bitune_logits",
     "bitune_loss",
     "bitune_streams",
     "init_mixing",
     "init_trainable",
-    "make_batch",
     "mix",
     "prefill",
 ]

@@ -15,15 +15,14 @@ never reaches a real token.
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from bitune_jax import kernels
 from bitune_jax.bitune.config import BituneConfig
 from bitune_jax.bitune.mixing import alpha, init_mixing, mix
+from bitune_jax.data.batch import SFTBatch
 from bitune_jax.losses import hidden_token_loss
 from bitune_jax.models.config import ModelConfig
 from bitune_jax.models.transformer import (
@@ -38,44 +37,6 @@ from bitune_jax.models.transformer import (
     unembed,
 )
 from bitune_jax.peft import init_adapters
-
-
-class BituneBatch(NamedTuple):
-    tokens: jax.Array  # [batch, seq] int32: prompt then answer, right-padded
-    prompt_len: jax.Array  # [batch] int32, >= 1
-    length: jax.Array  # [batch] int32, prompt + answer (>= prompt_len + 1)
-
-    @property
-    def positions(self) -> jax.Array:
-        """`[batch, seq]` int32: 0..length-1, then -1 for the right padding (the mask convention of `forward`)."""
-        seq = jnp.arange(self.tokens.shape[1], dtype=jnp.int32)
-        return jnp.where(seq < self.length[:, None], seq, -1)
-
-
-def make_batch(pairs, pad_id: int, max_len: int, seq_len: int | None = None) -> BituneBatch:
-    """Pack `(prompt_ids, answer_ids)` pairs into one right-padded batch, checking each pair."""
-    rows = []
-    for i, (prompt, answer) in enumerate(pairs):
-        if len(prompt) == 0:
-            raise ValueError(f"example {i}: empty prompt (Bitune needs at least one prompt token)")
-        if len(answer) == 0:
-            raise ValueError(f"example {i}: empty answer (there is nothing to train on)")
-        if len(prompt) + len(answer) > max_len:
-            raise ValueError(
-                f"example {i}: prompt ({len(prompt)}) + answer ({len(answer)}) tokens exceed the context of {max_len}"
-            )
-        rows.append(list(prompt) + list(answer))
-    width = seq_len or max(len(r) for r in rows)
-    if max(len(r) for r in rows) > width:
-        raise ValueError(f"seq_len={width} is shorter than the longest example ({max(len(r) for r in rows)})")
-    tokens = np.full((len(rows), width), pad_id, np.int32)
-    for i, r in enumerate(rows):
-        tokens[i, : len(r)] = r
-    return BituneBatch(
-        tokens=tokens,
-        prompt_len=np.asarray([len(p) for p, _ in pairs], np.int32),
-        length=np.asarray([len(r) for r in rows], np.int32),
-    )
 
 
 def init_trainable(base: Params, cfg: ModelConfig, bcfg: BituneConfig, key: jax.Array) -> Params:
@@ -198,7 +159,7 @@ def bitune_streams(
 def bitune_logits(
     base,
     trainable,
-    batch: BituneBatch,
+    batch: SFTBatch,
     cfg: ModelConfig,
     bcfg: BituneConfig,
     *,
@@ -222,35 +183,10 @@ def bitune_logits(
     return unembed(base, x, cfg)
 
 
-def batch_widths(batch: BituneBatch, multiple: int = 8) -> tuple[int, int]:
-    """Static `(prompt_width, answer_width)` covering the batch, rounded up to `multiple` to bound recompiles."""
-
-    def up(n: int) -> int:
-        return max(multiple, -(-n // multiple) * multiple)
-
-    prompt_len, length = np.asarray(batch.prompt_len), np.asarray(batch.length)
-    seq = batch.tokens.shape[1]
-    return min(up(int(prompt_len.max()) - 1), seq), min(up(int((length - prompt_len).max())), seq)
-
-
-def answer_rows(batch: BituneBatch, answer_width: int | None = None):
-    """Rows whose logits predict answer tokens: `(rows [batch, width], targets, mask)`.
-
-    Row `P - 1 + j` predicts answer token `j`; `width` defaults to the whole sequence.
-    """
-    seq = batch.tokens.shape[1]
-    width = answer_width or seq
-    j = jnp.arange(width)
-    rows = jnp.clip(batch.prompt_len[:, None] - 1 + j, 0, seq - 1)
-    targets = jnp.take_along_axis(batch.tokens, jnp.clip(rows + 1, 0, seq - 1), axis=1)
-    mask = j < (batch.length - batch.prompt_len)[:, None]
-    return rows, targets, mask
-
-
 def bitune_loss(
     trainable,
     base,
-    batch: BituneBatch,
+    batch: SFTBatch,
     cfg: ModelConfig,
     bcfg: BituneConfig,
     *,
@@ -265,7 +201,7 @@ def bitune_loss(
 ):
     """`(loss, metrics)`, differentiable in `trainable` (both adapter sets and the mixing weights).
 
-    Only answer rows are unembedded; `prompt_width` / `answer_width` (static, see `batch_widths`) bound the
+    Only answer rows are unembedded; `prompt_width` / `answer_width` (static, see `SFTBatch.widths`) bound the
     bidirectional stream and the answer rows so that padding costs no compute.
     """
     x = bitune_streams(
@@ -283,7 +219,7 @@ def bitune_loss(
         dropout_key=dropout_key,
         sequence_parallel=sequence_parallel,
     )
-    rows, targets, mask = answer_rows(batch, answer_width)
+    rows, targets, mask = batch.answer_rows(answer_width)
     x = jnp.take_along_axis(x, rows[..., None], axis=1)
     if sequence_parallel is not None:
         x = sequence_parallel.constrain(x)  # the answer rows' unembedding split over the devices too

@@ -1,9 +1,9 @@
 """Training and evaluation data: records from JSONL, tokenization with a truncation policy, a synthetic long-CoT
 task, and deterministic, resumable, shardable batches on grain."""
 
+from bitune_jax.data.batch import PromptBatch, SFTBatch
 from bitune_jax.data.pipeline import (
     DUMMY_ID,
-    Batch,
     BatchIterator,
     EpochBatches,
     collate,
@@ -18,11 +18,12 @@ from bitune_jax.data.tokenize import TokenizedExample, TruncationReport, encode_
 
 __all__ = [
     "DUMMY_ID",
-    "Batch",
     "BatchIterator",
     "DataError",
     "EpochBatches",
+    "PromptBatch",
     "Record",
+    "SFTBatch",
     "TokenizedExample",
     "TruncationReport",
     "collate",

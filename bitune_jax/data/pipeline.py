@@ -8,7 +8,7 @@ the same data order without coordinating:
     hidden RNG state); `batch(epoch, index)` builds any batch directly, and `BatchIterator` walks them with a state
     `{"epoch", "index"}` that goes into the checkpoint, so a resumed run continues with the exact same batches.
 
-Batch format (one example per row, right-padded, prompt then answer, as `bitune.forward.BituneBatch` expects):
+Batches are `data.batch.SFTBatch`es (one example per row, right-padded, prompt then answer):
     tokens      [B, T] int32  prompt ids then answer ids, then `pad_id`; T = longest row rounded up to `multiple`
     prompt_len  [B]    int32  P; the loss rows are P - 1 .. length - 2 (they predict the answer tokens)
     length      [B]    int32  P + A
@@ -30,9 +30,9 @@ from typing import Any
 import grain
 import numpy as np
 
+from bitune_jax.data.batch import SFTBatch
 from bitune_jax.data.tokenize import TokenizedExample
 
-Batch = dict[str, np.ndarray]
 DUMMY_ID = -1
 
 
@@ -94,7 +94,7 @@ def round_up(n: int, multiple: int) -> int:
     return max(multiple, -(-n // multiple) * multiple)
 
 
-def collate(examples: Sequence[TokenizedExample], ids: np.ndarray, width: int, pad_id: int) -> Batch:
+def collate(examples: Sequence[TokenizedExample], ids: np.ndarray, width: int, pad_id: int) -> SFTBatch:
     """Rows `ids` of `examples` (-1: a dummy row) as one right-padded batch of width `width`."""
     rows = len(ids)
     tokens = np.full((rows, width), pad_id, np.int32)
@@ -106,7 +106,7 @@ def collate(examples: Sequence[TokenizedExample], ids: np.ndarray, width: int, p
         p, n = len(e.prompt_ids), e.length
         tokens[r, :p], tokens[r, p:n] = e.prompt_ids, e.answer_ids
         prompt_len[r], length[r] = p, n
-    return {"tokens": tokens, "prompt_len": prompt_len, "length": length, "example_id": np.asarray(ids, np.int32)}
+    return SFTBatch(tokens, prompt_len, length, example_id=np.asarray(ids, np.int32))
 
 
 class EpochBatches:
@@ -186,7 +186,7 @@ class EpochBatches:
             self._plan = (epoch, self._make_plan(epoch))
         return self._plan[1]
 
-    def batch(self, epoch: int, index: int, process_index: int = 0, process_count: int = 1) -> Batch:
+    def batch(self, epoch: int, index: int, process_index: int = 0, process_count: int = 1) -> SFTBatch:
         """Batch `index` of `epoch`; with several processes, this process's contiguous slice of its rows.
 
         The padded width comes from the global batch, so the slices of all processes have the same shape and
@@ -240,7 +240,7 @@ class BatchIterator(grain.DatasetIterator):
         self.process_index, self.process_count = process_index, process_count
         self.epoch, self.index = 0, 0
 
-    def __next__(self) -> Batch:
+    def __next__(self) -> SFTBatch:
         if self.num_epochs is not None and self.epoch >= self.num_epochs:
             raise StopIteration
         out = self.batches.batch(self.epoch, self.index, self.process_index, self.process_count)

@@ -40,7 +40,8 @@ except ImportError as e:  # pragma: no cover - the message is the point
     raise ImportError("bitune_jax.eval.harness needs lm-evaluation-harness: pip install -e '.[eval]'") from e
 
 import bitune_jax as bj
-from bitune_jax.bitune import BituneBatch, BituneConfig, batch_widths, make_batch
+from bitune_jax.bitune import BituneConfig
+from bitune_jax.data.batch import SFTBatch
 from bitune_jax.eval.multiple_choice import bitune_answer_scores, next_token_scores
 from bitune_jax.eval.reasoning import ReasoningEvalConfig, bitune_generate_fn, lm_generate_fn
 from bitune_jax.peft import merge
@@ -251,12 +252,12 @@ class BituneJaxLM(TemplateLM):
         trainable, bcfg = self.bitune
         pad = self.lm.pad_id
         padded = list(rows) + [([pad], [pad])] * (self.batch_size_ - len(rows))
-        batch = make_batch(padded, pad, self.lm.cfg.max_seq_len, seq_len=self._width(padded))
-        prompt_width, answer_width = batch_widths(batch)
+        batch = SFTBatch.from_pairs(padded, pad, self.lm.cfg.max_seq_len, seq_len=self._width(padded))
+        prompt_width, answer_width = batch.widths()
         logp, greedy = bitune_answer_scores(
             self.lm.params,
             trainable,
-            BituneBatch(*map(jnp.asarray, batch)),
+            jax.tree.map(jnp.asarray, batch),
             self.lm.cfg,
             bcfg,
             prompt_width,

@@ -19,7 +19,7 @@ Batching: all choices of `batch_items` items go through one forward, right-padde
 items go longest first, and widths and row counts are rounded up (`width_multiple`, `rows_multiple`) so few
 programs get compiled.
 Bitune (`score_bitune`): the prompt is read by both streams and the continuation scored over the mixed cache,
-i.e. a `BituneBatch` with prompt = prompt tokens and answer = choice tokens (row `P - 1 + j` predicts token j).
+i.e. an `SFTBatch` with prompt = prompt tokens and answer = choice tokens (row `P - 1 + j` predicts token j).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bitune_jax.chat import render_chat
+from bitune_jax.data.batch import SFTBatch
 from bitune_jax.eval.datasets import MCItem
 from bitune_jax.tokenizer import Tokenizer
 
@@ -196,12 +197,12 @@ def score_lm(lm, items: Sequence[MCItem], cfg: MCConfig = MCConfig()) -> tuple[l
 def bitune_answer_scores(base, trainable, batch, cfg, bcfg, prompt_width, answer_width, dtype, attn_impl):
     """`[batch, answer_width]` each: the log-prob of every answer token over the Bitune mixed prompt cache (0 past
     the answer), and whether it is the argmax there (True past the answer)."""
-    from bitune_jax.bitune import answer_rows, bitune_logits
+    from bitune_jax.bitune import bitune_logits
 
     logits = bitune_logits(
         base, trainable, batch, cfg, bcfg, prompt_width=prompt_width, dtype=dtype, attn_impl=attn_impl
     )
-    rows, targets, mask = answer_rows(batch, answer_width)
+    rows, targets, mask = batch.answer_rows(answer_width)
     at_rows = jnp.take_along_axis(logits, rows[..., None], axis=1)
     logp = jax.nn.log_softmax(at_rows.astype(jnp.float32), axis=-1)
     picked = jnp.where(mask, jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0], 0.0)
@@ -222,8 +223,6 @@ def score_bitune(
     attn_impl: str = "xla",
 ) -> tuple[list[MCScore], dict[str, Any]]:
     """Score every choice over the Bitune mixed prompt cache: `(per-item scores, summary)`."""
-    from bitune_jax.bitune import BituneBatch, batch_widths, make_batch
-
     encoded = [encode_item(tok, item, cfg) for item in items]
     sums: dict[tuple[int, int], float] = {}
     for rows in _chunks(encoded, cfg.batch_items):
@@ -231,13 +230,13 @@ def score_bitune(
         pairs += [([pad_id], [pad_id])] * (_round_up(len(rows), cfg.rows_multiple) - len(rows))  # dummy rows
         longest = max(len(p) + len(c) for p, c in pairs)
         width = min(_round_up(longest, cfg.width_multiple), max(longest, model_cfg.max_seq_len))
-        batch = make_batch(pairs, pad_id, model_cfg.max_seq_len, seq_len=width)
-        prompt_width, answer_width = batch_widths(batch)
+        batch = SFTBatch.from_pairs(pairs, pad_id, model_cfg.max_seq_len, seq_len=width)
+        prompt_width, answer_width = batch.widths()
         logp = np.asarray(
             bitune_answer_scores(
                 base,
                 trainable,
-                BituneBatch(*map(jnp.asarray, batch)),
+                jax.tree.map(jnp.asarray, batch),
                 model_cfg,
                 bcfg,
                 prompt_width,

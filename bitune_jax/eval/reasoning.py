@@ -28,10 +28,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from bitune_jax.chat import render_chat
+from bitune_jax.data.batch import PromptBatch
 from bitune_jax.eval.answers import is_correct, is_correct_original, last_boxed, last_boxed_original
 from bitune_jax.eval.datasets import ReasoningItem
 from bitune_jax.eval.metrics import avg_at_n, mean_pass_at_k_unbiased, pass_at_k_first
-from bitune_jax.generation import generate_tokens, pad_batch
+from bitune_jax.generation import generate_tokens
 from bitune_jax.sampling import SamplingConfig
 from bitune_jax.tokenizer import Tokenizer
 
@@ -199,7 +200,7 @@ def lm_generate_fn(lm, cfg: ReasoningEvalConfig, adapters=None, peft=None) -> Ge
     """
 
     def generate(prompts: list[list[int]], seed: int) -> list[list[int]]:
-        batch = pad_batch(prompts, lm.pad_id, "left")
+        batch = PromptBatch.pad(prompts, lm.pad_id, "left")
         width = batch.tokens.shape[1]
         padded = -(-width // cfg.width_multiple) * cfg.width_multiple
         if padded + cfg.max_new_tokens <= lm.cfg.max_seq_len:

@@ -20,19 +20,18 @@ from ml_collections import ConfigDict
 
 import bitune_jax as bj
 from bitune_jax import kernels
-from bitune_jax.bitune import BituneConfig, alpha, batch_widths
-from bitune_jax.data import EpochBatches, read_records, split_pool, synthetic, tokenize_records
+from bitune_jax.bitune import BituneConfig, alpha
+from bitune_jax.data import EpochBatches, SFTBatch, read_records, split_pool, synthetic, tokenize_records
 from bitune_jax.data.hf_datasets import read_hf_records
 from bitune_jax.train import checkpointing, divergence, epoch_stats, evaluation, run_record, saturation
 from bitune_jax.train.logging import ProgressBar, RunLogger
-from bitune_jax.train.objectives import Objective, as_batch
+from bitune_jax.train.objectives import Objective
 from bitune_jax.train.performance import StepPerformance
 from bitune_jax.train.preemption import Preemption
 from bitune_jax.train.sharding import (
     batch_shardings,
     global_batch,
     make_mesh,
-    pad_rows,
     row_multiple,
     tree_shardings,
 )
@@ -278,7 +277,7 @@ class _Trainer:
         )
         self.replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
         # What a checkpoint's metadata carries besides the arrays (see `save` and `_restore_progress`).
-        self.position = {"epoch": 0, "index": 0}
+        self.data = self.batches.iterator()  # the position of the next batch; its state goes into checkpoints
         self.history: list[dict[str, float]] = []
         self.start_eval: dict[str, float] = {}  # held-out eval before training (spec.eval.at_start)
         self.saturated: dict[str, Any] | None = None  # the first saturation: epoch, reason, the update it was found at
@@ -337,32 +336,38 @@ class _Trainer:
 
     # ------------------------------------------------------------------------------------------------ the loop
     def train(self, preemption: Preemption) -> None:
-        """Epochs from the current position to the end of the plan (or a saturation stop)."""
-        for epoch in range(self.position["epoch"], self.spec.train.epochs):
-            for index in range(self.position["index"], self.steps_per_epoch):
-                self._train_step(epoch, index)
-                if preemption.agreed(self.step):
-                    self.save(self.step, force=True)
-                    self.ckpt.close()
-                    raise SystemExit(
-                        f"SIGTERM: saved step {self.step} in {self.ckpt.directory}; rerun the same command to resume"
-                    )
-                if self.spec.checkpoint.every_steps and self.step % self.spec.checkpoint.every_steps == 0:
-                    self.save(self.step)
-                if self.step >= self.total_steps:
-                    break
-            if self._end_epoch(epoch) or self.step >= self.total_steps:
-                break
+        """Batches from the data iterator's position to the end of the plan (or a saturation stop); an epoch ends
+        once the iterator has walked past its last batch (or the plan ends inside it)."""
+        while True:
+            epoch = self.data.epoch
+            if len(self.history) < epoch:  # every batch of the previous epoch is trained on (or resumed right after)
+                if self._end_epoch(epoch - 1):
+                    return
+                continue
+            if self.step >= self.total_steps or epoch >= self.spec.train.epochs:
+                if self.data.index:  # the plan ended inside this epoch
+                    self._end_epoch(epoch)
+                return
+            index = self.data.index
+            self._train_step(epoch, index, next(self.data))
+            if preemption.agreed(self.step):
+                self.save(self.step, force=True)
+                self.ckpt.close()
+                raise SystemExit(
+                    f"SIGTERM: saved step {self.step} in {self.ckpt.directory}; rerun the same command to resume"
+                )
+            if self.spec.checkpoint.every_steps and self.step % self.spec.checkpoint.every_steps == 0:
+                self.save(self.step)
 
-    def _train_step(self, epoch: int, index: int) -> None:
+    def _train_step(self, epoch: int, index: int, batch: SFTBatch) -> None:
         """Dispatch one step and go on: the host prepares the next batch while the device runs this one."""
         spec, number = self.spec, epoch * self.steps_per_epoch + index
         skip = number in self.recovery.skip  # a batch a rollback skips: consumed, never trained on
         if skip:
             self.state = self.advance(self.state)
         else:
-            full = pad_rows(self.batches.batch(epoch, index), self.rows, self.shell.pad_id)
-            widths = batch_widths(as_batch(full), multiple=spec.data.pad_multiple)
+            full = batch.pad_rows(self.rows, self.shell.pad_id)
+            widths = full.widths(spec.data.pad_multiple)
             if widths not in self.compiled:
                 self.compiled[widths] = jit_train_step(
                     self.objective,
@@ -380,9 +385,8 @@ class _Trainer:
                 self.state, self.frozen, global_batch(full, self.mesh), self.stats, np.int32(number)
             )
             self.in_flight.add(metrics["loss"])
-            self.tokens_per_s = self.perf.throughput.update(float(np.sum(full["length"])))
+            self.tokens_per_s = self.perf.throughput.update(float(np.sum(full.length)))
         self.step += 1
-        self.position = {"epoch": epoch, "index": index + 1}
         if self.step % spec.log.every_steps == 0 and not skip:
             self._log_step(epoch, index, metrics, full, widths)
         self.bar.update(epoch=epoch, step=self.step, tokens_per_s=self.tokens_per_s, **self.shown)
@@ -421,7 +425,7 @@ class _Trainer:
         self.history.append(epoch_metrics)
         self.stats = jax.device_put(epoch_stats.next_epoch(host_stats), self.replicated)
         self.logged_samples = (0.0, 0)
-        self.position = {"epoch": epoch + 1, "index": 0}
+        self.data.set_state({"epoch": epoch + 1, "index": 0})  # also when the plan ended inside the epoch
         decision = saturation.check_saturation([h[rule.metric] for h in self.history], rule)
         end_now = False
         if decision.stop and self.saturated is None:
@@ -493,7 +497,7 @@ class _Trainer:
             self.spec.checkpoint.spike_factor,
         )
         meta = {
-            "data": self.position,
+            "data": self.data.get_state(),
             "epoch_accumulators": epoch_stats.to_json(epoch_stats.new_window(host)),
             "history": self.history,
             "start_eval": self.start_eval,
@@ -511,7 +515,11 @@ class _Trainer:
 
     def _restore_progress(self, meta: dict[str, Any]) -> None:
         """The progress a checkpoint's metadata holds (a resume, or a rollback to a known good step)."""
-        self.position, self.history = meta["data"], meta["history"]
+        epoch, index = meta["data"]["epoch"], meta["data"]["index"]
+        if index == self.steps_per_epoch:  # written before the iterator owned the position: the epoch's end
+            epoch, index = epoch + 1, 0
+        self.data.set_state({"epoch": epoch, "index": index})
+        self.history = meta["history"]
         stats = epoch_stats.from_json(meta["epoch_accumulators"])
         self.logged_samples = _samples_seen(stats)
         self.stats = jax.device_put(stats, self.replicated)

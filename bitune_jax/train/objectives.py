@@ -1,7 +1,7 @@
 """What a run trains and the loss it minimizes: full fine-tuning, PEFT adapters, or Bitune.
 
-Every objective reads the same batch layout (`tokens [B, T]` right-padded prompt + answer, `prompt_len [B]`,
-`length [B]`) and returns `(loss, metrics)` from one forward: loss and token accuracy over answer tokens only.
+Every objective reads the same batch (`data.batch.SFTBatch`: right-padded prompt + answer rows) and returns
+`(loss, metrics)` from one forward: loss and token accuracy over answer tokens only.
 Trainable and frozen parameters are separate pytrees, so freezing, sharding and checkpointing follow the trees.
 """
 
@@ -14,17 +14,14 @@ import jax
 import jax.numpy as jnp
 
 from bitune_jax import kernels
-from bitune_jax.bitune import BituneBatch, BituneConfig, answer_rows, bitune_loss, init_trainable
+from bitune_jax.bitune import BituneConfig, bitune_loss, init_trainable
+from bitune_jax.data.batch import SFTBatch
 from bitune_jax.losses import hidden_token_loss
 from bitune_jax.models.config import ModelConfig
 from bitune_jax.models.transformer import Params, forward, unembed
 from bitune_jax.peft import PeftConfig, init_adapters
 
 Kind = Literal["full", "peft", "bitune"]
-
-
-def as_batch(batch: dict[str, Any]) -> BituneBatch:
-    return BituneBatch(tokens=batch["tokens"], prompt_len=batch["prompt_len"], length=batch["length"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,19 +57,18 @@ class Objective:
         self,
         trainable: Params,
         frozen: Params,
-        batch: dict[str, Any],
+        batch: SFTBatch,
         *,
         prompt_width: int | None = None,
         answer_width: int | None = None,
         dropout_key: jax.Array | None = None,
     ):
         """`dropout_key`: training (LoRA dropout, if the PEFT config asks for it); None: a deterministic forward."""
-        b = as_batch(batch)
         if self.kind == "bitune":
             return bitune_loss(
                 trainable,
                 frozen,
-                b,
+                batch,
                 self.cfg,
                 self.bitune,
                 prompt_width=prompt_width,
@@ -85,13 +81,12 @@ class Objective:
                 sequence_parallel=self.sequence_parallel,
             )
         params, adapters = (trainable, None) if self.kind == "full" else (frozen, trainable)
-        positions = b.positions
-        rows, targets, mask = answer_rows(b, answer_width)
+        rows, targets, mask = batch.answer_rows(answer_width)
         hidden, _ = forward(
             params,
-            b.tokens,
+            batch.tokens,
             self.cfg,
-            positions=positions,
+            positions=batch.positions,
             adapters=adapters,
             peft=self.peft,
             dtype=self.dtype,

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bitune_jax.data.batch import SFTBatch
 from bitune_jax.train.accelerators import peak_flops
 
 
@@ -84,17 +85,17 @@ class MatmulWeights:
 
 
 def step_model_flops(
-    kind: str, batch: dict, prompt_width: int, weights: MatmulWeights, num_layers: int, dim: int
+    kind: str, batch: SFTBatch, prompt_width: int, weights: MatmulWeights, num_layers: int, dim: int
 ) -> float:
-    """Model FLOPs of one step on `batch` (`tokens [rows, width]`, `length` and `prompt_len` per row; filler rows
-    have length 0): the one count the loop's MFU, the benchmarks and the scale plan use.
+    """Model FLOPs of one step on `batch` (filler rows have length 0): the one count the loop's MFU, the
+    benchmarks and the scale plan use.
 
     Every real token runs the layer stack at the batch's width; the head runs on the answer tokens only (the
     objectives unembed only the rows a loss reads); `kind="full"` adds the weight gradients. Bitune also runs the
     bidirectional prompt stream (stack only, frozen) over each row's first `prompt_len - 1` tokens.
     """
-    width = int(np.shape(batch["tokens"])[1])
-    length, prompt_len = np.asarray(batch["length"]), np.asarray(batch["prompt_len"])
+    width = int(np.shape(batch.tokens)[1])
+    length, prompt_len = np.asarray(batch.length), np.asarray(batch.prompt_len)
     tokens = float(np.sum(length))
     answer = float(np.sum(np.maximum(length - prompt_len, 0)))
     full = kind == "full"
@@ -164,11 +165,11 @@ class StepPerformance:
             throughput=Throughput(),
         )
 
-    def rates(self, tokens_per_s: float | None, full: dict[str, np.ndarray], prompt_width: int) -> dict[str, float]:
+    def rates(self, tokens_per_s: float | None, full: SFTBatch, prompt_width: int) -> dict[str, float]:
         if not tokens_per_s:
             return {}
         flops = step_model_flops(self.kind, full, prompt_width, self.weights, self.num_layers, self.dim)
         return {
             "tokens_per_s": tokens_per_s,
-            "mfu": tokens_per_s * flops / max(float(np.sum(full["length"])), 1.0) / self.peak,
+            "mfu": tokens_per_s * flops / max(float(np.sum(full.length)), 1.0) / self.peak,
         }

@@ -17,6 +17,7 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from bitune_jax.data.batch import SFTBatch
 from bitune_jax.tree_paths import path_name
 
 AXES = ("data", "fsdp", "sequence", "tensor")
@@ -85,30 +86,16 @@ def tree_shardings(tree, mesh: Mesh, rules=DEFAULT_RULES):
     return jax.tree_util.tree_map_with_path(one, tree)
 
 
-def batch_shardings(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, NamedSharding]:
+def batch_shardings(batch: SFTBatch, mesh: Mesh) -> SFTBatch:
     """Rows over `data` x `fsdp`; the token axis of 2-D arrays over `sequence`."""
-    return {k: NamedSharding(mesh, TOKENS if np.ndim(v) == 2 else BATCH) for k, v in batch.items()}
+    return jax.tree.map(lambda v: NamedSharding(mesh, TOKENS if np.ndim(v) == 2 else BATCH), batch)
 
 
-def pad_rows(batch: dict[str, np.ndarray], multiple: int, pad_id: int = 0) -> dict[str, np.ndarray]:
-    """Append filler rows (length 0, prompt 0, example_id -1: no targets, ignored by the loss and the epoch
-    statistics) until the row count is a multiple of `multiple`."""
-    rows = len(batch["length"])
-    extra = -rows % multiple
-    if not extra:
-        return batch
-    fill = {"tokens": pad_id, "example_id": -1}
-    return {
-        k: np.concatenate([v, np.full((extra, *np.shape(v)[1:]), fill.get(k, 0), np.asarray(v).dtype)])
-        for k, v in batch.items()
-    }
-
-
-def global_batch(full: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+def global_batch(full: SFTBatch, mesh: Mesh) -> SFTBatch:
     """Place the global batch (every process holds all of it; batches are small next to activations) on the mesh:
     each process copies only the slices its own devices hold."""
-    shardings = batch_shardings(full, mesh)
-    return {
-        k: jax.make_array_from_callback(np.shape(v), shardings[k], lambda idx, v=v: np.asarray(v)[idx])
-        for k, v in full.items()
-    }
+    return jax.tree.map(
+        lambda v, sharding: jax.make_array_from_callback(np.shape(v), sharding, lambda idx: np.asarray(v)[idx]),
+        full,
+        batch_shardings(full, mesh),
+    )

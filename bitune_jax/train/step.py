@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from bitune_jax.data.batch import SFTBatch
 from bitune_jax.train import epoch_stats
 from bitune_jax.train.epoch_stats import EpochStats
 from bitune_jax.train.objectives import Objective
@@ -92,7 +93,7 @@ def init_state(trainable, optimizer: optax.GradientTransformation) -> TrainState
 def train_step(
     state: TrainState,
     frozen,
-    batch: dict[str, jax.Array],
+    batch: SFTBatch,
     *,
     objective: Objective,
     optimizer: optax.GradientTransformation,
@@ -120,7 +121,7 @@ def train_step(
 def loop_step(
     state: TrainState,
     frozen,
-    batch: dict[str, jax.Array],
+    batch: SFTBatch,
     stats: EpochStats,
     batch_number: jax.Array,
     *,
@@ -134,7 +135,7 @@ def loop_step(
         new = epoch_stats.guard(new, state, stats)
     else:  # a skipped batch is still consumed: the step (data position, schedule) moves on, the weights do not
         new = new._replace(step=state.step + 1)
-    return new, epoch_stats.accumulate(stats, metrics, batch["example_id"], batch_number, halt), metrics
+    return new, epoch_stats.accumulate(stats, metrics, batch.example_id, batch_number, halt), metrics
 
 
 def jit_train_step(

@@ -14,10 +14,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from bitune_jax.bitune import batch_widths
-from bitune_jax.data import EpochBatches, TokenizedExample
-from bitune_jax.train.objectives import Objective, as_batch
-from bitune_jax.train.sharding import batch_shardings, global_batch, pad_rows, row_multiple
+from bitune_jax.data import EpochBatches, SFTBatch, TokenizedExample
+from bitune_jax.train.objectives import Objective
+from bitune_jax.train.sharding import batch_shardings, global_batch, row_multiple
 
 
 class Validation:
@@ -39,7 +38,7 @@ class Validation:
         self.shardings = (trainable_shardings, frozen_shardings)
         self._steps: dict[tuple[int, int], Any] = {}
 
-    def _step(self, full: dict[str, np.ndarray], widths: tuple[int, int]):
+    def _step(self, full: SFTBatch, widths: tuple[int, int]):
         if widths not in self._steps:
             loss = functools.partial(self.objective.loss, prompt_width=widths[0], answer_width=widths[1])
             replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
@@ -54,10 +53,10 @@ class Validation:
         correct = tokens = rows = 0
         loss_sum = accuracy_sum = 0.0
         for index in range(self.batches.batches_per_epoch):
-            full = pad_rows(self.batches.batch(0, index), row_multiple(self.mesh), self.pad_id)
-            widths = batch_widths(as_batch(full), multiple=self.multiple)
+            full = self.batches.batch(0, index).pad_rows(row_multiple(self.mesh), self.pad_id)
+            widths = full.widths(self.multiple)
             m = jax.device_get(self._step(full, widths)(trainable, frozen, global_batch(full, self.mesh)))
-            real = np.asarray(full["example_id"]) >= 0
+            real = np.asarray(full.example_id) >= 0
             correct, tokens, rows = correct + int(m["correct"]), tokens + int(m["tokens"]), rows + int(real.sum())
             loss_sum += float(np.asarray(m["per_example_loss"])[real].sum())
             accuracy_sum += float(np.asarray(m["per_example_accuracy"])[real].sum())

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bitune_jax.bitune import BituneConfig, answer_rows, batch_widths, bitune_logits, bitune_loss, init_trainable
-from bitune_jax.bitune.forward import make_batch
+from bitune_jax.bitune import BituneConfig, bitune_logits, bitune_loss, init_trainable
+from bitune_jax.data.batch import SFTBatch
 from bitune_jax.losses import masked_token_loss
 from bitune_jax.models.transformer import forward, init_params
 from bitune_jax.peft import PeftConfig
@@ -36,7 +36,7 @@ def perturbed_trainable(base, cfg, bcfg, seed=1):
 
 def fused_grad(trainable, base, batch, cfg, bcfg):
     """Loss and grads with the batch's tight static widths, and full-width logits."""
-    return _fused_grad(trainable, base, batch, cfg, bcfg, *batch_widths(batch, multiple=1))
+    return _fused_grad(trainable, base, batch, cfg, bcfg, *batch.widths(multiple=1))
 
 
 @functools.partial(
@@ -61,7 +61,7 @@ def test_fused_equals_literal_reference(family, mixing):
     bcfg = BituneConfig(peft=PeftConfig(rank=4, alpha=8.0), mixing=mixing)
     trainable = perturbed_trainable(base, cfg, bcfg)
     pairs = pairs_for(cfg)
-    batch = make_batch(pairs, pad_id=0, max_len=MAX_LEN)
+    batch = SFTBatch.from_pairs(pairs, pad_id=0, max_len=MAX_LEN)
 
     loss, grads, logits = fused_grad(trainable, base, batch, cfg, bcfg)
     (ref_loss, ref_logits), ref_grads = literal_grad(base, trainable, pairs, cfg, bcfg)
@@ -94,7 +94,7 @@ def test_ablations_equal_literal_reference(bcfg):
     cfg, base = tiny_model("llama")
     trainable = perturbed_trainable(base, cfg, bcfg)
     pairs = pairs_for(cfg, seed=3, shapes=[(1, 3), (9, 6)])
-    batch = make_batch(pairs, pad_id=0, max_len=MAX_LEN)
+    batch = SFTBatch.from_pairs(pairs, pad_id=0, max_len=MAX_LEN)
     loss, grads, _ = fused_grad(trainable, base, batch, cfg, bcfg)
     (ref_loss, _), ref_grads = literal_grad(base, trainable, pairs, cfg, bcfg)
     np.testing.assert_allclose(loss, ref_loss, atol=1e-5, rtol=0)
@@ -108,13 +108,13 @@ def test_alpha_zero_equals_single_lora():
     cfg, base = tiny_model("qwen3")
     bcfg = BituneConfig(peft=PeftConfig(rank=4), learn_alpha=False, w_init=0.0)
     trainable = perturbed_trainable(base, cfg, bcfg)
-    batch = make_batch(pairs_for(cfg, seed=5), pad_id=0, max_len=MAX_LEN)
+    batch = SFTBatch.from_pairs(pairs_for(cfg, seed=5), pad_id=0, max_len=MAX_LEN)
 
     def single_lora_loss(causal):
         seq = batch.tokens.shape[1]
         positions = jnp.where(jnp.arange(seq) < batch.length[:, None], jnp.arange(seq), -1)
         logits, _ = forward(base, batch.tokens, cfg, positions=positions, adapters=causal, peft=bcfg.peft)
-        rows, targets, mask = answer_rows(batch)
+        rows, targets, mask = batch.answer_rows()
         return masked_token_loss(jnp.take_along_axis(logits, rows[..., None], axis=1), targets, mask)[0]
 
     (loss, _), grads = jax.value_and_grad(bitune_loss, has_aux=True)(trainable, base, batch, cfg, bcfg)
@@ -130,17 +130,17 @@ def test_alpha_zero_equals_single_lora():
 
 
 def test_answer_rows_and_bad_input():
-    batch = make_batch([([5, 6, 7], [8, 9]), ([5], [6, 7, 8])], pad_id=0, max_len=8)
-    rows, targets, mask = (np.asarray(x).tolist() for x in answer_rows(batch, answer_width=3))
+    batch = SFTBatch.from_pairs([([5, 6, 7], [8, 9]), ([5], [6, 7, 8])], pad_id=0, max_len=8)
+    rows, targets, mask = (np.asarray(x).tolist() for x in batch.answer_rows(answer_width=3))
     assert rows == [[2, 3, 4], [0, 1, 2]] and mask == [[True, True, False], [True, True, True]]
     assert [t[:2] for t in targets] == [[8, 9], [6, 7]] and targets[1] == [6, 7, 8]
-    assert batch_widths(batch, multiple=1) == (2, 3) and batch_widths(batch, multiple=8) == (5, 5)  # capped at seq
+    assert batch.widths(multiple=1) == (2, 3) and batch.widths(multiple=8) == (5, 5)  # capped at seq
     with pytest.raises(ValueError, match="example 1: empty prompt"):
-        make_batch([([1], [2]), ([], [2])], pad_id=0, max_len=8)
+        SFTBatch.from_pairs([([1], [2]), ([], [2])], pad_id=0, max_len=8)
     with pytest.raises(ValueError, match="example 0: empty answer"):
-        make_batch([([1], [])], pad_id=0, max_len=8)
+        SFTBatch.from_pairs([([1], [])], pad_id=0, max_len=8)
     with pytest.raises(ValueError, match=r"example 0: prompt \(7\) \+ answer \(2\) tokens exceed the context of 8"):
-        make_batch([([1] * 7, [2, 3])], pad_id=0, max_len=8)
+        SFTBatch.from_pairs([([1] * 7, [2, 3])], pad_id=0, max_len=8)
     cfg, base = tiny_model("llama")
     trainable = init_trainable(base, cfg, BituneConfig(shared_adapters=True), jax.random.key(0))
     with pytest.raises(KeyError, match="adapter set 'bidir' does not exist; this model has: causal"):
@@ -154,7 +154,7 @@ def test_fused_with_pallas_attention_equals_literal_reference():
     bcfg = BituneConfig(peft=PeftConfig(rank=4, alpha=8.0))
     trainable = perturbed_trainable(base, cfg, bcfg)
     pairs = pairs_for(cfg, shapes=[(1, 3), (9, 6), (MAX_LEN - 1, 1)])
-    batch = make_batch(pairs, pad_id=0, max_len=MAX_LEN)
+    batch = SFTBatch.from_pairs(pairs, pad_id=0, max_len=MAX_LEN)
     (loss, _), grads = jax.jit(
         jax.value_and_grad(bitune_loss, has_aux=True), static_argnums=(3, 4), static_argnames="attn_impl"
     )(trainable, base, batch, cfg, bcfg, attn_impl="pallas")
@@ -169,7 +169,8 @@ def test_lora_dropout_reaches_both_streams_only_with_a_key():
     cfg, base = tiny_model("llama")
     bcfg = BituneConfig(peft=PeftConfig("lora", rank=4, alpha=4.0, dropout=0.3))
     trainable = perturbed_trainable(base, cfg, bcfg)
-    batch = jax.tree.map(jnp.asarray, make_batch(pairs_for(cfg, shapes=SHAPES[1:3]), pad_id=0, max_len=MAX_LEN))
+    pairs = pairs_for(cfg, shapes=SHAPES[1:3])
+    batch = jax.tree.map(jnp.asarray, SFTBatch.from_pairs(pairs, pad_id=0, max_len=MAX_LEN))
     with_key = jax.jit(lambda t, key: bitune_loss(t, base, batch, cfg, bcfg, dropout_key=key)[0])
     without = jax.jit(lambda t: bitune_loss(t, base, batch, cfg, bcfg)[0])
 

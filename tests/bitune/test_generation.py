@@ -5,8 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bitune_jax.bitune import BituneBatch, BituneConfig, bitune_generate, bitune_logits, make_batch, prefill
+from bitune_jax.bitune import BituneConfig, bitune_generate, bitune_logits, prefill
 from bitune_jax.bitune.generation import split_prompts
+from bitune_jax.data.batch import SFTBatch
 from bitune_jax.peft import PeftConfig
 from tests.bitune.test_bitune import perturbed_trainable, tiny_model
 
@@ -26,7 +27,7 @@ def setup(family, max_len=64):
 def test_first_answer_logits_equal_training_forward(family):
     cfg, base, trainable, prompts = setup(family)
     answers = [[5, 6, 7]] * len(prompts)
-    batch = make_batch(list(zip(prompts, answers)), pad_id=0, max_len=cfg.max_seq_len)
+    batch = SFTBatch.from_pairs(list(zip(prompts, answers)), pad_id=0, max_len=cfg.max_seq_len)
     train_logits = bitune_logits(base, trainable, batch, cfg, BCFG)
     head, head_pos, last, last_pos = split_prompts(prompts, 0, cfg.max_seq_len, 4)
     first, _ = prefill(base, trainable, head, head_pos, last, last_pos, cfg, BCFG, cache_len=head.shape[1] + 5)
@@ -45,10 +46,10 @@ def test_greedy_batched_equals_alone_and_recomputation(family):
     # Recompute every step with the training forward (no cache): one fixed-width batch, one compilation.
     @jax.jit
     def next_token(tokens, prompt_len, length):
-        logits = bitune_logits(base, trainable, BituneBatch(tokens, prompt_len, length), cfg, BCFG)
+        logits = bitune_logits(base, trainable, SFTBatch(tokens, prompt_len, length), cfg, BCFG)
         return logits[jnp.arange(tokens.shape[0]), length - 1].argmax(-1)
 
-    batch = make_batch([(p, [0]) for p in prompts], pad_id=0, max_len=cfg.max_seq_len, seq_len=12 + 33)
+    batch = SFTBatch.from_pairs([(p, [0]) for p in prompts], pad_id=0, max_len=cfg.max_seq_len, seq_len=12 + 33)
     tokens, prompt_len = np.asarray(batch.tokens), np.asarray(batch.prompt_len)
     length = prompt_len.copy()
     for _ in range(32):

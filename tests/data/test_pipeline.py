@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from bitune_jax.data import DUMMY_ID, EpochBatches, TokenizedExample, derive_seed, nested_sizes, nested_subset
+from bitune_jax.data import DUMMY_ID, EpochBatches, SFTBatch, TokenizedExample, derive_seed, nested_sizes, nested_subset
 
 
 def make_examples(n: int, seed: int = 0) -> list[TokenizedExample]:
@@ -31,8 +31,8 @@ def batches(**kw) -> EpochBatches:
     return EpochBatches(EXAMPLES, kw.pop("batch_size", 4), seed=kw.pop("seed", 7), pad_id=PAD, **kw)
 
 
-def same(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) and a[k].dtype == b[k].dtype for k in a)
+def same(a: SFTBatch, b: SFTBatch) -> bool:
+    return all(np.array_equal(x, y) and x.dtype == y.dtype for x, y in zip(a, b, strict=True))
 
 
 def test_nested_subset_prefixes():
@@ -51,7 +51,7 @@ def test_every_example_once_per_epoch(bucket_chunks):
     eb = batches(bucket_chunks=bucket_chunks)
     assert eb.batches_per_epoch == 6
     for epoch in range(3):
-        ids = np.concatenate([eb.batch(epoch, i)["example_id"] for i in range(eb.batches_per_epoch)])
+        ids = np.concatenate([eb.batch(epoch, i).example_id for i in range(eb.batches_per_epoch)])
         assert sorted(ids[ids >= 0].tolist()) == list(range(23)) and (ids == DUMMY_ID).sum() == 1
         assert ids[-1] == DUMMY_ID  # the partial batch is the last of its epoch
 
@@ -69,23 +69,21 @@ def test_batch_layout_and_width():
     eb = batches(multiple=16)
     for i in range(eb.batches_per_epoch):
         b = eb.batch(1, i)
-        assert {k: (v.dtype.name, v.shape[0]) for k, v in b.items()} == {
-            k: ("int32", 4) for k in ("tokens", "prompt_len", "length", "example_id")
-        }
-        real = b["example_id"] >= 0
-        width = b["tokens"].shape[1]
-        assert width % 16 == 0 and width - 16 < b["length"][real].max() <= width
-        for row, eid in enumerate(b["example_id"]):
+        assert [(v.dtype.name, v.shape[0]) for v in b] == [("int32", 4)] * 4
+        real = b.example_id >= 0
+        width = b.tokens.shape[1]
+        assert width % 16 == 0 and width - 16 < b.length[real].max() <= width
+        for row, eid in enumerate(b.example_id):
             if eid < 0:
                 continue
-            e, p, n = EXAMPLES[eid], b["prompt_len"][row], b["length"][row]
+            e, p, n = EXAMPLES[eid], b.prompt_len[row], b.length[row]
             assert p == len(e.prompt_ids) and n == e.length
-            assert np.array_equal(b["tokens"][row, :p], e.prompt_ids)
-            assert np.array_equal(b["tokens"][row, p:n], e.answer_ids) and (b["tokens"][row, n:] == PAD).all()
+            assert np.array_equal(b.tokens[row, :p], e.prompt_ids)
+            assert np.array_equal(b.tokens[row, p:n], e.answer_ids) and (b.tokens[row, n:] == PAD).all()
     longest = max(e.length for e in EXAMPLES)
     assert longest % 16
     capped = batches(multiple=16, max_width=longest)
-    widths = [capped.batch(0, i)["tokens"].shape[1] for i in range(capped.batches_per_epoch)]
+    widths = [capped.batch(0, i).tokens.shape[1] for i in range(capped.batches_per_epoch)]
     assert max(widths) == longest  # rounding up to 16 would pass the cap
     with pytest.raises(ValueError, match=f"{longest} tokens exceed max_width=10"):
         batches(max_width=10)
@@ -93,11 +91,11 @@ def test_batch_layout_and_width():
 
 def test_bucketing_reduces_padding():
     many = make_examples(256, seed=1)
-    width = lambda eb: sum(eb.batch(0, i)["tokens"].size for i in range(eb.batches_per_epoch))  # noqa: E731
+    width = lambda eb: sum(eb.batch(0, i).tokens.size for i in range(eb.batches_per_epoch))  # noqa: E731
     plain = EpochBatches(many, 8, seed=0, pad_id=PAD, multiple=4)
     bucketed = EpochBatches(many, 8, seed=0, pad_id=PAD, multiple=4, bucket_chunks=8)
     assert width(bucketed) < 0.85 * width(plain)
-    first = [int(bucketed.batch(0, i)["length"].max()) for i in range(bucketed.batches_per_epoch)]
+    first = [int(bucketed.batch(0, i).length.max()) for i in range(bucketed.batches_per_epoch)]
     assert first != sorted(first)  # batches are shuffled after sorting within chunks
 
 
@@ -107,17 +105,15 @@ def test_dummy_rows_carry_no_loss():
     import jax
     import jax.numpy as jnp
 
-    from bitune_jax.bitune.forward import BituneBatch, answer_rows
     from bitune_jax.losses import masked_token_loss
 
     eb = batches()
     b = eb.batch(0, eb.batches_per_epoch - 1)
-    dummy = b["example_id"] == DUMMY_ID
+    dummy = b.example_id == DUMMY_ID
     assert dummy.sum() == 1
-    assert (b["prompt_len"][dummy] == 1).all() and (b["length"][dummy] == 1).all()
-    assert (b["tokens"][dummy] == PAD).all()
-    full = BituneBatch(*(jnp.asarray(b[k]) for k in ("tokens", "prompt_len", "length")))
-    _, targets, mask = answer_rows(full)
+    assert (b.prompt_len[dummy] == 1).all() and (b.length[dummy] == 1).all()
+    assert (b.tokens[dummy] == PAD).all()
+    _, targets, mask = jax.tree.map(jnp.asarray, b).answer_rows()
     assert not np.asarray(mask)[dummy].any()
     logits = jax.random.normal(jax.random.key(0), (*targets.shape, 50))
     _, m = masked_token_loss(logits, targets, mask)
@@ -164,11 +160,11 @@ def test_process_slices_reassemble_the_global_batch(process_count):
     for epoch, index in [(0, 0), (1, 2), (2, eb.batches_per_epoch - 1)]:
         whole = eb.batch(epoch, index)
         parts = [eb.batch(epoch, index, p, process_count) for p in range(process_count)]
-        assert all(p["tokens"].shape == (8 // process_count, whole["tokens"].shape[1]) for p in parts)
-        assert same({k: np.concatenate([p[k] for p in parts]) for k in whole}, whole)
+        assert all(p.tokens.shape == (8 // process_count, whole.tokens.shape[1]) for p in parts)
+        assert same(SFTBatch(*map(np.concatenate, zip(*parts))), whole)
     its = [eb.iterator(num_epochs=1, process_index=p, process_count=process_count) for p in range(process_count)]
     for whole, *parts in zip(eb.iterator(num_epochs=1), *its, strict=True):
-        assert same({k: np.concatenate([p[k] for p in parts]) for k in whole}, whole)
+        assert same(SFTBatch(*map(np.concatenate, zip(*parts))), whole)
 
 
 def test_errors():

@@ -6,7 +6,7 @@ import torch
 import transformers
 
 import bitune_jax as bj
-from bitune_jax.generation import pad_batch
+from bitune_jax.data.batch import PromptBatch
 from tests.hf_tiny import tiny_configs, write_tiny
 
 pytestmark = pytest.mark.integration  # the integration tier: python -m pytest -m integration
@@ -40,7 +40,7 @@ def _hf_logits(model, batch):
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_logits_match_transformers_with_padding(tiny, side):
     _, _, model, lm = tiny
-    batch = pad_batch(_prompts(), pad_id=0, side=side)
+    batch = PromptBatch.pad(_prompts(), pad_id=0, side=side)
     ref, mask = _hf_logits(model, batch)
     ours = np.asarray(lm.logits(batch.tokens, batch.positions))
     assert ours.dtype == np.float32
@@ -50,7 +50,7 @@ def test_logits_match_transformers_with_padding(tiny, side):
 def test_padding_does_not_change_real_tokens(tiny):
     _, _, _, lm = tiny
     prompts = _prompts()
-    batch = pad_batch(prompts, pad_id=0, side="left")
+    batch = PromptBatch.pad(prompts, pad_id=0, side="left")
     batched = np.asarray(lm.logits(batch.tokens, batch.positions))
     for i, p in enumerate(prompts):
         alone = np.asarray(lm.logits(np.asarray([p])))[0]
@@ -92,7 +92,7 @@ def test_export_reloads_in_transformers(tiny, tmp_path):
     lm.save_hf(tmp_path)
     reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32).eval()
     assert type(reloaded) is type(model)
-    batch = pad_batch(_prompts(2), pad_id=0, side="right")
+    batch = PromptBatch.pad(_prompts(2), pad_id=0, side="right")
     ref, mask = _hf_logits(model, batch)
     again, _ = _hf_logits(reloaded, batch)
     np.testing.assert_allclose(again[mask], ref[mask], atol=1e-5, rtol=0)
@@ -102,7 +102,7 @@ def test_export_reloads_in_transformers(tiny, tmp_path):
 
 def test_bfloat16_compute_tracks_float32(tiny):
     _, directory, _, lm = tiny
-    batch = pad_batch(_prompts(), pad_id=0, side="right")
+    batch = PromptBatch.pad(_prompts(), pad_id=0, side="right")
     mask = batch.positions >= 0
     f32 = np.asarray(lm.logits(batch.tokens, batch.positions))
     bf16 = np.asarray(bj.load(directory, dtype="bfloat16").logits(batch.tokens, batch.positions))
@@ -116,7 +116,7 @@ def test_sharded_checkpoint_loads(tmp_path):
     model = write_tiny("qwen3", tmp_path / "single")
     model.save_pretrained(tmp_path / "sharded", max_shard_size="40KB")
     assert (tmp_path / "sharded" / "model.safetensors.index.json").exists()
-    batch = pad_batch(_prompts(), pad_id=0, side="right")
+    batch = PromptBatch.pad(_prompts(), pad_id=0, side="right")
     a = np.asarray(bj.load(tmp_path / "single").logits(batch.tokens, batch.positions))
     b = np.asarray(bj.load(tmp_path / "sharded").logits(batch.tokens, batch.positions))
     np.testing.assert_array_equal(a, b)
@@ -128,7 +128,7 @@ def test_pallas_attention_matches_transformers(family, tmp_path):
     model = write_tiny(family, tmp_path)
     lm = bj.load(tmp_path, attn_impl="pallas")
     for side in ("left", "right"):
-        batch = pad_batch(_prompts(), pad_id=0, side=side)
+        batch = PromptBatch.pad(_prompts(), pad_id=0, side=side)
         ref, mask = _hf_logits(model, batch)
         ours = np.asarray(lm.logits(batch.tokens, batch.positions))
         np.testing.assert_allclose(ours[mask], ref[mask], atol=1e-4, rtol=0)

@@ -16,11 +16,12 @@ from jax.experimental import multihost_utils
 
 from bitune_jax import kernels
 from bitune_jax.bitune import BituneConfig
+from bitune_jax.data.batch import SFTBatch
 from bitune_jax.models.config import ModelConfig
 from bitune_jax.models.transformer import init_params
 from bitune_jax.peft import PeftConfig
 from bitune_jax.train.objectives import Objective
-from bitune_jax.train.sharding import batch_shardings, global_batch, make_mesh, pad_rows, row_multiple, tree_shardings
+from bitune_jax.train.sharding import batch_shardings, global_batch, make_mesh, row_multiple, tree_shardings
 from bitune_jax.train.step import init_state, jit_train_step, make_optimizer, make_schedule
 
 
@@ -44,12 +45,12 @@ def batches(step: int, rows: int, seq: int):
     prompt_len = rng.randint(1, max(seq // 3, 2), size=rows).astype(np.int32)
     length = np.minimum(prompt_len + rng.randint(1, seq - seq // 3, size=rows), seq).astype(np.int32)
     length[0] = seq
-    return {
-        "tokens": rng.randint(0, 64, size=(rows, seq)).astype(np.int32),
-        "prompt_len": prompt_len,
-        "length": length,
-        "example_id": np.arange(rows, dtype=np.int32),
-    }
+    return SFTBatch(
+        tokens=rng.randint(0, 64, size=(rows, seq)).astype(np.int32),
+        prompt_len=prompt_len,
+        length=length,
+        example_id=np.arange(rows, dtype=np.int32),
+    )
 
 
 def main():
@@ -97,7 +98,7 @@ def run(kind, mesh, args):
     step = None
     losses, accuracies = [], []
     for i in range(2):
-        full = pad_rows(batches(i, args.rows, args.seq), row_multiple(mesh))
+        full = batches(i, args.rows, args.seq).pad_rows(row_multiple(mesh))
         step = step or jit_train_step(objective, optimizer, schedule, state_sh, frozen_sh, batch_shardings(full, mesh))
         state, metrics = step(state, frozen, global_batch(full, mesh))
         losses.append(float(metrics["loss"]))

@@ -3,6 +3,7 @@
 import jax
 import numpy as np
 
+from bitune_jax.data.batch import SFTBatch
 from bitune_jax.models.config import ModelConfig
 from bitune_jax.models.transformer import init_params
 from bitune_jax.train.accelerators import datasheet_peak, peak_flops
@@ -24,11 +25,9 @@ def test_known_devices_use_the_datasheet_and_unknown_ones_measure():
 
 
 def test_step_flops_count_real_tokens_answer_rows_for_the_head_and_bitunes_second_stream():
-    batch = {
-        "tokens": np.zeros((3, 64), np.int32),
-        "length": np.array([40, 64, 0]),
-        "prompt_len": np.array([10, 20, 0]),
-    }  # the last row is filler
+    batch = SFTBatch(
+        tokens=np.zeros((3, 64), np.int32), prompt_len=np.array([10, 20, 0]), length=np.array([40, 64, 0])
+    )  # the last row is filler
     weights, layers, dim = MatmulWeights(stack=1000, head=300), 2, 16
     for kind, grads in (("full", True), ("peft", False)):
         assert step_model_flops(kind, batch, 32, weights, layers, dim) == (

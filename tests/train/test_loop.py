@@ -308,7 +308,7 @@ def test_skip_batch_trains_through_a_poisoned_batch(model_dir, tmp_path, monkeyp
 
     def poisoned(self, trainable, frozen, batch, **kwargs):
         value, metrics = loss(self, trainable, frozen, batch, **kwargs)
-        return value + jnp.where(jnp.any(batch["example_id"] == 1), jnp.nan, 0.0), metrics
+        return value + jnp.where(jnp.any(batch.example_id == 1), jnp.nan, 0.0), metrics
 
     monkeypatch.setattr(Objective, "loss", poisoned)
     with pytest.raises(FloatingPointError, match="at epoch 0, batch"):
@@ -339,18 +339,16 @@ def diverging(monkeypatch):
     from bitune_jax.train.objectives import Objective
 
     loss, loop_step = Objective.loss, step_module.loop_step
+    poison = {}  # set while the step traces, read by the loss it traces: values of the batch number being traced
 
     def poisoned_loss(self, trainable, frozen, batch, **kwargs):
         value, metrics = loss(self, trainable, frozen, batch, **kwargs)
-        value = value * batch["poison_scale"] + batch["poison_add"]
+        value = value * poison["scale"] + poison["add"]
         return value, {**metrics, "loss": value}
 
     def poisoned_step(state, frozen, batch, stats, batch_number, **kwargs):
-        batch = {
-            **batch,
-            "poison_scale": jnp.where(batch_number == SPIKE, 100.0, 1.0),
-            "poison_add": jnp.where(batch_number == NAN, jnp.nan, 0.0),
-        }
+        poison["scale"] = jnp.where(batch_number == SPIKE, 100.0, 1.0)
+        poison["add"] = jnp.where(batch_number == NAN, jnp.nan, 0.0)
         return loop_step(state, frozen, batch, stats, batch_number, **kwargs)
 
     monkeypatch.setattr(Objective, "loss", poisoned_loss)

@@ -8,6 +8,7 @@ import numpy as np
 import optax
 import pytest
 
+from bitune_jax.data.batch import SFTBatch
 from bitune_jax.models.config import ModelConfig
 from bitune_jax.models.transformer import init_params
 from bitune_jax.peft import PeftConfig
@@ -30,8 +31,8 @@ CFG = ModelConfig(
 def _batch(rows):
     rng = np.random.RandomState(0)
     tokens = rng.randint(0, 64, size=(2, 12)).astype(np.int32)
-    full = {"tokens": tokens, "prompt_len": np.array([3, 5], np.int32), "length": np.array([12, 9], np.int32)}
-    return {k: jnp.asarray(v[rows]) for k, v in full.items()}
+    full = SFTBatch(tokens, prompt_len=np.array([3, 5], np.int32), length=np.array([12, 9], np.int32))
+    return jax.tree.map(lambda v: jnp.asarray(v[rows]), full)
 
 
 def _step(objective, optimizer, schedule):
@@ -68,7 +69,7 @@ def test_non_finite_step_keeps_the_state():
     opt = make_optimizer(schedule, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, clip=1.0)
     state = init_state(trainable, opt)
     batch = _batch(slice(0, 2))
-    batch["tokens"] = batch["tokens"].at[0, 0].set(0)
+    batch = batch._replace(tokens=batch.tokens.at[0, 0].set(0))
     new, metrics = _step(objective, opt, schedule)(state, frozen, batch)
     assert not bool(metrics["finite"])
     for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(state)):
