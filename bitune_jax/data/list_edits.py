@@ -1,0 +1,491 @@
+"""A synthetic long chain-of-thought task generated here (no download): tracking the state of a list through edits.
+
+A problem: "A list holds these items, in order: apple, cat, dog, egg. Append pear. Cross out cat. Swap the first two
+items. ... What is the list at the end?", a start list of 4-6 distinct words and `k` edits drawn from five operations:
+append X, remove X, swap the first two, move the last to the front, reverse (only edits valid for the current list
+are drawn, so the list keeps 2..8 distinct words). Two families share the procedure and differ in the story: "list"
+(items on a list, common nouns) and "queue" (people in a queue, first names, edits told as queue events: "Tom joins
+the back", "Ann leaves", "the queue turns around"). Each edit is phrased by one of several templates drawn at random.
+The response is a reasoning trace in one fixed format, whatever the family and phrasing, then the answer:
+
+    <think>
+    Start: [apple, cat, dog, egg]
+    Step 1: append pear -> [apple, cat, dog, egg, pear]
+    Step 2: remove cat -> [apple, dog, egg, pear]
+    Step 3: swap the first two -> [dog, apple, egg, pear]
+    ...
+    </think>
+
+    The answer is \\boxed{egg, apple, dog, pear}.
+
+What it measures: whether supervised fine-tuning on reasoning traces teaches the model to carry a state through `k`
+steps on problems it has never seen, scored like AIME (exact match of the last `\\boxed{}`), and how training token
+accuracy on the traces (memorization) relates to held-out accuracy as the number of epochs grows.
+
+Why it is a fair toy stand-in for long-CoT SFT, next to the arithmetic task (`synthetic`): it has the same shape (a
+`<think>` trace, then a boxed answer, loss on the response only), a checkable answer, a length knob (`min_steps`,
+`max_steps`), a test set disjoint in problem text from the training pool, and a streamed pool (`generate(n)` is a
+prefix of `generate(m)` for n < m). Unlike arithmetic, each single step (copy a short list of common one-token words,
+with one word added, dropped or moved) needs no knowledge, only attention to the list, so a short warm-up on single
+steps can give the model the step-level skill before the study; the repetition study then compares epochs with data
+on a task the model can already do piecewise, and SFT shapes the trace (translate each story sentence into a canonical
+edit, restate the whole list, never lose a word) rather than teaching a missing skill. The gate is measured, not
+assumed: `single_step_items` and `benchmarks/list_edits_pilot.py`. Measured on the shipped SmolLM2-135M-Instruct
+(its 4-bit GGUF) before any warm-up: 1% of 200 single steps right zero-shot, 0.5% 3-shot, so the warm-up is needed.
+The two families and the random
+phrasings keep one epoch from being learned by rote. With `cot=False` the same problems come without the trace (the
+response is only "The answer is \\boxed{...}."). What it does not capture: the breadth of real math/science reasoning,
+and traces that branch or backtrack; every trace here is the one deterministic procedure, and the state is small.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from bitune_jax.data.records import Record, write_jsonl
+from bitune_jax.data.synthetic import ANSWER_ONLY_INSTRUCTION, INSTRUCTION
+
+__all__ = [
+    "generate",
+    "train_test_split",
+    "split",
+    "write_jsonl",
+    "solve",
+    "single_step_items",
+    "parse_list",
+    "format_list",
+    "INSTRUCTION",
+    "ANSWER_ONLY_INSTRUCTION",
+    "FAMILIES",
+    "OPS",
+    "TEMPLATES",
+    "TRACE",
+]
+
+MIN_LEN, MAX_LEN = 2, 8  # every list in a problem keeps this many words
+START_LEN = (4, 6)  # the start list's length range
+# One token each in the SmolLM2 tokenizer, with and without a leading space (checked when this list was written).
+NOUNS = (
+    "apple",
+    "cat",
+    "dog",
+    "egg",
+    "book",
+    "cup",
+    "hat",
+    "key",
+    "pen",
+    "box",
+    "bag",
+    "ball",
+    "bed",
+    "bell",
+    "bird",
+    "boat",
+    "bread",
+    "bus",
+    "car",
+    "chair",
+    "clock",
+    "coin",
+    "door",
+    "fish",
+    "flag",
+    "horse",
+    "leaf",
+    "milk",
+    "moon",
+    "nut",
+    "orange",
+    "pig",
+    "ring",
+    "rose",
+    "sock",
+    "star",
+    "sun",
+    "table",
+    "tree",
+    "train",
+)
+# One token each with a leading space in the SmolLM2 tokenizer.
+NAMES = (
+    "Mia",
+    "Leo",
+    "Noah",
+    "Omar",
+    "Ivy",
+    "Ethan",
+    "Kai",
+    "Ruby",
+    "Sam",
+    "Maya",
+    "Finn",
+    "Iris",
+    "Owen",
+    "Tara",
+    "Anna",
+    "Ben",
+    "Tom",
+    "Max",
+    "Lily",
+    "Jack",
+    "Alex",
+    "Dan",
+    "Kim",
+    "Paul",
+    "Adam",
+    "Mark",
+    "Luke",
+    "Emma",
+    "Lucy",
+    "Sara",
+    "Amy",
+    "Joe",
+    "Eva",
+    "Rosa",
+    "Ella",
+    "Nina",
+    "Ian",
+)
+FAMILIES = ("list", "queue")
+WORDS = {"list": NOUNS, "queue": NAMES}
+OPS = ("append", "remove", "swap", "last_to_front", "reverse")
+# Edits that change which words are on the list are drawn twice as often as the three reorderings, which would
+# otherwise make up 3/5 of the edits (and often cancel: reverse, reverse).
+OP_WEIGHTS = {"append": 2.0, "remove": 2.0, "swap": 1.0, "last_to_front": 1.0, "reverse": 1.0}
+TAKES_ARG = {"append": True, "remove": True, "swap": False, "last_to_front": False, "reverse": False}
+# The trace's fixed name for each edit, the same in both families and for every phrasing: the trace is what SFT
+# shapes, so it must not vary with the story.
+TRACE = {
+    "append": "append {x}",
+    "remove": "remove {x}",
+    "swap": "swap the first two",
+    "last_to_front": "move the last to the front",
+    "reverse": "reverse",
+}
+# The question's sentence for each edit, per family; one is drawn at random per edit. Each is a whole sentence ending
+# in "." with no ". " inside, and none equals another's rendering, so a question splits back into its sentences.
+TEMPLATES: dict[str, dict[str, tuple[str, ...]]] = {
+    "list": {
+        "append": ("Add {x} to the end of the list.", "Append {x}.", "Put {x} at the end.", "Write {x} at the bottom."),
+        "remove": ("Remove {x}.", "Cross out {x}.", "Take {x} off the list.", "Delete {x} from the list."),
+        "swap": (
+            "Swap the first two items.",
+            "Exchange the first and the second item.",
+            "The first two items trade places.",
+        ),
+        "last_to_front": (
+            "Move the last item to the front.",
+            "Take the last item and put it first.",
+            "The last item moves to the start of the list.",
+        ),
+        "reverse": (
+            "Reverse the list.",
+            "Reverse the order of the items.",
+            "Write the list backwards, last item first.",
+        ),
+    },
+    "queue": {
+        "append": (
+            "{x} joins the back of the queue.",
+            "{x} arrives and lines up at the back.",
+            "{x} gets in line at the end.",
+            "{x} joins the back.",
+        ),
+        "remove": ("{x} leaves the queue.", "{x} steps out of the line.", "{x} gives up and leaves."),
+        "swap": (
+            "The first two people swap places.",
+            "The person at the front lets the second person go ahead.",
+            "The first and second people trade places.",
+        ),
+        "last_to_front": (
+            "The last person moves to the front.",
+            "The person at the back is moved to the front of the queue.",
+            "The last in line jumps to the front.",
+        ),
+        "reverse": (
+            "The queue turns around.",
+            "The whole queue reverses its order.",
+            "The line turns around, so the back becomes the front.",
+        ),
+    },
+}
+INTROS = {
+    "list": (
+        "A list holds these items, in order: {items}.",
+        "Here is a list, from first to last: {items}.",
+        "You start with this list of items: {items}.",
+    ),
+    "queue": (
+        "People stand in a queue, from front to back: {items}.",
+        "The queue at the ticket office is, from front to back: {items}.",
+        "The line at the bakery is, from front to back: {items}.",
+    ),
+}
+ENDINGS = {
+    "list": (
+        "What is the list at the end?",
+        "What does the list hold at the end, in order?",
+        "Which items are on the list at the end, from first to last?",
+    ),
+    "queue": (
+        "Who is in the queue at the end, from front to back?",
+        "What is the queue at the end, from front to back?",
+        "In what order do the people stand at the end, from front to back?",
+    ),
+}
+SINGLE_STEP = {
+    "list": "The list is [{items}]. {edit} What is the list now? Answer with the list in brackets.",
+    "queue": (
+        "The queue, from front to back, is [{items}]. {edit} Who is in the queue now, from front to back? "
+        "Answer with the list in brackets."
+    ),
+}
+
+
+def format_list(words: Sequence[str]) -> str:
+    """The words comma+space separated: the boxed answer's form, and inside brackets the trace's."""
+    return ", ".join(words)
+
+
+def _apply(words: list[str], op: str, x: str | None) -> list[str]:
+    """One edit; raises on an edit that is invalid for `words`, so a corrupt problem cannot pass silently."""
+    if TAKES_ARG.get(op) is None:
+        raise ValueError(f"unknown op {op!r}; expected one of {OPS}")
+    if TAKES_ARG[op] == (x is None):
+        raise ValueError(f"op {op!r} {'needs' if TAKES_ARG[op] else 'takes no'} argument, got {x!r}")
+    if op == "append":
+        if x in words:
+            raise ValueError(f"cannot append {x!r}: already in {words}")
+        return [*words, x]
+    if op == "remove":
+        if x not in words:
+            raise ValueError(f"cannot remove {x!r}: not in {words}")
+        return [w for w in words if w != x]
+    if len(words) < 2:
+        raise ValueError(f"op {op!r} needs at least two words, got {words}")
+    if op == "swap":
+        return [words[1], words[0], *words[2:]]
+    if op == "last_to_front":
+        return [words[-1], *words[:-1]]
+    return words[::-1]
+
+
+def solve(start: Sequence[str], ops: Sequence[Sequence]) -> list[list[str]]:
+    """The lists after each edit, `[after op 1, ..., after op k]`: the ground truth the trace and answer must match.
+
+    `ops` holds `(op, arg)` pairs, `arg` None for the edits that take none (`swap`, `last_to_front`, `reverse`).
+    """
+    words, out = list(start), []
+    for op, x in ops:
+        words = _apply(words, op, x)
+        out.append(words)
+    return out
+
+
+def _pick(rng: np.random.Generator, options: Sequence):
+    return options[int(rng.integers(len(options)))]
+
+
+def _valid_ops(words: Sequence[str], vocab: Sequence[str]) -> list[str]:
+    """Edits that keep the list within MIN_LEN..MAX_LEN distinct words; the other three are always valid."""
+    ok = {"append": len(words) < MAX_LEN and len(words) < len(vocab), "remove": len(words) > MIN_LEN}
+    return [op for op in OPS if ok.get(op, True)]
+
+
+def _draw_op(rng: np.random.Generator, words: Sequence[str], vocab: Sequence[str], op: str | None = None):
+    """A random valid edit (valid operations weighted by OP_WEIGHTS), or a random argument for the given `op`."""
+    if op is None:
+        allowed = _valid_ops(words, vocab)
+        weights = np.asarray([OP_WEIGHTS[o] for o in allowed], np.float64)
+        op = allowed[int(rng.choice(len(allowed), p=weights / weights.sum()))]
+    if op == "append":
+        return op, _pick(rng, [w for w in vocab if w not in words])
+    if op == "remove":
+        return op, _pick(rng, list(words))
+    return op, None
+
+
+def _sentence(rng: np.random.Generator, family: str, op: str, x: str | None) -> str:
+    return _pick(rng, TEMPLATES[family][op]).format(x=x)
+
+
+def _trace_line(i: int, op: str, x: str | None, after: Sequence[str]) -> str:
+    """The trace's line for edit `i` (1-based): the canonical edit, then the whole list after it."""
+    return f"Step {i}: {TRACE[op].format(x=x)} -> [{format_list(after)}]"
+
+
+def _problem(rng: np.random.Generator, min_steps: int, max_steps: int, cot: bool = True) -> dict:
+    family = _pick(rng, FAMILIES)
+    vocab = WORDS[family]
+    steps = int(rng.integers(min_steps, max_steps + 1))
+    n_start = int(rng.integers(START_LEN[0], START_LEN[1] + 1))
+    start = [vocab[i] for i in rng.choice(len(vocab), n_start, replace=False)]
+    ops, words = [], start
+    for _ in range(steps):
+        op, x = _draw_op(rng, words, vocab)
+        ops.append((op, x))
+        words = _apply(words, op, x)
+    lists = solve(start, ops)
+    events = " ".join(_sentence(rng, family, op, x) for op, x in ops)
+    intro = _pick(rng, INTROS[family]).format(items=format_list(start))
+    question = f"{intro} {events} {_pick(rng, ENDINGS[family])}"
+    lines = [f"Start: [{format_list(start)}]"]
+    lines += [_trace_line(i + 1, op, x, lists[i]) for i, (op, x) in enumerate(ops)]
+    answer = format_list(lists[-1])
+    boxed = f"The answer is \\boxed{{{answer}}}."
+    response = "<think>\n" + "\n".join(lines) + "\n</think>\n\n" + boxed if cot else boxed
+    return {
+        "family": family,
+        "question": question,
+        "response": response,
+        "answer": answer,
+        "start": start,
+        "ops": [[op, x] for op, x in ops],
+        "steps": steps,
+    }
+
+
+def _stream(
+    seed: int | list[int],
+    min_steps: int,
+    max_steps: int,
+    exclude: frozenset[str] = frozenset(),
+    source: str = "list_edits",
+    cot: bool = True,
+) -> Iterator[Record]:
+    """Distinct problems, forever, in a fixed order for `seed`; questions in `exclude` are skipped."""
+    if not 1 <= min_steps <= max_steps:
+        raise ValueError(f"need 1 <= min_steps <= max_steps, got min_steps={min_steps}, max_steps={max_steps}")
+    rng = np.random.default_rng(seed)
+    seen = set(exclude)
+    line = 0
+    while True:
+        p = _problem(rng, min_steps, max_steps, cot)
+        if p["question"] in seen:
+            continue
+        seen.add(p["question"])
+        line += 1
+        instruction = INSTRUCTION if cot else ANSWER_ONLY_INSTRUCTION
+        messages = [
+            {"role": "user", "content": f"{p['question']}\n\n{instruction}"},
+            {"role": "assistant", "content": p.pop("response")},
+        ]
+        yield Record(messages=messages, file=source, line=line, meta={"task": "list_edits", **p})
+
+
+def generate(n: int, *, seed: int, min_steps: int = 8, max_steps: int = 12, cot: bool = True) -> list[Record]:
+    """`n` distinct problems with `min_steps..max_steps` edits each; `generate(n)` is a prefix of `generate(m > n)`.
+
+    Each record's `meta` holds the structured problem: `family`, `answer` (the final list as "a, b, c"), `start`,
+    `ops` ([op, arg or None] pairs), `steps` and `question`, so answers can be recomputed with `solve(start, ops)`.
+    """
+    stream = _stream(seed, min_steps, max_steps, source=f"<list_edits seed={seed}>", cot=cot)
+    return list(itertools.islice(stream, n))
+
+
+def split(spec) -> tuple[list[Record], list[Record]]:
+    """`(training pool, disjoint test set)` from any object with `pool_size`, `test_size`, `seed`, `min_steps`,
+    `max_steps` and `cot` (the shape of a run config's `data.synthetic` section), like `synthetic.split`."""
+    return train_test_split(
+        spec.pool_size, spec.test_size, seed=spec.seed, min_steps=spec.min_steps, max_steps=spec.max_steps, cot=spec.cot
+    )
+
+
+def train_test_split(
+    n_train: int,
+    n_test: int,
+    *,
+    seed: int,
+    min_steps: int = 8,
+    max_steps: int = 12,
+    test_min_steps: int | None = None,
+    test_max_steps: int | None = None,
+    cot: bool = True,
+) -> tuple[list[Record], list[Record]]:
+    """A training pool and a test set that share no problem text.
+
+    The test set depends only on `(seed, n_test, test steps)`; the pool is a stream that skips test problems, so a
+    larger `n_train` extends the pool without changing its first entries (nested prefixes stay valid). Test steps
+    default to the training range; set them higher to measure length generalization.
+    """
+    test_min = min_steps if test_min_steps is None else test_min_steps
+    test_max = max_steps if test_max_steps is None else test_max_steps
+    test = list(
+        itertools.islice(
+            _stream([seed, 1], test_min, test_max, source=f"<list_edits test seed={seed}>", cot=cot), n_test
+        )
+    )
+    exclude = frozenset(r.meta["question"] for r in test)
+    pool = _stream([seed, 0], min_steps, max_steps, exclude, source=f"<list_edits train seed={seed}>", cot=cot)
+    return list(itertools.islice(pool, n_train)), test
+
+
+def single_step_items(n: int, *, seed: int, min_len: int = MIN_LEN, max_len: int = MAX_LEN) -> list[dict]:
+    """`n` one-edit questions for the pilot gate: can the untrained model already do one step of the trace?
+
+    Item `i` has family `FAMILIES[i % 2]` and op `OPS[(i // 2) % 5]`, so every (family, op) pair is equally
+    represented in any multiple of ten items; the list (`min_len..max_len` distinct words before and after the edit,
+    by default the bounds a problem's lists keep) and the phrasing are random. Each item: `family`, `op`, `arg`,
+    `words` (the list before), `after` (the list after, from `solve`), `edit` (the sentence), `prompt` and `gold`
+    (the list after, in brackets). A narrower `max_len` measures whether shorter lists make single steps doable.
+    """
+    if not MIN_LEN <= min_len < max_len <= MAX_LEN:
+        raise ValueError(f"need {MIN_LEN} <= min_len < max_len <= {MAX_LEN}, got min_len={min_len}, max_len={max_len}")
+    rng = np.random.default_rng([seed, 2])
+    items = []
+    for i in range(n):
+        family, op = FAMILIES[i % len(FAMILIES)], OPS[(i // len(FAMILIES)) % len(OPS)]
+        vocab = WORDS[family]
+        lo, hi = min_len + (op == "remove"), max_len - (op == "append")
+        length = int(rng.integers(lo, hi + 1))
+        words = [vocab[j] for j in rng.choice(len(vocab), length, replace=False)]
+        op, x = _draw_op(rng, words, vocab, op)
+        after = solve(words, [(op, x)])[-1]
+        edit = _sentence(rng, family, op, x)
+        prompt = SINGLE_STEP[family].format(items=format_list(words), edit=edit)
+        items.append(
+            {
+                "family": family,
+                "op": op,
+                "arg": x,
+                "words": words,
+                "after": after,
+                "edit": edit,
+                "prompt": prompt,
+                "gold": f"[{format_list(after)}]",
+            }
+        )
+    return items
+
+
+# `\boxed{...}` without nested braces (a list answer has none), last one wins, as `eval.answers.last_boxed` would
+# find it. Kept local: `eval` imports `data`, so `data` must not import `eval`.
+_BOXED = re.compile(r"\\boxed\s*\{([^{}]*)\}")
+_BRACKETED = re.compile(r"\[([^\[\]\n]*)\]")
+
+
+def parse_list(text: str) -> list[str] | None:
+    """The list a model's output gives: the last `\\boxed{a, b, c}` if there is one (a full problem's answer),
+    else the first `[a, b, c]` (a single-step answer); None when neither is found or an element is empty.
+
+    Elements are stripped of whitespace and quotes; nothing else is normalized (case and spelling must match).
+    """
+    boxes = _BOXED.findall(text)
+    if boxes:
+        content = boxes[-1].strip()
+        if content.startswith("[") and content.endswith("]"):
+            content = content[1:-1]
+    else:
+        m = _BRACKETED.search(text)
+        if m is None:
+            return None
+        content = m[1]
+    if not content.strip():
+        return []
+    words = [w.strip().strip("'\"`").strip() for w in content.split(",")]
+    return None if any(not w for w in words) else words
