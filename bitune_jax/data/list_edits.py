@@ -32,10 +32,10 @@ on a task the model can already do piecewise, and SFT shapes the trace (translat
 edit, restate the whole list, never lose a word) rather than teaching a missing skill. The gate is measured, not
 assumed: `single_step_items` and `benchmarks/list_edits_pilot.py`. Measured on the shipped SmolLM2-135M-Instruct
 (its 4-bit GGUF) before any warm-up: 1% of 200 single steps right zero-shot, 0.5% 3-shot, so the warm-up is needed.
-The two families and the random
-phrasings keep one epoch from being learned by rote. With `cot=False` the same problems come without the trace (the
-response is only "The answer is \\boxed{...}."). What it does not capture: the breadth of real math/science reasoning,
-and traces that branch or backtrack; every trace here is the one deterministic procedure, and the state is small.
+The two families and the random phrasings keep one epoch from being learned by rote. With `cot=False` the same
+problems come without the trace (the response is only "The answer is \\boxed{...}."). What it does not capture: the
+breadth of real math/science reasoning, and traces that branch or backtrack; every trace here is the one
+deterministic procedure, and the state is small.
 """
 
 from __future__ import annotations
