@@ -19,6 +19,7 @@ import numpy as np
 
 import bitune_jax as bj
 from bitune_jax.data.batch import SFTBatch
+from bitune_jax.models.compute import Compute
 from bitune_jax.models.config import ModelConfig, RopeConfig
 from bitune_jax.models.transformer import init_params
 from bitune_jax.peft import PeftConfig
@@ -46,7 +47,10 @@ def llama_1b() -> ModelConfig:
 
 def bench(name, cfg, params, kind, dtype, seq, batch, repeats, peak, remat="none"):
     objective = Objective(
-        kind=kind, cfg=cfg, peft=PeftConfig(rank=8) if kind == "peft" else None, dtype=dtype, remat=remat
+        kind=kind,
+        cfg=cfg,
+        peft=PeftConfig(rank=8) if kind == "peft" else None,
+        compute=Compute(dtype=dtype, remat=remat),
     )
     trainable, frozen = objective.split(params, jax.random.key(0))
     trainable = jax.tree.map(jnp.copy, trainable)  # the step donates its state; keep `params` alive

@@ -15,6 +15,7 @@ from bitune_jax import chat as chat_lib
 from bitune_jax.data.batch import PromptBatch
 from bitune_jax.generation import generate_tokens
 from bitune_jax.models import presets
+from bitune_jax.models.compute import Compute
 from bitune_jax.models.config import ModelConfig
 from bitune_jax.models.transformer import Params, forward
 from bitune_jax.sampling import SamplingConfig
@@ -24,20 +25,20 @@ SHIPPED = ("smollm2-135m-instruct", "gemma3-270m")  # presets whose weights ship
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "dtype", "attn_impl"))
-def _logits(params, tokens, positions, cfg, dtype, attn_impl):
-    return forward(params, tokens, cfg, positions=positions, dtype=dtype, attn_impl=attn_impl)[0]
+@functools.partial(jax.jit, static_argnames=("cfg", "compute"))
+def _logits(params, tokens, positions, cfg, compute):
+    return forward(params, tokens, cfg, positions=positions, compute=compute)[0]
 
 
 @dataclasses.dataclass
 class LM:
-    """A model, its weights and its tokenizer. `dtype` is the compute dtype; logits are always float32."""
+    """A model, its weights and its tokenizer, and how its forwards run (`compute`: dtype, attention, ...); logits
+    are always float32."""
 
     cfg: ModelConfig
     params: Params
     tokenizer: Tokenizer | None = None
-    dtype: jnp.dtype = jnp.float32
-    attn_impl: str = "xla"
+    compute: Compute = Compute()
 
     def _check_tokens(self, tokens: np.ndarray) -> np.ndarray:
         tokens = np.asarray(tokens)
@@ -70,9 +71,7 @@ class LM:
         tokens = self._check_tokens(tokens)
         if positions is None:
             positions = np.broadcast_to(np.arange(tokens.shape[1], dtype=np.int32), tokens.shape)
-        return _logits(
-            self.params, jnp.asarray(tokens), jnp.asarray(positions, jnp.int32), self.cfg, self.dtype, self.attn_impl
-        )
+        return _logits(self.params, jnp.asarray(tokens), jnp.asarray(positions, jnp.int32), self.cfg, self.compute)
 
     def _require_tokenizer(self) -> Tokenizer:
         if self.tokenizer is None:
@@ -108,8 +107,7 @@ class LM:
             sampling=SamplingConfig(temperature=temperature, top_p=top_p, top_k=top_k),
             eos_ids=self.eos_ids,
             pad_id=self.pad_id,
-            dtype=self.dtype,
-            attn_impl=self.attn_impl,
+            compute=self.compute,
         )
         return out.rows(len(prompts))
 
@@ -197,4 +195,4 @@ def load(
         params = jax.tree.map(jnp.asarray, params)
     elif not isinstance(jax.tree.leaves(params)[0], jax.Array):  # host arrays (GGUF)
         params = jax.device_put(params, shardings(params))
-    return LM(cfg=cfg, params=params, tokenizer=tokenizer, dtype=DTYPES[dtype], attn_impl=attn_impl)
+    return LM(cfg=cfg, params=params, tokenizer=tokenizer, compute=Compute(DTYPES[dtype], attn_impl))

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bitune_jax.models.compute import Compute
 from bitune_jax.models.config import ModelConfig
 from bitune_jax.models.transformer import KVCache, Params, forward
 from bitune_jax.peft import PeftConfig
@@ -69,7 +70,7 @@ def last_real_row(positions: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 @functools.partial(
-    jax.jit, static_argnames=("cfg", "max_new_tokens", "sampling", "eos_ids", "pad_id", "dtype", "attn_impl", "peft")
+    jax.jit, static_argnames=("cfg", "max_new_tokens", "sampling", "eos_ids", "pad_id", "compute", "peft")
 )
 def generate_tokens(
     params: Params,
@@ -82,14 +83,13 @@ def generate_tokens(
     sampling: SamplingConfig = SamplingConfig(),
     eos_ids: tuple[int, ...] = (),
     pad_id: int = 0,
-    dtype=jnp.float32,
-    attn_impl: str = "xla",
+    compute: Compute = Compute(),
     adapters: Params | None = None,
     peft: PeftConfig | None = None,
 ) -> Generated:
     batch, seq = tokens.shape
-    run = functools.partial(forward, params, cfg=cfg, adapters=adapters, peft=peft, dtype=dtype, attn_impl=attn_impl)
-    cache = KVCache.init(cfg, batch, seq + max_new_tokens, dtype)
+    run = functools.partial(forward, params, cfg=cfg, adapters=adapters, peft=peft, compute=compute)
+    cache = KVCache.init(cfg, batch, seq + max_new_tokens, compute.dtype)
     last, next_pos = last_real_row(positions)
     logits, cache = run(tokens, positions=positions, cache=cache, logit_rows=last[:, None])  # the prompt's last row
     next_logits = logits[:, 0]

@@ -24,16 +24,17 @@ from bitune_jax.bitune.config import BituneConfig
 from bitune_jax.bitune.mixing import alpha, init_mixing, mix
 from bitune_jax.data.batch import SFTBatch
 from bitune_jax.losses import hidden_token_loss
+from bitune_jax.models.compute import Compute
 from bitune_jax.models.config import ModelConfig
 from bitune_jax.models.transformer import (
     Layer,
+    LayerKind,
     Params,
+    RopeTables,
     decoder_layer,
     embed,
     layer_keys,
-    layer_windows,
-    remat_layer,
-    rope_tables,
+    scan_layers,
     unembed,
 )
 from bitune_jax.peft import init_adapters
@@ -69,22 +70,12 @@ def bitune_streams(
     bcfg: BituneConfig,
     *,
     prompt_width: int | None = None,  # static bound on max(mixed_len); the bidirectional stream's width
-    dtype=jnp.float32,
-    attn_impl: str = "xla",
-    remat: str = "none",
+    compute: Compute = Compute(),
     return_mixed_cache: bool = False,
     dropout_key: jax.Array | None = None,  # training: LoRA dropout, drawn independently for the two streams
-    sequence_parallel: kernels.SequenceParallel | None = None,  # both streams' tokens split over a mesh axis
 ):
     """Final causal-stream hidden states `[batch, seq, dim]` (and per-layer mixed prompt K/V if asked)."""
-    constrain = sequence_parallel.constrain if sequence_parallel is not None else lambda x: x
-    attention = functools.partial(
-        kernels.attention,
-        scale=cfg.scale,
-        logit_softcap=cfg.attn_logit_softcap,
-        impl=attn_impl,
-        sequence_parallel=sequence_parallel,
-    )
+    attention = functools.partial(compute.attention, scale=cfg.scale, logit_softcap=cfg.attn_logit_softcap)
     batch, seq = tokens.shape
     width = prompt_width or seq
     causal_set = adapter_set(trainable, "causal")
@@ -97,33 +88,23 @@ def bitune_streams(
     seg_q = (pos_c >= mixed_len[:, None]).astype(jnp.int32)  # 0: causal prompt pass, 1: answer pass
     kv_pos = jnp.concatenate([pos_b, pos_c], axis=1)
     kv_seg = jnp.concatenate([jnp.ones((batch, width), jnp.int32), seg_q], axis=1)
-    rope_c, rope_b = rope_tables(cfg, jnp.maximum(pos_c, 0)), rope_tables(cfg, jnp.maximum(pos_b, 0))
-    is_sliding = jnp.asarray([k == "sliding" for k in cfg.kinds])
-    windows = jnp.asarray(layer_windows(cfg))
-    x_c, x_b = embed(base, tokens, cfg, dtype), embed(base, tokens[:, :width], cfg, dtype)
+    rope_c, rope_b = RopeTables.of(cfg, pos_c), RopeTables.of(cfg, pos_b)
+    x_c, x_b = embed(base, tokens, cfg, compute.dtype), embed(base, tokens[:, :width], cfg, compute.dtype)
 
-    def body(carry, xs):
+    def body(carry, xs, kind: LayerKind):
         x_c, x_b = carry
-        lp, la_c, la_b, w_k, w_v, sliding, window, key_c, key_b = xs
-        (cos_gc, sin_gc), (cos_lc, sin_lc) = rope_c
-        (cos_gb, sin_gb), (cos_lb, sin_lb) = rope_b
+        lp, la_c, la_b, w_k, w_v, key_c, key_b = xs
         prefix = mixed_len if bcfg.bidirectional else None
-        spec_b = kernels.MaskSpec(q_positions=pos_b, kv_positions=pos_b, window=window, prefix_len=prefix)
+        spec_b = kernels.MaskSpec(q_positions=pos_b, kv_positions=pos_b, window=kind.window, prefix_len=prefix)
         spec_c = kernels.MaskSpec(
-            q_positions=pos_c, kv_positions=kv_pos, window=window, q_segment_ids=seg_q, kv_segment_ids=kv_seg
+            q_positions=pos_c, kv_positions=kv_pos, window=kind.window, q_segment_ids=seg_q, kv_segment_ids=kv_seg
         )
 
         def attend_b(q, k, v):
             return attention(q, k, v, mask_spec=spec_b), (k, v)
 
-        x_b, (k_b, v_b) = decoder_layer(
-            Layer(lp, la_b, bcfg.peft, key_b),
-            constrain(x_b),
-            cfg,
-            cos=jnp.where(sliding, cos_lb, cos_gb),
-            sin=jnp.where(sliding, sin_lb, sin_gb),
-            attend=attend_b,
-        )
+        layer_b = Layer(lp, la_b, bcfg.peft, key_b)
+        x_b, (k_b, v_b) = decoder_layer(layer_b, compute.constrain(x_b), cfg, **rope_b.at(kind), attend=attend_b)
 
         def attend_c(q, k, v):
             k_m = mix(k[:, :width], k_b, alpha(w_k, bcfg.tau))
@@ -131,14 +112,8 @@ def bitune_streams(
             o = attention(q, jnp.concatenate([k_m, k], 1), jnp.concatenate([v_m, v], 1), mask_spec=spec_c)
             return o, (k_m, v_m)
 
-        x_c, mixed = decoder_layer(
-            Layer(lp, la_c, bcfg.peft, key_c),
-            constrain(x_c),
-            cfg,
-            cos=jnp.where(sliding, cos_lc, cos_gc),
-            sin=jnp.where(sliding, sin_lc, sin_gc),
-            attend=attend_c,
-        )
+        layer_c = Layer(lp, la_c, bcfg.peft, key_c)
+        x_c, mixed = decoder_layer(layer_c, compute.constrain(x_c), cfg, **rope_c.at(kind), attend=attend_c)
         return (x_c, x_b), mixed if return_mixed_cache else None
 
     keys = (None, None) if dropout_key is None else tuple(jax.random.split(dropout_key))
@@ -148,11 +123,9 @@ def bitune_streams(
         bidir_set.get("layers", {}),
         weights["w_k"],
         weights["w_v"],
-        is_sliding,
-        windows,
         *(layer_keys(k, cfg.num_layers) for k in keys),
     )
-    (x_c, _), mixed = jax.lax.scan(remat_layer(body, remat), (x_c, x_b), xs)
+    (x_c, _), mixed = scan_layers(body, (x_c, x_b), xs, cfg, compute)
     return (x_c, mixed) if return_mixed_cache else x_c
 
 
@@ -164,8 +137,7 @@ def bitune_logits(
     bcfg: BituneConfig,
     *,
     prompt_width: int | None = None,
-    dtype=jnp.float32,
-    attn_impl: str = "xla",
+    compute: Compute = Compute(),
 ) -> jax.Array:
     """Float32 logits `[batch, seq, vocab]`; row t predicts token t + 1 (answer rows: t >= P - 1)."""
     x = bitune_streams(
@@ -177,8 +149,7 @@ def bitune_logits(
         cfg,
         bcfg,
         prompt_width=prompt_width,
-        dtype=dtype,
-        attn_impl=attn_impl,
+        compute=compute,
     )
     return unembed(base, x, cfg)
 
@@ -192,12 +163,8 @@ def bitune_loss(
     *,
     prompt_width: int | None = None,
     answer_width: int | None = None,
-    dtype=jnp.float32,
-    attn_impl: str = "xla",
-    remat: str = "none",
-    loss_chunk: int = 0,
+    compute: Compute = Compute(),
     dropout_key: jax.Array | None = None,
-    sequence_parallel: kernels.SequenceParallel | None = None,
 ):
     """`(loss, metrics)`, differentiable in `trainable` (both adapter sets and the mixing weights).
 
@@ -213,14 +180,9 @@ def bitune_loss(
         cfg,
         bcfg,
         prompt_width=prompt_width,
-        dtype=dtype,
-        attn_impl=attn_impl,
-        remat=remat,
+        compute=compute,
         dropout_key=dropout_key,
-        sequence_parallel=sequence_parallel,
     )
     rows, targets, mask = batch.answer_rows(answer_width)
-    x = jnp.take_along_axis(x, rows[..., None], axis=1)
-    if sequence_parallel is not None:
-        x = sequence_parallel.constrain(x)  # the answer rows' unembedding split over the devices too
-    return hidden_token_loss(x, targets, mask, lambda h: unembed(base, h, cfg), loss_chunk)
+    x = compute.constrain(jnp.take_along_axis(x, rows[..., None], axis=1))  # the answer rows split over devices too
+    return hidden_token_loss(x, targets, mask, lambda h: unembed(base, h, cfg), compute.loss_chunk)

@@ -13,6 +13,7 @@ import numpy as np
 from bitune_jax.bitune.config import BituneConfig
 from bitune_jax.bitune.forward import adapter_set, bitune_streams
 from bitune_jax.generation import Generated, decode_loop
+from bitune_jax.models.compute import Compute
 from bitune_jax.models.config import ModelConfig
 from bitune_jax.models.transformer import KVCache, Params, forward
 from bitune_jax.sampling import SamplingConfig
@@ -51,16 +52,15 @@ def prefill(
     bcfg: BituneConfig,
     *,
     cache_len: int,
-    dtype=jnp.float32,
-    attn_impl: str = "xla",
+    compute: Compute = Compute(),
 ) -> tuple[jax.Array, KVCache]:
     """Mixed prompt cache, then the last prompt token through it: logits `[batch, vocab]` for the first answer
     token (equal to the training forward's logits at position P - 1) and the cache to decode from."""
     batch, width = head.shape
     _, (k_m, v_m) = bitune_streams(
-        base, trainable, head, head_pos, last_pos, cfg, bcfg, dtype=dtype, attn_impl=attn_impl, return_mixed_cache=True
+        base, trainable, head, head_pos, last_pos, cfg, bcfg, compute=compute, return_mixed_cache=True
     )
-    cache = KVCache.init(cfg, batch, cache_len, dtype)
+    cache = KVCache.init(cfg, batch, cache_len, compute.dtype)
     cache = KVCache(
         k=cache.k.at[:, :, :width].set(k_m),
         v=cache.v.at[:, :, :width].set(v_m),
@@ -75,14 +75,13 @@ def prefill(
         cache=cache,
         adapters=adapter_set(trainable, "causal"),
         peft=bcfg.peft,
-        dtype=dtype,
-        attn_impl=attn_impl,
+        compute=compute,
     )
     return logits[:, 0], cache
 
 
 @functools.partial(
-    jax.jit, static_argnames=("cfg", "bcfg", "max_new_tokens", "sampling", "eos_ids", "pad_id", "dtype", "attn_impl")
+    jax.jit, static_argnames=("cfg", "bcfg", "max_new_tokens", "sampling", "eos_ids", "pad_id", "compute")
 )
 def _generate(
     base,
@@ -99,8 +98,7 @@ def _generate(
     sampling,
     eos_ids,
     pad_id,
-    dtype,
-    attn_impl,
+    compute,
 ) -> Generated:
     cache_len = head.shape[1] + 1 + max_new_tokens
     logits, cache = prefill(
@@ -113,8 +111,7 @@ def _generate(
         cfg,
         bcfg,
         cache_len=cache_len,
-        dtype=dtype,
-        attn_impl=attn_impl,
+        compute=compute,
     )
     causal = adapter_set(trainable, "causal")
 
@@ -127,8 +124,7 @@ def _generate(
             cache=cache,
             adapters=causal,
             peft=bcfg.peft,
-            dtype=dtype,
-            attn_impl=attn_impl,
+            compute=compute,
         )
         return logits[:, 0], cache
 
@@ -157,8 +153,7 @@ def bitune_generate(
     eos_ids: tuple[int, ...] = (),
     pad_id: int = 0,
     seed: int = 0,
-    dtype=jnp.float32,
-    attn_impl: str = "xla",
+    compute: Compute = Compute(),
 ) -> list[list[int]]:
     """Continue each prompt (token ids, different lengths allowed); each continuation ends at its EOS."""
     head, head_pos, last, last_pos = split_prompts(prompts, pad_id, cfg.max_seq_len, max_new_tokens)
@@ -176,7 +171,6 @@ def bitune_generate(
         sampling=sampling,
         eos_ids=tuple(eos_ids),
         pad_id=pad_id,
-        dtype=dtype,
-        attn_impl=attn_impl,
+        compute=compute,
     )
     return out.rows(len(prompts))

@@ -262,8 +262,7 @@ class BituneJaxLM(TemplateLM):
             bcfg,
             prompt_width,
             answer_width,
-            self.lm.dtype,
-            self.lm.attn_impl,
+            self.lm.compute,
         )
         logp, greedy = np.asarray(logp), np.asarray(greedy)
         return [(float(logp[r, : len(c)].sum()), bool(greedy[r, : len(c)].all())) for r, (_, c) in enumerate(rows)]
@@ -280,8 +279,7 @@ class BituneJaxLM(TemplateLM):
             cfg,
             eos_ids=self.lm.eos_ids,
             pad_id=self.lm.pad_id,
-            dtype=self.lm.dtype,
-            attn_impl=self.lm.attn_impl,
+            compute=self.lm.compute,
         )
 
 

@@ -36,6 +36,7 @@ import numpy as np
 from bitune_jax.chat import render_chat
 from bitune_jax.data.batch import SFTBatch
 from bitune_jax.eval.datasets import MCItem
+from bitune_jax.models.compute import Compute
 from bitune_jax.tokenizer import Tokenizer
 
 
@@ -193,15 +194,13 @@ def score_lm(lm, items: Sequence[MCItem], cfg: MCConfig = MCConfig()) -> tuple[l
     return scores, summarize(scores)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "bcfg", "prompt_width", "answer_width", "dtype", "attn_impl"))
-def bitune_answer_scores(base, trainable, batch, cfg, bcfg, prompt_width, answer_width, dtype, attn_impl):
+@functools.partial(jax.jit, static_argnames=("cfg", "bcfg", "prompt_width", "answer_width", "compute"))
+def bitune_answer_scores(base, trainable, batch, cfg, bcfg, prompt_width, answer_width, compute):
     """`[batch, answer_width]` each: the log-prob of every answer token over the Bitune mixed prompt cache (0 past
     the answer), and whether it is the argmax there (True past the answer)."""
     from bitune_jax.bitune import bitune_logits
 
-    logits = bitune_logits(
-        base, trainable, batch, cfg, bcfg, prompt_width=prompt_width, dtype=dtype, attn_impl=attn_impl
-    )
+    logits = bitune_logits(base, trainable, batch, cfg, bcfg, prompt_width=prompt_width, compute=compute)
     rows, targets, mask = batch.answer_rows(answer_width)
     at_rows = jnp.take_along_axis(logits, rows[..., None], axis=1)
     logp = jax.nn.log_softmax(at_rows.astype(jnp.float32), axis=-1)
@@ -219,8 +218,7 @@ def score_bitune(
     cfg: MCConfig = MCConfig(),
     *,
     pad_id: int,
-    dtype=jnp.float32,
-    attn_impl: str = "xla",
+    compute: Compute = Compute(),
 ) -> tuple[list[MCScore], dict[str, Any]]:
     """Score every choice over the Bitune mixed prompt cache: `(per-item scores, summary)`."""
     encoded = [encode_item(tok, item, cfg) for item in items]
@@ -241,8 +239,7 @@ def score_bitune(
                 bcfg,
                 prompt_width,
                 answer_width,
-                dtype,
-                attn_impl,
+                compute,
             )[0]
         )
         for r, (i, c, _, cont) in enumerate(rows):

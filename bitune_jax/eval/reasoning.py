@@ -33,6 +33,7 @@ from bitune_jax.eval.answers import is_correct, is_correct_original, last_boxed,
 from bitune_jax.eval.datasets import ReasoningItem
 from bitune_jax.eval.metrics import avg_at_n, mean_pass_at_k_unbiased, pass_at_k_first
 from bitune_jax.generation import generate_tokens
+from bitune_jax.models.compute import Compute
 from bitune_jax.sampling import SamplingConfig
 from bitune_jax.tokenizer import Tokenizer
 
@@ -223,8 +224,7 @@ def lm_generate_fn(lm, cfg: ReasoningEvalConfig, adapters=None, peft=None) -> Ge
             sampling=cfg.sampling,
             eos_ids=lm.eos_ids,
             pad_id=lm.pad_id,
-            dtype=lm.dtype,
-            attn_impl=lm.attn_impl,
+            compute=lm.compute,
             adapters=adapters,
             peft=peft,
         )
@@ -249,8 +249,7 @@ def bitune_generate_fn(
     *,
     eos_ids: Sequence[int],
     pad_id: int,
-    dtype=jnp.float32,
-    attn_impl: str = "xla",
+    compute: Compute = Compute(),
 ) -> GenerateFn:
     """Decoding of a Bitune model: both prompt streams prefilled and mixed, then causal decoding
     (`bitune_generate`). Prompt widths are not rounded here, so each new width compiles once."""
@@ -268,8 +267,7 @@ def bitune_generate_fn(
             eos_ids=tuple(eos_ids),
             pad_id=pad_id,
             seed=seed,
-            dtype=dtype,
-            attn_impl=attn_impl,
+            compute=compute,
         )
 
     return generate
@@ -286,12 +284,11 @@ def evaluate_bitune(
     *,
     eos_ids: Sequence[int],
     pad_id: int,
-    dtype=jnp.float32,
-    attn_impl: str = "xla",
+    compute: Compute = Compute(),
 ):
     """Reasoning eval of a Bitune model (`bitune_generate_fn`): `(records, summary)`."""
     generate = bitune_generate_fn(
-        base, trainable, model_cfg, bcfg, cfg, eos_ids=eos_ids, pad_id=pad_id, dtype=dtype, attn_impl=attn_impl
+        base, trainable, model_cfg, bcfg, cfg, eos_ids=eos_ids, pad_id=pad_id, compute=compute
     )
     return evaluate(generate, tok, items, cfg, eos_ids)
 

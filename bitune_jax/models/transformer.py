@@ -19,6 +19,7 @@ import numpy as np
 
 from bitune_jax import kernels
 from bitune_jax.models import rope as rope_lib
+from bitune_jax.models.compute import Compute
 from bitune_jax.models.config import ModelConfig
 from bitune_jax.peft import PeftConfig, dense
 from bitune_jax.tree_paths import named_leaves
@@ -65,32 +66,50 @@ def _activation(cfg: ModelConfig, x: jax.Array) -> jax.Array:
     return jax.nn.gelu(x, approximate=True)
 
 
-REMAT_POLICIES = {
-    "none": None,
-    "full": jax.checkpoint_policies.nothing_saveable,  # recompute the whole layer in the backward pass
-    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # keep matmul outputs, recompute the rest
-}
+class LayerKind(NamedTuple):
+    """What a scanned layer body needs to know about its layer besides its weights (traced per layer)."""
+
+    sliding: jax.Array  # [] bool: a sliding-window layer (its own RoPE base when the family has one)
+    window: jax.Array  # [] int32 left window; NO_WINDOW for global layers
 
 
-def remat_layer(body, remat: str):
-    """Wrap a scanned layer body in `jax.checkpoint` with a named policy (a config value)."""
-    if remat not in REMAT_POLICIES:
-        raise ValueError(f"unknown remat policy {remat!r}; choose from {sorted(REMAT_POLICIES)}")
-    return body if remat == "none" else jax.checkpoint(body, policy=REMAT_POLICIES[remat])
+def layer_kinds(cfg: ModelConfig) -> LayerKind:
+    """`[layers]` stacked `LayerKind`s, to scan over beside the stacked weights."""
+    return LayerKind(
+        sliding=jnp.asarray([k == "sliding" for k in cfg.kinds]),
+        window=jnp.asarray([cfg.sliding_window if k == "sliding" else NO_WINDOW for k in cfg.kinds], jnp.int32),
+    )
 
 
-def layer_windows(cfg: ModelConfig) -> np.ndarray:
-    """Per-layer left window as int32 `[layers]`; global layers get a window no sequence reaches."""
-    return np.array([cfg.sliding_window if k == "sliding" else NO_WINDOW for k in cfg.kinds], np.int32)
+class RopeTables(NamedTuple):
+    """RoPE `(cos, sin)` of one stream's positions for global and for sliding layers, each `[batch, seq, head_dim]`."""
+
+    global_: tuple[jax.Array, jax.Array]
+    local: tuple[jax.Array, jax.Array]
+
+    @classmethod
+    def of(cls, cfg: ModelConfig, positions: jax.Array) -> RopeTables:
+        """Tables for `positions` (`[batch, seq]`, -1 padding is rotated as position 0: it is masked anyway)."""
+        positions = jnp.maximum(positions, 0)
+        global_ = rope_lib.rope_angles(positions, *rope_lib.inverse_frequencies(cfg.rope, cfg.head_dim))
+        local = global_
+        if cfg.rope_local is not None:
+            local = rope_lib.rope_angles(positions, *rope_lib.inverse_frequencies(cfg.rope_local, cfg.head_dim))
+        return cls(global_, local)
+
+    def at(self, kind: LayerKind) -> dict[str, jax.Array]:
+        """`{"cos", "sin"}` for one layer (the keyword arguments `decoder_layer` takes)."""
+        (cos_g, sin_g), (cos_l, sin_l) = self.global_, self.local
+        return {"cos": jnp.where(kind.sliding, cos_l, cos_g), "sin": jnp.where(kind.sliding, sin_l, sin_g)}
 
 
-def rope_tables(cfg: ModelConfig, positions: jax.Array):
-    """`(cos, sin)` for global layers and for sliding layers, each `[batch, seq, head_dim]`."""
-    global_ = rope_lib.rope_angles(positions, *rope_lib.inverse_frequencies(cfg.rope, cfg.head_dim))
-    local = global_
-    if cfg.rope_local is not None:
-        local = rope_lib.rope_angles(positions, *rope_lib.inverse_frequencies(cfg.rope_local, cfg.head_dim))
-    return global_, local
+def scan_layers(body, carry, xs, cfg: ModelConfig, compute: Compute):
+    """`jax.lax.scan` of `body(carry, xs_l, kind) -> (carry, y_l)` over the layers, under the remat policy.
+
+    `xs` are stacked on axis 0 (weights, adapters, dropout keys, caches); `kind` is the layer's `LayerKind`. The one
+    scan that the decoder and both Bitune streams run.
+    """
+    return jax.lax.scan(compute.checkpointed(lambda c, x: body(c, *x)), carry, (xs, layer_kinds(cfg)))
 
 
 def embed(params: Params, tokens: jax.Array, cfg: ModelConfig, dtype) -> jax.Array:
@@ -188,70 +207,58 @@ def forward(
     cache: KVCache | None = None,
     adapters: Params | None = None,
     peft: PeftConfig | None = None,
-    dtype=jnp.float32,
-    attn_impl: str = "xla",
-    remat: str = "none",
+    compute: Compute = Compute(),
     logit_rows: jax.Array | None = None,  # [batch, rows] int32: unembed only these rows (a loss needs no more)
     return_hidden: bool = False,  # final hidden states (before the final norm) instead of logits
     dropout_key: jax.Array | None = None,  # training: LoRA dropout (`peft.dropout`) drawn from this key
-    sequence_parallel: kernels.SequenceParallel | None = None,  # tokens split over a mesh axis (no cache)
 ) -> tuple[jax.Array, KVCache | None]:
     """Logits `[batch, seq or rows, vocab]` (float32) and the updated cache.
 
     Without a cache the tokens attend to each other; with one they are written at slots
     `cache.length ...` and attend to everything the cache holds.
     """
-    if cache is not None and sequence_parallel is not None:
+    if cache is not None and compute.sequence_parallel is not None:
         raise ValueError("sequence_parallel splits a whole sequence over devices; decoding with a cache does not")
-    constrain = sequence_parallel.constrain if sequence_parallel is not None else lambda x: x
     batch, seq = tokens.shape
     if positions is None:
         positions = jnp.broadcast_to(jnp.arange(seq, dtype=jnp.int32), (batch, seq))
-    rope_pos = jnp.maximum(positions, 0)
-    (cos_g, sin_g), (cos_l, sin_l) = rope_tables(cfg, rope_pos)
-    is_sliding = jnp.asarray([k == "sliding" for k in cfg.kinds])
-    windows = jnp.asarray(layer_windows(cfg))
-    x = embed(params, tokens, cfg, dtype)
+    rope = RopeTables.of(cfg, positions)
+    x = embed(params, tokens, cfg, compute.dtype)
 
     if cache is not None:
         kv_positions = jax.lax.dynamic_update_slice(cache.positions, positions, (0, cache.length))
     else:
         kv_positions = positions
 
-    def body(x, xs):
-        lp, la, sliding, window, key, cache_k, cache_v = xs
-        cos = jnp.where(sliding, cos_l, cos_g)
-        sin = jnp.where(sliding, sin_l, sin_g)
-        spec = kernels.MaskSpec(q_positions=positions, kv_positions=kv_positions, window=window, prefix_len=prefix_len)
+    def body(x, xs, kind: LayerKind):
+        lp, la, key, cache_k, cache_v = xs
+        spec = kernels.MaskSpec(
+            q_positions=positions, kv_positions=kv_positions, window=kind.window, prefix_len=prefix_len
+        )
 
         def attend(q, k, v):
             if cache_k is not None:
                 k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), (0, cache.length, 0, 0))
                 v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, cache.length, 0, 0))
-            o = kernels.attention(
+            o = compute.attention(
                 q,
                 k.astype(q.dtype),
                 v.astype(q.dtype),
                 mask_spec=spec,
                 scale=cfg.scale,
                 logit_softcap=cfg.attn_logit_softcap,
-                impl=attn_impl,
-                sequence_parallel=sequence_parallel,
             )
             return o, (k, v)
 
-        x, kept = decoder_layer(Layer(lp, la, peft, key), constrain(x), cfg, cos=cos, sin=sin, attend=attend)
+        x, kept = decoder_layer(Layer(lp, la, peft, key), compute.constrain(x), cfg, **rope.at(kind), attend=attend)
         return x, kept if cache_k is not None else None
 
     cache_kv = (cache.k, cache.v) if cache is not None else (None, None)
     layer_adapters = (adapters or {}).get("layers", {})
     if layer_adapters and peft is None:
         raise ValueError("adapters were given without the PeftConfig that made them")
-    x, new_kv = jax.lax.scan(
-        remat_layer(body, remat),
-        x,
-        (params["layers"], layer_adapters, is_sliding, windows, layer_keys(dropout_key, cfg.num_layers), *cache_kv),
-    )
+    xs = (params["layers"], layer_adapters, layer_keys(dropout_key, cfg.num_layers), *cache_kv)
+    x, new_kv = scan_layers(body, x, xs, cfg, compute)
     if logit_rows is not None:
         x = jnp.take_along_axis(x, logit_rows[..., None], axis=1)
     logits = x if return_hidden else unembed(params, x, cfg)

@@ -115,7 +115,7 @@ class HeldOutEval:
     ) -> dict[str, Any]:
         """Generate on every item with the current weights; returns the summary, writes generations to `out_path`.
 
-        `lm` supplies the tokenizer, ids, dtype and attention implementation; its params are not used.
+        `lm` supplies the tokenizer, ids and compute setting; its params are not used.
         """
         records, summary = evaluate(
             self._generate_fn(objective, trainable, frozen, lm),
@@ -139,8 +139,7 @@ class HeldOutEval:
                 self.sampling,
                 eos_ids=lm.eos_ids,
                 pad_id=lm.pad_id,
-                dtype=lm.dtype,
-                attn_impl=lm.attn_impl,
+                compute=lm.compute,
             )
         if objective.kind == "full":
             return lm_generate_fn(dataclasses.replace(lm, params=trainable), self.sampling)

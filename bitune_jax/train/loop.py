@@ -23,6 +23,7 @@ from bitune_jax import kernels
 from bitune_jax.bitune import BituneConfig, alpha
 from bitune_jax.data import EpochBatches, SFTBatch, read_records, split_pool, synthetic, tokenize_records
 from bitune_jax.data.hf_datasets import read_hf_records
+from bitune_jax.models.compute import Compute
 from bitune_jax.train import checkpointing, divergence, epoch_stats, evaluation, run_record, saturation
 from bitune_jax.train.logging import ProgressBar, RunLogger
 from bitune_jax.train.objectives import Objective
@@ -123,12 +124,14 @@ def objective_from_config(spec: RunSpec, cfg, mesh: jax.sharding.Mesh | None = N
         cfg=cfg,
         peft=peft if spec.objective == "peft" else None,
         bitune=bitune if spec.objective == "bitune" else None,
-        dtype=bj.api.DTYPES[spec.model.dtype],
-        attn_impl=spec.model.attn_impl,
-        remat=spec.model.remat,
-        loss_chunk=spec.train.loss_chunk,
+        compute=Compute(
+            dtype=bj.api.DTYPES[spec.model.dtype],
+            attn_impl=spec.model.attn_impl,
+            remat=spec.model.remat,
+            loss_chunk=spec.train.loss_chunk,
+            sequence_parallel=sp,
+        ),
         seed=spec.seed,
-        sequence_parallel=sp,
     )
 
 

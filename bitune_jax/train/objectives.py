@@ -8,15 +8,14 @@ Trainable and frozen parameters are separate pytrees, so freezing, sharding and 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal
+from typing import Literal
 
 import jax
-import jax.numpy as jnp
 
-from bitune_jax import kernels
 from bitune_jax.bitune import BituneConfig, bitune_loss, init_trainable
 from bitune_jax.data.batch import SFTBatch
 from bitune_jax.losses import hidden_token_loss
+from bitune_jax.models.compute import Compute
 from bitune_jax.models.config import ModelConfig
 from bitune_jax.models.transformer import Params, forward, unembed
 from bitune_jax.peft import PeftConfig, init_adapters
@@ -30,12 +29,8 @@ class Objective:
     cfg: ModelConfig
     peft: PeftConfig | None = None
     bitune: BituneConfig | None = None
-    dtype: Any = jnp.float32  # compute dtype
-    attn_impl: str = "xla"
-    remat: str = "none"
-    loss_chunk: int = 0  # >0: unembed and score this many rows at a time (long sequences, large vocabularies)
+    compute: Compute = Compute()  # dtype, attention implementation, remat, loss chunk, sequence parallelism
     seed: int = 0  # the train step's dropout key is fold_in(key(seed), step): a resumed run draws the same masks
-    sequence_parallel: kernels.SequenceParallel | None = None  # tokens of each row split over a mesh axis
 
     def __post_init__(self):
         if self.kind not in ("full", "peft", "bitune"):
@@ -73,12 +68,8 @@ class Objective:
                 self.bitune,
                 prompt_width=prompt_width,
                 answer_width=answer_width,
-                dtype=self.dtype,
-                attn_impl=self.attn_impl,
-                remat=self.remat,
-                loss_chunk=self.loss_chunk,
+                compute=self.compute,
                 dropout_key=dropout_key,
-                sequence_parallel=self.sequence_parallel,
             )
         params, adapters = (trainable, None) if self.kind == "full" else (frozen, trainable)
         rows, targets, mask = batch.answer_rows(answer_width)
@@ -89,14 +80,10 @@ class Objective:
             positions=batch.positions,
             adapters=adapters,
             peft=self.peft,
-            dtype=self.dtype,
-            attn_impl=self.attn_impl,
-            remat=self.remat,
+            compute=self.compute,
             logit_rows=rows,
             return_hidden=True,
             dropout_key=dropout_key,
-            sequence_parallel=self.sequence_parallel,
         )
-        if self.sequence_parallel is not None:
-            hidden = self.sequence_parallel.constrain(hidden)  # the answer rows' unembedding split too
-        return hidden_token_loss(hidden, targets, mask, lambda h: unembed(params, h, self.cfg), self.loss_chunk)
+        hidden = self.compute.constrain(hidden)  # the answer rows' unembedding split over the devices too
+        return hidden_token_loss(hidden, targets, mask, lambda h: unembed(params, h, self.cfg), self.compute.loss_chunk)

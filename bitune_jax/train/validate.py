@@ -16,7 +16,7 @@ from ml_collections import ConfigDict
 
 from bitune_jax import kernels
 from bitune_jax.bitune import BituneConfig
-from bitune_jax.models.transformer import REMAT_POLICIES
+from bitune_jax.models.compute import REMAT_POLICIES
 from bitune_jax.peft import PeftConfig
 from bitune_jax.train import run_record
 from bitune_jax.train.saturation import SaturationConfig

@@ -10,6 +10,7 @@ import pytest
 from bitune_jax.bitune import BituneConfig, bitune_logits, bitune_loss, init_trainable
 from bitune_jax.data.batch import SFTBatch
 from bitune_jax.losses import masked_token_loss
+from bitune_jax.models.compute import Compute
 from bitune_jax.models.transformer import forward, init_params
 from bitune_jax.peft import PeftConfig
 from tests.bitune.reference import FAST_COMPILE, literal_grad
@@ -156,8 +157,8 @@ def test_fused_with_pallas_attention_equals_literal_reference():
     pairs = pairs_for(cfg, shapes=[(1, 3), (9, 6), (MAX_LEN - 1, 1)])
     batch = SFTBatch.from_pairs(pairs, pad_id=0, max_len=MAX_LEN)
     (loss, _), grads = jax.jit(
-        jax.value_and_grad(bitune_loss, has_aux=True), static_argnums=(3, 4), static_argnames="attn_impl"
-    )(trainable, base, batch, cfg, bcfg, attn_impl="pallas")
+        jax.value_and_grad(bitune_loss, has_aux=True), static_argnums=(3, 4), static_argnames="compute"
+    )(trainable, base, batch, cfg, bcfg, compute=Compute(attn_impl="pallas"))
     (ref_loss, _), ref_grads = literal_grad(base, trainable, pairs, cfg, bcfg)
     np.testing.assert_allclose(loss, ref_loss, atol=1e-5, rtol=0)
     for g, r in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads)):

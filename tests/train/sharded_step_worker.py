@@ -17,6 +17,7 @@ from jax.experimental import multihost_utils
 from bitune_jax import kernels
 from bitune_jax.bitune import BituneConfig
 from bitune_jax.data.batch import SFTBatch
+from bitune_jax.models.compute import Compute
 from bitune_jax.models.config import ModelConfig
 from bitune_jax.models.transformer import init_params
 from bitune_jax.peft import PeftConfig
@@ -85,8 +86,7 @@ def run(kind, mesh, args):
         cfg=cfg,
         peft=PeftConfig(rank=4) if kind == "peft" else None,
         bitune=BituneConfig(peft=PeftConfig(rank=4)) if kind == "bitune" else None,
-        attn_impl=args.attn,
-        sequence_parallel=sp,
+        compute=Compute(attn_impl=args.attn, sequence_parallel=sp),
     )
     params = init_params(cfg, jax.random.key(0), scale=0.1)
     trainable, frozen = objective.split(params, jax.random.key(1))

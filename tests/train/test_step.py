@@ -9,6 +9,7 @@ import optax
 import pytest
 
 from bitune_jax.data.batch import SFTBatch
+from bitune_jax.models.compute import Compute
 from bitune_jax.models.config import ModelConfig
 from bitune_jax.models.transformer import init_params
 from bitune_jax.peft import PeftConfig
@@ -84,7 +85,7 @@ def test_loss_chunk_gives_the_same_loss_and_gradients():
     batch = _batch(slice(0, 2))
     for kind, extra in (("full", {}), ("bitune", {"bitune": BituneConfig(peft=PeftConfig(rank=4))})):
         plain = Objective(kind=kind, cfg=CFG, **extra)
-        chunked = Objective(kind=kind, cfg=CFG, loss_chunk=4, **extra)
+        chunked = Objective(kind=kind, cfg=CFG, compute=Compute(loss_chunk=4), **extra)
         trainable, frozen = plain.split(params, jax.random.key(1))
         (a, _), ga = jax.jit(jax.value_and_grad(plain.loss, has_aux=True))(trainable, frozen, batch)
         (b, _), gb = jax.jit(jax.value_and_grad(chunked.loss, has_aux=True))(trainable, frozen, batch)
