@@ -41,8 +41,7 @@ except ImportError as e:  # pragma: no cover - the message is the point
 
 import bitune_jax as bj
 from bitune_jax.bitune import BituneConfig
-from bitune_jax.data.batch import SFTBatch
-from bitune_jax.eval.multiple_choice import bitune_answer_scores, next_token_scores
+from bitune_jax.eval.multiple_choice import bitune_scorer, lm_scorer, score_continuations
 from bitune_jax.eval.reasoning import ReasoningEvalConfig, bitune_generate_fn, lm_generate_fn
 from bitune_jax.peft import merge
 from bitune_jax.train.checkpointing import Checkpointer
@@ -222,50 +221,25 @@ class BituneJaxLM(TemplateLM):
 
     def score_pairs(self, pairs: Sequence[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
         """`(sum of log P(continuation | context), whether every continuation token is the argmax)` per pair."""
+        if self.bitune is None:
+            scorer = lm_scorer(self.lm)
+        else:
+            scorer = bitune_scorer(self.lm.params, self.bitune[0], self.lm.cfg, self.bitune[1], self.lm.compute)
         results: list[tuple[float, bool] | None] = [None] * len(pairs)
         order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
         for start in range(0, len(order), self.batch_size_):
             chunk = order[start : start + self.batch_size_]
-            rows = [pairs[i] for i in chunk]
-            scored = self._score_bitune(rows) if self.bitune is not None else self._score_plain(rows)
+            scored = score_continuations(
+                [pairs[i] for i in chunk],
+                scorer,
+                pad_id=self.lm.pad_id,
+                max_len=self.lm.cfg.max_seq_len,
+                rows_multiple=self.batch_size_,
+                width_multiple=WIDTH_MULTIPLE,
+            )
             for i, value in zip(chunk, scored):
                 results[i] = value
         return results  # type: ignore[return-value]
-
-    def _width(self, rows) -> int:
-        longest = max(len(c) + len(a) for c, a in rows)
-        return min(-(-longest // WIDTH_MULTIPLE) * WIDTH_MULTIPLE, max(longest, self.lm.cfg.max_seq_len))
-
-    def _score_plain(self, rows) -> list[tuple[float, bool]]:
-        width, n = self._width(rows), self.batch_size_
-        tokens = np.full((n, width), self.lm.pad_id, np.int32)
-        positions = np.full((n, width), -1, np.int32)
-        positions[len(rows) :, 0] = 0  # dummy rows: one token, so no row is all padding
-        for r, (ctx, cont) in enumerate(rows):
-            tokens[r, : len(ctx) + len(cont)] = ctx + cont
-            positions[r, : len(ctx) + len(cont)] = np.arange(len(ctx) + len(cont))
-        logp, greedy = map(np.asarray, next_token_scores(self.lm.logits(tokens, positions), jnp.asarray(tokens)))
-        spans = [slice(len(ctx) - 1, len(ctx) - 1 + len(cont)) for ctx, cont in rows]
-        return [(float(logp[r, s].sum()), bool(greedy[r, s].all())) for r, s in enumerate(spans)]
-
-    def _score_bitune(self, rows) -> list[tuple[float, bool]]:
-        trainable, bcfg = self.bitune
-        pad = self.lm.pad_id
-        padded = list(rows) + [([pad], [pad])] * (self.batch_size_ - len(rows))
-        batch = SFTBatch.from_pairs(padded, pad, self.lm.cfg.max_seq_len, seq_len=self._width(padded))
-        prompt_width, answer_width = batch.widths()
-        logp, greedy = bitune_answer_scores(
-            self.lm.params,
-            trainable,
-            jax.tree.map(jnp.asarray, batch),
-            self.lm.cfg,
-            bcfg,
-            prompt_width,
-            answer_width,
-            self.lm.compute,
-        )
-        logp, greedy = np.asarray(logp), np.asarray(greedy)
-        return [(float(logp[r, : len(c)].sum()), bool(greedy[r, : len(c)].all())) for r, (_, c) in enumerate(rows)]
 
     def _generate_fn(self, cfg: ReasoningEvalConfig):
         if self.bitune is None:

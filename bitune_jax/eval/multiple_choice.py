@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, NamedTuple
 
 import jax
@@ -115,18 +115,11 @@ def _round_up(n: int, multiple: int) -> int:
 
 
 @jax.jit
-def next_token_scores(logits: jax.Array, tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """`logits [B, T, V]`, `tokens [B, T]` -> `[B, T]` each: log P(tokens[:, t + 1] | ..t), and whether that token
-    is the argmax there (lm-eval's `is_greedy`); the last column is 0 / True."""
+def next_token_logprobs(logits: jax.Array, tokens: jax.Array) -> jax.Array:
+    """`logits [B, T, V]`, `tokens [B, T]` -> `[B, T]`: log P(tokens[:, t + 1] | ..t); the last column is 0."""
     logp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), axis=-1)
     picked = jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
-    greedy = jnp.argmax(logits[:, :-1], axis=-1) == tokens[:, 1:]
-    return jnp.pad(picked, ((0, 0), (0, 1))), jnp.pad(greedy, ((0, 0), (0, 1)), constant_values=True)
-
-
-def next_token_logprobs(logits: jax.Array, tokens: jax.Array) -> jax.Array:
-    """`[B, T]`: log P(tokens[:, t + 1] | ..t); the last column is 0."""
-    return next_token_scores(logits, tokens)[0]
+    return jnp.pad(picked, ((0, 0), (0, 1)))
 
 
 def _chunks(encoded: Sequence[Encoded], batch_items: int):
@@ -171,41 +164,89 @@ def summarize(scores: Sequence[MCScore]) -> dict[str, Any]:
     }
 
 
-def score_lm(lm, items: Sequence[MCItem], cfg: MCConfig = MCConfig()) -> tuple[list[MCScore], dict[str, Any]]:
-    """Score every choice of every item with a plain `LM` (`LM.logits`): `(per-item scores, summary)`."""
-    if lm.tokenizer is None:
-        raise ValueError("multiple-choice scoring encodes text; load the model with its tokenizer")
-    encoded = [encode_item(lm.tokenizer, item, cfg) for item in items]
-    sums: dict[tuple[int, int], float] = {}
-    for rows in _chunks(encoded, cfg.batch_items):
-        lengths = [len(p) + len(c) for _, _, p, c in rows]
-        width = min(_round_up(max(lengths), cfg.width_multiple), max(max(lengths), lm.cfg.max_seq_len))
-        n_rows = _round_up(len(rows), cfg.rows_multiple)
-        tokens = np.full((n_rows, width), lm.pad_id, np.int32)
-        positions = np.full((n_rows, width), -1, np.int32)
-        positions[len(rows) :, 0] = 0  # dummy rows: one pad token, so no row is all padding
-        for r, (_, _, p, c) in enumerate(rows):
-            tokens[r, : lengths[r]] = p + c
-            positions[r, : lengths[r]] = np.arange(lengths[r])
-        logp = np.asarray(next_token_logprobs(lm.logits(tokens, positions), jnp.asarray(tokens)))
-        for r, (i, c, p, cont) in enumerate(rows):
-            sums[(i, c)] = float(logp[r, len(p) - 1 : len(p) - 1 + len(cont)].sum())
-    scores = _collect(items, encoded, sums)
-    return scores, summarize(scores)
+# (batch, (prompt_width, answer_width)) -> `[rows, answer_width]` each: log P of every answer token (0 past the
+# answer) and whether it is the argmax there (True past the answer).
+AnswerScorer = Callable[[SFTBatch, tuple[int, int]], tuple[jax.Array, jax.Array]]
+
+
+def _answer_scores(at_rows: jax.Array, targets: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """`at_rows [B, W, V]` logits at the answer rows -> (log P of each target, whether it is the argmax)."""
+    logp = jax.nn.log_softmax(at_rows.astype(jnp.float32), axis=-1)
+    picked = jnp.where(mask, jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0], 0.0)
+    return picked, jnp.where(mask, jnp.argmax(at_rows, axis=-1) == targets, True)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "answer_width", "compute"))
+def lm_answer_scores(params, batch: SFTBatch, cfg, answer_width: int, compute: Compute = Compute()):
+    """A plain model's `AnswerScorer` (only the answer rows are unembedded)."""
+    from bitune_jax.models.transformer import forward
+
+    rows, targets, mask = batch.answer_rows(answer_width)
+    logits, _ = forward(params, batch.tokens, cfg, positions=batch.positions, logit_rows=rows, compute=compute)
+    return _answer_scores(logits, targets, mask)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "bcfg", "prompt_width", "answer_width", "compute"))
-def bitune_answer_scores(base, trainable, batch, cfg, bcfg, prompt_width, answer_width, compute):
-    """`[batch, answer_width]` each: the log-prob of every answer token over the Bitune mixed prompt cache (0 past
-    the answer), and whether it is the argmax there (True past the answer)."""
+def bitune_answer_scores(base, trainable, batch: SFTBatch, cfg, bcfg, prompt_width, answer_width, compute):
+    """A Bitune model's `AnswerScorer`: every answer token scored over the mixed prompt cache."""
     from bitune_jax.bitune import bitune_logits
 
     logits = bitune_logits(base, trainable, batch, cfg, bcfg, prompt_width=prompt_width, compute=compute)
     rows, targets, mask = batch.answer_rows(answer_width)
-    at_rows = jnp.take_along_axis(logits, rows[..., None], axis=1)
-    logp = jax.nn.log_softmax(at_rows.astype(jnp.float32), axis=-1)
-    picked = jnp.where(mask, jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0], 0.0)
-    return picked, jnp.where(mask, jnp.argmax(at_rows, axis=-1) == targets, True)
+    return _answer_scores(jnp.take_along_axis(logits, rows[..., None], axis=1), targets, mask)
+
+
+def lm_scorer(lm) -> AnswerScorer:
+    return lambda batch, widths: lm_answer_scores(lm.params, batch, lm.cfg, widths[1], lm.compute)
+
+
+def bitune_scorer(base, trainable, cfg, bcfg, compute: Compute = Compute()) -> AnswerScorer:
+    return lambda batch, widths: bitune_answer_scores(base, trainable, batch, cfg, bcfg, *widths, compute)
+
+
+def score_continuations(
+    pairs: Sequence[tuple[Sequence[int], Sequence[int]]],
+    scorer: AnswerScorer,
+    *,
+    pad_id: int,
+    max_len: int,
+    rows_multiple: int = 8,
+    width_multiple: int = 8,
+) -> list[tuple[float, bool]]:
+    """`(sum of log P(continuation | context), whether every continuation token is the argmax)` for each
+    `(context ids, continuation ids)` pair, in one forward: the rows padded to a multiple of `rows_multiple` with
+    dummy rows and the width rounded up to `width_multiple`, so batches of similar size share one program."""
+    padded = list(pairs) + [([pad_id], [pad_id])] * (_round_up(len(pairs), rows_multiple) - len(pairs))
+    longest = max(len(c) + len(a) for c, a in padded)
+    width = min(_round_up(longest, width_multiple), max(longest, max_len))
+    batch = SFTBatch.from_pairs(padded, pad_id, max_len, seq_len=width)
+    logp, greedy = map(np.asarray, scorer(jax.tree.map(jnp.asarray, batch), batch.widths()))
+    return [(float(logp[r, : len(c)].sum()), bool(greedy[r, : len(c)].all())) for r, (_, c) in enumerate(pairs)]
+
+
+def _score_items(items, encoded, scorer: AnswerScorer, cfg: MCConfig, pad_id: int, max_len: int):
+    sums: dict[tuple[int, int], float] = {}
+    for rows in _chunks(encoded, cfg.batch_items):
+        scored = score_continuations(
+            [(p, c) for _, _, p, c in rows],
+            scorer,
+            pad_id=pad_id,
+            max_len=max_len,
+            rows_multiple=cfg.rows_multiple,
+            width_multiple=cfg.width_multiple,
+        )
+        for (i, c, _, _), (logprob, _) in zip(rows, scored):
+            sums[(i, c)] = logprob
+    scores = _collect(items, encoded, sums)
+    return scores, summarize(scores)
+
+
+def score_lm(lm, items: Sequence[MCItem], cfg: MCConfig = MCConfig()) -> tuple[list[MCScore], dict[str, Any]]:
+    """Score every choice of every item with a plain `LM`: `(per-item scores, summary)`."""
+    if lm.tokenizer is None:
+        raise ValueError("multiple-choice scoring encodes text; load the model with its tokenizer")
+    encoded = [encode_item(lm.tokenizer, item, cfg) for item in items]
+    return _score_items(items, encoded, lm_scorer(lm), cfg, lm.pad_id, lm.cfg.max_seq_len)
 
 
 def score_bitune(
@@ -222,27 +263,5 @@ def score_bitune(
 ) -> tuple[list[MCScore], dict[str, Any]]:
     """Score every choice over the Bitune mixed prompt cache: `(per-item scores, summary)`."""
     encoded = [encode_item(tok, item, cfg) for item in items]
-    sums: dict[tuple[int, int], float] = {}
-    for rows in _chunks(encoded, cfg.batch_items):
-        pairs = [(p, c) for _, _, p, c in rows]
-        pairs += [([pad_id], [pad_id])] * (_round_up(len(rows), cfg.rows_multiple) - len(rows))  # dummy rows
-        longest = max(len(p) + len(c) for p, c in pairs)
-        width = min(_round_up(longest, cfg.width_multiple), max(longest, model_cfg.max_seq_len))
-        batch = SFTBatch.from_pairs(pairs, pad_id, model_cfg.max_seq_len, seq_len=width)
-        prompt_width, answer_width = batch.widths()
-        logp = np.asarray(
-            bitune_answer_scores(
-                base,
-                trainable,
-                jax.tree.map(jnp.asarray, batch),
-                model_cfg,
-                bcfg,
-                prompt_width,
-                answer_width,
-                compute,
-            )[0]
-        )
-        for r, (i, c, _, cont) in enumerate(rows):
-            sums[(i, c)] = float(logp[r, : len(cont)].sum())
-    scores = _collect(items, encoded, sums)
-    return scores, summarize(scores)
+    scorer = bitune_scorer(base, trainable, model_cfg, bcfg, compute)
+    return _score_items(items, encoded, scorer, cfg, pad_id, model_cfg.max_seq_len)
