@@ -22,6 +22,8 @@ Adapters = dict[str, Any]
 
 
 def _paths(tree, prefix=""):
+    """`(path, leaf)` in the dicts' insertion order, not `tree_paths.named_leaves`' sorted order: the adapters'
+    init keys are `fold_in(key, i)` over this order, so it fixes every seeded run's initial adapters."""
     for k, v in tree.items():
         path = f"{prefix}{k}"
         if isinstance(v, dict):
