@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from bitune_jax.chat import render_chat
+from bitune_jax.data.batch import PromptBatch
 from bitune_jax.data.records import DataError, jsonl_rows
 
 LETTERS = "ABCD"
@@ -105,12 +106,7 @@ def evaluate_mmlu(
     correct = []
     for start in range(0, len(prompts), batch_size):
         rows = prompts[start : start + batch_size]
-        width = max(len(p) for p in rows)
-        tokens = np.full((len(rows), width), lm.pad_id, np.int32)
-        positions = np.full((len(rows), width), -1, np.int32)
-        for r, p in enumerate(rows):
-            tokens[r, : len(p)], positions[r, : len(p)] = p, np.arange(len(p))
-        logits = np.asarray(lm.logits(tokens, positions))
+        logits = np.asarray(lm.logits(*PromptBatch.pad(rows, lm.pad_id, "right")))
         for r, p in enumerate(rows):
             letters = logits[r, len(p) - 1, ids]  # softmax is monotone: the argmax of the four logits
             item = test[start + r]
