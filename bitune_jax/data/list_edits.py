@@ -42,10 +42,11 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
+from bitune_jax.data.problem_stream import check_steps, disjoint_split, distinct_records
 from bitune_jax.data.records import Record, write_jsonl
 from bitune_jax.data.synthetic import ANSWER_ONLY_INSTRUCTION, INSTRUCTION
 
@@ -350,41 +351,16 @@ def _problem(rng: np.random.Generator, min_steps: int, max_steps: int, cot: bool
     }
 
 
-def _stream(
-    seed: int | list[int],
-    min_steps: int,
-    max_steps: int,
-    exclude: frozenset[str] = frozenset(),
-    source: str = "list_edits",
-    cot: bool = True,
-) -> Iterator[Record]:
-    """Distinct problems, forever, in a fixed order for `seed`; questions in `exclude` are skipped."""
-    if not 1 <= min_steps <= max_steps:
-        raise ValueError(f"need 1 <= min_steps <= max_steps, got min_steps={min_steps}, max_steps={max_steps}")
-    rng = np.random.default_rng(seed)
-    seen = set(exclude)
-    line = 0
-    while True:
-        p = _problem(rng, min_steps, max_steps, cot)
-        if p["question"] in seen:
-            continue
-        seen.add(p["question"])
-        line += 1
-        instruction = INSTRUCTION if cot else ANSWER_ONLY_INSTRUCTION
-        messages = [
-            {"role": "user", "content": f"{p['question']}\n\n{instruction}"},
-            {"role": "assistant", "content": p.pop("response")},
-        ]
-        yield Record(messages=messages, file=source, line=line, meta={"task": "list_edits", **p})
-
-
 def generate(n: int, *, seed: int, min_steps: int = 8, max_steps: int = 12, cot: bool = True) -> list[Record]:
     """`n` distinct problems with `min_steps..max_steps` edits each; `generate(n)` is a prefix of `generate(m > n)`.
 
     Each record's `meta` holds the structured problem: `family`, `answer` (the final list as "a, b, c"), `start`,
     `ops` ([op, arg or None] pairs), `steps` and `question`, so answers can be recomputed with `solve(start, ops)`.
     """
-    stream = _stream(seed, min_steps, max_steps, source=f"<list_edits seed={seed}>", cot=cot)
+    check_steps(min_steps, max_steps)
+    stream = distinct_records(
+        _problem_fn(min_steps, max_steps, cot), seed, source=f"<list_edits seed={seed}>", **_task(cot)
+    )
     return list(itertools.islice(stream, n))
 
 
@@ -415,14 +391,18 @@ def train_test_split(
     """
     test_min = min_steps if test_min_steps is None else test_min_steps
     test_max = max_steps if test_max_steps is None else test_max_steps
-    test = list(
-        itertools.islice(
-            _stream([seed, 1], test_min, test_max, source=f"<list_edits test seed={seed}>", cot=cot), n_test
-        )
-    )
-    exclude = frozenset(r.meta["question"] for r in test)
-    pool = _stream([seed, 0], min_steps, max_steps, exclude, source=f"<list_edits train seed={seed}>", cot=cot)
-    return list(itertools.islice(pool, n_train)), test
+    check_steps(min_steps, max_steps)
+    check_steps(test_min, test_max)
+    train, test = _problem_fn(min_steps, max_steps, cot), _problem_fn(test_min, test_max, cot)
+    return disjoint_split(train, test, n_train, n_test, seed=seed, name="list_edits", **_task(cot))
+
+
+def _problem_fn(min_steps: int, max_steps: int, cot: bool):
+    return lambda rng: _problem(rng, min_steps, max_steps, cot)
+
+
+def _task(cot: bool) -> dict[str, str]:
+    return {"task": "list_edits", "instruction": INSTRUCTION if cot else ANSWER_ONLY_INSTRUCTION}
 
 
 def single_step_items(n: int, *, seed: int, min_len: int = MIN_LEN, max_len: int = MAX_LEN) -> list[dict]:
