@@ -1,0 +1,429 @@
+"""A synthetic Bitune probe generated here (no download): 2-hop lookups over a handful of facts, in two fact orders.
+
+A problem (`generate(1, seed=0, order="reverse")`, K = `num_facts` = 6), exactly as the model reads it in training
+and in scoring:
+
+    Question: Mia's favorite color is green. Ben's favorite color is red. Hal's favorite color is yellow. Mary's
+    friend is Hal. Omar's friend is Mia. Rosa's friend is Ben. What is the favorite color of Mary's friend?
+
+    Choices:
+    yellow
+    green
+    red
+    purple
+
+    Answer: yellow
+
+(the prompt is one line up to "friend?"; wrapped here). Hop 1 is "Mary's friend is Hal.", hop 2 "Hal's favorite
+color is yellow.": in reverse order hop 2 is listed first; `order="chain"` swaps just these two sentences.
+
+The facts are of two kinds, one template each: "X's friend is Y." and "X's favorite color is C.". Two of them form
+the chain the question needs: hop 1 "S's friend is F." and hop 2 "F's favorite color is G.", with G the gold. The
+other K - 2 are distractors of the same two kinds about other people, built in a fixed sequence so that every K has
+both kinds:
+  * K >= 4: a foil chain "D's friend is E." and "E's favorite color is H." (H, the *wrong-hop foil*: the answer to
+    the same question asked about D, i.e. what a reader gets if hop 1 reads the wrong friend fact);
+  * K >= 5: a friend pair of two new people, "P's friend is Q.";
+  * K >= 6: "Q's favorite color is I.", which makes P -> Q -> I a second foil chain (I, a second wrong-hop foil);
+  * K >= 7: "S's favorite color is J." (J, the *skip-hop* color: what a reader gets without taking hop 1);
+  * K >= 8: a second friend pair of new people, "R's friend is T." (T has no color).
+Names come from `NAMES`, colors from `COLORS`, all distinct within a problem (every person has at most one fact of
+each kind, and at most one friend fact at all, so "friend" read symmetrically is still unambiguous: S has exactly
+one friend, F). So neither hop is given away by which names appear or where: the bridge F is one of two (K = 4, 5)
+or three (K >= 6) people who stand after "friend is" and have a color (F, E, Q), and each of their colors is a
+choice. Surface shortcuts and the accuracy they reach without composing the hops: "a color of the facts" 1/2
+(K = 4, 5), 1/3 (K = 6), 1/4 (K >= 7, every choice is a fact color); "the color of someone named after 'friend is'"
+1/2 (K = 4, 5), 1/3 (K >= 6). So at the default K = 6 a model above 1/3 is reading hop 1.
+
+Choices: 4 single-token colors: G, H, then J when the problem has it, then the other colors of the facts (I), then
+colors not in the facts, until 4; shuffled; `label` is G's index. Every name and color is one SmolLM2 token after a
+space (checked when the lists were written, and by the tests with the shipped tokenizer), so every choice's
+continuation is one token.
+
+The two orders: one random draw per problem gives the people, the distractors, the choices, and the K slots of the
+facts (two slots p < q for the chain facts, the distractors in the others); `order="chain"` puts hop 1 at p and
+hop 2 at q, `order="reverse"` hop 2 at p and hop 1 at q. That swap is the only difference, so for the same seed and
+index (or the same `train_test_split` arguments) the two orders give the same problems, paired.
+
+Strings produced, and why. The Record is the Bitune authors' plain SFT format (docs/method.md B, `data.template=plain`):
+the user message is `"{facts} {question}\\n\\nChoices:\\n{one choice a line}"` and the assistant message is the
+gold color alone (e.g. `"red"`), which `bitune_jax.data.tokenize` renders as the prompt
+`"Question: {user message}\\n\\nAnswer:"` and the answer `" red"` + EOS. The `MCItem` (`to_mc_item`, `mc_items`)
+has that whole rendered prompt as its `question` and the colors as `choices`, for `score_lm(lm, items, AUTHORS_MC)`
+or `score_bitune(..., cfg=AUTHORS_MC)`: `AUTHORS_MC` renders `"{question}"` verbatim and scores `" " + choice`,
+which is the authors' listed-choices evaluation format (`bitune_mc`) and at the same time the training prompt and
+answer text, character for character. So a model is trained and scored on the same text, and what it learns is
+the task, not a format change. One token differs: `AUTHORS_MC` forces BOS, while the plain training path adds BOS
+only when the tokenizer does (SmolLM2's does not, so its training prompts start without BOS); the text is the same.
+
+What it measures, and why reverse order should favour bidirectional prompt reading. To answer, the model must
+compose the hops: S -> F (hop 1), then F -> G (hop 2). A causal reader can do part of that while it reads the
+facts, before the question arrives, but only along the order the facts came in. In chain order the color fact
+comes after the friend fact, so its tokens can attend back to "S's friend is F" and carry "this is the color of
+S's friend": when the question comes, one lookup finds it. In reverse order the color fact is read before the
+friend fact exists and cannot be tagged that way; the composition is left to the question and answer positions
+(two lookups in series inside one forward), or to the later bridge token F of the friend fact reaching back for
+F's color. A bidirectional prompt pass has every fact see every other fact (and the question) in either order, so
+the order should stop mattering for it. Prediction: plain LoRA does worse in reverse order than in chain order,
+and Bitune's gain over plain LoRA is larger in reverse order. Chain order is the control: the composition a
+causal reader needs is already available there, so little or no Bitune gain is expected.
+
+What it does not show. The causal path in reverse order is not closed, only a different one (the friend fact's
+bridge token can still look back), so the predicted order effect is a tendency to measure, not a guarantee: the
+pilot (`benchmarks/two_hop_pilot.py`) reads it on the untrained model. The swap also moves the gold's color fact: it
+sits at the earlier of the two chain slots in reverse order and at the later one in chain order, so any recency bias
+separates the orders without any composition. The untrained SmolLM2-135M-Instruct has a strong one (K = 6, 500
+problems: accuracy 0.12 with the gold's color fact first, 0.46 with it fifth (24 problems), in reverse order) and is
+no better than without the facts (chain 0.228, no facts 0.230); its reverse-order deficit (0.182 vs 0.228) reverses
+when the orders are compared at the same slot of the color fact (-0.060). Compare trained models at matched slots
+too (the pilot prints it), or read the order effect as a difference between methods, not between orders. A gain here
+would be evidence about multi-hop composition within the prompt, on short templated text with made-up facts; it says
+nothing about instruction following, world knowledge, or the authors' five benchmarks. Bidirectional reading also
+lets facts see the question, which helps in both orders; the difference between the orders, not either order alone,
+isolates the ordering mechanism. One phrasing per fact kind: the model may learn the template rather than reading
+English.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import re
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from bitune_jax.data.records import Record, write_jsonl
+from bitune_jax.data.tokenize import PLAIN_PROMPT
+
+__all__ = [
+    "generate",
+    "mc_items",
+    "to_mc_item",
+    "train_test_split",
+    "write_jsonl",
+    "solve",
+    "prompt_text",
+    "user_message",
+    "render_fact",
+    "parse_facts",
+    "NAMES",
+    "COLORS",
+    "QUESTION",
+    "TEMPLATES",
+    "ORDERS",
+    "MIN_FACTS",
+    "MAX_FACTS",
+    "NUM_CHOICES",
+]
+
+ORDERS = ("reverse", "chain")
+MIN_FACTS, MAX_FACTS = 4, 8
+NUM_CHOICES = 4
+# One token each after a space in the SmolLM2 tokenizer (checked when this list was written; also a test). Names
+# that are also common words (Will, Mark, Rose, Ruby, Grace, Max, ...) and near-duplicates (Ann/Anna, Sara/Sarah)
+# are left out.
+NAMES = (
+    "Mia",
+    "Leo",
+    "Noah",
+    "Omar",
+    "Ethan",
+    "Kai",
+    "Sam",
+    "Maya",
+    "Finn",
+    "Owen",
+    "Tara",
+    "Anna",
+    "Ben",
+    "Tom",
+    "Jack",
+    "Alex",
+    "Dan",
+    "Paul",
+    "Adam",
+    "Luke",
+    "Emma",
+    "Lucy",
+    "Amy",
+    "Eva",
+    "Rosa",
+    "Ella",
+    "Nina",
+    "Ian",
+    "Bob",
+    "Cal",
+    "Fay",
+    "Hal",
+    "Kate",
+    "Meg",
+    "Tim",
+    "Hugo",
+    "Alice",
+    "Carl",
+    "Emily",
+    "Henry",
+    "Jane",
+    "John",
+    "Mary",
+    "Peter",
+    "Sarah",
+    "Tony",
+    "Bill",
+    "Jim",
+    "Nick",
+    "Fred",
+)
+# One token each after a space in the SmolLM2 tokenizer.
+COLORS = (
+    "red",
+    "blue",
+    "green",
+    "yellow",
+    "orange",
+    "purple",
+    "pink",
+    "brown",
+    "black",
+    "white",
+    "gray",
+    "silver",
+)
+FRIEND = "{x}'s friend is {y}."
+COLOR = "{x}'s favorite color is {y}."
+QUESTION = "What is the favorite color of {s}'s friend?"
+TEMPLATES = {"friend": FRIEND, "color": COLOR}
+_FACT = re.compile(r"^(\w+)'s (friend|favorite color) is (\w+)\.$")
+
+
+def _check(order: str, num_facts: int) -> None:
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+    if isinstance(num_facts, bool) or not isinstance(num_facts, (int, np.integer)):
+        raise ValueError(f"num_facts must be an integer in {MIN_FACTS}..{MAX_FACTS}, got {num_facts!r}")
+    if not MIN_FACTS <= num_facts <= MAX_FACTS:
+        raise ValueError(f"num_facts must be in {MIN_FACTS}..{MAX_FACTS}, got {num_facts}")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Problem:
+    """One drawn problem, before an order is chosen."""
+
+    subject: str  # S
+    bridge: str  # F
+    gold: str  # G = F's color
+    foil: str  # H = E's color, where D's friend is E
+    foil_from: str  # D
+    foil_via: str  # E
+    foil2: str | None  # I = Q's color, where P's friend is Q (K >= 6): a second wrong-hop foil
+    skip_hop: str | None  # J = S's color, when the problem has it (K >= 7)
+    distractors: tuple[tuple[str, str, str], ...]  # (kind, x, y) in their slot order
+    slots: tuple[int, int]  # p < q: where the two chain facts go
+    choices: tuple[str, ...]
+
+    @property
+    def hop1(self) -> tuple[str, str, str]:
+        return ("friend", self.subject, self.bridge)
+
+    @property
+    def hop2(self) -> tuple[str, str, str]:
+        return ("color", self.bridge, self.gold)
+
+    def facts(self, order: str) -> list[tuple[str, str, str]]:
+        """The K facts in the order the prompt lists them: distractors in their slots, the chain in `order`."""
+        first, second = (self.hop1, self.hop2) if order == "chain" else (self.hop2, self.hop1)
+        rest = iter(self.distractors)
+        p, q = self.slots
+        k = len(self.distractors) + 2
+        return [first if i == p else second if i == q else next(rest) for i in range(k)]
+
+
+def _take(rng: np.random.Generator, pool: list[str]) -> str:
+    """Remove and return a random element of `pool`."""
+    return pool.pop(int(rng.integers(len(pool))))
+
+
+def _draw(rng: np.random.Generator, num_facts: int) -> _Problem:
+    people = list(NAMES)
+    colors = list(COLORS)
+    s, f, d, e = (_take(rng, people) for _ in range(4))
+    gold, foil = _take(rng, colors), _take(rng, colors)
+    distractors = [("friend", d, e), ("color", e, foil)]
+    skip_hop = foil2 = None
+    pairs: list[tuple[str, str]] = []
+    for extra in range(num_facts - 4):
+        if extra in (0, 3):  # a friend pair of two new people: (P, Q), then (R, T)
+            pairs.append((_take(rng, people), _take(rng, people)))
+            distractors.append(("friend", *pairs[-1]))
+        elif extra == 1:  # Q's color: a second foil chain, P -> Q -> I
+            foil2 = _take(rng, colors)
+            distractors.append(("color", pairs[0][1], foil2))
+        else:  # S's own color: the skip-hop answer
+            skip_hop = _take(rng, colors)
+            distractors.append(("color", s, skip_hop))
+    order = rng.permutation(len(distractors))
+    distractors = [distractors[i] for i in order]
+    p, q = sorted(int(i) for i in rng.choice(num_facts, 2, replace=False))
+    mentioned = [y for kind, _, y in distractors if kind == "color" and y not in (foil, skip_hop)]
+    rng.shuffle(mentioned)
+    unmentioned = list(colors)
+    rng.shuffle(unmentioned)
+    others = ([skip_hop] if skip_hop else []) + mentioned + unmentioned
+    choices = [gold, foil, *others[: NUM_CHOICES - 2]]
+    rng.shuffle(choices)
+    return _Problem(s, f, gold, foil, d, e, foil2, skip_hop, tuple(distractors), (p, q), tuple(choices))
+
+
+def render_fact(kind: str, x: str, y: str) -> str:
+    return TEMPLATES[kind].format(x=x, y=y)
+
+
+def user_message(facts: Sequence[Sequence[str]], subject: str, choices: Sequence[str], with_facts: bool = True) -> str:
+    """The training record's user message: `"{facts} {question}\\n\\nChoices:\\n{one choice a line}"`
+    (`with_facts=False`: the question alone, the no-facts guessing baseline)."""
+    question = QUESTION.format(s=subject)
+    text = " ".join([*(render_fact(*fact) for fact in facts), question]) if with_facts else question
+    return f"{text}\n\nChoices:\n" + "\n".join(choices)
+
+
+def prompt_text(meta: dict[str, Any], with_facts: bool = True) -> str:
+    """The whole rendered prompt of a record's `meta`, as the plain training path and `AUTHORS_MC` both see it:
+    `"Question: {user message}\\n\\nAnswer:"`."""
+    facts = meta["facts"] if with_facts else []
+    return PLAIN_PROMPT.format(instruction=user_message(facts, meta["subject"], meta["choices"], with_facts))
+
+
+def solve(facts: Sequence[Sequence[str]], subject: str) -> str:
+    """The color of `subject`'s friend, found from the facts alone; raises unless both hops are unique.
+
+    "Friend" is read symmetrically: a fact "X's friend is S." also makes X a friend of S.
+    """
+    friends = [y for kind, x, y in facts if kind == "friend" and x == subject]
+    friends += [x for kind, x, y in facts if kind == "friend" and y == subject]
+    if len(friends) != 1:
+        raise ValueError(f"{subject} has {len(friends)} friends in the facts, expected exactly one: {friends}")
+    colors = [y for kind, x, y in facts if kind == "color" and x == friends[0]]
+    if len(colors) != 1:
+        raise ValueError(f"{friends[0]} has {len(colors)} favorite colors in the facts, expected exactly one")
+    return colors[0]
+
+
+def parse_facts(text: str) -> list[tuple[str, str, str]]:
+    """`(kind, x, y)` for each fact sentence of a prompt's facts part ("... is Y. ... is C."); raises on others."""
+    out = []
+    for sentence in re.split(r"(?<=\.) ", text.strip()):
+        m = _FACT.match(sentence)
+        if m is None:
+            raise ValueError(f"not a fact sentence: {sentence!r}")
+        out.append(("friend" if m[2] == "friend" else "color", m[1], m[3]))
+    return out
+
+
+def _record(problem: _Problem, order: str, num_facts: int, source: str, line: int) -> Record:
+    facts = problem.facts(order)
+    user = user_message(facts, problem.subject, problem.choices)
+    meta = {
+        "task": "two_hop",
+        "order": order,
+        "num_facts": num_facts,
+        "subject": problem.subject,
+        "bridge": problem.bridge,
+        "gold": problem.gold,
+        "foil": problem.foil,
+        "foil_from": problem.foil_from,
+        "foil_via": problem.foil_via,
+        "foil2": problem.foil2,
+        "skip_hop": problem.skip_hop,
+        "facts": [list(fact) for fact in facts],
+        "hop1_index": facts.index(problem.hop1),
+        "hop2_index": facts.index(problem.hop2),
+        "choices": list(problem.choices),
+        "label": problem.choices.index(problem.gold),
+        "problem": _key(problem),
+    }
+    messages = [{"role": "user", "content": user}, {"role": "assistant", "content": problem.gold}]
+    return Record(messages=messages, file=source, line=line, meta=meta)
+
+
+def _key(problem: _Problem) -> str:
+    """The problem's text in chain order: the same for both orders, so pairing and disjointness hold across them."""
+    return user_message(problem.facts("chain"), problem.subject, problem.choices)
+
+
+def _stream(
+    seed: int | list[int], order: str, num_facts: int, exclude: frozenset[str] = frozenset(), source: str = "two_hop"
+) -> Iterator[Record]:
+    """Distinct problems, forever, in a fixed order for `seed` whatever `order`; problems in `exclude` skipped."""
+    _check(order, num_facts)
+    rng = np.random.default_rng(seed)
+    seen = set(exclude)
+    line = 0
+    while True:
+        problem = _draw(rng, num_facts)
+        key = _key(problem)
+        if key in seen:
+            continue
+        seen.add(key)
+        line += 1
+        yield _record(problem, order, num_facts, source, line)
+
+
+def generate(n: int, *, seed: int, order: str, num_facts: int = 6) -> list[Record]:
+    """`n` distinct problems of `num_facts` facts (4..8) in `order` ("reverse" or "chain"); `generate(n)` is a prefix
+    of `generate(m > n)`, and the same `seed` and `num_facts` give the same problems in both orders, index by index.
+
+    `meta`: `order`, `num_facts`, `subject` (S), `bridge` (F), `gold` (G), `foil` (H, the wrong-hop color, of
+    `foil_via` E, where `foil_from` D's friend is E), `foil2` (I, the second foil chain's color, or None), `skip_hop`
+    (S's color or None), `facts` ([kind, x, y] in the
+    listed order), `hop1_index`, `hop2_index` (where the chain facts are in `facts`), `choices`, `label`, and
+    `problem` (the chain-order text, the same for both orders).
+    """
+    _check(order, num_facts)
+    stream = _stream(seed, order, num_facts, source=f"<two_hop seed={seed} order={order} k={num_facts}>")
+    return list(itertools.islice(stream, n))
+
+
+def train_test_split(
+    n_train: int, n_test: int, *, seed: int, order: str, num_facts: int = 6, test_order: str | None = None
+) -> tuple[list[Record], list[Record]]:
+    """A training pool and a test set that share no problem (in either order's text).
+
+    The test set depends only on `(seed, n_test, num_facts)` and its order (`test_order`, default `order`); the pool
+    is a stream that skips test problems, so a larger `n_train` extends the pool without changing its first
+    entries. Either order of the same arguments gives the same problems, paired.
+    """
+    test_order = order if test_order is None else test_order
+    _check(order, num_facts)
+    _check(test_order, num_facts)
+    test_source = f"<two_hop test seed={seed} order={test_order} k={num_facts}>"
+    test = list(itertools.islice(_stream([seed, 1], test_order, num_facts, source=test_source), n_test))
+    exclude = frozenset(r.meta["problem"] for r in test)
+    source = f"<two_hop train seed={seed} order={order} k={num_facts}>"
+    pool = _stream([seed, 0], order, num_facts, exclude, source=source)
+    return list(itertools.islice(pool, n_train)), test
+
+
+def to_mc_item(record: Record, with_facts: bool = True):
+    """The record as an `MCItem` for `score_lm(lm, items, AUTHORS_MC)`: its `question` is the whole rendered
+    training prompt (`with_facts=False`: without the facts), its choices the colors, its label the gold's index.
+
+    `bitune_jax.eval` is imported here, not at the top: `eval` imports `data`, so `data` must not import `eval`.
+    """
+    from bitune_jax.eval.datasets import MCItem
+
+    meta = record.meta
+    return MCItem(
+        question=prompt_text(meta, with_facts),
+        choices=tuple(meta["choices"]),
+        label=meta["label"],
+        file=record.file,
+        line=record.line,
+        meta=dict(meta),
+    )
+
+
+def mc_items(n: int, *, seed: int, order: str, num_facts: int = 6, with_facts: bool = True) -> list:
+    """`generate(...)`'s problems as `MCItem`s (`to_mc_item`), same seed, same problems, same order."""
+    return [to_mc_item(r, with_facts) for r in generate(n, seed=seed, order=order, num_facts=num_facts)]
