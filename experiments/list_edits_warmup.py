@@ -11,7 +11,7 @@ script:
      prompt is a held-out prompt, asserts the two sets disjoint and writes the training items to
      `OUT/train.jsonl` as chat rows (the zero-shot prompt as the user turn, the bracketed list after the edit as
      the assistant turn);
-  2. scores the held-out items with the untrained model (greedy, zero-shot, the pilot's `single_step`);
+  2. scores the held-out items with the untrained model (greedy, zero-shot, `eval.single_steps.score_single_steps`);
   3. trains with the project's trainer (`bitune_jax.train.loop.run`, the config's `workdir` set to `OUT/run`);
   4. loads the run's final checkpoint onto the model (`bitune_jax.eval.harness.BituneJaxLM(run=...)`: full weights
      replace the base's, PEFT adapters are merged) and scores the same held-out items again.
@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks import list_edits_pilot
 from bitune_jax.data import list_edits
+from bitune_jax.eval.single_steps import print_accuracy_table, score_single_steps
 
 DEFAULT_CONFIG = "experiments/configs/list_edits_warmup_smollm2.py"
 GATE = 0.90  # the study's pilot gate on held-out single-step accuracy
@@ -103,9 +103,9 @@ def accuracies(items: list[dict], verdicts: list[str]) -> dict[str, float | None
 
 
 def score(lm, items: list[dict], *, batch: int, new_tokens: int) -> dict[str, Any]:
-    """Greedy zero-shot single-step outputs and verdicts (the pilot's `single_step`), with the time it took."""
+    """Greedy zero-shot single-step outputs and verdicts (`eval.single_steps.score_single_steps`), timed."""
     t = time.perf_counter()
-    texts, verdicts, lenient, prompt_len = list_edits_pilot.single_step(
+    texts, verdicts, lenient, prompt_len = score_single_steps(
         lm, items, [], shots=0, seed=0, batch=batch, new=new_tokens
     )
     return {
@@ -180,7 +180,7 @@ def main(argv) -> None:
     after = score(lm, held_out, batch=batch, new_tokens=new_tokens)
     print(f"after: {after['by_group']['all']:.3f} in {after['seconds']:.0f} s")
 
-    list_edits_pilot._table(held_out, {"before": before["verdicts"], "after": after["verdicts"]})
+    print_accuracy_table(held_out, {"before": before["verdicts"], "after": after["verdicts"]})
     wrong = [i for i, v in enumerate(after["verdicts"]) if v != "correct"]
     for i in wrong[:6]:
         it = held_out[i]
