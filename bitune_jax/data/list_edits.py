@@ -40,13 +40,12 @@ deterministic procedure, and the state is small.
 
 from __future__ import annotations
 
-import itertools
 import re
 from collections.abc import Sequence
 
 import numpy as np
 
-from bitune_jax.data.problem_stream import check_steps, disjoint_split, distinct_records
+from bitune_jax.data.problem_stream import StepsTask
 from bitune_jax.data.records import Record, write_jsonl
 from bitune_jax.data.synthetic import ANSWER_ONLY_INSTRUCTION, INSTRUCTION
 
@@ -351,25 +350,23 @@ def _problem(rng: np.random.Generator, min_steps: int, max_steps: int, cot: bool
     }
 
 
+TASK = StepsTask(_problem, task="list_edits", name="list_edits", instructions=(INSTRUCTION, ANSWER_ONLY_INSTRUCTION))
+
+
 def generate(n: int, *, seed: int, min_steps: int = 8, max_steps: int = 12, cot: bool = True) -> list[Record]:
     """`n` distinct problems with `min_steps..max_steps` edits each; `generate(n)` is a prefix of `generate(m > n)`.
 
     Each record's `meta` holds the structured problem: `family`, `answer` (the final list as "a, b, c"), `start`,
     `ops` ([op, arg or None] pairs), `steps` and `question`, so answers can be recomputed with `solve(start, ops)`.
     """
-    check_steps(min_steps, max_steps)
-    stream = distinct_records(
-        _problem_fn(min_steps, max_steps, cot), seed, source=f"<list_edits seed={seed}>", **_task(cot)
-    )
-    return list(itertools.islice(stream, n))
+    source = f"<list_edits seed={seed}>"
+    return TASK.generate(n, seed=seed, min_steps=min_steps, max_steps=max_steps, cot=cot, source=source)
 
 
 def split(spec) -> tuple[list[Record], list[Record]]:
     """`(training pool, disjoint test set)` from any object with `pool_size`, `test_size`, `seed`, `min_steps`,
     `max_steps` and `cot` (the shape of a run config's `data.synthetic` section), like `synthetic.split`."""
-    return train_test_split(
-        spec.pool_size, spec.test_size, seed=spec.seed, min_steps=spec.min_steps, max_steps=spec.max_steps, cot=spec.cot
-    )
+    return TASK.split(spec)
 
 
 def train_test_split(
@@ -389,20 +386,16 @@ def train_test_split(
     larger `n_train` extends the pool without changing its first entries (nested prefixes stay valid). Test steps
     default to the training range; set them higher to measure length generalization.
     """
-    test_min = min_steps if test_min_steps is None else test_min_steps
-    test_max = max_steps if test_max_steps is None else test_max_steps
-    check_steps(min_steps, max_steps)
-    check_steps(test_min, test_max)
-    train, test = _problem_fn(min_steps, max_steps, cot), _problem_fn(test_min, test_max, cot)
-    return disjoint_split(train, test, n_train, n_test, seed=seed, name="list_edits", **_task(cot))
-
-
-def _problem_fn(min_steps: int, max_steps: int, cot: bool):
-    return lambda rng: _problem(rng, min_steps, max_steps, cot)
-
-
-def _task(cot: bool) -> dict[str, str]:
-    return {"task": "list_edits", "instruction": INSTRUCTION if cot else ANSWER_ONLY_INSTRUCTION}
+    return TASK.train_test_split(
+        n_train,
+        n_test,
+        seed=seed,
+        min_steps=min_steps,
+        max_steps=max_steps,
+        test_min_steps=test_min_steps,
+        test_max_steps=test_max_steps,
+        cot=cot,
+    )
 
 
 def single_step_items(n: int, *, seed: int, min_len: int = MIN_LEN, max_len: int = MAX_LEN) -> list[dict]:

@@ -8,6 +8,7 @@ problem, kept in the record's `meta`); the stream renders `question + "\\n\\n" +
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -72,3 +73,60 @@ def disjoint_split(
     exclude = frozenset(r.meta["question"] for r in test)
     pool = distinct_records(train_problem, [seed, 0], source=f"<{name} train seed={seed}>", exclude=exclude, **common)
     return list(itertools.islice(pool, n_train)), test
+
+
+@dataclasses.dataclass(frozen=True)
+class StepsTask:
+    """A task whose problems take `min_steps..max_steps` steps, with the reasoning trace or without it (`cot`): the
+    wiring of `distinct_records` and `disjoint_split` that the arithmetic and list-edits tasks share."""
+
+    make_problem: Callable[[np.random.Generator, int, int, bool], dict[str, Any]]  # (rng, min, max, cot)
+    task: str  # the records' meta["task"]
+    name: str  # the split's sources: "<{name} train seed=...>", "<{name} test seed=...>"
+    instructions: tuple[str, str]  # appended to the question: with the trace, without it
+
+    def _problems(self, min_steps: int, max_steps: int, cot: bool) -> ProblemFn:
+        check_steps(min_steps, max_steps)
+        return lambda rng: self.make_problem(rng, min_steps, max_steps, cot)
+
+    def _rendering(self, cot: bool) -> dict[str, str]:
+        return {"task": self.task, "instruction": self.instructions[0 if cot else 1]}
+
+    def generate(self, n: int, *, seed: int, min_steps: int, max_steps: int, cot: bool, source: str) -> list[Record]:
+        problems = self._problems(min_steps, max_steps, cot)
+        return list(itertools.islice(distinct_records(problems, seed, source=source, **self._rendering(cot)), n))
+
+    def train_test_split(
+        self,
+        n_train: int,
+        n_test: int,
+        *,
+        seed: int,
+        min_steps: int,
+        max_steps: int,
+        test_min_steps: int | None,
+        test_max_steps: int | None,
+        cot: bool,
+    ) -> tuple[list[Record], list[Record]]:
+        """Test steps default to the training range; set them higher to measure length generalization."""
+        train = self._problems(min_steps, max_steps, cot)
+        test = self._problems(
+            min_steps if test_min_steps is None else test_min_steps,
+            max_steps if test_max_steps is None else test_max_steps,
+            cot,
+        )
+        return disjoint_split(train, test, n_train, n_test, seed=seed, name=self.name, **self._rendering(cot))
+
+    def split(self, spec) -> tuple[list[Record], list[Record]]:
+        """`(training pool, disjoint test set)` from any object with `pool_size`, `test_size`, `seed`, `min_steps`,
+        `max_steps` and `cot` (the shape of a run config's `data.synthetic` section)."""
+        return self.train_test_split(
+            spec.pool_size,
+            spec.test_size,
+            seed=spec.seed,
+            min_steps=spec.min_steps,
+            max_steps=spec.max_steps,
+            test_min_steps=None,
+            test_max_steps=None,
+            cot=spec.cot,
+        )
