@@ -14,7 +14,8 @@ script:
   2. scores the held-out items with the untrained model (greedy, zero-shot, `eval.single_steps.score_single_steps`);
   3. trains with the project's trainer (`bitune_jax.train.loop.run`, the config's `workdir` set to `OUT/run`);
   4. loads the run's final checkpoint onto the model (`bitune_jax.eval.harness.BituneJaxLM(run=...)`: full weights
-     replace the base's, PEFT adapters are merged) and scores the same held-out items again.
+     replace the base's, PEFT adapters are merged), scores the same held-out items again and exports the model to
+     `OUT/model` (a Hugging Face directory: the repetition study's `model.name`).
 It prints the per-op / per-family table (before and after) and the headline figures last, one `name: value` per
 line, and writes them with the breakdown to `OUT/results.json` and every held-out generation to
 `OUT/held_out_generations.jsonl`. Rerunning the same command resumes (or just reloads) the same run; use a new
@@ -139,23 +140,31 @@ def step_throughput(workdir: pathlib.Path) -> float | None:
     return float(np.median(rates[len(rates) // 2 :])) if rates else None
 
 
-def _flag_values():
-    from absl import flags
+def warm_up(
+    config=None,
+    *,
+    out: str | pathlib.Path = "runs/list_edits_warmup",
+    n_train: int = 1800,
+    n_eval: int = 200,
+    train_seed: int = 1,
+    eval_seed: int = 0,
+    batch: int = 16,
+    new_tokens: int = 32,
+) -> dict[str, Any]:
+    """Train on single steps, score held-out ones before and after, export the model to `OUT/model` (a Hugging
+    Face directory the study configs load) and write `OUT/results.json`; returns the results.
 
-    f = flags.FLAGS
-    return f.config, f.train_items, f.eval_items, f.train_seed, f.eval_seed, pathlib.Path(f.out), f.batch, f.new_tokens
-
-
-def main(argv) -> None:
-    from absl import app, logging
+    config: the run config (a `ConfigDict`); None loads `DEFAULT_CONFIG`.
+    """
+    from absl import logging
 
     import bitune_jax as bj
     from bitune_jax.train.loop import run
+    from experiments.configs import list_edits_warmup_smollm2
 
     logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    config, n_train, n_eval, train_seed, eval_seed, out, batch, new_tokens = _flag_values()
+    config = list_edits_warmup_smollm2.get_config() if config is None else config
+    out = pathlib.Path(out)
     t_start = time.perf_counter()
 
     train_items, held_out, dropped = make_items(n_train, n_eval, train_seed=train_seed, eval_seed=eval_seed)
@@ -179,6 +188,8 @@ def main(argv) -> None:
     lm = trained_lm(workdir)
     after = score(lm, held_out, batch=batch, new_tokens=new_tokens)
     print(f"after: {after['by_group']['all']:.3f} in {after['seconds']:.0f} s")
+    exported = lm.save_hf(out / "model")
+    print(f"warmed model -> {exported}")
 
     print_accuracy_table(held_out, {"before": before["verdicts"], "after": after["verdicts"]})
     wrong = [i for i, v in enumerate(after["verdicts"]) if v != "correct"]
@@ -228,7 +239,26 @@ def main(argv) -> None:
         "config": config.to_dict(),
     }
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
-    for name, value in headline.items():
+    return results
+
+
+def main(argv) -> None:
+    from absl import app, flags
+
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    f = flags.FLAGS
+    results = warm_up(
+        f.config,
+        out=f.out,
+        n_train=f.train_items,
+        n_eval=f.eval_items,
+        train_seed=f.train_seed,
+        eval_seed=f.eval_seed,
+        batch=f.batch,
+        new_tokens=f.new_tokens,
+    )
+    for name, value in results["headline"].items():
         print(f"{name}: {f'{value:.4g}' if isinstance(value, float) else value}")
 
 

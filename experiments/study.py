@@ -1,8 +1,8 @@
 """Run a study's grid (a config file with `get_config()` and `get_sweep()`) and collect what each point measured.
 
 Shared by the repetition and Bitune studies: a point's run is `bitune_jax.train.loop.run` on the base config with the
-point's overrides; a point whose workdir already holds a `summary.json` from the same settings is not run again, so
-an interrupted study resumes by running the same command (an unfinished point starts over).
+point's overrides; a point whose workdir summary or committed record holds the same settings is not run again, so an
+interrupted study resumes by running the same command (an unfinished point starts over).
 """
 
 from __future__ import annotations
@@ -56,25 +56,62 @@ def point_config(config: ConfigDict, point: Mapping[str, Any]) -> ConfigDict:
 
 
 def run_points(
-    config: ConfigDict, sweep: list[dict[str, Any]], runner: Callable[[ConfigDict], dict[str, Any]] = run
+    config: ConfigDict,
+    sweep: list[dict[str, Any]],
+    runner: Callable[[ConfigDict], dict[str, Any]] = run,
+    record_dir: str | pathlib.Path | None = None,
 ) -> list[dict[str, Any]]:
-    """Each point's summary (with its `point` overrides and `config`), running only the points not yet done."""
+    """Each point's summary (with its `point` overrides and `config`), running only the points not yet done.
+
+    A point is done when its workdir's `summary.json`, or with `record_dir` its record `record_dir/NAME.json` (NAME:
+    the workdir's last component), holds the same settings. Records are small (the summary plus the final held-out
+    eval per item, `final_eval_items`) and meant to be committed: a clean checkout then reruns no finished point.
+    """
     summaries = []
     for point in sweep:
         c = point_config(config, point)
         settings = json.loads(json.dumps(c.to_dict()))  # as it reads back from JSON (tuples become lists)
         workdir = pathlib.Path(c.workdir)
-        path = workdir / "summary.json"
-        done = json.loads(path.read_text()) if path.exists() else None
-        if done is None or done.get("config") != settings:
+        record = pathlib.Path(record_dir) / f"{workdir.name}.json" if record_dir is not None else None
+        done = _finished(record, settings) or _finished(workdir / "summary.json", settings)
+        if done is None:
             shutil.rmtree(workdir, ignore_errors=True)  # a point is run whole: no resuming another setting's state
             print(f"=== study point {point}", flush=True)
             runner(c)
-            done = json.loads(path.read_text())
+            done = json.loads((workdir / "summary.json").read_text())
             done["config"] = settings
-            path.write_text(json.dumps(done, indent=2))
+            done["final_eval_items"] = final_eval_items(workdir)
+            (workdir / "summary.json").write_text(json.dumps(done, indent=2))
+        if record is not None and _finished(record, settings) is None:
+            record.parent.mkdir(parents=True, exist_ok=True)
+            record.write_text(json.dumps(done, indent=2) + "\n")
         summaries.append({**done, "point": dict(point)})
     return summaries
+
+
+def _finished(path: pathlib.Path | None, settings: dict[str, Any]) -> dict[str, Any] | None:
+    if path is None or not path.exists():
+        return None
+    done = json.loads(path.read_text())
+    return done if done.get("config") == settings else None
+
+
+def final_eval_items(workdir: str | pathlib.Path) -> dict[str, list] | None:
+    """Per held-out item of the run's last eval (`workdir/eval/epoch_*.jsonl`): whether each sample was correct, its
+    length in tokens and whether it ended with EOS (lists of lists, one inner list per item, one entry per sample),
+    so two points can be compared item by item (paired bootstrap). None: the run evaluated nothing."""
+    files = sorted((pathlib.Path(workdir) / "eval").glob("epoch_*.jsonl"))
+    if not files:
+        return None
+    rows = [json.loads(line) for line in files[-1].read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [r for r in rows if "summary" not in r]
+    return {
+        "epoch": int(files[-1].stem.split("_")[1]),
+        "index": [r["index"] for r in rows],
+        "correct": [r["correct"] for r in rows],
+        "lengths": [r["lengths"] for r in rows],
+        "terminated": [r["terminated"] for r in rows],
+    }
 
 
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -1,15 +1,30 @@
-"""The repetition study: run the fixed-budget grid, then write its table and figure.
+"""The repetition study: run the grid, replay the saturation rule, and write the table, the intervals and a figure.
 
-    python -m experiments.study_repetition --config=experiments/configs/study_repetition_smollm2.py \\
-        [--out=docs/repetition_study] [--config.train.lr=...]
+    python -m experiments.study_repetition --config=experiments/configs/study_repetition_v2_smollm2.py \\
+        --out=docs/repetition_study_v2 [--only=256x1,64x4] [--lr_sweep] [--config.train.lr=...]
 
-Writes `results.md` (the table), `results.json` (every number behind it) and `figure.png` (held-out accuracy over
-the budget, training token accuracy per epoch with the saturation epoch marked) into `--out`.
+Each point's record (its run summary plus the final held-out eval per item) goes to `OUT/points/NAME.json`; a point
+whose record holds the same settings is not run again, so committed records make a clean checkout rerun nothing
+(`experiments.study.run_points`). A config module with a `WARMUP` directory trains that warm-up
+(`experiments.list_edits_warmup.warm_up`) the first time a point needs its model, and its results are copied to
+`OUT/warmup.json`. `--lr_sweep` also runs the config's `get_lr_sweep()` (the learning-rate pick on the one-epoch
+point). `--only` runs just the named points (NAME: a point workdir's last component) and writes no report: a way to
+spend a spare hour on one point.
+
+Writes `results.md` (tables), `results.json` (every number behind them) and `figure.png` into `--out`:
+  * per point: held-out accuracy with its binomial standard error, termination rate, mean length, final token
+    accuracy over all answer tokens and as the mean of each sample's own, and the epoch at which the saturation
+    rule would have stopped on either aggregation;
+  * paired bootstrap intervals (`bitune_jax.eval.intervals`) for every fixed-budget point against the one-epoch
+    point, the best repetition point against it, and each step along the fixed-n row; an interval containing 0
+    is reported as unresolved;
+  * the fixed-n judgement: once a point of the row reaches the saturation threshold, do more epochs still help?
 """
 
 from __future__ import annotations
 
-import math
+import collections
+import json
 import pathlib
 from typing import Any
 
@@ -17,107 +32,313 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from bitune_jax.eval.intervals import Difference, binomial_se, paired_bootstrap
 from bitune_jax.train import saturation
-from experiments.study import run_points, save_png, study_from_flags, two_panels, write_report
+from experiments.study import load_config_module, run_points, save_png, study_from_flags, two_panels, write_report
 
 config_flags.DEFINE_config_file("config", None, "a study config file (get_config and get_sweep)", lock_config=True)
-_OUT = flags.DEFINE_string("out", "docs/repetition_study", "where the table and the figure go")
+_OUT = flags.DEFINE_string("out", "docs/repetition_study_v2", "where the records, tables and the figure go")
+_ONLY = flags.DEFINE_list("only", [], "run only these points (workdir names), write no report")
+_LR_SWEEP = flags.DEFINE_bool("lr_sweep", False, "also run the config's get_lr_sweep() points")
+
+METRICS = ("token_accuracy", "sample_token_accuracy")
 
 
-def saturation_epoch(token_accuracy: list[float], rule: saturation.SaturationConfig) -> int | None:
+def saturation_epoch(accuracy: list[float], rule: saturation.SaturationConfig) -> int | None:
     """The first epoch after which the saturation rule would have stopped the run (None: it never fires)."""
-    for epoch in range(1, len(token_accuracy) + 1):
-        decision = saturation.check_saturation(token_accuracy[:epoch], rule)
-        if decision.stop:
+    for epoch in range(1, len(accuracy) + 1):
+        if saturation.check_saturation(accuracy[:epoch], rule).stop:
             return epoch
     return None
 
 
+def point_name(summary: dict[str, Any]) -> str:
+    return pathlib.Path(summary["config"]["workdir"]).name if "config" in summary else str(summary["point"])
+
+
 def point_row(summary: dict[str, Any], rule: saturation.SaturationConfig) -> dict[str, Any]:
-    """One grid point's numbers: held-out accuracy before, along and after training; token accuracy per epoch."""
+    """One grid point's numbers: held-out accuracy at the end (and before/along when the run measured them), token
+    accuracy per epoch on both aggregations, and where the saturation rule would have fired on each."""
     history = summary["history"]
+    config = summary.get("config", {})
     samples, epochs = summary["point"]["data.num_samples"], summary["point"]["train.epochs"]
     updates_per_epoch = summary["planned_updates"] / epochs
-    token_acc = [h["token_accuracy"] for h in history]
     evals = [(e + 1, h) for e, h in enumerate(history) if "eval_avg@n" in h]
-    start = summary["start_eval"]
-    sat = saturation_epoch(token_acc, rule)
-    return {
+    start = summary.get("start_eval") or {}
+    final = evals[-1][1]
+    items = summary.get("final_eval_items")
+    n_items = len(items["correct"]) if items else config.get("eval", {}).get("num_items", 0)
+    row: dict[str, Any] = {
+        "name": point_name(summary),
         "samples": samples,
         "epochs": epochs,
         "updates": summary["steps"],
-        "held_out_start": start["eval_avg@n"],
-        "held_out_final": evals[-1][1]["eval_avg@n"],
+        "lr": config.get("train", {}).get("lr"),
+        "held_out_items": n_items,
+        "held_out_start": start.get("eval_avg@n"),
+        "held_out_final": final["eval_avg@n"],
+        "held_out_se": binomial_se(final["eval_avg@n"], n_items),
         "held_out_best": max(h["eval_avg@n"] for _, h in evals),
-        "terminated_final": evals[-1][1]["eval_terminated_fraction"],
-        "token_accuracy_final": token_acc[-1],
+        "terminated_final": final["eval_terminated_fraction"],
+        "mean_length_final": final.get("eval_mean_length"),
         "memorized_final": history[-1]["memorized_fraction"],
-        "saturation_epoch": sat,
-        "saturation_update": None if sat is None else int(sat * updates_per_epoch),
-        "curve_updates": [0] + [int(e * updates_per_epoch) for e, _ in evals],
-        "curve_held_out": [start["eval_avg@n"]] + [h["eval_avg@n"] for _, h in evals],
-        "token_accuracy": token_acc,
+        "curve_updates": ([0] if start else []) + [int(e * updates_per_epoch) for e, _ in evals],
+        "curve_held_out": ([start["eval_avg@n"]] if start else []) + [h["eval_avg@n"] for _, h in evals],
     }
+    for metric in METRICS:
+        curve = [h[metric] for h in history if metric in h]
+        row[metric] = curve
+        row[f"{metric}_final"] = curve[-1] if curve else None
+        sat = saturation_epoch(curve, rule) if curve else None
+        row[f"saturation_epoch_{metric}"] = sat
+        row[f"saturation_update_{metric}"] = None if sat is None else int(sat * updates_per_epoch)
+    return row
 
 
-def markdown_table(rows: list[dict[str, Any]], items: int) -> str:
-    fmt = lambda x: "-" if x is None else (f"{x:.3f}" if isinstance(x, float) else str(x))
+def item_scores(summary: dict[str, Any]) -> np.ndarray | None:
+    """Per held-out item, the fraction of its samples that were right (greedy: 0 or 1), in item order."""
+    items = summary.get("final_eval_items")
+    if not items:
+        return None
+    order = np.argsort(items["index"])
+    return np.asarray([np.mean(c) for c in items["correct"]], np.float64)[order]
+
+
+def comparisons(summaries: list[dict[str, Any]], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Paired differences on the held-out items: the fixed-budget points against the one-epoch point, the best
+    repetition point against it, and each step along the fixed-n row (rows sharing one sample count)."""
+    scores = {r["name"]: item_scores(s) for s, r in zip(summaries, rows, strict=True)}
+    diff = lambda a, b: (
+        paired_bootstrap(scores[a], scores[b]) if scores[a] is not None and scores[b] is not None else None
+    )
+    out: dict[str, Any] = {"fixed_budget": [], "best_repetition": None, "fixed_n": [], "fixed_n_judgement": None}
+
+    budget = max(r["updates"] for r in rows)
+    diagonal = sorted((r for r in rows if r["updates"] == budget), key=lambda r: r["epochs"])
+    one_epoch = next((r for r in diagonal if r["epochs"] == 1), None)
+    if one_epoch is not None:
+        for r in diagonal:
+            if r is not one_epoch and (d := diff(r["name"], one_epoch["name"])) is not None:
+                out["fixed_budget"].append({"point": r["name"], "against": one_epoch["name"], **d.to_dict()})
+        repeated = [r for r in diagonal if r["epochs"] > 1]
+        if repeated:
+            best = max(repeated, key=lambda r: r["held_out_final"])
+            if (d := diff(best["name"], one_epoch["name"])) is not None:
+                out["best_repetition"] = {"point": best["name"], "against": one_epoch["name"], **d.to_dict()}
+
+    row_n = fixed_n_row(rows)
+    if len(row_n) >= 3:
+        for prev, nxt in zip(row_n, row_n[1:]):
+            if (d := diff(nxt["name"], prev["name"])) is not None:
+                out["fixed_n"].append({"point": nxt["name"], "against": prev["name"], **d.to_dict()})
+        out["fixed_n_judgement"] = fixed_n_judgement(row_n, scores)
+    return out
+
+
+def fixed_n_row(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The points that share the most common sample count (ties: the smaller count), by epochs."""
+    counts = collections.Counter(r["samples"] for r in rows)
+    n = max(counts, key=lambda k: (counts[k], -k))
+    return sorted((r for r in rows if r["samples"] == n), key=lambda r: r["epochs"])
+
+
+def fixed_n_judgement(row_n: list[dict[str, Any]], scores: dict[str, np.ndarray | None]) -> dict[str, Any] | None:
+    """The saturation rule, judged on the fixed-n row: the first point whose final token accuracy reaches the
+    threshold is where the rule says "stop"; do the longer points of the row still gain held-out accuracy on it?"""
+    threshold = saturation.SaturationConfig().threshold
+    out = {"threshold": threshold, "by_metric": {}}
+    for metric in METRICS:
+        hit = next((r for r in row_n if (r[f"{metric}_final"] or 0) >= threshold), None)
+        if hit is None:
+            out["by_metric"][metric] = {"saturated_point": None, "later": []}
+            continue
+        later = []
+        for r in row_n[row_n.index(hit) + 1 :]:
+            if scores.get(r["name"]) is not None and scores.get(hit["name"]) is not None:
+                later.append({"point": r["name"], **paired_bootstrap(scores[r["name"]], scores[hit["name"]]).to_dict()})
+        if not later:
+            verdict = "no longer point in the row"
+        elif any(x["resolved"] and x["estimate"] > 0 for x in later):
+            verdict = "still improves"
+        elif any(x["resolved"] for x in later):
+            verdict = "gets worse"
+        else:
+            verdict = "no resolved change"
+        out["by_metric"][metric] = {"saturated_point": hit["name"], "later": later, "verdict": verdict}
+    return out
+
+
+def _fmt(x: Any) -> str:
+    return "-" if x is None else (f"{x:.3f}" if isinstance(x, float) else str(x))
+
+
+def markdown_tables(rows: list[dict[str, Any]], comp: dict[str, Any], lr_rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| samples x epochs | updates | held-out acc. before | held-out acc. final | held-out acc. best | "
-        "final token acc. | memorized | saturation epoch (update) | terminated |",
+        "| samples x epochs | updates | held-out acc. (± s.e.) | terminated | mean length | final token acc. | "
+        "final sample token acc. | memorized | saturation epoch: token / sample |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
-        sat = "-" if r["saturation_epoch"] is None else f"{r['saturation_epoch']} ({r['saturation_update']})"
+        sat = " / ".join(_fmt(r[f"saturation_epoch_{m}"]) for m in METRICS)
         lines.append(
-            f"| {r['samples']} x {r['epochs']} | {r['updates']} | {fmt(r['held_out_start'])} | "
-            f"{fmt(r['held_out_final'])} | {fmt(r['held_out_best'])} | {fmt(r['token_accuracy_final'])} | "
-            f"{fmt(r['memorized_final'])} | {sat} | {fmt(r['terminated_final'])} |"
+            f"| {r['samples']} x {r['epochs']} | {r['updates']} | {r['held_out_final']:.3f} ± {r['held_out_se']:.3f} | "
+            f"{_fmt(r['terminated_final'])} | {_fmt(r['mean_length_final'])} | {_fmt(r['token_accuracy_final'])} | "
+            f"{_fmt(r['sample_token_accuracy_final'])} | {_fmt(r['memorized_final'])} | {sat} |"
         )
-    se = math.sqrt(0.25 / items)
-    lines.append("")
-    lines.append(
-        f"Held-out accuracy is greedy exact match of the last `\\boxed{{}}` on {items} test problems "
-        f"(binomial standard error at most {se:.3f})."
-    )
+    items = rows[0]["held_out_items"] if rows else 0
+    lines += [
+        "",
+        f"Held-out accuracy: greedy exact match of the last `\\boxed{{}}` on {items} test problems. Saturation "
+        "epoch: where the trainer's default rule (accuracy >= 0.99, or < 0.001 gain over 3 epochs) would have "
+        "stopped, replayed on the epoch token accuracy over all answer tokens / the mean of each sample's own.",
+    ]
+    pairs = [("fixed budget", x) for x in comp["fixed_budget"]] + [("fixed n", x) for x in comp["fixed_n"]]
+    if comp["best_repetition"]:
+        pairs.append(("best repetition point", comp["best_repetition"]))
+    if pairs:
+        lines += [
+            "",
+            "| comparison | difference in held-out acc. | 95% paired bootstrap interval | |",
+            "| --- | ---: | ---: | --- |",
+        ]
+        for kind, x in pairs:
+            verdict = "resolved" if x["resolved"] else "unresolved"
+            lines.append(
+                f"| {kind}: {x['point']} - {x['against']} | {x['estimate']:+.3f} | "
+                f"[{x['low']:+.3f}, {x['high']:+.3f}] | {verdict} |"
+            )
+        lines.append("")
+        lines.append(
+            "The best repetition point is picked by its own held-out accuracy, so its interval is optimistic "
+            "(a selection among the repeated points)."
+        )
+    judgement = comp.get("fixed_n_judgement")
+    if judgement:
+        lines.append("")
+        for metric, j in judgement["by_metric"].items():
+            if j["saturated_point"] is None:
+                lines.append(f"Fixed-n row, {metric}: no point reaches {judgement['threshold']}.")
+                continue
+            later = ", ".join(f"{x['point']} {Difference(**_diff_fields(x)).describe()}" for x in j["later"])
+            lines.append(
+                f"Fixed-n row, {metric}: {j['saturated_point']} reaches {judgement['threshold']}; with more epochs "
+                f"held-out accuracy: {j['verdict']}" + (f" ({later} against it)." if later else ".")
+            )
+    if lr_rows:
+        lines += [
+            "",
+            "Learning-rate pick (the one-epoch point):",
+            "",
+            "| lr | held-out acc. (± s.e.) | final token acc. | terminated |",
+            "| ---: | ---: | ---: | ---: |",
+        ]
+        for r in sorted(lr_rows, key=lambda r: r["lr"]):
+            lines.append(
+                f"| {r['lr']:g} | {r['held_out_final']:.3f} ± {r['held_out_se']:.3f} | "
+                f"{_fmt(r['token_accuracy_final'])} | {_fmt(r['terminated_final'])} |"
+            )
     return "\n".join(lines)
+
+
+def _diff_fields(x: dict[str, Any]) -> dict[str, Any]:
+    return {k: x[k] for k in ("estimate", "low", "high", "confidence", "items")}
 
 
 def plot(rows: list[dict[str, Any]], path: pathlib.Path) -> pathlib.Path:
     fig, left, right = two_panels(12, 4.2)
+    budget = max(r["updates"] for r in rows)
+    row_n = fixed_n_row(rows)
+    for label, group in (
+        (f"fixed budget ({budget} updates)", [r for r in rows if r["updates"] == budget]),
+        (f"fixed n ({row_n[0]['samples']} samples)", row_n),
+    ):
+        group = sorted(group, key=lambda r: r["epochs"])
+        if len(group) > 1:
+            left.errorbar(
+                [r["epochs"] for r in group],
+                [r["held_out_final"] for r in group],
+                yerr=[1.96 * r["held_out_se"] for r in group],
+                marker="o",
+                capsize=3,
+                label=label,
+            )
     for r in rows:
-        label = f"{r['samples']} x {r['epochs']}"
-        left.plot(r["curve_updates"], r["curve_held_out"], marker="o", label=label)
         epochs = np.arange(1, len(r["token_accuracy"]) + 1)
-        (line,) = right.plot(epochs, r["token_accuracy"], marker=".", label=label)
-        if r["saturation_epoch"] is not None:
-            e = r["saturation_epoch"]
+        (line,) = right.plot(epochs, r["token_accuracy"], marker=".", label=f"{r['samples']} x {r['epochs']}")
+        if r["sample_token_accuracy"]:
+            right.plot(epochs, r["sample_token_accuracy"], linestyle=":", color=line.get_color())
+        e = r["saturation_epoch_token_accuracy"]
+        if e is not None:
             right.plot([e], [r["token_accuracy"][e - 1]], marker="*", markersize=14, color=line.get_color())
-    left.set(xlabel="updates", ylabel="held-out accuracy", title="held-out accuracy over the update budget")
+    left.set(xlabel="epochs", ylabel="held-out accuracy (95% binomial)", xscale="log", title="held-out accuracy")
+    left.set_xscale("log", base=2)
     right.set(
         xlabel="epoch",
         ylabel="training token accuracy",
         xscale="log",
-        ylim=(0.0, 1.02),
-        title="token accuracy per epoch (star: saturation epoch)",
+        title="token accuracy per epoch (dotted: per-sample mean; star: saturation)",
     )
     for ax in (left, right):
         ax.grid(alpha=0.3)
-        ax.legend(title="samples x epochs", loc="best")
+        ax.legend(loc="best", fontsize=8)
     return save_png(fig, path)
 
 
+def _ensure_warmup(module, out: pathlib.Path) -> None:
+    """Train and export the config's warm-up model if a point needs it and it is not there; copy its results."""
+    warmup = getattr(module, "WARMUP", None)
+    if warmup is None:
+        return
+    warmup = pathlib.Path(warmup)
+    if not (warmup / "model" / "config.json").exists():
+        from experiments.list_edits_warmup import warm_up
+
+        warm_up(out=warmup)
+    if (warmup / "results.json").exists():
+        out.mkdir(parents=True, exist_ok=True)
+        results = json.loads((warmup / "results.json").read_text())
+        (out / "warmup.json").write_text(json.dumps({k: results[k] for k in ("headline", "gate")}, indent=2) + "\n")
+
+
 def main(argv):
+    from bitune_jax.train.loop import run
+
     config, sweep = study_from_flags(argv, flags.FLAGS["config"])
-    summaries = run_points(config, sweep)
-    rule = saturation.SaturationConfig()  # the trainer's default rule, as the notebook uses
+    module = load_config_module(config_flags.get_config_filename(flags.FLAGS["config"]))
+    out = pathlib.Path(_OUT.value)
+    lr_sweep = module.get_lr_sweep() if _LR_SWEEP.value and hasattr(module, "get_lr_sweep") else []
+
+    def runner(c):
+        _ensure_warmup(module, out)
+        return run(c)
+
+    names = lambda pts: [pathlib.Path(p["workdir"]).name for p in pts]
+    if _ONLY.value:
+        everything = {n: p for n, p in zip(names(sweep + lr_sweep), sweep + lr_sweep, strict=True)}
+        unknown = sorted(set(_ONLY.value) - set(everything))
+        if unknown:
+            raise app.UsageError(f"--only names no point of this study: {unknown}; points: {sorted(everything)}")
+        run_points(config, [everything[n] for n in _ONLY.value], runner=runner, record_dir=out / "points")
+        return
+
+    summaries = run_points(config, sweep, runner=runner, record_dir=out / "points")
+    lr_summaries = run_points(config, lr_sweep, runner=runner, record_dir=out / "points") if lr_sweep else []
+    rule = saturation.SaturationConfig()  # the trainer's default rule
     rows = [point_row(s, rule) for s in summaries]
-    table = markdown_table(rows, config.eval.num_items)
-    out = write_report(_OUT.value, table, {"rows": rows, "config": config.to_dict()})
+    lr_rows = [point_row(s, rule) for s in lr_summaries]
+    comp = comparisons(summaries, rows)
+    table = markdown_tables(rows, comp, lr_rows)
+    report = {"rows": rows, "lr_rows": lr_rows, "comparisons": comp, "config": config.to_dict()}
+    if (out / "warmup.json").exists():
+        report["warmup"] = json.loads((out / "warmup.json").read_text())
+    write_report(out, table, report)
     plot(rows, out / "figure.png")
     print(table)
     for r in rows:
-        print(f"held-out accuracy {r['samples']}x{r['epochs']}: {r['held_out_final']:.4f}")
+        print(f"held_out_accuracy_{r['samples']}x{r['epochs']}: {r['held_out_final']:.4f}")
+    if comp["best_repetition"]:
+        b = comp["best_repetition"]
+        print(f"best_repetition_minus_one_epoch: {b['estimate']:+.4f} [{b['low']:+.4f}, {b['high']:+.4f}]")
 
 
 if __name__ == "__main__":

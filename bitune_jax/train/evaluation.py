@@ -17,7 +17,7 @@ import pathlib
 from typing import Any
 
 from bitune_jax.api import LM
-from bitune_jax.data import DataError, Record, encode_record, read_records, synthetic
+from bitune_jax.data import DataError, Record, encode_record, read_records, synthetic_tasks
 from bitune_jax.eval.answers import last_boxed
 from bitune_jax.eval.datasets import ReasoningItem
 from bitune_jax.eval.mmlu import MMLUItem, check_shots, evaluate_mmlu, read_mmlu
@@ -40,7 +40,7 @@ def held_out_records(config: RunSpec) -> list[Record]:
     """The eval set `config.eval` names: the synthetic task's disjoint test set, or a local JSONL file."""
     ev = config.eval
     if ev.source == "synthetic":
-        records = synthetic.split(config.data.synthetic)[1]
+        records = synthetic_tasks.split(config.data.synthetic)[1]
     elif ev.source == "jsonl":
         if not ev.path:
             raise ValueError(

@@ -21,7 +21,7 @@ from ml_collections import ConfigDict
 import bitune_jax as bj
 from bitune_jax import kernels
 from bitune_jax.bitune import BituneConfig, alpha
-from bitune_jax.data import EpochBatches, SFTBatch, read_records, split_pool, synthetic, tokenize_records
+from bitune_jax.data import EpochBatches, SFTBatch, read_records, split_pool, synthetic_tasks, tokenize_records
 from bitune_jax.data.hf_datasets import read_hf_records
 from bitune_jax.models.compute import Compute
 from bitune_jax.train import checkpointing, divergence, epoch_stats, evaluation, run_record, saturation
@@ -83,9 +83,8 @@ def read_training_pool(data: DataSpec) -> tuple[list, str]:
         where = f", {hf.where_column}={hf.where_value!r}" if hf.where_column else ""
         source = f"{hf.path} (split {hf.split}{where})"
     else:
-        records = synthetic.split(data.synthetic)[0]
-        kind = "long-CoT" if data.synthetic.cot else "short-answer"
-        source = f"synthetic {kind} arithmetic (pool {data.synthetic.pool_size}, seed {data.synthetic.seed})"
+        records = synthetic_tasks.split(data.synthetic)[0]
+        source = synthetic_tasks.describe(data.synthetic)
     if data.val_size >= len(records):
         raise ConfigError(f"config.data.val_size={data.val_size}, but {source} holds {len(records)} rows")
     if data.num_samples > len(records) - data.val_size:

@@ -38,6 +38,7 @@ class BituneSpec:
 
 @dataclasses.dataclass(frozen=True)
 class SyntheticSpec:
+    task: str  # a name in data.synthetic_tasks.TASKS
     pool_size: int
     test_size: int
     min_steps: int

@@ -16,6 +16,7 @@ from ml_collections import ConfigDict
 
 from bitune_jax import kernels
 from bitune_jax.bitune import BituneConfig
+from bitune_jax.data import synthetic_tasks
 from bitune_jax.models.compute import REMAT_POLICIES
 from bitune_jax.peft import PeftConfig
 from bitune_jax.train import run_record
@@ -31,6 +32,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "peft.method": ("lora", "dora", "ia3"),
     "bitune.mixing": ("per_layer", "per_kv_head"),
     "data.source": ("synthetic", "jsonl", "hf"),
+    "data.synthetic.task": tuple(synthetic_tasks.TASKS),
     "data.template": ("chat", "plain"),
     "data.truncation": ("drop", "truncate", "error"),
     "train.schedule": ("cosine", "linear", "constant"),

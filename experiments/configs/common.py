@@ -41,7 +41,9 @@ def base() -> ConfigDict:
             batch_size=1,  # sequences per update (global, over all processes)
             pad_multiple=16,  # batches pad to a multiple of this (bounds recompilation)
             bucket_chunks=0,  # >0: length bucketing within chunks of this many batches
-            synthetic=ConfigDict(dict(pool_size=512, test_size=64, min_steps=4, max_steps=8, seed=0, cot=True)),
+            synthetic=ConfigDict(
+                dict(task="arithmetic", pool_size=512, test_size=64, min_steps=4, max_steps=8, seed=0, cot=True)
+            ),
             # source=hf: a save_to_disk directory, .parquet file or folder of shards; column names, optional row filter
             hf=ConfigDict(
                 dict(

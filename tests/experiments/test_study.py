@@ -1,11 +1,22 @@
 """The study runner on a tiny model: grid points run once, resume, and become a table and a figure."""
 
+import json
+import shutil
+import types
+
 import pytest
 
 from bitune_jax.train import saturation
 from bitune_jax.train.loop import run
 from experiments.study import load_config_module, point_config, run_points
-from experiments.study_repetition import markdown_table, plot, point_row, saturation_epoch
+from experiments.study_repetition import (
+    _ensure_warmup,
+    comparisons,
+    markdown_tables,
+    plot,
+    point_row,
+    saturation_epoch,
+)
 from tests.train.tiny_run import smollm2_tokenizer, tiny_config, write_tiny_model
 
 pytestmark = pytest.mark.integration  # the integration tier: python -m pytest -m integration
@@ -18,47 +29,75 @@ def model_dir(tmp_path_factory):
     return write_tiny_model(tmp_path_factory.mktemp("tiny_model"), smollm2_tokenizer())
 
 
-def test_grid_runs_once_resumes_and_reports(model_dir, tmp_path):
+def test_grid_runs_once_resumes_from_records_and_reports(model_dir, tmp_path):
+    """A list-edits grid (fixed budget of 4 updates, plus a fixed-n row of 1 sample): every point runs once, its
+    record holds the per-item eval, a clean checkout (records, no workdirs) reruns nothing, and the report pairs
+    the points item by item."""
     config = tiny_config(
         model_dir,
         tmp_path / "study",
         **{
-            "train.max_updates": 4,
             "saturation.enabled": False,
             "checkpoint.every_steps": 0,
-            "eval.at_start": True,
-            "eval.num_items": 2,
+            "eval.num_items": 3,
             "eval.max_new_tokens": 8,
-            "data.synthetic.pool_size": 16,
+            "data.synthetic.task": "list_edits",
+            "data.synthetic.pool_size": 8,
+            "data.synthetic.test_size": 3,
         },
     )
+    grid = [(4, 1), (2, 2), (1, 4), (1, 1), (1, 2)]
     sweep = [
         {
             "data.num_samples": n,
             "train.epochs": e,
-            "eval.every_epochs": max(1, e // 2),
+            "train.max_updates": n * e,
+            "eval.every_epochs": e,
             "workdir": str(tmp_path / "study" / f"{n}x{e}"),
         }
-        for n, e in [(4, 1), (2, 2)]
+        for n, e in grid
     ]
+    records = tmp_path / "report" / "points"
     calls = []
     counting = lambda c: (calls.append(c.workdir), run(c))[1]
 
-    summaries = run_points(config, sweep, runner=counting)
-    assert len(calls) == 2 and [s["steps"] for s in summaries] == [4, 4]
-    assert run_points(config, sweep, runner=counting) == summaries and len(calls) == 2  # done points are kept
+    summaries = run_points(config, sweep, runner=counting, record_dir=records)
+    assert len(calls) == 5 and [s["steps"] for s in summaries] == [4, 4, 4, 1, 2]
+    assert sorted(p.name for p in records.iterdir()) == sorted(f"{n}x{e}.json" for n, e in grid)
+    items = summaries[0]["final_eval_items"]
+    assert len(items["correct"]) == 3 and sorted(items["index"]) == [0, 1, 2] and items["epoch"] == 1
+    assert len(items["lengths"][0]) == 1  # greedy: one sample per item
+
+    shutil.rmtree(tmp_path / "study")  # a clean checkout: the committed records, no run directories
+    assert run_points(config, sweep, runner=counting, record_dir=records) == summaries and len(calls) == 5
     sweep[1]["eval.max_new_tokens"] = 6  # a changed setting reruns that point only
-    run_points(config, sweep, runner=counting)
-    assert calls[2:] == [sweep[1]["workdir"]]
+    run_points(config, sweep, runner=counting, record_dir=records)
+    assert calls[5:] == [sweep[1]["workdir"]]
 
     rule = saturation.SaturationConfig()
     rows = [point_row(s, rule) for s in summaries]
-    assert [(r["samples"], r["epochs"], r["updates"]) for r in rows] == [(4, 1, 4), (2, 2, 4)]
-    assert rows[1]["curve_updates"] == [0, 2, 4] and len(rows[1]["curve_held_out"]) == 3
-    assert rows[1]["held_out_start"] == rows[0]["held_out_start"]  # the same model before training
-    table = markdown_table(rows, items=2)
-    assert "| 2 x 2 | 4 |" in table and table.count("\n| ") == 3
+    assert [(r["name"], r["updates"]) for r in rows] == [(f"{n}x{e}", n * e) for n, e in grid]
+    for r in rows:
+        assert len(r["token_accuracy"]) == len(r["sample_token_accuracy"]) == r["epochs"]
+        assert 0 <= r["held_out_final"] <= 1 and r["held_out_items"] == 3
+    comp = comparisons(summaries, rows)
+    assert [(x["point"], x["against"]) for x in comp["fixed_budget"]] == [("2x2", "4x1"), ("1x4", "4x1")]
+    assert [(x["point"], x["against"]) for x in comp["fixed_n"]] == [("1x2", "1x1"), ("1x4", "1x2")]
+    assert comp["best_repetition"]["point"] in ("2x2", "1x4")
+    assert set(comp["fixed_n_judgement"]["by_metric"]) == {"token_accuracy", "sample_token_accuracy"}
+    table = markdown_tables(rows, comp, lr_rows=rows[:1])
+    assert "| 2 x 2 | 4 |" in table and "fixed n: 1x4 - 1x2" in table and "Learning-rate pick" in table
     assert plot(rows, tmp_path / "figure.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_warmup_results_are_copied_into_the_report(tmp_path):
+    """A study whose warm-up model exists does not retrain it; its gate figures go into the report folder."""
+    warm = tmp_path / "warm"
+    (warm / "model").mkdir(parents=True)
+    (warm / "model" / "config.json").write_text("{}")
+    (warm / "results.json").write_text(json.dumps({"headline": {"gate_met": True}, "gate": 0.9, "config": {}}))
+    _ensure_warmup(types.SimpleNamespace(WARMUP=str(warm)), tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "warmup.json").read_text()) == {"headline": {"gate_met": True}, "gate": 0.9}
 
 
 def test_saturation_epoch_replays_the_rule():
@@ -68,10 +107,10 @@ def test_saturation_epoch_replays_the_rule():
 
 
 def test_study_configs_and_bad_sweep_key():
-    for name in ("study_repetition_smollm2", "study_bitune_smollm2"):
+    for name in ("study_repetition_smollm2", "study_repetition_v2_smollm2", "study_bitune_smollm2"):
         module = load_config_module(f"{ROOT_CONFIGS}/{name}.py")
         config = module.get_config()
-        for point in module.get_sweep():
+        for point in module.get_sweep() + getattr(module, "get_lr_sweep", list)():
             point_config(config, point)  # every override names a real key
     with pytest.raises(KeyError, match="trian.epochs"):
         point_config(config, {"trian.epochs": 3})
