@@ -17,6 +17,7 @@ from typing import Any
 
 from ml_collections import ConfigDict
 
+from bitune_jax.train import run_record
 from bitune_jax.train.loop import run
 
 
@@ -64,8 +65,9 @@ def run_points(
     """Each point's summary (with its `point` overrides and `config`), running only the points not yet done.
 
     A point is done when its workdir's `summary.json`, or with `record_dir` its record `record_dir/NAME.json` (NAME:
-    the workdir's last component), holds the same settings. Records are small (the summary plus the final held-out
-    eval per item, `final_eval_items`) and meant to be committed: a clean checkout then reruns no finished point.
+    the workdir's last component), holds the same settings and inputs (`run_inputs`). Records are small (the summary
+    plus the final held-out eval per item, `final_eval_items`) and meant to be committed: a clean checkout then
+    reruns no finished point.
     """
     summaries = []
     for point in sweep:
@@ -73,27 +75,45 @@ def run_points(
         settings = json.loads(json.dumps(c.to_dict()))  # as it reads back from JSON (tuples become lists)
         workdir = pathlib.Path(c.workdir)
         record = pathlib.Path(record_dir) / f"{workdir.name}.json" if record_dir is not None else None
-        done = _finished(record, settings) or _finished(workdir / "summary.json", settings)
+        inputs = run_inputs(c)
+        done = _finished(record, settings, inputs) or _finished(workdir / "summary.json", settings, inputs)
         if done is None:
             shutil.rmtree(workdir, ignore_errors=True)  # a point is run whole: no resuming another setting's state
             print(f"=== study point {point}", flush=True)
             runner(c)
             done = json.loads((workdir / "summary.json").read_text())
             done["config"] = settings
+            done["inputs"] = run_inputs(c)  # after the run: a warm-up the runner built now has weights to hash
             done["final_eval_items"] = final_eval_items(workdir)
             (workdir / "summary.json").write_text(json.dumps(done, indent=2))
-        if record is not None and _finished(record, settings) is None:
+        if record is not None and _finished(record, settings, inputs) is None:
             record.parent.mkdir(parents=True, exist_ok=True)
             record.write_text(json.dumps(done, indent=2) + "\n")
         summaries.append({**done, "point": dict(point)})
     return summaries
 
 
-def _finished(path: pathlib.Path | None, settings: dict[str, Any]) -> dict[str, Any] | None:
+def run_inputs(config: ConfigDict) -> dict[str, Any]:
+    """The identity of what a point trains on: its data (the generated records' hash for a synthetic task, the
+    file's for JSONL) and its initial weights (`bitune_jax.train.run_record`)."""
+    identity = run_record.describe(config)
+    return {"data": identity["data"], "weights": identity["weights"]}
+
+
+def _finished(path: pathlib.Path | None, settings: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any] | None:
+    """The summary at `path` if it is of these settings and inputs. Initial weights that are not on this machine
+    (a clean checkout without the warm-up model) cannot be compared, so a record is trusted on its data then."""
     if path is None or not path.exists():
         return None
     done = json.loads(path.read_text())
-    return done if done.get("config") == settings else None
+    saved = done.get("inputs") or {}
+    weights_unknown = str(inputs["weights"]).startswith("name:") and str(saved.get("weights")).startswith("sha256:")
+    same = (
+        done.get("config") == settings
+        and saved.get("data") == inputs["data"]
+        and (saved.get("weights") == inputs["weights"] or weights_unknown)
+    )
+    return done if same else None
 
 
 def final_eval_items(workdir: str | pathlib.Path) -> dict[str, list] | None:

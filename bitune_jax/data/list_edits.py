@@ -6,13 +6,15 @@ append X, remove X, swap the first two, move the last to the front, reverse (onl
 are drawn, so the list keeps 2..8 distinct words). Two families share the procedure and differ in the story: "list"
 (items on a list, common nouns) and "queue" (people in a queue, first names, edits told as queue events: "Tom joins
 the back", "Ann leaves", "the queue turns around"). Each edit is phrased by one of several templates drawn at random.
-The response is a reasoning trace in one fixed format, whatever the family and phrasing, then the answer:
+The response is a reasoning trace that restates the canonical edit and the whole list at every step, each line in
+a style drawn at random (`STEP_STYLES`), with a remark now and then (`REMARKS`), then the answer:
 
     <think>
     Start: [apple, cat, dog, egg]
-    Step 1: append pear -> [apple, cat, dog, egg, pear]
-    Step 2: remove cat -> [apple, dog, egg, pear]
-    Step 3: swap the first two -> [dog, apple, egg, pear]
+    1. append pear: [apple, cat, dog, egg, pear]
+    Let me be careful here.
+    Now remove cat. That gives [apple, dog, egg, pear]
+    After step 3 (swap the first two): [dog, apple, egg, pear]
     ...
     </think>
 
@@ -32,10 +34,11 @@ on a task the model can already do piecewise, and SFT shapes the trace (translat
 edit, restate the whole list, never lose a word) rather than teaching a missing skill. The gate is measured, not
 assumed: `single_step_items` and `benchmarks/list_edits_pilot.py`. Measured on the shipped SmolLM2-135M-Instruct
 (its 4-bit GGUF) before any warm-up: 1% of 200 single steps right zero-shot, 0.5% 3-shot, so the warm-up is needed.
-The two families and the random phrasings keep one epoch from being learned by rote. With `cot=False` the same
+The two families, the random phrasings of the question and the random styles of the trace keep one epoch from
+being learned by rote. With `cot=False` the same
 problems come without the trace (the response is only "The answer is \\boxed{...}."). What it does not capture: the
-breadth of real math/science reasoning, and traces that branch or backtrack; every trace here is the one
-deterministic procedure, and the state is small.
+breadth of real math/science reasoning, and traces that branch or backtrack; every trace here is the one procedure
+(only its wording varies), and the state is small.
 """
 
 from __future__ import annotations
@@ -64,6 +67,10 @@ __all__ = [
     "OPS",
     "TEMPLATES",
     "TRACE",
+    "STEP_STYLES",
+    "REMARKS",
+    "START_STYLES",
+    "trace_steps",
 ]
 
 MIN_LEN, MAX_LEN = 2, 8  # every list in a problem keeps this many words
@@ -158,8 +165,8 @@ OPS = ("append", "remove", "swap", "last_to_front", "reverse")
 # otherwise make up 3/5 of the edits (and often cancel: reverse, reverse).
 OP_WEIGHTS = {"append": 2.0, "remove": 2.0, "swap": 1.0, "last_to_front": 1.0, "reverse": 1.0}
 TAKES_ARG = {"append": True, "remove": True, "swap": False, "last_to_front": False, "reverse": False}
-# The trace's fixed name for each edit, the same in both families and for every phrasing: the trace is what SFT
-# shapes, so it must not vary with the story.
+# The trace's canonical name for each edit, the same in both families and for every phrasing of the question: the
+# trace translates the story into these.
 TRACE = {
     "append": "append {x}",
     "remove": "remove {x}",
@@ -167,6 +174,40 @@ TRACE = {
     "last_to_front": "move the last to the front",
     "reverse": "reverse",
 }
+# How the trace writes its lines, drawn at random per line, with a remark before a step now and then. A teacher's
+# long-CoT traces carry this kind of stylistic entropy: one pass over new traces cannot predict it, repetition
+# memorizes it, which is the regime the repetition study is about (one epoch of traces in a single fixed format
+# reached 0.99 token accuracy on unseen traces within 100 updates, leaving nothing for repetition to fit). Every
+# step line still holds the canonical edit and the whole list after it, in brackets.
+START_STYLES = ("Start: [{items}]", "The list starts as [{items}]", "Initially: [{items}]", "We begin with [{items}]")
+STEP_STYLES = (
+    "Step {i}: {edit} -> [{after}]",
+    "{i}. {edit}: [{after}]",
+    "After step {i} ({edit}): [{after}]",
+    "Edit {i} is {edit}, so now [{after}]",
+    "Now {edit}. That gives [{after}]",
+    "Next, {edit} leaves [{after}]",
+)
+REMARKS = (
+    "Okay.",
+    "Let me be careful here.",
+    "So far so good.",
+    "Let me count: {n} items.",
+    "Keep going.",
+    "Check the order again.",
+)
+REMARK_P = 0.3  # the chance of a remark before each step
+_STEP_PATTERNS = [
+    re.compile(
+        "^"
+        + re.escape(style)
+        .replace(re.escape("{i}"), r"\d+")
+        .replace(re.escape("{edit}"), r"(?P<edit>.+?)")
+        .replace(re.escape("{after}"), r"(?P<after>[^\[\]]*)")
+        + "$"
+    )
+    for style in STEP_STYLES
+]
 # The question's sentence for each edit, per family; one is drawn at random per edit. Each is a whole sentence ending
 # in "." with no ". " inside, and none equals another's rendering, so a question splits back into its sentences.
 TEMPLATES: dict[str, dict[str, tuple[str, ...]]] = {
@@ -314,9 +355,28 @@ def _sentence(rng: np.random.Generator, family: str, op: str, x: str | None) -> 
     return _pick(rng, TEMPLATES[family][op]).format(x=x)
 
 
-def _trace_line(i: int, op: str, x: str | None, after: Sequence[str]) -> str:
-    """The trace's line for edit `i` (1-based): the canonical edit, then the whole list after it."""
-    return f"Step {i}: {TRACE[op].format(x=x)} -> [{format_list(after)}]"
+def _trace_lines(rng: np.random.Generator, start: Sequence[str], ops: Sequence, lists: Sequence) -> list[str]:
+    """The trace: the start list, then per edit `i` (1-based) an optional remark and the canonical edit with the
+    whole list after it, each line in a style drawn at random."""
+    lines = [_pick(rng, START_STYLES).format(items=format_list(start))]
+    for i, ((op, x), after) in enumerate(zip(ops, lists, strict=True), 1):
+        if rng.random() < REMARK_P:
+            lines.append(_pick(rng, REMARKS).format(n=len(lists[i - 2]) if i > 1 else len(start)))
+        lines.append(_pick(rng, STEP_STYLES).format(i=i, edit=TRACE[op].format(x=x), after=format_list(after)))
+    return lines
+
+
+def trace_steps(response: str) -> list[tuple[str, list[str]]]:
+    """`(canonical edit, list after it)` for every step line of a trace, in order (remarks and other lines skipped):
+    how far a generated trace kept the state right, step by step."""
+    out = []
+    for line in response.split("\n"):
+        for pattern in _STEP_PATTERNS:
+            m = pattern.match(line.strip())
+            if m:
+                out.append((m["edit"], [w.strip() for w in m["after"].split(",")] if m["after"].strip() else []))
+                break
+    return out
 
 
 def _problem(rng: np.random.Generator, min_steps: int, max_steps: int, cot: bool = True) -> dict:
@@ -334,8 +394,7 @@ def _problem(rng: np.random.Generator, min_steps: int, max_steps: int, cot: bool
     events = " ".join(_sentence(rng, family, op, x) for op, x in ops)
     intro = _pick(rng, INTROS[family]).format(items=format_list(start))
     question = f"{intro} {events} {_pick(rng, ENDINGS[family])}"
-    lines = [f"Start: [{format_list(start)}]"]
-    lines += [_trace_line(i + 1, op, x, lists[i]) for i, (op, x) in enumerate(ops)]
+    lines = _trace_lines(rng, start, ops, lists)
     answer = format_list(lists[-1])
     boxed = f"The answer is \\boxed{{{answer}}}."
     response = "<think>\n" + "\n".join(lines) + "\n</think>\n\n" + boxed if cot else boxed

@@ -108,13 +108,28 @@ def weights_identity(name: str) -> str:
     return "sha256:" + _edges_digest([(f.name, f) for f in files if f.exists()])
 
 
+def synthetic_identity(spec) -> dict[str, Any]:
+    """The task and a hash of the records a `data.synthetic` section generates (pool and test set): the same
+    settings under a changed generator are other data."""
+    from bitune_jax.data import synthetic_tasks
+
+    pool, test = synthetic_tasks.split(spec)
+    digest = hashlib.sha256()
+    for r in (*pool, *test):
+        digest.update(json.dumps([r.messages, r.meta], sort_keys=True, ensure_ascii=False).encode())
+        digest.update(b"\n")
+    return {"task": spec.task, "records": len(pool) + len(test), "sha256": digest.hexdigest()}
+
+
 def describe(config: RunSpec | ConfigDict) -> dict[str, Any]:
-    """What the run is: its flat config, its data's identity (JSONL file or `hf` dataset) and its weights'."""
-    data = None
+    """What the run is: its flat config, its data's identity (JSONL file, `hf` dataset or the synthetic task's
+    generated records) and its weights'."""
     if config.data.source == "jsonl":
         data = file_identity(config.data.train_path)
     elif config.data.source == "hf":
         data = dataset_identity(config.data.hf.path)
+    else:
+        data = synthetic_identity(config.data.synthetic)
     return {"config": flat_config(config), "data": data, "weights": weights_identity(config.model.name)}
 
 
@@ -128,14 +143,17 @@ def _allowed(key: str, allow: list[str]) -> bool:
 
 def differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
     """Key -> (saved, current) for every config key that differs, and for the contents of the data file and the
-    weights (`data.train_path:contents`, `model.name:contents`)."""
+    weights (`data.train_path:contents` or `data.synthetic:contents`, `model.name:contents`)."""
     out = {}
     for key in sorted(set(saved["config"]) | set(current["config"])):
         a, b = saved["config"].get(key, "<absent>"), current["config"].get(key, "<absent>")
         if a != b:
             out[key] = (a, b)
-    if (saved.get("data") or {}).get("sha256") != (current.get("data") or {}).get("sha256"):
-        out["data.train_path:contents"] = (saved.get("data"), current.get("data"))
+    saved_data, current_data = saved.get("data"), current.get("data")
+    if saved_data is not None and (saved_data or {}).get("sha256") != (current_data or {}).get("sha256"):
+        # (a record without data identity is a synthetic run from before it was recorded: nothing to compare)
+        key = "data.synthetic" if "task" in (current_data or {}) else "data.train_path"
+        out[f"{key}:contents"] = (saved_data, current_data)
     if saved.get("weights") != current.get("weights"):
         out["model.name:contents"] = (saved.get("weights"), current.get("weights"))
     return out

@@ -10,22 +10,26 @@ model here is SmolLM2-135M-Instruct after the single-step warm-up (`experiments/
 
 Every grid point is the repetition recipe (`smollm2_rep.py`: full fine-tune, AdamW, cosine with 10% warmup over the
 whole budget, clip 1.0, one sequence per update) with the same number of updates, spent as samples x epochs. Samples
-are nested prefixes of one shuffled pool of `list_edits` problems (8-12 edits, two families, 3-4 phrasings per edit),
-as in the paper. Every epoch is trained (the paper's runs do not stop early); the saturation rule is replayed on the
-logged token accuracy afterwards. Held-out accuracy is greedy exact match of the last `\\boxed{}` list on 256 test
-problems that share no problem text with the pool, once at the end of each run.
+are nested prefixes of one shuffled pool of `list_edits` problems (5-8 edits, two families, 3-4 phrasings per edit
+in the question, 6 step styles and occasional remarks in the trace), as in the paper. Every epoch is trained (the
+paper's runs do not stop early); the saturation rule is replayed on the logged token accuracy afterwards. Held-out
+accuracy is greedy exact match of the last `\\boxed{}` list on 256 test problems that share no problem text with
+the pool, once at the end of each run.
 
-Why these sizes: a trace example is ~400 tokens (prompt 157 with SmolLM2's default system prompt, response mean 250,
-max 360), and full fine-tuning runs at 110-180 tokens/s on 2 cores, so a 256-update point is ~12 minutes of training.
+Why these sizes (measured on the 2 CPU cores this was built on): a trace example is ~310 tokens (prompt ~130 with
+SmolLM2's default system prompt, response mean 181, max 278) and full fine-tuning runs at ~150 tokens/s, so a
+128-update point trains in ~5 minutes and its greedy eval on 256 problems takes about as long. A first try with
+8-12 edits and 256 updates took ~14 minutes to train and over 12 to evaluate per point, too long for 9 points.
 """
 
 from experiments.configs import smollm2_rep
 
 WARMUP = "runs/list_edits_warmup"  # experiments.list_edits_warmup --out; its export is WARMUP/model
-BUDGET = 256  # updates per fixed-budget point
-DIAGONAL = [(256, 1), (64, 4), (32, 8), (16, 16)]  # (samples, epochs), samples x epochs = BUDGET
-FIXED_N = [(32, 1), (32, 2), (32, 4)]  # with (32, 8) from the diagonal: one sample count, more epochs
-LR = 1e-4
+BUDGET = 128  # updates per fixed-budget point
+DIAGONAL = [(128, 1), (32, 4), (16, 8), (8, 16)]  # (samples, epochs), samples x epochs = BUDGET
+FIXED_N = [(16, 1), (16, 2), (16, 4)]  # with (16, 8) from the diagonal: one sample count, more epochs
+LR = 1e-4  # picked on the one-epoch point from LR_CHOICES (get_lr_sweep)
+LR_CHOICES = (3e-5, 1e-4, 3e-4)
 
 
 def get_config():
@@ -33,24 +37,24 @@ def get_config():
     c.workdir = "runs/study_repetition_v2"
     c.model.name = f"{WARMUP}/model"
     c.data.synthetic.task = "list_edits"
-    c.data.synthetic.pool_size = 256
+    c.data.synthetic.pool_size = BUDGET
     c.data.synthetic.test_size = 256
-    c.data.synthetic.min_steps = 8
-    c.data.synthetic.max_steps = 12
-    c.data.max_len = 576  # the longest pool example is 556 tokens (test: 584 with a 372-token answer)
+    c.data.synthetic.min_steps = 5
+    c.data.synthetic.max_steps = 8
+    c.data.max_len = 448  # the longest pool example is 413 tokens (test: 430, with a 278-token answer)
     c.data.pad_multiple = 64  # a few padded shapes, each compiled once
     c.train.lr = LR
     c.saturation.enabled = False  # replayed afterwards, on both token-accuracy aggregations
     c.checkpoint.every_steps = 0  # only the final state; a study point is rerun whole if interrupted
     c.eval.at_start = False
     c.eval.num_items = 256
-    c.eval.batch_size = 64
-    c.eval.max_new_tokens = 448  # test responses are at most ~360 tokens; the rest measures non-termination
+    c.eval.batch_size = 128
+    c.eval.max_new_tokens = 320  # test responses are at most 278 tokens; the rest measures non-termination
     return c
 
 
 def point(samples: int, epochs: int, lr: float = LR) -> dict:
-    name = f"{samples}x{epochs}" + ("" if lr == LR else f"_lr{lr:g}")
+    name = f"{samples}x{epochs}_lr{lr:g}"  # the learning-rate pick and the grid share the one-epoch point
     return {
         "data.num_samples": samples,
         "train.epochs": epochs,
@@ -62,10 +66,10 @@ def point(samples: int, epochs: int, lr: float = LR) -> dict:
 
 
 def get_sweep():
-    """The fixed-budget diagonal, then the fixed-n row (32 samples, 1/2/4 epochs; 8 is on the diagonal)."""
+    """The fixed-budget diagonal, then the fixed-n row (16 samples, 1/2/4 epochs; 8 is on the diagonal)."""
     return [point(n, e) for n, e in DIAGONAL] + [point(n, e) for n, e in FIXED_N]
 
 
 def get_lr_sweep():
     """The learning-rate pick: the one-epoch point at each rate; the study uses `LR` for every point."""
-    return [point(256, 1, lr) for lr in (3e-5, 1e-4, 3e-4)]
+    return [point(BUDGET, 1, lr) for lr in LR_CHOICES]

@@ -14,6 +14,9 @@ from bitune_jax.data.list_edits import (
     MAX_LEN,
     MIN_LEN,
     OPS,
+    REMARKS,
+    START_STYLES,
+    STEP_STYLES,
     TEMPLATES,
     TRACE,
     format_list,
@@ -22,12 +25,18 @@ from bitune_jax.data.list_edits import (
     single_step_items,
     solve,
     split,
+    trace_steps,
     train_test_split,
     write_jsonl,
 )
 from bitune_jax.eval.answers import is_correct, last_boxed
 
-STEP = re.compile(r"^Step (\d+): (.+) -> \[(.*)\]$")
+STEP_PATTERN_OF_STYLE = [  # one pattern per step-line style, matching any edit and any bracketed list
+    re.compile(
+        "^" + re.escape(s).replace(r"\{i\}", r"\d+").replace(r"\{edit\}", ".+").replace(r"\{after\}", r"[^\[\]]*") + "$"
+    )
+    for s in STEP_STYLES
+]
 SENTENCE = re.compile(r"(?<=[.?]) ")
 
 
@@ -70,6 +79,7 @@ def test_solve_rejects_invalid_edits(ops, match):
 
 
 def test_traces_restate_solve_and_answer_is_boxed():
+    styles, remarks = collections.Counter(), 0
     for r in generate(300, seed=1, min_steps=1, max_steps=12):
         prompt, response, meta = r.messages[0]["content"], r.messages[1]["content"], r.meta
         assert r.messages[0]["role"] == "user" and r.messages[1]["role"] == "assistant"
@@ -77,15 +87,32 @@ def test_traces_restate_solve_and_answer_is_boxed():
         lists = solve(meta["start"], meta["ops"])
         assert meta["answer"] == format_list(lists[-1]) and isinstance(meta["answer"], str)
         lines = response.split("\n")
-        assert lines[0] == "<think>" and lines[1] == f"Start: [{format_list(meta['start'])}]"
-        steps = [STEP.match(line) for line in lines[2 : 2 + meta["steps"]]]
-        assert len(steps) == meta["steps"] == len(meta["ops"]) and all(steps)
-        for i, (m, (op, x), after) in enumerate(zip(steps, meta["ops"], lists, strict=True)):
-            assert int(m[1]) == i + 1 and _words(m[3]) == after
-            assert m[2] == TRACE[op].format(x=x)  # the canonical edit, whatever the question's phrasing
-        assert lines[2 + meta["steps"] :] == ["</think>", "", f"The answer is \\boxed{{{meta['answer']}}}."]
+        assert lines[0] == "<think>"
+        assert lines[1] in {s.format(items=format_list(meta["start"])) for s in START_STYLES}
+        steps = trace_steps(response)
+        assert [after for _, after in steps] == lists and len(steps) == meta["steps"]
+        assert [edit for edit, _ in steps] == [TRACE[op].format(x=x) for op, x in meta["ops"]]  # canonical edits
+        body = lines[2 : lines.index("</think>")]
+        for i, line in enumerate(body):
+            style = [k for k, p in enumerate(STEP_PATTERN_OF_STYLE) if p.match(line)]
+            if style:
+                styles[style[0]] += 1
+            else:  # a remark, always followed by a step line
+                assert any(line == m.format(n=len(w)) for m in REMARKS for w in [meta["start"], *lists])
+                assert i + 1 < len(body) and any(p.match(body[i + 1]) for p in STEP_PATTERN_OF_STYLE)
+                remarks += 1
+        assert lines[lines.index("</think>") :] == ["</think>", "", f"The answer is \\boxed{{{meta['answer']}}}."]
         assert last_boxed(response) == meta["answer"] and is_correct(last_boxed(response), meta["answer"])
         assert parse_list(response) == lists[-1]
+    assert sorted(styles) == list(range(len(STEP_STYLES)))  # every style is drawn
+    total = sum(styles.values())
+    assert 0.2 < remarks / total < 0.4  # REMARK_P = 0.3 per step
+
+
+def test_trace_steps_reads_a_generated_trace_up_to_where_it_breaks():
+    text = "<think>\nStart: [a, b]\nStep 1: swap the first two -> [b, a]\nOkay.\n2. reverse: [a, b]\nblah [x]\n"
+    assert trace_steps(text) == [("swap the first two", ["b", "a"]), ("reverse", ["a", "b"])]
+    assert trace_steps("The answer is \\boxed{a}.") == []
 
 
 def test_lists_stay_in_bounds_and_distinct():

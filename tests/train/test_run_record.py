@@ -1,6 +1,7 @@
 """The run record: trajectory-changing differences refused with each key's saved and new value, neutral ones
 noted, explicit overrides recorded, and the data and weights compared by content, not by how the path is spelled."""
 
+import json
 import shutil
 
 import pytest
@@ -96,3 +97,21 @@ def test_an_hf_dataset_directory_is_compared_by_content(tmp_path):
     (shards / "train-00001-of-00002.parquet").write_bytes(b"PAR1 more PAR1")
     with pytest.raises(ResumeChangedError, match="contents"):
         check_resume(hf_config(shards).workdir, hf_config(shards), resuming=True)
+
+
+def test_synthetic_data_is_compared_by_its_generated_records(tmp_path, monkeypatch):
+    """A changed generator under unchanged settings is other data: the resume is refused, naming it."""
+    from bitune_jax.data import list_edits
+
+    c = base()
+    c.workdir = str(tmp_path / "run")
+    c.data.synthetic.task, c.data.synthetic.pool_size, c.data.synthetic.test_size = "list_edits", 16, 4
+    started(tmp_path, c)
+    assert check_resume(c.workdir, c, resuming=True)[0] == []  # the same records: nothing to note
+    monkeypatch.setattr(list_edits, "REMARK_P", 0.0)  # the same config, traces without remarks
+    with pytest.raises(ResumeChangedError, match="data.synthetic:contents"):
+        check_resume(c.workdir, c, resuming=True)
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    record["data"] = None  # a record from before synthetic data was identified: nothing to compare against
+    (tmp_path / "run" / "run.json").write_text(json.dumps(record))
+    assert check_resume(c.workdir, c, resuming=True)[0] == []
