@@ -61,14 +61,17 @@ def run_points(
     sweep: list[dict[str, Any]],
     runner: Callable[[ConfigDict], dict[str, Any]] = run,
     record_dir: str | pathlib.Path | None = None,
+    evaluate: Callable[[ConfigDict, pathlib.Path], dict[str, Any] | None] | None = None,
 ) -> list[dict[str, Any]]:
     """Each point's summary (with its `point` overrides and `config`), running only the points not yet done.
 
     A point is done when its workdir's `summary.json`, or with `record_dir` its record `record_dir/NAME.json` (NAME:
     the workdir's last component), holds the same settings and inputs (`run_inputs`). Records are small (the summary
     plus the final held-out eval per item, `final_eval_items`) and meant to be committed: a clean checkout then
-    reruns no finished point.
+    reruns no finished point. `evaluate(config, workdir)` gives a finished run's per-item results; by default the
+    trainer's last held-out generation eval (`final_eval_items`).
     """
+    evaluate = (lambda _, workdir: final_eval_items(workdir)) if evaluate is None else evaluate
     summaries = []
     for point in sweep:
         c = point_config(config, point)
@@ -84,7 +87,7 @@ def run_points(
             done = json.loads((workdir / "summary.json").read_text())
             done["config"] = settings
             done["inputs"] = run_inputs(c)  # after the run: a warm-up the runner built now has weights to hash
-            done["final_eval_items"] = final_eval_items(workdir)
+            done["final_eval_items"] = evaluate(c, workdir)
             (workdir / "summary.json").write_text(json.dumps(done, indent=2))
         if record is not None and _finished(record, settings, inputs) is None:
             record.parent.mkdir(parents=True, exist_ok=True)

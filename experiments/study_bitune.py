@@ -1,14 +1,25 @@
-"""The Bitune study: Bitune vs the single-LoRA baseline over seeds, then its table and figure.
+"""The Bitune study: arms x fact orders x seeds on the 2-hop task, scored by log-likelihood, with paired intervals.
 
-    python -m experiments.study_bitune --config=experiments/configs/study_bitune_smollm2.py \\
-        [--out=docs/bitune_study] [--config.train.max_updates=...]
+    python -m experiments.study_bitune --config=experiments/configs/study_bitune_v2_smollm2.py \\
+        --out=docs/bitune_study_v2 [--pilot] [--only=lora_reverse_seed42,...]
 
-Writes `results.md` (mean and spread per arm, every seed), `results.json` and `figure.png` (held-out accuracy per
-arm and seed; Bitune's learned mixing coefficients per layer) into `--out`.
+The config module names the task (`NUM_FACTS`, `ORDERS`, `DATA_SEED`, `TRAIN_ITEMS`, `TEST_ITEMS`, `train_path`)
+and the grid (`get_sweep()`; `get_pilot()` for `--pilot`). This script writes each order's training problems as
+JSONL (`two_hop.train_test_split`, the authors' plain format), runs every point not yet recorded
+(`experiments.study.run_points`; a record is `OUT/points/NAME.json`), and scores each trained run on the held-out
+problems of its order by log-likelihood of each choice (`score_lm` / `score_bitune`, the training rendering). A
+record holds the per-item results, so arms pair item by item.
+
+Writes into `--out`: `results.md` (accuracy per arm and order, mean and spread over seeds; paired differences pooled
+over seeds with 95% bootstrap intervals resampled within seed; the order interaction), `results.json` and
+`figure.png` (accuracy per arm and order with seeds; Bitune's mixing coefficients per layer; training loss curves).
+`--pilot` runs the config's pilot instead (plain LoRA along one run per K, every checkpoint scored) and writes
+`OUT/pilot.md` and `OUT/pilot.json`.
 """
 
 from __future__ import annotations
 
+import json
 import pathlib
 from typing import Any
 
@@ -16,110 +27,301 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from experiments.study import run_points, save_png, study_from_flags, two_panels, write_report
+from bitune_jax.data import two_hop
+from bitune_jax.eval.intervals import paired_bootstrap
+from bitune_jax.eval.multiple_choice import MCConfig
+from experiments.study import load_config_module, run_points, save_png, study_from_flags, write_report
 
 config_flags.DEFINE_config_file("config", None, "a study config file (get_config and get_sweep)", lock_config=True)
-_OUT = flags.DEFINE_string("out", "docs/bitune_study", "where the table and the figure go")
-ARM_NAMES = {"peft": "LoRA (baseline)", "bitune": "Bitune"}
+_OUT = flags.DEFINE_string("out", "docs/bitune_study_v2", "where the records, tables and the figure go")
+_ONLY = flags.DEFINE_list("only", [], "run only these points (workdir names), write no report")
+_PILOT = flags.DEFINE_bool("pilot", False, "run the config's pilot (get_pilot) instead of the grid")
+
+# The training rendering: "Question: {user message}\n\nAnswer:" verbatim (the item's question is that whole text),
+# each choice scored as " color" + nothing, BOS as the tokenizer adds it in training (none for SmolLM2).
+SCORING = MCConfig(prompt_format="plain", template="{question}", add_bos=None)
+ARM_NAMES = {"lora": "LoRA", "bitune": "Bitune", "bitune_causal": "Bitune, causal only"}
 
 
-def seed_row(summary: dict[str, Any]) -> dict[str, Any]:
-    final = summary["history"][-1]
+def write_data(module) -> dict[str, list]:
+    """Each order's (and each pilot K's) training JSONL; returns the held-out records per `(order, K)`."""
+    tests = {}
+    for order in module.ORDERS:
+        for k in sorted({module.NUM_FACTS, *getattr(module, "PILOT_FACTS", ())}):
+            train, test = two_hop.train_test_split(
+                module.TRAIN_ITEMS, module.TEST_ITEMS, seed=module.DATA_SEED, order=order, num_facts=k
+            )
+            path = pathlib.Path(module.train_path(order, k))
+            text = "".join(json.dumps({"messages": r.messages}, ensure_ascii=False) + "\n" for r in train)
+            if not path.exists() or path.read_text(encoding="utf-8") != text:  # unchanged bytes keep records valid
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text, encoding="utf-8")
+            tests[(order, k)] = test
+    return tests
+
+
+def point_task(point: dict[str, Any]) -> tuple[str, int]:
+    """`(order, K)` of a point, read back from its training file name (`train_{order}_k{K}.jsonl`)."""
+    stem = pathlib.Path(point["data.train_path"]).stem  # train_reverse_k6
+    _, order, k = stem.split("_")
+    return order, int(k[1:])
+
+
+def score_workdir(workdir: str | pathlib.Path, test: list, step: int | None = None) -> dict[str, Any]:
+    """Per held-out item: correct, the gold's log-probability and the best other choice's, for the run's newest
+    checkpoint (or `step`), scored through the mixed cache for a Bitune run."""
+    from bitune_jax.eval.harness import BituneJaxLM  # needs lm-eval (pip install -e ".[eval]")
+    from bitune_jax.eval.multiple_choice import score_bitune, score_lm
+
+    wrapped = BituneJaxLM(run=str(workdir), step=step)
+    items = [two_hop.to_mc_item(r) for r in test]
+    if wrapped.bitune is not None:
+        trainable, bcfg = wrapped.bitune
+        lm = wrapped.lm
+        scores, _ = score_bitune(
+            lm.params, trainable, lm.cfg, bcfg, lm.tokenizer, items, SCORING, pad_id=lm.pad_id, compute=lm.compute
+        )
+    else:
+        scores, _ = score_lm(wrapped.lm, items, SCORING)
+    gold = [s.logprob_sum[s.label] for s in scores]
+    other = [max(v for j, v in enumerate(s.logprob_sum) if j != s.label) for s in scores]
     return {
-        "arm": ARM_NAMES[summary["point"]["objective"]],
-        "seed": summary["point"]["seed"],
-        "held_out": final["eval_avg@n"],
-        "train_loss_last_epoch": final["loss"],
-        "token_accuracy_last_epoch": final["token_accuracy"],
-        "updates": summary["steps"],
-        "alpha_k": summary.get("alpha_k"),
-        "alpha_v": summary.get("alpha_v"),
+        "correct": [int(s.pred == s.label) for s in scores],
+        "gold_logprob": gold,
+        "best_other_logprob": other,
+        "color_fact_slot": [r.meta["hop2_index"] for r in test],  # where the gold's color fact sits (recency)
     }
 
 
-def arm_stats(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Mean and sample standard deviation (ddof=1) of held-out accuracy per arm."""
-    out = {}
-    for arm in dict.fromkeys(r["arm"] for r in rows):
-        acc = np.asarray([r["held_out"] for r in rows if r["arm"] == arm])
-        out[arm] = {
-            "mean": float(acc.mean()),
-            "std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
-            "seeds": len(acc),
-        }
+def loss_curve(workdir: str | pathlib.Path) -> dict[str, list]:
+    """The trainer's logged step losses (`metrics.jsonl`, scope step): update and loss."""
+    rows = [json.loads(line) for line in (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines() if line]
+    steps = [r for r in rows if r.get("scope") == "step" and "loss" in r]
+    return {"update": [int(r["step"]) for r in steps], "loss": [float(r["loss"]) for r in steps]}
+
+
+def _name(point: dict[str, Any]) -> str:
+    return pathlib.Path(point["workdir"]).name
+
+
+def _arm(point: dict[str, Any]) -> str:
+    return _name(point).split("_seed")[0].rsplit("_", 1)[0]
+
+
+def seed_rows(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for s in summaries:
+        items = s["final_eval_items"]
+        order, k = point_task(s["point"])
+        rows.append(
+            {
+                "name": _name(s["point"]),
+                "arm": _arm(s["point"]),
+                "order": order,
+                "num_facts": k,
+                "seed": s["point"]["seed"],
+                "accuracy": float(np.mean(items["correct"])),
+                "items": len(items["correct"]),
+                "updates": s["steps"],
+                "final_loss": float(np.mean(items["loss_curve"]["loss"][-5:])) if items.get("loss_curve") else None,
+                "alpha_k": s.get("alpha_k"),
+                "alpha_v": s.get("alpha_v"),
+            }
+        )
+    return rows
+
+
+def arm_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and sample std (ddof=1) over seeds per (order, arm)."""
+    out = []
+    for order in dict.fromkeys(r["order"] for r in rows):
+        for arm in dict.fromkeys(r["arm"] for r in rows):
+            mine = [r for r in rows if r["order"] == order and r["arm"] == arm]
+            if not mine:
+                continue
+            acc = np.asarray([r["accuracy"] for r in mine])
+            out.append(
+                {
+                    "order": order,
+                    "arm": arm,
+                    "mean": float(acc.mean()),
+                    "std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
+                    "seeds": {r["seed"]: r["accuracy"] for r in mine},
+                    "final_loss": float(np.mean([r["final_loss"] for r in mine if r["final_loss"] is not None]))
+                    if any(r["final_loss"] is not None for r in mine)
+                    else None,
+                }
+            )
     return out
 
 
-def markdown_table(rows: list[dict[str, Any]], items: int) -> str:
-    stats = arm_stats(rows)
+def pooled(summaries, arm_a: str, arm_b: str, order: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Per-item correctness of two arms on one order, stacked over the seeds both have, with the seed per item."""
+    by = {(_arm(s["point"]), point_task(s["point"])[0], s["point"]["seed"]): s for s in summaries}
+    seeds = sorted(seed for (arm, o, seed) in by if arm == arm_a and o == order and (arm_b, order, seed) in by)
+    if not seeds:
+        return None
+    a = np.concatenate([by[(arm_a, order, s)]["final_eval_items"]["correct"] for s in seeds])
+    b = np.concatenate([by[(arm_b, order, s)]["final_eval_items"]["correct"] for s in seeds])
+    groups = np.concatenate([[s] * len(by[(arm_a, order, s)]["final_eval_items"]["correct"]) for s in seeds])
+    return a, b, groups
+
+
+def comparisons(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Bitune - LoRA and Bitune - causal-only Bitune per order, pooled over seeds; then the order interaction
+    (the Bitune - LoRA gain in reverse order minus that in chain order, items paired across orders)."""
+    out = []
+    pairs = [("bitune", "lora"), ("bitune", "bitune_causal"), ("bitune_causal", "lora")]
+    orders = list(dict.fromkeys(point_task(s["point"])[0] for s in summaries))
+    for order in orders:
+        for a, b in pairs:
+            got = pooled(summaries, a, b, order)
+            if got is not None:
+                d = paired_bootstrap(got[0], got[1], groups=got[2])
+                out.append({"comparison": f"{a} - {b}", "order": order, **d.to_dict()})
+    if {"reverse", "chain"} <= set(orders):
+        for a, b in pairs:
+            rev, chain = pooled(summaries, a, b, "reverse"), pooled(summaries, a, b, "chain")
+            if rev is not None and chain is not None and np.array_equal(rev[2], chain[2]):
+                d = paired_bootstrap(rev[0] - rev[1], chain[0] - chain[1], groups=rev[2])
+                out.append({"comparison": f"({a} - {b}): reverse - chain", "order": "both", **d.to_dict()})
+    return out
+
+
+def markdown(table: list[dict[str, Any]], comp: list[dict[str, Any]], items: int) -> str:
     lines = [
-        "| arm | held-out accuracy, mean ± std | per seed | train loss (last epoch) |",
-        "| --- | ---: | --- | ---: |",
+        "| order | arm | held-out accuracy, mean ± std over seeds | per seed | final train loss |",
+        "| --- | --- | ---: | --- | ---: |",
     ]
-    for arm, s in stats.items():
-        mine = [r for r in rows if r["arm"] == arm]
-        per_seed = ", ".join(f"{r['seed']}: {r['held_out']:.3f}" for r in mine)
-        loss = np.mean([r["train_loss_last_epoch"] for r in mine])
-        lines.append(f"| {arm} | {s['mean']:.3f} ± {s['std']:.3f} | {per_seed} | {loss:.3f} |")
-    lines.append("")
-    lines.append(
-        f"Held-out accuracy: greedy exact match of the last `\\boxed{{}}` on {items} test problems; std over "
-        f"seeds with ddof=1."
-    )
+    for t in table:
+        per_seed = ", ".join(f"{s}: {a:.3f}" for s, a in t["seeds"].items())
+        loss = "-" if t["final_loss"] is None else f"{t['final_loss']:.3f}"
+        lines.append(
+            f"| {t['order']} | {ARM_NAMES.get(t['arm'], t['arm'])} | {t['mean']:.3f} ± {t['std']:.3f} | "
+            f"{per_seed} | {loss} |"
+        )
+    lines += [
+        "",
+        f"Held-out accuracy: log-likelihood choice among 4 colors on {items} problems per run (chance 0.25).",
+        "",
+        "| comparison | order | difference | 95% paired bootstrap interval (within seed) | |",
+        "| --- | --- | ---: | ---: | --- |",
+    ]
+    for c in comp:
+        verdict = "resolved" if c["resolved"] else "unresolved"
+        lines.append(
+            f"| {c['comparison']} | {c['order']} | {c['estimate']:+.3f} | [{c['low']:+.3f}, {c['high']:+.3f}] | "
+            f"{verdict} |"
+        )
     return "\n".join(lines)
 
 
-def plot(rows: list[dict[str, Any]], path: pathlib.Path) -> pathlib.Path:
-    fig, left, right = two_panels(11, 4)
-    stats = arm_stats(rows)
-    arms = list(stats)
-    left.bar(
-        range(len(arms)),
-        [stats[a]["mean"] for a in arms],
-        yerr=[stats[a]["std"] for a in arms],
-        capsize=6,
-        color=["tab:gray", "tab:blue"][: len(arms)],
-        alpha=0.6,
-    )
-    for i, arm in enumerate(arms):
-        accs = [r["held_out"] for r in rows if r["arm"] == arm]
-        left.scatter([i] * len(accs), accs, color="black", zorder=3, s=14)
-    left.set_xticks(range(len(arms)), arms)
-    left.set(ylabel="held-out accuracy", title="mean ± std over seeds (dots: seeds)")
+def plot(rows: list[dict[str, Any]], summaries: list[dict[str, Any]], path: pathlib.Path) -> pathlib.Path:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(16, 4.2), dpi=100)
+    FigureCanvasAgg(fig)
+    bars, alphas, losses = fig.subplots(1, 3)
+    arms = list(dict.fromkeys(r["arm"] for r in rows))
+    orders = list(dict.fromkeys(r["order"] for r in rows))
+    width = 0.8 / max(len(arms), 1)
+    for j, arm in enumerate(arms):
+        for i, order in enumerate(orders):
+            acc = [r["accuracy"] for r in rows if r["arm"] == arm and r["order"] == order]
+            if acc:
+                x = i + (j - (len(arms) - 1) / 2) * width
+                bars.bar(x, np.mean(acc), width, color=f"C{j}", alpha=0.6, label=ARM_NAMES.get(arm) if i == 0 else None)
+                bars.scatter([x] * len(acc), acc, color="black", s=10, zorder=3)
+    bars.axhline(0.25, color="gray", linewidth=0.8, linestyle=":")
+    bars.set_xticks(range(len(orders)), orders)
+    bars.set(ylabel="held-out accuracy", title="accuracy per arm and fact order (dots: seeds; dotted: chance)")
+    bars.legend(fontsize=8)
     for r in rows:
         if r["alpha_k"] is not None:
-            layers = np.arange(len(np.ravel(r["alpha_k"])))
-            right.plot(layers, np.ravel(r["alpha_k"]), color="tab:blue", alpha=0.7, label=f"K, seed {r['seed']}")
-            right.plot(
-                layers,
-                np.ravel(r["alpha_v"]),
-                color="tab:orange",
-                alpha=0.7,
-                linestyle="--",
-                label=f"V, seed {r['seed']}",
-            )
-    right.axhline(0.5, color="gray", linewidth=0.8)
-    right.set(
+            style = "-" if r["arm"] == "bitune" else "--"
+            alphas.plot(np.ravel(r["alpha_k"]), style, color="C0" if r["order"] == "reverse" else "C1", alpha=0.6)
+    alphas.axhline(0.5, color="gray", linewidth=0.8)
+    alphas.set(
         xlabel="layer",
-        ylabel="alpha (weight of the bidirectional stream)",
-        ylim=(0.0, 1.0),
-        title="Bitune's learned mixing coefficients (start: 0.5)",
+        ylabel="alpha_k (weight of the second stream)",
+        title="mixing per layer (blue: reverse, orange: chain; dashed: causal only)",
     )
-    right.legend(fontsize=7, ncol=3)
-    for ax in (left, right):
+    for s in summaries:
+        curve = (s.get("final_eval_items") or {}).get("loss_curve")
+        if curve:
+            j = arms.index(_arm(s["point"]))
+            losses.plot(curve["update"], curve["loss"], color=f"C{j}", alpha=0.4, linewidth=0.8)
+    losses.set(xlabel="update", ylabel="training loss", yscale="log", title="training loss, every run (colors: arms)")
+    for ax in (bars, alphas, losses):
         ax.grid(alpha=0.3)
     return save_png(fig, path)
 
 
+def pilot_curve(workdir: pathlib.Path, test: list) -> dict[str, Any]:
+    """Held-out accuracy at every checkpoint of a pilot run, and its training loss."""
+    from bitune_jax.train.checkpointing import Checkpointer
+
+    with Checkpointer(workdir / "checkpoints", async_save=False) as ckpt:
+        steps = ckpt.all_steps()
+    accuracy = {str(step): float(np.mean(score_workdir(workdir, test, step)["correct"])) for step in steps}
+    return {"accuracy_by_update": accuracy, "items": len(test), "loss_curve": loss_curve(workdir)}
+
+
+def pilot_report(module, config, out: pathlib.Path, tests) -> None:
+    """Plain LoRA along one run per K: held-out accuracy at every checkpoint (on the first `PILOT_ITEMS` held-out
+    problems) and the training loss; is LoRA in the 40-70% band, and where has its loss plateaued?"""
+    pilot = module.get_pilot()
+    n = getattr(module, "PILOT_ITEMS", 200)
+    evaluate = lambda c, workdir: pilot_curve(workdir, tests[point_task({"data.train_path": c.data.train_path})][:n])
+    summaries = run_points(config, pilot, record_dir=out / "pilot_points", evaluate=evaluate)
+    curves = {f"K={point_task(p)[1]}": s["final_eval_items"] for p, s in zip(pilot, summaries, strict=True)}
+    updates = sorted({u for c in curves.values() for u in c["accuracy_by_update"]}, key=int)
+    lines = ["| K | " + " | ".join(f"update {u}" for u in updates) + " | loss, last 50 updates |"]
+    lines.append("| --- |" + " ---: |" * (len(updates) + 1))
+    for name, c in curves.items():
+        accs = " | ".join(f"{c['accuracy_by_update'][u]:.3f}" if u in c["accuracy_by_update"] else "-" for u in updates)
+        last = max(c["loss_curve"]["update"])
+        tail = [x for u, x in zip(c["loss_curve"]["update"], c["loss_curve"]["loss"], strict=True) if u > last - 50]
+        lines.append(f"| {name} | {accs} | {np.mean(tail):.3f} |")
+    lines += ["", f"Held-out accuracy on the first {n} test problems of each K (reverse order), chance 0.25."]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "pilot.md").write_text("\n".join(lines) + "\n")
+    (out / "pilot.json").write_text(json.dumps(curves, indent=2) + "\n")
+    print("\n".join(lines))
+
+
 def main(argv):
     config, sweep = study_from_flags(argv, flags.FLAGS["config"])
-    rows = [seed_row(s) for s in run_points(config, sweep)]
-    table = markdown_table(rows, config.eval.num_items)
-    out = write_report(_OUT.value, table, {"rows": rows, "stats": arm_stats(rows), "config": config.to_dict()})
-    plot(rows, out / "figure.png")
-    print(table)
-    for arm, s in arm_stats(rows).items():
-        print(f"held-out accuracy {arm}: {s['mean']:.4f} +- {s['std']:.4f}")
+    module = load_config_module(config_flags.get_config_filename(flags.FLAGS["config"]))
+    out = pathlib.Path(_OUT.value)
+    tests = write_data(module)
+    if _PILOT.value:
+        pilot_report(module, config, out, tests)
+        return
+
+    def evaluate(c, workdir):
+        order, k = point_task({"data.train_path": c.data.train_path})
+        return {**score_workdir(workdir, tests[(order, k)]), "loss_curve": loss_curve(workdir)}
+
+    if _ONLY.value:
+        chosen = {_name(p): p for p in sweep}
+        unknown = sorted(set(_ONLY.value) - set(chosen))
+        if unknown:
+            raise app.UsageError(f"--only names no point of this study: {unknown}; points: {sorted(chosen)}")
+        sweep = [chosen[n] for n in _ONLY.value]
+    summaries = run_points(config, sweep, record_dir=out / "points", evaluate=evaluate)
+    if _ONLY.value:
+        return
+    rows = seed_rows(summaries)
+    table = arm_table(rows)
+    comp = comparisons(summaries)
+    text = markdown(table, comp, module.TEST_ITEMS)
+    write_report(out, text, {"rows": rows, "table": table, "comparisons": comp, "config": config.to_dict()})
+    plot(rows, summaries, out / "figure.png")
+    print(text)
+    for t in table:
+        print(f"held_out_accuracy_{t['arm']}_{t['order']}: {t['mean']:.4f}")
 
 
 if __name__ == "__main__":

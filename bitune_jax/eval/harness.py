@@ -6,10 +6,10 @@
 
 (`lm_eval` itself does not know third-party models; `python -m bitune_jax.eval.harness` is its command line with
 this model registered.) `model_args`: `pretrained` (a shipped preset name, a Hugging Face directory or a `.gguf`
-file), `run` (a bitune_jax training workdir: its newest checkpoint on top of its model; `pretrained` defaults to the
-run's model), `dtype`, `attn_impl`, `batch_size`, `max_length` (default: the model's context), `max_gen_toks`,
-`add_bos` (default False, as lm-eval's `hf` model; the Bitune authors' harness forces it: `add_bos=True`) and
-`seed` (sampling).
+file), `run` (a bitune_jax training workdir: its newest checkpoint, or the one `step` names, on top of its model;
+`pretrained` defaults to the run's model), `dtype`, `attn_impl`, `batch_size`, `max_length` (default: the model's
+context), `max_gen_toks`, `add_bos` (default False, as lm-eval's `hf` model; the Bitune authors' harness forces
+it: `add_bos=True`) and `seed` (sampling).
 
 What a checkpoint holds decides the model: full weights replace the base's; PEFT adapters are merged into the base
 (exactly the adapted model's logits, to float rounding); Bitune's adapters and mixing coefficients score and
@@ -59,15 +59,19 @@ class TrainedRun:
     step: int
 
 
-def load_run(workdir: str | pathlib.Path) -> TrainedRun:
-    """The newest checkpoint of a bitune_jax run (its config comes from the checkpoint itself)."""
+def load_run(workdir: str | pathlib.Path, step: int | None = None) -> TrainedRun:
+    """A checkpoint of a bitune_jax run, the newest unless `step` names one (its config comes from the checkpoint
+    itself)."""
     directory = pathlib.Path(workdir) / "checkpoints"
     if not directory.is_dir():
         raise FileNotFoundError(f"{workdir}: not a bitune_jax run directory (no checkpoints/ in it)")
     with Checkpointer(directory, async_save=False) as ckpt:
-        step = ckpt.latest_step()
         if step is None:
-            raise FileNotFoundError(f"{directory}: no checkpoint saved yet")
+            step = ckpt.latest_step()
+            if step is None:
+                raise FileNotFoundError(f"{directory}: no checkpoint saved yet")
+        elif step not in ckpt.all_steps():
+            raise FileNotFoundError(f"{directory}: no checkpoint at step {step} (saved: {ckpt.all_steps()})")
         state, meta = ckpt.restore(step)
     if "config" not in meta:
         raise ValueError(f"{directory} (step {step}): the checkpoint holds no run config")
@@ -90,6 +94,7 @@ class BituneJaxLM(TemplateLM):
         self,
         pretrained: str | None = None,
         run: str | None = None,
+        step: int | None = None,
         dtype: str = "float32",
         attn_impl: str = "xla",
         batch_size: int | str = 8,
@@ -100,7 +105,7 @@ class BituneJaxLM(TemplateLM):
         **_unused: Any,  # lm-eval passes device, max_batch_size, ...
     ) -> None:
         super().__init__()
-        trained = load_run(run) if run else None
+        trained = load_run(run, None if step is None else int(step)) if run else None
         if pretrained is None:
             if trained is None:
                 raise ValueError("model_args need pretrained=<preset | HF directory | .gguf> or run=<workdir>")

@@ -107,7 +107,7 @@ def test_saturation_epoch_replays_the_rule():
 
 
 def test_study_configs_and_bad_sweep_key():
-    for name in ("study_repetition_smollm2", "study_repetition_v2_smollm2", "study_bitune_smollm2"):
+    for name in ("study_repetition_smollm2", "study_repetition_v2_smollm2", "study_bitune_v2_smollm2"):
         module = load_config_module(f"{ROOT_CONFIGS}/{name}.py")
         config = module.get_config()
         for point in module.get_sweep() + getattr(module, "get_lr_sweep", list)():

@@ -108,7 +108,9 @@ def test_unknown_key_in_a_config_file_is_an_error(tmp_path):
         "smollm2_rep.py",
         "smollm2_bitune.py",
         "study_repetition_smollm2.py",
-        "study_bitune_smollm2.py",
+        "study_repetition_v2_smollm2.py",
+        "study_bitune_v2_smollm2.py",
+        "list_edits_warmup_smollm2.py",
     ],
 )
 def test_shipped_configs_are_valid_on_their_meshes(spec, tmp_path):
