@@ -62,6 +62,7 @@ def run_points(
     runner: Callable[[ConfigDict], dict[str, Any]] = run,
     record_dir: str | pathlib.Path | None = None,
     evaluate: Callable[[ConfigDict, pathlib.Path], dict[str, Any] | None] | None = None,
+    run_missing: bool = True,
 ) -> list[dict[str, Any]]:
     """Each point's summary (with its `point` overrides and `config`), running only the points not yet done.
 
@@ -69,7 +70,8 @@ def run_points(
     the workdir's last component), holds the same settings and inputs (`run_inputs`). Records are small (the summary
     plus the final held-out eval per item, `final_eval_items`) and meant to be committed: a clean checkout then
     reruns no finished point. `evaluate(config, workdir)` gives a finished run's per-item results; by default the
-    trainer's last held-out generation eval (`final_eval_items`).
+    trainer's last held-out generation eval (`final_eval_items`). `run_missing=False` runs nothing: the points not
+    done are left out (a report of a study still under way).
     """
     evaluate = (lambda _, workdir: final_eval_items(workdir)) if evaluate is None else evaluate
     summaries = []
@@ -80,6 +82,9 @@ def run_points(
         record = pathlib.Path(record_dir) / f"{workdir.name}.json" if record_dir is not None else None
         inputs = run_inputs(c)
         done = _finished(record, settings, inputs) or _finished(workdir / "summary.json", settings, inputs)
+        if done is None and not run_missing:
+            print(f"not run yet: {workdir.name}", flush=True)
+            continue
         if done is None:
             shutil.rmtree(workdir, ignore_errors=True)  # a point is run whole: no resuming another setting's state
             print(f"=== study point {point}", flush=True)

@@ -32,14 +32,24 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from bitune_jax.data import list_edits, synthetic_tasks
 from bitune_jax.eval.intervals import Difference, binomial_se, paired_bootstrap
 from bitune_jax.train import saturation
-from experiments.study import load_config_module, run_points, save_png, study_from_flags, two_panels, write_report
+from experiments.study import (
+    final_eval_items,
+    load_config_module,
+    run_points,
+    save_png,
+    study_from_flags,
+    two_panels,
+    write_report,
+)
 
 config_flags.DEFINE_config_file("config", None, "a study config file (get_config and get_sweep)", lock_config=True)
 _OUT = flags.DEFINE_string("out", "docs/repetition_study_v2", "where the records, tables and the figure go")
 _ONLY = flags.DEFINE_list("only", [], "run only these points (workdir names), write no report")
 _LR_SWEEP = flags.DEFINE_bool("lr_sweep", False, "also run the config's get_lr_sweep() points")
+_REPORT_ONLY = flags.DEFINE_bool("report_only", False, "run nothing: report the recorded points, list the others")
 
 METRICS = ("token_accuracy", "sample_token_accuracy")
 
@@ -82,6 +92,11 @@ def point_row(summary: dict[str, Any], rule: saturation.SaturationConfig) -> dic
         "terminated_final": final["eval_terminated_fraction"],
         "mean_length_final": final.get("eval_mean_length"),
         "memorized_final": history[-1]["memorized_fraction"],
+        "steps_right_fraction": (
+            float(np.mean(np.asarray(items["steps_right"]) / np.asarray(items["steps_total"])))
+            if items and "steps_right" in items
+            else None
+        ),
         "curve_updates": ([0] if start else []) + [int(e * updates_per_epoch) for e, _ in evals],
         "curve_held_out": ([start["eval_avg@n"]] if start else []) + [h["eval_avg@n"] for _, h in evals],
     }
@@ -93,6 +108,26 @@ def point_row(summary: dict[str, Any], rule: saturation.SaturationConfig) -> dic
         row[f"saturation_epoch_{metric}"] = sat
         row[f"saturation_update_{metric}"] = None if sat is None else int(sat * updates_per_epoch)
     return row
+
+
+def trace_eval_items(config, workdir: str | pathlib.Path) -> dict[str, Any] | None:
+    """`final_eval_items` plus, on the list-edits task, how many steps of each generated trace (first sample) are
+    right before the first wrong one (`steps_right`, of `steps_total`): where a wrong answer went wrong."""
+    items = final_eval_items(workdir)
+    if items is None or config.data.synthetic.task != "list_edits" or config.eval.source != "synthetic":
+        return items
+    test = synthetic_tasks.split(config.data.synthetic)[1]
+    files = sorted((pathlib.Path(workdir) / "eval").glob("epoch_*.jsonl"))
+    rows = [json.loads(line) for line in files[-1].read_text(encoding="utf-8").splitlines() if line.strip()]
+    right, total = [], []
+    for r in (r for r in rows if "summary" not in r):
+        meta = test[r["index"]].meta
+        gold = list_edits.solve(meta["start"], meta["ops"])
+        steps = [after for _, after in list_edits.trace_steps(r["generations"][0])]
+        k = next((i for i, (got, want) in enumerate(zip(steps, gold)) if got != want), min(len(steps), len(gold)))
+        right.append(k)
+        total.append(len(gold))
+    return {**items, "steps_right": right, "steps_total": total}
 
 
 def item_scores(summary: dict[str, Any]) -> np.ndarray | None:
@@ -174,21 +209,24 @@ def _fmt(x: Any) -> str:
 
 def markdown_tables(rows: list[dict[str, Any]], comp: dict[str, Any], lr_rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| samples x epochs | updates | held-out acc. (± s.e.) | terminated | mean length | final token acc. | "
-        "final sample token acc. | memorized | saturation epoch: token / sample |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| samples x epochs | updates | held-out acc. (± s.e.) | steps right before the first error | terminated | "
+        "mean length | final token acc. | final sample token acc. | memorized | saturation epoch: token / sample |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         sat = " / ".join(_fmt(r[f"saturation_epoch_{m}"]) for m in METRICS)
         lines.append(
             f"| {r['samples']} x {r['epochs']} | {r['updates']} | {r['held_out_final']:.3f} ± {r['held_out_se']:.3f} | "
-            f"{_fmt(r['terminated_final'])} | {_fmt(r['mean_length_final'])} | {_fmt(r['token_accuracy_final'])} | "
-            f"{_fmt(r['sample_token_accuracy_final'])} | {_fmt(r['memorized_final'])} | {sat} |"
+            f"{_fmt(r['steps_right_fraction'])} | {_fmt(r['terminated_final'])} | {_fmt(r['mean_length_final'])} | "
+            f"{_fmt(r['token_accuracy_final'])} | {_fmt(r['sample_token_accuracy_final'])} | "
+            f"{_fmt(r['memorized_final'])} | {sat} |"
         )
     items = rows[0]["held_out_items"] if rows else 0
     lines += [
         "",
-        f"Held-out accuracy: greedy exact match of the last `\\boxed{{}}` on {items} test problems. Saturation "
+        f"Held-out accuracy: greedy exact match of the last `\\boxed{{}}` on {items} test problems; steps right: "
+        "the mean fraction of a problem's edits whose restated list is right before the trace's first wrong one. "
+        "Saturation "
         "epoch: where the trainer's default rule (accuracy >= 0.99, or < 0.001 gain over 3 epochs) would have "
         "stopped, replayed on the epoch token accuracy over all answer tokens / the mean of each sample's own.",
     ]
@@ -318,17 +356,31 @@ def main(argv):
         unknown = sorted(set(_ONLY.value) - set(everything))
         if unknown:
             raise app.UsageError(f"--only names no point of this study: {unknown}; points: {sorted(everything)}")
-        run_points(config, [everything[n] for n in _ONLY.value], runner=runner, record_dir=out / "points")
+        run_points(
+            config,
+            [everything[n] for n in _ONLY.value],
+            runner=runner,
+            record_dir=out / "points",
+            evaluate=trace_eval_items,
+        )
         return
 
-    summaries = run_points(config, sweep, runner=runner, record_dir=out / "points")
-    lr_summaries = run_points(config, lr_sweep, runner=runner, record_dir=out / "points") if lr_sweep else []
+    run_missing = not _REPORT_ONLY.value
+    keep = dict(runner=runner, record_dir=out / "points", evaluate=trace_eval_items, run_missing=run_missing)
+    summaries = run_points(config, sweep, **keep)
+    lr_summaries = run_points(config, lr_sweep, **keep) if lr_sweep else []
+    done = {point_name(s) for s in summaries + lr_summaries}
+    missing = [n for n in dict.fromkeys(names(sweep + lr_sweep)) if n not in done]
     rule = saturation.SaturationConfig()  # the trainer's default rule
     rows = [point_row(s, rule) for s in summaries]
+    if not rows:
+        raise SystemExit(f"no grid point is recorded in {out / 'points'} yet; not run: {', '.join(missing)}")
     lr_rows = [point_row(s, rule) for s in lr_summaries]
     comp = comparisons(summaries, rows)
     table = markdown_tables(rows, comp, lr_rows)
-    report = {"rows": rows, "lr_rows": lr_rows, "comparisons": comp, "config": config.to_dict()}
+    if missing:
+        table += f"\n\n**Study under way**: {len(missing)} point(s) not run yet: {', '.join(missing)}."
+    report = {"rows": rows, "lr_rows": lr_rows, "comparisons": comp, "missing": missing, "config": config.to_dict()}
     if (out / "warmup.json").exists():
         report["warmup"] = json.loads((out / "warmup.json").read_text())
     write_report(out, table, report)

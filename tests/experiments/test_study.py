@@ -6,6 +6,7 @@ import types
 
 import pytest
 
+from bitune_jax.data import list_edits
 from bitune_jax.train import saturation
 from bitune_jax.train.loop import run
 from experiments.study import load_config_module, point_config, run_points
@@ -16,6 +17,7 @@ from experiments.study_repetition import (
     plot,
     point_row,
     saturation_epoch,
+    trace_eval_items,
 )
 from tests.train.tiny_run import smollm2_tokenizer, tiny_config, write_tiny_model
 
@@ -61,15 +63,20 @@ def test_grid_runs_once_resumes_from_records_and_reports(model_dir, tmp_path):
     calls = []
     counting = lambda c: (calls.append(c.workdir), run(c))[1]
 
-    summaries = run_points(config, sweep, runner=counting, record_dir=records)
+    summaries = run_points(config, sweep, runner=counting, record_dir=records, evaluate=trace_eval_items)
     assert len(calls) == 5 and [s["steps"] for s in summaries] == [4, 4, 4, 1, 2]
     assert sorted(p.name for p in records.iterdir()) == sorted(f"{n}x{e}.json" for n, e in grid)
     items = summaries[0]["final_eval_items"]
     assert len(items["correct"]) == 3 and sorted(items["index"]) == [0, 1, 2] and items["epoch"] == 1
     assert len(items["lengths"][0]) == 1  # greedy: one sample per item
+    assert all(0 <= k <= n for k, n in zip(items["steps_right"], items["steps_total"], strict=True))
+    assert items["steps_total"] == [r.meta["steps"] for r in list_edits.split(config.data.synthetic)[1][:3]]
 
     shutil.rmtree(tmp_path / "study")  # a clean checkout: the committed records, no run directories
     assert run_points(config, sweep, runner=counting, record_dir=records) == summaries and len(calls) == 5
+    extra = {**sweep[0], "train.lr": 1e-3, "workdir": str(tmp_path / "study" / "4x1_lr1e-3")}
+    partial = run_points(config, [*sweep, extra], runner=counting, record_dir=records, run_missing=False)
+    assert partial == summaries and len(calls) == 5  # a report of a study under way runs nothing
     sweep[1]["eval.max_new_tokens"] = 6  # a changed setting reruns that point only
     run_points(config, sweep, runner=counting, record_dir=records)
     assert calls[5:] == [sweep[1]["workdir"]]
@@ -79,7 +86,7 @@ def test_grid_runs_once_resumes_from_records_and_reports(model_dir, tmp_path):
     assert [(r["name"], r["updates"]) for r in rows] == [(f"{n}x{e}", n * e) for n, e in grid]
     for r in rows:
         assert len(r["token_accuracy"]) == len(r["sample_token_accuracy"]) == r["epochs"]
-        assert 0 <= r["held_out_final"] <= 1 and r["held_out_items"] == 3
+        assert 0 <= r["held_out_final"] <= 1 and r["held_out_items"] == 3 and 0 <= r["steps_right_fraction"] <= 1
     comp = comparisons(summaries, rows)
     assert [(x["point"], x["against"]) for x in comp["fixed_budget"]] == [("2x2", "4x1"), ("1x4", "4x1")]
     assert [(x["point"], x["against"]) for x in comp["fixed_n"]] == [("1x2", "1x1"), ("1x4", "1x2")]
