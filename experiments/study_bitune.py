@@ -32,11 +32,6 @@ from bitune_jax.eval.intervals import paired_bootstrap
 from bitune_jax.eval.multiple_choice import MCConfig
 from experiments.study import load_config_module, run_points, save_png, study_from_flags, write_report
 
-config_flags.DEFINE_config_file("config", None, "a study config file (get_config and get_sweep)", lock_config=True)
-_OUT = flags.DEFINE_string("out", "docs/bitune_study_v2", "where the records, tables and the figure go")
-_ONLY = flags.DEFINE_list("only", [], "run only these points (workdir names), write no report")
-_PILOT = flags.DEFINE_bool("pilot", False, "run the config's pilot (get_pilot) instead of the grid")
-
 # The training rendering: "Question: {user message}\n\nAnswer:" verbatim (the item's question is that whole text),
 # each choice scored as " color" + nothing, BOS as the tokenizer adds it in training (none for SmolLM2).
 SCORING = MCConfig(prompt_format="plain", template="{question}", add_bos=None)
@@ -294,9 +289,9 @@ def pilot_report(module, config, out: pathlib.Path, tests) -> None:
 def main(argv):
     config, sweep = study_from_flags(argv, flags.FLAGS["config"])
     module = load_config_module(config_flags.get_config_filename(flags.FLAGS["config"]))
-    out = pathlib.Path(_OUT.value)
+    out = pathlib.Path(flags.FLAGS.out)
     tests = write_data(module)
-    if _PILOT.value:
+    if flags.FLAGS.pilot:
         pilot_report(module, config, out, tests)
         return
 
@@ -304,14 +299,14 @@ def main(argv):
         order, k = point_task({"data.train_path": c.data.train_path})
         return {**score_workdir(workdir, tests[(order, k)]), "loss_curve": loss_curve(workdir)}
 
-    if _ONLY.value:
+    if flags.FLAGS.only:
         chosen = {_name(p): p for p in sweep}
-        unknown = sorted(set(_ONLY.value) - set(chosen))
+        unknown = sorted(set(flags.FLAGS.only) - set(chosen))
         if unknown:
             raise app.UsageError(f"--only names no point of this study: {unknown}; points: {sorted(chosen)}")
-        sweep = [chosen[n] for n in _ONLY.value]
+        sweep = [chosen[n] for n in flags.FLAGS.only]
     summaries = run_points(config, sweep, record_dir=out / "points", evaluate=evaluate)
-    if _ONLY.value:
+    if flags.FLAGS.only:
         return
     rows = seed_rows(summaries)
     table = arm_table(rows)
@@ -324,5 +319,14 @@ def main(argv):
         print(f"held_out_accuracy_{t['arm']}_{t['order']}: {t['mean']:.4f}")
 
 
+def _define_flags() -> None:
+    """Flags are defined only when run as a script, so the studies' helpers import side by side (tests)."""
+    config_flags.DEFINE_config_file("config", None, "a study config file (get_config and get_sweep)", lock_config=True)
+    flags.DEFINE_string("out", "docs/bitune_study_v2", "where the records, tables and the figure go")
+    flags.DEFINE_list("only", [], "run only these points (workdir names), write no report")
+    flags.DEFINE_bool("pilot", False, "run the config's pilot (get_pilot) instead of the grid")
+
+
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)

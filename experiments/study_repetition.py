@@ -45,12 +45,6 @@ from experiments.study import (
     write_report,
 )
 
-config_flags.DEFINE_config_file("config", None, "a study config file (get_config and get_sweep)", lock_config=True)
-_OUT = flags.DEFINE_string("out", "docs/repetition_study_v2", "where the records, tables and the figure go")
-_ONLY = flags.DEFINE_list("only", [], "run only these points (workdir names), write no report")
-_LR_SWEEP = flags.DEFINE_bool("lr_sweep", False, "also run the config's get_lr_sweep() points")
-_REPORT_ONLY = flags.DEFINE_bool("report_only", False, "run nothing: report the recorded points, list the others")
-
 METRICS = ("token_accuracy", "sample_token_accuracy")
 
 
@@ -343,29 +337,29 @@ def main(argv):
 
     config, sweep = study_from_flags(argv, flags.FLAGS["config"])
     module = load_config_module(config_flags.get_config_filename(flags.FLAGS["config"]))
-    out = pathlib.Path(_OUT.value)
-    lr_sweep = module.get_lr_sweep() if _LR_SWEEP.value and hasattr(module, "get_lr_sweep") else []
+    out = pathlib.Path(flags.FLAGS.out)
+    lr_sweep = module.get_lr_sweep() if flags.FLAGS.lr_sweep and hasattr(module, "get_lr_sweep") else []
 
     def runner(c):
         _ensure_warmup(module, out)
         return run(c)
 
     names = lambda pts: [pathlib.Path(p["workdir"]).name for p in pts]
-    if _ONLY.value:
+    if flags.FLAGS.only:
         everything = {n: p for n, p in zip(names(sweep + lr_sweep), sweep + lr_sweep, strict=True)}
-        unknown = sorted(set(_ONLY.value) - set(everything))
+        unknown = sorted(set(flags.FLAGS.only) - set(everything))
         if unknown:
             raise app.UsageError(f"--only names no point of this study: {unknown}; points: {sorted(everything)}")
         run_points(
             config,
-            [everything[n] for n in _ONLY.value],
+            [everything[n] for n in flags.FLAGS.only],
             runner=runner,
             record_dir=out / "points",
             evaluate=trace_eval_items,
         )
         return
 
-    run_missing = not _REPORT_ONLY.value
+    run_missing = not flags.FLAGS.report_only
     keep = dict(runner=runner, record_dir=out / "points", evaluate=trace_eval_items, run_missing=run_missing)
     summaries = run_points(config, sweep, **keep)
     lr_summaries = run_points(config, lr_sweep, **keep) if lr_sweep else []
@@ -393,5 +387,15 @@ def main(argv):
         print(f"best_repetition_minus_one_epoch: {b['estimate']:+.4f} [{b['low']:+.4f}, {b['high']:+.4f}]")
 
 
+def _define_flags() -> None:
+    """Flags are defined only when run as a script, so the studies' helpers import side by side (tests)."""
+    config_flags.DEFINE_config_file("config", None, "a study config file (get_config and get_sweep)", lock_config=True)
+    flags.DEFINE_string("out", "docs/repetition_study_v2", "where the records, tables and the figure go")
+    flags.DEFINE_list("only", [], "run only these points (workdir names), write no report")
+    flags.DEFINE_bool("lr_sweep", False, "also run the config's get_lr_sweep() points")
+    flags.DEFINE_bool("report_only", False, "run nothing: report the recorded points, list the others")
+
+
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)
