@@ -56,6 +56,21 @@ def point_config(config: ConfigDict, point: Mapping[str, Any]) -> ConfigDict:
     return c
 
 
+def point_name(point: Mapping[str, Any]) -> str:
+    """A point's name: its workdir's last component (also its record's file name)."""
+    return pathlib.Path(point["workdir"]).name
+
+
+def select_points(sweep: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
+    """The named points of `sweep`, in the order named (a study script's `--only`); an unknown name is an error
+    listing the study's points, raised before anything runs."""
+    by_name = {point_name(p): p for p in sweep}
+    unknown = sorted(set(names) - set(by_name))
+    if unknown:
+        raise ValueError(f"--only names no point of this study: {unknown}; points: {sorted(by_name)}")
+    return [by_name[n] for n in names]
+
+
 def run_points(
     config: ConfigDict,
     sweep: list[dict[str, Any]],

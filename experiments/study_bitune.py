@@ -30,7 +30,15 @@ from ml_collections import config_flags
 from bitune_jax.data import two_hop
 from bitune_jax.eval.intervals import paired_bootstrap
 from bitune_jax.eval.multiple_choice import MCConfig
-from experiments.study import load_config_module, run_points, save_png, study_from_flags, write_report
+from experiments.study import (
+    load_config_module,
+    point_name,
+    run_points,
+    save_png,
+    select_points,
+    study_from_flags,
+    write_report,
+)
 
 # The training rendering: "Question: {user message}\n\nAnswer:" verbatim (the item's question is that whole text),
 # each choice scored as " color" + nothing, BOS as the tokenizer adds it in training (none for SmolLM2).
@@ -95,12 +103,8 @@ def loss_curve(workdir: str | pathlib.Path) -> dict[str, list]:
     return {"update": [int(r["step"]) for r in steps], "loss": [float(r["loss"]) for r in steps]}
 
 
-def _name(point: dict[str, Any]) -> str:
-    return pathlib.Path(point["workdir"]).name
-
-
 def _arm(point: dict[str, Any]) -> str:
-    return _name(point).split("_seed")[0].rsplit("_", 1)[0]
+    return point_name(point).split("_seed")[0].rsplit("_", 1)[0]
 
 
 def seed_rows(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -110,7 +114,7 @@ def seed_rows(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
         order, k = point_task(s["point"])
         rows.append(
             {
-                "name": _name(s["point"]),
+                "name": point_name(s["point"]),
                 "arm": _arm(s["point"]),
                 "order": order,
                 "num_facts": k,
@@ -300,11 +304,7 @@ def main(argv):
         return {**score_workdir(workdir, tests[(order, k)]), "loss_curve": loss_curve(workdir)}
 
     if flags.FLAGS.only:
-        chosen = {_name(p): p for p in sweep}
-        unknown = sorted(set(flags.FLAGS.only) - set(chosen))
-        if unknown:
-            raise app.UsageError(f"--only names no point of this study: {unknown}; points: {sorted(chosen)}")
-        sweep = [chosen[n] for n in flags.FLAGS.only]
+        sweep = select_points(sweep, flags.FLAGS.only)
     summaries = run_points(config, sweep, record_dir=out / "points", evaluate=evaluate)
     if flags.FLAGS.only:
         return

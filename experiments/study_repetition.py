@@ -38,8 +38,10 @@ from bitune_jax.train import saturation
 from experiments.study import (
     final_eval_items,
     load_config_module,
+    point_name,
     run_points,
     save_png,
+    select_points,
     study_from_flags,
     two_panels,
     write_report,
@@ -56,10 +58,6 @@ def saturation_epoch(accuracy: list[float], rule: saturation.SaturationConfig) -
     return None
 
 
-def point_name(summary: dict[str, Any]) -> str:
-    return pathlib.Path(summary["config"]["workdir"]).name if "config" in summary else str(summary["point"])
-
-
 def point_row(summary: dict[str, Any], rule: saturation.SaturationConfig) -> dict[str, Any]:
     """One grid point's numbers: held-out accuracy at the end (and before/along when the run measured them), token
     accuracy per epoch on both aggregations, and where the saturation rule would have fired on each."""
@@ -73,7 +71,7 @@ def point_row(summary: dict[str, Any], rule: saturation.SaturationConfig) -> dic
     items = summary.get("final_eval_items")
     n_items = len(items["correct"]) if items else config.get("eval", {}).get("num_items", 0)
     row: dict[str, Any] = {
-        "name": point_name(summary),
+        "name": point_name(summary["config"]),
         "samples": samples,
         "epochs": epochs,
         "updates": summary["steps"],
@@ -344,27 +342,17 @@ def main(argv):
         _ensure_warmup(module, out)
         return run(c)
 
-    names = lambda pts: [pathlib.Path(p["workdir"]).name for p in pts]
     if flags.FLAGS.only:
-        everything = {n: p for n, p in zip(names(sweep + lr_sweep), sweep + lr_sweep, strict=True)}
-        unknown = sorted(set(flags.FLAGS.only) - set(everything))
-        if unknown:
-            raise app.UsageError(f"--only names no point of this study: {unknown}; points: {sorted(everything)}")
-        run_points(
-            config,
-            [everything[n] for n in flags.FLAGS.only],
-            runner=runner,
-            record_dir=out / "points",
-            evaluate=trace_eval_items,
-        )
+        chosen = select_points(sweep + lr_sweep, flags.FLAGS.only)
+        run_points(config, chosen, runner=runner, record_dir=out / "points", evaluate=trace_eval_items)
         return
 
     run_missing = not flags.FLAGS.report_only
     keep = dict(runner=runner, record_dir=out / "points", evaluate=trace_eval_items, run_missing=run_missing)
     summaries = run_points(config, sweep, **keep)
     lr_summaries = run_points(config, lr_sweep, **keep) if lr_sweep else []
-    done = {point_name(s) for s in summaries + lr_summaries}
-    missing = [n for n in dict.fromkeys(names(sweep + lr_sweep)) if n not in done]
+    done = {point_name(s["config"]) for s in summaries + lr_summaries}
+    missing = [n for n in dict.fromkeys(map(point_name, sweep + lr_sweep)) if n not in done]
     rule = saturation.SaturationConfig()  # the trainer's default rule
     rows = [point_row(s, rule) for s in summaries]
     if not rows:

@@ -9,7 +9,7 @@ import pytest
 from bitune_jax.data import list_edits
 from bitune_jax.train import saturation
 from bitune_jax.train.loop import run
-from experiments.study import load_config_module, point_config, run_points
+from experiments.study import load_config_module, point_config, point_name, run_points, select_points
 from experiments.study_repetition import (
     _ensure_warmup,
     comparisons,
@@ -117,10 +117,21 @@ def test_study_configs_and_bad_sweep_key():
     for name in ("study_repetition_smollm2", "study_repetition_v2_smollm2", "study_bitune_v2_smollm2"):
         module = load_config_module(f"{ROOT_CONFIGS}/{name}.py")
         config = module.get_config()
-        for point in module.get_sweep() + getattr(module, "get_lr_sweep", list)():
+        points = module.get_sweep() + getattr(module, "get_lr_sweep", list)()
+        for point in points:
             point_config(config, point)  # every override names a real key
+        by_name = {}
+        for point in points:  # a shared name is a shared record (the LR pick's point is a grid point): same settings
+            assert by_name.setdefault(point_name(point), point) == point, f"{name}: {point_name(point)} differs"
     with pytest.raises(KeyError, match="trian.epochs"):
         point_config(config, {"trian.epochs": 3})
+
+
+def test_only_selects_named_points_in_order_and_names_unknown_ones():
+    sweep = [{"workdir": f"runs/s/{n}", "train.epochs": i} for i, n in enumerate(["a", "b", "c"])]
+    assert [p["train.epochs"] for p in select_points(sweep, ["c", "a"])] == [2, 0]
+    with pytest.raises(ValueError, match=r"\['zz'\].*\['a', 'b', 'c'\]"):
+        select_points(sweep, ["a", "zz"])
 
 
 def test_olmo7b_rep_triangle_is_the_authors_grid():

@@ -40,18 +40,8 @@ def tiny_study(tmp_path):
     )
 
 
-def test_grid_scores_every_arm_pairs_items_and_reports(model_dir, tmp_path):
-    module = tiny_study(tmp_path)
-    tests = study_bitune.write_data(module)
-    assert set(tests) == {("reverse", 4), ("chain", 4)}
-    reverse_text = (tmp_path / "data" / "train_reverse_k4.jsonl").read_text()
-    assert len(reverse_text.splitlines()) == 12
-    study_bitune.write_data(module)  # a second call leaves the bytes (and so the records' data hash) alone
-    assert (tmp_path / "data" / "train_reverse_k4.jsonl").read_text() == reverse_text
-    problems = lambda order: [r.meta["problem"] for r in tests[(order, 4)]]
-    assert problems("reverse") == problems("chain")  # the same held-out problems in both orders
-
-    config = tiny_config(
+def tiny_study_config(model_dir, tmp_path):
+    return tiny_config(
         model_dir,
         tmp_path / "runs",
         **{
@@ -68,6 +58,20 @@ def test_grid_scores_every_arm_pairs_items_and_reports(model_dir, tmp_path):
             "eval.every_epochs": 0,
         },
     )
+
+
+def test_grid_scores_every_arm_pairs_items_and_reports(model_dir, tmp_path):
+    module = tiny_study(tmp_path)
+    tests = study_bitune.write_data(module)
+    assert set(tests) == {("reverse", 4), ("chain", 4)}
+    reverse_text = (tmp_path / "data" / "train_reverse_k4.jsonl").read_text()
+    assert len(reverse_text.splitlines()) == 12
+    study_bitune.write_data(module)  # a second call leaves the bytes (and so the records' data hash) alone
+    assert (tmp_path / "data" / "train_reverse_k4.jsonl").read_text() == reverse_text
+    problems = lambda order: [r.meta["problem"] for r in tests[(order, 4)]]
+    assert problems("reverse") == problems("chain")  # the same held-out problems in both orders
+
+    config = tiny_study_config(model_dir, tmp_path)
     sweep = [
         {
             **ARMS[arm],
@@ -119,6 +123,37 @@ def test_grid_scores_every_arm_pairs_items_and_reports(model_dir, tmp_path):
     assert "| reverse | Bitune, causal only |" in text and "resolved" in text
     assert study_bitune.plot(rows, summaries, tmp_path / "figure.png").read_bytes()[:4] == b"\x89PNG"
     json.dumps(comp)  # the report's numbers are plain JSON
+
+
+def test_pilot_scores_every_checkpoint_and_reports_the_band(model_dir, tmp_path):
+    module = tiny_study(tmp_path)
+    module.PILOT_FACTS = (4,)
+    module.PILOT_ITEMS = 4
+    workdir = tmp_path / "runs" / "pilot_lora_reverse_k4"
+    module.get_pilot = lambda: [
+        {
+            **ARMS["lora"],
+            "seed": 42,
+            "data.train_path": module.train_path("reverse", 4),
+            "train.max_updates": 2,
+            "checkpoint.every_steps": 1,
+            "checkpoint.keep": 2,
+            "workdir": str(workdir),
+        }
+    ]
+    tests = study_bitune.write_data(module)
+    out = tmp_path / "report"
+    study_bitune.pilot_report(module, tiny_study_config(model_dir, tmp_path), out, tests)
+    curve = json.loads((out / "pilot.json").read_text())["K=4"]
+    assert set(curve["accuracy_by_update"]) == {"1", "2"} and curve["items"] == 4
+    for step in (1, 2):  # each checkpoint's own score, on the first PILOT_ITEMS problems
+        scored = study_bitune.score_workdir(workdir, tests[("reverse", 4)][:4], step)
+        assert curve["accuracy_by_update"][str(step)] == pytest.approx(np.mean(scored["correct"]))
+    table = (out / "pilot.md").read_text()
+    assert "| K | update 1 | update 2 | loss, last 50 updates |" in table and "| K=4 |" in table
+    shutil.rmtree(tmp_path / "runs")  # the pilot's record stands in for its run
+    study_bitune.pilot_report(module, tiny_study_config(model_dir, tmp_path), out, tests)
+    assert json.loads((out / "pilot.json").read_text())["K=4"] == curve
 
 
 def test_pooled_differences_resample_within_seed():
