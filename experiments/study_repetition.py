@@ -131,6 +131,15 @@ def item_scores(summary: dict[str, Any]) -> np.ndarray | None:
     return np.asarray([np.mean(c) for c in items["correct"]], np.float64)[order]
 
 
+def item_steps_right(summary: dict[str, Any]) -> np.ndarray | None:
+    """Per held-out item, the fraction of its edits right before the trace's first error, in item order."""
+    items = summary.get("final_eval_items")
+    if not items or "steps_right" not in items:
+        return None
+    order = np.argsort(items["index"])
+    return (np.asarray(items["steps_right"], np.float64) / np.asarray(items["steps_total"]))[order]
+
+
 def comparisons(summaries: list[dict[str, Any]], rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Paired differences on the held-out items: the fixed-budget points against the one-epoch point, the best
     repetition point against it, and each step along the fixed-n row (rows sharing one sample count)."""
@@ -158,7 +167,8 @@ def comparisons(summaries: list[dict[str, Any]], rows: list[dict[str, Any]]) -> 
         for prev, nxt in zip(row_n, row_n[1:]):
             if (d := diff(nxt["name"], prev["name"])) is not None:
                 out["fixed_n"].append({"point": nxt["name"], "against": prev["name"], **d.to_dict()})
-        out["fixed_n_judgement"] = fixed_n_judgement(row_n, scores)
+        steps = {r["name"]: item_steps_right(s) for s, r in zip(summaries, rows, strict=True)}
+        out["fixed_n_judgement"] = fixed_n_judgement(row_n, {"held-out accuracy": scores, "steps right": steps})
     return out
 
 
@@ -169,29 +179,36 @@ def fixed_n_row(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted((r for r in rows if r["samples"] == n), key=lambda r: r["epochs"])
 
 
-def fixed_n_judgement(row_n: list[dict[str, Any]], scores: dict[str, np.ndarray | None]) -> dict[str, Any] | None:
+def fixed_n_judgement(
+    row_n: list[dict[str, Any]], outcomes: dict[str, dict[str, np.ndarray | None]]
+) -> dict[str, Any] | None:
     """The saturation rule, judged on the fixed-n row: the first point whose final token accuracy reaches the
-    threshold is where the rule says "stop"; do the longer points of the row still gain held-out accuracy on it?"""
+    threshold is where the rule says "stop"; do the longer points of the row still gain on it? Judged on each
+    outcome (`outcomes`: name -> point -> per-item scores), since held-out accuracy can sit at the floor while the
+    steps right before the first error still move."""
     threshold = saturation.SaturationConfig().threshold
     out = {"threshold": threshold, "by_metric": {}}
     for metric in METRICS:
         hit = next((r for r in row_n if (r[f"{metric}_final"] or 0) >= threshold), None)
+        judged = {"saturated_point": None if hit is None else hit["name"], "by_outcome": {}}
+        out["by_metric"][metric] = judged
         if hit is None:
-            out["by_metric"][metric] = {"saturated_point": None, "later": []}
             continue
-        later = []
-        for r in row_n[row_n.index(hit) + 1 :]:
-            if scores.get(r["name"]) is not None and scores.get(hit["name"]) is not None:
-                later.append({"point": r["name"], **paired_bootstrap(scores[r["name"]], scores[hit["name"]]).to_dict()})
-        if not later:
-            verdict = "no longer point in the row"
-        elif any(x["resolved"] and x["estimate"] > 0 for x in later):
-            verdict = "still improves"
-        elif any(x["resolved"] for x in later):
-            verdict = "gets worse"
-        else:
-            verdict = "no resolved change"
-        out["by_metric"][metric] = {"saturated_point": hit["name"], "later": later, "verdict": verdict}
+        for outcome, scores in outcomes.items():
+            later = []
+            for r in row_n[row_n.index(hit) + 1 :]:
+                if scores.get(r["name"]) is not None and scores.get(hit["name"]) is not None:
+                    d = paired_bootstrap(scores[r["name"]], scores[hit["name"]])
+                    later.append({"point": r["name"], **d.to_dict()})
+            if not later:
+                verdict = "no longer point in the row"
+            elif any(x["resolved"] and x["estimate"] > 0 for x in later):
+                verdict = "still improves"
+            elif any(x["resolved"] for x in later):
+                verdict = "gets worse"
+            else:
+                verdict = "no resolved change"
+            judged["by_outcome"][outcome] = {"later": later, "verdict": verdict}
     return out
 
 
@@ -249,11 +266,12 @@ def markdown_tables(rows: list[dict[str, Any]], comp: dict[str, Any], lr_rows: l
             if j["saturated_point"] is None:
                 lines.append(f"Fixed-n row, {metric}: no point reaches {judgement['threshold']}.")
                 continue
-            later = ", ".join(f"{x['point']} {Difference(**_diff_fields(x)).describe()}" for x in j["later"])
-            lines.append(
-                f"Fixed-n row, {metric}: {j['saturated_point']} reaches {judgement['threshold']}; with more epochs "
-                f"held-out accuracy: {j['verdict']}" + (f" ({later} against it)." if later else ".")
-            )
+            for outcome, o in j["by_outcome"].items():
+                later = ", ".join(f"{x['point']} {Difference(**_diff_fields(x)).describe()}" for x in o["later"])
+                lines.append(
+                    f"Fixed-n row, {metric}: {j['saturated_point']} reaches {judgement['threshold']}; with more "
+                    f"epochs, {outcome}: {o['verdict']}" + (f" ({later} against it)." if later else ".")
+                )
     if lr_rows:
         lines += [
             "",

@@ -27,7 +27,7 @@ from experiments.configs import smollm2_rep
 WARMUP = "runs/list_edits_warmup"  # experiments.list_edits_warmup --out; its export is WARMUP/model
 BUDGET = 128  # updates per fixed-budget point
 DIAGONAL = [(128, 1), (32, 4), (16, 8), (8, 16)]  # (samples, epochs), samples x epochs = BUDGET
-FIXED_N = [(16, 1), (16, 2), (16, 4)]  # with (16, 8) from the diagonal: one sample count, more epochs
+FIXED_N = [(16, 1), (16, 2), (16, 4), (16, 16)]  # with (16, 8) from the diagonal; 16 x 16 is past saturation
 LR = 1e-4  # picked on the one-epoch point from LR_CHOICES (get_lr_sweep)
 LR_CHOICES = (3e-5, 1e-4, 3e-4)
 
@@ -66,7 +66,8 @@ def point(samples: int, epochs: int, lr: float = LR) -> dict:
 
 
 def get_sweep():
-    """The fixed-budget diagonal, then the fixed-n row (16 samples, 1/2/4 epochs; 8 is on the diagonal)."""
+    """The fixed-budget diagonal, then the fixed-n row (16 samples, 1/2/4/16 epochs; 8 is on the diagonal: the rule
+    fires in its epoch 7, so 16 x 16 is the longer point that judges it)."""
     return [point(n, e) for n, e in DIAGONAL] + [point(n, e) for n, e in FIXED_N]
 
 

@@ -4,6 +4,7 @@ import json
 import shutil
 import types
 
+import numpy as np
 import pytest
 
 from bitune_jax.data import list_edits
@@ -13,6 +14,7 @@ from experiments.study import load_config_module, point_config, point_name, run_
 from experiments.study_repetition import (
     _ensure_warmup,
     comparisons,
+    fixed_n_judgement,
     markdown_tables,
     plot,
     point_row,
@@ -91,7 +93,13 @@ def test_grid_runs_once_resumes_from_records_and_reports(model_dir, tmp_path):
     assert [(x["point"], x["against"]) for x in comp["fixed_budget"]] == [("2x2", "4x1"), ("1x4", "4x1")]
     assert [(x["point"], x["against"]) for x in comp["fixed_n"]] == [("1x2", "1x1"), ("1x4", "1x2")]
     assert comp["best_repetition"]["point"] in ("2x2", "1x4")
-    assert set(comp["fixed_n_judgement"]["by_metric"]) == {"token_accuracy", "sample_token_accuracy"}
+    judged = comp["fixed_n_judgement"]["by_metric"]
+    assert set(judged) == {"token_accuracy", "sample_token_accuracy"}
+    for j in judged.values():  # a saturated point is judged on both outcomes, against every longer point
+        if j["saturated_point"] is not None:
+            assert set(j["by_outcome"]) == {"held-out accuracy", "steps right"}
+            later = [r["name"] for r in rows if r["samples"] == 1 and r["epochs"] > int(j["saturated_point"][2:])]
+            assert all([x["point"] for x in o["later"]] == later for o in j["by_outcome"].values())
     table = markdown_tables(rows, comp, lr_rows=rows[:1])
     assert "| 2 x 2 | 4 |" in table and "fixed n: 1x4 - 1x2" in table and "Learning-rate pick" in table
     assert plot(rows, tmp_path / "figure.png").read_bytes()[:4] == b"\x89PNG"
@@ -105,6 +113,23 @@ def test_warmup_results_are_copied_into_the_report(tmp_path):
     (warm / "results.json").write_text(json.dumps({"headline": {"gate_met": True}, "gate": 0.9, "config": {}}))
     _ensure_warmup(types.SimpleNamespace(WARMUP=str(warm)), tmp_path / "out")
     assert json.loads((tmp_path / "out" / "warmup.json").read_text()) == {"headline": {"gate_met": True}, "gate": 0.9}
+
+
+def test_fixed_n_judgement_asks_each_outcome_past_the_saturated_point():
+    rows = [
+        {"name": f"16x{e}", "token_accuracy_final": acc, "sample_token_accuracy_final": acc}
+        for e, acc in ((4, 0.95), (8, 0.995), (16, 1.0))
+    ]
+    flat = {"16x4": np.zeros(200), "16x8": np.zeros(200), "16x16": np.zeros(200)}
+    rising = {"16x4": np.full(200, 0.1), "16x8": np.full(200, 0.2), "16x16": np.full(200, 0.4)}
+    judged = fixed_n_judgement(rows, {"held-out accuracy": flat, "steps right": rising})["by_metric"]
+    for j in judged.values():
+        assert j["saturated_point"] == "16x8"
+        assert [x["point"] for x in j["by_outcome"]["steps right"]["later"]] == ["16x16"]
+        assert j["by_outcome"]["steps right"]["verdict"] == "still improves"
+        assert j["by_outcome"]["held-out accuracy"]["verdict"] == "no resolved change"
+    none = fixed_n_judgement(rows[:2], {"steps right": rising})["by_metric"]["token_accuracy"]
+    assert none["by_outcome"]["steps right"]["verdict"] == "no longer point in the row"
 
 
 def test_saturation_epoch_replays_the_rule():
