@@ -149,7 +149,8 @@ def comparisons(summaries: list[dict[str, Any]], rows: list[dict[str, Any]]) -> 
     )
     out: dict[str, Any] = {"fixed_budget": [], "best_repetition": None, "fixed_n": [], "fixed_n_judgement": None}
 
-    budget = max(r["updates"] for r in rows)
+    counts = collections.Counter(r["updates"] for r in rows)  # the diagonal: the budget most points share
+    budget = max(counts, key=lambda u: (counts[u], u))  # (the fixed-n row's longest point may spend more)
     diagonal = sorted((r for r in rows if r["updates"] == budget), key=lambda r: r["epochs"])
     one_epoch = next((r for r in diagonal if r["epochs"] == 1), None)
     if one_epoch is not None:
@@ -294,7 +295,8 @@ def _diff_fields(x: dict[str, Any]) -> dict[str, Any]:
 
 def plot(rows: list[dict[str, Any]], path: pathlib.Path) -> pathlib.Path:
     fig, left, right = two_panels(12, 4.2)
-    budget = max(r["updates"] for r in rows)
+    counts = collections.Counter(r["updates"] for r in rows)  # the diagonal: the budget most points share
+    budget = max(counts, key=lambda u: (counts[u], u))  # (the fixed-n row's longest point may spend more)
     row_n = fixed_n_row(rows)
     for label, group in (
         (f"fixed budget ({budget} updates)", [r for r in rows if r["updates"] == budget]),

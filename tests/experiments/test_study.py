@@ -50,7 +50,7 @@ def test_grid_runs_once_resumes_from_records_and_reports(model_dir, tmp_path):
             "data.synthetic.test_size": 3,
         },
     )
-    grid = [(4, 1), (2, 2), (1, 4), (1, 1), (1, 2)]
+    grid = [(4, 1), (2, 2), (1, 4), (1, 1), (1, 2), (1, 8)]  # 1 x 8 spends more than the budget of 4
     sweep = [
         {
             "data.num_samples": n,
@@ -66,7 +66,7 @@ def test_grid_runs_once_resumes_from_records_and_reports(model_dir, tmp_path):
     counting = lambda c: (calls.append(c.workdir), run(c))[1]
 
     summaries = run_points(config, sweep, runner=counting, record_dir=records, evaluate=trace_eval_items)
-    assert len(calls) == 5 and [s["steps"] for s in summaries] == [4, 4, 4, 1, 2]
+    assert len(calls) == 6 and [s["steps"] for s in summaries] == [4, 4, 4, 1, 2, 8]
     assert sorted(p.name for p in records.iterdir()) == sorted(f"{n}x{e}.json" for n, e in grid)
     items = summaries[0]["final_eval_items"]
     assert len(items["correct"]) == 3 and sorted(items["index"]) == [0, 1, 2] and items["epoch"] == 1
@@ -75,13 +75,13 @@ def test_grid_runs_once_resumes_from_records_and_reports(model_dir, tmp_path):
     assert items["steps_total"] == [r.meta["steps"] for r in list_edits.split(config.data.synthetic)[1][:3]]
 
     shutil.rmtree(tmp_path / "study")  # a clean checkout: the committed records, no run directories
-    assert run_points(config, sweep, runner=counting, record_dir=records) == summaries and len(calls) == 5
+    assert run_points(config, sweep, runner=counting, record_dir=records) == summaries and len(calls) == 6
     extra = {**sweep[0], "train.lr": 1e-3, "workdir": str(tmp_path / "study" / "4x1_lr1e-3")}
     partial = run_points(config, [*sweep, extra], runner=counting, record_dir=records, run_missing=False)
-    assert partial == summaries and len(calls) == 5  # a report of a study under way runs nothing
+    assert partial == summaries and len(calls) == 6  # a report of a study under way runs nothing
     sweep[1]["eval.max_new_tokens"] = 6  # a changed setting reruns that point only
     run_points(config, sweep, runner=counting, record_dir=records)
-    assert calls[5:] == [sweep[1]["workdir"]]
+    assert calls[6:] == [sweep[1]["workdir"]]
 
     rule = saturation.SaturationConfig()
     rows = [point_row(s, rule) for s in summaries]
@@ -91,7 +91,7 @@ def test_grid_runs_once_resumes_from_records_and_reports(model_dir, tmp_path):
         assert 0 <= r["held_out_final"] <= 1 and r["held_out_items"] == 3 and 0 <= r["steps_right_fraction"] <= 1
     comp = comparisons(summaries, rows)
     assert [(x["point"], x["against"]) for x in comp["fixed_budget"]] == [("2x2", "4x1"), ("1x4", "4x1")]
-    assert [(x["point"], x["against"]) for x in comp["fixed_n"]] == [("1x2", "1x1"), ("1x4", "1x2")]
+    assert [(x["point"], x["against"]) for x in comp["fixed_n"]] == [("1x2", "1x1"), ("1x4", "1x2"), ("1x8", "1x4")]
     assert comp["best_repetition"]["point"] in ("2x2", "1x4")
     judged = comp["fixed_n_judgement"]["by_metric"]
     assert set(judged) == {"token_accuracy", "sample_token_accuracy"}
