@@ -149,8 +149,7 @@ def comparisons(summaries: list[dict[str, Any]], rows: list[dict[str, Any]]) -> 
     )
     out: dict[str, Any] = {"fixed_budget": [], "best_repetition": None, "fixed_n": [], "fixed_n_judgement": None}
 
-    counts = collections.Counter(r["updates"] for r in rows)  # the diagonal: the budget most points share
-    budget = max(counts, key=lambda u: (counts[u], u))  # (the fixed-n row's longest point may spend more)
+    budget = fixed_budget(rows)
     diagonal = sorted((r for r in rows if r["updates"] == budget), key=lambda r: r["epochs"])
     one_epoch = next((r for r in diagonal if r["epochs"] == 1), None)
     if one_epoch is not None:
@@ -171,6 +170,12 @@ def comparisons(summaries: list[dict[str, Any]], rows: list[dict[str, Any]]) -> 
         steps = {r["name"]: item_steps_right(s) for s, r in zip(summaries, rows, strict=True)}
         out["fixed_n_judgement"] = fixed_n_judgement(row_n, {"held-out accuracy": scores, "steps right": steps})
     return out
+
+
+def fixed_budget(rows: list[dict[str, Any]]) -> int:
+    """The diagonal's update budget: the count most points share (the fixed-n row's longest point may spend more)."""
+    counts = collections.Counter(r["updates"] for r in rows)
+    return max(counts, key=lambda u: (counts[u], u))
 
 
 def fixed_n_row(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -295,8 +300,7 @@ def _diff_fields(x: dict[str, Any]) -> dict[str, Any]:
 
 def plot(rows: list[dict[str, Any]], path: pathlib.Path) -> pathlib.Path:
     fig, left, right = two_panels(12, 4.2)
-    counts = collections.Counter(r["updates"] for r in rows)  # the diagonal: the budget most points share
-    budget = max(counts, key=lambda u: (counts[u], u))  # (the fixed-n row's longest point may spend more)
+    budget = fixed_budget(rows)
     row_n = fixed_n_row(rows)
     for label, group in (
         (f"fixed budget ({budget} updates)", [r for r in rows if r["updates"] == budget]),
