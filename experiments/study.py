@@ -71,6 +71,17 @@ def select_points(sweep: list[dict[str, Any]], names: list[str]) -> list[dict[st
     return [by_name[n] for n in names]
 
 
+def missing_points(sweep: list[dict[str, Any]], summaries: list[dict[str, Any]]) -> list[str]:
+    """The names of the sweep's points that have no summary (`run_points(..., run_missing=False)` leaves them out)."""
+    done = {point_name(s["point"]) for s in summaries}
+    return [name for name in dict.fromkeys(map(point_name, sweep)) if name not in done]
+
+
+def under_way(missing: list[str]) -> str:
+    """The report's line for a study whose points are not all run yet."""
+    return f"**Study under way**: {len(missing)} point(s) not run yet: {', '.join(missing)}."
+
+
 def run_points(
     config: ConfigDict,
     sweep: list[dict[str, Any]],

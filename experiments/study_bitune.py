@@ -1,7 +1,7 @@
 """The Bitune study: arms x fact orders x seeds on the 2-hop task, scored by log-likelihood, with paired intervals.
 
     python -m experiments.study_bitune --config=experiments/configs/study_bitune_v2_smollm2.py \\
-        --out=docs/bitune_study_v2 [--pilot] [--only=lora_reverse_seed42,...]
+        --out=docs/bitune_study_v2 [--pilot] [--only=lora_reverse_seed42,...] [--report_only]
 
 The config module names the task (`NUM_FACTS`, `ORDERS`, `DATA_SEED`, `TRAIN_ITEMS`, `TEST_ITEMS`, `train_path`)
 and the grid (`get_sweep()`; `get_pilot()` for `--pilot`). This script writes each order's training problems as
@@ -13,7 +13,8 @@ record holds the per-item results, so arms pair item by item.
 Writes into `--out`: `results.md` (accuracy per arm and order, mean and spread over seeds; paired differences pooled
 over seeds with 95% bootstrap intervals resampled within seed; the order interaction), `results.json` and
 `figure.png` (accuracy per arm and order with seeds; Bitune's mixing coefficients per layer; training loss curves).
-`--pilot` runs the config's pilot instead (plain LoRA along one run per K, every checkpoint scored) and writes
+`--report_only` runs nothing and reports the recorded points, naming the others (a study under way). `--pilot` runs
+the config's pilot instead (plain LoRA along one run per K, every checkpoint scored) and writes
 `OUT/pilot.md` and `OUT/pilot.json`.
 """
 
@@ -32,11 +33,13 @@ from bitune_jax.eval.intervals import paired_bootstrap
 from bitune_jax.eval.multiple_choice import MCConfig
 from experiments.study import (
     load_config_module,
+    missing_points,
     point_name,
     run_points,
     save_png,
     select_points,
     study_from_flags,
+    under_way,
     write_report,
 )
 
@@ -290,6 +293,43 @@ def pilot_report(module, config, out: pathlib.Path, tests) -> None:
     print("\n".join(lines))
 
 
+def grid_evaluate(tests: dict[tuple[str, int], list]):
+    """`evaluate(config, workdir)` for `run_points`: a trained run scored on its order's held-out problems, with its
+    loss curve."""
+
+    def evaluate(c, workdir):
+        return {
+            **score_workdir(workdir, tests[point_task({"data.train_path": c.data.train_path})]),
+            "loss_curve": loss_curve(workdir),
+        }
+
+    return evaluate
+
+
+def grid_report(
+    config, sweep: list[dict[str, Any]], out: pathlib.Path, tests, run_missing: bool = True
+) -> tuple[str, list[dict[str, Any]]]:
+    """The grid's tables, intervals and figure from its records (`OUT/points`), running the points not recorded
+    unless `run_missing=False`; a point still missing is listed (a report of a study under way). Returns the
+    markdown and the per-(order, arm) table."""
+    summaries = run_points(
+        config, sweep, record_dir=out / "points", evaluate=grid_evaluate(tests), run_missing=run_missing
+    )
+    missing = missing_points(sweep, summaries)
+    if not summaries:
+        raise SystemExit(f"no grid point is recorded in {out / 'points'} yet; not run: {', '.join(missing)}")
+    rows = seed_rows(summaries)
+    table = arm_table(rows)
+    comp = comparisons(summaries)
+    text = markdown(table, comp, rows[0]["items"])
+    if missing:
+        text += "\n\n" + under_way(missing)
+    report = {"rows": rows, "table": table, "comparisons": comp, "missing": missing, "config": config.to_dict()}
+    write_report(out, text, report)
+    plot(rows, summaries, out / "figure.png")
+    return text, table
+
+
 def main(argv):
     config, sweep = study_from_flags(argv, flags.FLAGS["config"])
     module = load_config_module(config_flags.get_config_filename(flags.FLAGS["config"]))
@@ -298,22 +338,12 @@ def main(argv):
     if flags.FLAGS.pilot:
         pilot_report(module, config, out, tests)
         return
-
-    def evaluate(c, workdir):
-        order, k = point_task({"data.train_path": c.data.train_path})
-        return {**score_workdir(workdir, tests[(order, k)]), "loss_curve": loss_curve(workdir)}
-
     if flags.FLAGS.only:
-        sweep = select_points(sweep, flags.FLAGS.only)
-    summaries = run_points(config, sweep, record_dir=out / "points", evaluate=evaluate)
-    if flags.FLAGS.only:
+        run_points(
+            config, select_points(sweep, flags.FLAGS.only), record_dir=out / "points", evaluate=grid_evaluate(tests)
+        )
         return
-    rows = seed_rows(summaries)
-    table = arm_table(rows)
-    comp = comparisons(summaries)
-    text = markdown(table, comp, module.TEST_ITEMS)
-    write_report(out, text, {"rows": rows, "table": table, "comparisons": comp, "config": config.to_dict()})
-    plot(rows, summaries, out / "figure.png")
+    text, table = grid_report(config, sweep, out, tests, run_missing=not flags.FLAGS.report_only)
     print(text)
     for t in table:
         print(f"held_out_accuracy_{t['arm']}_{t['order']}: {t['mean']:.4f}")
@@ -325,6 +355,7 @@ def _define_flags() -> None:
     flags.DEFINE_string("out", "docs/bitune_study_v2", "where the records, tables and the figure go")
     flags.DEFINE_list("only", [], "run only these points (workdir names), write no report")
     flags.DEFINE_bool("pilot", False, "run the config's pilot (get_pilot) instead of the grid")
+    flags.DEFINE_bool("report_only", False, "run nothing: report the recorded points, list the others")
 
 
 if __name__ == "__main__":

@@ -38,12 +38,14 @@ from bitune_jax.train import saturation
 from experiments.study import (
     final_eval_items,
     load_config_module,
+    missing_points,
     point_name,
     run_points,
     save_png,
     select_points,
     study_from_flags,
     two_panels,
+    under_way,
     write_report,
 )
 
@@ -375,8 +377,7 @@ def main(argv):
     keep = dict(runner=runner, record_dir=out / "points", evaluate=trace_eval_items, run_missing=run_missing)
     summaries = run_points(config, sweep, **keep)
     lr_summaries = run_points(config, lr_sweep, **keep) if lr_sweep else []
-    done = {point_name(s["config"]) for s in summaries + lr_summaries}
-    missing = [n for n in dict.fromkeys(map(point_name, sweep + lr_sweep)) if n not in done]
+    missing = missing_points(sweep + lr_sweep, summaries + lr_summaries)
     rule = saturation.SaturationConfig()  # the trainer's default rule
     rows = [point_row(s, rule) for s in summaries]
     if not rows:
@@ -385,7 +386,7 @@ def main(argv):
     comp = comparisons(summaries, rows)
     table = markdown_tables(rows, comp, lr_rows)
     if missing:
-        table += f"\n\n**Study under way**: {len(missing)} point(s) not run yet: {', '.join(missing)}."
+        table += "\n\n" + under_way(missing)
     report = {"rows": rows, "lr_rows": lr_rows, "comparisons": comp, "missing": missing, "config": config.to_dict()}
     if (out / "warmup.json").exists():
         report["warmup"] = json.loads((out / "warmup.json").read_text())

@@ -82,12 +82,8 @@ def test_grid_scores_every_arm_pairs_items_and_reports(model_dir, tmp_path):
         for order in module.ORDERS
         for arm in ARMS
     ]
-    evaluate = lambda c, workdir: {
-        **study_bitune.score_workdir(workdir, tests[study_bitune.point_task({"data.train_path": c.data.train_path})]),
-        "loss_curve": study_bitune.loss_curve(workdir),
-    }
     records = tmp_path / "report" / "points"
-    summaries = run_points(config, sweep, record_dir=records, evaluate=evaluate)
+    summaries = run_points(config, sweep, record_dir=records, evaluate=study_bitune.grid_evaluate(tests))
     for s in summaries:
         items = s["final_eval_items"]
         assert len(items["correct"]) == 6 and set(items["correct"]) <= {0, 1}
@@ -123,6 +119,16 @@ def test_grid_scores_every_arm_pairs_items_and_reports(model_dir, tmp_path):
     assert "| reverse | Bitune, causal only |" in text and "resolved" in text
     assert study_bitune.plot(rows, summaries, tmp_path / "figure.png").read_bytes()[:4] == b"\x89PNG"
     json.dumps(comp)  # the report's numbers are plain JSON
+
+    # a study under way: the report is built from the records alone and names the point not run yet
+    unrun = {**sweep[0], "seed": 43, "workdir": str(tmp_path / "runs" / "lora_reverse_seed43")}
+    text, table = study_bitune.grid_report(config, [*sweep, unrun], tmp_path / "report", tests, run_missing=False)
+    assert not (tmp_path / "runs").exists()  # nothing ran
+    assert text.endswith("**Study under way**: 1 point(s) not run yet: lora_reverse_seed43.")
+    results = json.loads((tmp_path / "report" / "results.json").read_text())
+    assert results["missing"] == ["lora_reverse_seed43"] and results["table"] == json.loads(json.dumps(table))
+    assert results["comparisons"] == json.loads(json.dumps(comp))
+    assert (tmp_path / "report" / "figure.png").exists()
 
 
 def test_pilot_scores_every_checkpoint_and_reports_the_band(model_dir, tmp_path):
