@@ -140,6 +140,18 @@ def step_throughput(workdir: pathlib.Path) -> float | None:
     return float(np.median(rates[len(rates) // 2 :])) if rates else None
 
 
+def export_warmed(lm, workdir: str | pathlib.Path, directory: str | pathlib.Path) -> pathlib.Path:
+    """The trained model as a Hugging Face directory with its run's recipe beside it (`run_record.RECIPE_NAME`):
+    a study's records name the warmed model by how it was made, so a warm-up retrained on another machine, equal
+    but for low bits, does not invalidate them."""
+    from bitune_jax.train import run_record
+
+    exported = lm.save_hf(directory)
+    recipe = json.dumps(run_record.recipe(workdir), indent=1, sort_keys=True)
+    (exported / run_record.RECIPE_NAME).write_text(recipe + "\n")
+    return exported
+
+
 def warm_up(
     config=None,
     *,
@@ -188,7 +200,7 @@ def warm_up(
     lm = trained_lm(workdir)
     after = score(lm, held_out, batch=batch, new_tokens=new_tokens)
     print(f"after: {after['by_group']['all']:.3f} in {after['seconds']:.0f} s")
-    exported = lm.save_hf(out / "model")
+    exported = export_warmed(lm, workdir, out / "model")
     print(f"warmed model -> {exported}")
 
     print_accuracy_table(held_out, {"before": before["verdicts"], "after": after["verdicts"]})

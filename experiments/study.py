@@ -129,9 +129,10 @@ def run_points(
 
 def run_inputs(config: ConfigDict) -> dict[str, Any]:
     """The identity of what a point trains on: its data (the generated records' hash for a synthetic task, the
-    file's for JSONL) and its initial weights (`bitune_jax.train.run_record`)."""
+    file's for JSONL) and its initial weights, by the recipe that made them where the model has one (a warm-up
+    retrained on another machine is the same starting point), else by their bytes (`bitune_jax.train.run_record`)."""
     identity = run_record.describe(config)
-    return {"data": identity["data"], "weights": identity["weights"]}
+    return {"data": identity["data"], "weights": run_record.origin_identity(config.model.name)}
 
 
 def _finished(path: pathlib.Path | None, settings: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any] | None:
@@ -141,7 +142,9 @@ def _finished(path: pathlib.Path | None, settings: dict[str, Any], inputs: dict[
         return None
     done = json.loads(path.read_text())
     saved = done.get("inputs") or {}
-    weights_unknown = str(inputs["weights"]).startswith("name:") and str(saved.get("weights")).startswith("sha256:")
+    weights_unknown = str(inputs["weights"]).startswith("name:") and str(saved.get("weights")).startswith(
+        ("sha256:", "recipe:")
+    )
     same = (
         done.get("config") == settings
         and saved.get("data") == inputs["data"]

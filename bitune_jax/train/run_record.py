@@ -22,6 +22,7 @@ from ml_collections import ConfigDict
 from bitune_jax.train.spec import RunSpec
 
 RECORD_NAME = "run.json"
+RECIPE_NAME = "recipe.json"  # beside an exported model's config.json: the run that trained it (`recipe`)
 # Keys (or sections, ending in '.') whose change does not change what the run computes.
 # The spelling of the data and model paths is neutral: their contents are compared as `<key>:contents`.
 NEUTRAL = (
@@ -106,6 +107,30 @@ def weights_identity(name: str) -> str:
         [path] if path.is_file() else sorted([*path.glob("*.safetensors"), *path.glob("*.gguf"), path / "config.json"])
     )
     return "sha256:" + _edges_digest([(f.name, f) for f in files if f.exists()])
+
+
+def recipe(workdir: str | pathlib.Path) -> dict[str, Any]:
+    """What a finished run computed, from its record: every trajectory-changing setting, the data's size and hash
+    and the initial weights' identity (no paths, no logging or eval settings). Saved as `RECIPE_NAME` beside a
+    model exported from the run, it names that model by how it was made (`origin_identity`)."""
+    saved = json.loads((pathlib.Path(workdir) / RECORD_NAME).read_text())
+    return {
+        "config": {k: v for k, v in saved["config"].items() if not _neutral(k)},
+        "data": {k: v for k, v in (saved.get("data") or {}).items() if k != "path"},
+        "weights": saved["weights"],
+        "changes": [{k: v for k, v in c.items() if k != "time"} for c in saved.get("changes", [])],
+    }
+
+
+def origin_identity(name: str) -> str:
+    """The weights' identity by what produced them: for a model exported with a `RECIPE_NAME`, that recipe's hash
+    (the same run retrained on another machine differs in the low bits of its weights, yet is the same model to a
+    study that starts from it); otherwise the bytes' (`weights_identity`)."""
+    path = pathlib.Path(name).expanduser() / RECIPE_NAME
+    if not path.is_file():
+        return weights_identity(name)
+    canonical = json.dumps(json.loads(path.read_text()), sort_keys=True, separators=(",", ":"))
+    return "recipe:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def synthetic_identity(spec) -> dict[str, Any]:

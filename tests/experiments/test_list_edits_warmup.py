@@ -1,11 +1,13 @@
 """`experiments/list_edits_warmup.py` without a model: the training file it writes reads back through the project's
 own record reader as the items' prompt/gold pairs, and the held-out items share no prompt with the training items."""
 
+import json
+
 import pytest
 
 from bitune_jax.data import list_edits
 from bitune_jax.data.records import read_jsonl
-from experiments.list_edits_warmup import make_items, write_training_jsonl
+from experiments.list_edits_warmup import export_warmed, make_items, write_training_jsonl
 
 
 def test_training_rows_read_back_and_held_out_is_disjoint(tmp_path):
@@ -27,3 +29,17 @@ def test_training_rows_read_back_and_held_out_is_disjoint(tmp_path):
 
     with pytest.raises(ValueError, match="must differ"):
         make_items(10, 10, train_seed=3, eval_seed=3)
+
+
+def test_the_warmed_model_is_exported_with_its_recipe(tmp_path):
+    import bitune_jax as bj
+    from bitune_jax.train.run_record import RECIPE_NAME, check_resume, origin_identity, recipe, write_record
+    from tests.train.tiny_run import smollm2_tokenizer, tiny_config, write_tiny_model
+
+    model_dir = write_tiny_model(tmp_path / "tiny", smollm2_tokenizer())
+    c = tiny_config(model_dir, tmp_path / "run")
+    write_record(c.workdir, check_resume(c.workdir, c, resuming=False)[1])  # what a started run records
+    exported = export_warmed(bj.load(str(model_dir)), c.workdir, tmp_path / "model")
+    assert (exported / "config.json").exists()
+    assert json.loads((exported / RECIPE_NAME).read_text()) == recipe(c.workdir)
+    assert origin_identity(str(exported)).startswith("recipe:")

@@ -105,6 +105,34 @@ def test_grid_runs_once_resumes_from_records_and_reports(model_dir, tmp_path):
     assert plot(rows, tmp_path / "figure.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_a_retrained_warmup_of_the_same_recipe_keeps_the_records(model_dir, tmp_path):
+    """Records name a warm-up model by its recipe: retrained elsewhere (other low bits, same recipe) it reruns
+    nothing; a changed recipe is another starting point."""
+    from bitune_jax.train.run_record import RECIPE_NAME, weights_identity
+
+    warm = tmp_path / "warm" / "model"
+    shutil.copytree(model_dir, warm)
+    (warm / RECIPE_NAME).write_text(json.dumps({"config": {"train.lr": 1e-4}, "data": {"sha256": "ab"}}))
+    config = tiny_config(warm, tmp_path / "study", **{"saturation.enabled": False, "checkpoint.every_steps": 0})
+    sweep = [{"data.num_samples": 1, "train.epochs": 1, "workdir": str(tmp_path / "study" / "1x1")}]
+    records = tmp_path / "points"
+    done = run_points(config, sweep, record_dir=records, evaluate=lambda *_: None)
+    assert done[0]["inputs"]["weights"].startswith("recipe:")
+
+    shutil.rmtree(tmp_path / "study")
+    weights = next(warm.glob("*.safetensors"))
+    before = weights_identity(str(warm))
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1  # a retrained copy: the last weight's low bits differ
+    weights.write_bytes(bytes(data))
+    assert weights_identity(str(warm)) != before
+    fail = lambda *_: pytest.fail("reran a point recorded from the same recipe")
+    assert run_points(config, sweep, runner=fail, record_dir=records, evaluate=fail) == done
+
+    (warm / RECIPE_NAME).write_text(json.dumps({"config": {"train.lr": 3e-4}, "data": {"sha256": "ab"}}))
+    assert run_points(config, sweep, record_dir=records, run_missing=False) == []
+
+
 def test_warmup_results_are_copied_into_the_report(tmp_path):
     """A study whose warm-up model exists does not retrain it; its gate figures go into the report folder."""
     warm = tmp_path / "warm"

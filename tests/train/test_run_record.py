@@ -6,7 +6,15 @@ import shutil
 
 import pytest
 
-from bitune_jax.train.run_record import ResumeChangedError, check_resume, weights_identity, write_record
+from bitune_jax.train.run_record import (
+    RECIPE_NAME,
+    ResumeChangedError,
+    check_resume,
+    origin_identity,
+    recipe,
+    weights_identity,
+    write_record,
+)
 from experiments.configs.common import base
 
 
@@ -115,3 +123,32 @@ def test_synthetic_data_is_compared_by_its_generated_records(tmp_path, monkeypat
     record["data"] = None  # a record from before synthetic data was identified: nothing to compare against
     (tmp_path / "run" / "run.json").write_text(json.dumps(record))
     assert check_resume(c.workdir, c, resuming=True)[0] == []
+
+
+def test_a_model_with_a_recipe_is_named_by_how_it_was_made(tmp_path):
+    """Two runs that differ only in paths and logging have one recipe; a retrained copy of the exported model (other
+    low bits) keeps the recipe's identity, and a model without one falls back to its bytes."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    c = tmp_path / "c"
+    for root in (a, b, c):
+        root.mkdir()
+    started(a, config(a, **{"log.every_steps": 1}))
+    started(b, config(b, **{"log.every_steps": 50}))
+    assert recipe(a / "run") == recipe(b / "run")
+    assert "workdir" not in recipe(a / "run")["config"] and "path" not in recipe(a / "run")["data"]
+    started(c, config(c, **{"train.lr": 1e-4}))
+    assert recipe(c / "run") != recipe(a / "run")
+
+    for root, tail in ((a, b"\x00"), (b, b"\x01")):  # the same recipe, weights that differ in the last byte
+        model = root / "model"
+        model.mkdir()
+        (model / "config.json").write_text("{}")
+        (model / "model.safetensors").write_bytes(b"header" + bytes(3 << 20) + tail)
+    assert origin_identity(str(a / "model")) == weights_identity(str(a / "model"))  # no recipe: the bytes
+    assert weights_identity(str(a / "model")) != weights_identity(str(b / "model"))
+    for root in (a, b):
+        (root / "model" / RECIPE_NAME).write_text(json.dumps(recipe(root / "run")))
+    assert origin_identity(str(a / "model")) == origin_identity(str(b / "model"))
+    assert origin_identity(str(a / "model")).startswith("recipe:")
+    (b / "model" / RECIPE_NAME).write_text(json.dumps(recipe(c / "run")))
+    assert origin_identity(str(a / "model")) != origin_identity(str(b / "model"))
