@@ -131,8 +131,7 @@ def run_inputs(config: ConfigDict) -> dict[str, Any]:
     """The identity of what a point trains on: its data (the generated records' hash for a synthetic task, the
     file's for JSONL) and its initial weights, by the recipe that made them where the model has one (a warm-up
     retrained on another machine is the same starting point), else by their bytes (`bitune_jax.train.run_record`)."""
-    identity = run_record.describe(config)
-    return {"data": identity["data"], "weights": run_record.origin_identity(config.model.name)}
+    return {"data": run_record.data_identity(config), "weights": run_record.origin_identity(config.model.name)}
 
 
 def _finished(path: pathlib.Path | None, settings: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any] | None:

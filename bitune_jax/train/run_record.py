@@ -146,16 +146,23 @@ def synthetic_identity(spec) -> dict[str, Any]:
     return {"task": spec.task, "records": len(pool) + len(test), "sha256": digest.hexdigest()}
 
 
+def data_identity(config: RunSpec | ConfigDict) -> dict[str, Any]:
+    """The training data's identity: the JSONL file's, the `hf` dataset's or the synthetic task's generated records."""
+    if config.data.source == "jsonl":
+        return file_identity(config.data.train_path)
+    if config.data.source == "hf":
+        return dataset_identity(config.data.hf.path)
+    return synthetic_identity(config.data.synthetic)
+
+
 def describe(config: RunSpec | ConfigDict) -> dict[str, Any]:
     """What the run is: its flat config, its data's identity (JSONL file, `hf` dataset or the synthetic task's
     generated records) and its weights'."""
-    if config.data.source == "jsonl":
-        data = file_identity(config.data.train_path)
-    elif config.data.source == "hf":
-        data = dataset_identity(config.data.hf.path)
-    else:
-        data = synthetic_identity(config.data.synthetic)
-    return {"config": flat_config(config), "data": data, "weights": weights_identity(config.model.name)}
+    return {
+        "config": flat_config(config),
+        "data": data_identity(config),
+        "weights": weights_identity(config.model.name),
+    }
 
 
 def _neutral(key: str) -> bool:
