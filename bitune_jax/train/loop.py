@@ -517,10 +517,7 @@ class _Trainer:
 
     def _restore_progress(self, meta: dict[str, Any]) -> None:
         """The progress a checkpoint's metadata holds (a resume, or a rollback to a known good step)."""
-        epoch, index = meta["data"]["epoch"], meta["data"]["index"]
-        if index == self.steps_per_epoch:  # written before the iterator owned the position: the epoch's end
-            epoch, index = epoch + 1, 0
-        self.data.set_state({"epoch": epoch, "index": index})
+        self.data.set_state(meta["data"])
         self.history = meta["history"]
         stats = epoch_stats.from_json(meta["epoch_accumulators"])
         self.logged_samples = _samples_seen(stats)
