@@ -17,7 +17,10 @@ the prompt's tokens are not a prefix of the whole, the continuation is encoded o
 
 Batching: all choices of `batch_items` items go through one forward, right-padded (positions -1 for padding);
 items go longest first, and widths and row counts are rounded up (`width_multiple`, `rows_multiple`) so few
-programs get compiled.
+programs get compiled. An item whose every choice is one token (letters, single-word answers) needs no row per
+choice: the row that predicts a continuation's first token reads only the prompt, so one row per item gives every
+choice's log P from the same next-token distribution (lm-evaluation-harness caches one-token continuations the
+same way); `batch_items` such items share one forward.
 Bitune (`score_bitune`): the prompt is read by both streams and the continuation scored over the mixed cache,
 i.e. an `SFTBatch` with prompt = prompt tokens and answer = choice tokens (row `P - 1 + j` predicts token j).
 """
@@ -122,21 +125,12 @@ def next_token_logprobs(logits: jax.Array, tokens: jax.Array) -> jax.Array:
     return jnp.pad(picked, ((0, 0), (0, 1)))
 
 
-def _chunks(encoded: Sequence[Encoded], batch_items: int):
-    """`(item index, choice index, prompt, continuation)` rows, `batch_items` items at a time.
-
-    Items go longest first (as lm-evaluation-harness orders them), so each forward holds rows of similar length
-    and little of it is padding; scores are keyed by item index, so the order never shows in the results.
-    """
-    order = sorted(
-        range(len(encoded)), key=lambda i: -max(len(encoded[i].prompt) + len(c) for c in encoded[i].continuations)
-    )
-    for start in range(0, len(order), batch_items):
-        yield [
-            (i, c, encoded[i].prompt, cont)
-            for i in order[start : start + batch_items]
-            for c, cont in enumerate(encoded[i].continuations)
-        ]
+def _longest_first(encoded: Sequence[Encoded], indices: Sequence[int], batch_items: int):
+    """`indices` in chunks of `batch_items`, longest item first (as lm-evaluation-harness orders them), so each
+    forward holds rows of similar length and little of it is padding; scores are keyed by item index, so the order
+    never shows in the results."""
+    order = sorted(indices, key=lambda i: -max(len(encoded[i].prompt) + len(c) for c in encoded[i].continuations))
+    return [order[start : start + batch_items] for start in range(0, len(order), batch_items)]
 
 
 def _collect(items: Sequence[MCItem], encoded: Sequence[Encoded], sums: dict[tuple[int, int], float]):
@@ -196,12 +190,61 @@ def bitune_answer_scores(base, trainable, batch: SFTBatch, cfg, bcfg, prompt_wid
     return _answer_scores(jnp.take_along_axis(logits, rows[..., None], axis=1), targets, mask)
 
 
+# (batch, (prompt_width, answer_width)) -> `[rows, vocab]`: log P of the token after each row's prompt.
+NextTokenScorer = Callable[[SFTBatch, tuple[int, int]], jax.Array]
+
+
+def _first_row(batch: SFTBatch) -> jax.Array:
+    """`[batch, 1]`: the row that predicts the first answer token (`P - 1`)."""
+    return batch.answer_rows(1)[0]
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "compute"))
+def lm_next_token_logprobs(params, batch: SFTBatch, cfg, compute: Compute = Compute()):
+    """A plain model's `NextTokenScorer` (one row unembedded per sequence)."""
+    from bitune_jax.models.transformer import forward
+
+    logits, _ = forward(
+        params, batch.tokens, cfg, positions=batch.positions, logit_rows=_first_row(batch), compute=compute
+    )
+    return jax.nn.log_softmax(logits[:, 0].astype(jnp.float32), axis=-1)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "bcfg", "prompt_width", "compute"))
+def bitune_next_token_logprobs(base, trainable, batch: SFTBatch, cfg, bcfg, prompt_width, compute):
+    """A Bitune model's `NextTokenScorer`: the answer pass's first row over the mixed prompt cache."""
+    from bitune_jax.bitune import bitune_streams
+    from bitune_jax.models.transformer import unembed
+
+    x = bitune_streams(
+        base,
+        trainable,
+        batch.tokens,
+        batch.positions,
+        batch.prompt_len - 1,
+        cfg,
+        bcfg,
+        prompt_width=prompt_width,
+        compute=compute,
+    )
+    logits = unembed(base, jnp.take_along_axis(x, _first_row(batch)[..., None], axis=1), cfg)
+    return jax.nn.log_softmax(logits[:, 0], axis=-1)
+
+
 def lm_scorer(lm) -> AnswerScorer:
     return lambda batch, widths: lm_answer_scores(lm.params, batch, lm.cfg, widths[1], lm.compute)
 
 
 def bitune_scorer(base, trainable, cfg, bcfg, compute: Compute = Compute()) -> AnswerScorer:
     return lambda batch, widths: bitune_answer_scores(base, trainable, batch, cfg, bcfg, *widths, compute)
+
+
+def lm_next_token_scorer(lm) -> NextTokenScorer:
+    return lambda batch, widths: lm_next_token_logprobs(lm.params, batch, lm.cfg, lm.compute)
+
+
+def bitune_next_token_scorer(base, trainable, cfg, bcfg, compute: Compute = Compute()) -> NextTokenScorer:
+    return lambda batch, widths: bitune_next_token_logprobs(base, trainable, batch, cfg, bcfg, widths[0], compute)
 
 
 def score_continuations(
@@ -224,18 +267,63 @@ def score_continuations(
     return [(float(logp[r, : len(c)].sum()), bool(greedy[r, : len(c)].all())) for r, (_, c) in enumerate(pairs)]
 
 
-def _score_items(items, encoded, scorer: AnswerScorer, cfg: MCConfig, pad_id: int, max_len: int):
+def score_next_tokens(
+    contexts: Sequence[tuple[Sequence[int], Sequence[int]]],
+    scorer: NextTokenScorer,
+    *,
+    pad_id: int,
+    max_len: int,
+    rows_multiple: int = 8,
+    width_multiple: int = 8,
+) -> list[list[float]]:
+    """`log P(token | context)` for each candidate token of each `(context ids, candidate token ids)` pair, from one
+    row per context in one forward (padded as in `score_continuations`)."""
+    pairs = [(list(c), [int(t[0])]) for c, t in contexts]
+    padded = pairs + [([pad_id], [pad_id])] * (_round_up(len(pairs), rows_multiple) - len(pairs))
+    longest = max(len(c) + 1 for c, _ in padded)
+    width = min(_round_up(longest, width_multiple), max(longest, max_len))
+    batch = SFTBatch.from_pairs(padded, pad_id, max_len, seq_len=width)
+    logp = np.asarray(scorer(jax.tree.map(jnp.asarray, batch), batch.widths()))
+    return [[float(logp[r, t]) for t in tokens] for r, (_, tokens) in enumerate(contexts)]
+
+
+def _score_items(
+    items,
+    encoded,
+    scorer: AnswerScorer,
+    cfg: MCConfig,
+    pad_id: int,
+    max_len: int,
+    next_token: NextTokenScorer | None = None,
+):
+    """Every choice's summed log P: items whose choices are all one token from one row each (with `next_token`),
+    the rest from one row per choice."""
     sums: dict[tuple[int, int], float] = {}
-    for rows in _chunks(encoded, cfg.batch_items):
+    one_token = [next_token is not None and all(len(c) == 1 for c in e.continuations) for e in encoded]
+    shared = [i for i, one in enumerate(one_token) if one]
+    for chunk in _longest_first(encoded, shared, cfg.batch_items):
+        scored = score_next_tokens(
+            [(encoded[i].prompt, [c[0] for c in encoded[i].continuations]) for i in chunk],
+            next_token,
+            pad_id=pad_id,
+            max_len=max_len,
+            rows_multiple=cfg.rows_multiple,
+            width_multiple=cfg.width_multiple,
+        )
+        for i, logprobs in zip(chunk, scored):
+            sums.update({(i, c): v for c, v in enumerate(logprobs)})
+    per_choice = [i for i, one in enumerate(one_token) if not one]
+    for chunk in _longest_first(encoded, per_choice, cfg.batch_items):
+        rows = [(i, c, cont) for i in chunk for c, cont in enumerate(encoded[i].continuations)]
         scored = score_continuations(
-            [(p, c) for _, _, p, c in rows],
+            [(encoded[i].prompt, cont) for i, _, cont in rows],
             scorer,
             pad_id=pad_id,
             max_len=max_len,
             rows_multiple=cfg.rows_multiple,
             width_multiple=cfg.width_multiple,
         )
-        for (i, c, _, _), (logprob, _) in zip(rows, scored):
+        for (i, c, _), (logprob, _) in zip(rows, scored):
             sums[(i, c)] = logprob
     scores = _collect(items, encoded, sums)
     return scores, summarize(scores)
@@ -246,7 +334,7 @@ def score_lm(lm, items: Sequence[MCItem], cfg: MCConfig = MCConfig()) -> tuple[l
     if lm.tokenizer is None:
         raise ValueError("multiple-choice scoring encodes text; load the model with its tokenizer")
     encoded = [encode_item(lm.tokenizer, item, cfg) for item in items]
-    return _score_items(items, encoded, lm_scorer(lm), cfg, lm.pad_id, lm.cfg.max_seq_len)
+    return _score_items(items, encoded, lm_scorer(lm), cfg, lm.pad_id, lm.cfg.max_seq_len, lm_next_token_scorer(lm))
 
 
 def score_bitune(
@@ -264,4 +352,5 @@ def score_bitune(
     """Score every choice over the Bitune mixed prompt cache: `(per-item scores, summary)`."""
     encoded = [encode_item(tok, item, cfg) for item in items]
     scorer = bitune_scorer(base, trainable, model_cfg, bcfg, compute)
-    return _score_items(items, encoded, scorer, cfg, pad_id, model_cfg.max_seq_len)
+    next_token = bitune_next_token_scorer(base, trainable, model_cfg, bcfg, compute)
+    return _score_items(items, encoded, scorer, cfg, pad_id, model_cfg.max_seq_len, next_token)
