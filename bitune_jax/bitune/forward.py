@@ -138,8 +138,10 @@ def bitune_logits(
     *,
     prompt_width: int | None = None,
     compute: Compute = Compute(),
+    logit_rows: jax.Array | None = None,  # [batch, rows] int32: unembed only these rows (scoring needs no more)
 ) -> jax.Array:
-    """Float32 logits `[batch, seq, vocab]`; row t predicts token t + 1 (answer rows: t >= P - 1)."""
+    """Float32 logits `[batch, seq, vocab]` (`[batch, rows, vocab]` with `logit_rows`); row t predicts token t + 1
+    (answer rows: t >= P - 1)."""
     x = bitune_streams(
         base,
         trainable,
@@ -151,6 +153,8 @@ def bitune_logits(
         prompt_width=prompt_width,
         compute=compute,
     )
+    if logit_rows is not None:
+        x = jnp.take_along_axis(x, logit_rows[..., None], axis=1)
     return unembed(base, x, cfg)
 
 

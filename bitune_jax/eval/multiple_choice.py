@@ -213,21 +213,12 @@ def lm_next_token_logprobs(params, batch: SFTBatch, cfg, compute: Compute = Comp
 @functools.partial(jax.jit, static_argnames=("cfg", "bcfg", "prompt_width", "compute"))
 def bitune_next_token_logprobs(base, trainable, batch: SFTBatch, cfg, bcfg, prompt_width, compute):
     """A Bitune model's `NextTokenScorer`: the answer pass's first row over the mixed prompt cache."""
-    from bitune_jax.bitune import bitune_streams
-    from bitune_jax.models.transformer import unembed
+    from bitune_jax.bitune import bitune_logits
 
-    x = bitune_streams(
-        base,
-        trainable,
-        batch.tokens,
-        batch.positions,
-        batch.prompt_len - 1,
-        cfg,
-        bcfg,
-        prompt_width=prompt_width,
-        compute=compute,
+    rows = _first_row(batch)
+    logits = bitune_logits(
+        base, trainable, batch, cfg, bcfg, prompt_width=prompt_width, compute=compute, logit_rows=rows
     )
-    logits = unembed(base, jnp.take_along_axis(x, _first_row(batch)[..., None], axis=1), cfg)
     return jax.nn.log_softmax(logits[:, 0], axis=-1)
 
 
