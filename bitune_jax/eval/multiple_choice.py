@@ -238,6 +238,15 @@ def bitune_next_token_scorer(base, trainable, cfg, bcfg, compute: Compute = Comp
     return lambda batch, widths: bitune_next_token_logprobs(base, trainable, batch, cfg, bcfg, widths[0], compute)
 
 
+def _padded_batch(pairs, pad_id: int, max_len: int, rows_multiple: int, width_multiple: int) -> SFTBatch:
+    """`(context, continuation)` rows padded to a multiple of `rows_multiple` with dummy rows, the width rounded up
+    to `width_multiple`, so batches of similar size share one program."""
+    padded = list(pairs) + [([pad_id], [pad_id])] * (_round_up(len(pairs), rows_multiple) - len(pairs))
+    longest = max(len(c) + len(a) for c, a in padded)
+    width = min(_round_up(longest, width_multiple), max(longest, max_len))
+    return SFTBatch.from_pairs(padded, pad_id, max_len, seq_len=width)
+
+
 def score_continuations(
     pairs: Sequence[tuple[Sequence[int], Sequence[int]]],
     scorer: AnswerScorer,
@@ -250,10 +259,7 @@ def score_continuations(
     """`(sum of log P(continuation | context), whether every continuation token is the argmax)` for each
     `(context ids, continuation ids)` pair, in one forward: the rows padded to a multiple of `rows_multiple` with
     dummy rows and the width rounded up to `width_multiple`, so batches of similar size share one program."""
-    padded = list(pairs) + [([pad_id], [pad_id])] * (_round_up(len(pairs), rows_multiple) - len(pairs))
-    longest = max(len(c) + len(a) for c, a in padded)
-    width = min(_round_up(longest, width_multiple), max(longest, max_len))
-    batch = SFTBatch.from_pairs(padded, pad_id, max_len, seq_len=width)
+    batch = _padded_batch(pairs, pad_id, max_len, rows_multiple, width_multiple)
     logp, greedy = map(np.asarray, scorer(jax.tree.map(jnp.asarray, batch), batch.widths()))
     return [(float(logp[r, : len(c)].sum()), bool(greedy[r, : len(c)].all())) for r, (_, c) in enumerate(pairs)]
 
@@ -270,10 +276,7 @@ def score_next_tokens(
     """`log P(token | context)` for each candidate token of each `(context ids, candidate token ids)` pair, from one
     row per context in one forward (padded as in `score_continuations`)."""
     pairs = [(list(c), [int(t[0])]) for c, t in contexts]
-    padded = pairs + [([pad_id], [pad_id])] * (_round_up(len(pairs), rows_multiple) - len(pairs))
-    longest = max(len(c) + 1 for c, _ in padded)
-    width = min(_round_up(longest, width_multiple), max(longest, max_len))
-    batch = SFTBatch.from_pairs(padded, pad_id, max_len, seq_len=width)
+    batch = _padded_batch(pairs, pad_id, max_len, rows_multiple, width_multiple)
     logp = np.asarray(scorer(jax.tree.map(jnp.asarray, batch), batch.widths()))
     return [[float(logp[r, t]) for t in tokens] for r, (_, tokens) in enumerate(contexts)]
 
