@@ -222,7 +222,7 @@ def plot(rows: list[dict[str, Any]], summaries: list[dict[str, Any]], path: path
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(16, 4.2), dpi=100)
+    fig = Figure(figsize=(16, 4.6), dpi=100)
     FigureCanvasAgg(fig)
     bars, alphas, losses = fig.subplots(1, 3)
     arms = list(dict.fromkeys(r["arm"] for r in rows))
@@ -237,7 +237,7 @@ def plot(rows: list[dict[str, Any]], summaries: list[dict[str, Any]], path: path
                 bars.scatter([x] * len(acc), acc, color="black", s=10, zorder=3)
     bars.axhline(0.25, color="gray", linewidth=0.8, linestyle=":")
     bars.set_xticks(range(len(orders)), orders)
-    bars.set(ylabel="held-out accuracy", title="accuracy per arm and fact order (dots: seeds; dotted: chance)")
+    bars.set(ylabel="held-out accuracy", title="held-out accuracy\n(dots: seeds; dotted: chance)")
     bars.legend(fontsize=8)
     for r in rows:
         if r["alpha_k"] is not None:
@@ -247,14 +247,14 @@ def plot(rows: list[dict[str, Any]], summaries: list[dict[str, Any]], path: path
     alphas.set(
         xlabel="layer",
         ylabel="alpha_k (weight of the second stream)",
-        title="mixing per layer (blue: reverse, orange: chain; dashed: causal only)",
+        title="mixing per layer\n(blue: reverse, orange: chain; dashed: causal only)",
     )
     for s in summaries:
         curve = (s.get("final_eval_items") or {}).get("loss_curve")
         if curve:
             j = arms.index(_arm(s["point"]))
             losses.plot(curve["update"], curve["loss"], color=f"C{j}", alpha=0.4, linewidth=0.8)
-    losses.set(xlabel="update", ylabel="training loss", yscale="log", title="training loss, every run (colors: arms)")
+    losses.set(xlabel="update", ylabel="training loss", yscale="log", title="training loss\n(every run; colors: arms)")
     for ax in (bars, alphas, losses):
         ax.grid(alpha=0.3)
     return save_png(fig, path)
