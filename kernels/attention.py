@@ -116,7 +116,7 @@ def attention(
     impl = resolve_impl(impl, -(-q.shape[1] // parts), k.shape[1])
     local = functools.partial(_local_attention, impl=impl, scale=scale, logit_softcap=logit_softcap)
     if parts > 1:
-        from kernels.sequence_parallel import sequence_parallel_attention
+        from .sequence_parallel import sequence_parallel_attention
 
         return sequence_parallel_attention(local, q, k, v, mask_spec, sequence_parallel)
     return local(q, k, v, mask_spec)
@@ -124,11 +124,11 @@ def attention(
 
 def _local_attention(q, k, v, spec: MaskSpec, *, impl: str, scale: float, logit_softcap: float | None):
     if impl == "pallas":
-        from kernels.flash_attention import flash_attention
+        from .flash_attention import flash_attention
 
         return flash_attention(q, k, v, spec, scale=scale, logit_softcap=logit_softcap)
     if impl == "blockwise":
-        from kernels.blockwise_attention import blockwise_attention
+        from .blockwise_attention import blockwise_attention
 
         return blockwise_attention(q, k, v, spec, scale=scale, logit_softcap=logit_softcap)
     return _xla_attention(q, k, v, spec, scale, logit_softcap)

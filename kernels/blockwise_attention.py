@@ -54,7 +54,7 @@ def _kv_blocks(spec, k, v, block: int):
 
 def _block_mask(spec, kv_pos: jax.Array, kv_seg: jax.Array | None) -> jax.Array:
     """`[batch, 1, 1, q_len, block]` visibility of one key block (same rules as `kernels.attention.dense_mask`)."""
-    from kernels.attention import dense_mask
+    from .attention import dense_mask
 
     sub = dataclasses.replace(spec, kv_positions=kv_pos, kv_segment_ids=kv_seg)
     return dense_mask(sub)[:, None, None]
