@@ -157,10 +157,17 @@ def arm_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def pooled(summaries, arm_a: str, arm_b: str, order: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """Per-item correctness of two arms on one order, stacked over the seeds both have, with the seed per item."""
+def pooled(
+    summaries, arm_a: str, arm_b: str, order: str, seeds: set[int] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Per-item correctness of two arms on one order, stacked over the seeds both have (within `seeds` if given),
+    with the seed per item."""
     by = {(_arm(s["point"]), point_task(s["point"])[0], s["point"]["seed"]): s for s in summaries}
-    seeds = sorted(seed for (arm, o, seed) in by if arm == arm_a and o == order and (arm_b, order, seed) in by)
+    seeds = sorted(
+        seed
+        for (arm, o, seed) in by
+        if arm == arm_a and o == order and (arm_b, order, seed) in by and (seeds is None or seed in seeds)
+    )
     if not seeds:
         return None
     a = np.concatenate([by[(arm_a, order, s)]["final_eval_items"]["correct"] for s in seeds])
@@ -170,8 +177,9 @@ def pooled(summaries, arm_a: str, arm_b: str, order: str) -> tuple[np.ndarray, n
 
 
 def comparisons(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Bitune - LoRA and Bitune - causal-only Bitune per order, pooled over seeds; then the order interaction
-    (the Bitune - LoRA gain in reverse order minus that in chain order, items paired across orders)."""
+    """Bitune - LoRA and Bitune - causal-only Bitune per order, pooled over the seeds both arms have; then the order
+    interaction (a difference in reverse order minus the same in chain order, items paired across orders) over the
+    seeds all four runs have. Each entry names its seeds: a study under way pools fewer for some comparisons."""
     out = []
     pairs = [("bitune", "lora"), ("bitune", "bitune_causal"), ("bitune_causal", "lora")]
     orders = list(dict.fromkeys(point_task(s["point"])[0] for s in summaries))
@@ -180,13 +188,19 @@ def comparisons(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
             got = pooled(summaries, a, b, order)
             if got is not None:
                 d = paired_bootstrap(got[0], got[1], groups=got[2])
-                out.append({"comparison": f"{a} - {b}", "order": order, **d.to_dict()})
+                seeds = [int(s) for s in np.unique(got[2])]
+                out.append({"comparison": f"{a} - {b}", "order": order, "seeds": seeds, **d.to_dict()})
     if {"reverse", "chain"} <= set(orders):
         for a, b in pairs:
-            rev, chain = pooled(summaries, a, b, "reverse"), pooled(summaries, a, b, "chain")
-            if rev is not None and chain is not None and np.array_equal(rev[2], chain[2]):
+            chain = pooled(summaries, a, b, "chain")
+            rev = pooled(summaries, a, b, "reverse", set(np.unique(chain[2]).tolist())) if chain else None
+            if rev is not None:
+                chain = pooled(summaries, a, b, "chain", set(np.unique(rev[2]).tolist()))
                 d = paired_bootstrap(rev[0] - rev[1], chain[0] - chain[1], groups=rev[2])
-                out.append({"comparison": f"({a} - {b}): reverse - chain", "order": "both", **d.to_dict()})
+                seeds = [int(s) for s in np.unique(rev[2])]
+                out.append(
+                    {"comparison": f"({a} - {b}): reverse - chain", "order": "both", "seeds": seeds, **d.to_dict()}
+                )
     return out
 
 
@@ -206,13 +220,14 @@ def markdown(table: list[dict[str, Any]], comp: list[dict[str, Any]], items: int
         "",
         f"Held-out accuracy: log-likelihood choice among 4 colors on {items} problems per run (chance 0.25).",
         "",
-        "| comparison | order | difference | 95% paired bootstrap interval (within seed) | |",
-        "| --- | --- | ---: | ---: | --- |",
+        "| comparison | order | seeds | difference | 95% paired bootstrap interval (within seed) | |",
+        "| --- | --- | --- | ---: | ---: | --- |",
     ]
     for c in comp:
         verdict = "resolved" if c["resolved"] else "unresolved"
         lines.append(
-            f"| {c['comparison']} | {c['order']} | {c['estimate']:+.3f} | [{c['low']:+.3f}, {c['high']:+.3f}] | "
+            f"| {c['comparison']} | {c['order']} | {', '.join(map(str, c['seeds']))} | {c['estimate']:+.3f} | "
+            f"[{c['low']:+.3f}, {c['high']:+.3f}] | "
             f"{verdict} |"
         )
     return "\n".join(lines)
