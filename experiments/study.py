@@ -135,8 +135,10 @@ def run_inputs(config: ConfigDict) -> dict[str, Any]:
 
 
 def _finished(path: pathlib.Path | None, settings: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any] | None:
-    """The summary at `path` if it is of these settings and inputs. Initial weights that are not on this machine
-    (a clean checkout without the warm-up model) cannot be compared, so a record is trusted on its data then."""
+    """The summary at `path` if it is of these settings and inputs. The data is compared by content, not path (a
+    checkout elsewhere holds the same file under another absolute path). Initial weights that are not on this
+    machine (a clean checkout without the warm-up model) cannot be compared, so a record is trusted on its data
+    then."""
     if path is None or not path.exists():
         return None
     done = json.loads(path.read_text())
@@ -146,7 +148,7 @@ def _finished(path: pathlib.Path | None, settings: dict[str, Any], inputs: dict[
     )
     same = (
         done.get("config") == settings
-        and saved.get("data") == inputs["data"]
+        and run_record.data_contents(saved.get("data")) == run_record.data_contents(inputs["data"])
         and (saved.get("weights") == inputs["weights"] or weights_unknown)
     )
     return done if same else None

@@ -109,6 +109,11 @@ def weights_identity(name: str) -> str:
     return "sha256:" + _edges_digest([(f.name, f) for f in files if f.exists()])
 
 
+def data_contents(identity: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A data identity without its path: what two runs compare (the same file in another checkout is the same data)."""
+    return {k: v for k, v in (identity or {}).items() if k != "path"}
+
+
 def recipe(workdir: str | pathlib.Path) -> dict[str, Any]:
     """What a finished run computed, from its record: every trajectory-changing setting, the data's size and hash
     and the initial weights' identity (no paths, no logging or eval settings). Saved as `RECIPE_NAME` beside a
@@ -116,7 +121,7 @@ def recipe(workdir: str | pathlib.Path) -> dict[str, Any]:
     saved = json.loads((pathlib.Path(workdir) / RECORD_NAME).read_text())
     return {
         "config": {k: v for k, v in saved["config"].items() if not _neutral(k)},
-        "data": {k: v for k, v in (saved.get("data") or {}).items() if k != "path"},
+        "data": data_contents(saved.get("data")),
         "weights": saved["weights"],
         "changes": [{k: v for k, v in c.items() if k != "time"} for c in saved.get("changes", [])],
     }
