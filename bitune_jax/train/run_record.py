@@ -122,7 +122,7 @@ def recipe(workdir: str | pathlib.Path) -> dict[str, Any]:
     return {
         "config": {k: v for k, v in saved["config"].items() if not _neutral(k)},
         "data": data_contents(saved.get("data")),
-        "weights": saved["weights"],
+        "weights": saved.get("origin", saved["weights"]),  # a record from before origins: the bytes
         "changes": [{k: v for k, v in c.items() if k != "time"} for c in saved.get("changes", [])],
     }
 
@@ -162,11 +162,14 @@ def data_identity(config: RunSpec | ConfigDict) -> dict[str, Any]:
 
 def describe(config: RunSpec | ConfigDict) -> dict[str, Any]:
     """What the run is: its flat config, its data's identity (JSONL file, `hf` dataset or the synthetic task's
-    generated records) and its weights'."""
+    generated records), its weights' (by their bytes, which a resume must find unchanged) and their origin (by
+    recipe where they have one, so that a recipe of a model trained from this run names its base by how that was
+    made: a chain of fine-tunes retrained elsewhere keeps its identity at every link)."""
     return {
         "config": flat_config(config),
         "data": data_identity(config),
         "weights": weights_identity(config.model.name),
+        "origin": origin_identity(config.model.name),
     }
 
 

@@ -127,7 +127,8 @@ def test_synthetic_data_is_compared_by_its_generated_records(tmp_path, monkeypat
 
 def test_a_model_with_a_recipe_is_named_by_how_it_was_made(tmp_path):
     """Two runs that differ only in paths and logging have one recipe; a retrained copy of the exported model (other
-    low bits) keeps the recipe's identity, and a model without one falls back to its bytes."""
+    low bits) keeps the recipe's identity, and a model without one falls back to its bytes. A model trained from a
+    model with a recipe names that base by its recipe, so a chain of fine-tunes keeps its identity at every link."""
     a, b = tmp_path / "a", tmp_path / "b"
     c = tmp_path / "c"
     for root in (a, b, c):
@@ -150,5 +151,17 @@ def test_a_model_with_a_recipe_is_named_by_how_it_was_made(tmp_path):
         (root / "model" / RECIPE_NAME).write_text(json.dumps(recipe(root / "run")))
     assert origin_identity(str(a / "model")) == origin_identity(str(b / "model"))
     assert origin_identity(str(a / "model")).startswith("recipe:")
+
+    # a chain: fine-tunes of the two retrained copies name their base by its recipe, so they share one recipe too
+    d, e = tmp_path / "d", tmp_path / "e"
+    for root, base_model in ((d, a / "model"), (e, b / "model")):
+        root.mkdir()
+        started(root, config(root, **{"model.name": str(base_model)}))
+    assert recipe(d / "run") == recipe(e / "run") and recipe(d / "run")["weights"].startswith("recipe:")
+    assert json.loads((d / "run" / "run.json").read_text())["weights"].startswith("sha256:")  # resumes: the bytes
+
     (b / "model" / RECIPE_NAME).write_text(json.dumps(recipe(c / "run")))
     assert origin_identity(str(a / "model")) != origin_identity(str(b / "model"))
+    shutil.rmtree(e / "run")
+    started(e, config(e, **{"model.name": str(b / "model")}))  # a base made by another recipe
+    assert recipe(d / "run") != recipe(e / "run")
