@@ -106,8 +106,8 @@ class RopeTables(NamedTuple):
 def scan_layers(body, carry, xs, cfg: ModelConfig, compute: Compute):
     """`jax.lax.scan` of `body(carry, xs_l, kind) -> (carry, y_l)` over the layers, under the remat policy.
 
-    `xs` are stacked on axis 0 (weights, adapters, dropout keys, caches); `kind` is the layer's `LayerKind`. The one
-    scan that the decoder and both Bitune streams run.
+    `xs` are stacked on axis 0 (weights, adapters, dropout keys, layer indices); `kind` is the layer's
+    `LayerKind`. The one scan that the decoder and both Bitune streams run.
     """
     return jax.lax.scan(compute.checkpointed(lambda c, x: body(c, *x)), carry, (xs, layer_kinds(cfg)))
 
@@ -230,16 +230,23 @@ def forward(
     else:
         kv_positions = positions
 
-    def body(x, xs, kind: LayerKind):
-        lp, la, key, cache_k, cache_v = xs
+    def body(carry, xs, kind: LayerKind):
+        # The cache rides in the carry, whole: each layer writes its new keys/values in place and attends over its
+        # own slice. (Scanned as xs/ys, every decode step would copy the whole cache in and out.)
+        x, cache_kv = carry if cache is not None else (carry, None)
+        lp, la, key, layer = xs
         spec = kernels.MaskSpec(
             q_positions=positions, kv_positions=kv_positions, window=kind.window, prefix_len=prefix_len
         )
 
         def attend(q, k, v):
-            if cache_k is not None:
-                k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), (0, cache.length, 0, 0))
-                v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, cache.length, 0, 0))
+            kept = None
+            if cache_kv is not None:
+                start = (layer, 0, cache.length, 0, 0)
+                kept = tuple(
+                    jax.lax.dynamic_update_slice(c, n[None].astype(c.dtype), start) for c, n in zip(cache_kv, (k, v))
+                )
+                k, v = (jax.lax.dynamic_index_in_dim(c, layer, keepdims=False) for c in kept)
             o = compute.attention(
                 q,
                 k.astype(q.dtype),
@@ -248,17 +255,18 @@ def forward(
                 scale=cfg.scale,
                 logit_softcap=cfg.attn_logit_softcap,
             )
-            return o, (k, v)
+            return o, kept
 
         x, kept = decoder_layer(Layer(lp, la, peft, key), compute.constrain(x), cfg, **rope.at(kind), attend=attend)
-        return x, kept if cache_k is not None else None
+        return ((x, kept) if kept is not None else x), None
 
-    cache_kv = (cache.k, cache.v) if cache is not None else (None, None)
     layer_adapters = (adapters or {}).get("layers", {})
     if layer_adapters and peft is None:
         raise ValueError("adapters were given without the PeftConfig that made them")
-    xs = (params["layers"], layer_adapters, layer_keys(dropout_key, cfg.num_layers), *cache_kv)
-    x, new_kv = scan_layers(body, x, xs, cfg, compute)
+    xs = (params["layers"], layer_adapters, layer_keys(dropout_key, cfg.num_layers), jnp.arange(cfg.num_layers))
+    carry = (x, (cache.k, cache.v)) if cache is not None else x
+    carry, _ = scan_layers(body, carry, xs, cfg, compute)
+    x, new_kv = carry if cache is not None else (carry, None)
     if logit_rows is not None:
         x = jnp.take_along_axis(x, logit_rows[..., None], axis=1)
     logits = x if return_hidden else unembed(params, x, cfg)
