@@ -127,13 +127,14 @@ def recipe(workdir: str | pathlib.Path) -> dict[str, Any]:
     }
 
 
-def origin_identity(name: str) -> str:
+def origin_identity(name: str, weights: str | None = None) -> str:
     """The weights' identity by what produced them: for a model exported with a `RECIPE_NAME`, that recipe's hash
     (the same run retrained on another machine differs in the low bits of its weights, yet is the same model to a
-    study that starts from it); otherwise the bytes' (`weights_identity`)."""
+    study that starts from it); otherwise the bytes' (`weights`, when the caller has already computed
+    `weights_identity(name)`)."""
     path = pathlib.Path(name).expanduser() / RECIPE_NAME
     if not path.is_file():
-        return weights_identity(name)
+        return weights_identity(name) if weights is None else weights
     canonical = json.dumps(json.loads(path.read_text()), sort_keys=True, separators=(",", ":"))
     return "recipe:" + hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -165,11 +166,12 @@ def describe(config: RunSpec | ConfigDict) -> dict[str, Any]:
     generated records), its weights' (by their bytes, which a resume must find unchanged) and their origin (by
     recipe where they have one, so that a recipe of a model trained from this run names its base by how that was
     made: a chain of fine-tunes retrained elsewhere keeps its identity at every link)."""
+    weights = weights_identity(config.model.name)
     return {
         "config": flat_config(config),
         "data": data_identity(config),
-        "weights": weights_identity(config.model.name),
-        "origin": origin_identity(config.model.name),
+        "weights": weights,
+        "origin": origin_identity(config.model.name, weights),
     }
 
 
