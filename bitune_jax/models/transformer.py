@@ -233,7 +233,7 @@ def forward(
     def body(carry, xs, kind: LayerKind):
         # The cache rides in the carry, whole: each layer writes its new keys/values in place and attends over its
         # own slice. (Scanned as xs/ys, every decode step would copy the whole cache in and out.)
-        x, cache_kv = carry if cache is not None else (carry, None)
+        x, cache_kv = carry  # cache_kv: (k, v) stacked over layers, or None without a cache
         lp, la, key, layer = xs
         spec = kernels.MaskSpec(
             q_positions=positions, kv_positions=kv_positions, window=kind.window, prefix_len=prefix_len
@@ -258,15 +258,14 @@ def forward(
             return o, kept
 
         x, kept = decoder_layer(Layer(lp, la, peft, key), compute.constrain(x), cfg, **rope.at(kind), attend=attend)
-        return ((x, kept) if kept is not None else x), None
+        return (x, kept), None
 
     layer_adapters = (adapters or {}).get("layers", {})
     if layer_adapters and peft is None:
         raise ValueError("adapters were given without the PeftConfig that made them")
     xs = (params["layers"], layer_adapters, layer_keys(dropout_key, cfg.num_layers), jnp.arange(cfg.num_layers))
-    carry = (x, (cache.k, cache.v)) if cache is not None else x
-    carry, _ = scan_layers(body, carry, xs, cfg, compute)
-    x, new_kv = carry if cache is not None else (carry, None)
+    cache_kv = (cache.k, cache.v) if cache is not None else None
+    (x, new_kv), _ = scan_layers(body, (x, cache_kv), xs, cfg, compute)
     if logit_rows is not None:
         x = jnp.take_along_axis(x, logit_rows[..., None], axis=1)
     logits = x if return_hidden else unembed(params, x, cfg)
