@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime
 import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jinja2
 import jinja2.ext
@@ -57,15 +58,19 @@ def encode_chat(
     return tok.encode(render_chat(tok, messages, add_generation_prompt, **template_kwargs), add_bos=False)
 
 
-def encode_prompt_answer(tok: Tokenizer, messages: Sequence[Message], **template_kwargs) -> tuple[list[int], list[int]]:
+def encode_prompt_answer(
+    tok: Tokenizer, messages: Sequence[Message], prompt_kwargs: Mapping[str, Any] | None = None, **template_kwargs
+) -> tuple[list[int], list[int]]:
     """Split a conversation ending in an assistant turn into `(prompt_ids, answer_ids)`.
 
     The prompt is everything up to and including the generation prompt (what the model sees before it
-    answers); the answer is the rest of the rendered conversation, template end tokens included.
+    answers); the answer is the rest of the rendered conversation, template end tokens included. `prompt_kwargs`
+    go to the prompt's rendering only, as the repetition authors pass `enable_thinking=True` to the query and not
+    to the whole conversation (their `train.py`, `process_sample`).
     """
     if not messages or messages[-1].get("role") != "assistant":
         raise ValueError("encode_prompt_answer needs a conversation whose last message has role 'assistant'")
-    prompt_text = render_chat(tok, messages[:-1], True, **template_kwargs)
+    prompt_text = render_chat(tok, messages[:-1], True, **{**template_kwargs, **(prompt_kwargs or {})})
     full_text = render_chat(tok, messages, False, **template_kwargs)
     if not full_text.startswith(prompt_text):
         raise ValueError(

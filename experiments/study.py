@@ -147,7 +147,8 @@ def _finished(path: pathlib.Path | None, settings: dict[str, Any], inputs: dict[
         ("sha256:", "recipe:")
     )
     same = (
-        done.get("config") == settings
+        run_record.with_added_keys(run_record.flat_config(done.get("config") or {}))
+        == run_record.with_added_keys(run_record.flat_config(settings))
         and run_record.data_contents(saved.get("data")) == run_record.data_contents(inputs["data"])
         and (saved.get("weights") == inputs["weights"] or weights_unknown)
     )

@@ -65,10 +65,12 @@ def nested_subset(n_pool: int, size: int, seed: int) -> np.ndarray:
     return shuffled_order(n_pool, derive_seed("subset", seed))[:size]
 
 
-def split_pool(n_pool: int, val_size: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def split_pool(n_pool: int, val_size: int, size: int, seed: int, shuffle: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """`(validation ids, training ids)`: as the authors split (shuffle the pool once, the first `val_size` rows are
     the validation set, training sets are prefixes of the rest), so the validation set is the same for every
-    training size, never overlaps it, and with `val_size=0` the training ids are `nested_subset(n_pool, size)`."""
+    training size, never overlaps it, and with `val_size=0` the training ids are `nested_subset(n_pool, size)`.
+    `shuffle=False` takes the rows as they stand: a pool already in its split order (`data.pool_order="file"`,
+    e.g. the authors' own split written by `experiments/prepare_dolci.py`)."""
     if not 0 <= val_size < n_pool:
         raise ValueError(f"validation size must be in 0..{n_pool - 1} (the pool has {n_pool} rows), got {val_size}")
     if not 1 <= size <= n_pool - val_size:
@@ -76,8 +78,21 @@ def split_pool(n_pool: int, val_size: int, size: int, seed: int) -> tuple[np.nda
             f"training size must be in 1..{n_pool - val_size} (pool {n_pool} minus {val_size} for "
             f"validation), got {size}"
         )
-    order = nested_subset(n_pool, n_pool, seed)
+    order = nested_subset(n_pool, n_pool, seed) if shuffle else np.arange(n_pool)
     return order[:val_size], order[val_size : val_size + size]
+
+
+def authors_epoch_order(n: int, seed: int, epoch: int, previous: np.ndarray | None = None) -> np.ndarray:
+    """Example order of `epoch` as the repetition authors' `train.py` walks it: at the start of every epoch e,
+    `dataset = dataset.shuffle(seed=seed + e)` on the previous epoch's order, and `datasets`' `shuffle(seed=s)` is
+    `select(numpy.random.default_rng(s).permutation(len))`. So order_e = order_{e-1}[perm(seed + e)], from the
+    identity. `previous` (epoch - 1's order) saves recomputing the chain."""
+    if epoch < 0 or seed < 0:
+        raise ValueError(f"epoch and seed must be >= 0, got {epoch}, {seed}")
+    order, start = (np.arange(n), 0) if previous is None else (previous, epoch)
+    for e in range(start, epoch + 1):
+        order = order[np.random.default_rng(seed + e).permutation(n)]
+    return order
 
 
 def nested_sizes(n_pool: int, smallest: int = 100) -> list[int]:
@@ -121,6 +136,8 @@ class EpochBatches:
       bucket_chunks: 0 for a plain shuffle; k > 0 sorts each chunk of `k * batch_size` shuffled examples by length
         before cutting it into batches, then shuffles the full batches, so rows of a batch have similar lengths.
       max_width: cap on the padded width (e.g. the model context), when `multiple` would round past it.
+      order: "grain" (epoch e is a fresh shuffle by `(seed, e)`: random access) or "authors" (their chain of
+        `shuffle(seed=seed + e)`, `authors_epoch_order`; epochs walked in order are computed incrementally).
     """
 
     def __init__(
@@ -133,7 +150,12 @@ class EpochBatches:
         multiple: int = 16,
         bucket_chunks: int = 0,
         max_width: int | None = None,
+        order: str = "grain",
     ):
+        if order not in ("grain", "authors"):
+            raise ValueError(f"order must be 'grain' or 'authors', got {order!r}")
+        if order == "authors" and bucket_chunks:
+            raise ValueError("order='authors' is the authors' exact example order; length bucketing would change it")
         if not examples:
             raise ValueError("EpochBatches needs at least one example")
         if batch_size < 1 or multiple < 1 or bucket_chunks < 0:
@@ -143,7 +165,8 @@ class EpochBatches:
             )
         derive_seed("epoch", seed)  # validates
         self.examples, self.batch_size, self.seed, self.pad_id = examples, batch_size, seed, pad_id
-        self.multiple, self.bucket_chunks, self.max_width = multiple, bucket_chunks, max_width
+        self.multiple, self.bucket_chunks, self.max_width, self.order = multiple, bucket_chunks, max_width, order
+        self._chain: tuple[int, np.ndarray] | None = None  # order="authors": the last epoch's order
         self.lengths = np.asarray([e.length for e in examples], np.int64)
         if max_width is not None and self.lengths.max() > max_width:
             i = int(self.lengths.argmax())
@@ -159,8 +182,13 @@ class EpochBatches:
         return -(-len(self.examples) // self.batch_size)
 
     def epoch_order(self, epoch: int) -> np.ndarray:
-        """Example order of `epoch` (before bucketing): a reshuffle seeded by `(seed, epoch)`."""
-        return shuffled_order(len(self.examples), derive_seed("epoch", self.seed, epoch))
+        """Example order of `epoch` (before bucketing): a reshuffle seeded by `(seed, epoch)`, or the authors'."""
+        if self.order == "grain":
+            return shuffled_order(len(self.examples), derive_seed("epoch", self.seed, epoch))
+        previous = self._chain[1] if self._chain is not None and self._chain[0] == epoch - 1 else None
+        if self._chain is None or self._chain[0] != epoch:
+            self._chain = (epoch, authors_epoch_order(len(self.examples), self.seed, epoch, previous))
+        return self._chain[1]
 
     def _make_plan(self, epoch: int) -> np.ndarray:
         order, b = self.epoch_order(epoch), self.batch_size

@@ -3,11 +3,13 @@
 The loss of every trainer in this repo is computed on answer tokens only (docs/method.md A: "everything after the
 generation prompt, template end tokens included"), so the one thing tokenization must get exactly right is the
 boundary between prompt and answer. Two renderings:
-  * `"chat"`: the model's own chat template (`chat.encode_prompt_answer`); the answer ends with the template's end
-    tokens (e.g. `<|im_end|>\\n`), which are trained on, so the model learns to stop.
+  * `"chat"`: the model's own chat template (`chat.encode_prompt_answer`), the prompt rendered with thinking on
+    (`THINKING`); the answer ends with the template's end tokens (e.g. `<|im_end|>\\n`), which are trained on, so
+    the model learns to stop.
   * `"plain"`: the Bitune paper's format, prompt `"Question: {instruction}\\n\\nAnswer:"` (BOS first if the tokenizer
     adds one) and answer `" " + response` followed by EOS. A system message, if any, is put before the question
-    as its own paragraph. Prompt and answer are encoded separately so the boundary is exact.
+    as its own paragraph. As in the authors' code, the whole text is tokenized at once and the prompt is its first
+    `len(encode(prompt))` tokens (so a tokenizer that merged across the boundary would move it, as it does there).
 
 Over-long examples follow a policy from the config, and every decision is counted in a `TruncationReport` that the
 trainer logs: silently losing or cutting data changes what an experiment measures.
@@ -28,6 +30,9 @@ from bitune_jax.tokenizer import Tokenizer
 TEMPLATES = ("chat", "plain")
 POLICIES = ("drop", "truncate", "error")
 PLAIN_PROMPT = "Question: {instruction}\n\nAnswer:"
+# Chat prompts are rendered with thinking on, for training and evaluation alike, as the repetition authors render
+# every query (`enable_thinking=True`); templates that do not read the flag (SmolLM2's) render the same text.
+THINKING = {"enable_thinking": True}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -88,9 +93,13 @@ def plain_prompt_answer(
     instruction = messages[-2]["content"]
     if roles[0] == "system":
         instruction = f"{messages[0]['content']}\n\n{instruction}"
-    prompt = tok.encode(PLAIN_PROMPT.format(instruction=instruction))  # BOS if the tokenizer adds one
-    answer = tok.encode(" " + messages[-1]["content"], add_bos=False) + [tok.eos_ids[0]]
-    return prompt, answer
+    prompt_text = PLAIN_PROMPT.format(instruction=instruction)
+    # The authors' dataloaders.py: `tokenizer(q + " " + response + eos_token)`, prompt length `len(tokenizer(q))`
+    # (BOS counted where the tokenizer adds one). EOS is appended as an id: Hugging Face splits special-token strings
+    # out of the text before tokenizing it, so the two agree.
+    full = tok.encode(prompt_text + " " + messages[-1]["content"]) + [tok.eos_ids[0]]
+    p = len(tok.encode(prompt_text))
+    return full[:p], full[p:]
 
 
 def encode_record(
@@ -99,7 +108,9 @@ def encode_record(
     """`(prompt_ids, answer_ids)` of one record, untruncated."""
     if template == "chat":
         try:
-            prompt, answer = encode_prompt_answer(tok, record.messages, **(template_kwargs or {}))
+            prompt, answer = encode_prompt_answer(
+                tok, record.messages, {**THINKING, **(template_kwargs or {})}, **(template_kwargs or {})
+            )
         except ValueError as e:
             raise DataError(f"{record.where}: {e}") from e
     elif template == "plain":

@@ -7,7 +7,8 @@ the summary. Both extractors of `answers` are run, so a report can give the auth
 
 Prompts: each item's last user message gets the answer-format suffix of its kind (`SUFFIXES`: the authors' strings,
 docs/method.md A: AIME asks for the final integer in `\\boxed{}`, GPQA for the letter), then the whole conversation
-is rendered with the model's chat template and the generation prompt.
+is rendered with the model's chat template and the generation prompt, thinking on (`enable_thinking=True`, as
+the authors' `eval.py`).
 
 Batching and seeds: the `questions x n` generations are laid out question-major (the n samples of a question are
 adjacent) and cut into batches of `batch_size` rows; batch `b` samples with seed `cfg.seed + b`, recorded beside
@@ -63,6 +64,7 @@ class ReasoningEvalConfig:
     ks: tuple[int, ...] = (1,)  # pass@k to report; each k <= n
     suffix: str | None = None  # None: SUFFIXES[item.kind]
     chat_template: bool = True  # False: the prompt is the messages' contents joined by blank lines
+    enable_thinking: bool = True  # passed to the chat template, as the authors' eval.py renders every prompt
     width_multiple: int = 32  # plain models: prompt widths rounded up to this (bounds recompiles)
 
     def __post_init__(self):
@@ -112,7 +114,7 @@ def build_prompt(tok: Tokenizer, item: ReasoningItem, cfg: ReasoningEvalConfig) 
     messages = [dict(m) for m in item.messages]
     messages[-1]["content"] += suffix
     if cfg.chat_template:
-        text = render_chat(tok, messages, add_generation_prompt=True)
+        text = render_chat(tok, messages, add_generation_prompt=True, enable_thinking=cfg.enable_thinking)
         return text, tok.encode(text, add_bos=False)
     text = "\n\n".join(m["content"] for m in messages)
     return text, tok.encode(text)

@@ -18,7 +18,7 @@ import math
 import secrets
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -180,10 +180,19 @@ class RunLogger:
         self._file.write(json.dumps(row, allow_nan=False) + "\n")
         self._file.flush()
 
-    def log(self, step: int, metrics: Mapping[str, Any], *, epoch: float | None = None) -> None:
+    def log(
+        self,
+        step: int,
+        metrics: Mapping[str, Any],
+        *,
+        epoch: float | None = None,
+        example_rows: Sequence[int] | None = None,
+    ) -> None:
         """One row of per-step metrics (loss, token_accuracy, learning_rate, grad_norm, tokens_per_s, mfu ...).
 
         TensorBoard and W&B tags are the names, under `train/` when the name has no `/` of its own.
+        `example_rows` (the JSONL only): the training-set rows of every example trained on since the previous
+        row, in order, so two runs can be lined up example by example.
         """
         if not self.enabled:
             return
@@ -191,6 +200,8 @@ class RunLogger:
         row: dict[str, Any] = {"scope": "step", "step": int(step)}
         if epoch is not None:
             row["epoch"] = float(epoch)
+        if example_rows is not None:
+            row["example_rows"] = [int(r) for r in example_rows]
         self._write({**row, **values})
         if self._tb is not None:
             for name, v in values.items():

@@ -37,7 +37,15 @@ from bitune_jax.train.sharding import (
     tree_shardings,
 )
 from bitune_jax.train.spec import DataSpec, DistributedSpec, RunSpec, TrainSpec
-from bitune_jax.train.step import annealed, init_state, jit_train_step, make_optimizer, make_schedule, per_step
+from bitune_jax.train.step import (
+    annealed,
+    init_state,
+    jit_train_step,
+    make_optimizer,
+    make_schedule,
+    per_step,
+    warmup_updates,
+)
 from bitune_jax.train.validate import ConfigError, validate
 from bitune_jax.train.validation import Validation
 from bitune_jax.train.workdir_lock import hold_workdir
@@ -96,13 +104,24 @@ def read_training_pool(data: DataSpec) -> tuple[list, str]:
     return records, source
 
 
-def training_set(records: list, data: DataSpec, tok, max_len: int, source: str):
-    """The tokenized training set (a nested prefix of the pool after the validation rows), its truncation report,
-    and the tokenized validation rows (`data.val_size`, the same for every training size; may be empty)."""
+@dataclasses.dataclass(frozen=True)
+class TrainingSet:
+    examples: list  # TokenizedExample, the training set after the truncation policy
+    rows: np.ndarray  # [len(examples)] each example's row in the training set as drawn (before any was dropped)
+    report: Any  # TruncationReport
+    val_examples: list  # the validation rows (`data.val_size`, the same for every training size; may be empty)
+
+
+def training_set(records: list, data: DataSpec, tok, max_len: int, source: str) -> TrainingSet:
+    """The tokenized training set: a nested prefix of the pool after the validation rows."""
     if data.chat_template:
         tok.chat_template = pathlib.Path(data.chat_template).read_text()
     val_ids, ids = split_pool(
-        len(records), data.val_size, data.num_samples or len(records) - data.val_size, data.pool_seed
+        len(records),
+        data.val_size,
+        data.num_samples or len(records) - data.val_size,
+        data.pool_seed,
+        shuffle=data.pool_order == "shuffle",
     )
     encode = functools.partial(
         tokenize_records, tok=tok, max_len=max_len, truncation=data.truncation, template=data.template
@@ -110,8 +129,20 @@ def training_set(records: list, data: DataSpec, tok, max_len: int, source: str):
     examples, report = encode([records[i] for i in ids])
     if not examples:
         raise ValueError(f"no training example left from {source} after truncation: {report.summary()}")
+    row_of = {records[i].where: row for row, i in enumerate(ids)}
+    rows = np.asarray([row_of[e.source] for e in examples], np.int64)
     val_examples = encode([records[i] for i in val_ids])[0] if len(val_ids) else []
-    return examples, report, val_examples
+    return TrainingSet(examples, rows, report, val_examples)
+
+
+def plan(t: TrainSpec, steps_per_epoch: int) -> tuple[int, int]:
+    """`(steps, optimizer updates)` of a run: `t.epochs` epochs of `steps_per_epoch` batches, cut at the update
+    budget `t.max_updates` when it is set (and reached first), as both papers' loops end; `t.accumulate` steps make
+    one update."""
+    steps = t.epochs * steps_per_epoch
+    if t.max_updates:
+        steps = min(steps, t.max_updates * t.accumulate)
+    return steps, -(-steps // t.accumulate)
 
 
 def objective_from_config(spec: RunSpec, cfg, mesh: jax.sharding.Mesh | None = None) -> Objective:
@@ -217,7 +248,9 @@ class _Trainer:
                 f"has {cfg.vocab_size} rows: they do not belong together"
             )
         max_len = min(spec.data.max_len, cfg.max_seq_len)
-        examples, self.report, self.val_examples = training_set(pool, spec.data, tok, max_len, source)
+        chosen = training_set(pool, spec.data, tok, max_len, source)
+        examples, self.report, self.val_examples = chosen.examples, chosen.report, chosen.val_examples
+        self.training_rows = chosen.rows
         self.num_examples = len(examples)
         self.batches = EpochBatches(
             examples,
@@ -227,15 +260,13 @@ class _Trainer:
             multiple=spec.data.pad_multiple,
             bucket_chunks=spec.data.bucket_chunks,
             max_width=max_len,
+            order=spec.data.order,
         )
         self.steps_per_epoch = self.batches.batches_per_epoch
         # A batch is one step; `train.accumulate` steps make one optimizer update, the schedule's clock.
-        self.accumulate = accumulate = spec.train.accumulate
-        total_steps = spec.train.epochs * self.steps_per_epoch
-        if spec.train.max_updates:
-            total_steps = min(total_steps, spec.train.max_updates * accumulate)
+        self.accumulate = spec.train.accumulate
+        total_steps, self.total_updates = plan(spec.train, self.steps_per_epoch)
         self.total_steps = self.planned_steps = total_steps
-        self.total_updates = -(-total_steps // accumulate)
         self.objective = objective = objective_from_config(spec, cfg, mesh)
 
         self.schedule, self.optimizer = optimizer_from_config(spec.train, self.total_updates)
@@ -334,7 +365,8 @@ class _Trainer:
         self.advance = jax.jit(lambda s: s._replace(step=s.step + 1), out_shardings=self.state_sh, donate_argnums=0)
         self.tokens_per_s = 0.0
         self.shown: dict[str, float] = {}  # the progress bar's values, from the latest log step
-        self.warmup_updates = int(round(spec.train.warmup_frac * self.total_updates))
+        self.warmup_updates = warmup_updates(spec.train.warmup_frac, self.total_updates)
+        self.unlogged_rows: list[int] = []  # training rows of the steps since the last logged one
 
     # ------------------------------------------------------------------------------------------------ the loop
     def train(self, preemption: Preemption) -> None:
@@ -388,6 +420,7 @@ class _Trainer:
             )
             self.in_flight.add(metrics["loss"])
             self.tokens_per_s = self.perf.throughput.update(float(np.sum(full.length)))
+            self.unlogged_rows += [int(self.training_rows[i]) for i in self.batches.epoch_plan(epoch)[index] if i >= 0]
         self.step += 1
         if self.step % spec.log.every_steps == 0 and not skip:
             self._log_step(epoch, index, metrics, full, widths)
@@ -404,7 +437,10 @@ class _Trainer:
         logged.pop("finite", None)
         logged.update(_mixing_alphas(self.state, self.objective, summary=False))
         logged.update(self.perf.rates(self.tokens_per_s, full, widths[0]))
-        self.logger.log(self.step, logged, epoch=epoch + (index + 1) / self.steps_per_epoch)
+        self.logger.log(
+            self.step, logged, epoch=epoch + (index + 1) / self.steps_per_epoch, example_rows=self.unlogged_rows
+        )
+        self.unlogged_rows = []
         self.shown = {"loss": logged["loss"], "token_accuracy": logged["token_accuracy"]}
 
     def _end_epoch(self, epoch: int) -> bool:

@@ -41,6 +41,14 @@ NEUTRAL = (
     "workdir",
 )
 _EDGE = 1 << 20  # bytes hashed at each end of a weight file
+# Keys added to `base()` after runs were recorded, each with the value under which those runs computed what they
+# did: a record without the key reads as if it held that value (resume checks, a study's finished points).
+ADDED_KEYS: dict[str, Any] = {"data.pool_order": "shuffle", "data.order": "grain"}
+
+
+def with_added_keys(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """A flat config (`flat_config`) recorded before some of `ADDED_KEYS` existed, completed with their values."""
+    return {**ADDED_KEYS, **flat}
 
 
 class ResumeChangedError(ValueError):
@@ -187,8 +195,9 @@ def differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> dict[st
     """Key -> (saved, current) for every config key that differs, and for the contents of the data file and the
     weights (`data.train_path:contents` or `data.synthetic:contents`, `model.name:contents`)."""
     out = {}
-    for key in sorted(set(saved["config"]) | set(current["config"])):
-        a, b = saved["config"].get(key, "<absent>"), current["config"].get(key, "<absent>")
+    saved_config = with_added_keys(saved["config"])
+    for key in sorted(set(saved_config) | set(current["config"])):
+        a, b = saved_config.get(key, "<absent>"), current["config"].get(key, "<absent>")
         if a != b:
             out[key] = (a, b)
     saved_data, current_data = saved.get("data"), current.get("data")

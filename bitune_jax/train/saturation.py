@@ -44,8 +44,10 @@ class SaturationConfig:
         paper did).
     anneal_updates: the anneal's length in optimizer updates; 0 means as many as the warmup (at least 1). Never
         past the planned budget.
-    metric: which epoch accuracy the rule reads: "token_accuracy" (over all answer tokens, so long traces weigh
-        more) or "sample_token_accuracy" (the mean of each sample's own accuracy).
+    metric: which epoch accuracy the rule reads: "sample_token_accuracy" (default: the mean of each sample's own
+        accuracy, what the paper's "token accuracy" is: the authors log `train/token_acc` per step of one sample
+        and average it over 100-step windows) or "token_accuracy" (over all answer tokens, so long traces weigh
+        more).
     """
 
     threshold: float | None = 0.99
@@ -55,7 +57,7 @@ class SaturationConfig:
     enabled: bool = True
     mode: str = "anneal"
     anneal_updates: int = 0
-    metric: str = "token_accuracy"
+    metric: str = "sample_token_accuracy"
 
     def __post_init__(self) -> None:
         if self.threshold is not None:

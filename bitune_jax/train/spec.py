@@ -67,6 +67,8 @@ class DataSpec:
     num_samples: int
     val_size: int
     pool_seed: int
+    pool_order: str  # shuffle | file
+    order: str  # grain | authors
     max_len: int
     truncation: str
     batch_size: int

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, NamedTuple
 
 import jax
@@ -21,9 +22,16 @@ class TrainState(NamedTuple):
     opt_state: Any
 
 
+def warmup_updates(warmup_frac: float, total_updates: int) -> int:
+    """`floor(warmup_frac * total_updates)`, the authors' `total_steps // 10` at 0.1 (both papers' code; the
+    decimal rounding keeps 0.29 * 100 at 29 where the float product is 28.999...)."""
+    return math.floor(round(warmup_frac * total_updates, 9))
+
+
 def make_schedule(kind: str, peak_lr: float, total_updates: int, warmup_frac: float) -> optax.Schedule:
-    """Linear warmup over `warmup_frac` of the budget, then cosine or linear decay to 0, or constant."""
-    warmup = int(round(warmup_frac * total_updates))
+    """Linear warmup over `warmup_updates` of the budget, then cosine or linear decay to 0, or constant; as
+    transformers' `get_{cosine,linear,constant}_schedule_with_warmup`, which the papers' code steps per update."""
+    warmup = warmup_updates(warmup_frac, total_updates)
     decay = max(total_updates - warmup, 1)
     if kind == "cosine":
         return optax.warmup_cosine_decay_schedule(0.0, peak_lr, max(warmup, 0), warmup + decay, end_value=0.0)

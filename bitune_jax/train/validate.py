@@ -35,6 +35,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.synthetic.task": tuple(synthetic_tasks.TASKS),
     "data.template": ("chat", "plain"),
     "data.truncation": ("drop", "truncate", "error"),
+    "data.pool_order": ("shuffle", "file"),
+    "data.order": ("grain", "authors"),
     "train.schedule": ("cosine", "linear", "constant"),
     "train.on_nonfinite": ("stop", "skip_batch", "rollback"),
     "train.moments_dtype": ("float32", "bfloat16"),
@@ -146,6 +148,11 @@ def validate(config: ConfigDict, device_count: int) -> RunSpec:
         )
         if config.data.hf.where_value and not config.data.hf.where_column:
             errors.append(f"config.data.hf.where_value={config.data.hf.where_value!r} needs data.hf.where_column")
+    if config.data.order == "authors" and config.data.bucket_chunks:
+        errors.append(
+            f"config.data.bucket_chunks={config.data.bucket_chunks}: data.order='authors' is the authors' exact "
+            "example order, which length bucketing would change; set bucket_chunks=0"
+        )
     if config.data.chat_template:
         errors += _missing_file("data.chat_template", config.data.chat_template, "a .jinja chat template")
     if config.eval.mmlu.test:

@@ -36,6 +36,8 @@ def base() -> ConfigDict:
             num_samples=0,  # nested-prefix subset of the pool (0: all)
             val_size=0,  # rows held out of the pool first (the same for every num_samples) for validation loss/accuracy
             pool_seed=42,
+            pool_order="shuffle",  # shuffle (the pool once, by pool_seed) | file (rows as they stand: a prepared split)
+            order="grain",  # each epoch's order: grain (a fresh shuffle by (seed, epoch)) | authors (their chain)
             max_len=512,
             truncation="drop",  # drop | truncate | error
             batch_size=1,  # sequences per update (global, over all processes)
@@ -94,12 +96,16 @@ def base() -> ConfigDict:
             min_epochs=1,
             mode="anneal",
             anneal_updates=0,
-            metric="token_accuracy",
+            metric="sample_token_accuracy",
         )
     )
     # mode: anneal (the LR falls to 0 over anneal_updates more updates, 0 = the warmup's length, then the run ends),
-    # stop (end now), observe (log the saturation epoch, train on). metric: token_accuracy (over all answer tokens)
-    # or sample_token_accuracy (the mean of each sample's own).
+    # stop (end now), observe (log the saturation epoch, train on). metric: sample_token_accuracy (the mean of each
+    # sample's own accuracy: the authors' logged train/token_acc, per-step accuracies of one sample averaged over 100
+    # steps) or token_accuracy (over all answer tokens of the epoch, which weighs long samples more).
+    # data.pool_order=file: validation is the first val_size rows and the training set the next num_samples, as
+    # experiments/prepare_dolci.py writes the authors' split. data.order=authors: epoch e reorders the previous
+    # epoch's order by numpy.random.default_rng(seed + e).permutation, as their `dataset.shuffle(seed=seed + epoch)`.
     # Held-out accuracy during training (bitune_jax.train.evaluation), logged per epoch beside token accuracy.
     c.eval = ConfigDict(
         dict(

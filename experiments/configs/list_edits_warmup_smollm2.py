@@ -50,6 +50,7 @@ def get_config():
     c.train.warmup_frac = 0.1
     c.train.clip = 1.0
     c.saturation.mode = "observe"
+    c.saturation.metric = "token_accuracy"  # as recorded: the default before it became sample_token_accuracy
     c.eval.every_epochs = 0
     c.checkpoint.every_steps = 0  # only the final state: the script reads it back for the after-training score
     c.log.every_steps = 5

@@ -1,19 +1,26 @@
 """Repetition SFT as the authors ran it (docs/method.md A): Olmo-3-7B base, 400 samples x 128 epochs.
 
-    python -m experiments.run --config=experiments/configs/olmo7b_rep.py:h100x8 \\
-        --config.model.name=/path/to/Olmo-3-1025-7B --config.data.train_path=/path/to/long_cot.jsonl \\
+    python -m experiments.prepare_dolci --source /path/to/Dolci-Think-SFT-7B --tokenizer /path/to/Olmo-3-7B-Instruct \
+        --out data/dolci_think
+    python -m experiments.run --config=experiments/configs/olmo7b_rep.py:h100x8 \
+        --config.model.name=/path/to/Olmo-3-1025-7B \
         --config.data.chat_template=/path/to/olmo3_instruct_template.jinja
 
+The data are the authors' own rows: `prepare_dolci` repeats their `convert_dolci.py` and `split.py` (the same
+`datasets` shuffles, seed 42) and writes the split order to `pool.jsonl`, read as it stands (`data.pool_order =
+file`): the first 1,000 rows are their validation set, the next `data.num_samples` their `train_{n}`. Each epoch's
+example order is theirs (`data.order = authors`: `dataset.shuffle(seed=42 + epoch)` on the previous epoch's order),
+and every step's training rows are logged in `metrics.jsonl`. Prompts are rendered with thinking on, as theirs.
 Full fine-tune in bf16, updating bf16 parameters directly as the original does (param_dtype bfloat16; set
 `--config.model.param_dtype=float32` for a float32 master copy), with float32 AdamW moments and update math
 (`train.moments_dtype`; the authors' 8-bit AdamW also dequantizes to float32 for the update). AdamW lr 2e-5, betas
-(0.9, 0.999), weight decay 0, clip 1.0, cosine with 10% warmup over the whole budget, one unpadded sequence per
-update, max length 32,768, data reshuffled every epoch. The budget grid (51,200 updates) is `get_sweep()`
+(0.9, 0.999), weight decay 0, clip 1.0, cosine with `T // 10` warmup updates over the whole budget, one unpadded
+sequence per update, max length 32,768. The budget grid (51,200 updates) is `get_sweep()`
 (`python -m experiments.sweep`). The argument after ':' picks the mesh: h100x8 (8 GPUs) or v5p-<chips> (a TPU v5p
 slice). One sequence per update cannot be split by rows, so both split each sequence's tokens over every device
 (`mesh.sequence`; parameters and optimizer state are sharded over the same devices, ZeRO-3 style).
 `python -m benchmarks.scale_plan` compiles these steps ahead of time and prints their per-device memory and roofline
-time.
+time. Intended differences from the authors' code are listed in docs/method.md ("Differences").
 """
 
 from experiments.configs.common import base
@@ -31,13 +38,15 @@ def get_config(platform: str = "h100x8"):
     c.model.param_dtype = "bfloat16"
     c.model.remat = "full"
     c.data.source = "jsonl"
-    c.data.train_path = ""  # required: single-turn long-CoT pairs, responses with <think>...</think>
+    c.seed = 42  # the authors' train.py default: epoch e is shuffled with seed 42 + e
+    c.data.train_path = "data/dolci_think/pool.jsonl"  # python -m experiments.prepare_dolci --out data/dolci_think
+    c.data.pool_order = "file"  # pool.jsonl is already in the authors' split order: no reshuffle
+    c.data.order = "authors"
     c.data.num_samples = 400
-    c.data.val_size = 1_000  # the authors' validation set: the first 1,000 rows of the shuffled pool
+    c.data.val_size = 1_000  # the authors' validation set: the first 1,000 rows of the split order
     c.eval.val_every_epochs = 8  # 1,000 forward passes each time; the authors validate at the end
-    c.data.pool_seed = 42
     c.data.max_len = 32_768
-    c.data.truncation = "error"  # the original never truncates; filter responses to < 10,000 tokens upstream
+    c.data.truncation = "error"  # the original never truncates; prepare_dolci keeps responses under 10,000 tokens
     c.data.batch_size = 1
     c.data.pad_multiple = 1024
     c.train.epochs = 128

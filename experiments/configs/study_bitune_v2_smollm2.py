@@ -62,6 +62,8 @@ def get_config():
     c.data.max_len = 128  # an example is 71-72 tokens at K = 6, 84-85 at K = 8 (SmolLM2's tokenizer)
     c.data.pad_multiple = 8  # batches pad to 72 (K = 6) or 88 (K = 8): one compiled shape per K
     c.train.max_updates = UPDATES
+    c.train.epochs = 1  # as recorded: v2 ran before smollm2_bitune looped over the data up to 100 epochs
+    c.saturation.metric = "token_accuracy"  # as recorded (saturation is off here): the default before it changed
     c.checkpoint.every_steps = 0  # only the final state; a point is rerun whole if interrupted
     c.eval.every_epochs = 0  # scored after training, by log-likelihood (the study script)
     c.log.every_steps = 10

@@ -23,6 +23,7 @@ def get_config():
     c.data.synthetic.pool_size = 256
     c.train.max_updates = BUDGET
     c.saturation.enabled = False
+    c.saturation.metric = "token_accuracy"  # as recorded: the default before it became sample_token_accuracy
     c.checkpoint.every_steps = 0  # only the final state; a study point is rerun whole if interrupted
     c.eval.at_start = True
     c.eval.num_items = 64

@@ -45,6 +45,7 @@ def get_config():
     c.data.pad_multiple = 64  # a few padded shapes, each compiled once
     c.train.lr = LR
     c.saturation.enabled = False  # replayed afterwards, on both token-accuracy aggregations
+    c.saturation.metric = "token_accuracy"  # as recorded: the default before it became sample_token_accuracy
     c.checkpoint.every_steps = 0  # only the final state; a study point is rerun whole if interrupted
     c.eval.at_start = False
     c.eval.num_items = 256

@@ -5,7 +5,17 @@ import json
 import numpy as np
 import pytest
 
-from bitune_jax.data import DUMMY_ID, EpochBatches, SFTBatch, TokenizedExample, derive_seed, nested_sizes, nested_subset
+from bitune_jax.data import (
+    DUMMY_ID,
+    EpochBatches,
+    SFTBatch,
+    TokenizedExample,
+    authors_epoch_order,
+    derive_seed,
+    nested_sizes,
+    nested_subset,
+    split_pool,
+)
 
 
 def make_examples(n: int, seed: int = 0) -> list[TokenizedExample]:
@@ -195,3 +205,36 @@ def test_validation_split_is_fixed_disjoint_and_keeps_training_sets_nested():
     assert split_pool(100, 0, 20, seed=42)[1].tolist() == nested_subset(100, 20, 42).tolist()
     with pytest.raises(ValueError, match=r"training size must be in 1..90"):
         split_pool(100, 10, 91, seed=42)
+
+
+def test_authors_epoch_order_is_a_chain_of_datasets_shuffles():
+    """The repetition authors' train.py: `dataset = dataset.shuffle(seed=seed + epoch)` each epoch, on the
+    previous epoch's order; `datasets` itself is the reference."""
+    datasets = pytest.importorskip("datasets")
+    n, seed = 257, 42
+    ds = datasets.Dataset.from_dict({"row": list(range(n))})
+    previous = None
+    for epoch in range(5):
+        ds = ds.shuffle(seed=seed + epoch)
+        expected = np.asarray(ds["row"])
+        assert np.array_equal(authors_epoch_order(n, seed, epoch), expected)
+        previous = authors_epoch_order(n, seed, epoch, previous)  # the incremental form agrees
+        assert np.array_equal(previous, expected)
+    batches = EpochBatches(make_examples(n), 1, seed=seed, pad_id=PAD, order="authors")
+    for epoch in (3, 0, 4):  # out of order too: the chain is recomputed from the identity
+        assert np.array_equal(batches.epoch_plan(epoch)[:, 0], authors_epoch_order(n, seed, epoch))
+    assert not np.array_equal(authors_epoch_order(n, seed, 1), authors_epoch_order(n, seed + 1, 1))
+
+
+def test_authors_order_refuses_bucketing_and_unknown_orders():
+    with pytest.raises(ValueError, match="bucketing"):
+        EpochBatches(EXAMPLES, 4, seed=1, pad_id=PAD, order="authors", bucket_chunks=2)
+    with pytest.raises(ValueError, match="order must be"):
+        EpochBatches(EXAMPLES, 4, seed=1, pad_id=PAD, order="sorted")
+
+
+def test_split_pool_in_file_order_takes_rows_as_they_stand():
+    val, train = split_pool(50, 10, 25, seed=3, shuffle=False)
+    assert val.tolist() == list(range(10)) and train.tolist() == list(range(10, 35))
+    val_s, train_s = split_pool(50, 10, 25, seed=3)
+    assert sorted(val_s.tolist() + train_s.tolist()) != list(range(35))  # the default shuffles the pool

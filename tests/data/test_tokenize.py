@@ -40,6 +40,17 @@ def test_plain_template_boundary(tok, tok_bos):
     assert tok.decode(ex_sys.prompt_ids) == "Question: Be brief.\n\nq?\n\nAnswer:"
 
 
+def test_plain_template_tokenizes_jointly_as_the_authors(tok, backend):
+    """The Bitune authors' dataloaders.py: `tokenizer(q + ans)` with `ans = " " + response + eos_token`, prompt
+    length `len(tokenizer(q))`; whatever the tokenizer does at the boundary, the answer is the rest of the whole."""
+    for response in ("Five.", "  \n  spaced", "\n\nAnswer: again", "12 + 7 = 19"):
+        [ex], _ = tokenize_records([record("What is two plus three?", response)], tok, max_len=256, template="plain")
+        q = "Question: What is two plus three?\n\nAnswer:"
+        full = backend.encode(q + " " + response + "<|im_end|>", add_special_tokens=False).ids
+        p = len(backend.encode(q, add_special_tokens=False).ids)
+        assert list(ex.prompt_ids) == full[:p] and list(ex.answer_ids) == full[p:]
+
+
 def test_plain_template_rejects_multi_turn(tok):
     messages = [
         {"role": "user", "content": "a"},
@@ -118,3 +129,37 @@ def test_report_lists_only_the_first_few(tok):
     _, report = tokenize_records(records, tok, max_len=8, truncation="drop", template="plain")
     assert report.dropped == 8 and len(report.offenders) == report.max_offenders == 5
     assert report.summary().endswith(", ...")
+
+
+# A Qwen3-style template: the generation prompt depends on `enable_thinking`; undefined reads as thinking on.
+THINKING_TEMPLATE = (
+    "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}"
+    "{% if enable_thinking is defined and enable_thinking %}{{ 'Think.' }}"
+    "{% elif enable_thinking is defined %}{{ 'Quiet.' }}{% endif %}{% endif %}"
+)
+
+
+def test_chat_prompts_are_rendered_with_thinking_on_for_training_and_evaluation(backend):
+    """The repetition authors render every training query and eval prompt with `enable_thinking=True` (their
+    `train.py` and `eval.py`); the whole conversation is rendered without the flag, as theirs."""
+    import dataclasses
+
+    from bitune_jax.eval.datasets import ReasoningItem
+    from bitune_jax.eval.reasoning import ReasoningEvalConfig, build_prompt
+
+    tok = Tokenizer(backend=backend, eos_ids=(2,), pad_id=4, chat_template=THINKING_TEMPLATE)
+    with pytest.raises(DataError, match="renders the prompt differently"):
+        # "Think." is in the prompt but not in the rendered conversation: the boundary is refused, not guessed
+        tokenize_records([record("q", "a")], tok, max_len=256, template="chat")
+    answer_thinks = THINKING_TEMPLATE.replace(
+        "m['content']", "('Think.' if m['role'] == 'assistant' else '') + m['content']"
+    )
+    tok = dataclasses.replace(tok, chat_template=answer_thinks)
+    [ex], _ = tokenize_records([record("q", "a")], tok, max_len=256, template="chat")
+    assert tok.decode(ex.prompt_ids, skip_special=False).endswith("<|im_start|>assistant\nThink.")
+    item = ReasoningItem(messages=[{"role": "user", "content": "q"}], answer="1", kind="chat", file="t", line=1)
+    text, _ = build_prompt(tok, item, ReasoningEvalConfig())
+    assert text.endswith("<|im_start|>assistant\nThink.")
+    text, _ = build_prompt(tok, item, ReasoningEvalConfig(enable_thinking=False))
+    assert text.endswith("<|im_start|>assistant\nQuiet.")

@@ -57,3 +57,37 @@ def test_records_from_another_checkout_rerun_nothing_until_the_data_changes(tmp_
     shutil.rmtree(tmp_path / "second" / "runs")
     monkeypatch.chdir(_checkout(tmp_path / "second", [*rows, {"prompt": "3 + 3 =", "answer": " 6"}]))
     assert run_points(_config(), sweep, record_dir=records, run_missing=False) == []  # other data: not finished
+
+
+@pytest.mark.parametrize(
+    "config_name, points_dir, sweeps",
+    [
+        ("study_repetition_v2_smollm2", "docs/repetition_study_v2/points", ("get_sweep", "get_lr_sweep")),
+        ("study_bitune_v2_smollm2", "docs/bitune_study_v2/points", ("get_sweep",)),
+        ("study_bitune_v2_smollm2", "docs/bitune_study_v2/pilot_points", ("get_pilot",)),
+    ],
+)
+def test_committed_records_keep_their_settings_under_the_current_configs(config_name, points_dir, sweeps):
+    """A change of a shipped recipe's defaults (smollm2_bitune's 100 epochs, the saturation metric, keys added
+    since) must not turn a committed study point into an unfinished one: the study configs pin what they ran."""
+    from bitune_jax.train import run_record
+    from experiments.study import load_config_module, point_config
+
+    root = pathlib.Path(__file__).resolve().parents[2]
+    module = load_config_module(str(root / "experiments" / "configs" / f"{config_name}.py"))
+    config = module.get_config()
+    points = [p for sweep in sweeps for p in getattr(module, sweep)()]
+    records = {p.stem: json.loads(p.read_text()) for p in (root / points_dir).glob("*.json")}
+    checked = set()
+    for point in points:
+        name = pathlib.Path(point["workdir"]).name
+        if name not in records:
+            continue
+        settings = json.loads(json.dumps(point_config(config, point).to_dict()))
+        saved = run_record.with_added_keys(run_record.flat_config(records[name]["config"]))
+        current = run_record.with_added_keys(run_record.flat_config(settings))
+        assert saved == current, {
+            k: (saved.get(k), current.get(k)) for k in saved.keys() | current.keys() if saved.get(k) != current.get(k)
+        }
+        checked.add(name)
+    assert checked == set(records) and checked

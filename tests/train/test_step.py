@@ -14,7 +14,7 @@ from bitune_jax.models.config import ModelConfig
 from bitune_jax.models.transformer import init_params
 from bitune_jax.peft import PeftConfig
 from bitune_jax.train.objectives import Objective
-from bitune_jax.train.step import init_state, make_optimizer, make_schedule, train_step
+from bitune_jax.train.step import init_state, make_optimizer, make_schedule, train_step, warmup_updates
 
 CFG = ModelConfig(
     family="llama",
@@ -138,3 +138,25 @@ def test_bf16_parameters_keep_float32_moments_and_update_math():
     expected, _ = reference.update(jax.tree.map(lambda x: x.astype(jnp.float32), grads), reference.init(f32), f32)
     assert updates["w"].dtype == jnp.float32
     np.testing.assert_array_equal(np.asarray(updates["w"]), np.asarray(expected["w"]))
+
+
+def _hf_schedule(kind: str, step: int, warmup: int, total: int) -> float:
+    """transformers' `get_{linear,cosine}_schedule_with_warmup` lr_lambda, transcribed (optimization.py)."""
+    if step < warmup:
+        return step / max(1, warmup)
+    if kind == "linear":
+        return max(0.0, (total - step) / max(1, total - warmup))
+    progress = (step - warmup) / max(1, total - warmup)
+    return max(0.0, 0.5 * (1.0 + float(np.cos(np.pi * 0.5 * 2.0 * progress))))
+
+
+def test_warmup_is_the_authors_floor_and_the_schedule_is_transformers():
+    """Both papers' code warms up for `total // 10` updates (repetition `train.py`; Bitune's `instruct.sh` and
+    `downstream.sh`: `$((max_train_steps / 10))`) and steps transformers' schedules once per update."""
+    assert [warmup_updates(0.1, t) for t in range(1, 2001)] == [t // 10 for t in range(1, 2001)]
+    assert warmup_updates(0.29, 100) == 29 and warmup_updates(0.0, 50) == 0 and warmup_updates(1.0, 7) == 7
+    for kind, total in (("linear", 747), ("linear", 9), ("cosine", 9), ("cosine", 128), ("linear", 3000)):
+        schedule = make_schedule(kind, 1.0, total, 0.1)
+        ours = np.asarray([float(schedule(s)) for s in range(total)])
+        theirs = np.asarray([_hf_schedule(kind, s, total // 10, total) for s in range(total)])
+        np.testing.assert_allclose(ours, theirs, atol=1e-6, err_msg=f"{kind} over {total} updates")
