@@ -25,6 +25,12 @@ def main(argv: list[str]) -> None:
     spec.loader.exec_module(module)
     if not hasattr(module, "get_sweep"):
         raise SystemExit(f"{path} has no get_sweep()")
+    argument = target.split(":", 1)[1:]
+    data = module.get_config(*argument).data
+    source = data.train_path if data.source == "jsonl" else data.hf.path if data.source == "hf" else "synthetic"
+    print(  # what every point reads, so a grid is checked against the split files before anything runs
+        f"# data: {source} (pool_order={data.pool_order}, order={data.order}, val_size={data.val_size})", flush=True
+    )
     for point in module.get_sweep(*kinds):
         cmd = [
             sys.executable,

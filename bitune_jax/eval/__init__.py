@@ -2,7 +2,7 @@
 MMLU next-letter scoring (the repetition paper's forgetting eval)."""
 
 from bitune_jax.eval.answers import is_correct, is_correct_original, last_boxed, last_boxed_original
-from bitune_jax.eval.bitune_mc import AUTHORS_MC, read_bitune_task
+from bitune_jax.eval.bitune_mc import AUTHORS_MC, read_bitune_task, summarize_task
 from bitune_jax.eval.datasets import MCItem, ReasoningItem, read_aime, read_chat, read_gpqa, read_mc
 from bitune_jax.eval.metrics import avg_at_n, mean_pass_at_k_unbiased, pass_at_k_first, pass_at_k_unbiased
 from bitune_jax.eval.mmlu import MMLUItem, evaluate_mmlu, read_mmlu
@@ -39,6 +39,7 @@ __all__ = [
     "pass_at_k_unbiased",
     "read_aime",
     "read_bitune_task",
+    "summarize_task",
     "read_chat",
     "read_gpqa",
     "read_mc",

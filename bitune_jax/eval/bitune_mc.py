@@ -10,18 +10,21 @@ Rows are the Hugging Face datasets' own columns, one JSON object a line (e.g. `d
   * `arc`, `csqa`: `question`, `choices: {text: [...], label: [...]}`, `answerKey`
   * `siqa` (social_i_qa): `context`, `question`, `answerA`, `answerB`, `answerC`, `label` ("1" to "3")
   * `mmlu`: `question`, `choices` (4), `answer` (0-3), `subject` (e.g. "abstract_algebra")
-Errors name the file, line and field.
+Errors name the file, line and field. ARC is the Challenge set (their `arc_full.yaml`: `allenai/ai2_arc`,
+`ARC-Challenge`, scored on its test split). `summarize_task` reports MMLU micro (the authors' number) and macro.
 """
 
 from __future__ import annotations
 
 import pathlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+import numpy as np
 
 from bitune_jax.data.records import DataError, jsonl_rows
 from bitune_jax.eval.datasets import MCItem, distinct_choices, row_field, string_list
-from bitune_jax.eval.multiple_choice import MCConfig
+from bitune_jax.eval.multiple_choice import MCConfig, MCScore, summarize
 
 # The prompt is the whole rendered context, BOS forced (their huggingface.py sets add_bos_token = True).
 AUTHORS_MC = MCConfig(prompt_format="plain", template="{question}", add_bos=True)
@@ -97,9 +100,28 @@ def read_bitune_task(path: str | pathlib.Path, task: str) -> list[MCItem]:
     for file, line, row in jsonl_rows(path):
         where = f"{file}:{line}"
         prompt, choices, label = render(row, where)
-        items.append(
-            MCItem(question=prompt, choices=tuple(choices), label=label, file=file, line=line, meta={"task": task})
-        )
+        meta = {"task": task, **({"subject": row["subject"]} if task == "mmlu" else {})}
+        items.append(MCItem(question=prompt, choices=tuple(choices), label=label, file=file, line=line, meta=meta))
     if not items:
         raise DataError(f"{path}: no rows")
     return items
+
+
+def summarize_task(items: Sequence[MCItem], scores: Sequence[MCScore]) -> dict[str, Any]:
+    """`multiple_choice.summarize`, plus for MMLU both averages: micro over questions (`accuracy`, what the authors'
+    harness reports: its mmlu group weights subtasks by size) and macro over subjects (`accuracy_macro`, the
+    repetition paper's forgetting average), for both the summed and the length-normalized score."""
+    if len(items) != len(scores):
+        raise ValueError(f"{len(items)} items but {len(scores)} scores")
+    out = summarize(scores)
+    by_subject: dict[str, list[MCScore]] = {}
+    for item, score in zip(items, scores):
+        if "subject" in item.meta:
+            by_subject.setdefault(item.meta["subject"], []).append(score)
+    if by_subject:
+        per = {name: summarize(group) for name, group in sorted(by_subject.items())}
+        out["accuracy_micro"] = out["accuracy"]
+        out["accuracy_macro"] = float(np.mean([p["accuracy"] for p in per.values()]))
+        out["accuracy_norm_macro"] = float(np.mean([p["accuracy_norm"] for p in per.values()]))
+        out["subjects"] = {name: p["accuracy"] for name, p in per.items()}
+    return out

@@ -496,7 +496,8 @@ class _Trainer:
             )
         self.logger.log_epoch(epoch + 1, self.step, {**epoch_metrics, **decision.as_log()})  # 1-based
         self._print(
-            f"epoch {epoch + 1}/{spec.train.epochs}: token accuracy {epoch_metrics['token_accuracy']:.4f}, loss "
+            f"epoch {epoch + 1}/{spec.train.epochs}: token accuracy {epoch_metrics['sample_token_accuracy']:.4f} "
+            f"per sample, {epoch_metrics['token_accuracy']:.4f} per token, loss "
             f"{epoch_metrics['loss']:.4f}, memorized {epoch_metrics['memorized_fraction']:.2f}"
         )
         return end_now

@@ -27,3 +27,11 @@ def get_config(platform: str = "h100x8"):
     elif platform != "1gpu":
         raise ValueError(f"unknown platform {platform!r}; use h100x8 or 1gpu")
     return c
+
+
+def get_sweep():
+    """The LoRA baseline and Bitune at each of the authors' seeds 42, 43, 44."""
+    return [
+        {**p, "workdir": p["workdir"].replace("runs/smollm2_bitune", "runs/gemma2b_bitune")}
+        for p in smollm2_bitune.get_sweep()
+    ]

@@ -100,3 +100,27 @@ def test_bos_is_forced_and_choices_continue_after_a_space(tmp_path):
 def test_bad_rows_name_file_line_and_field(task, row, message, tmp_path):
     with pytest.raises(DataError, match=rf"rows.jsonl:2: .*{message}"):
         read_bitune_task(write(tmp_path, [ROWS[task], row]), task)
+
+
+def test_mmlu_reports_micro_as_the_authors_and_macro_over_subjects(tmp_path):
+    """Their harness averages MMLU over questions (the group weights subtasks by size); the repetition paper's
+    forgetting eval averages over subjects. Three math questions and one law question, one math one wrong."""
+    from bitune_jax.eval.bitune_mc import summarize_task
+    from bitune_jax.eval.multiple_choice import MCScore
+
+    rows = [dict(ROWS["mmlu"], subject="math")] * 3 + [dict(ROWS["mmlu"], subject="law")]
+    items = read_bitune_task(write(tmp_path, rows), "mmlu")
+    scores = [
+        MCScore(
+            label=1,
+            logprob_sum=[-1.0, 0.0, -2.0, -3.0] if ok else [0.0, -1.0, -2.0, -3.0],
+            n_tokens=[2] * 4,
+            n_chars=[3] * 4,
+        )
+        for ok in (False, True, True, True)
+    ]
+    out = summarize_task(items, scores)
+    assert out["accuracy_micro"] == out["accuracy"] == pytest.approx(3 / 4)
+    assert out["accuracy_macro"] == pytest.approx((2 / 3 + 1) / 2)
+    assert out["subjects"] == {"law": 1.0, "math": pytest.approx(2 / 3)}
+    assert "accuracy_macro" not in summarize_task(read_bitune_task(write(tmp_path, [ROWS["piqa"]]), "piqa"), scores[:1])

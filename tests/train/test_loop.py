@@ -164,8 +164,10 @@ def test_bad_config_and_mismatched_inputs(model_dir, tmp_path):
 
 
 def test_nan_loss_stops_with_last_good_checkpoint(model_dir, tmp_path):
+    # warmup floor(0.2 x 9) = 1 update at learning rate 0: the first step is finite and checkpointed, then it diverges
+    bad = {"train.lr": 1e30, "train.clip": 0.0, "train.epochs": 3, "train.warmup_frac": 0.2}
     with pytest.raises(FloatingPointError, match=r"non-finite loss .* Last known good checkpoint: step \d+"):
-        run(tiny_config(model_dir, tmp_path, **{"train.lr": 1e30, "train.clip": 0.0, "train.epochs": 3}))
+        run(tiny_config(model_dir, tmp_path, **bad))
     assert np.isfinite(list(step_losses(tmp_path).values())).all()
     # rollback cannot rescue a rate 30 orders too large: it gives up after train.rollback_limit tries
     with pytest.raises(FloatingPointError, match=r"2 rollbacks \(train.rollback_limit\) did not keep the run finite"):
@@ -174,9 +176,7 @@ def test_nan_loss_stops_with_last_good_checkpoint(model_dir, tmp_path):
                 model_dir,
                 tmp_path / "rollback",
                 **{
-                    "train.lr": 1e30,
-                    "train.clip": 0.0,
-                    "train.epochs": 3,
+                    **bad,
                     "train.on_nonfinite": "rollback",
                     "train.rollback_limit": 2,
                 },

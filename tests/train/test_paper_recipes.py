@@ -99,3 +99,19 @@ def test_authors_split_and_order_are_read_as_they_stand_and_logged(model_dir, tm
         expected += ds["row"]
     assert logged == expected
     assert np.isfinite(summary["history"][-1]["val_loss"])  # the 6 validation rows were scored
+
+
+def test_sweep_prints_the_papers_grid_on_the_authors_split(capsys):
+    """`python -m experiments.sweep experiments/configs/olmo7b_rep.py:h100x8`: a header naming the split file it
+    reads as it stands (prepare_dolci's pool.jsonl) and the authors' example order, then the 9 fixed-budget runs."""
+    from experiments import sweep
+
+    sweep.main(["experiments/configs/olmo7b_rep.py:h100x8"])
+    header, *commands = capsys.readouterr().out.splitlines()
+    assert header == "# data: data/dolci_think/pool.jsonl (pool_order=file, order=authors, val_size=1000)"
+    grid = [(int(c.split("num_samples=")[1].split()[0]), int(c.split("epochs=")[1].split()[0])) for c in commands]
+    assert grid == [(200 * 2**i, 256 // 2**i) for i in range(9)]
+    sweep.main(["experiments/configs/gemma2b_bitune.py:1gpu"])
+    header, *commands = capsys.readouterr().out.splitlines()
+    assert header.startswith("# data: data/bitune/ultrafeedback/train.jsonl") and len(commands) == 6
+    assert all("--config.seed=4" in c for c in commands)
