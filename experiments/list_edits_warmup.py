@@ -4,17 +4,18 @@
         [--config=experiments/configs/list_edits_warmup_smollm2.py] [--config.train.lr=...]
 
 The study needs SmolLM2-135M-Instruct to do >= 90% of single list edits right (one edit on one list) before SFT
-on the long traces (`bitune_jax.data.list_edits`); untrained it does 1% (`benchmarks/list_edits_pilot.py`). This
+on the long traces (`bitune_jax.tasks.list_edits`); untrained it does 1% (`experiments/list_edits_pilot.py`). This
 script:
   1. draws `--train_items` single steps (`list_edits.single_step_items`, seed `--train_seed`) and `--eval_items`
      held-out ones (seed `--eval_seed`; the default 0 is the pilot's own 200 items), drops any training item whose
      prompt is a held-out prompt, asserts the two sets disjoint and writes the training items to
      `OUT/train.jsonl` as chat rows (the zero-shot prompt as the user turn, the bracketed list after the edit as
      the assistant turn);
-  2. scores the held-out items with the untrained model (greedy, zero-shot, `eval.single_steps.score_single_steps`);
+  2. scores the held-out items with the untrained model (greedy, zero-shot,
+     `tasks.list_edits_scoring.score_single_steps`);
   3. trains with the project's trainer (`bitune_jax.train.loop.run`, the config's `workdir` set to `OUT/run`);
-  4. loads the run's final checkpoint onto the model (`bitune_jax.eval.harness.BituneJaxLM(run=...)`: full weights
-     replace the base's, PEFT adapters are merged), scores the same held-out items again and exports the model to
+  4. loads the run's final checkpoint onto the model (`bitune_jax.train.restore.restore_run(...).merged()`: full
+     weights replace the base's, PEFT adapters are merged), scores the same held-out items again and exports it to
      `OUT/model` (a Hugging Face directory: the repetition study's `model.name`).
 It prints the per-op / per-family table (before and after) and the headline figures last, one `name: value` per
 line, and writes them with the breakdown to `OUT/results.json` and every held-out generation to
@@ -32,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from bitune_jax.data import list_edits
-from bitune_jax.eval.single_steps import print_accuracy_table, score_single_steps
+from bitune_jax.tasks import list_edits
+from bitune_jax.tasks.list_edits_scoring import print_accuracy_table, score_single_steps
 
 DEFAULT_CONFIG = "experiments/configs/list_edits_warmup_smollm2.py"
 GATE = 0.90  # the study's pilot gate on held-out single-step accuracy
@@ -104,7 +105,7 @@ def accuracies(items: list[dict], verdicts: list[str]) -> dict[str, float | None
 
 
 def score(lm, items: list[dict], *, batch: int, new_tokens: int) -> dict[str, Any]:
-    """Greedy zero-shot single-step outputs and verdicts (`eval.single_steps.score_single_steps`), timed."""
+    """Greedy zero-shot single-step outputs and verdicts (`tasks.list_edits_scoring.score_single_steps`), timed."""
     t = time.perf_counter()
     texts, verdicts, lenient, prompt_len = score_single_steps(
         lm, items, [], shots=0, seed=0, batch=batch, new=new_tokens
@@ -121,13 +122,11 @@ def score(lm, items: list[dict], *, batch: int, new_tokens: int) -> dict[str, An
 
 
 def trained_lm(workdir: str | pathlib.Path):
-    """The run's final checkpoint on its model, as the lm-eval harness builds it (`BituneJaxLM(run=...)`)."""
-    from bitune_jax.eval.harness import BituneJaxLM  # needs lm-eval (pip install -e ".[eval]")
+    """The run's final checkpoint on its model as a plain `LM` (PEFT merged; a Bitune run has none), in float32
+    with XLA attention."""
+    from bitune_jax.train.restore import restore_run
 
-    wrapped = BituneJaxLM(run=str(workdir))
-    if wrapped.bitune is not None:
-        raise ValueError(f"{workdir}: a Bitune run scores through the mixed prompt cache, not a plain LM")
-    return wrapped.lm
+    return restore_run(workdir, dtype="float32", attn_impl="xla").merged()
 
 
 def step_throughput(workdir: pathlib.Path) -> float | None:

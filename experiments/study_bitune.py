@@ -7,8 +7,8 @@ The config module names the task (`NUM_FACTS`, `ORDERS`, `DATA_SEED`, `TRAIN_ITE
 and the grid (`get_sweep()`; `get_pilot()` for `--pilot`). This script writes each order's training problems as
 JSONL (`two_hop.train_test_split`, the authors' plain format), runs every point not yet recorded
 (`experiments.study.run_points`; a record is `OUT/points/NAME.json`), and scores each trained run on the held-out
-problems of its order by log-likelihood of each choice (`score_lm` / `score_bitune`, the training rendering). A
-record holds the per-item results, so arms pair item by item.
+problems of its order by log-likelihood of each choice (`score_choices` on `restore_run`'s model, the training
+rendering). A record holds the per-item results, so arms pair item by item.
 
 Writes into `--out`: `results.md` (accuracy per arm and order, mean and spread over seeds; paired differences pooled
 over seeds with 95% bootstrap intervals resampled within seed; the order interaction), `results.json` and
@@ -28,9 +28,10 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from bitune_jax.data import two_hop
 from bitune_jax.eval.intervals import paired_bootstrap
-from bitune_jax.eval.multiple_choice import MCConfig
+from bitune_jax.eval.multiple_choice import MCConfig, score_choices
+from bitune_jax.tasks import two_hop
+from bitune_jax.train.restore import restore_run
 from experiments.study import (
     load_config_module,
     missing_points,
@@ -75,20 +76,10 @@ def point_task(point: dict[str, Any]) -> tuple[str, int]:
 
 def score_workdir(workdir: str | pathlib.Path, test: list, step: int | None = None) -> dict[str, Any]:
     """Per held-out item: correct, the gold's log-probability and the best other choice's, for the run's newest
-    checkpoint (or `step`), scored through the mixed cache for a Bitune run."""
-    from bitune_jax.eval.harness import BituneJaxLM  # needs lm-eval (pip install -e ".[eval]")
-    from bitune_jax.eval.multiple_choice import score_bitune, score_lm
-
-    wrapped = BituneJaxLM(run=str(workdir), step=step)
-    items = [two_hop.to_mc_item(r) for r in test]
-    if wrapped.bitune is not None:
-        trainable, bcfg = wrapped.bitune
-        lm = wrapped.lm
-        scores, _ = score_bitune(
-            lm.params, trainable, lm.cfg, bcfg, lm.tokenizer, items, SCORING, pad_id=lm.pad_id, compute=lm.compute
-        )
-    else:
-        scores, _ = score_lm(wrapped.lm, items, SCORING)
+    checkpoint (or `step`), scored through the mixed cache for a Bitune run; float32 with XLA attention, as every
+    recorded point was scored."""
+    model = restore_run(workdir, step, dtype="float32", attn_impl="xla")
+    scores, _ = score_choices(model, [two_hop.to_mc_item(r) for r in test], SCORING)
     gold = [s.logprob_sum[s.label] for s in scores]
     other = [max(v for j, v in enumerate(s.logprob_sum) if j != s.label) for s in scores]
     return {

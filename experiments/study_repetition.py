@@ -32,8 +32,8 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from bitune_jax.data import list_edits, synthetic_tasks
 from bitune_jax.eval.intervals import Difference, binomial_se, paired_bootstrap
+from bitune_jax.tasks import list_edits, registry
 from bitune_jax.train import saturation
 from experiments.study import (
     final_eval_items,
@@ -110,7 +110,7 @@ def trace_eval_items(config, workdir: str | pathlib.Path) -> dict[str, Any] | No
     items = final_eval_items(workdir)
     if items is None or config.data.synthetic.task != "list_edits" or config.eval.source != "synthetic":
         return items
-    test = synthetic_tasks.split(config.data.synthetic)[1]
+    test = registry.split(config.data.synthetic)[1]
     files = sorted((pathlib.Path(workdir) / "eval").glob("epoch_*.jsonl"))
     rows = [json.loads(line) for line in files[-1].read_text(encoding="utf-8").splitlines() if line.strip()]
     right, total = [], []

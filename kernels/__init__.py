@@ -1,39 +1,36 @@
 """Attention kernels behind one entry point: `kernels.attention(q, k, v, mask_spec=..., impl=...)`.
 
-Installed, this folder is `bitune_jax.kernels`. From the repository root (`python -m ...` puts the root first on
-sys.path) it is also found under the bare name `kernels`, which belongs to Hugging Face's distribution that
-transformers >= 5.25 imports when it loads. Under that name it hands itself over to the installed distribution when
-there is one, so transformers, lm-eval and peft work from the root.
+Installed, this folder is `bitune_jax.kernels` (setup.cfg's `package_dir`). From the repository root, which
+`python -m` and `python -c` put first on sys.path, Python also finds it under the bare name `kernels`, which is
+Hugging Face's distribution (transformers >= 5.25 imports it when it loads). Imported under that name, this module
+loads the next `kernels` on sys.path in its own place (an import statement returns whatever sys.modules holds once
+the module body ends). With no other `kernels` it stays this package: transformers then imports the bare name to
+look for a version, so the import must succeed.
 """
 
+import importlib.machinery
+import importlib.util
+import os
 import sys
 
 
-def _hand_over_the_bare_name() -> bool:
-    """Load the next `kernels` on sys.path (not this repository's) in this module's place; False if there is none."""
-    import importlib.machinery
-    import importlib.util
-    import os
-
+def _next_kernels() -> importlib.machinery.ModuleSpec | None:
+    """The spec of the first `kernels` on sys.path outside this repository's root, if it is a module or package."""
     root = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
     path = [p for p in sys.path if os.path.realpath(p or os.curdir) != root]
     spec = importlib.machinery.PathFinder.find_spec("kernels", path)
-    if spec is None or spec.loader is None or spec.origin is None:  # none, or a folder without __init__.py
-        return False
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["kernels"] = module  # the import statement returns what sys.modules holds once this body ends
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules["kernels"]
-        raise
-    return True
+    return spec if spec is not None and spec.origin is not None else None  # origin None: a folder, no __init__.py
 
 
-if __name__ != "kernels" or not _hand_over_the_bare_name():
-    from .attention import IMPLS, MaskSpec, attention, dense_mask, resolve_impl
+_theirs = _next_kernels() if __name__ == "kernels" else None
+if _theirs is not None:  # the bare name: hand it over (if that fails, the import machinery drops the entry again)
+    sys.modules[__name__] = importlib.util.module_from_spec(_theirs)
+    _theirs.loader.exec_module(sys.modules[__name__])
+else:
+    from .attention import IMPLS, attention, resolve_impl
     from .blockwise_attention import blockwise_attention
     from .flash_attention import BlockSizes, flash_attention
+    from .mask import MaskSpec, dense_mask
     from .sequence_parallel import SequenceParallel, sequence_parallel_attention
 
     __all__ = [

@@ -1,27 +1,21 @@
-"""The attention entry point used by every model and by Bitune.
+"""The attention entry point used by every model and by Bitune: `attention(..., impl=...)` and `resolve_impl`.
 
-Masks are described by small per-token arrays (`MaskSpec`), never by a dense `[S, S]` mask, so that a
-kernel can skip blocks it can prove invisible. The XLA implementation here materializes the dense mask
-from the spec and is the ground truth every other implementation is tested against.
-
-Visibility of key slot `s` from query `t` in example `b` (all conditions must hold):
-  * both are real tokens: `q_positions[b, t] >= 0` and `kv_positions[b, s] >= 0`;
-  * causal: `kv_pos <= q_pos`, unless both lie inside the example's bidirectional prefix
-    (`q_pos < prefix_len[b]` and `kv_pos < prefix_len[b]`);
-  * sliding window: `|q_pos - kv_pos| < window` (Hugging Face's convention: the window counts the query; for
-    causal pairs this is `q_pos - kv_pos < window`, inside a bidirectional prefix the window is symmetric, as in
-    Hugging Face's bidirectional Gemma 3);
-  * same segment, when segment ids are given (packed sequences).
-Positions, not slot indices, define the mask, so left padding, right padding and a KV cache all follow.
+The mask is a `MaskSpec` (`kernels.mask`, re-exported here with `dense_mask` for the callers that import them from
+this module). The XLA implementation here materializes the dense mask from the spec and is the ground truth every
+other implementation is tested against; the others live in their own modules, none of which imports this one.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 
 import jax
 import jax.numpy as jnp
+
+from .blockwise_attention import blockwise_attention
+from .flash_attention import flash_attention
+from .mask import MaskSpec, dense_mask
+from .sequence_parallel import SequenceParallel, sequence_parallel_attention
 
 IMPLS = ("xla", "blockwise", "pallas", "auto")
 # "auto" (see `resolve_impl`): short query blocks (decode) -> xla; gpu/tpu -> pallas; long sequences elsewhere ->
@@ -29,38 +23,11 @@ IMPLS = ("xla", "blockwise", "pallas", "auto")
 PALLAS_MIN_Q = 128  # the kernels' query tile: a shorter query block (decode) would be padded to it
 BLOCKWISE_MIN_SCORES = 4096 * 4096  # from here on (q_len x kv_len per head) the dense scores are not worth holding
 
-
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
-class MaskSpec:
-    q_positions: jax.Array  # [batch, q_len] int32, -1 marks padding
-    kv_positions: jax.Array  # [batch, kv_len] int32, -1 marks padding or an empty cache slot
-    window: jax.Array | None = None  # [] int32; None means no window
-    prefix_len: jax.Array | None = None  # [batch] int32; bidirectional attention inside the prefix
-    q_segment_ids: jax.Array | None = None  # [batch, q_len] int32
-    kv_segment_ids: jax.Array | None = None  # [batch, kv_len] int32
-    causal: bool = dataclasses.field(default=True, metadata=dict(static=True))
-
-
-def dense_mask(spec: MaskSpec) -> jax.Array:
-    """Materialize `spec` as a boolean `[batch, q_len, kv_len]` mask (True = visible)."""
-    q = spec.q_positions[:, :, None]
-    kv = spec.kv_positions[:, None, :]
-    mask = (q >= 0) & (kv >= 0)
-    if spec.causal:
-        causal = kv <= q
-        if spec.prefix_len is not None:
-            p = spec.prefix_len[:, None, None]
-            causal = causal | ((q < p) & (kv < p))
-        mask &= causal
-    if spec.window is not None:
-        mask &= jnp.abs(q - kv) < spec.window
-    if spec.q_segment_ids is not None:
-        mask &= spec.q_segment_ids[:, :, None] == spec.kv_segment_ids[:, None, :]
-    return mask
+__all__ = ["IMPLS", "MaskSpec", "attention", "dense_mask", "resolve_impl"]
 
 
 def _xla_attention(q, k, v, spec: MaskSpec, scale: float, logit_softcap: float | None):
+    """Dense-mask attention: `[batch, heads, q_len, kv_len]` float32 scores, so only for short sequences."""
     batch, q_len, num_heads, head_dim = q.shape
     num_kv_heads = k.shape[2]
     groups = num_heads // num_kv_heads
@@ -100,7 +67,7 @@ def attention(
     scale: float,
     logit_softcap: float | None = None,
     impl: str = "xla",
-    sequence_parallel=None,  # kernels.sequence_parallel.SequenceParallel: tokens split over a mesh axis
+    sequence_parallel: SequenceParallel | None = None,  # tokens split over a mesh axis
 ) -> jax.Array:  # [batch, q_len, heads, head_dim]
     """Attention of `q` over `k, v` with `mask_spec` visibility.
 
@@ -116,19 +83,13 @@ def attention(
     impl = resolve_impl(impl, -(-q.shape[1] // parts), k.shape[1])
     local = functools.partial(_local_attention, impl=impl, scale=scale, logit_softcap=logit_softcap)
     if parts > 1:
-        from .sequence_parallel import sequence_parallel_attention
-
         return sequence_parallel_attention(local, q, k, v, mask_spec, sequence_parallel)
     return local(q, k, v, mask_spec)
 
 
 def _local_attention(q, k, v, spec: MaskSpec, *, impl: str, scale: float, logit_softcap: float | None):
     if impl == "pallas":
-        from .flash_attention import flash_attention
-
         return flash_attention(q, k, v, spec, scale=scale, logit_softcap=logit_softcap)
     if impl == "blockwise":
-        from .blockwise_attention import blockwise_attention
-
         return blockwise_attention(q, k, v, spec, scale=scale, logit_softcap=logit_softcap)
     return _xla_attention(q, k, v, spec, scale, logit_softcap)

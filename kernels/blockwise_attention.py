@@ -21,6 +21,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from .mask import MaskSpec, dense_mask, pad_spec
 from .padding import pad_tokens
 
 DEFAULT_BLOCK = 512
@@ -34,28 +35,23 @@ class _Static:
     block: int
 
 
-def _blocks(x: jax.Array, block: int, fill) -> jax.Array:
-    """`[batch, kv_len, ...]` -> `[n_blocks, batch, block, ...]`, the tail padded with `fill`."""
+def _blocks(x: jax.Array | None, block: int) -> jax.Array | None:
+    """`[batch, kv_len, ...]` -> `[n_blocks, batch, block, ...]`, the tail padded with zeros (None passes through)."""
+    if x is None:
+        return None
     n = -(-x.shape[1] // block)
-    x = pad_tokens(x, n * block, fill)
+    x = pad_tokens(x, n * block)
     return jnp.moveaxis(x.reshape(x.shape[0], n, block, *x.shape[2:]), 1, 0)
 
 
-def _kv_blocks(spec, k, v, block: int):
+def _kv_blocks(spec: MaskSpec, k, v, block: int):
     """Scan inputs: key/value blocks and the key-side fields of `spec` cut the same way (padding invisible)."""
-    seg = spec.kv_segment_ids
-    return (
-        _blocks(k, block, 0),
-        _blocks(v, block, 0),
-        _blocks(spec.kv_positions, block, -1),
-        None if seg is None else _blocks(seg, block, -1),
-    )
+    spec = pad_spec(spec, spec.q_positions.shape[1], -(-k.shape[1] // block) * block)
+    return _blocks(k, block), _blocks(v, block), _blocks(spec.kv_positions, block), _blocks(spec.kv_segment_ids, block)
 
 
-def _block_mask(spec, kv_pos: jax.Array, kv_seg: jax.Array | None) -> jax.Array:
-    """`[batch, 1, 1, q_len, block]` visibility of one key block (same rules as `kernels.attention.dense_mask`)."""
-    from .attention import dense_mask
-
+def _block_mask(spec: MaskSpec, kv_pos: jax.Array, kv_seg: jax.Array | None) -> jax.Array:
+    """`[batch, 1, 1, q_len, block]` visibility of one key block (`dense_mask` of the block's keys)."""
     sub = dataclasses.replace(spec, kv_positions=kv_pos, kv_segment_ids=kv_seg)
     return dense_mask(sub)[:, None, None]
 
@@ -74,7 +70,7 @@ def _group(q, num_kv_heads):
     return q.reshape(b, t, num_kv_heads, h // num_kv_heads, d)
 
 
-def _forward(q, k, v, spec, st: _Static):
+def _forward(q, k, v, spec: MaskSpec, st: _Static):
     """Output `[batch, q_len, heads, head_dim]` (q.dtype) and log-sum-exp `[batch, kv_heads, groups, q_len]`."""
     batch, q_len, heads, head_dim = q.shape
     kvh = k.shape[2]
@@ -104,11 +100,11 @@ def _forward(q, k, v, spec, st: _Static):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _attention(q, k, v, spec, st: _Static):
+def _attention(q, k, v, spec: MaskSpec, st: _Static):
     return _forward(q, k, v, spec, st)[0]
 
 
-def _attention_fwd(q, k, v, spec, st: _Static):
+def _attention_fwd(q, k, v, spec: MaskSpec, st: _Static):
     out, lse = _forward(q, k, v, spec, st)
     return out, (q, k, v, spec, out, lse)
 
@@ -152,7 +148,7 @@ def blockwise_attention(
     q: jax.Array,  # [batch, q_len, heads, head_dim]
     k: jax.Array,  # [batch, kv_len, kv_heads, head_dim]
     v: jax.Array,  # [batch, kv_len, kv_heads, head_dim]
-    mask_spec,  # kernels.attention.MaskSpec
+    mask_spec: MaskSpec,
     *,
     scale: float,
     logit_softcap: float | None = None,

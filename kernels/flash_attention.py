@@ -50,6 +50,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from .mask import MaskSpec
 from .padding import pad_tokens
 from .pallas import gpu_triton, schedule, tpu_mosaic
 
@@ -161,11 +162,11 @@ def _dispatch(fn, cfg: _Config, *args):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _flash(q, k, v, spec, cfg: _Config):
+def _flash(q, k, v, spec: MaskSpec, cfg: _Config):
     return _dispatch(_family_forward, cfg, q, k, v, spec)[0]
 
 
-def _flash_fwd(q, k, v, spec, cfg: _Config):
+def _flash_fwd(q, k, v, spec: MaskSpec, cfg: _Config):
     out, lse = _dispatch(_family_forward, cfg, q, k, v, spec)
     return out, (q, k, v, spec, out, lse)
 
@@ -183,7 +184,7 @@ def flash_attention(
     q: jax.Array,  # [batch, q_len, heads, head_dim]
     k: jax.Array,  # [batch, kv_len, kv_heads, head_dim]
     v: jax.Array,  # [batch, kv_len, kv_heads, head_dim]
-    mask_spec,  # kernels.attention.MaskSpec
+    mask_spec: MaskSpec,
     *,
     scale: float,
     logit_softcap: float | None = None,
@@ -226,7 +227,7 @@ def flash_attention(
 
 
 def block_fractions(
-    mask_spec, q_len: int, kv_len: int, block_sizes: BlockSizes | None = None, backend: str = "triton"
+    mask_spec: MaskSpec, q_len: int, kv_len: int, block_sizes: BlockSizes | None = None, backend: str = "triton"
 ) -> dict[str, jax.Array]:
     """Fractions of forward (query block, key block) tiles that are skipped, computed with the mask ("partial"), and
     computed without mask arithmetic ("full") for `mask_spec` (per batch row, averaged)."""
@@ -241,7 +242,7 @@ def block_fractions(
 
 
 def block_skip_fraction(
-    mask_spec, q_len: int, kv_len: int, block_sizes: BlockSizes | None = None, backend: str = "triton"
+    mask_spec: MaskSpec, q_len: int, kv_len: int, block_sizes: BlockSizes | None = None, backend: str = "triton"
 ) -> jax.Array:
     """Fraction of forward (query block, key block) tiles the kernels skip for `mask_spec`."""
     return block_fractions(mask_spec, q_len, kv_len, block_sizes, backend)["skipped"]

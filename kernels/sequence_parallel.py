@@ -24,6 +24,7 @@ import jax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from .mask import MaskSpec, pad_spec
 from .padding import pad_tokens
 
 
@@ -58,7 +59,7 @@ def sequence_parallel_attention(
     q: jax.Array,  # [batch, q_len, heads, head_dim]
     k: jax.Array,  # [batch, kv_len, kv_heads, head_dim]
     v: jax.Array,  # [batch, kv_len, kv_heads, head_dim]
-    spec,  # kernels.attention.MaskSpec
+    spec: MaskSpec,
     sp: SequenceParallel,
 ) -> jax.Array:  # [batch, q_len, heads, head_dim]
     """`attend` with queries split over `sp.axis` and keys/values gathered from every shard.
@@ -68,13 +69,7 @@ def sequence_parallel_attention(
     n = sp.size
     q_len, kv_len = q.shape[1], k.shape[1]
     q_pad, kv_pad = -(-q_len // n) * n, -(-kv_len // n) * n
-    spec = dataclasses.replace(
-        spec,
-        q_positions=pad_tokens(spec.q_positions, q_pad, -1),
-        kv_positions=pad_tokens(spec.kv_positions, kv_pad, -1),
-        q_segment_ids=pad_tokens(spec.q_segment_ids, q_pad, -1),
-        kv_segment_ids=pad_tokens(spec.kv_segment_ids, kv_pad, -1),
-    )
+    spec = pad_spec(spec, q_pad, kv_pad)
     q, k, v = pad_tokens(q, q_pad, 0), pad_tokens(k, kv_pad, 0), pad_tokens(v, kv_pad, 0)
 
     rows = sp.batch_spec(q.shape[0])

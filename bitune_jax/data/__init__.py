@@ -1,5 +1,6 @@
-"""Training and evaluation data: records from JSONL, tokenization with a truncation policy, a synthetic long-CoT
-task, and deterministic, resumable, shardable batches on grain."""
+"""Training and evaluation data: records from JSONL, tokenization with a truncation policy, and deterministic,
+resumable, shardable batches on grain. The generic pipeline only: the studies' synthetic tasks are `bitune_jax.tasks`,
+which imports this package, never the other way."""
 
 from bitune_jax.data.batch import PromptBatch, SFTBatch
 from bitune_jax.data.pipeline import (

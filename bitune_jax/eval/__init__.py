@@ -6,15 +6,9 @@ from bitune_jax.eval.bitune_mc import AUTHORS_MC, read_bitune_task, summarize_ta
 from bitune_jax.eval.datasets import MCItem, ReasoningItem, read_aime, read_chat, read_gpqa, read_mc
 from bitune_jax.eval.metrics import avg_at_n, mean_pass_at_k_unbiased, pass_at_k_first, pass_at_k_unbiased
 from bitune_jax.eval.mmlu import MMLUItem, evaluate_mmlu, read_mmlu
-from bitune_jax.eval.multiple_choice import MCConfig, MCScore, score_bitune, score_lm
-from bitune_jax.eval.reasoning import (
-    QuestionRecord,
-    ReasoningEvalConfig,
-    evaluate,
-    evaluate_bitune,
-    evaluate_lm,
-    write_generations_jsonl,
-)
+from bitune_jax.eval.model import TrainedModel
+from bitune_jax.eval.multiple_choice import MCConfig, MCScore, score_choices
+from bitune_jax.eval.reasoning import QuestionRecord, ReasoningEvalConfig, evaluate, write_generations_jsonl
 
 __all__ = [
     "AUTHORS_MC",
@@ -25,10 +19,9 @@ __all__ = [
     "QuestionRecord",
     "ReasoningEvalConfig",
     "ReasoningItem",
+    "TrainedModel",
     "avg_at_n",
     "evaluate",
-    "evaluate_bitune",
-    "evaluate_lm",
     "evaluate_mmlu",
     "is_correct",
     "is_correct_original",
@@ -44,7 +37,6 @@ __all__ = [
     "read_gpqa",
     "read_mc",
     "read_mmlu",
-    "score_bitune",
-    "score_lm",
+    "score_choices",
     "write_generations_jsonl",
 ]

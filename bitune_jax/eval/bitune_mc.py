@@ -92,7 +92,7 @@ TASKS: dict[str, Callable[[Mapping[str, Any], str], tuple[str, list[str], int]]]
 
 def read_bitune_task(path: str | pathlib.Path, task: str) -> list[MCItem]:
     """The rows of `path` (the task's Hugging Face columns) as items in the authors' format; score them with
-    `score_lm(lm, items, AUTHORS_MC)` or `score_bitune(..., cfg=AUTHORS_MC)`."""
+    `score_choices(model, items, AUTHORS_MC)` (a plain, PEFT or Bitune model)."""
     if task not in TASKS:
         raise ValueError(f"unknown Bitune task {task!r}; choose one of {', '.join(TASKS)}")
     render = TASKS[task]

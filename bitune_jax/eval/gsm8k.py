@@ -35,17 +35,13 @@ from typing import Any
 
 import numpy as np
 
+from bitune_jax.api import LM
 from bitune_jax.data.records import DataError, jsonl_rows
 from bitune_jax.eval.datasets import row_field
-from bitune_jax.eval.reasoning import (
-    GenerateFn,
-    ReasoningEvalConfig,
-    bitune_generate_fn,
-    lm_generate_fn,
-    write_generations_jsonl,
-)
-from bitune_jax.models.compute import Compute
+from bitune_jax.eval.model import TrainedModel
+from bitune_jax.eval.reasoning import GenerateFn, ReasoningEvalConfig, generate_fn, write_generations_jsonl
 from bitune_jax.tokenizer import Tokenizer
+from bitune_jax.train.restore import load_model
 
 STOP_SEQUENCES = ("Question:", "</s>", "<|im_end|>", "<|end_of_text|>")  # gsm8k.yaml generation_kwargs.until
 STRICT_PATTERN = r"#### (\-?[0-9\.\,]+)"  # gsm8k.yaml filter "strict-match"
@@ -151,7 +147,7 @@ def read_gsm8k(path: str | pathlib.Path) -> list[GSM8KRow]:
     return [GSM8KRow(row_field(row, "question", w), row_field(row, "answer", w), w) for w, row in rows]
 
 
-def evaluate_gsm8k(
+def evaluate_gsm8k_generate_fn(
     generate: GenerateFn, tok: Tokenizer, rows: Sequence[GSM8KRow], *, batch_size: int, add_bos: bool = True
 ) -> tuple[list[GSM8KRecord], dict[str, Any]]:
     """Prompt (BOS forced), generate greedily in batches of `batch_size` in row order, decode (special tokens kept,
@@ -195,43 +191,27 @@ def greedy_config(batch_size: int, max_new_tokens: int = MAX_GEN_TOKS) -> Reason
     return ReasoningEvalConfig(n=1, temperature=0.0, top_p=1.0, max_new_tokens=max_new_tokens, batch_size=batch_size)
 
 
-def evaluate_gsm8k_lm(
-    lm, rows: Sequence[GSM8KRow], *, batch_size: int = 8, max_new_tokens: int = MAX_GEN_TOKS, add_bos: bool = True
-):
-    """GSM8K of a plain model (`bitune_jax.LM`, PEFT adapters merged): `(records, summary)`."""
-    if lm.tokenizer is None:
-        raise ValueError("GSM8K prompts are text; load the model with its tokenizer")
-    generate = lm_generate_fn(lm, greedy_config(batch_size, max_new_tokens))
-    return evaluate_gsm8k(generate, lm.tokenizer, rows, batch_size=batch_size, add_bos=add_bos)
-
-
-def evaluate_gsm8k_bitune(
-    base,
-    trainable,
-    model_cfg,
-    bcfg,
-    tok: Tokenizer,
+def evaluate_gsm8k(
+    model: LM | TrainedModel,
     rows: Sequence[GSM8KRow],
     *,
-    eos_ids: Sequence[int],
-    pad_id: int,
-    compute: Compute = Compute(),
     batch_size: int = 8,
     max_new_tokens: int = MAX_GEN_TOKS,
     add_bos: bool = True,
-):
-    """GSM8K of a Bitune model: decoding from the mixed prompt cache, the prompt being the whole context (BOS
-    included), as the authors' harness passes `prompt_lengths`: `(records, summary)`."""
-    cfg = greedy_config(batch_size, max_new_tokens)
-    generate = bitune_generate_fn(
-        base, trainable, model_cfg, bcfg, cfg, eos_ids=eos_ids, pad_id=pad_id, compute=compute
-    )
-    return evaluate_gsm8k(generate, tok, rows, batch_size=batch_size, add_bos=add_bos)
+) -> tuple[list[GSM8KRecord], dict[str, Any]]:
+    """GSM8K of a `TrainedModel` or a plain `LM` (`reasoning.generate_fn`; a Bitune model decodes from the mixed
+    prompt cache, the prompt being the whole context, BOS included, as the authors' harness passes
+    `prompt_lengths`): `(records, summary)`."""
+    m = TrainedModel.of(model)
+    if m.lm.tokenizer is None:
+        raise ValueError("GSM8K prompts are text; load the model with its tokenizer")
+    generate = generate_fn(m, greedy_config(batch_size, max_new_tokens))
+    return evaluate_gsm8k_generate_fn(generate, m.lm.tokenizer, rows, batch_size=batch_size, add_bos=add_bos)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """The command line; the model is what `--model bitune_jax` builds in `bitune_jax.eval.harness` (a run's
-    checkpoint: full weights, PEFT merged into the base, or Bitune through the mixed prompt cache)."""
+    """The command line; the model is a run's checkpoint on its base (`train.restore.restore_run`: full weights,
+    PEFT adapters, or Bitune through the mixed prompt cache) or a pretrained model."""
     p = argparse.ArgumentParser(prog="python -m bitune_jax.eval.gsm8k", description=__doc__.split("\n")[0])
     p.add_argument("--run", help="a bitune_jax training workdir (newest checkpoint unless --step)")
     p.add_argument("--step", type=int)
@@ -248,14 +228,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if not args.run and not args.pretrained:
         p.error("give --run WORKDIR or --pretrained NAME_OR_DIR")
     rows = read_gsm8k(args.data)[: args.limit]
-    from bitune_jax.eval.harness import BituneJaxLM  # needs lm-eval; its load_run and checkpoint logic
-
-    model = BituneJaxLM(
-        pretrained=args.pretrained, run=args.run, step=args.step, dtype=args.dtype, attn_impl=args.attn_impl
-    )
-    generate = model._generate_fn(greedy_config(args.batch_size, args.max_new_tokens))  # plain/merged or Bitune
+    model = load_model(args.pretrained, args.run, args.step, dtype=args.dtype, attn_impl=args.attn_impl)
     records, summary = evaluate_gsm8k(
-        generate, model.lm.tokenizer, rows, batch_size=args.batch_size, add_bos=not args.no_bos
+        model, rows, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, add_bos=not args.no_bos
     )
     if args.out:
         write_generations_jsonl(records, args.out, summary)  # any dataclass records: the summary, then one a line

@@ -11,25 +11,19 @@ file), `run` (a bitune_jax training workdir: its newest checkpoint, or the one `
 context), `max_gen_toks`, `add_bos` (default False, as lm-eval's `hf` model; the Bitune authors' harness forces
 it: `add_bos=True`) and `seed` (sampling).
 
-What a checkpoint holds decides the model: full weights replace the base's; PEFT adapters are merged into the base
-(exactly the adapted model's logits, to float rounding); Bitune's adapters and mixing coefficients score and
-generate through the mixed prompt cache, with the prompt/answer boundary at lm-eval's context/continuation split,
-as the authors' harness does (`prompt_lengths = len(context)`). Requests are scored in batches ordered by length
-(rows and widths rounded up so few programs compile); `generate_until` decodes each batch in one jitted program
-and cuts the text at the first stop string.
+The model is `train.restore.load_model`'s, so what a checkpoint holds decides it as in every eval: full weights
+replace the base's; PEFT adapters score and generate beside the base, as the run trained them; Bitune's adapters
+and mixing coefficients score and generate through the mixed prompt cache, with the prompt/answer boundary at
+lm-eval's context/continuation split, as the authors' harness does (`prompt_lengths = len(context)`). Requests
+are scored in batches ordered by length (rows and widths rounded up so few programs compile); `generate_until`
+decodes each batch in one jitted program and cuts the text at the first stop string.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import pathlib
 from collections.abc import Sequence
 from typing import Any
-
-import jax
-import jax.numpy as jnp
-import numpy as np
 
 try:
     import lm_eval.models  # noqa: F401  the built-in models first: lm-eval loads them only into an empty registry
@@ -39,51 +33,11 @@ try:
 except ImportError as e:  # pragma: no cover - the message is the point
     raise ImportError("bitune_jax.eval.harness needs lm-evaluation-harness: pip install -e '.[eval]'") from e
 
-import bitune_jax as bj
-from bitune_jax.bitune import BituneConfig
-from bitune_jax.eval.multiple_choice import bitune_scorer, lm_scorer, score_continuations
-from bitune_jax.eval.reasoning import ReasoningEvalConfig, bitune_generate_fn, lm_generate_fn
-from bitune_jax.peft import merge
-from bitune_jax.train.checkpointing import Checkpointer
-from bitune_jax.train.spec import RunSpec
+from bitune_jax.eval.multiple_choice import answer_scorer, score_continuations
+from bitune_jax.eval.reasoning import ReasoningEvalConfig, generate_fn
+from bitune_jax.train.restore import load_model
 
 WIDTH_MULTIPLE = 16  # scored sequence widths are rounded up to this
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainedRun:
-    """What a training workdir's newest checkpoint adds to its base model."""
-
-    spec: RunSpec
-    trainable: Any  # full weights, PEFT adapters, or Bitune's adapter sets and mixing weights
-    step: int
-
-
-def load_run(workdir: str | pathlib.Path, step: int | None = None) -> TrainedRun:
-    """A checkpoint of a bitune_jax run, the newest unless `step` names one (its config comes from the checkpoint
-    itself)."""
-    directory = pathlib.Path(workdir) / "checkpoints"
-    if not directory.is_dir():
-        raise FileNotFoundError(f"{workdir}: not a bitune_jax run directory (no checkpoints/ in it)")
-    with Checkpointer(directory, async_save=False) as ckpt:
-        if step is None:
-            step = ckpt.latest_step()
-            if step is None:
-                raise FileNotFoundError(f"{directory}: no checkpoint saved yet")
-        elif step not in ckpt.all_steps():
-            raise FileNotFoundError(f"{directory}: no checkpoint at step {step} (saved: {ckpt.all_steps()})")
-        state, meta = ckpt.restore(step)
-    if "config" not in meta:
-        raise ValueError(f"{directory} (step {step}): the checkpoint holds no run config")
-    trainable = state["trainable"] if isinstance(state, dict) else state[1]  # TrainState as orbax stored it
-    return TrainedRun(RunSpec.from_config(meta["config"]), trainable, step)
-
-
-def _check_fits(trained: TrainedRun, expected: Any, where: str) -> None:
-    got = jax.tree.map(np.shape, trained.trainable)
-    want = jax.tree.map(np.shape, expected)
-    if jax.tree.structure(got) != jax.tree.structure(want) or jax.tree.leaves(got) != jax.tree.leaves(want):
-        raise ValueError(f"{where}: the checkpoint's {trained.spec.objective} weights do not fit this model")
 
 
 @register_model("bitune_jax")
@@ -105,38 +59,17 @@ class BituneJaxLM(TemplateLM):
         **_unused: Any,  # lm-eval passes device, max_batch_size, ...
     ) -> None:
         super().__init__()
-        trained = load_run(run, None if step is None else int(step)) if run else None
-        if pretrained is None:
-            if trained is None:
-                raise ValueError("model_args need pretrained=<preset | HF directory | .gguf> or run=<workdir>")
-            pretrained = trained.spec.model.name
-        self.lm = bj.load(str(pretrained), dtype=dtype, attn_impl=attn_impl)
+        if not pretrained and not run:
+            raise ValueError("model_args need pretrained=<preset | HF directory | .gguf> or run=<workdir>")
+        self.model = load_model(pretrained, run, None if step is None else int(step), dtype=dtype, attn_impl=attn_impl)
+        self.lm = self.model.lm  # tokenizer, ids and context (a PEFT or Bitune run's base)
         if self.lm.tokenizer is None:
-            raise ValueError(f"{pretrained}: lm-eval sends text; this model has no tokenizer")
+            raise ValueError(f"{pretrained or run}: lm-eval sends text; this model has no tokenizer")
         self.batch_size_ = int(batch_size) if str(batch_size).isdigit() else 8  # "auto" is not measured here
         self._max_length = int(max_length) if max_length else self.lm.cfg.max_seq_len
         if self._max_length > self.lm.cfg.max_seq_len:
             raise ValueError(f"max_length={max_length} exceeds the model's context of {self.lm.cfg.max_seq_len}")
         self.max_gen_toks, self.add_bos, self.seed = int(max_gen_toks), bool(add_bos), int(seed)
-        self.bitune: tuple[Any, BituneConfig] | None = None  # (trainable, config) when scoring through Bitune
-        if trained is not None:
-            self._apply(trained, f"{run} (step {trained.step})")
-
-    def _apply(self, trained: TrainedRun, where: str) -> None:
-        from bitune_jax.train.loop import objective_from_config
-
-        objective = objective_from_config(trained.spec, self.lm.cfg)
-        expected, _ = objective.split(self.lm.params, jax.random.key(0))
-        _check_fits(trained, expected, where)
-        as_model = lambda t: jax.tree.map(lambda x, like: jnp.asarray(x, like.dtype), t, expected)  # noqa: E731
-        if objective.kind == "full":
-            self.lm = dataclasses.replace(self.lm, params=as_model(trained.trainable))
-        elif objective.kind == "peft":
-            self.lm = dataclasses.replace(
-                self.lm, params=merge(self.lm.params, as_model(trained.trainable), objective.peft)
-            )
-        else:
-            self.bitune = (as_model(trained.trainable), objective.bitune)
 
     # ------------------------------------------------------------------------------------------ lm-eval's hooks
     @property
@@ -201,7 +134,7 @@ class BituneJaxLM(TemplateLM):
                 seed=self.seed,
                 batch_size=self.batch_size_,
             )
-            generate = self._generate_fn(cfg)
+            generate = generate_fn(self.model, cfg)
             keep = self.max_length - max_new
             prompts = {i: self.tok_encode(requests[i].args[0])[-keep:] for i in members}
             order = sorted(members, key=lambda i: -len(prompts[i]))
@@ -226,10 +159,7 @@ class BituneJaxLM(TemplateLM):
 
     def score_pairs(self, pairs: Sequence[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
         """`(sum of log P(continuation | context), whether every continuation token is the argmax)` per pair."""
-        if self.bitune is None:
-            scorer = lm_scorer(self.lm)
-        else:
-            scorer = bitune_scorer(self.lm.params, self.bitune[0], self.lm.cfg, self.bitune[1], self.lm.compute)
+        scorer = answer_scorer(self.model)
         results: list[tuple[float, bool] | None] = [None] * len(pairs)
         order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
         for start in range(0, len(order), self.batch_size_):
@@ -245,21 +175,6 @@ class BituneJaxLM(TemplateLM):
             for i, value in zip(chunk, scored):
                 results[i] = value
         return results  # type: ignore[return-value]
-
-    def _generate_fn(self, cfg: ReasoningEvalConfig):
-        if self.bitune is None:
-            return lm_generate_fn(self.lm, cfg)
-        trainable, bcfg = self.bitune
-        return bitune_generate_fn(
-            self.lm.params,
-            trainable,
-            self.lm.cfg,
-            bcfg,
-            cfg,
-            eos_ids=self.lm.eos_ids,
-            pad_id=self.lm.pad_id,
-            compute=self.lm.compute,
-        )
 
 
 def main() -> None:

@@ -21,8 +21,10 @@ programs get compiled. An item whose every choice is one token (letters, single-
 choice: the row that predicts a continuation's first token reads only the prompt, so one row per item gives every
 choice's log P from the same next-token distribution (lm-evaluation-harness caches one-token continuations the
 same way); `batch_items` such items share one forward.
-Bitune (`score_bitune`): the prompt is read by both streams and the continuation scored over the mixed cache,
-i.e. an `SFTBatch` with prompt = prompt tokens and answer = choice tokens (row `P - 1 + j` predicts token j).
+The model is an `eval.model.TrainedModel` (or a plain `LM`): `answer_scorer` and `next_token_scorer` score with
+its weights (PEFT adapters applied), or for a Bitune model read the prompt with both streams and score the
+continuation over the mixed cache, i.e. an `SFTBatch` with prompt = prompt tokens and answer = choice tokens (row
+`P - 1 + j` predicts token j). `score_choices` scores items with either.
 """
 
 from __future__ import annotations
@@ -36,9 +38,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bitune_jax.api import LM
 from bitune_jax.chat import render_chat
 from bitune_jax.data.batch import SFTBatch
 from bitune_jax.eval.datasets import MCItem
+from bitune_jax.eval.model import TrainedModel
 from bitune_jax.models.compute import Compute
 from bitune_jax.tokenizer import Tokenizer
 
@@ -170,19 +174,28 @@ def _answer_scores(at_rows: jax.Array, targets: jax.Array, mask: jax.Array) -> t
     return picked, jnp.where(mask, jnp.argmax(at_rows, axis=-1) == targets, True)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "answer_width", "compute"))
-def lm_answer_scores(params, batch: SFTBatch, cfg, answer_width: int, compute: Compute = Compute()):
-    """A plain model's `AnswerScorer` (only the answer rows are unembedded)."""
+@functools.partial(jax.jit, static_argnames=("cfg", "peft", "answer_width", "compute"))
+def _plain_answer_scores(params, adapters, batch: SFTBatch, cfg, peft, answer_width: int, compute: Compute):
+    """One forward with the weights (and PEFT adapters, if any); only the answer rows are unembedded."""
     from bitune_jax.models.transformer import forward
 
     rows, targets, mask = batch.answer_rows(answer_width)
-    logits, _ = forward(params, batch.tokens, cfg, positions=batch.positions, logit_rows=rows, compute=compute)
+    logits, _ = forward(
+        params,
+        batch.tokens,
+        cfg,
+        positions=batch.positions,
+        adapters=adapters,
+        peft=peft,
+        logit_rows=rows,
+        compute=compute,
+    )
     return _answer_scores(logits, targets, mask)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "bcfg", "prompt_width", "answer_width", "compute"))
-def bitune_answer_scores(base, trainable, batch: SFTBatch, cfg, bcfg, prompt_width, answer_width, compute):
-    """A Bitune model's `AnswerScorer`: every answer token scored over the mixed prompt cache."""
+def _bitune_answer_scores(base, trainable, batch: SFTBatch, cfg, bcfg, prompt_width, answer_width, compute):
+    """Every answer token scored over the Bitune mixed prompt cache."""
     from bitune_jax.bitune import bitune_logits
 
     logits = bitune_logits(base, trainable, batch, cfg, bcfg, prompt_width=prompt_width, compute=compute)
@@ -199,20 +212,27 @@ def _first_row(batch: SFTBatch) -> jax.Array:
     return batch.answer_rows(1)[0]
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "compute"))
-def lm_next_token_logprobs(params, batch: SFTBatch, cfg, compute: Compute = Compute()):
-    """A plain model's `NextTokenScorer` (one row unembedded per sequence)."""
+@functools.partial(jax.jit, static_argnames=("cfg", "peft", "compute"))
+def _plain_next_token(params, adapters, batch: SFTBatch, cfg, peft, compute: Compute):
+    """One row unembedded per sequence."""
     from bitune_jax.models.transformer import forward
 
     logits, _ = forward(
-        params, batch.tokens, cfg, positions=batch.positions, logit_rows=_first_row(batch), compute=compute
+        params,
+        batch.tokens,
+        cfg,
+        positions=batch.positions,
+        adapters=adapters,
+        peft=peft,
+        logit_rows=_first_row(batch),
+        compute=compute,
     )
     return jax.nn.log_softmax(logits[:, 0].astype(jnp.float32), axis=-1)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "bcfg", "prompt_width", "compute"))
-def bitune_next_token_logprobs(base, trainable, batch: SFTBatch, cfg, bcfg, prompt_width, compute):
-    """A Bitune model's `NextTokenScorer`: the answer pass's first row over the mixed prompt cache."""
+def _bitune_next_token(base, trainable, batch: SFTBatch, cfg, bcfg, prompt_width, compute: Compute):
+    """The Bitune answer pass's first row over the mixed prompt cache."""
     from bitune_jax.bitune import bitune_logits
 
     rows = _first_row(batch)
@@ -222,20 +242,22 @@ def bitune_next_token_logprobs(base, trainable, batch: SFTBatch, cfg, bcfg, prom
     return jax.nn.log_softmax(logits[:, 0], axis=-1)
 
 
-def lm_scorer(lm) -> AnswerScorer:
-    return lambda batch, widths: lm_answer_scores(lm.params, batch, lm.cfg, widths[1], lm.compute)
+def answer_scorer(model: LM | TrainedModel) -> AnswerScorer:
+    """The `AnswerScorer` of a `TrainedModel` or a plain `LM` (what `score_continuations` takes)."""
+    m = TrainedModel.of(model)
+    params, cfg, compute = m.lm.params, m.lm.cfg, m.lm.compute
+    if m.kind == "bitune":
+        return lambda batch, widths: _bitune_answer_scores(params, m.trainable, batch, cfg, m.bitune, *widths, compute)
+    return lambda batch, widths: _plain_answer_scores(params, m.adapters, batch, cfg, m.peft, widths[1], compute)
 
 
-def bitune_scorer(base, trainable, cfg, bcfg, compute: Compute = Compute()) -> AnswerScorer:
-    return lambda batch, widths: bitune_answer_scores(base, trainable, batch, cfg, bcfg, *widths, compute)
-
-
-def lm_next_token_scorer(lm) -> NextTokenScorer:
-    return lambda batch, widths: lm_next_token_logprobs(lm.params, batch, lm.cfg, lm.compute)
-
-
-def bitune_next_token_scorer(base, trainable, cfg, bcfg, compute: Compute = Compute()) -> NextTokenScorer:
-    return lambda batch, widths: bitune_next_token_logprobs(base, trainable, batch, cfg, bcfg, widths[0], compute)
+def next_token_scorer(model: LM | TrainedModel) -> NextTokenScorer:
+    """The `NextTokenScorer` of a `TrainedModel` or a plain `LM` (what `score_next_tokens` takes)."""
+    m = TrainedModel.of(model)
+    params, cfg, compute = m.lm.params, m.lm.cfg, m.lm.compute
+    if m.kind == "bitune":
+        return lambda batch, widths: _bitune_next_token(params, m.trainable, batch, cfg, m.bitune, widths[0], compute)
+    return lambda batch, widths: _plain_next_token(params, m.adapters, batch, cfg, m.peft, compute)
 
 
 def _padded_batch(pairs, pad_id: int, max_len: int, rows_multiple: int, width_multiple: int) -> SFTBatch:
@@ -323,28 +345,12 @@ def _score_items(
     return scores, summarize(scores)
 
 
-def score_lm(lm, items: Sequence[MCItem], cfg: MCConfig = MCConfig()) -> tuple[list[MCScore], dict[str, Any]]:
-    """Score every choice of every item with a plain `LM`: `(per-item scores, summary)`."""
-    if lm.tokenizer is None:
-        raise ValueError("multiple-choice scoring encodes text; load the model with its tokenizer")
-    encoded = [encode_item(lm.tokenizer, item, cfg) for item in items]
-    return _score_items(items, encoded, lm_scorer(lm), cfg, lm.pad_id, lm.cfg.max_seq_len, lm_next_token_scorer(lm))
-
-
-def score_bitune(
-    base,
-    trainable,
-    model_cfg,
-    bcfg,
-    tok: Tokenizer,
-    items: Sequence[MCItem],
-    cfg: MCConfig = MCConfig(),
-    *,
-    pad_id: int,
-    compute: Compute = Compute(),
+def score_choices(
+    model: LM | TrainedModel, items: Sequence[MCItem], cfg: MCConfig = MCConfig()
 ) -> tuple[list[MCScore], dict[str, Any]]:
-    """Score every choice over the Bitune mixed prompt cache: `(per-item scores, summary)`."""
-    encoded = [encode_item(tok, item, cfg) for item in items]
-    scorer = bitune_scorer(base, trainable, model_cfg, bcfg, compute)
-    next_token = bitune_next_token_scorer(base, trainable, model_cfg, bcfg, compute)
-    return _score_items(items, encoded, scorer, cfg, pad_id, model_cfg.max_seq_len, next_token)
+    """Score every choice of every item with a `TrainedModel` or a plain `LM`: `(per-item scores, summary)`."""
+    m = TrainedModel.of(model)
+    if m.lm.tokenizer is None:
+        raise ValueError("multiple-choice scoring encodes text; load the model with its tokenizer")
+    encoded = [encode_item(m.lm.tokenizer, item, cfg) for item in items]
+    return _score_items(items, encoded, answer_scorer(m), cfg, m.lm.pad_id, m.lm.cfg.max_seq_len, next_token_scorer(m))

@@ -1,8 +1,9 @@
 """Reasoning eval by sampling (docs/method.md A): n generations per question, the last `\\boxed{}` scored by exact
 match.
 
-`evaluate_lm` (plain model) and `evaluate_bitune` (a Bitune model, decoding from the mixed prompt cache) are thin
-shells over `evaluate`, which takes any `GenerateFn` and does the rest: prompts, batching, extraction, records and
+`evaluate` takes the model (an `eval.model.TrainedModel` or a plain `LM`; `generate_fn` decodes with its weights,
+PEFT adapters applied, or for a Bitune model from the mixed prompt cache) and is a thin shell over
+`evaluate_generate_fn`, which takes any `GenerateFn` and does the rest: prompts, batching, extraction, records and
 the summary. Both extractors of `answers` are run, so a report can give the authors' number beside ours.
 
 Prompts: each item's last user message gets the answer-format suffix of its kind (`SUFFIXES`: the authors' strings,
@@ -28,13 +29,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bitune_jax.api import LM
 from bitune_jax.chat import render_chat
 from bitune_jax.data.batch import PromptBatch
 from bitune_jax.eval.answers import is_correct, is_correct_original, last_boxed, last_boxed_original
 from bitune_jax.eval.datasets import ReasoningItem
 from bitune_jax.eval.metrics import avg_at_n, mean_pass_at_k_unbiased, pass_at_k_first
+from bitune_jax.eval.model import TrainedModel
 from bitune_jax.generation import generate_tokens
-from bitune_jax.models.compute import Compute
 from bitune_jax.sampling import SamplingConfig
 from bitune_jax.tokenizer import Tokenizer
 
@@ -142,7 +144,7 @@ def summarize(records: Sequence[QuestionRecord], ks: Sequence[int] = (1,)) -> di
     return out
 
 
-def evaluate(
+def evaluate_generate_fn(
     generate: GenerateFn,
     tok: Tokenizer,
     items: Sequence[ReasoningItem],
@@ -194,9 +196,17 @@ def evaluate(
     return records, summarize(records, cfg.ks)
 
 
-def lm_generate_fn(lm, cfg: ReasoningEvalConfig, adapters=None, peft=None) -> GenerateFn:
-    """Batched KV-cache decoding of a plain `LM` (with PEFT `adapters` if given), as `LM.generate` does it, with
-    prompt widths rounded up.
+def generate_fn(model: LM | TrainedModel, cfg: ReasoningEvalConfig) -> GenerateFn:
+    """The `GenerateFn` of a `TrainedModel` or a plain `LM`: KV-cache decoding with its weights (PEFT adapters
+    applied), or a Bitune model's decoding from the mixed prompt cache."""
+    m = TrainedModel.of(model)
+    if m.kind == "bitune":
+        return _bitune_generate_fn(m, cfg)
+    return _plain_generate_fn(m.lm, cfg, m.adapters, m.peft)
+
+
+def _plain_generate_fn(lm: LM, cfg: ReasoningEvalConfig, adapters, peft) -> GenerateFn:
+    """Batched KV-cache decoding, as `LM.generate` does it, with prompt widths rounded up.
 
     Left padding is inert (positions -1), so widening a batch to a multiple of `cfg.width_multiple` changes no
     output and lets batches of different prompt lengths share one compiled program.
@@ -235,64 +245,44 @@ def lm_generate_fn(lm, cfg: ReasoningEvalConfig, adapters=None, peft=None) -> Ge
     return generate
 
 
-def evaluate_lm(lm, items: Sequence[ReasoningItem], cfg: ReasoningEvalConfig = ReasoningEvalConfig()):
-    """Reasoning eval of a plain model (`bitune_jax.LM`): `(records, summary)`."""
-    if lm.tokenizer is None:
-        raise ValueError("the reasoning eval renders prompts as text; load the model with its tokenizer")
-    return evaluate(lm_generate_fn(lm, cfg), lm.tokenizer, items, cfg, lm.eos_ids)
-
-
-def bitune_generate_fn(
-    base,
-    trainable,
-    model_cfg,
-    bcfg,
-    cfg: ReasoningEvalConfig,
-    *,
-    eos_ids: Sequence[int],
-    pad_id: int,
-    compute: Compute = Compute(),
-) -> GenerateFn:
-    """Decoding of a Bitune model: both prompt streams prefilled and mixed, then causal decoding
-    (`bitune_generate`). Prompt widths are not rounded here, so each new width compiles once."""
+def _bitune_generate_fn(model: TrainedModel, cfg: ReasoningEvalConfig) -> GenerateFn:
+    """Both prompt streams prefilled and mixed, then causal decoding (`bitune_generate`). Prompt widths are not
+    rounded here, so each new width compiles once."""
     from bitune_jax.bitune import bitune_generate
+
+    lm = model.lm
 
     def generate(prompts: list[list[int]], seed: int) -> list[list[int]]:
         return bitune_generate(
-            base,
-            trainable,
+            lm.params,
+            model.trainable,
             prompts,
-            model_cfg,
-            bcfg,
+            lm.cfg,
+            model.bitune,
             max_new_tokens=cfg.max_new_tokens,
             sampling=cfg.sampling,
-            eos_ids=tuple(eos_ids),
-            pad_id=pad_id,
+            eos_ids=tuple(lm.eos_ids),
+            pad_id=lm.pad_id,
             seed=seed,
-            compute=compute,
+            compute=lm.compute,
         )
 
     return generate
 
 
-def evaluate_bitune(
-    base,
-    trainable,
-    model_cfg,
-    bcfg,
-    tok: Tokenizer,
+def evaluate(
+    model: LM | TrainedModel,
     items: Sequence[ReasoningItem],
     cfg: ReasoningEvalConfig = ReasoningEvalConfig(),
     *,
-    eos_ids: Sequence[int],
-    pad_id: int,
-    compute: Compute = Compute(),
-):
-    """Reasoning eval of a Bitune model (`bitune_generate_fn`): `(records, summary)`."""
-    generate = bitune_generate_fn(
-        base, trainable, model_cfg, bcfg, cfg, eos_ids=eos_ids, pad_id=pad_id, compute=compute
-    )
-    return evaluate(generate, tok, items, cfg, eos_ids)
+    prompts: Sequence[tuple[str, list[int]]] | None = None,
+) -> tuple[list[QuestionRecord], dict[str, Any]]:
+    """Reasoning eval of a `TrainedModel` or a plain `LM` (`generate_fn`): `(records, summary)`; `prompts` as in
+    `evaluate_generate_fn`."""
+    m = TrainedModel.of(model)
+    if m.lm.tokenizer is None:
+        raise ValueError("the reasoning eval renders prompts as text; load the model with its tokenizer")
+    return evaluate_generate_fn(generate_fn(m, cfg), m.lm.tokenizer, items, cfg, m.lm.eos_ids, prompts)
 
 
 def write_generations_jsonl(

@@ -15,6 +15,8 @@ import jax.numpy as jnp
 
 from bitune_jax import kernels
 
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}  # the names configs and loaders give dtypes
+
 REMAT_POLICIES = {
     "none": None,
     "full": jax.checkpoint_policies.nothing_saveable,  # recompute the whole layer in the backward pass

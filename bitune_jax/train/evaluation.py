@@ -6,8 +6,9 @@ format (a user turn and a reference response), so the prompt the model is evalua
 prompt it is trained on (`encode_record` with the run's template, docs/method.md A: "training and evaluation use the
 same rendering"). The gold answer is the record's `answer` field, else the last `\\boxed{}` of the reference response.
 
-What generates depends on the objective: the full model's own weights, the frozen base with PEFT adapters, or the
-Bitune model decoding from the mixed prompt cache.
+The evals take the live weights as an `eval.model.TrainedModel` (`restore.model_from_state`), the object every eval
+of a restored run takes, so the objective decides how it generates (the full model's own weights, the frozen base
+with PEFT adapters, or Bitune decoding from the mixed prompt cache) in one place for both.
 """
 
 from __future__ import annotations
@@ -17,20 +18,15 @@ import pathlib
 from typing import Any
 
 from bitune_jax.api import LM
-from bitune_jax.data import DataError, Record, encode_record, read_records, synthetic_tasks
+from bitune_jax.data import DataError, Record, encode_record, read_records
 from bitune_jax.eval.answers import last_boxed
 from bitune_jax.eval.datasets import ReasoningItem
 from bitune_jax.eval.mmlu import MMLUItem, check_shots, evaluate_mmlu, read_mmlu
-from bitune_jax.eval.reasoning import (
-    ReasoningEvalConfig,
-    bitune_generate_fn,
-    evaluate,
-    lm_generate_fn,
-    write_generations_jsonl,
-)
+from bitune_jax.eval.reasoning import ReasoningEvalConfig, evaluate, write_generations_jsonl
 from bitune_jax.models.transformer import Params
-from bitune_jax.peft import merge
+from bitune_jax.tasks import registry as synthetic_tasks
 from bitune_jax.train.objectives import Objective
+from bitune_jax.train.restore import model_from_state
 from bitune_jax.train.spec import EvalSpec, MMLUSpec, RunSpec
 
 SUMMARY_KEYS = ("avg@n", "pass@1", "mean_length", "terminated_fraction")  # logged as eval_<key>
@@ -117,35 +113,11 @@ class HeldOutEval:
 
         `lm` supplies the tokenizer, ids and compute setting; its params are not used.
         """
-        records, summary = evaluate(
-            self._generate_fn(objective, trainable, frozen, lm),
-            lm.tokenizer,
-            self.items,
-            self.sampling,
-            lm.eos_ids,
-            prompts=self.prompts,
-        )
+        model = model_from_state(objective, trainable, frozen, lm)
+        records, summary = evaluate(model, self.items, self.sampling, prompts=self.prompts)
         if out_path is not None:
             write_generations_jsonl(records, out_path, summary)
         return summary
-
-    def _generate_fn(self, objective: Objective, trainable: Params, frozen: Params, lm: LM):
-        if objective.kind == "bitune":
-            return bitune_generate_fn(
-                frozen,
-                trainable,
-                objective.cfg,
-                objective.bitune,
-                self.sampling,
-                eos_ids=lm.eos_ids,
-                pad_id=lm.pad_id,
-                compute=lm.compute,
-            )
-        if objective.kind == "full":
-            return lm_generate_fn(dataclasses.replace(lm, params=trainable), self.sampling)
-        return lm_generate_fn(
-            dataclasses.replace(lm, params=frozen), self.sampling, adapters=trainable, peft=objective.peft
-        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,13 +140,10 @@ class MMLUEval:
         return cls(test, dev, spec.shots, spec.batch_size)
 
     def run(self, objective: Objective, trainable: Params, frozen: Params, lm: LM) -> dict[str, float]:
-        """`mmlu_macro` (the mean over subjects, the paper's headline) and `mmlu_micro` (over questions)."""
-        if objective.kind == "bitune":
-            raise ValueError("the MMLU eval scores a plain forward; objective bitune has none")
-        params = trainable if objective.kind == "full" else merge(frozen, trainable, objective.peft)
-        result = evaluate_mmlu(
-            dataclasses.replace(lm, params=params), self.test, self.dev, shots=self.shots, batch_size=self.batch_size
-        )
+        """`mmlu_macro` (the mean over subjects, the paper's headline) and `mmlu_micro` (over questions), from a
+        plain forward (`TrainedModel.merged`: none for Bitune)."""
+        plain = model_from_state(objective, trainable, frozen, lm).merged()
+        result = evaluate_mmlu(plain, self.test, self.dev, shots=self.shots, batch_size=self.batch_size)
         return {"mmlu_macro": result["mmlu_macro"], "mmlu_micro": result["mmlu_micro"]}
 
 

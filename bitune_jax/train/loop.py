@@ -21,9 +21,10 @@ from ml_collections import ConfigDict
 import bitune_jax as bj
 from bitune_jax import kernels
 from bitune_jax.bitune import BituneConfig, alpha
-from bitune_jax.data import EpochBatches, SFTBatch, read_records, split_pool, synthetic_tasks, tokenize_records
+from bitune_jax.data import EpochBatches, SFTBatch, read_records, split_pool, tokenize_records
 from bitune_jax.data.hf_datasets import read_hf_records
 from bitune_jax.models.compute import Compute
+from bitune_jax.tasks import registry as synthetic_tasks
 from bitune_jax.train import checkpointing, divergence, epoch_stats, evaluation, run_record, saturation
 from bitune_jax.train.logging import ProgressBar, RunLogger
 from bitune_jax.train.objectives import Objective

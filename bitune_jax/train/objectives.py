@@ -8,7 +8,7 @@ Trainable and frozen parameters are separate pytrees, so freezing, sharding and 
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import jax
 
@@ -19,6 +19,9 @@ from bitune_jax.models.compute import Compute
 from bitune_jax.models.config import ModelConfig
 from bitune_jax.models.transformer import Params, forward, unembed
 from bitune_jax.peft import PeftConfig, init_adapters
+
+if TYPE_CHECKING:
+    from bitune_jax.train.spec import RunSpec
 
 Kind = Literal["full", "peft", "bitune"]
 
@@ -39,6 +42,20 @@ class Objective:
             raise ValueError("objective 'peft' needs a PeftConfig")
         if self.kind == "bitune" and self.bitune is None:
             raise ValueError("objective 'bitune' needs a BituneConfig")
+
+    @classmethod
+    def from_spec(cls, spec: RunSpec, cfg: ModelConfig, compute: Compute = Compute()) -> Objective:
+        """What a run's spec trains (its kind and adapter settings); `compute` says how the forwards run, which a
+        trainer sets from the whole spec and an eval of the trained weights from how it loads them."""
+        bitune = BituneConfig(peft=spec.peft, **dataclasses.asdict(spec.bitune))
+        return cls(
+            kind=spec.objective,
+            cfg=cfg,
+            peft=spec.peft if spec.objective == "peft" else None,
+            bitune=bitune if spec.objective == "bitune" else None,
+            compute=compute,
+            seed=spec.seed,
+        )
 
     def split(self, params: Params, key: jax.Array) -> tuple[Params, Params]:
         """`(trainable, frozen)`: the whole model for full fine-tuning, fresh adapters beside a frozen base else."""

@@ -150,7 +150,7 @@ def origin_identity(name: str, weights: str | None = None) -> str:
 def synthetic_identity(spec) -> dict[str, Any]:
     """The task and a hash of the records a `data.synthetic` section generates (pool and test set): the same
     settings under a changed generator are other data."""
-    from bitune_jax.data import synthetic_tasks
+    from bitune_jax.tasks import registry as synthetic_tasks
 
     pool, test = synthetic_tasks.split(spec)
     digest = hashlib.sha256()

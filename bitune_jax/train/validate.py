@@ -16,76 +16,26 @@ from ml_collections import ConfigDict
 
 from bitune_jax import kernels
 from bitune_jax.bitune import BituneConfig
-from bitune_jax.data import synthetic_tasks
 from bitune_jax.models.compute import REMAT_POLICIES
 from bitune_jax.peft import PeftConfig
+from bitune_jax.tasks import registry as synthetic_tasks
 from bitune_jax.train import run_record
-from bitune_jax.train.saturation import SaturationConfig
+from bitune_jax.train import spec as spec_lib
+from bitune_jax.train.saturation import METRICS, MODES, SaturationConfig
 from bitune_jax.train.spec import RunSpec
 
+# Allowed values: the specs' `Literal` keys, plus the registries that live with their code.
 CHOICES: dict[str, tuple[str, ...]] = {
-    "objective": ("full", "peft", "bitune"),
-    "model.dtype": ("float32", "bfloat16"),
-    "model.param_dtype": ("float32", "bfloat16"),
+    **spec_lib.choices(),
     "model.attn_impl": kernels.IMPLS,
     "model.remat": tuple(REMAT_POLICIES),
-    "peft.method": ("lora", "dora", "ia3"),
-    "bitune.mixing": ("per_layer", "per_kv_head"),
-    "data.source": ("synthetic", "jsonl", "hf"),
     "data.synthetic.task": tuple(synthetic_tasks.TASKS),
-    "data.template": ("chat", "plain"),
-    "data.truncation": ("drop", "truncate", "error"),
-    "data.pool_order": ("shuffle", "file"),
-    "data.order": ("grain", "authors"),
-    "train.schedule": ("cosine", "linear", "constant"),
-    "train.on_nonfinite": ("stop", "skip_batch", "rollback"),
-    "train.moments_dtype": ("float32", "bfloat16"),
-    "saturation.mode": ("anneal", "stop", "observe"),
-    "saturation.metric": ("token_accuracy", "sample_token_accuracy"),
-    "eval.source": ("synthetic", "jsonl"),
-    "log.wandb.mode": ("disabled", "offline", "online"),
+    "saturation.mode": MODES,
+    "saturation.metric": METRICS,
 }
 
-# key: (minimum, maximum or None, integer?)
-RANGES: dict[str, tuple[float, float | None, bool]] = {
-    "train.epochs": (1, None, True),
-    "train.max_updates": (0, None, True),
-    "train.lr": (0.0, None, False),
-    "train.warmup_frac": (0.0, 1.0, False),
-    "train.weight_decay": (0.0, None, False),
-    "train.b1": (0.0, 1.0, False),
-    "train.b2": (0.0, 1.0, False),
-    "train.eps": (0.0, None, False),
-    "train.clip": (0.0, None, False),
-    "train.accumulate": (1, None, True),
-    "train.loss_chunk": (0, None, True),
-    "train.rollback_lr_factor": (0.0, 1.0, False),
-    "train.rollback_limit": (1, None, True),
-    "data.num_samples": (0, None, True),
-    "data.val_size": (0, None, True),
-    "data.max_len": (2, None, True),
-    "data.batch_size": (1, None, True),
-    "data.pad_multiple": (1, None, True),
-    "data.bucket_chunks": (0, None, True),
-    "peft.dropout": (0.0, 1.0, False),
-    "eval.every_epochs": (0, None, True),
-    "eval.num_items": (0, None, True),
-    "eval.n": (1, None, True),
-    "eval.max_new_tokens": (1, None, True),
-    "eval.batch_size": (1, None, True),
-    "eval.val_every_epochs": (1, None, True),
-    "eval.mmlu.shots": (0, None, True),
-    "eval.mmlu.num_items": (0, None, True),
-    "eval.mmlu.batch_size": (1, None, True),
-    "mesh.data": (1, None, True),
-    "mesh.fsdp": (1, None, True),
-    "mesh.sequence": (1, None, True),
-    "mesh.tensor": (1, None, True),
-    "checkpoint.every_steps": (0, None, True),
-    "checkpoint.keep": (1, None, True),
-    "checkpoint.spike_factor": (1.0, None, False),
-    "log.every_steps": (1, None, True),
-}
+# key: (minimum, maximum or None, integer?): the specs' declared ranges, plus the library sections'.
+RANGES: dict[str, tuple[float, float | None, bool]] = {**spec_lib.ranges(), "peft.dropout": (0.0, 1.0, False)}
 
 
 class ConfigError(ValueError):

@@ -2,7 +2,7 @@
 
     python -m experiments.list_edits_warmup [--train_items 1800] [--eval_items 200] [--out runs/list_edits_warmup]
 
-The study needs a model that already does >= 90% of single list edits right (`benchmarks/list_edits_pilot.py`:
+The study needs a model that already does >= 90% of single list edits right (`experiments/list_edits_pilot.py`:
 the shipped 4-bit model does 1% zero-shot), so the long traces shape the procedure instead of teaching the step.
 This config fine-tunes on `list_edits.single_step_items` rows (one edit on one list, the zero-shot chat prompt, the
 bracketed list after the edit as the answer) that `experiments/list_edits_warmup.py` writes as JSONL and points

@@ -3,7 +3,7 @@
     python -m experiments.study_bitune --config=experiments/configs/study_bitune_v2_smollm2.py \\
         --out=docs/bitune_study_v2 [--pilot] [--only=lora_reverse_seed42,...]
 
-The task (`bitune_jax.data.two_hop`, K = `NUM_FACTS` facts) has a stated mechanism and a control: in reverse order
+The task (`bitune_jax.tasks.two_hop`, K = `NUM_FACTS` facts) has a stated mechanism and a control: in reverse order
 the fact needed second is listed first, so causal prompt tokens cannot compose the two hops while reading, and
 bidirectional ones can; in chain order a causal reader already can (the control: little or no Bitune gain
 expected). The prompt is the authors' listed-choices format, `Question: {facts} {question}\\n\\nChoices:\\n...\\n\\n

@@ -1,6 +1,6 @@
 """XLA prologue of the flash kernels: per-token key intervals and the per-block visit schedule.
 
-`MaskSpec` visibility (see `kernels.attention.dense_mask`) is rewritten per query token as an interval of key
+`MaskSpec` visibility (see `kernels.mask.dense_mask`) is rewritten per query token as an interval of key
 *positions* plus an optional segment test:
 
     visible(t, s)  <=>  q_lo[t] <= kv_pos[s] <= q_hi[t]  and  q_seg[t] == kv_seg[s]
@@ -27,7 +27,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from ..padding import pad_tokens
+from ..mask import MaskSpec, pad_spec
 
 INT_MAX = jnp.iinfo(jnp.int32).max
 INT_MIN = jnp.iinfo(jnp.int32).min
@@ -47,10 +47,11 @@ class TokenBounds:
         return self.q_seg is not None
 
 
-def token_bounds(spec, q_len: int, kv_len: int) -> TokenBounds:
-    """Intervals for `spec` (a `kernels.attention.MaskSpec`), padded with invisible tokens to `q_len`, `kv_len`."""
-    q_pos = pad_tokens(spec.q_positions.astype(jnp.int32), q_len, -1)
-    kv_pos = pad_tokens(spec.kv_positions.astype(jnp.int32), kv_len, -1)
+def token_bounds(spec: MaskSpec, q_len: int, kv_len: int) -> TokenBounds:
+    """Intervals for `spec`, padded with invisible tokens to `q_len`, `kv_len`."""
+    spec = pad_spec(spec, q_len, kv_len)
+    q_pos = spec.q_positions.astype(jnp.int32)
+    kv_pos = spec.kv_positions.astype(jnp.int32)
     q_ok = q_pos >= 0
     if spec.causal:
         q_hi = q_pos
@@ -73,8 +74,8 @@ def token_bounds(spec, q_len: int, kv_len: int) -> TokenBounds:
     if (spec.q_segment_ids is None) != (spec.kv_segment_ids is None):
         raise ValueError("MaskSpec needs both q_segment_ids and kv_segment_ids, or neither")
     if spec.q_segment_ids is not None:
-        q_seg = pad_tokens(spec.q_segment_ids.astype(jnp.int32), q_len, -1)
-        kv_seg = pad_tokens(spec.kv_segment_ids.astype(jnp.int32), kv_len, -1)
+        q_seg = spec.q_segment_ids.astype(jnp.int32)
+        kv_seg = spec.kv_segment_ids.astype(jnp.int32)
     return TokenBounds(q_lo=q_lo, q_hi=q_hi, kv_pos=kv_pos, q_seg=q_seg, kv_seg=kv_seg)
 
 

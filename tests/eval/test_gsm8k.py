@@ -19,8 +19,7 @@ from bitune_jax.eval.gsm8k import (
     GSM8KRow,
     cut_at_stop,
     evaluate_gsm8k,
-    evaluate_gsm8k_bitune,
-    evaluate_gsm8k_lm,
+    evaluate_gsm8k_generate_fn,
     flexible_extract,
     gsm8k_prompt,
     is_match,
@@ -28,6 +27,7 @@ from bitune_jax.eval.gsm8k import (
     read_gsm8k,
     strict_extract,
 )
+from bitune_jax.eval.model import TrainedModel
 from bitune_jax.models.config import ModelConfig
 from bitune_jax.models.transformer import init_params
 from bitune_jax.tokenizer import Tokenizer
@@ -222,7 +222,7 @@ def test_evaluate_with_canned_generations():
         calls.append(prompts)
         return [tok.encode(t) + ([2] if eos else []) for t, eos in CANNED[start : start + len(prompts)]]
 
-    records, summary = evaluate_gsm8k(fake_generate, tok, ROWS, batch_size=2)
+    records, summary = evaluate_gsm8k_generate_fn(fake_generate, tok, ROWS, batch_size=2)
     assert [len(c) for c in calls] == [2, 2, 1]
     prompts = [p for c in calls for p in c]
     for row, ids in zip(ROWS, prompts, strict=True):
@@ -238,7 +238,7 @@ def test_evaluate_with_canned_generations():
     assert summary == {"exact_match_strict": 0.4, "exact_match_flexible": 0.8, "questions": 5}
 
     calls.clear()
-    evaluate_gsm8k(fake_generate, tok, ROWS[:1], batch_size=4, add_bos=False)
+    evaluate_gsm8k_generate_fn(fake_generate, tok, ROWS[:1], batch_size=4, add_bos=False)
     assert calls[0][0] == tok.encode(gsm8k_prompt(ROWS[0].question), add_bos=False)
 
 
@@ -252,7 +252,7 @@ def tiny_lm() -> LM:
 def test_tiny_model_greedy_equals_a_direct_decode():
     lm, tok = tiny_lm(), char_tokenizer()
     rows = ROWS[:2]
-    records, summary = evaluate_gsm8k_lm(lm, rows, batch_size=2)
+    records, summary = evaluate_gsm8k(lm, rows, batch_size=2)
     assert summary["questions"] == 2
     for row, record in zip(rows, records, strict=True):
         ids = lm.generate([tok.encode(gsm8k_prompt(row.question), add_bos=True)], max_new_tokens=256)[0]
@@ -264,9 +264,7 @@ def test_tiny_model_greedy_equals_a_direct_decode():
     # Bitune with fresh adapters (B = 0) and alpha fixed at 0 decodes exactly like the plain model.
     bcfg = BituneConfig(learn_alpha=False, w_init=0.0)
     trainable = init_trainable(lm.params, lm.cfg, bcfg, jax.random.key(0))
-    bitune, _ = evaluate_gsm8k_bitune(
-        lm.params, trainable, lm.cfg, bcfg, tok, rows, eos_ids=lm.eos_ids, pad_id=lm.pad_id, batch_size=2
-    )
+    bitune, _ = evaluate_gsm8k(TrainedModel(lm, "bitune", trainable, bitune=bcfg), rows, batch_size=2)
     assert [r.generation for r in bitune] == [r.generation for r in records]
 
 
@@ -325,5 +323,5 @@ def test_command_line_on_a_model_directory(tmp_path, capsys):
     summary = main([*argv, "--out", str(tmp_path / "out" / "results.jsonl")])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == summary and summary["questions"] == 3
     lines = [json.loads(x) for x in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
-    records, want = evaluate_gsm8k_lm(lm, read_gsm8k(data)[:3], max_new_tokens=8)
+    records, want = evaluate_gsm8k(lm, read_gsm8k(data)[:3], max_new_tokens=8)
     assert lines[0] == {"summary": want} and [x["generation"] for x in lines[1:]] == [r.generation for r in records]

@@ -1,11 +1,10 @@
 """lm-evaluation-harness over bitune_jax: `simple_evaluate` offline on tasks written by the test (one multiple-choice,
 one generate_until) for a plain model, a PEFT run and a Bitune run. The plain model's log-likelihoods equal lm-eval's
 own `hf` model (transformers) on the same directory within 1e-4, and its accuracy equals the project's own scorer;
-the PEFT run (adapters merged) equals a forward with the adapters unmerged; the Bitune run equals `score_bitune`."""
+the PEFT run equals a forward with the adapters beside the base; the Bitune run equals `score_choices`."""
 
 import json
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -14,10 +13,11 @@ from lm_eval.tasks import TaskManager
 
 import bitune_jax as bj
 from bitune_jax.eval.datasets import read_mc
-from bitune_jax.eval.harness import BituneJaxLM, load_run
-from bitune_jax.eval.multiple_choice import MCConfig, next_token_logprobs, score_bitune, score_lm
+from bitune_jax.eval.harness import BituneJaxLM
+from bitune_jax.eval.multiple_choice import MCConfig, next_token_logprobs, score_choices
 from bitune_jax.models.transformer import forward
-from bitune_jax.train.loop import objective_from_config, run
+from bitune_jax.train.loop import run
+from bitune_jax.train.restore import restore_run
 from tests.train.tiny_run import smollm2_tokenizer, tiny_config, write_tiny_model
 
 pytestmark = pytest.mark.integration  # the integration tier: python -m pytest -m integration
@@ -104,7 +104,7 @@ def test_plain_model_equals_transformers_and_the_project_scorer(setup, monkeypat
         rtol=0,
     )
     assert ours["tiny_mc"]["acc,none"] == theirs["tiny_mc"]["acc,none"]
-    _, summary = score_lm(bj.load(model_dir), read_mc(mc), MC_FORMAT)
+    _, summary = score_choices(bj.load(model_dir), read_mc(mc), MC_FORMAT)
     assert summary["accuracy"] == pytest.approx(ours["tiny_mc"]["acc,none"])
     generated = [s["resps"][0][0] for s in ours_samples["tiny_gen"]]
     assert generated == [s["resps"][0][0] for s in their_samples["tiny_gen"]]  # greedy, cut at the stop string
@@ -123,14 +123,14 @@ def trained_run(model_dir, workdir, objective):
 
 
 def test_peft_run_scores_with_its_adapters(setup, tmp_path, monkeypatch):
-    """Merged into the base for the harness; checked against a forward with the adapters kept apart."""
+    """Checked against a forward of the base with the run's adapters."""
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     model_dir, mc, manager = setup
     workdir = trained_run(model_dir, tmp_path / "peft", "peft")
     model = BituneJaxLM(run=str(workdir), batch_size=4)
     _, samples = evaluate(model, ["tiny_mc"], manager)
-    trained, base = load_run(workdir), bj.load(model_dir)
-    peft = objective_from_config(trained.spec, base.cfg).peft
+    trained, base = restore_run(workdir), bj.load(model_dir)
+    peft = trained.peft
     tok = base.tokenizer
     expected = []
     for row in MC_ROWS:
@@ -152,12 +152,7 @@ def test_bitune_run_scores_and_generates_through_the_mixed_cache(setup, tmp_path
     model_dir, mc, manager = setup
     workdir = trained_run(model_dir, tmp_path / "bitune", "bitune")
     results, samples = evaluate(BituneJaxLM(run=str(workdir), batch_size=4), ["tiny_mc", "tiny_gen"], manager)
-    trained, base = load_run(workdir), bj.load(model_dir)
-    bcfg = objective_from_config(trained.spec, base.cfg).bitune
-    trainable = jax.tree.map(jnp.asarray, trained.trainable)
-    scores, summary = score_bitune(
-        base.params, trainable, base.cfg, bcfg, base.tokenizer, read_mc(mc), MC_FORMAT, pad_id=base.pad_id
-    )
+    scores, summary = score_choices(restore_run(workdir), read_mc(mc), MC_FORMAT)
     np.testing.assert_allclose(
         np.concatenate(choice_logprobs(samples["tiny_mc"])),
         np.concatenate([s.logprob_sum for s in scores]),

@@ -8,7 +8,8 @@ import transformers
 
 from bitune_jax.bitune import BituneConfig, init_trainable
 from bitune_jax.eval.datasets import MCItem, read_mc
-from bitune_jax.eval.multiple_choice import MCConfig, encode_item, next_token_logprobs, score_bitune, score_lm
+from bitune_jax.eval.model import TrainedModel
+from bitune_jax.eval.multiple_choice import MCConfig, encode_item, next_token_logprobs, score_choices
 
 pytestmark = pytest.mark.integration  # the integration tier: python -m pytest -m integration
 
@@ -22,7 +23,7 @@ def items():
 
 @pytest.fixture(scope="module")
 def plain(lm, items):
-    return score_lm(lm, items, MCConfig(batch_items=20))  # one forward, one compile
+    return score_choices(lm, items, MCConfig(batch_items=20))  # one forward, one compile
 
 
 def test_next_token_logprobs_matches_numpy():
@@ -89,9 +90,7 @@ def test_bitune_at_alpha_zero_with_fresh_adapters_equals_plain(lm, items, plain)
     bcfg = BituneConfig(learn_alpha=False, w_init=0.0)  # alpha = 0 and B = 0: the plain model exactly
     trainable = init_trainable(lm.params, lm.cfg, bcfg, jax.random.key(0))
     subset = items[:8]
-    scores, summary = score_bitune(
-        lm.params, trainable, lm.cfg, bcfg, lm.tokenizer, subset, MCConfig(), pad_id=lm.pad_id
-    )
+    scores, summary = score_choices(TrainedModel(lm, "bitune", trainable, bitune=bcfg), subset, MCConfig())
     got = np.concatenate([s.logprob_sum for s in scores])
     want = np.concatenate([s.logprob_sum for s in plain[0][:8]])
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)

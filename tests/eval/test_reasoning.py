@@ -8,13 +8,13 @@ import pytest
 
 from bitune_jax.bitune import BituneConfig, init_trainable
 from bitune_jax.eval.datasets import ReasoningItem
+from bitune_jax.eval.model import TrainedModel
 from bitune_jax.eval.reasoning import (
     SUFFIXES,
     ReasoningEvalConfig,
     build_prompt,
     evaluate,
-    evaluate_bitune,
-    evaluate_lm,
+    evaluate_generate_fn,
     write_generations_jsonl,
 )
 
@@ -68,7 +68,7 @@ def test_records_and_summary_from_canned_generations(lm, tmp_path):
         return out
 
     cfg = ReasoningEvalConfig(n=4, batch_size=3, ks=(1, 2, 4), seed=10)
-    records, summary = evaluate(fake_generate, tok, QUESTIONS[:2], cfg, lm.eos_ids)
+    records, summary = evaluate_generate_fn(fake_generate, tok, QUESTIONS[:2], cfg, lm.eos_ids)
     assert [len(p) for p, _ in calls] == [3, 3, 2] and [s for _, s in calls] == [10, 11, 12]
     a, b = records
     assert a.answers == ["5", "4", " 5 ", None] and a.correct == [True, False, True, False]
@@ -103,8 +103,8 @@ def test_config_checks():
 
 def test_greedy_batched_equals_one_at_a_time(lm):
     greedy = dict(temperature=0.0, max_new_tokens=6)
-    batched, summary = evaluate_lm(lm, QUESTIONS, ReasoningEvalConfig(batch_size=3, **greedy))
-    alone = [evaluate_lm(lm, [q], ReasoningEvalConfig(batch_size=1, **greedy))[0][0] for q in QUESTIONS]
+    batched, summary = evaluate(lm, QUESTIONS, ReasoningEvalConfig(batch_size=3, **greedy))
+    alone = [evaluate(lm, [q], ReasoningEvalConfig(batch_size=1, **greedy))[0][0] for q in QUESTIONS]
     assert [r.generations for r in batched] == [r.generations for r in alone]
     assert [r.lengths for r in batched] == [r.lengths for r in alone]
     assert all(0 < r.lengths[0] <= 6 for r in batched) and summary["questions"] == 3
@@ -115,15 +115,6 @@ def test_greedy_batched_equals_one_at_a_time(lm):
     # Bitune with fresh adapters (B = 0) and alpha fixed at 0 decodes exactly like the plain model.
     bcfg = BituneConfig(learn_alpha=False, w_init=0.0)
     trainable = init_trainable(lm.params, lm.cfg, bcfg, jax.random.key(0))
-    bitune, _ = evaluate_bitune(
-        lm.params,
-        trainable,
-        lm.cfg,
-        bcfg,
-        lm.tokenizer,
-        QUESTIONS,
-        ReasoningEvalConfig(batch_size=3, **greedy),
-        eos_ids=lm.eos_ids,
-        pad_id=lm.pad_id,
-    )
+    bitune_model = TrainedModel(lm, "bitune", trainable, bitune=bcfg)
+    bitune, _ = evaluate(bitune_model, QUESTIONS, ReasoningEvalConfig(batch_size=3, **greedy))
     assert [r.generations for r in bitune] == [r.generations for r in batched]

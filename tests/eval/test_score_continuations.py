@@ -3,17 +3,17 @@
 import jax
 import numpy as np
 
+from bitune_jax.api import LM
 from bitune_jax.bitune import BituneConfig, init_trainable
 from bitune_jax.eval.datasets import MCItem
+from bitune_jax.eval.model import TrainedModel
 from bitune_jax.eval.multiple_choice import (
     Encoded,
     MCConfig,
     _score_items,
-    bitune_next_token_scorer,
-    bitune_scorer,
-    lm_next_token_scorer,
-    lm_scorer,
+    answer_scorer,
     next_token_logprobs,
+    next_token_scorer,
     score_continuations,
     score_next_tokens,
 )
@@ -21,23 +21,16 @@ from bitune_jax.models.transformer import forward, init_params
 from tests.tiny_models import TINY
 
 
-class _LM:  # what `lm_scorer` reads from a `bitune_jax.LM`
-    def __init__(self, cfg, params):
-        from bitune_jax.models.compute import Compute
-
-        self.cfg, self.params, self.compute = cfg, params, Compute()
-
-
 def test_sums_and_greedy_flags_equal_a_full_forward_per_pair():
     cfg = TINY["llama"]
-    lm = _LM(cfg, init_params(cfg, jax.random.key(0), scale=0.5))
+    lm = LM(cfg, init_params(cfg, jax.random.key(0), scale=0.5))
     rng = np.random.RandomState(0)
     pairs = [(rng.randint(1, cfg.vocab_size, p).tolist(), rng.randint(1, cfg.vocab_size, c).tolist()) for p, c in
              [(3, 2), (7, 1), (1, 5), (4, 4), (2, 3)]]  # fmt: skip
     # The greedy continuation of the first context, one token: its flag must be True.
     logits, _ = forward(lm.params, np.asarray([pairs[0][0]]), cfg)
     pairs.append((pairs[0][0], [int(np.argmax(logits[0, -1]))]))
-    got = score_continuations(pairs, lm_scorer(lm), pad_id=0, max_len=cfg.max_seq_len, rows_multiple=4)
+    got = score_continuations(pairs, answer_scorer(lm), pad_id=0, max_len=cfg.max_seq_len, rows_multiple=4)
     for (ctx, cont), (logprob, greedy) in zip(pairs, got, strict=True):
         ids = np.asarray([ctx + cont])
         logits, _ = forward(lm.params, ids, cfg)
@@ -51,12 +44,12 @@ def test_sums_and_greedy_flags_equal_a_full_forward_per_pair():
 
 def test_padding_rows_and_width_do_not_change_the_scores():
     cfg = TINY["gemma3"]  # sliding-window layers too
-    lm = _LM(cfg, init_params(cfg, jax.random.key(1), scale=0.5))
+    lm = LM(cfg, init_params(cfg, jax.random.key(1), scale=0.5))
     rng = np.random.RandomState(1)
     pairs = [(rng.randint(1, cfg.vocab_size, 5).tolist(), rng.randint(1, cfg.vocab_size, 3).tolist()) for _ in range(3)]
-    tight = score_continuations(pairs, lm_scorer(lm), pad_id=0, max_len=cfg.max_seq_len, rows_multiple=1)
+    tight = score_continuations(pairs, answer_scorer(lm), pad_id=0, max_len=cfg.max_seq_len, rows_multiple=1)
     wide = score_continuations(
-        pairs, lm_scorer(lm), pad_id=0, max_len=cfg.max_seq_len, rows_multiple=8, width_multiple=32
+        pairs, answer_scorer(lm), pad_id=0, max_len=cfg.max_seq_len, rows_multiple=8, width_multiple=32
     )
     np.testing.assert_allclose([s for s, _ in tight], [s for s, _ in wide], atol=1e-5, rtol=0)
 
@@ -71,11 +64,11 @@ def _one_token_pairs(cfg, rng, lengths):
 
 def test_one_row_per_context_scores_every_candidate_as_one_row_each_would():
     cfg = TINY["llama"]
-    lm = _LM(cfg, init_params(cfg, jax.random.key(2), scale=0.5))
+    lm = LM(cfg, init_params(cfg, jax.random.key(2), scale=0.5))
     contexts = _one_token_pairs(cfg, np.random.RandomState(2), [3, 9, 1, 6, 4])
-    got = score_next_tokens(contexts, lm_next_token_scorer(lm), pad_id=0, max_len=cfg.max_seq_len)
+    got = score_next_tokens(contexts, next_token_scorer(lm), pad_id=0, max_len=cfg.max_seq_len)
     per_row = [(ctx, [t]) for ctx, tokens in contexts for t in tokens]
-    want = [s for s, _ in score_continuations(per_row, lm_scorer(lm), pad_id=0, max_len=cfg.max_seq_len)]
+    want = [s for s, _ in score_continuations(per_row, answer_scorer(lm), pad_id=0, max_len=cfg.max_seq_len)]
     # float32: batches of 8 and 24 rows reduce in other orders (log P near -10 differ ~1e-6)
     np.testing.assert_allclose(np.ravel(got), want, atol=1e-5, rtol=0)
     assert len({round(v, 3) for v in np.ravel(got)}) > 10  # the candidates are told apart, not one shared value
@@ -89,19 +82,19 @@ def test_bitune_one_row_per_context_equals_one_row_per_candidate_over_the_mixed_
     noise = iter(jax.random.split(jax.random.key(5), len(jax.tree.leaves(trainable))))
     trainable = jax.tree.map(lambda x: x + 0.1 * jax.random.normal(next(noise), x.shape, x.dtype), trainable)
     contexts = _one_token_pairs(cfg, np.random.RandomState(3), [5, 8, 2, 7])
-    scorer = bitune_next_token_scorer(base, trainable, cfg, bcfg)
-    got = score_next_tokens(contexts, scorer, pad_id=0, max_len=cfg.max_seq_len)
+    model = TrainedModel(LM(cfg, base), "bitune", trainable, bitune=bcfg)
+    got = score_next_tokens(contexts, next_token_scorer(model), pad_id=0, max_len=cfg.max_seq_len)
     per_row = [(ctx, [t]) for ctx, tokens in contexts for t in tokens]
-    rows = score_continuations(per_row, bitune_scorer(base, trainable, cfg, bcfg), pad_id=0, max_len=cfg.max_seq_len)
+    rows = score_continuations(per_row, answer_scorer(model), pad_id=0, max_len=cfg.max_seq_len)
     np.testing.assert_allclose(np.ravel(got), [s for s, _ in rows], atol=1e-5, rtol=0)
-    plain = score_next_tokens(contexts, lm_next_token_scorer(_LM(cfg, base)), pad_id=0, max_len=cfg.max_seq_len)
+    plain = score_next_tokens(contexts, next_token_scorer(LM(cfg, base)), pad_id=0, max_len=cfg.max_seq_len)
     assert np.abs(np.ravel(got) - np.ravel(plain)).max() > 1e-3  # the mixed cache is read, not the plain one
 
 
 def test_items_of_one_token_choices_share_a_row_and_the_rest_keep_one_row_per_choice():
     """Mixed items: the shared path for the one-token items, one row per choice for the others, the same sums."""
     cfg = TINY["llama"]
-    lm = _LM(cfg, init_params(cfg, jax.random.key(6), scale=0.5))
+    lm = LM(cfg, init_params(cfg, jax.random.key(6), scale=0.5))
     rng = np.random.RandomState(6)
     encoded = [
         Encoded(rng.randint(1, cfg.vocab_size, 4).tolist(), [[5], [9], [11]], ["a", "b", "c"]),
@@ -113,9 +106,9 @@ def test_items_of_one_token_choices_share_a_row_and_the_rest_keep_one_row_per_ch
 
     def counting(batch, widths):
         seen.append(sorted(int(n) for n in np.asarray(batch.prompt_len) if n > 1))  # filler rows: a 1-token prompt
-        return lm_next_token_scorer(lm)(batch, widths)
+        return next_token_scorer(lm)(batch, widths)
 
-    args = (items, encoded, lm_scorer(lm), MCConfig(), 0, cfg.max_seq_len)
+    args = (items, encoded, answer_scorer(lm), MCConfig(), 0, cfg.max_seq_len)
     shared, _ = _score_items(*args, counting)
     reference, _ = _score_items(*args)  # no next-token scorer: one row per choice for every item
     assert seen == [[2, 4]]  # items 0 and 2 in one forward, one row each; item 1 (a two-token choice) not there

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from bitune_jax.data import list_edits
 from bitune_jax.data.records import read_jsonl
+from bitune_jax.tasks import list_edits
 from experiments.list_edits_warmup import export_warmed, make_items, write_training_jsonl
 
 

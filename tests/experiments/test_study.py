@@ -7,7 +7,7 @@ import types
 import numpy as np
 import pytest
 
-from bitune_jax.data import list_edits
+from bitune_jax.tasks import list_edits
 from bitune_jax.train import saturation
 from bitune_jax.train.loop import run
 from experiments.study import load_config_module, point_config, point_name, run_points, select_points

@@ -8,8 +8,8 @@ import types
 import numpy as np
 import pytest
 
-from bitune_jax.data import two_hop
-from bitune_jax.eval.multiple_choice import score_lm
+from bitune_jax.eval.multiple_choice import score_choices
+from bitune_jax.tasks import two_hop
 from experiments import study_bitune
 from experiments.study import load_config_module, point_config, run_points
 from tests.train.tiny_run import smollm2_tokenizer, tiny_config, write_tiny_model
@@ -94,10 +94,10 @@ def test_grid_scores_every_arm_pairs_items_and_reports(model_dir, tmp_path):
     assert len(np.ravel(bitune["alpha_k"])) == 2  # per layer of the tiny model
 
     # the plain arm's score equals scoring its trained model directly with the same rendering
-    from bitune_jax.eval.harness import BituneJaxLM
+    from bitune_jax.train.restore import restore_run
 
-    direct, _ = score_lm(
-        BituneJaxLM(run=lora["point"]["workdir"]).lm,
+    direct, _ = score_choices(
+        restore_run(lora["point"]["workdir"], dtype="float32", attn_impl="xla"),
         [two_hop.to_mc_item(r) for r in tests[("reverse", 4)]],
         study_bitune.SCORING,
     )

@@ -1,5 +1,5 @@
 """Blockwise XLA attention (online softmax, hand-written backward) against the dense-mask reference, forward and
-backward, and the `impl="auto"` routing.
+backward (the entry point and its `impl="auto"` routing: test_attention.py).
 
 float32: max abs error <= 1e-5 for out, dq, dk, dv. bfloat16: <= 2e-2 x (1 + max |reference|), as for the Pallas
 kernels (the two paths round the probabilities before P @ V at different points).
@@ -7,15 +7,14 @@ kernels (the two paths round the probabilities before P @ V at different points)
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bitune_jax.kernels.attention import IMPLS, MaskSpec, _xla_attention, attention, resolve_impl
+from bitune_jax.kernels.attention import _xla_attention
 from bitune_jax.kernels.blockwise_attention import blockwise_attention
+from bitune_jax.kernels.mask import MaskSpec
 
 F32_TOL = 1e-5
 BF16_TOL = 2e-2
@@ -114,24 +113,3 @@ def test_memory_is_blockwise():
     dense = temp_bytes(lambda q, k, v: _xla_attention(q, k, v, spec, 0.25, None))
     assert dense >= dense_scores  # the reference does hold the scores (so the measure can tell)
     assert blockwise < dense_scores / 4, (blockwise, dense_scores)
-
-
-def test_auto_routing():
-    assert set(IMPLS) == {"xla", "blockwise", "pallas", "auto"}
-    assert resolve_impl("auto", 1, 4096, "gpu") == "xla"  # decode never pads queries to a 128-row flash tile
-    assert resolve_impl("auto", 64, 32768, "tpu") == "xla"
-    assert resolve_impl("auto", 128, 128, "gpu") == "pallas"
-    assert resolve_impl("auto", 4096, 32768, "tpu") == "pallas"
-    assert resolve_impl("auto", 512, 512, "cpu") == "xla"
-    assert resolve_impl("auto", 4096, 32768, "cpu") == "blockwise"
-    assert resolve_impl("blockwise", 1, 1, "gpu") == "blockwise"
-    with pytest.raises(ValueError, match="unknown attention impl 'cuda'"):
-        resolve_impl("cuda", 1, 1)
-
-
-def test_entry_point_blockwise_equals_xla():
-    n = 300
-    q, k, v, _ = _qkv(5, 1, n, n, 2, 1, 16)
-    spec = MaskSpec(q_positions=_positions(1, n), kv_positions=_positions(1, n), prefix_len=jnp.array([17]))
-    run = functools.partial(attention, q, k, v, mask_spec=spec, scale=0.25)
-    np.testing.assert_allclose(run(impl="blockwise"), run(impl="xla"), atol=F32_TOL)

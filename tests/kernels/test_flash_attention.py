@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 from jax import export
 
-from bitune_jax.kernels.attention import IMPLS, MaskSpec, _xla_attention, attention, dense_mask
+from bitune_jax.kernels.attention import _xla_attention, attention
 from bitune_jax.kernels.flash_attention import BlockSizes, block_skip_fraction, flash_attention
+from bitune_jax.kernels.mask import MaskSpec, dense_mask
 from bitune_jax.kernels.pallas import schedule
 
 F32_TOL = 1e-5
@@ -294,21 +295,6 @@ def test_block_schedule_is_conservative_and_skips():
     assert abs(float(block_skip_fraction(causal, 4096, 4096, blocks)) - (1 - 33 / 64)) < 1e-6  # 32 blocks: 496/1024
     causal_states = schedule.block_states(schedule.token_bounds(causal, 4096, 4096), 128, 128)
     assert int((causal_states == schedule.PARTIAL).sum()) == 32  # only the diagonal tiles need the mask
-
-
-# ------------------------------------------------------------------------------------------------ entry point
-
-
-def test_attention_entry_point_impls():
-    assert set(IMPLS) == {"xla", "blockwise", "pallas", "auto"}
-    n = 21
-    q, k, v, _ = _qkv(11, 2, n, n, 2, 1, 64)
-    spec = MaskSpec(q_positions=_positions(2, n), kv_positions=_positions(2, n), prefix_len=jnp.array([4, 9]))
-    ref = attention(q, k, v, mask_spec=spec, scale=0.125, impl="xla")
-    np.testing.assert_array_equal(attention(q, k, v, mask_spec=spec, scale=0.125, impl="auto"), ref)  # XLA on CPU
-    np.testing.assert_allclose(attention(q, k, v, mask_spec=spec, scale=0.125, impl="pallas"), ref, atol=F32_TOL)
-    with pytest.raises(ValueError, match="unknown attention impl"):
-        attention(q, k, v, mask_spec=spec, scale=0.125, impl="cuda")
 
 
 # ------------------------------------------------------------------------------------------------ export

@@ -109,7 +109,7 @@ def test_an_hf_dataset_directory_is_compared_by_content(tmp_path):
 
 def test_synthetic_data_is_compared_by_its_generated_records(tmp_path, monkeypatch):
     """A changed generator under unchanged settings is other data: the resume is refused, naming it."""
-    from bitune_jax.data import list_edits
+    from bitune_jax.tasks import list_edits
 
     c = base()
     c.workdir = str(tmp_path / "run")

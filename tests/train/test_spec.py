@@ -40,3 +40,18 @@ def test_a_key_outside_base_is_named():
     del values["train"]["lr"]
     with pytest.raises(KeyError, match=r"config.train: keys \['lrr'\] are not in the run config and \['lr'\] are"):
         RunSpec.from_config(values)
+
+
+def test_every_key_declares_its_meaning_and_its_default_is_allowed():
+    """The specs are the one source of the config: each of their own keys says what it does, and each default
+    passes the checks declared beside it (choices of a `Literal`, a range)."""
+    from bitune_jax.train.spec import choices, keys, ranges
+
+    library = ("peft.", "saturation.")  # PeftConfig and SaturationConfig document themselves
+    undocumented = [k for k, v in keys().items() if not v.doc and not k.startswith(library)]
+    assert not undocumented, undocumented
+    for k, allowed in choices().items():
+        assert keys()[k].default in allowed, k
+    for k, (lo, hi, integer) in ranges().items():
+        default = keys()[k].default
+        assert lo <= default and (hi is None or default <= hi) and isinstance(default, int) == integer, k

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bitune_jax.data import read_jsonl, tokenize_records
-from bitune_jax.data.synthetic import INSTRUCTION, generate, solve, train_test_split, write_jsonl
+from bitune_jax.tasks.arithmetic import INSTRUCTION, generate, solve, train_test_split, write_jsonl
 
 EQUATION = re.compile(r"^Step (\d+): .*, so (\d+) ([-+*/]) (\d+) = (\d+)\.$")
 APPLY = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b, "/": lambda a, b: a // b}

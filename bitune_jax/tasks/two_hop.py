@@ -49,12 +49,13 @@ Strings produced, and why. The Record is the Bitune authors' plain SFT format (d
 the user message is `"{facts} {question}\\n\\nChoices:\\n{one choice a line}"` and the assistant message is the
 gold color alone (e.g. `"red"`), which `bitune_jax.data.tokenize` renders as the prompt
 `"Question: {user message}\\n\\nAnswer:"` and the answer `" red"` + EOS. The `MCItem` (`to_mc_item`, `mc_items`)
-has that whole rendered prompt as its `question` and the colors as `choices`, for `score_lm(lm, items, AUTHORS_MC)`
-or `score_bitune(..., cfg=AUTHORS_MC)`: `AUTHORS_MC` renders `"{question}"` verbatim and scores `" " + choice`,
-which is the authors' listed-choices evaluation format (`bitune_mc`) and at the same time the training prompt and
-answer text, character for character. So a model is trained and scored on the same text, and what it learns is
-the task, not a format change. One token differs: `AUTHORS_MC` forces BOS, while the plain training path adds BOS
-only when the tokenizer does (SmolLM2's does not, so its training prompts start without BOS); the text is the same.
+has that whole rendered prompt as its `question` and the colors as `choices`, for
+`score_choices(model, items, AUTHORS_MC)` (a plain, PEFT or Bitune model): `AUTHORS_MC` renders `"{question}"`
+verbatim and scores `" " + choice`, which is the authors' listed-choices evaluation format (`bitune_mc`) and at the
+same time the training prompt and answer text, character for character. So a model is trained and scored on the
+same text, and what it learns is the task, not a format change. One token differs: `AUTHORS_MC` forces BOS, while
+the plain training path adds BOS only when the tokenizer does (SmolLM2's does not, so its training prompts start
+without BOS); the text is the same.
 
 What it measures, and why reverse order should favour bidirectional prompt reading. To answer, the model must
 compose the hops: S -> F (hop 1), then F -> G (hop 2). A causal reader can do part of that while it reads the
@@ -70,7 +71,7 @@ causal reader needs is already available there, so little or no Bitune gain is e
 
 What it does not show. The causal path in reverse order is not closed, only a different one (the friend fact's
 bridge token can still look back), so the predicted order effect is a tendency to measure, not a guarantee: the
-pilot (`benchmarks/two_hop_pilot.py`) reads it on the untrained model. The swap also moves the gold's color fact: it
+pilot (`experiments/two_hop_pilot.py`) reads it on the untrained model. The swap also moves the gold's color fact: it
 sits at the earlier of the two chain slots in reverse order and at the later one in chain order, so any recency bias
 separates the orders without any composition. The untrained SmolLM2-135M-Instruct has a strong one (K = 6, 500
 problems: accuracy 0.12 with the gold's color fact first, 0.46 with it fifth (24 problems), in reverse order) and is
@@ -96,6 +97,7 @@ import numpy as np
 
 from bitune_jax.data.records import Record, write_jsonl
 from bitune_jax.data.tokenize import PLAIN_PROMPT
+from bitune_jax.eval.datasets import MCItem
 
 __all__ = [
     "generate",
@@ -405,14 +407,9 @@ def train_test_split(
     return list(itertools.islice(pool, n_train)), test
 
 
-def to_mc_item(record: Record, with_facts: bool = True):
-    """The record as an `MCItem` for `score_lm(lm, items, AUTHORS_MC)`: its `question` is the whole rendered
-    training prompt (`with_facts=False`: without the facts), its choices the colors, its label the gold's index.
-
-    `bitune_jax.eval` is imported here, not at the top: `eval` imports `data`, so `data` must not import `eval`.
-    """
-    from bitune_jax.eval.datasets import MCItem
-
+def to_mc_item(record: Record, with_facts: bool = True) -> MCItem:
+    """The record as an `MCItem` for `score_choices(model, items, AUTHORS_MC)`: its `question` is the whole rendered
+    training prompt (`with_facts=False`: without the facts), its choices the colors, its label the gold's index."""
     meta = record.meta
     return MCItem(
         question=prompt_text(meta, with_facts),
@@ -424,6 +421,6 @@ def to_mc_item(record: Record, with_facts: bool = True):
     )
 
 
-def mc_items(n: int, *, seed: int, order: str, num_facts: int = 6, with_facts: bool = True) -> list:
+def mc_items(n: int, *, seed: int, order: str, num_facts: int = 6, with_facts: bool = True) -> list[MCItem]:
     """`generate(...)`'s problems as `MCItem`s (`to_mc_item`), same seed, same problems, same order."""
     return [to_mc_item(r, with_facts) for r in generate(n, seed=seed, order=order, num_facts=num_facts)]

@@ -1,9 +1,9 @@
-"""Pilot for the 2-hop lookup task (`bitune_jax.data.two_hop`) on SmolLM2-135M-Instruct, untrained.
+"""Pilot for the 2-hop lookup task (`bitune_jax.tasks.two_hop`) on SmolLM2-135M-Instruct, untrained.
 
-    python -m benchmarks.two_hop_pilot [--items 500] [--num_facts 6] [--seed 0]
+    python -m experiments.two_hop_pilot [--items 500] [--num_facts 6] [--seed 0]
 
 The untrained model scored by log-likelihood in the Bitune authors' listed-choices format
-(`score_lm(lm, items, AUTHORS_MC)`, the prompt exactly the plain training prompt, each color scored as " color") on
+(`score_choices(lm, items, AUTHORS_MC)`, the prompt exactly the plain training prompt, each color scored as " color") on
 the same `--items` problems in both fact orders, side by side:
   a. accuracy in reverse order (the fact needed second listed first) and in chain order, and per item the paired
      outcome (both right, only one right, both wrong), the agreement of the predicted choice between orders and an
@@ -30,8 +30,8 @@ import time
 import numpy as np
 
 import bitune_jax as bj
-from bitune_jax.data import two_hop
-from bitune_jax.eval import AUTHORS_MC, score_lm
+from bitune_jax.eval import AUTHORS_MC, score_choices
+from bitune_jax.tasks import two_hop
 
 
 def mcnemar_p(b: int, c: int) -> float:
@@ -58,7 +58,7 @@ def _kind(item, pred: int) -> str:
 
 def _score(lm, items, cfg, name: str):
     t = time.perf_counter()
-    scores, summary = score_lm(lm, items, cfg)
+    scores, summary = score_choices(lm, items, cfg)
     preds = [s.pred for s in scores]
     print(f"{name}: {len(items)} items in {time.perf_counter() - t:.0f} s, accuracy {summary['accuracy']:.3f}")
     return np.asarray(preds), summary

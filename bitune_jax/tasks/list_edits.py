@@ -24,7 +24,7 @@ What it measures: whether supervised fine-tuning on reasoning traces teaches the
 steps on problems it has never seen, scored like AIME (exact match of the last `\\boxed{}`), and how training token
 accuracy on the traces (memorization) relates to held-out accuracy as the number of epochs grows.
 
-Why it is a fair toy stand-in for long-CoT SFT, next to the arithmetic task (`synthetic`): it has the same shape (a
+Why it is a fair toy stand-in for long-CoT SFT, next to the arithmetic task (`arithmetic`): it has the same shape (a
 `<think>` trace, then a boxed answer, loss on the response only), a checkable answer, a length knob (`min_steps`,
 `max_steps`), a test set disjoint in problem text from the training pool, and a streamed pool (`generate(n)` is a
 prefix of `generate(m)` for n < m). Unlike arithmetic, each single step (copy a short list of common one-token words,
@@ -32,7 +32,7 @@ with one word added, dropped or moved) needs no knowledge, only attention to the
 steps can give the model the step-level skill before the study; the repetition study then compares epochs with data
 on a task the model can already do piecewise, and SFT shapes the trace (translate each story sentence into a canonical
 edit, restate the whole list, never lose a word) rather than teaching a missing skill. The gate is measured, not
-assumed: `single_step_items` and `benchmarks/list_edits_pilot.py`. Measured on the shipped SmolLM2-135M-Instruct
+assumed: `single_step_items` and `experiments/list_edits_pilot.py`. Measured on the shipped SmolLM2-135M-Instruct
 (its 4-bit GGUF) before any warm-up: 1% of 200 single steps right zero-shot, 0.5% 3-shot, so the warm-up is needed.
 The two families, the random phrasings of the question and the random styles of the trace keep one epoch from
 being learned by rote. With `cot=False` the same
@@ -48,9 +48,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from bitune_jax.data.problem_stream import StepsTask
 from bitune_jax.data.records import Record, write_jsonl
-from bitune_jax.data.synthetic import ANSWER_ONLY_INSTRUCTION, INSTRUCTION
+from bitune_jax.tasks.arithmetic import ANSWER_ONLY_INSTRUCTION, INSTRUCTION
+from bitune_jax.tasks.problem_stream import StepsTask
 
 __all__ = [
     "generate",
@@ -424,7 +424,7 @@ def generate(n: int, *, seed: int, min_steps: int = 8, max_steps: int = 12, cot:
 
 def split(spec) -> tuple[list[Record], list[Record]]:
     """`(training pool, disjoint test set)` from any object with `pool_size`, `test_size`, `seed`, `min_steps`,
-    `max_steps` and `cot` (the shape of a run config's `data.synthetic` section), like `synthetic.split`."""
+    `max_steps` and `cot` (the shape of a run config's `data.synthetic` section), like `arithmetic.split`."""
     return TASK.split(spec)
 
 

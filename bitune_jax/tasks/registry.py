@@ -1,17 +1,17 @@
 """The synthetic tasks a run config names in `data.synthetic.task`: each is generated here, with a disjoint test set.
 
-`arithmetic` (`synthetic.py`) is the embedded default's long-CoT task; `list_edits` (`list_edits.py`) is list-state
+`arithmetic` (`arithmetic.py`) is the embedded default's long-CoT task; `list_edits` (`list_edits.py`) is list-state
 tracking, whose single steps a small model can learn first, so that repetition SFT shapes the trace, not the skill.
 Both split a run's `data.synthetic` section the same way (`problem_stream.StepsTask.split`).
 """
 
 from __future__ import annotations
 
-from bitune_jax.data import list_edits, synthetic
-from bitune_jax.data.problem_stream import StepsTask
 from bitune_jax.data.records import Record
+from bitune_jax.tasks import arithmetic, list_edits
+from bitune_jax.tasks.problem_stream import StepsTask
 
-TASKS: dict[str, StepsTask] = {"arithmetic": synthetic.TASK, "list_edits": list_edits.TASK}
+TASKS: dict[str, StepsTask] = {"arithmetic": arithmetic.TASK, "list_edits": list_edits.TASK}
 DESCRIPTIONS = {"arithmetic": "arithmetic", "list_edits": "list-state tracking"}
 
 

@@ -9,7 +9,9 @@ from bitune_jax.checkpoints.gguf_file import locate_packaged_gguf, open_gguf
 from bitune_jax.checkpoints.gguf_tokenizer import tokenizer_from_gguf
 from bitune_jax.data import read_jsonl
 from bitune_jax.data.tokenize import plain_prompt_answer
-from bitune_jax.data.two_hop import (
+from bitune_jax.eval import AUTHORS_MC
+from bitune_jax.eval.multiple_choice import encode_item
+from bitune_jax.tasks.two_hop import (
     COLORS,
     MAX_FACTS,
     MIN_FACTS,
@@ -23,8 +25,6 @@ from bitune_jax.data.two_hop import (
     train_test_split,
     write_jsonl,
 )
-from bitune_jax.eval import AUTHORS_MC
-from bitune_jax.eval.multiple_choice import encode_item
 
 KS = range(MIN_FACTS, MAX_FACTS + 1)
 # Parsed here, independently of the module: the user message's facts, the question, the listed choices.

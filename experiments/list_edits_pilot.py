@@ -1,6 +1,6 @@
-"""Pilot gate for the list-edits long-CoT task (`bitune_jax.data.list_edits`) on SmolLM2-135M-Instruct, untrained.
+"""Pilot gate for the list-edits long-CoT task (`bitune_jax.tasks.list_edits`) on SmolLM2-135M-Instruct, untrained.
 
-    python -m benchmarks.list_edits_pilot [--items 200] [--seed 0] [--batch 16] [--problems 200] [--max_len 8]
+    python -m experiments.list_edits_pilot [--items 200] [--seed 0] [--batch 16] [--problems 200] [--max_len 8]
 
 The task is meant for a repetition-SFT study only if the model can already do its single steps, so that SFT shapes
 the trace instead of teaching a skill. Measured side by side:
@@ -25,8 +25,8 @@ import time
 import numpy as np
 
 import bitune_jax as bj
-from bitune_jax.data import list_edits
-from bitune_jax.eval.single_steps import print_accuracy_table, score_single_steps
+from bitune_jax.tasks import list_edits
+from bitune_jax.tasks.list_edits_scoring import print_accuracy_table, score_single_steps
 
 SHOTS = 3
 

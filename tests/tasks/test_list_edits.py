@@ -7,7 +7,8 @@ import types
 import pytest
 
 from bitune_jax.data import read_jsonl
-from bitune_jax.data.list_edits import (
+from bitune_jax.eval.answers import is_correct, last_boxed
+from bitune_jax.tasks.list_edits import (
     ANSWER_ONLY_INSTRUCTION,
     FAMILIES,
     INSTRUCTION,
@@ -29,7 +30,6 @@ from bitune_jax.data.list_edits import (
     train_test_split,
     write_jsonl,
 )
-from bitune_jax.eval.answers import is_correct, last_boxed
 
 STEP_PATTERN_OF_STYLE = [  # one pattern per step-line style, matching any edit and any bracketed list
     re.compile(
@@ -186,7 +186,7 @@ def test_train_test_disjoint_and_nested():
 
 def test_disjoint_when_collisions_are_likely(monkeypatch):
     """With three words per family and two-word start lists, independent streams share questions; the split not."""
-    from bitune_jax.data import list_edits
+    from bitune_jax.tasks import list_edits
 
     monkeypatch.setattr(list_edits, "WORDS", {"list": ("apple", "cat", "dog"), "queue": ("Tom", "Ann", "Ben")})
     monkeypatch.setattr(list_edits, "START_LEN", (2, 2))

@@ -1,7 +1,7 @@
 """Single-step scoring helpers of the list-edits pilot gate, without a model."""
 
-from bitune_jax.data import list_edits
-from bitune_jax.eval.single_steps import any_list, chat_messages, generate_texts, verdict
+from bitune_jax.tasks import list_edits
+from bitune_jax.tasks.list_edits_scoring import any_list, chat_messages, generate_texts, verdict
 
 
 def test_verdicts_tell_the_error_kinds_apart():

@@ -1,8 +1,8 @@
-"""Single-step scoring for the list-edits task (`bitune_jax.data.list_edits`): can a model do one edit on one list?
+"""Single-step scoring for the list-edits task (`list_edits`): can a model do one edit on one list?
 
 The pilot gate of the repetition study: greedy answers to `single_step_items`, read with `parse_list` and compared
 exactly (`verdict`: correct, wrong order, wrong words, or no list), optionally after a few worked examples in the
-chat (`shots`), with accuracy per op and family. `benchmarks/list_edits_pilot.py` runs it on the untrained model,
+chat (`shots`), with accuracy per op and family. `experiments/list_edits_pilot.py` runs it on the untrained model,
 `experiments/list_edits_warmup.py` before and after the single-step warm-up.
 """
 
@@ -14,7 +14,7 @@ import re
 import numpy as np
 
 from bitune_jax.chat import encode_chat
-from bitune_jax.data import list_edits
+from bitune_jax.tasks import list_edits
 
 BRACKETED = re.compile(r"\[([^\[\]\n]*)\]")
 

@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from bitune_jax.data.problem_stream import StepsTask
 from bitune_jax.data.records import Record, write_jsonl
+from bitune_jax.tasks.problem_stream import StepsTask
 
 __all__ = ["generate", "train_test_split", "write_jsonl", "solve", "INSTRUCTION", "ANSWER_ONLY_INSTRUCTION"]
 
