@@ -81,3 +81,34 @@ class Recovery:
         return cls(
             skip=frozenset(saved["skip"]), lr_scale=float(saved["lr_scale"]), rollbacks=tuple(saved["rollbacks"])
         )
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss or gradient norm became NaN/inf; the run stopped without saving the bad state."""
+
+
+class Diverged(Exception):
+    """A non-finite step under `train.on_nonfinite="rollback"`: the loop rolls back (carries the host stats)."""
+
+    def __init__(self, stats: Any):
+        super().__init__(int(stats.bad_batch))
+        self.stats = stats  # epoch_stats.EpochStats on the host
+
+
+def describe_bad_step(stats: Any, steps_per_epoch: int) -> str:
+    """Where the first non-finite step of `stats` (host `EpochStats`) was, and its loss and gradient norm."""
+    bad_epoch, bad_index = divmod(int(stats.bad_batch), steps_per_epoch)
+    return (
+        f"non-finite loss ({float(stats.bad_loss)}) or gradient norm ({float(stats.bad_grad_norm)}) at epoch "
+        f"{bad_epoch}, batch {bad_index}"
+    )
+
+
+def known_good_text(windows: Sequence[Window], directory: Any) -> str:
+    """The last known good checkpoint, in words, for an error message."""
+    good = last_known_good(windows)
+    if good is None:
+        return (
+            "none (no checkpoint was saved before the divergence without a loss or gradient-norm spike in its window)"
+        )
+    return f"step {good} in {directory}"

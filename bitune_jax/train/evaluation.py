@@ -27,7 +27,7 @@ from bitune_jax.models.transformer import Params
 from bitune_jax.tasks import registry as synthetic_tasks
 from bitune_jax.train.objectives import Objective
 from bitune_jax.train.restore import model_from_state
-from bitune_jax.train.spec import EvalSpec, MMLUSpec, RunSpec
+from bitune_jax.train.spec import MMLUSpec, RunSpec
 
 SUMMARY_KEYS = ("avg@n", "pass@1", "mean_length", "terminated_fraction")  # logged as eval_<key>
 
@@ -145,11 +145,6 @@ class MMLUEval:
         plain = model_from_state(objective, trainable, frozen, lm).merged()
         result = evaluate_mmlu(plain, self.test, self.dev, shots=self.shots, batch_size=self.batch_size)
         return {"mmlu_macro": result["mmlu_macro"], "mmlu_micro": result["mmlu_micro"]}
-
-
-def eval_due(ev: EvalSpec, epoch: int, last: bool) -> bool:
-    """After epoch `epoch` (1-based): every `every_epochs` epochs, and after the last epoch of the run."""
-    return bool(ev.every_epochs) and (epoch % ev.every_epochs == 0 or last)
 
 
 def log_values(summary: dict[str, Any]) -> dict[str, float]:

@@ -7,9 +7,7 @@ goes into each checkpoint, so a killed run restarted with the same command conti
 
 from __future__ import annotations
 
-import collections
 import dataclasses
-import functools
 import json
 import pathlib
 from typing import Any
@@ -19,172 +17,32 @@ import numpy as np
 from ml_collections import ConfigDict
 
 import bitune_jax as bj
-from bitune_jax import kernels
-from bitune_jax.bitune import BituneConfig, alpha
-from bitune_jax.data import EpochBatches, SFTBatch, read_records, split_pool, tokenize_records
-from bitune_jax.data.hf_datasets import read_hf_records
-from bitune_jax.models.compute import Compute
-from bitune_jax.tasks import registry as synthetic_tasks
+from bitune_jax.bitune import alpha
+from bitune_jax.data import EpochBatches, SFTBatch
+from bitune_jax.models.compute import DTYPES
 from bitune_jax.train import checkpointing, divergence, epoch_stats, evaluation, run_record, saturation
+from bitune_jax.train.divergence import NonFiniteLossError
 from bitune_jax.train.logging import ProgressBar, RunLogger
 from bitune_jax.train.objectives import Objective
-from bitune_jax.train.performance import StepPerformance
+from bitune_jax.train.performance import MAX_STEPS_IN_FLIGHT, InFlight, StepPerformance
 from bitune_jax.train.preemption import Preemption
-from bitune_jax.train.sharding import (
-    batch_shardings,
-    global_batch,
-    make_mesh,
-    row_multiple,
-    tree_shardings,
+from bitune_jax.train.progress import Progress, due
+from bitune_jax.train.setup import (
+    maybe_init_distributed,
+    objective_from_config,
+    optimizer_from_config,
+    plan,
+    read_training_pool,
+    training_set,
 )
-from bitune_jax.train.spec import DataSpec, DistributedSpec, RunSpec, TrainSpec
-from bitune_jax.train.step import (
-    annealed,
-    init_state,
-    jit_train_step,
-    make_optimizer,
-    make_schedule,
-    per_step,
-    warmup_updates,
-)
-from bitune_jax.train.validate import ConfigError, validate
+from bitune_jax.train.sharding import batch_shardings, global_batch, make_mesh, row_multiple, tree_shardings
+from bitune_jax.train.spec import RunSpec
+from bitune_jax.train.step import init_state, jit_train_step, per_step, warmup_updates
+from bitune_jax.train.validate import validate
 from bitune_jax.train.validation import Validation
 from bitune_jax.train.workdir_lock import hold_workdir
 
-
-class NonFiniteLossError(FloatingPointError):
-    """The loss or gradient norm became NaN/inf; the run stopped without saving the bad state."""
-
-
-class _Diverged(Exception):
-    """A non-finite step under `train.on_nonfinite="rollback"`: the loop rolls back (carries the host stats)."""
-
-    def __init__(self, stats: epoch_stats.EpochStats):
-        super().__init__(int(stats.bad_batch))
-        self.stats = stats
-
-
-def maybe_init_distributed(dist: ConfigDict | DistributedSpec) -> None:
-    if not dist.enabled:
-        return
-    if dist.coordinator:
-        jax.distributed.initialize(dist.coordinator, dist.num_processes, dist.process_id)
-    else:
-        jax.distributed.initialize()  # cluster auto-detection (TPU pods, SLURM, ...)
-
-
-def read_training_pool(data: DataSpec) -> tuple[list, str]:
-    """The pool the training set is drawn from and a description of it, read before the model loads, so a bad row
-    or a `num_samples` larger than the pool fails in seconds. `data` has passed `validate`."""
-    if data.source == "jsonl":
-        records, source = read_records(data.train_path), str(data.train_path)
-    elif data.source == "hf":
-        hf = data.hf
-        records = read_hf_records(
-            hf.path,
-            split=hf.split,
-            messages=hf.messages,
-            prompt=hf.prompt,
-            response=hf.response,
-            where_column=hf.where_column,
-            where_value=hf.where_value,
-        )
-        where = f", {hf.where_column}={hf.where_value!r}" if hf.where_column else ""
-        source = f"{hf.path} (split {hf.split}{where})"
-    else:
-        records = synthetic_tasks.split(data.synthetic)[0]
-        source = synthetic_tasks.describe(data.synthetic)
-    if data.val_size >= len(records):
-        raise ConfigError(f"config.data.val_size={data.val_size}, but {source} holds {len(records)} rows")
-    if data.num_samples > len(records) - data.val_size:
-        raise ConfigError(
-            f"config.data.num_samples={data.num_samples}, but {source} holds {len(records)} rows"
-            + (f", {data.val_size} of them for validation" if data.val_size else "")
-            + "; lower it or set 0 for all"
-        )
-    return records, source
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainingSet:
-    examples: list  # TokenizedExample, the training set after the truncation policy
-    rows: np.ndarray  # [len(examples)] each example's row in the training set as drawn (before any was dropped)
-    report: Any  # TruncationReport
-    val_examples: list  # the validation rows (`data.val_size`, the same for every training size; may be empty)
-
-
-def training_set(records: list, data: DataSpec, tok, max_len: int, source: str) -> TrainingSet:
-    """The tokenized training set: a nested prefix of the pool after the validation rows."""
-    if data.chat_template:
-        tok.chat_template = pathlib.Path(data.chat_template).read_text()
-    val_ids, ids = split_pool(
-        len(records),
-        data.val_size,
-        data.num_samples or len(records) - data.val_size,
-        data.pool_seed,
-        shuffle=data.pool_order == "shuffle",
-    )
-    encode = functools.partial(
-        tokenize_records, tok=tok, max_len=max_len, truncation=data.truncation, template=data.template
-    )
-    examples, report = encode([records[i] for i in ids])
-    if not examples:
-        raise ValueError(f"no training example left from {source} after truncation: {report.summary()}")
-    row_of = {records[i].where: row for row, i in enumerate(ids)}
-    rows = np.asarray([row_of[e.source] for e in examples], np.int64)
-    val_examples = encode([records[i] for i in val_ids])[0] if len(val_ids) else []
-    return TrainingSet(examples, rows, report, val_examples)
-
-
-def plan(t: TrainSpec, steps_per_epoch: int) -> tuple[int, int]:
-    """`(steps, optimizer updates)` of a run: `t.epochs` epochs of `steps_per_epoch` batches, cut at the update
-    budget `t.max_updates` when it is set (and reached first), as both papers' loops end; `t.accumulate` steps make
-    one update."""
-    steps = t.epochs * steps_per_epoch
-    if t.max_updates:
-        steps = min(steps, t.max_updates * t.accumulate)
-    return steps, -(-steps // t.accumulate)
-
-
-def objective_from_config(spec: RunSpec, cfg, mesh: jax.sharding.Mesh | None = None) -> Objective:
-    peft = spec.peft
-    bitune = BituneConfig(peft=peft, **dataclasses.asdict(spec.bitune))
-    sp = kernels.SequenceParallel(mesh) if mesh is not None and mesh.shape["sequence"] > 1 else None
-    return Objective(
-        kind=spec.objective,
-        cfg=cfg,
-        peft=peft if spec.objective == "peft" else None,
-        bitune=bitune if spec.objective == "bitune" else None,
-        compute=Compute(
-            dtype=bj.api.DTYPES[spec.model.dtype],
-            attn_impl=spec.model.attn_impl,
-            remat=spec.model.remat,
-            loss_chunk=spec.train.loss_chunk,
-            sequence_parallel=sp,
-        ),
-        seed=spec.seed,
-    )
-
-
-def optimizer_from_config(
-    t: TrainSpec, total_updates: int, anneal: dict[str, int] | None = None, lr_scale: float = 1.0
-):
-    """`(schedule, optimizer)` of the train spec for a budget of `total_updates` optimizer updates; `anneal`
-    (`{"start", "length"}`, set at saturation) makes the rate fall to 0 from update `start`; `lr_scale` (after
-    divergence rollbacks) multiplies the whole schedule."""
-    schedule = make_schedule(t.schedule, t.lr * lr_scale, total_updates, t.warmup_frac)
-    if anneal is not None:
-        schedule = annealed(schedule, anneal["start"], anneal["length"])
-    return schedule, make_optimizer(
-        schedule,
-        b1=t.b1,
-        b2=t.b2,
-        eps=t.eps,
-        weight_decay=t.weight_decay,
-        clip=t.clip,
-        accumulate=t.accumulate,
-        moments_dtype=bj.api.DTYPES[t.moments_dtype],
-    )
+__all__ = ["NonFiniteLossError", "objective_from_config", "optimizer_from_config", "plan", "run"]
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
@@ -216,7 +74,7 @@ def _train(spec: RunSpec, workdir: pathlib.Path, is_main: bool, record: dict[str
             try:
                 trainer.train(preemption)
                 break
-            except _Diverged as diverged:
+            except divergence.Diverged as diverged:
                 trainer.roll_back(diverged)
     return trainer.finish()
 
@@ -273,7 +131,7 @@ class _Trainer:
         self.schedule, self.optimizer = optimizer_from_config(spec.train, self.total_updates)
         self.compiled: dict[tuple[int, int], Any] = {}  # jitted steps by (prompt, answer) width
         trainable, frozen = objective.split(lm.params, jax.random.key(spec.seed))
-        master = bj.api.DTYPES[spec.model.param_dtype]
+        master = DTYPES[spec.model.param_dtype]
         trainable = jax.tree.map(lambda x: x.astype(master), trainable)
         optimizer = self.optimizer
         abstract = jax.eval_shape(lambda tr: init_state(tr, optimizer), trainable)
@@ -310,14 +168,8 @@ class _Trainer:
             ),
         )
         self.replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
-        # What a checkpoint's metadata carries besides the arrays (see `save` and `_restore_progress`).
         self.data = self.batches.iterator()  # the position of the next batch; its state goes into checkpoints
-        self.history: list[dict[str, float]] = []
-        self.start_eval: dict[str, float] = {}  # held-out eval before training (spec.eval.at_start)
-        self.saturated: dict[str, Any] | None = None  # the first saturation: epoch, reason, the update it was found at
-        self.anneal: dict[str, int] | None = None  # after a saturation in mode "anneal": the schedule's new tail
-        self.windows: list[divergence.Window] = []  # one per save: its steps' health (makes a checkpoint good)
-        self.recovery = divergence.Recovery()  # what divergence rollbacks changed (skipped batches, LR scale)
+        self.progress = Progress()  # what a checkpoint carries besides the weights and the data position
         self.stats = jax.device_put(epoch_stats.empty(self.num_examples), self.replicated)
         self.logged_samples = (0.0, 0)  # at the last log step: the window of the next one starts here
         restored = self.ckpt.restore_newest_readable(
@@ -327,9 +179,9 @@ class _Trainer:
         if restored is not None:
             self.resumed_from, self.state, meta = restored
             self._restore_progress(meta)
-            self.windows = [divergence.Window.from_json(w) for w in meta.get("windows", [])]
-            self.recovery = divergence.Recovery.from_json(meta.get("recovery"))
-        if self.anneal is not None or self.recovery.lr_scale != 1.0:  # resumed inside an anneal or after a rollback
+        if (
+            self.progress.anneal is not None or self.progress.recovery.lr_scale != 1.0
+        ):  # resumed inside an anneal or after a rollback
             self._replan()
         if is_main and record is not None:  # the run is under way (its checkpoint, if any, restored)
             run_record.write_record(workdir, record)
@@ -375,7 +227,9 @@ class _Trainer:
         once the iterator has walked past its last batch (or the plan ends inside it)."""
         while True:
             epoch = self.data.epoch
-            if len(self.history) < epoch:  # every batch of the previous epoch is trained on (or resumed right after)
+            if (
+                len(self.progress.history) < epoch
+            ):  # every batch of the previous epoch is trained on (or resumed right after)
                 if self._end_epoch(epoch - 1):
                     return
                 continue
@@ -391,13 +245,13 @@ class _Trainer:
                 raise SystemExit(
                     f"SIGTERM: saved step {self.step} in {self.ckpt.directory}; rerun the same command to resume"
                 )
-            if self.spec.checkpoint.every_steps and self.step % self.spec.checkpoint.every_steps == 0:
+            if due(self.step, self.spec.checkpoint.every_steps):
                 self.save(self.step)
 
     def _train_step(self, epoch: int, index: int, batch: SFTBatch) -> None:
         """Dispatch one step and go on: the host prepares the next batch while the device runs this one."""
         spec, number = self.spec, epoch * self.steps_per_epoch + index
-        skip = number in self.recovery.skip  # a batch a rollback skips: consumed, never trained on
+        skip = number in self.progress.recovery.skip  # a batch a rollback skips: consumed, never trained on
         if skip:
             self.state = self.advance(self.state)
         else:
@@ -423,7 +277,7 @@ class _Trainer:
             self.tokens_per_s = self.perf.throughput.update(float(np.sum(full.length)))
             self.unlogged_rows += [int(self.training_rows[i]) for i in self.batches.epoch_plan(epoch)[index] if i >= 0]
         self.step += 1
-        if self.step % spec.log.every_steps == 0 and not skip:
+        if due(self.step, spec.log.every_steps) and not skip:
             self._log_step(epoch, index, metrics, full, widths)
         self.bar.update(epoch=epoch, step=self.step, tokens_per_s=self.tokens_per_s, **self.shown)
 
@@ -459,17 +313,17 @@ class _Trainer:
             raise NonFiniteLossError(
                 f"every batch of epoch {epoch} was non-finite and skipped "
                 f"(train.on_nonfinite='skip_batch'): the run diverged for good. Last known good "
-                f"checkpoint: {self._known_good_text()}; lower train.lr or enable train.clip"
+                f"checkpoint: {self._known_good()}; lower train.lr or enable train.clip"
             )
-        self.history.append(epoch_metrics)
+        self.progress.history.append(epoch_metrics)
         self.stats = jax.device_put(epoch_stats.next_epoch(host_stats), self.replicated)
         self.logged_samples = (0.0, 0)
         self.data.set_state({"epoch": epoch + 1, "index": 0})  # also when the plan ended inside the epoch
-        decision = saturation.check_saturation([h[rule.metric] for h in self.history], rule)
+        decision = saturation.check_saturation([h[rule.metric] for h in self.progress.history], rule)
         end_now = False
-        if decision.stop and self.saturated is None:
+        if decision.stop and self.progress.saturated is None:
             update = self.step // self.accumulate
-            self.saturated = {
+            self.progress.saturated = {
                 "epoch": decision.saturation_epoch,
                 "reason": decision.reason,
                 "after_epoch": epoch + 1,
@@ -477,19 +331,19 @@ class _Trainer:
             }
             length = saturation.anneal_length(rule, self.warmup_updates, update, self.total_updates)
             if rule.mode == "anneal" and length:
-                self.anneal = {"start": update, "length": length}
+                self.progress.anneal = {"start": update, "length": length}
                 self._replan()
                 self._print(
                     f"saturated at epoch {decision.saturation_epoch} ({decision.reason}): annealing the learning "
                     f"rate from {float(self.schedule(update)):.3g} to 0 over {length} more updates"
                 )
-            end_now = rule.mode != "observe" and self.anneal is None
+            end_now = rule.mode != "observe" and self.progress.anneal is None
         last = end_now or epoch + 1 == spec.train.epochs or self.step >= self.total_steps
-        if self.held_out is not None and evaluation.eval_due(spec.eval, epoch + 1, last):
+        if self.held_out is not None and due(epoch + 1, spec.eval.every_epochs, last):
             epoch_metrics.update(self._held_out_eval(epoch + 1))
-        if self.mmlu is not None and (last or evaluation.eval_due(spec.eval, epoch + 1, last)):
+        if self.mmlu is not None and due(epoch + 1, spec.eval.every_epochs, last):
             epoch_metrics.update(self._mmlu_eval(epoch + 1))
-        if self.validation is not None and ((epoch + 1) % spec.eval.val_every_epochs == 0 or last):
+        if self.validation is not None and due(epoch + 1, spec.eval.val_every_epochs, last):
             epoch_metrics.update(self.validation.run(self.state.trainable, self.frozen))
             self._print(
                 f"validation after epoch {epoch + 1} ({len(self.val_examples)} rows): loss "
@@ -506,23 +360,23 @@ class _Trainer:
     # ------------------------------------------------------------------------------------- reads, saves, plans
     def read_stats(self) -> epoch_stats.EpochStats:
         """The epoch statistics on the host; a step that went non-finite since the last read stops the run here
-        (or, under "rollback", raises `_Diverged` for the loop to roll back)."""
+        (or, under "rollback", raises `divergence.Diverged` for the loop to roll back)."""
         host = _read_device(self.stats)
         if host.bad_batch >= 0:
             self.ckpt.wait()
             if self.spec.train.on_nonfinite == "rollback":
-                raise _Diverged(host)
+                raise divergence.Diverged(host)
             hint = (
                 ""
-                if divergence.last_known_good(self.windows) is None
+                if divergence.last_known_good(self.progress.windows) is None
                 else (
                     ". To recover from it, rerun with --config.train.on_nonfinite=rollback "
                     "--config.resume.allow_changes=train.on_nonfinite"
                 )
             )
             raise NonFiniteLossError(
-                f"{self._describe_bad_step(host)}; the update was not applied and the run stopped. "
-                f"Last known good checkpoint: {self._known_good_text()}{hint}"
+                f"{self._bad_step(host)}; the update was not applied and the run stopped. "
+                f"Last known good checkpoint: {self._known_good()}{hint}"
             )
         return host
 
@@ -533,79 +387,71 @@ class _Trainer:
             step,
             float(host.window_max_loss),
             float(host.window_max_grad_norm),
-            self.windows,
+            self.progress.windows,
             self.spec.checkpoint.spike_factor,
         )
-        meta = {
-            "data": self.data.get_state(),
-            "epoch_accumulators": epoch_stats.to_json(epoch_stats.new_window(host)),
-            "history": self.history,
-            "start_eval": self.start_eval,
-            "saturated": self.saturated,
-            "anneal": self.anneal,
-            "windows": [w.to_json() for w in (*self.windows, window)],
-            "recovery": self.recovery.to_json(),
-            "config": self.spec.to_dict(),
-        }
-        good = divergence.last_known_good([*self.windows, window])
+        with_window = dataclasses.replace(self.progress, windows=[*self.progress.windows, window])
+        meta = with_window.to_meta(self.data.get_state(), epoch_stats.new_window(host), self.spec.to_dict())
+        good = divergence.last_known_good([*self.progress.windows, window])
         self.ckpt.protect(set() if good is None else {good})
         if self.ckpt.save(step, self.state, meta, force=force):
-            self.windows.append(window)
+            self.progress.windows.append(window)
             self.stats = jax.device_put(epoch_stats.new_window(host), self.replicated)
 
-    def _restore_progress(self, meta: dict[str, Any]) -> None:
-        """The progress a checkpoint's metadata holds (a resume, or a rollback to a known good step)."""
-        self.data.set_state(meta["data"])
-        self.history = meta["history"]
-        stats = epoch_stats.from_json(meta["epoch_accumulators"])
+    def _restore_progress(self, meta: dict[str, Any], keep_recovery: bool = False) -> None:
+        """The progress a checkpoint's metadata holds. A rollback (`keep_recovery`) keeps the windows and recovery
+        it has in memory: they know of the divergence the checkpoint predates."""
+        progress, data, stats = Progress.from_meta(meta)
+        if keep_recovery:
+            progress.windows, progress.recovery = self.progress.windows, self.progress.recovery
+        self.progress = progress
+        self.data.set_state(data)
         self.logged_samples = _samples_seen(stats)
         self.stats = jax.device_put(stats, self.replicated)
-        self.start_eval = meta.get("start_eval", {})
-        self.saturated, self.anneal = meta.get("saturated"), meta.get("anneal")
 
     def _replan(self) -> None:
         """Schedule, optimizer and step count for the current anneal and rollback state (steps recompile)."""
         self.schedule, self.optimizer = optimizer_from_config(
-            self.spec.train, self.total_updates, self.anneal, self.recovery.lr_scale
+            self.spec.train, self.total_updates, self.progress.anneal, self.progress.recovery.lr_scale
         )
         end = self.planned_steps
-        if self.anneal is not None:
-            end = min(end, (self.anneal["start"] + self.anneal["length"]) * self.accumulate)
+        if self.progress.anneal is not None:
+            end = min(end, (self.progress.anneal["start"] + self.progress.anneal["length"]) * self.accumulate)
         self.total_steps = end
         self.compiled.clear()  # the steps close over the old schedule
 
-    def roll_back(self, diverged: _Diverged) -> None:
+    def roll_back(self, diverged: divergence.Diverged) -> None:
         """Back to the last known good checkpoint, with the bad batch skipped and the learning rate scaled."""
-        good = divergence.last_known_good(self.windows)
+        good = divergence.last_known_good(self.progress.windows)
         spec = self.spec
-        if good is None or len(self.recovery.rollbacks) >= spec.train.rollback_limit:
+        if good is None or len(self.progress.recovery.rollbacks) >= spec.train.rollback_limit:
             why = (
                 "no known good checkpoint to roll back to (none was saved before the divergence without a "
                 "loss or gradient-norm spike in its window)"
                 if good is None
-                else f"{len(self.recovery.rollbacks)} rollbacks (train.rollback_limit) did not keep the run "
+                else f"{len(self.progress.recovery.rollbacks)} rollbacks (train.rollback_limit) did not keep the run "
                 f"finite; last known good checkpoint: step {good} in {self.ckpt.directory}; lower train.lr or "
                 "set train.clip"
             )
             raise NonFiniteLossError(
-                f"{self._describe_bad_step(diverged.stats)}; the update was not applied and the run stopped: {why}"
+                f"{self._bad_step(diverged.stats)}; the update was not applied and the run stopped: {why}"
             ) from None
-        self.recovery = self.recovery.after(
+        self.progress.recovery = self.progress.recovery.after(
             int(diverged.stats.bad_batch), good, spec.train.rollback_lr_factor, found_at_step=self.step
         )
         moved = [self.ckpt.move_aside(s, "rolled_back") for s in self.ckpt.all_steps() if s > good]
         target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), self.state)
         self.state = None  # free the diverged state before the restore allocates the good one
         self.state, meta = self.ckpt.restore(good, abstract_state=target)
-        self._restore_progress(meta)
-        self.windows = [w for w in self.windows if w.step <= good]
+        self._restore_progress(meta, keep_recovery=True)
+        self.progress.windows = [w for w in self.progress.windows if w.step <= good]
         self._replan()
         self.step, self.in_flight = int(self.state.step), InFlight(MAX_STEPS_IN_FLIGHT)
         set_aside = self.logger.rewind(good)
         self._print(
-            f"{self._describe_bad_step(diverged.stats)}: rolled back to step {good}, the last known good "
-            f"checkpoint (rollback {len(self.recovery.rollbacks)} of at most {spec.train.rollback_limit}); "
-            f"that batch is skipped and the learning rate scaled by {self.recovery.lr_scale:g}"
+            f"{self._bad_step(diverged.stats)}: rolled back to step {good}, the last known good "
+            f"checkpoint (rollback {len(self.progress.recovery.rollbacks)} of at most {spec.train.rollback_limit}); "
+            f"that batch is skipped and the learning rate scaled by {self.progress.recovery.lr_scale:g}"
             + (f"; steps {[m.name for m in moved]} moved to {moved[0].parent}" if moved else "")
             + f"; the replaced log rows are in {set_aside}"
         )
@@ -617,9 +463,9 @@ class _Trainer:
             return
         if self.held_out is None and self.mmlu is None:
             return
-        self.start_eval = self._held_out_eval(0) if self.held_out is not None else {}
-        self.start_eval.update(self._mmlu_eval(0) if self.mmlu is not None else {})
-        self.logger.log_epoch(0, 0, self.start_eval)
+        self.progress.start_eval = self._held_out_eval(0) if self.held_out is not None else {}
+        self.progress.start_eval.update(self._mmlu_eval(0) if self.mmlu is not None else {})
+        self.logger.log_epoch(0, 0, self.progress.start_eval)
 
     def _held_out_eval(self, epoch: int) -> dict[str, float]:
         out = self.workdir / "eval" / f"epoch_{epoch:04d}.jsonl" if self.is_main else None
@@ -641,21 +487,11 @@ class _Trainer:
         if self.is_main:
             print(line, flush=True)
 
-    def _describe_bad_step(self, host: epoch_stats.EpochStats) -> str:
-        bad_epoch, bad_index = divmod(int(host.bad_batch), self.steps_per_epoch)
-        return (
-            f"non-finite loss ({float(host.bad_loss)}) or gradient norm ({float(host.bad_grad_norm)}) at epoch "
-            f"{bad_epoch}, batch {bad_index}"
-        )
+    def _bad_step(self, stats: epoch_stats.EpochStats) -> str:
+        return divergence.describe_bad_step(stats, self.steps_per_epoch)
 
-    def _known_good_text(self) -> str:
-        good = divergence.last_known_good(self.windows)
-        if good is None:
-            return (
-                "none (no checkpoint was saved before the divergence without a loss or gradient-norm spike "
-                "in its window)"
-            )
-        return f"step {good} in {self.ckpt.directory}"
+    def _known_good(self) -> str:
+        return divergence.known_good_text(self.progress.windows, self.ckpt.directory)
 
     # ----------------------------------------------------------------------------------------------------- end
     def finish(self) -> dict[str, Any]:
@@ -664,26 +500,26 @@ class _Trainer:
         final_step = int(self.state.step)
         self.save(final_step, force=True)
         self.ckpt.close()
-        rule, saturated = self.spec.saturation, self.saturated
+        rule, saturated = self.spec.saturation, self.progress.saturated
         summary = {
             "steps": final_step,
             "updates": final_step // self.accumulate,
-            "epochs": len(self.history),
+            "epochs": len(self.progress.history),
             "planned_updates": self.total_updates,
-            "final_token_accuracy": self.history[-1]["token_accuracy"] if self.history else None,
+            "final_token_accuracy": self.progress.history[-1]["token_accuracy"] if self.progress.history else None,
             "saturation": None
             if saturated is None
             else {
                 **saturated,
                 "mode": rule.mode,
-                "anneal": self.anneal,
+                "anneal": self.progress.anneal,
                 "updates_saved": saturation.updates_saved(self.total_updates, -(-final_step // self.accumulate)),
             },
-            "history": self.history,
-            "start_eval": self.start_eval or None,
+            "history": self.progress.history,
+            "start_eval": self.progress.start_eval or None,
             "truncation": self.report.summary(),
             "checkpoint_dir": str(self.ckpt.directory),
-            "rollbacks": list(self.recovery.rollbacks),
+            "rollbacks": list(self.progress.recovery.rollbacks),
             **_mixing_alphas(self.state, self.objective, summary=True),
         }
         plot = self.logger.close(saturation_epoch=None if saturated is None else saturated["epoch"], summary=summary)
@@ -699,9 +535,6 @@ class _Trainer:
         return summary
 
 
-MAX_STEPS_IN_FLIGHT = 2  # dispatched steps the host may run ahead of the device (bounds queued batches)
-
-
 def _samples_seen(stats: epoch_stats.EpochStats) -> tuple[float, int]:
     """(sum of each sample's own token accuracy, samples) so far this epoch, on the host."""
     return float(stats.sample_accuracy), int(stats.samples)
@@ -710,19 +543,6 @@ def _samples_seen(stats: epoch_stats.EpochStats) -> tuple[float, int]:
 def _read_device(tree):
     """Every read of device values in the loop goes through here (log steps, saves, epoch ends)."""
     return jax.device_get(tree)
-
-
-class InFlight:
-    """Lets the host run at most `limit` steps ahead of the device: enough to hide batch preparation and dispatch,
-    few enough that queued batches stay bounded and a SIGTERM is acted on within a step or two."""
-
-    def __init__(self, limit: int):
-        self.limit, self._pending = limit, collections.deque()
-
-    def add(self, result: jax.Array) -> None:
-        self._pending.append(result)
-        if len(self._pending) > self.limit:
-            jax.block_until_ready(self._pending.popleft())
 
 
 def _mixing_alphas(state, objective: Objective, summary: bool) -> dict[str, Any]:

@@ -6,6 +6,7 @@ peak only as the fallback for unknown devices; the run log says which.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import time
@@ -173,3 +174,19 @@ class StepPerformance:
             "tokens_per_s": tokens_per_s,
             "mfu": tokens_per_s * flops / max(float(np.sum(full.length)), 1.0) / self.peak,
         }
+
+
+MAX_STEPS_IN_FLIGHT = 2  # dispatched steps the host may run ahead of the device (bounds queued batches)
+
+
+class InFlight:
+    """Lets the host run at most `limit` steps ahead of the device: enough to hide batch preparation and dispatch,
+    few enough that queued batches stay bounded and a SIGTERM is acted on within a step or two."""
+
+    def __init__(self, limit: int):
+        self.limit, self._pending = limit, collections.deque()
+
+    def add(self, result: jax.Array) -> None:
+        self._pending.append(result)
+        if len(self._pending) > self.limit:
+            jax.block_until_ready(self._pending.popleft())
