@@ -110,3 +110,44 @@ def test_architecture_page_names_every_unit():
     page = (ROOT / "docs" / "architecture.md").read_text()
     missing = [u for u in LAYERS if f"`{u}`" not in page]
     assert not missing, f"docs/architecture.md does not describe {missing}"
+
+
+TORCH = ("torch", "transformers", "peft")  # transformers and peft import torch
+
+
+def module_level_imports(path: pathlib.Path) -> set[str]:
+    """The modules importing `path` imports (and their parent packages): its top-level statements, inside `if` and
+    `try` too, but not function bodies nor `if TYPE_CHECKING:` blocks."""
+    found: set[str] = set()
+
+    def walk(stmts) -> None:
+        for node in stmts:
+            if isinstance(node, ast.Import):
+                found.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                found.update([node.module, *(f"{node.module}.{a.name}" for a in node.names)])
+            elif isinstance(node, ast.If) and not (isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"):
+                walk(node.body + node.orelse)
+            elif isinstance(node, ast.Try):
+                walk(node.body + node.orelse + node.finalbody + [s for h in node.handlers for s in h.body])
+
+    walk(ast.parse(path.read_text()).body)
+    return {".".join(m.split(".")[: i + 1]) for m in found for i in range(m.count(".") + 1)}
+
+
+def test_collecting_the_tests_imports_no_torch():
+    """Collecting either tier imports every test module, and the unit tier needs no torch (seconds of import):
+    torch, transformers and peft are imported in the bodies of the integration tests that use them, never when a
+    test module, conftest, or anything they import at module level (tests/hf_tiny.py) is imported."""
+    files = [*ROOT.glob("bitune_jax/**/*.py"), *ROOT.glob("kernels/**/*.py"), *ROOT.glob("experiments/**/*.py")]
+    files += ROOT.glob("tests/**/*.py")
+    graph = {module_name(p): module_level_imports(p) for p in files}
+    heavy = set(TORCH)
+    while grown := {m for m, targets in graph.items() if m not in heavy and targets & heavy}:
+        heavy |= grown
+    collected = [
+        module_name(p) for p in ROOT.glob("tests/**/*.py") if p.name.startswith("test_") or p.name == "conftest.py"
+    ]
+    offenders = sorted(m for m in collected if m in heavy)
+    assert "tests.hf_tiny" in heavy  # the check sees through a helper
+    assert not offenders, f"these import torch when collected (import it inside the tests that use it): {offenders}"

@@ -2,6 +2,8 @@
 `tests/hf_tiny.py` (`tests/models/test_hf_equivalence.py` holds the two equal), written out so the unit tier
 builds them without importing transformers or torch."""
 
+import numpy as np
+
 from bitune_jax.models.config import ModelConfig, RopeConfig
 
 TINY: dict[str, ModelConfig] = {  # fields at their dataclass defaults are left out
@@ -122,3 +124,10 @@ TINY: dict[str, ModelConfig] = {  # fields at their dataclass defaults are left 
         pad_id=0,
     ),
 }
+
+
+def tiny_prompts(seed: int = 0) -> list[list[int]]:
+    """Four prompts of 12, 7, 1 and 10 tokens (ids 3..96, clear of pad, BOS and EOS): padded to one batch, every
+    row but the first carries padding, and the longest are longer than the sliding window (5)."""
+    rng = np.random.RandomState(seed)
+    return [rng.randint(3, 97, size=n).tolist() for n in (12, 7, 1, 10)]

@@ -4,10 +4,7 @@ unmerged adapters (float32, 1e-4)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
-import peft as hf_peft
 import pytest
-import torch
-import transformers
 
 from bitune_jax.checkpoints.hf import save_hf
 from bitune_jax.checkpoints.peft_export import save_peft_adapter
@@ -34,6 +31,10 @@ CFG = ModelConfig(
 
 
 def test_lora_export_loads_in_peft_with_the_same_logits(tmp_path):
+    import peft as hf_peft  # imports torch: here, so that collecting the unit tier does not
+    import torch
+    import transformers
+
     params = jax.tree.map(lambda x: x * 4, init_params(CFG, jax.random.key(0)))  # logits far from uniform
     lora = PeftConfig(rank=4, alpha=8.0)
     adapters = init_adapters(params, lora, jax.random.key(1))

@@ -10,8 +10,6 @@ import sys
 
 import pytest
 
-from tests.hf_tiny import write_tiny
-
 pytestmark = pytest.mark.integration  # the integration tier: python -m pytest -m integration
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -19,6 +17,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 @pytest.fixture(scope="module")
 def olmo3(tmp_path_factory):
+    from tests.hf_tiny import write_tiny  # imports torch: here, so that collecting the unit tier does not
+
     path = tmp_path_factory.mktemp("olmo3")
     write_tiny("olmo3", path)
     return path

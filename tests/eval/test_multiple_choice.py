@@ -3,8 +3,6 @@
 import jax
 import numpy as np
 import pytest
-import torch
-import transformers
 
 from bitune_jax.bitune import BituneConfig, init_trainable
 from bitune_jax.eval.datasets import MCItem, read_mc
@@ -56,6 +54,9 @@ def test_smollm2_scores_well_above_chance(plain):
 
 
 def test_sum_logprobs_equal_transformers(lm, items, plain, tmp_path):
+    import torch  # here, so that collecting the unit tier does not import torch
+    import transformers
+
     scores, _ = plain
     lm.save_hf(tmp_path)
     model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32).eval()

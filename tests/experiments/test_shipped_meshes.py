@@ -7,12 +7,14 @@ import os
 import pathlib
 import subprocess
 import sys
+from typing import TYPE_CHECKING
 
 import pytest
-import torch
-import transformers
 
 from tests.train.tiny_run import smollm2_tokenizer
+
+if TYPE_CHECKING:
+    import transformers
 
 pytestmark = pytest.mark.integration  # the integration tier: python -m pytest -m integration
 
@@ -28,7 +30,10 @@ SMALL = dict(
 )
 
 
-def write(directory: pathlib.Path, config: transformers.PretrainedConfig, tokenizer) -> pathlib.Path:
+def write(directory: pathlib.Path, config: "transformers.PretrainedConfig", tokenizer) -> pathlib.Path:
+    import torch  # here and in `models`, so that collecting the unit tier does not import torch
+    import transformers
+
     torch.manual_seed(0)
     transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32).save_pretrained(directory)
     tokenizer.save_hf(directory)
@@ -37,6 +42,8 @@ def write(directory: pathlib.Path, config: transformers.PretrainedConfig, tokeni
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
+    import transformers
+
     tok = smollm2_tokenizer()
     ids = dict(vocab_size=tok.vocab_size, pad_token_id=tok.pad_id, bos_token_id=tok.bos_id, eos_token_id=tok.eos_ids[0])
     root = tmp_path_factory.mktemp("models")

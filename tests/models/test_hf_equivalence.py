@@ -1,32 +1,31 @@
-"""Every family against Hugging Face transformers on tiny random models written by the test."""
+"""Every family against Hugging Face transformers on tiny random models written by the test. The decoder's own
+invariants (padding, the KV cache) are tests/models/test_transformer.py's, in the unit tier. torch and transformers
+are imported by the tests that use them, so collecting the unit tier imports neither."""
 
 import numpy as np
 import pytest
-import torch
-import transformers
 
 import bitune_jax as bj
 from bitune_jax.data.batch import PromptBatch
-from tests.hf_tiny import tiny_configs, write_tiny
+from tests.tiny_models import TINY, tiny_prompts
 
 pytestmark = pytest.mark.integration  # the integration tier: python -m pytest -m integration
 
-FAMILIES = list(tiny_configs())
+FAMILIES = list(TINY)  # the families of tests/hf_tiny.py (the last test holds the two equal)
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
 def tiny(request, tmp_path_factory):
+    from tests.hf_tiny import write_tiny
+
     directory = tmp_path_factory.mktemp(request.param)
     model = write_tiny(request.param, directory)
     return request.param, directory, model, bj.load(directory)
 
 
-def _prompts(seed=0):
-    rng = np.random.RandomState(seed)
-    return [rng.randint(3, 97, size=n).tolist() for n in (12, 7, 1, 10)]
-
-
 def _hf_logits(model, batch):
+    import torch
+
     mask = batch.positions >= 0
     with torch.no_grad():
         out = model(
@@ -40,21 +39,11 @@ def _hf_logits(model, batch):
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_logits_match_transformers_with_padding(tiny, side):
     _, _, model, lm = tiny
-    batch = PromptBatch.pad(_prompts(), pad_id=0, side=side)
+    batch = PromptBatch.pad(tiny_prompts(), pad_id=0, side=side)
     ref, mask = _hf_logits(model, batch)
     ours = np.asarray(lm.logits(batch.tokens, batch.positions))
     assert ours.dtype == np.float32
     np.testing.assert_allclose(ours[mask], ref[mask], atol=1e-4, rtol=0)
-
-
-def test_padding_does_not_change_real_tokens(tiny):
-    _, _, _, lm = tiny
-    prompts = _prompts()
-    batch = PromptBatch.pad(prompts, pad_id=0, side="left")
-    batched = np.asarray(lm.logits(batch.tokens, batch.positions))
-    for i, p in enumerate(prompts):
-        alone = np.asarray(lm.logits(np.asarray([p])))[0]
-        np.testing.assert_allclose(batched[i, -len(p) :], alone, atol=1e-5, rtol=0)
 
 
 def _greedy_without_cache(lm, prompt, n):
@@ -68,9 +57,11 @@ def _greedy_without_cache(lm, prompt, n):
 
 
 def test_greedy_cache_equals_no_cache_and_transformers(tiny):
+    import torch
+
     _, _, model, lm = tiny
     lm = bj.LM(cfg=lm.cfg.replace(eos_ids=()), params=lm.params)  # decode all 16 tokens
-    prompts = _prompts(1)
+    prompts = tiny_prompts(1)
     for side in ("left", "right"):
         cached = lm.generate(prompts, max_new_tokens=16, padding=side)
         for prompt, got in zip(prompts, cached):
@@ -88,11 +79,14 @@ def test_greedy_cache_equals_no_cache_and_transformers(tiny):
 
 
 def test_export_reloads_in_transformers(tiny, tmp_path):
+    import torch
+    import transformers
+
     _, _, model, lm = tiny
     lm.save_hf(tmp_path)
     reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32).eval()
     assert type(reloaded) is type(model)
-    batch = PromptBatch.pad(_prompts(2), pad_id=0, side="right")
+    batch = PromptBatch.pad(tiny_prompts(2), pad_id=0, side="right")
     ref, mask = _hf_logits(model, batch)
     again, _ = _hf_logits(reloaded, batch)
     np.testing.assert_allclose(again[mask], ref[mask], atol=1e-5, rtol=0)
@@ -102,7 +96,7 @@ def test_export_reloads_in_transformers(tiny, tmp_path):
 
 def test_bfloat16_compute_tracks_float32(tiny):
     _, directory, _, lm = tiny
-    batch = PromptBatch.pad(_prompts(), pad_id=0, side="right")
+    batch = PromptBatch.pad(tiny_prompts(), pad_id=0, side="right")
     mask = batch.positions >= 0
     f32 = np.asarray(lm.logits(batch.tokens, batch.positions))
     bf16 = np.asarray(bj.load(directory, dtype="bfloat16").logits(batch.tokens, batch.positions))
@@ -113,10 +107,12 @@ def test_bfloat16_compute_tracks_float32(tiny):
 
 
 def test_sharded_checkpoint_loads(tmp_path):
+    from tests.hf_tiny import write_tiny
+
     model = write_tiny("qwen3", tmp_path / "single")
     model.save_pretrained(tmp_path / "sharded", max_shard_size="40KB")
     assert (tmp_path / "sharded" / "model.safetensors.index.json").exists()
-    batch = PromptBatch.pad(_prompts(), pad_id=0, side="right")
+    batch = PromptBatch.pad(tiny_prompts(), pad_id=0, side="right")
     a = np.asarray(bj.load(tmp_path / "single").logits(batch.tokens, batch.positions))
     b = np.asarray(bj.load(tmp_path / "sharded").logits(batch.tokens, batch.positions))
     np.testing.assert_array_equal(a, b)
@@ -125,10 +121,12 @@ def test_sharded_checkpoint_loads(tmp_path):
 @pytest.mark.parametrize("family", ["olmo3", "gemma3"])  # the families with sliding windows
 def test_pallas_attention_matches_transformers(family, tmp_path):
     """The same model with the Pallas flash-attention kernels (interpret mode on CPU), both padding sides."""
+    from tests.hf_tiny import write_tiny
+
     model = write_tiny(family, tmp_path)
     lm = bj.load(tmp_path, attn_impl="pallas")
     for side in ("left", "right"):
-        batch = PromptBatch.pad(_prompts(), pad_id=0, side=side)
+        batch = PromptBatch.pad(tiny_prompts(), pad_id=0, side=side)
         ref, mask = _hf_logits(model, batch)
         ours = np.asarray(lm.logits(batch.tokens, batch.positions))
         np.testing.assert_allclose(ours[mask], ref[mask], atol=1e-4, rtol=0)
@@ -138,6 +136,6 @@ def test_the_unit_tiers_tiny_configs_are_what_config_from_hf_reads():
     """tests/tiny_models.py writes these configs out for the unit tier (no transformers there): they must stay
     what the transformers configs of tests/hf_tiny.py load as."""
     from bitune_jax.checkpoints.hf_config import config_from_hf
-    from tests.tiny_models import TINY
+    from tests.hf_tiny import tiny_configs
 
     assert TINY == {name: config_from_hf(hf.to_dict()) for name, hf in tiny_configs().items()}
