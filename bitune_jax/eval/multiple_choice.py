@@ -39,11 +39,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from bitune_jax.api import LM
+from bitune_jax.bitune import bitune_logits
 from bitune_jax.chat import render_chat
 from bitune_jax.data.batch import SFTBatch
 from bitune_jax.eval.datasets import MCItem
 from bitune_jax.eval.model import TrainedModel
 from bitune_jax.models.compute import Compute
+from bitune_jax.models.transformer import forward
 from bitune_jax.tokenizer import Tokenizer
 
 
@@ -174,12 +176,8 @@ def _answer_scores(at_rows: jax.Array, targets: jax.Array, mask: jax.Array) -> t
     return picked, jnp.where(mask, jnp.argmax(at_rows, axis=-1) == targets, True)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "peft", "answer_width", "compute"))
-def _plain_answer_scores(params, adapters, batch: SFTBatch, cfg, peft, answer_width: int, compute: Compute):
-    """One forward with the weights (and PEFT adapters, if any); only the answer rows are unembedded."""
-    from bitune_jax.models.transformer import forward
-
-    rows, targets, mask = batch.answer_rows(answer_width)
+def _plain_logits(params, adapters, batch: SFTBatch, cfg, peft, rows: jax.Array, compute: Compute) -> jax.Array:
+    """`[batch, len(rows[0]), vocab]`: the plain (or PEFT-adapted) forward, unembedding only `rows`."""
     logits, _ = forward(
         params,
         batch.tokens,
@@ -190,14 +188,19 @@ def _plain_answer_scores(params, adapters, batch: SFTBatch, cfg, peft, answer_wi
         logit_rows=rows,
         compute=compute,
     )
-    return _answer_scores(logits, targets, mask)
+    return logits
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "peft", "answer_width", "compute"))
+def _plain_answer_scores(params, adapters, batch: SFTBatch, cfg, peft, answer_width: int, compute: Compute):
+    """One forward with the weights (and PEFT adapters, if any); only the answer rows are unembedded."""
+    rows, targets, mask = batch.answer_rows(answer_width)
+    return _answer_scores(_plain_logits(params, adapters, batch, cfg, peft, rows, compute), targets, mask)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "bcfg", "prompt_width", "answer_width", "compute"))
 def _bitune_answer_scores(base, trainable, batch: SFTBatch, cfg, bcfg, prompt_width, answer_width, compute):
     """Every answer token scored over the Bitune mixed prompt cache."""
-    from bitune_jax.bitune import bitune_logits
-
     logits = bitune_logits(base, trainable, batch, cfg, bcfg, prompt_width=prompt_width, compute=compute)
     rows, targets, mask = batch.answer_rows(answer_width)
     return _answer_scores(jnp.take_along_axis(logits, rows[..., None], axis=1), targets, mask)
@@ -215,26 +218,13 @@ def _first_row(batch: SFTBatch) -> jax.Array:
 @functools.partial(jax.jit, static_argnames=("cfg", "peft", "compute"))
 def _plain_next_token(params, adapters, batch: SFTBatch, cfg, peft, compute: Compute):
     """One row unembedded per sequence."""
-    from bitune_jax.models.transformer import forward
-
-    logits, _ = forward(
-        params,
-        batch.tokens,
-        cfg,
-        positions=batch.positions,
-        adapters=adapters,
-        peft=peft,
-        logit_rows=_first_row(batch),
-        compute=compute,
-    )
+    logits = _plain_logits(params, adapters, batch, cfg, peft, _first_row(batch), compute)
     return jax.nn.log_softmax(logits[:, 0].astype(jnp.float32), axis=-1)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "bcfg", "prompt_width", "compute"))
 def _bitune_next_token(base, trainable, batch: SFTBatch, cfg, bcfg, prompt_width, compute: Compute):
     """The Bitune answer pass's first row over the mixed prompt cache."""
-    from bitune_jax.bitune import bitune_logits
-
     rows = _first_row(batch)
     logits = bitune_logits(
         base, trainable, batch, cfg, bcfg, prompt_width=prompt_width, compute=compute, logit_rows=rows
