@@ -41,8 +41,8 @@ from bitune_jax.api import DTYPES
 from bitune_jax.data.batch import SFTBatch
 from bitune_jax.models import presets
 from bitune_jax.models.transformer import init_params
-from bitune_jax.train.loop import objective_from_config, optimizer_from_config
 from bitune_jax.train.performance import MatmulWeights, step_model_flops
+from bitune_jax.train.setup import objective_from_config, optimizer_from_config
 from bitune_jax.train.sharding import batch_shardings, make_mesh, row_multiple, tree_shardings
 from bitune_jax.train.spec import RunSpec
 from bitune_jax.train.step import init_state, jit_train_step

@@ -112,3 +112,19 @@ def known_good_text(windows: Sequence[Window], directory: Any) -> str:
             "none (no checkpoint was saved before the divergence without a loss or gradient-norm spike in its window)"
         )
     return f"step {good} in {directory}"
+
+
+def why_no_rollback(windows: Sequence[Window], rollbacks: int, limit: int, directory: Any) -> str | None:
+    """Why a divergence cannot be rolled back (no known good checkpoint, or `limit` rollbacks spent), or None."""
+    good = last_known_good(windows)
+    if good is None:
+        return (
+            "no known good checkpoint to roll back to (none was saved before the divergence without a loss or "
+            "gradient-norm spike in its window)"
+        )
+    if rollbacks >= limit:
+        return (
+            f"{rollbacks} rollbacks (train.rollback_limit) did not keep the run finite; last known good checkpoint: "
+            f"step {good} in {directory}; lower train.lr or set train.clip"
+        )
+    return None

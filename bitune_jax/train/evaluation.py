@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import jax
+
 from bitune_jax.api import LM
-from bitune_jax.data import DataError, Record, encode_record, read_records
+from bitune_jax.data import DataError, Record, TokenizedExample, encode_record, read_records
 from bitune_jax.eval.answers import last_boxed
 from bitune_jax.eval.datasets import ReasoningItem
 from bitune_jax.eval.mmlu import MMLUItem, check_shots, evaluate_mmlu, read_mmlu
@@ -26,8 +29,10 @@ from bitune_jax.eval.reasoning import ReasoningEvalConfig, evaluate, write_gener
 from bitune_jax.models.transformer import Params
 from bitune_jax.tasks import registry as synthetic_tasks
 from bitune_jax.train.objectives import Objective
+from bitune_jax.train.progress import due
 from bitune_jax.train.restore import model_from_state
-from bitune_jax.train.spec import MMLUSpec, RunSpec
+from bitune_jax.train.spec import EvalSpec, MMLUSpec, RunSpec
+from bitune_jax.train.validation_loss import Validation
 
 SUMMARY_KEYS = ("avg@n", "pass@1", "mean_length", "terminated_fraction")  # logged as eval_<key>
 
@@ -149,3 +154,85 @@ class MMLUEval:
 
 def log_values(summary: dict[str, Any]) -> dict[str, float]:
     return {f"eval_{k}": float(summary[k]) for k in SUMMARY_KEYS if k in summary}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunEvals:
+    """The evaluations a run makes between epochs, each None when the config turns it off: held-out generation
+    (`eval.every_epochs`), MMLU (`eval.mmlu`) and validation loss (`eval.val_every_epochs`)."""
+
+    spec: EvalSpec
+    objective: Objective
+    shell: LM  # ids, dtype and tokenizer; no weights
+    held_out: HeldOutEval | None
+    mmlu: MMLUEval | None
+    validation: Validation | None
+
+    @staticmethod
+    def read_mmlu(spec: RunSpec) -> MMLUEval | None:
+        """MMLU's rows, read and checked (seconds): called before the model loads."""
+        return MMLUEval.from_spec(spec.eval.mmlu)
+
+    @classmethod
+    def create(
+        cls,
+        spec: RunSpec,
+        shell: LM,
+        mmlu: MMLUEval | None,
+        val_examples: Sequence[TokenizedExample],
+        objective: Objective,
+        mesh: jax.sharding.Mesh,
+        max_len: int,
+        trainable_shardings: Any,
+        frozen_shardings: Any,
+    ) -> RunEvals:
+        held_out = HeldOutEval.from_config(spec, shell.tokenizer) if spec.eval.every_epochs else None
+        validation = None
+        if val_examples:
+            validation = Validation(
+                val_examples,
+                objective,
+                batch_size=spec.data.batch_size,
+                pad_id=shell.pad_id,
+                multiple=spec.data.pad_multiple,
+                max_width=max_len,
+                mesh=mesh,
+                trainable_shardings=trainable_shardings,
+                frozen_shardings=frozen_shardings,
+            )
+        return cls(spec.eval, objective, shell, held_out, mmlu, validation)
+
+    def run(
+        self,
+        epoch: int,
+        trainable: Params,
+        frozen: Params,
+        *,
+        last: bool = False,
+        out_dir: pathlib.Path | None = None,
+        say: Callable[[str], None] = print,
+    ) -> dict[str, float]:
+        """The evaluations due after `epoch` (1-based; 0: before training, held-out and MMLU only), as log values.
+        Held-out generations go to `out_dir/epoch_NNNN.jsonl` when `out_dir` is given."""
+        values: dict[str, float] = {}
+        generate = epoch == 0 or due(epoch, self.spec.every_epochs, last)
+        if self.held_out is not None and generate:
+            out = None if out_dir is None else out_dir / f"epoch_{epoch:04d}.jsonl"
+            held = log_values(self.held_out.run(self.objective, trainable, frozen, self.shell, out))
+            say(f"held-out eval after epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in held.items()))
+            values.update(held)
+        if self.mmlu is not None and generate:
+            mmlu = self.mmlu.run(self.objective, trainable, frozen, self.shell)
+            say(
+                f"MMLU after epoch {epoch} ({len(self.mmlu.test)} questions): macro {mmlu['mmlu_macro']:.4f}, "
+                f"micro {mmlu['mmlu_micro']:.4f}"
+            )
+            values.update(mmlu)
+        if self.validation is not None and epoch > 0 and due(epoch, self.spec.val_every_epochs, last):
+            val = self.validation.run(trainable, frozen)
+            say(
+                f"validation after epoch {epoch} ({len(self.validation.batches.examples)} rows): loss "
+                f"{val['val_loss']:.4f}, token accuracy {val['val_token_accuracy']:.4f}"
+            )
+            values.update(val)
+        return values

@@ -16,33 +16,22 @@ import jax
 import numpy as np
 from ml_collections import ConfigDict
 
-import bitune_jax as bj
-from bitune_jax.bitune import alpha
-from bitune_jax.data import EpochBatches, SFTBatch
-from bitune_jax.models.compute import DTYPES
-from bitune_jax.train import checkpointing, divergence, epoch_stats, evaluation, run_record, saturation
+from bitune_jax.data import SFTBatch
+from bitune_jax.train import checkpointing, divergence, epoch_stats, run_record, saturation
 from bitune_jax.train.divergence import NonFiniteLossError
-from bitune_jax.train.logging import ProgressBar, RunLogger
-from bitune_jax.train.objectives import Objective
 from bitune_jax.train.performance import MAX_STEPS_IN_FLIGHT, InFlight, StepPerformance
 from bitune_jax.train.preemption import Preemption
 from bitune_jax.train.progress import Progress, due
-from bitune_jax.train.setup import (
-    maybe_init_distributed,
-    objective_from_config,
-    optimizer_from_config,
-    plan,
-    read_training_pool,
-    training_set,
-)
-from bitune_jax.train.sharding import batch_shardings, global_batch, make_mesh, row_multiple, tree_shardings
+from bitune_jax.train.run_log import ProgressBar, RunLogger
+from bitune_jax.train.setup import build_run, maybe_init_distributed, optimizer_from_config
+from bitune_jax.train.sharding import batch_shardings, global_batch, row_multiple
 from bitune_jax.train.spec import RunSpec
-from bitune_jax.train.step import init_state, jit_train_step, per_step, warmup_updates
+from bitune_jax.train.step import jit_train_step, per_step, warmup_updates
+from bitune_jax.train.summary import mixing_alphas, run_summary
 from bitune_jax.train.validate import validate
-from bitune_jax.train.validation import Validation
 from bitune_jax.train.workdir_lock import hold_workdir
 
-__all__ = ["NonFiniteLossError", "objective_from_config", "optimizer_from_config", "plan", "run"]
+__all__ = ["NonFiniteLossError", "run"]
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
@@ -85,76 +74,19 @@ class _Trainer:
 
     def __init__(self, spec: RunSpec, workdir: pathlib.Path, is_main: bool, record: dict[str, Any] | None):
         self.spec, self.workdir, self.is_main = spec, workdir, is_main
-        source, cfg = self._build()
-        self._restore(cfg, record)
-        self._open_logs(source, cfg)
-
-    def _build(self) -> tuple[str, Any]:
-        """Data, model, plan, objective, the initial state and the evals; returns the data's description and the
-        model config."""
-        spec = self.spec
-        pool, source = read_training_pool(spec.data)
-        self.mmlu = evaluation.MMLUEval.from_spec(spec.eval.mmlu)  # rows read and checked before the model loads
-        self.mesh = mesh = make_mesh(**dataclasses.asdict(spec.mesh))
-        # weights read shard by shard straight into their shardings on the mesh
-        lm = bj.load(spec.model.name, dtype=spec.model.dtype, attn_impl=spec.model.attn_impl, mesh=mesh)
-        cfg, tok = lm.cfg, lm.tokenizer
-        if tok is None:
-            raise ValueError(f"model {spec.model.name!r} has no tokenizer; training needs one to encode the data")
-        if tok.vocab_size > cfg.vocab_size:
-            raise ValueError(
-                f"tokenizer of {spec.model.name!r} has {tok.vocab_size} tokens but the model's embedding "
-                f"has {cfg.vocab_size} rows: they do not belong together"
-            )
-        max_len = min(spec.data.max_len, cfg.max_seq_len)
-        chosen = training_set(pool, spec.data, tok, max_len, source)
-        examples, self.report, self.val_examples = chosen.examples, chosen.report, chosen.val_examples
-        self.training_rows = chosen.rows
-        self.num_examples = len(examples)
-        self.batches = EpochBatches(
-            examples,
-            spec.data.batch_size,
-            seed=spec.seed,
-            pad_id=lm.pad_id,
-            multiple=spec.data.pad_multiple,
-            bucket_chunks=spec.data.bucket_chunks,
-            max_width=max_len,
-            order=spec.data.order,
-        )
-        self.steps_per_epoch = self.batches.batches_per_epoch
+        parts = build_run(spec)
+        self.mesh, self.shell, self.objective, self.evals = parts.mesh, parts.shell, parts.objective, parts.evals
+        self.report, self.training_rows = parts.training.report, parts.training.rows
+        self.batches, self.steps_per_epoch = parts.batches, parts.batches.batches_per_epoch
         # A batch is one step; `train.accumulate` steps make one optimizer update, the schedule's clock.
-        self.accumulate = spec.train.accumulate
-        total_steps, self.total_updates = plan(spec.train, self.steps_per_epoch)
-        self.total_steps = self.planned_steps = total_steps
-        self.objective = objective = objective_from_config(spec, cfg, mesh)
-
-        self.schedule, self.optimizer = optimizer_from_config(spec.train, self.total_updates)
+        self.accumulate, self.total_updates = spec.train.accumulate, parts.total_updates
+        self.total_steps = self.planned_steps = parts.total_steps
+        self.schedule, self.optimizer = parts.schedule, parts.optimizer
+        self.state, self.frozen = parts.state, parts.frozen
+        self.state_sh, self.frozen_sh = parts.state_shardings, parts.frozen_shardings
         self.compiled: dict[tuple[int, int], Any] = {}  # jitted steps by (prompt, answer) width
-        trainable, frozen = objective.split(lm.params, jax.random.key(spec.seed))
-        master = DTYPES[spec.model.param_dtype]
-        trainable = jax.tree.map(lambda x: x.astype(master), trainable)
-        optimizer = self.optimizer
-        abstract = jax.eval_shape(lambda tr: init_state(tr, optimizer), trainable)
-        self.state_sh, self.frozen_sh = tree_shardings(abstract, mesh), tree_shardings(frozen, mesh)
-        self.state = jax.jit(lambda tr: init_state(tr, optimizer), out_shardings=self.state_sh)(trainable)
-        self.frozen = jax.device_put(frozen, self.frozen_sh)
-        self.held_out = evaluation.HeldOutEval.from_config(spec, tok) if spec.eval.every_epochs else None
-        self.shell = dataclasses.replace(lm, params={})  # ids, dtype and tokenizer for the held-out eval
-        self.validation = None
-        if self.val_examples:
-            self.validation = Validation(
-                self.val_examples,
-                objective,
-                batch_size=spec.data.batch_size,
-                pad_id=lm.pad_id,
-                multiple=spec.data.pad_multiple,
-                max_width=max_len,
-                mesh=mesh,
-                trainable_shardings=self.state_sh.trainable,
-                frozen_shardings=self.frozen_sh,
-            )
-        del trainable, lm
-        return source, cfg
+        self._restore(parts.model_cfg, record)
+        self._open_logs(parts.source, parts.model_cfg)
 
     def _restore(self, cfg, record: dict[str, Any] | None) -> None:
         """The checkpointer, and the newest readable checkpoint's state and progress if there is one."""
@@ -170,7 +102,7 @@ class _Trainer:
         self.replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
         self.data = self.batches.iterator()  # the position of the next batch; its state goes into checkpoints
         self.progress = Progress()  # what a checkpoint carries besides the weights and the data position
-        self.stats = jax.device_put(epoch_stats.empty(self.num_examples), self.replicated)
+        self.stats = jax.device_put(epoch_stats.empty(self.batches.num_examples), self.replicated)
         self.logged_samples = (0.0, 0)  # at the last log step: the window of the next one starts here
         restored = self.ckpt.restore_newest_readable(
             abstract_state=self.state, report=print if is_main else lambda _: None
@@ -197,7 +129,7 @@ class _Trainer:
             wandb=spec.log.wandb,
             config=spec.to_dict(),
         )
-        self._print(f"data: {self.num_examples} examples from {source}; {self.report.summary()}")
+        self._print(f"data: {self.batches.num_examples} examples from {source}; {self.report.summary()}")
         self._print(
             f"training {spec.objective} on {spec.model.name}: {spec.train.epochs} epochs x "
             f"{self.steps_per_epoch} steps = {self.total_steps} steps"
@@ -290,7 +222,7 @@ class _Trainer:
             )
         self.logged_samples = seen
         logged.pop("finite", None)
-        logged.update(_mixing_alphas(self.state, self.objective, summary=False))
+        logged.update(mixing_alphas(self.state.trainable, self.objective, per_layer=False))
         logged.update(self.perf.rates(self.tokens_per_s, full, widths[0]))
         self.logger.log(
             self.step, logged, epoch=epoch + (index + 1) / self.steps_per_epoch, example_rows=self.unlogged_rows
@@ -339,16 +271,7 @@ class _Trainer:
                 )
             end_now = rule.mode != "observe" and self.progress.anneal is None
         last = end_now or epoch + 1 == spec.train.epochs or self.step >= self.total_steps
-        if self.held_out is not None and due(epoch + 1, spec.eval.every_epochs, last):
-            epoch_metrics.update(self._held_out_eval(epoch + 1))
-        if self.mmlu is not None and due(epoch + 1, spec.eval.every_epochs, last):
-            epoch_metrics.update(self._mmlu_eval(epoch + 1))
-        if self.validation is not None and due(epoch + 1, spec.eval.val_every_epochs, last):
-            epoch_metrics.update(self.validation.run(self.state.trainable, self.frozen))
-            self._print(
-                f"validation after epoch {epoch + 1} ({len(self.val_examples)} rows): loss "
-                f"{epoch_metrics['val_loss']:.4f}, token accuracy {epoch_metrics['val_token_accuracy']:.4f}"
-            )
+        epoch_metrics.update(self._evaluate(epoch + 1, last))
         self.logger.log_epoch(epoch + 1, self.step, {**epoch_metrics, **decision.as_log()})  # 1-based
         self._print(
             f"epoch {epoch + 1}/{spec.train.epochs}: token accuracy {epoch_metrics['sample_token_accuracy']:.4f} "
@@ -422,17 +345,12 @@ class _Trainer:
 
     def roll_back(self, diverged: divergence.Diverged) -> None:
         """Back to the last known good checkpoint, with the bad batch skipped and the learning rate scaled."""
-        good = divergence.last_known_good(self.progress.windows)
-        spec = self.spec
-        if good is None or len(self.progress.recovery.rollbacks) >= spec.train.rollback_limit:
-            why = (
-                "no known good checkpoint to roll back to (none was saved before the divergence without a "
-                "loss or gradient-norm spike in its window)"
-                if good is None
-                else f"{len(self.progress.recovery.rollbacks)} rollbacks (train.rollback_limit) did not keep the run "
-                f"finite; last known good checkpoint: step {good} in {self.ckpt.directory}; lower train.lr or "
-                "set train.clip"
-            )
+        spec, good = self.spec, divergence.last_known_good(self.progress.windows)
+        rollbacks = len(self.progress.recovery.rollbacks)
+        why = divergence.why_no_rollback(
+            self.progress.windows, rollbacks, spec.train.rollback_limit, self.ckpt.directory
+        )
+        if why is not None:
             raise NonFiniteLossError(
                 f"{self._bad_step(diverged.stats)}; the update was not applied and the run stopped: {why}"
             ) from None
@@ -461,26 +379,14 @@ class _Trainer:
         """`eval.at_start`: the held-out and MMLU evals before the first update (logged as epoch 0)."""
         if not self.spec.eval.at_start or self.resumed_from is not None:
             return
-        if self.held_out is None and self.mmlu is None:
+        if self.evals.held_out is None and self.evals.mmlu is None:
             return
-        self.progress.start_eval = self._held_out_eval(0) if self.held_out is not None else {}
-        self.progress.start_eval.update(self._mmlu_eval(0) if self.mmlu is not None else {})
+        self.progress.start_eval = self._evaluate(0, last=False)
         self.logger.log_epoch(0, 0, self.progress.start_eval)
 
-    def _held_out_eval(self, epoch: int) -> dict[str, float]:
-        out = self.workdir / "eval" / f"epoch_{epoch:04d}.jsonl" if self.is_main else None
-        run = self.held_out.run(self.objective, self.state.trainable, self.frozen, self.shell, out)
-        values = evaluation.log_values(run)
-        self._print(f"held-out eval after epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
-        return values
-
-    def _mmlu_eval(self, epoch: int) -> dict[str, float]:
-        values = self.mmlu.run(self.objective, self.state.trainable, self.frozen, self.shell)
-        self._print(
-            f"MMLU after epoch {epoch} ({len(self.mmlu.test)} questions): macro {values['mmlu_macro']:.4f}, "
-            f"micro {values['mmlu_micro']:.4f}"
-        )
-        return values
+    def _evaluate(self, epoch: int, last: bool) -> dict[str, float]:
+        out_dir = self.workdir / "eval" if self.is_main else None
+        return self.evals.run(epoch, self.state.trainable, self.frozen, last=last, out_dir=out_dir, say=self._print)
 
     # ------------------------------------------------------------------------------------------------ messages
     def _print(self, line: str) -> None:
@@ -501,27 +407,16 @@ class _Trainer:
         self.save(final_step, force=True)
         self.ckpt.close()
         rule, saturated = self.spec.saturation, self.progress.saturated
-        summary = {
-            "steps": final_step,
-            "updates": final_step // self.accumulate,
-            "epochs": len(self.progress.history),
-            "planned_updates": self.total_updates,
-            "final_token_accuracy": self.progress.history[-1]["token_accuracy"] if self.progress.history else None,
-            "saturation": None
-            if saturated is None
-            else {
-                **saturated,
-                "mode": rule.mode,
-                "anneal": self.progress.anneal,
-                "updates_saved": saturation.updates_saved(self.total_updates, -(-final_step // self.accumulate)),
-            },
-            "history": self.progress.history,
-            "start_eval": self.progress.start_eval or None,
-            "truncation": self.report.summary(),
-            "checkpoint_dir": str(self.ckpt.directory),
-            "rollbacks": list(self.progress.recovery.rollbacks),
-            **_mixing_alphas(self.state, self.objective, summary=True),
-        }
+        summary = run_summary(
+            self.progress,
+            final_step=final_step,
+            accumulate=self.accumulate,
+            total_updates=self.total_updates,
+            saturation_mode=rule.mode,
+            truncation=self.report.summary(),
+            checkpoint_dir=str(self.ckpt.directory),
+            alphas=mixing_alphas(self.state.trainable, self.objective, per_layer=True),
+        )
         plot = self.logger.close(saturation_epoch=None if saturated is None else saturated["epoch"], summary=summary)
         if self.is_main:
             summary["plot"] = str(plot) if plot else None
@@ -543,14 +438,3 @@ def _samples_seen(stats: epoch_stats.EpochStats) -> tuple[float, int]:
 def _read_device(tree):
     """Every read of device values in the loop goes through here (log steps, saves, epoch ends)."""
     return jax.device_get(tree)
-
-
-def _mixing_alphas(state, objective: Objective, summary: bool) -> dict[str, Any]:
-    """Bitune's learned mixing coefficients: means for the step log, per layer for the summary."""
-    if objective.kind != "bitune" or "mix" not in state.trainable:
-        return {}
-    out = {}
-    for name in ("k", "v"):
-        a = np.asarray(jax.device_get(alpha(state.trainable["mix"][f"w_{name}"], objective.bitune.tau)))
-        out[f"alpha_{name}" if summary else f"alpha_{name}_mean"] = a.tolist() if summary else float(a.mean())
-    return out

@@ -1,6 +1,7 @@
 """What a run trains and the loss it minimizes: full fine-tuning, PEFT adapters, or Bitune.
 
-Every objective reads the same batch (`data.batch.SFTBatch`: right-padded prompt + answer rows) and returns
+Every objective reads the same batches (`data.batch.SFTBatch`: right-padded prompt + answer rows, or a
+`PackedBatch` of the same examples end to end) and returns
 `(loss, metrics)` from one forward: loss and token accuracy over answer tokens only.
 Trainable and frozen parameters are separate pytrees, so freezing, sharding and checkpointing follow the trees.
 """
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Literal
 import jax
 
 from bitune_jax.bitune import BituneConfig, bitune_loss, init_trainable
-from bitune_jax.data.batch import SFTBatch
+from bitune_jax.data.batch import PackedBatch, SFTBatch
 from bitune_jax.losses import hidden_token_loss
 from bitune_jax.models.compute import Compute
 from bitune_jax.models.config import ModelConfig
@@ -69,7 +70,7 @@ class Objective:
         self,
         trainable: Params,
         frozen: Params,
-        batch: SFTBatch,
+        batch: SFTBatch | PackedBatch,
         *,
         prompt_width: int | None = None,
         answer_width: int | None = None,
@@ -89,18 +90,25 @@ class Objective:
                 dropout_key=dropout_key,
             )
         params, adapters = (trainable, None) if self.kind == "full" else (frozen, trainable)
-        rows, targets, mask = batch.answer_rows(answer_width)
+        packed = isinstance(batch, PackedBatch)
+        if packed:
+            row, rows, targets, mask = batch.answer_rows(answer_width)
+        else:
+            rows, targets, mask = batch.answer_rows(answer_width)
         hidden, _ = forward(
             params,
             batch.tokens,
             self.cfg,
             positions=batch.positions,
+            segment_ids=batch.segment_ids if packed else None,
             adapters=adapters,
             peft=self.peft,
             compute=self.compute,
-            logit_rows=rows,
+            logit_rows=None if packed else rows,
             return_hidden=True,
             dropout_key=dropout_key,
         )
+        if packed:  # each example's answer rows, gathered from the row it was packed into
+            hidden = hidden[row[:, None], rows]
         hidden = self.compute.constrain(hidden)  # the answer rows' unembedding split over the devices too
         return hidden_token_loss(hidden, targets, mask, lambda h: unembed(params, h, self.cfg), self.compute.loss_chunk)

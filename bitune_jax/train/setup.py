@@ -1,5 +1,7 @@
 """What a run is built from, before its first step: the process group, the training pool and set, the plan (steps
-and updates), the objective and the optimizer. Pure functions of the typed spec; the loop (`loop.py`) calls them.
+and updates), the objective, the optimizer and the initial state. Functions of the typed spec; `build_run` puts them
+together in the order a run needs (everything cheap and checkable before the model loads), and the loop (`loop.py`)
+starts from what it returns.
 """
 
 from __future__ import annotations
@@ -13,14 +15,18 @@ import jax
 import numpy as np
 from ml_collections import ConfigDict
 
+import bitune_jax as bj
 from bitune_jax import kernels
-from bitune_jax.data import read_records, split_pool, tokenize_records
+from bitune_jax.api import LM
+from bitune_jax.data import EpochBatches, read_records, split_pool, tokenize_records
 from bitune_jax.data.hf_datasets import read_hf_records
 from bitune_jax.models.compute import DTYPES, Compute
 from bitune_jax.tasks import registry
+from bitune_jax.train.evaluation import RunEvals
 from bitune_jax.train.objectives import Objective
+from bitune_jax.train.sharding import make_mesh, tree_shardings
 from bitune_jax.train.spec import DataSpec, DistributedSpec, RunSpec, TrainSpec
-from bitune_jax.train.step import annealed, make_optimizer, make_schedule
+from bitune_jax.train.step import TrainState, annealed, init_state, make_optimizer, make_schedule
 from bitune_jax.train.validate import ConfigError
 
 
@@ -141,4 +147,88 @@ def optimizer_from_config(
         clip=t.clip,
         accumulate=t.accumulate,
         moments_dtype=DTYPES[t.moments_dtype],
+    )
+
+
+@dataclasses.dataclass
+class RunParts:
+    """Everything a run starts from: its data in batches, the plan, the objective, the optimizer, the initial state
+    on the mesh and the evaluations, as `build_run` made them."""
+
+    source: str  # the training pool, described
+    model_cfg: Any  # the model's config (`ModelConfig`)
+    shell: LM  # the loaded model without its weights: ids, dtype and tokenizer for the evals
+    mesh: jax.sharding.Mesh
+    training: TrainingSet
+    batches: EpochBatches
+    total_steps: int  # the plan: batches to train on ...
+    total_updates: int  # ... and the optimizer updates they make (`train.accumulate` steps each)
+    objective: Objective
+    schedule: Any  # update -> learning rate
+    optimizer: Any  # optax.GradientTransformation
+    state: TrainState  # trainable weights (in `model.param_dtype`) and optimizer state, sharded
+    frozen: Any  # the weights the objective does not train, sharded
+    state_shardings: Any
+    frozen_shardings: Any
+    evals: RunEvals
+
+
+def build_run(spec: RunSpec) -> RunParts:
+    """Read the pool and the eval rows (seconds, and bad rows fail here), then load the model onto the mesh,
+    tokenize, batch, plan, and build the objective, the optimizer and the initial state."""
+    pool, source = read_training_pool(spec.data)
+    mmlu = RunEvals.read_mmlu(spec)  # rows read and checked before the model loads
+    mesh = make_mesh(**dataclasses.asdict(spec.mesh))
+    # weights read shard by shard straight into their shardings on the mesh
+    lm = bj.load(spec.model.name, dtype=spec.model.dtype, attn_impl=spec.model.attn_impl, mesh=mesh)
+    cfg, tok = lm.cfg, lm.tokenizer
+    if tok is None:
+        raise ValueError(f"model {spec.model.name!r} has no tokenizer; training needs one to encode the data")
+    if tok.vocab_size > cfg.vocab_size:
+        raise ValueError(
+            f"tokenizer of {spec.model.name!r} has {tok.vocab_size} tokens but the model's embedding "
+            f"has {cfg.vocab_size} rows: they do not belong together"
+        )
+    max_len = min(spec.data.max_len, cfg.max_seq_len)
+    chosen = training_set(pool, spec.data, tok, max_len, source)
+    batches = EpochBatches(
+        chosen.examples,
+        spec.data.batch_size,
+        seed=spec.seed,
+        pad_id=lm.pad_id,
+        multiple=spec.data.pad_multiple,
+        bucket_chunks=spec.data.bucket_chunks,
+        max_width=max_len,
+        order=spec.data.order,
+    )
+    total_steps, total_updates = plan(spec.train, batches.batches_per_epoch)
+    objective = objective_from_config(spec, cfg, mesh)
+    schedule, optimizer = optimizer_from_config(spec.train, total_updates)
+    trainable, frozen = objective.split(lm.params, jax.random.key(spec.seed))
+    master = DTYPES[spec.model.param_dtype]
+    trainable = jax.tree.map(lambda x: x.astype(master), trainable)
+    abstract = jax.eval_shape(lambda tr: init_state(tr, optimizer), trainable)
+    state_sh, frozen_sh = tree_shardings(abstract, mesh), tree_shardings(frozen, mesh)
+    state = jax.jit(lambda tr: init_state(tr, optimizer), out_shardings=state_sh)(trainable)
+    shell = dataclasses.replace(lm, params={})
+    evals = RunEvals.create(
+        spec, shell, mmlu, chosen.val_examples, objective, mesh, max_len, state_sh.trainable, frozen_sh
+    )
+    return RunParts(
+        source=source,
+        model_cfg=cfg,
+        shell=shell,
+        mesh=mesh,
+        training=chosen,
+        batches=batches,
+        total_steps=total_steps,
+        total_updates=total_updates,
+        objective=objective,
+        schedule=schedule,
+        optimizer=optimizer,
+        state=state,
+        frozen=jax.device_put(frozen, frozen_sh),
+        state_shardings=state_sh,
+        frozen_shardings=frozen_sh,
+        evals=evals,
     )

@@ -12,7 +12,7 @@ import pytest
 
 from bitune_jax.data import DataError, read_records
 from bitune_jax.data.hf_datasets import read_hf_records
-from bitune_jax.train import loop, validate
+from bitune_jax.train import setup, validate
 from tests.train.tiny_run import tiny_config
 
 ROWS = [
@@ -156,7 +156,7 @@ def test_the_trainer_reads_the_pool(tmp_path):
     path = parquet(tmp_path / "pool.parquet", ROWS)
     config = tiny_config("unused-model", tmp_path, **{"data.source": "hf", "data.hf.path": str(path)})
     spec = validate.validate(config, 1)
-    records, source = loop.read_training_pool(spec.data)
+    records, source = setup.read_training_pool(spec.data)
     assert [r.response for r in records] == [r["response"] for r in ROWS]
     assert source == f"{path} (split train)"
     missing = tiny_config("m", tmp_path, **{"data.source": "hf", "data.hf.path": str(tmp_path / "nope")})

@@ -12,7 +12,8 @@ from bitune_jax.bitune import bitune_generate
 from bitune_jax.data import DataError, Record, encode_record
 from bitune_jax.peft import merge
 from bitune_jax.train import evaluation
-from bitune_jax.train.loop import objective_from_config, run
+from bitune_jax.train.loop import run
+from bitune_jax.train.setup import objective_from_config
 from bitune_jax.train.spec import RunSpec
 from tests.train.tiny_run import smollm2_tokenizer, tiny_config, write_tiny_model
 

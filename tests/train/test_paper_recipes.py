@@ -7,7 +7,8 @@ import pathlib
 import numpy as np
 import pytest
 
-from bitune_jax.train.loop import plan, run
+from bitune_jax.train.loop import run
+from bitune_jax.train.setup import plan
 from bitune_jax.train.spec import RunSpec
 from experiments.configs import bitune_downstream, gemma2b_bitune, smollm2_bitune
 from tests.train.tiny_run import smollm2_tokenizer, tiny_config, write_tiny_model

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from bitune_jax.train.logging import WANDB_ID_NAME, RunLogger
 from bitune_jax.train.loop import run
+from bitune_jax.train.run_log import WANDB_ID_NAME, RunLogger
 from bitune_jax.train.spec import WandbSpec
 from bitune_jax.train.validate import ConfigError, validate
 from experiments.configs.common import base
@@ -155,7 +155,7 @@ def test_disabled_writes_nothing_for_wandb_and_never_imports_it(tmp_path):
     workdir = tmp_path / "run"
     script = (
         "import sys, pathlib\n"
-        "from bitune_jax.train.logging import RunLogger\n"
+        "from bitune_jax.train.run_log import RunLogger\n"
         f"w = pathlib.Path({str(workdir)!r})\n"
         "for spec in (None, {'project': 'p', 'entity': '', 'mode': 'disabled'}):\n"
         "    logger = RunLogger(w, enabled=True, tensorboard=False, wandb=spec, config={'a': 1})\n"

@@ -10,7 +10,7 @@ from bitune_jax.models.config import ModelConfig
 from bitune_jax.models.transformer import init_params
 from bitune_jax.train.objectives import Objective
 from bitune_jax.train.sharding import make_mesh, tree_shardings
-from bitune_jax.train.validation import Validation
+from bitune_jax.train.validation_loss import Validation
 
 CFG = ModelConfig(
     family="llama",

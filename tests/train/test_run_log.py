@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bitune_jax.train.logging import ProgressBar, RunLogger
 from bitune_jax.train.performance import Throughput, measure_matmul_peak_flops, mfu, model_flops_per_token
+from bitune_jax.train.run_log import ProgressBar, RunLogger
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

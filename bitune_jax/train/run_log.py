@@ -7,8 +7,6 @@ which the resumed run will produce again, are dropped rather than duplicated. W&
 it keeps its own row counter and plots against the training `step` as a value: a resume or a rollback replays steps
 as new rows (both trajectories stay visible, a rollback marked by `rollback_to_step`) rather than being dropped as
 non-monotonic.
-
-This module is `bitune_jax.train.logging`; absolute imports make `import logging` elsewhere still mean the stdlib.
 """
 
 from __future__ import annotations
