@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from bitune_jax import kernels
 from bitune_jax.bitune.config import BituneConfig
 from bitune_jax.bitune.mixing import alpha, init_mixing, mix
-from bitune_jax.data.batch import SFTBatch
+from bitune_jax.data.batch import PackedBatch, SFTBatch
 from bitune_jax.losses import hidden_token_loss
 from bitune_jax.models.compute import Compute
 from bitune_jax.models.config import ModelConfig
@@ -65,7 +65,7 @@ def bitune_streams(
     trainable: Params,
     tokens: jax.Array,  # [batch, seq]
     positions: jax.Array,  # [batch, seq] int32, -1 for padding
-    mixed_len: jax.Array,  # [batch] int32: positions < mixed_len (= P - 1) are mixed; they lie in slots < width
+    mixed_len: jax.Array,  # [batch] or [batch, seq] int32: positions < mixed_len (= P - 1) are mixed
     cfg: ModelConfig,
     bcfg: BituneConfig,
     *,
@@ -73,29 +73,64 @@ def bitune_streams(
     compute: Compute = Compute(),
     return_mixed_cache: bool = False,
     dropout_key: jax.Array | None = None,  # training: LoRA dropout, drawn independently for the two streams
+    segment_ids: jax.Array | None = None,  # [batch, seq] int32 (packed rows): example k + 1, 0 for padding
+    prompt_slots: jax.Array | None = None,  # [batch, width] int32 (packed rows): the mixed tokens' slots, then -1
 ):
-    """Final causal-stream hidden states `[batch, seq, dim]` (and per-layer mixed prompt K/V if asked)."""
+    """Final causal-stream hidden states `[batch, seq, dim]` (and per-layer mixed prompt K/V if asked).
+
+    Packed rows (`segment_ids`, `prompt_slots`, a per-token `mixed_len`; `data.packing`) hold several examples: the
+    bidirectional stream runs over the rows of `prompt_slots` (each row's examples' first `P - 1` tokens, nothing
+    else), and segment ids `2 s` (prompt queries and the causal prompt keys of example `s`) and `2 s + 1` (its answer
+    queries, its mixed prompt and its answer keys) keep every example to itself."""
     attention = functools.partial(compute.attention, scale=cfg.scale, logit_softcap=cfg.attn_logit_softcap)
     batch, seq = tokens.shape
-    width = prompt_width or seq
     causal_set = adapter_set(trainable, "causal")
     bidir_set = causal_set if bcfg.shared_adapters else adapter_set(trainable, "bidir")
     weights = mixing_weights(trainable, cfg, bcfg)
 
     pos_c = positions
-    head = positions[:, :width]
-    pos_b = jnp.where((head >= 0) & (head < mixed_len[:, None]), head, -1)  # prompt[:P-1], either padding side
-    seg_q = (pos_c >= mixed_len[:, None]).astype(jnp.int32)  # 0: causal prompt pass, 1: answer pass
+    per_token = mixed_len if mixed_len.ndim == 2 else mixed_len[:, None]  # [batch, seq or 1]
+    seg_q = (pos_c >= per_token).astype(jnp.int32)  # 0: causal prompt pass, 1: answer pass
+    if prompt_slots is None:  # one example a row: its mixed tokens are the row's first slots
+        width = prompt_width or seq
+        head = positions[:, :width]
+        pos_b = jnp.where((head >= 0) & (head < per_token[:, :width]), head, -1)  # prompt[:P-1], either padding side
+        tokens_b, kv_seg_b, seg_b = tokens[:, :width], jnp.ones((batch, width), jnp.int32), None
+
+        def prompt_part(k):  # [batch, seq, ...] -> the causal stream's values of the mixed tokens
+            return k[:, :width]
+
+        prefix = mixed_len if bcfg.bidirectional else None
+    else:
+        width = prompt_slots.shape[1]
+        slot = jnp.maximum(prompt_slots, 0)
+        rows = jnp.arange(batch)[:, None]
+        pos_b = jnp.where(prompt_slots >= 0, positions[rows, slot], -1)
+        seg_b = jnp.where(prompt_slots >= 0, segment_ids[rows, slot], 0)
+        tokens_b, kv_seg_b = tokens[rows, slot], 2 * seg_b + 1
+        seg_q = 2 * segment_ids + seg_q
+
+        def prompt_part(k):
+            return k[rows, slot]
+
+        # every mixed position lies below `seq`: the whole segment is one bidirectional prefix
+        prefix = jnp.full((batch,), seq, jnp.int32) if bcfg.bidirectional else None
     kv_pos = jnp.concatenate([pos_b, pos_c], axis=1)
-    kv_seg = jnp.concatenate([jnp.ones((batch, width), jnp.int32), seg_q], axis=1)
+    kv_seg = jnp.concatenate([kv_seg_b, seg_q], axis=1)
     rope_c, rope_b = RopeTables.of(cfg, pos_c), RopeTables.of(cfg, pos_b)
-    x_c, x_b = embed(base, tokens, cfg, compute.dtype), embed(base, tokens[:, :width], cfg, compute.dtype)
+    x_c, x_b = embed(base, tokens, cfg, compute.dtype), embed(base, tokens_b, cfg, compute.dtype)
 
     def body(carry, xs, kind: LayerKind):
         x_c, x_b = carry
         lp, la_c, la_b, w_k, w_v, key_c, key_b = xs
-        prefix = mixed_len if bcfg.bidirectional else None
-        spec_b = kernels.MaskSpec(q_positions=pos_b, kv_positions=pos_b, window=kind.window, prefix_len=prefix)
+        spec_b = kernels.MaskSpec(
+            q_positions=pos_b,
+            kv_positions=pos_b,
+            window=kind.window,
+            prefix_len=prefix,
+            q_segment_ids=seg_b,
+            kv_segment_ids=seg_b,
+        )
         spec_c = kernels.MaskSpec(
             q_positions=pos_c, kv_positions=kv_pos, window=kind.window, q_segment_ids=seg_q, kv_segment_ids=kv_seg
         )
@@ -107,8 +142,8 @@ def bitune_streams(
         x_b, (k_b, v_b) = decoder_layer(layer_b, compute.constrain(x_b), cfg, **rope_b.at(kind), attend=attend_b)
 
         def attend_c(q, k, v):
-            k_m = mix(k[:, :width], k_b, alpha(w_k, bcfg.tau))
-            v_m = mix(v[:, :width], v_b, alpha(w_v, bcfg.tau))
+            k_m = mix(prompt_part(k), k_b, alpha(w_k, bcfg.tau))
+            v_m = mix(prompt_part(v), v_b, alpha(w_v, bcfg.tau))
             o = attention(q, jnp.concatenate([k_m, k], 1), jnp.concatenate([v_m, v], 1), mask_spec=spec_c)
             return o, (k_m, v_m)
 
@@ -161,7 +196,7 @@ def bitune_logits(
 def bitune_loss(
     trainable,
     base,
-    batch: SFTBatch,
+    batch: SFTBatch | PackedBatch,
     cfg: ModelConfig,
     bcfg: BituneConfig,
     *,
@@ -175,18 +210,36 @@ def bitune_loss(
     Only answer rows are unembedded; `prompt_width` / `answer_width` (static, see `SFTBatch.widths`) bound the
     bidirectional stream and the answer rows so that padding costs no compute.
     """
-    x = bitune_streams(
-        base,
-        trainable,
-        batch.tokens,
-        batch.positions,
-        batch.prompt_len - 1,
-        cfg,
-        bcfg,
-        prompt_width=prompt_width,
-        compute=compute,
-        dropout_key=dropout_key,
-    )
-    rows, targets, mask = batch.answer_rows(answer_width)
-    x = compute.constrain(jnp.take_along_axis(x, rows[..., None], axis=1))  # the answer rows split over devices too
+    if isinstance(batch, PackedBatch):
+        x = bitune_streams(
+            base,
+            trainable,
+            batch.tokens,
+            batch.positions,
+            jnp.where(batch.segment_ids > 0, batch.prompt_len[jnp.maximum(batch.segment_ids - 1, 0)] - 1, 0),
+            cfg,
+            bcfg,
+            compute=compute,
+            dropout_key=dropout_key,
+            segment_ids=batch.segment_ids,
+            prompt_slots=batch.prompt_slots,
+        )
+        row, slots, targets, mask = batch.answer_rows(answer_width)
+        x = x[row[:, None], slots]
+    else:
+        x = bitune_streams(
+            base,
+            trainable,
+            batch.tokens,
+            batch.positions,
+            batch.prompt_len - 1,
+            cfg,
+            bcfg,
+            prompt_width=prompt_width,
+            compute=compute,
+            dropout_key=dropout_key,
+        )
+        rows, targets, mask = batch.answer_rows(answer_width)
+        x = jnp.take_along_axis(x, rows[..., None], axis=1)
+    x = compute.constrain(x)  # the answer rows split over devices too
     return hidden_token_loss(x, targets, mask, lambda h: unembed(base, h, cfg), compute.loss_chunk)

@@ -2,7 +2,7 @@
 resumable, shardable batches on grain. The generic pipeline only: the studies' synthetic tasks are `bitune_jax.tasks`,
 which imports this package, never the other way."""
 
-from bitune_jax.data.batch import PromptBatch, SFTBatch
+from bitune_jax.data.batch import PackedBatch, PromptBatch, SFTBatch
 from bitune_jax.data.pipeline import (
     DUMMY_ID,
     BatchIterator,
@@ -25,6 +25,7 @@ __all__ = [
     "EpochBatches",
     "PromptBatch",
     "Record",
+    "PackedBatch",
     "SFTBatch",
     "TokenizedExample",
     "TruncationReport",

@@ -1,7 +1,10 @@
-"""The two batch layouts: prompt + answer rows to score or train on (`SFTBatch`), prompts to continue (`PromptBatch`).
+"""The batch layouts: prompt + answer rows to score or train on (`SFTBatch`, one example per row; `PackedBatch`,
+several examples per row), and prompts to continue (`PromptBatch`).
 
 `SFTBatch` is what the training pipeline yields and what every objective, Bitune and the scoring evals consume: one
-example per row, right-padded, prompt then answer. Positions follow from the lengths (`-1` marks padding, the mask
+example per row, right-padded, prompt then answer. `PackedBatch` holds the same examples placed end to end in fewer
+rows (`data.packing`); every objective reads it too, with the same per-example arrays, so losses and statistics
+come out the same. Positions follow from the lengths (`-1` marks padding, the mask
 convention of the model's `forward`), and the rows that predict answer tokens follow from the prompt lengths, so
 no consumer redoes either. `PromptBatch` is for decoding: prompts only, usually left-padded so that every row's next
 token lands in the same cache slot; its positions are stored because they do not follow from a length.
@@ -97,6 +100,54 @@ class SFTBatch(NamedTuple):
             prompt_len=np.asarray([len(p) for p, _ in pairs], np.int32),
             length=np.asarray([len(r) for r in rows], np.int32),
         )
+
+
+class PackedBatch(NamedTuple):
+    """Examples placed end to end in rows (`data.packing.pack`): per token a position restarting at 0 in each
+    example and a segment id; per example slot `k` (the same slots, in the same order, as the unpacked batch) its row,
+    its first slot and its lengths. Attention never crosses a segment; answer rows are gathered per example, so the
+    loss and its per-example statistics read exactly as for an `SFTBatch`."""
+
+    tokens: jax.Array  # [rows, seq] int32: examples end to end, then pad_id
+    positions: jax.Array  # [rows, seq] int32: 0..length-1 within each example, -1 for padding
+    segment_ids: jax.Array  # [rows, seq] int32: k + 1 for the tokens of example slot k, 0 for padding
+    prompt_len: jax.Array  # [examples] int32 P (0 or 1 for a slot without targets)
+    length: jax.Array  # [examples] int32 P + A
+    example_id: jax.Array  # [examples] int32 index into the training set, -1 for a filler slot
+    row: jax.Array  # [examples] int32: the row slot k lies in
+    start: jax.Array  # [examples] int32: its first token's slot in that row
+    prompt_slots: jax.Array | None = None  # [rows, prompt_width] int32 (Bitune): slots of each row's P - 1 prompt
+    # tokens, example after example, then -1: the bidirectional stream's packed rows
+
+    def answer_rows(self, answer_width: int | None = None):
+        """Slots whose hidden states predict answer tokens: `(row [examples], slots [examples, width], targets,
+        mask)`; slot `start + P - 1 + j` of row `row` predicts answer token `j` of the example."""
+        seq = self.tokens.shape[1]
+        width = answer_width or seq
+        j = jnp.arange(width)
+        slots = jnp.clip((self.start + self.prompt_len)[:, None] - 1 + j, 0, seq - 1)
+        targets = self.tokens[self.row[:, None], jnp.clip(slots + 1, 0, seq - 1)]
+        mask = j < (self.length - self.prompt_len)[:, None]
+        return self.row, slots, targets, mask
+
+    def widths(self, multiple: int = 8) -> tuple[int, int]:
+        """Static `(prompt_width, answer_width)`: the bidirectional stream's packed width (Bitune; the row width
+        without `prompt_slots`) and the longest answer, rounded up to `multiple` (see `SFTBatch.widths`)."""
+        prompt_len, length = np.asarray(self.prompt_len), np.asarray(self.length)
+        seq = self.tokens.shape[1]
+        prompt = seq if self.prompt_slots is None else np.shape(self.prompt_slots)[1]
+        answer = max(multiple, -(-int((length - prompt_len).max()) // multiple) * multiple)
+        return prompt, min(answer, seq)
+
+    def pad_rows(self, multiple: int, pad_id: int = 0) -> PackedBatch:
+        """Itself: the packer already rounds rows and slots to the mesh (`pack(row_multiple=...)`)."""
+        del pad_id
+        if len(self.length) % multiple or len(self.tokens) % multiple:
+            raise ValueError(
+                f"a packed batch of {len(self.tokens)} rows and {len(self.length)} example slots does not split "
+                f"over {multiple} data x fsdp devices: pack with row_multiple={multiple}"
+            )
+        return self
 
 
 class PromptBatch(NamedTuple):

@@ -30,7 +30,8 @@ from typing import Any
 import grain
 import numpy as np
 
-from bitune_jax.data.batch import SFTBatch
+from bitune_jax.data.batch import PackedBatch, SFTBatch
+from bitune_jax.data.packing import PACKINGS, pack
 from bitune_jax.data.tokenize import TokenizedExample
 
 DUMMY_ID = -1
@@ -138,6 +139,9 @@ class EpochBatches:
       max_width: cap on the padded width (e.g. the model context), when `multiple` would round past it.
       order: "grain" (epoch e is a fresh shuffle by `(seed, e)`: random access) or "authors" (their chain of
         `shuffle(seed=seed + e)`, `authors_epoch_order`; epochs walked in order are computed incrementally).
+      packing: "none" (one example a row: `SFTBatch`) or a `data.packing` method: the same examples packed into rows
+        of `max_width` tokens (`PackedBatch`; global batches only), `row_multiple` rows and slots at a time, with
+        the Bitune stream's prompt rows if `prompt_rows`.
     """
 
     def __init__(
@@ -151,7 +155,14 @@ class EpochBatches:
         bucket_chunks: int = 0,
         max_width: int | None = None,
         order: str = "grain",
+        packing: str = "none",
+        row_multiple: int = 1,
+        prompt_rows: bool = False,
     ):
+        if packing not in PACKINGS:
+            raise ValueError(f"packing must be one of {PACKINGS}, got {packing!r}")
+        if packing != "none" and max_width is None:
+            raise ValueError("packing needs max_width: the length of a packed row")
         if order not in ("grain", "authors"):
             raise ValueError(f"order must be 'grain' or 'authors', got {order!r}")
         if order == "authors" and bucket_chunks:
@@ -172,6 +183,7 @@ class EpochBatches:
             i = int(self.lengths.argmax())
             raise ValueError(f"{examples[i].source}: {self.lengths[i]} tokens exceed max_width={max_width}")
         self._plan: tuple[int, np.ndarray] | None = None  # the last epoch's plan (epochs are walked in order)
+        self.packing, self.row_multiple, self.prompt_rows = packing, row_multiple, prompt_rows
 
     @property
     def num_examples(self) -> int:
@@ -214,7 +226,7 @@ class EpochBatches:
             self._plan = (epoch, self._make_plan(epoch))
         return self._plan[1]
 
-    def batch(self, epoch: int, index: int, process_index: int = 0, process_count: int = 1) -> SFTBatch:
+    def batch(self, epoch: int, index: int, process_index: int = 0, process_count: int = 1) -> SFTBatch | PackedBatch:
         """Batch `index` of `epoch`; with several processes, this process's contiguous slice of its rows.
 
         The padded width comes from the global batch, so the slices of all processes have the same shape and
@@ -231,6 +243,19 @@ class EpochBatches:
         if not 0 <= process_index < process_count:
             raise ValueError(f"process_index {process_index} out of range for {process_count} processes")
         ids = self.epoch_plan(epoch)[index]
+        if self.packing != "none":
+            if process_count != 1:
+                raise ValueError("packed batches are global: every process packs the whole batch (process_count 1)")
+            return pack(
+                self.examples,
+                ids,
+                self.max_width,
+                self.pad_id,
+                self.packing,
+                multiple=self.multiple,
+                row_multiple=self.row_multiple,
+                prompt_rows=self.prompt_rows,
+            )
         longest = int(self.lengths[ids[ids >= 0]].max())
         width = round_up(longest, self.multiple)
         if self.max_width is not None:

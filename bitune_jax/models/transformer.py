@@ -204,6 +204,7 @@ def forward(
     *,
     positions: jax.Array | None = None,  # [batch, seq] int32, -1 for padding
     prefix_len: jax.Array | None = None,  # [batch] int32: bidirectional attention among positions < prefix_len
+    segment_ids: jax.Array | None = None,  # [batch, seq] int32 (packed rows): attention only within a segment
     cache: KVCache | None = None,
     adapters: Params | None = None,
     peft: PeftConfig | None = None,
@@ -219,6 +220,8 @@ def forward(
     """
     if cache is not None and compute.sequence_parallel is not None:
         raise ValueError("sequence_parallel splits a whole sequence over devices; decoding with a cache does not")
+    if cache is not None and segment_ids is not None:
+        raise ValueError("segment_ids are for packed rows of whole examples; a cache holds one sequence a row")
     batch, seq = tokens.shape
     if positions is None:
         positions = jnp.broadcast_to(jnp.arange(seq, dtype=jnp.int32), (batch, seq))
@@ -236,7 +239,12 @@ def forward(
         x, cache_kv = carry  # cache_kv: (k, v) stacked over layers, or None without a cache
         lp, la, key, layer = xs
         spec = kernels.MaskSpec(
-            q_positions=positions, kv_positions=kv_positions, window=kind.window, prefix_len=prefix_len
+            q_positions=positions,
+            kv_positions=kv_positions,
+            window=kind.window,
+            prefix_len=prefix_len,
+            q_segment_ids=segment_ids,
+            kv_segment_ids=segment_ids,
         )
 
         def attend(q, k, v):

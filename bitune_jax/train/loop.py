@@ -16,7 +16,8 @@ import jax
 import numpy as np
 from ml_collections import ConfigDict
 
-from bitune_jax.data import SFTBatch
+from bitune_jax.data import PackedBatch, SFTBatch
+from bitune_jax.data.packing import padding_fraction
 from bitune_jax.train import checkpointing, divergence, epoch_stats, run_record, saturation
 from bitune_jax.train.divergence import NonFiniteLossError
 from bitune_jax.train.performance import MAX_STEPS_IN_FLIGHT, InFlight, StepPerformance
@@ -84,7 +85,7 @@ class _Trainer:
         self.schedule, self.optimizer = parts.schedule, parts.optimizer
         self.state, self.frozen = parts.state, parts.frozen
         self.state_sh, self.frozen_sh = parts.state_shardings, parts.frozen_shardings
-        self.compiled: dict[tuple[int, int], Any] = {}  # jitted steps by (prompt, answer) width
+        self.compiled: dict[tuple, Any] = {}  # jitted steps by batch layout and (prompt, answer) width
         self._restore(parts.model_cfg, record)
         self._open_logs(parts.source, parts.model_cfg)
 
@@ -180,7 +181,7 @@ class _Trainer:
             if due(self.step, self.spec.checkpoint.every_steps):
                 self.save(self.step)
 
-    def _train_step(self, epoch: int, index: int, batch: SFTBatch) -> None:
+    def _train_step(self, epoch: int, index: int, batch: SFTBatch | PackedBatch) -> None:
         """Dispatch one step and go on: the host prepares the next batch while the device runs this one."""
         spec, number = self.spec, epoch * self.steps_per_epoch + index
         skip = number in self.progress.recovery.skip  # a batch a rollback skips: consumed, never trained on
@@ -189,8 +190,9 @@ class _Trainer:
         else:
             full = batch.pad_rows(self.rows, self.shell.pad_id)
             widths = full.widths(spec.data.pad_multiple)
-            if widths not in self.compiled:
-                self.compiled[widths] = jit_train_step(
+            key = (type(full).__name__, *widths)
+            if key not in self.compiled:
+                self.compiled[key] = jit_train_step(
                     self.objective,
                     self.optimizer,
                     per_step(self.schedule, self.accumulate),
@@ -202,7 +204,7 @@ class _Trainer:
                     with_stats=True,
                     halt_on_nonfinite=spec.train.on_nonfinite != "skip_batch",
                 )
-            self.state, self.stats, metrics = self.compiled[widths](
+            self.state, self.stats, metrics = self.compiled[key](
                 self.state, self.frozen, global_batch(full, self.mesh), self.stats, np.int32(number)
             )
             self.in_flight.add(metrics["loss"])
@@ -224,6 +226,7 @@ class _Trainer:
         logged.pop("finite", None)
         logged.update(mixing_alphas(self.state.trainable, self.objective, per_layer=False))
         logged.update(self.perf.rates(self.tokens_per_s, full, widths[0]))
+        logged["padding_fraction"] = padding_fraction(full)  # token slots of the step that hold padding
         self.logger.log(
             self.step, logged, epoch=epoch + (index + 1) / self.steps_per_epoch, example_rows=self.unlogged_rows
         )

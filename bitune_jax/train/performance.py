@@ -95,8 +95,9 @@ def step_model_flops(
     objectives unembed only the rows a loss reads); `kind="full"` adds the weight gradients. Bitune also runs the
     bidirectional prompt stream (stack only, frozen) over each row's first `prompt_len - 1` tokens.
     """
-    width = int(np.shape(batch.tokens)[1])
     length, prompt_len = np.asarray(batch.length), np.asarray(batch.prompt_len)
+    # attention context: the row, or in a packed batch (segments) the longest example
+    width = int(np.shape(batch.tokens)[1]) if getattr(batch, "segment_ids", None) is None else int(length.max())
     tokens = float(np.sum(length))
     answer = float(np.sum(np.maximum(length - prompt_len, 0)))
     full = kind == "full"

@@ -24,7 +24,7 @@ from bitune_jax.models.compute import DTYPES, Compute
 from bitune_jax.tasks import registry
 from bitune_jax.train.evaluation import RunEvals
 from bitune_jax.train.objectives import Objective
-from bitune_jax.train.sharding import make_mesh, tree_shardings
+from bitune_jax.train.sharding import make_mesh, row_multiple, tree_shardings
 from bitune_jax.train.spec import DataSpec, DistributedSpec, RunSpec, TrainSpec
 from bitune_jax.train.step import TrainState, annealed, init_state, make_optimizer, make_schedule
 from bitune_jax.train.validate import ConfigError
@@ -200,6 +200,9 @@ def build_run(spec: RunSpec) -> RunParts:
         bucket_chunks=spec.data.bucket_chunks,
         max_width=max_len,
         order=spec.data.order,
+        packing=spec.data.packing,
+        row_multiple=row_multiple(mesh),
+        prompt_rows=spec.objective == "bitune",
     )
     total_steps, total_updates = plan(spec.train, batches.batches_per_epoch)
     objective = objective_from_config(spec, cfg, mesh)

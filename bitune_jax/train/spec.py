@@ -94,6 +94,9 @@ class DataSpec:
     batch_size: int = key(1, "examples per step (global, over all processes)", lo=1)
     pad_multiple: int = key(16, "batches pad to a multiple of this (bounds recompilation)", lo=1)
     bucket_chunks: int = key(0, ">0: length bucketing within chunks of this many batches", lo=0)
+    packing: Literal["none", "first_fit", "best_fit"] = key(
+        "none", "one example a row | each batch's examples end to end in rows of max_len (same examples, same loss)"
+    )
     synthetic: SyntheticSpec = section(SyntheticSpec)
     hf: HFDataSpec = section(HFDataSpec)
 

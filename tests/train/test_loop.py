@@ -31,7 +31,7 @@ def step_losses(workdir):
     return {r["step"]: r["loss"] for r in rows if r["scope"] == "step"}
 
 
-def launch(model_dir, workdir, epochs=4):
+def launch(model_dir, workdir, epochs=4, extra=()):
     cmd = [
         sys.executable,
         "-m",
@@ -40,6 +40,7 @@ def launch(model_dir, workdir, epochs=4):
         f"--config.model.name={model_dir}",
         f"--config.workdir={workdir}",
         f"--config.train.epochs={epochs}",
+        *extra,
     ]
     return subprocess.Popen(
         cmd, cwd=ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT

@@ -1,0 +1,128 @@
+"""Packing: the examples of one batch placed end to end in as few rows as fit, so a step multiplies tokens rather
+than padding (`data.packing`).
+
+Packing re-lays out a batch and changes nothing else: the batch holds the same examples, in the same slots, as the
+unpacked one (`EpochBatches` decides which examples make a batch, packed or not), so per-epoch reshuffles, nested
+subsets and a resumed run's position (`{"epoch", "index"}`) are untouched, and the packer needs no state of its own.
+Each example keeps positions 0..length-1 (RoPE) and a segment id of its own; attention, targets and the Bitune
+streams never cross a segment (`PackedBatch`).
+
+Placement is by length, per batch:
+  * `first_fit`: each example, in slot order, goes into the first row with room for it;
+  * `best_fit`: examples longest first, each into the row it leaves least room in (best-fit decreasing, as TRL).
+The row count is rounded up to a small static set (1, 2, 3, 4, 6, 8, 12, ...: powers of two and 1.5x them) and to
+a multiple of the mesh's data x fsdp, and the width to the longest row rounded up to `multiple`, so the number of
+compiled step shapes stays small.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from bitune_jax.data.batch import PackedBatch
+from bitune_jax.data.tokenize import TokenizedExample
+
+PACKINGS = ("none", "first_fit", "best_fit")
+
+
+def place(lengths: Sequence[int], capacity: int, method: str) -> list[list[int]]:
+    """Rows of indices into `lengths`, each row's total at most `capacity`; every index placed once, each row in
+    index order."""
+    if method not in PACKINGS[1:]:
+        raise ValueError(f"packing method must be one of {PACKINGS[1:]}, got {method!r}")
+    order = range(len(lengths))
+    if method == "best_fit":
+        order = sorted(order, key=lambda i: -lengths[i])  # stable: ties keep slot order
+    rows: list[list[int]] = []
+    free: list[int] = []
+    for i in order:
+        need = int(lengths[i])
+        if need > capacity:
+            raise ValueError(f"example {i} has {need} tokens: longer than a packed row ({capacity})")
+        fits = [r for r, room in enumerate(free) if room >= need]
+        if not fits:
+            rows.append([i])
+            free.append(capacity - need)
+            continue
+        r = fits[0] if method == "first_fit" else min(fits, key=lambda r: free[r])
+        rows[r].append(i)
+        free[r] -= need
+    return [sorted(r) for r in rows]
+
+
+def row_bucket(rows: int, multiple: int = 1) -> int:
+    """The static row count for `rows` packed rows: the next of 1, 2, 3, 4, 6, 8, 12, 16, ..., then a multiple of
+    `multiple` (the mesh's data x fsdp)."""
+    size = 1
+    while size < rows:
+        power_of_two = size & (size - 1) == 0
+        size = 2 if size == 1 else size + size // 2 if power_of_two else size // 3 * 4
+    return -(-size // multiple) * multiple
+
+
+def pack(
+    examples: Sequence[TokenizedExample],
+    ids: np.ndarray,  # [slots] example ids, -1 for a filler slot
+    capacity: int,
+    pad_id: int,
+    method: str = "first_fit",
+    *,
+    multiple: int = 16,
+    row_multiple: int = 1,
+    prompt_rows: bool = False,
+) -> PackedBatch:
+    """Examples `ids` (slot order kept) packed into rows of at most `capacity` tokens. `row_multiple` rounds both
+    the row count and the slot count (filler slots: no targets) so that both split over the mesh's data x fsdp.
+    `prompt_rows` (Bitune) adds `prompt_slots`, the packed rows of the bidirectional stream."""
+    ids = np.asarray(ids, np.int64)
+    slots = -(-len(ids) // row_multiple) * row_multiple
+    ids = np.concatenate([ids, np.full(slots - len(ids), -1, np.int64)])
+    real = np.flatnonzero(ids >= 0)
+    lengths = [examples[ids[k]].length for k in real]
+    placed = [[int(real[i]) for i in row] for row in place(lengths, capacity, method)]
+    fill = max(sum(examples[ids[k]].length for k in row) for row in placed)
+    width = min(max(multiple, -(-fill // multiple) * multiple), max(capacity, fill))
+    rows = row_bucket(len(placed), row_multiple)
+
+    tokens = np.full((rows, width), pad_id, np.int32)
+    positions = np.full((rows, width), -1, np.int32)
+    segment_ids = np.zeros((rows, width), np.int32)
+    prompt_len, length = np.ones(slots, np.int32), np.ones(slots, np.int32)  # filler slots: P == length == 1
+    row_of, start = np.zeros(slots, np.int32), np.zeros(slots, np.int32)
+    bidir: list[list[int]] = []
+    for r, members in enumerate(placed):
+        at, prompt = 0, []
+        for k in members:
+            e = examples[ids[k]]
+            p, n = len(e.prompt_ids), e.length
+            tokens[r, at : at + p], tokens[r, at + p : at + n] = e.prompt_ids, e.answer_ids
+            positions[r, at : at + n] = np.arange(n)
+            segment_ids[r, at : at + n] = k + 1
+            prompt_len[k], length[k], row_of[k], start[k] = p, n, r, at
+            prompt += range(at, at + p - 1)
+            at += n
+        bidir.append(prompt)
+    prompt_slots = None
+    if prompt_rows:
+        longest = max(len(b) for b in bidir)
+        prompt_slots = np.full((rows, max(multiple, -(-longest // multiple) * multiple)), -1, np.int32)
+        for r, b in enumerate(bidir):
+            prompt_slots[r, : len(b)] = b
+    return PackedBatch(
+        tokens=tokens,
+        positions=positions,
+        segment_ids=segment_ids,
+        prompt_len=prompt_len,
+        length=length,
+        example_id=ids.astype(np.int32),
+        row=row_of,
+        start=start,
+        prompt_slots=prompt_slots,
+    )
+
+
+def padding_fraction(batch) -> float:
+    """Share of a batch's token slots that hold padding (packed or not): the compute packing saves."""
+    return 1.0 - float(np.sum(np.asarray(batch.length)[np.asarray(batch.example_id) >= 0])) / np.size(batch.tokens)
