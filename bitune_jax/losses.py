@@ -59,9 +59,47 @@ def hidden_token_loss(
     Chunk `i` holds the strided rows `i, i + n, i + 2n, ...` (the loss is a sum, so the order is free): rows split in
     contiguous slices over devices (sequence parallelism) then give every device its share of every chunk.
     """
+    return _reduce(*_hidden_stats(hidden, targets, unembed, chunk), mask)
+
+
+def example_token_loss(
+    hidden: jax.Array,  # [tokens, dim] final hidden states of the slots that predict answer tokens, any example
+    targets: jax.Array,  # [tokens] int32
+    example: jax.Array,  # [tokens] int32: the example slot each token belongs to, -1 for padding
+    num_examples: int,
+    unembed: Callable[[jax.Array], jax.Array],
+    chunk: int = 0,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """`hidden_token_loss` of answer tokens laid end to end (a packed batch's), reduced per example: the same
+    loss and metrics, with `per_example_*` of length `num_examples`, and no unembedding spent on padding."""
+    nll, hit = _hidden_stats(hidden[None], targets[None], unembed, chunk)
+    mask = example >= 0
+    ids = jnp.where(mask, example, num_examples)  # padding: a bin of its own, dropped
+
+    def per_example(x):
+        return jax.ops.segment_sum(jnp.where(mask, x, 0).astype(jnp.float32), ids, num_examples + 1)[:num_examples]
+
+    count = per_example(jnp.ones_like(nll[0]))
+    correct = per_example(hit[0])
+    real = count > 0
+    per_example_loss = per_example(nll[0]) / jnp.maximum(count, 1)
+    loss = jnp.where(real, per_example_loss, 0.0).sum() / jnp.maximum(real.sum(), 1)
+    metrics = {
+        "loss": loss,
+        "token_accuracy": correct.sum() / jnp.maximum(mask.sum(), 1),
+        "tokens": mask.sum(),
+        "correct": (hit[0] & mask).sum(),
+        "per_example_loss": per_example_loss,
+        "per_example_accuracy": correct / jnp.maximum(count, 1),
+    }
+    return loss, metrics
+
+
+def _hidden_stats(hidden, targets, unembed, chunk):
+    """Per-row negative log-likelihood and argmax hit `[batch, rows]` of `unembed(hidden)`, `chunk` rows at a time."""
     rows = hidden.shape[1]
     if not chunk or rows <= chunk:
-        return masked_token_loss(unembed(hidden), targets, mask)
+        return _token_stats(unembed(hidden), targets)
     n = -(-rows // chunk)
     pad = n * chunk - rows
     hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
@@ -80,4 +118,4 @@ def hidden_token_loss(
     nll, hit = jax.lax.map(lambda xt: one(*xt), xs)  # [n, batch, chunk]
     nll = nll.transpose(1, 2, 0).reshape(batch, n * chunk)[:, :rows]
     hit = hit.transpose(1, 2, 0).reshape(batch, n * chunk)[:, :rows]
-    return _reduce(nll, hit, mask)
+    return nll, hit

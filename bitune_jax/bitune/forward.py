@@ -23,7 +23,7 @@ from bitune_jax import kernels
 from bitune_jax.bitune.config import BituneConfig
 from bitune_jax.bitune.mixing import alpha, init_mixing, mix
 from bitune_jax.data.batch import PackedBatch, SFTBatch
-from bitune_jax.losses import hidden_token_loss
+from bitune_jax.losses import example_token_loss, hidden_token_loss
 from bitune_jax.models.compute import Compute
 from bitune_jax.models.config import ModelConfig
 from bitune_jax.models.transformer import (
@@ -224,22 +224,21 @@ def bitune_loss(
             segment_ids=batch.segment_ids,
             prompt_slots=batch.prompt_slots,
         )
-        row, slots, targets, mask = batch.answer_rows(answer_width)
-        x = x[row[:, None], slots]
-    else:
-        x = bitune_streams(
-            base,
-            trainable,
-            batch.tokens,
-            batch.positions,
-            batch.prompt_len - 1,
-            cfg,
-            bcfg,
-            prompt_width=prompt_width,
-            compute=compute,
-            dropout_key=dropout_key,
-        )
-        rows, targets, mask = batch.answer_rows(answer_width)
-        x = jnp.take_along_axis(x, rows[..., None], axis=1)
-    x = compute.constrain(x)  # the answer rows split over devices too
+        row, slot, targets, example = batch.answer_tokens()  # the answer tokens end to end, reduced per example
+        head = functools.partial(unembed, base, cfg=cfg)
+        return example_token_loss(x[row, slot], targets, example, batch.length.shape[0], head, compute.loss_chunk)
+    x = bitune_streams(
+        base,
+        trainable,
+        batch.tokens,
+        batch.positions,
+        batch.prompt_len - 1,
+        cfg,
+        bcfg,
+        prompt_width=prompt_width,
+        compute=compute,
+        dropout_key=dropout_key,
+    )
+    rows, targets, mask = batch.answer_rows(answer_width)
+    x = compute.constrain(jnp.take_along_axis(x, rows[..., None], axis=1))  # the answer rows split over devices too
     return hidden_token_loss(x, targets, mask, lambda h: unembed(base, h, cfg), compute.loss_chunk)

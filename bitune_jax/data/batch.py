@@ -105,8 +105,8 @@ class SFTBatch(NamedTuple):
 class PackedBatch(NamedTuple):
     """Examples placed end to end in rows (`data.packing.pack`): per token a position restarting at 0 in each
     example and a segment id; per example slot `k` (the same slots, in the same order, as the unpacked batch) its row,
-    its first slot and its lengths. Attention never crosses a segment; answer rows are gathered per example, so the
-    loss and its per-example statistics read exactly as for an `SFTBatch`."""
+    its first slot and its lengths; per answer token where it lies. Attention never crosses a segment, and the loss
+    reduces answer tokens per example, so it and its per-example statistics read exactly as for an `SFTBatch`."""
 
     tokens: jax.Array  # [rows, seq] int32: examples end to end, then pad_id
     positions: jax.Array  # [rows, seq] int32: 0..length-1 within each example, -1 for padding
@@ -116,28 +116,25 @@ class PackedBatch(NamedTuple):
     example_id: jax.Array  # [examples] int32 index into the training set, -1 for a filler slot
     row: jax.Array  # [examples] int32: the row slot k lies in
     start: jax.Array  # [examples] int32: its first token's slot in that row
+    answer_row: jax.Array | None = None  # [answer tokens] int32: every answer token's row, example after example
+    answer_slot: jax.Array | None = None  # [answer tokens] int32: the slot whose hidden state predicts it
+    answer_example: jax.Array | None = None  # [answer tokens] int32: its example slot k; -1 pads the count
     prompt_slots: jax.Array | None = None  # [rows, prompt_width] int32 (Bitune): slots of each row's P - 1 prompt
     # tokens, example after example, then -1: the bidirectional stream's packed rows
 
-    def answer_rows(self, answer_width: int | None = None):
-        """Slots whose hidden states predict answer tokens: `(row [examples], slots [examples, width], targets,
-        mask)`; slot `start + P - 1 + j` of row `row` predicts answer token `j` of the example."""
+    def answer_tokens(self):
+        """`(row, slot, target, example)` per answer token `[answer tokens]`: the hidden state at `(row, slot)`
+        predicts `target`; only answer tokens are unembedded, with no padding to the longest answer."""
         seq = self.tokens.shape[1]
-        width = answer_width or seq
-        j = jnp.arange(width)
-        slots = jnp.clip((self.start + self.prompt_len)[:, None] - 1 + j, 0, seq - 1)
-        targets = self.tokens[self.row[:, None], jnp.clip(slots + 1, 0, seq - 1)]
-        mask = j < (self.length - self.prompt_len)[:, None]
-        return self.row, slots, targets, mask
+        targets = self.tokens[self.answer_row, jnp.clip(self.answer_slot + 1, 0, seq - 1)]
+        return self.answer_row, self.answer_slot, targets, self.answer_example
 
     def widths(self, multiple: int = 8) -> tuple[int, int]:
-        """Static `(prompt_width, answer_width)`: the bidirectional stream's packed width (Bitune; the row width
-        without `prompt_slots`) and the longest answer, rounded up to `multiple` (see `SFTBatch.widths`)."""
-        prompt_len, length = np.asarray(self.prompt_len), np.asarray(self.length)
-        seq = self.tokens.shape[1]
-        prompt = seq if self.prompt_slots is None else np.shape(self.prompt_slots)[1]
-        answer = max(multiple, -(-int((length - prompt_len).max()) // multiple) * multiple)
-        return prompt, min(answer, seq)
+        """Static `(prompt_width, answer tokens)`: the bidirectional stream's packed width (Bitune; the row width
+        without `prompt_slots`) and the length of the answer-token arrays (already rounded by the packer)."""
+        del multiple
+        prompt = self.tokens.shape[1] if self.prompt_slots is None else np.shape(self.prompt_slots)[1]
+        return prompt, int(np.shape(self.answer_row)[0])
 
     def pad_rows(self, multiple: int, pad_id: int = 0) -> PackedBatch:
         """Itself: the packer already rounds rows and slots to the mesh (`pack(row_multiple=...)`)."""

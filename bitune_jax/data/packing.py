@@ -5,13 +5,14 @@ Packing re-lays out a batch and changes nothing else: the batch holds the same e
 unpacked one (`EpochBatches` decides which examples make a batch, packed or not), so per-epoch reshuffles, nested
 subsets and a resumed run's position (`{"epoch", "index"}`) are untouched, and the packer needs no state of its own.
 Each example keeps positions 0..length-1 (RoPE) and a segment id of its own; attention, targets and the Bitune
-streams never cross a segment (`PackedBatch`).
+streams never cross a segment (`PackedBatch`). The answer tokens are listed end to end too (row, slot, example), so
+the loss unembeds exactly the answer tokens, not every example padded to the longest answer.
 
 Placement is by length, per batch:
   * `first_fit`: each example, in slot order, goes into the first row with room for it;
   * `best_fit`: examples longest first, each into the row it leaves least room in (best-fit decreasing, as TRL).
-The row count is rounded up to a small static set (1, 2, 3, 4, 6, 8, 12, ...: powers of two and 1.5x them) and to
-a multiple of the mesh's data x fsdp, and the width to the longest row rounded up to `multiple`, so the number of
+The row count is rounded up to a small static set (1 to 8, then four sizes an octave: 10, 12, 14, 16, 20, ...) and
+to a multiple of the mesh's data x fsdp, and the width to the longest row rounded up to `multiple`, so the number of
 compiled step shapes stays small.
 """
 
@@ -53,12 +54,13 @@ def place(lengths: Sequence[int], capacity: int, method: str) -> list[list[int]]
 
 
 def row_bucket(rows: int, multiple: int = 1) -> int:
-    """The static row count for `rows` packed rows: the next of 1, 2, 3, 4, 6, 8, 12, 16, ..., then a multiple of
-    `multiple` (the mesh's data x fsdp)."""
-    size = 1
-    while size < rows:
-        power_of_two = size & (size - 1) == 0
-        size = 2 if size == 1 else size + size // 2 if power_of_two else size // 3 * 4
+    """The static row count for `rows` packed rows: itself up to 8, then the next of 10, 12, 14, 16, 20, 24, 28, 32,
+    40, ... (four sizes an octave: at most a quarter of the rows are filler), then a multiple of `multiple` (the
+    mesh's data x fsdp)."""
+    size = rows
+    if rows > 8:
+        step = 1 << max((rows - 1).bit_length() - 3, 0)  # a quarter of the octave (2^k, 2^(k+1)] that holds `rows`
+        size = -(-rows // step) * step
     return -(-size // multiple) * multiple
 
 
@@ -104,6 +106,11 @@ def pack(
             prompt += range(at, at + p - 1)
             at += n
         bidir.append(prompt)
+    answers = [(row_of[k], start[k] + prompt_len[k] - 1 + j, k) for k in real for j in range(length[k] - prompt_len[k])]
+    count = -(-len(answers) // (multiple * row_multiple)) * multiple * row_multiple  # splits over the mesh, bounded
+    answer = np.zeros((3, count), np.int32)
+    answer[2] = -1
+    answer[:, : len(answers)] = np.asarray(answers, np.int32).T
     prompt_slots = None
     if prompt_rows:
         longest = max(len(b) for b in bidir)
@@ -119,6 +126,9 @@ def pack(
         example_id=ids.astype(np.int32),
         row=row_of,
         start=start,
+        answer_row=answer[0],
+        answer_slot=answer[1],
+        answer_example=answer[2],
         prompt_slots=prompt_slots,
     )
 

@@ -9,13 +9,14 @@ Trainable and frozen parameters are separate pytrees, so freezing, sharding and 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import TYPE_CHECKING, Literal
 
 import jax
 
 from bitune_jax.bitune import BituneConfig, bitune_loss, init_trainable
 from bitune_jax.data.batch import PackedBatch, SFTBatch
-from bitune_jax.losses import hidden_token_loss
+from bitune_jax.losses import example_token_loss, hidden_token_loss
 from bitune_jax.models.compute import Compute
 from bitune_jax.models.config import ModelConfig
 from bitune_jax.models.transformer import Params, forward, unembed
@@ -91,9 +92,7 @@ class Objective:
             )
         params, adapters = (trainable, None) if self.kind == "full" else (frozen, trainable)
         packed = isinstance(batch, PackedBatch)
-        if packed:
-            row, rows, targets, mask = batch.answer_rows(answer_width)
-        else:
+        if not packed:
             rows, targets, mask = batch.answer_rows(answer_width)
         hidden, _ = forward(
             params,
@@ -108,7 +107,10 @@ class Objective:
             return_hidden=True,
             dropout_key=dropout_key,
         )
-        if packed:  # each example's answer rows, gathered from the row it was packed into
-            hidden = hidden[row[:, None], rows]
+        head = functools.partial(unembed, params, cfg=self.cfg)
+        if packed:  # the answer tokens end to end, reduced per example
+            row, slot, targets, example = batch.answer_tokens()
+            n = batch.length.shape[0]
+            return example_token_loss(hidden[row, slot], targets, example, n, head, self.compute.loss_chunk)
         hidden = self.compute.constrain(hidden)  # the answer rows' unembedding split over the devices too
-        return hidden_token_loss(hidden, targets, mask, lambda h: unembed(params, h, self.cfg), self.compute.loss_chunk)
+        return hidden_token_loss(hidden, targets, mask, head, self.compute.loss_chunk)
