@@ -12,14 +12,14 @@ tokens (Bitune's bidirectional stream needs one), answers at least 1. An example
 as `data.truncation=drop` does (at 512 about 30% are). Token ids are random in the vocabulary: they do not change
 the speed. Lengths and ids come from a fixed seed, so every run times the same batches.
 
-Each update takes `--batch` examples (the paper's 10). The padded batch is `data.pipeline.collate` (one example a
-row, width the longest rounded up to 16); the packed one is `data.packing.pack(method="first_fit", multiple=16)` of
-the same examples into rows of `--max-len` tokens (with Bitune's packed prompt rows for Bitune). Every shape is
-compiled once in a warm-up pass over all the batches; a timing is the best of `--repeats` passes over all of them.
-Throughput counts real (non-padding) tokens only, the same for every layout, so tokens/s ratios are time ratios.
-The peer (transformers + peft: LoRA r8 alpha 16 on the same seven projections, `torch.optim.AdamW`, gradient
-clipping at 1.0, float32, torch threads as in benchmarks/generate.py) trains on the padded batches: attention mask
-over the padding, labels -100 on the prompt and the padding.
+Each update takes `--batch` examples (the paper's 10). The padded batch is `data.pipeline.collate` (one example a row,
+width the longest rounded up to 16); the packed one is `data.packing.pack(method="first_fit", multiple=16)` of the same
+examples into rows of `--max-len` tokens (with Bitune's packed prompt rows for Bitune). Every shape is compiled once in
+a warm-up pass over all the batches (already on the device); a timing is the best of `--repeats` passes over all of
+them. Throughput counts real (non-padding) tokens only, the same for every layout, so tokens/s ratios are time ratios.
+The peer (transformers + peft: LoRA r8 alpha 16 on the same seven projections, `torch.optim.AdamW`, gradient clipping at
+1.0, float32, torch threads as in benchmarks/generate.py) trains on the padded batches: attention mask over the padding,
+labels -100 on the prompt and the padding.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@ parameters as JSON.
 
 Used by test_sharded_step.py in a subprocess, so XLA_FLAGS (fake CPU devices) and jax.distributed take effect.
     python -m tests.train.sharded_step_worker --out r.json --mesh 2,2,1,2 --kinds full,peft \
-        [--rows 8 --seq 16 --attn xla] [--process_id 0 --num_processes 2 --port N]
-`--mesh` is data,fsdp,sequence,tensor. Rows that do not fill `data x fsdp` are padded as the trainer pads them.
+        [--rows 8 --seq 16 --attn xla] [--packed] [--process_id 0 --num_processes 2 --port N]
+`--mesh` is data,fsdp,sequence,tensor. Rows that do not fill `data x fsdp` are padded as the trainer pads them;
+`--packed` packs the same examples into rows of `seq` tokens (`data.packing=first_fit`).
 """
 
 import argparse
@@ -16,7 +17,9 @@ from jax.experimental import multihost_utils
 
 from bitune_jax import kernels
 from bitune_jax.bitune import BituneConfig
+from bitune_jax.data import TokenizedExample
 from bitune_jax.data.batch import SFTBatch
+from bitune_jax.data.packing import pack
 from bitune_jax.models.compute import Compute
 from bitune_jax.models.config import ModelConfig
 from bitune_jax.models.transformer import init_params
@@ -61,6 +64,7 @@ def main():
     parser.add_argument("--rows", type=int, default=8)
     parser.add_argument("--seq", type=int, default=16)
     parser.add_argument("--attn", default="xla")
+    parser.add_argument("--packed", action="store_true")
     parser.add_argument("--process_id", type=int, default=0)
     parser.add_argument("--num_processes", type=int, default=1)
     parser.add_argument("--port", type=int, default=0)
@@ -98,7 +102,16 @@ def run(kind, mesh, args):
     step = None
     losses, accuracies = [], []
     for i in range(2):
-        full = batches(i, args.rows, args.seq).pad_rows(row_multiple(mesh))
+        full = batches(i, args.rows, args.seq)
+        if args.packed:
+            examples = [
+                TokenizedExample(prompt_ids=t[:p].tolist(), answer_ids=t[p:n].tolist(), source=f"row {r}")
+                for r, (t, p, n) in enumerate(zip(full.tokens, full.prompt_len, full.length))
+            ]
+            full = pack(
+                examples, full.example_id, args.seq, 0, row_multiple=row_multiple(mesh), prompt_rows=kind == "bitune"
+            )
+        full = full.pad_rows(row_multiple(mesh))
         step = step or jit_train_step(objective, optimizer, schedule, state_sh, frozen_sh, batch_shardings(full, mesh))
         state, metrics = step(state, frozen, global_batch(full, mesh))
         losses.append(float(metrics["loss"]))
