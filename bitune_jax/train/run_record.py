@@ -34,6 +34,7 @@ NEUTRAL = (
     "distributed.",
     "mesh.",
     "model.attn_impl",
+    "data.packing",  # the same examples and loss, laid out in fewer rows
     "model.name",
     "data.train_path",
     "data.hf.path",
@@ -43,7 +44,7 @@ NEUTRAL = (
 _EDGE = 1 << 20  # bytes hashed at each end of a weight file
 # Keys added to `base()` after runs were recorded, each with the value under which those runs computed what they
 # did: a record without the key reads as if it held that value (resume checks, a study's finished points).
-ADDED_KEYS: dict[str, Any] = {"data.pool_order": "shuffle", "data.order": "grain"}
+ADDED_KEYS: dict[str, Any] = {"data.pool_order": "shuffle", "data.order": "grain", "data.packing": "none"}
 
 
 def with_added_keys(flat: Mapping[str, Any]) -> dict[str, Any]:
