@@ -130,12 +130,6 @@ def validate(config: ConfigDict, device_count: int) -> RunSpec:
                 f"config.data.pad_multiple={config.data.pad_multiple} must be a multiple of "
                 f"config.mesh.sequence={m.sequence} (each device holds an equal slice of the tokens)"
             )
-        if config.data.packing != "none" and config.objective == "bitune" and m.sequence > 1:
-            errors.append(
-                f"config.data.packing={config.data.packing!r} with objective=bitune and config.mesh.sequence="
-                f"{m.sequence}: packed Bitune is not yet exact under sequence parallelism (its mixing weights' "
-                "gradient differs); set data.packing='none' or mesh.sequence=1"
-            )
         if isinstance(config.data.max_len, int) and config.data.max_len % m.sequence:
             errors.append(
                 f"config.data.max_len={config.data.max_len} must be a multiple of "

@@ -13,6 +13,7 @@ import json
 
 import jax
 import numpy as np
+import optax
 from jax.experimental import multihost_utils
 
 from bitune_jax import kernels
@@ -65,6 +66,10 @@ def main():
     parser.add_argument("--seq", type=int, default=16)
     parser.add_argument("--attn", default="xla")
     parser.add_argument("--packed", action="store_true")
+    parser.add_argument(
+        "--sgd", action="store_true", help="SGD: parameters that scale with the gradients (Adam's first"
+    )
+    # steps move every parameter by about lr whatever its gradient, so a near-zero gradient's rounding shows)
     parser.add_argument("--process_id", type=int, default=0)
     parser.add_argument("--num_processes", type=int, default=1)
     parser.add_argument("--port", type=int, default=0)
@@ -96,6 +101,8 @@ def run(kind, mesh, args):
     trainable, frozen = objective.split(params, jax.random.key(1))
     schedule = make_schedule("cosine", 1e-2, 4, 0.25)
     optimizer = make_optimizer(schedule, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, clip=1.0)
+    if args.sgd:
+        optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.sgd(schedule))
     state = init_state(trainable, optimizer)
     state_sh, frozen_sh = tree_shardings(state, mesh), tree_shardings(frozen, mesh)
     state, frozen = jax.device_put(state, state_sh), jax.device_put(frozen, frozen_sh)

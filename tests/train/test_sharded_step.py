@@ -29,6 +29,7 @@ def run_worker(
     seq=16,
     attn="xla",
     packed=False,
+    sgd=False,
     process_id=None,
     num_processes=1,
     port=0,
@@ -53,6 +54,8 @@ def run_worker(
     ]
     if packed:
         cmd += ["--packed"]
+    if sgd:
+        cmd += ["--sgd"]
     if num_processes > 1:
         cmd += ["--process_id", str(process_id), "--num_processes", str(num_processes), "--port", str(port)]
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu"}
@@ -116,20 +119,23 @@ def test_padded_rows_with_sequence_and_tensor_axes(single_long, tmp_path):
         assert_same(sharded[kind], single_long[3][kind])
 
 
+@pytest.fixture(scope="module")
+def single_long_sgd(tmp_path_factory):
+    """Three rows of up to 512 tokens on one device, trained with SGD."""
+    return finish(run_worker(tmp_path_factory.mktemp("sgd"), "sgd", "1,1,1,1", 1, rows=3, seq=512, sgd=True))
+
+
 @pytest.mark.parametrize("attn", ["xla", "blockwise"])
-def test_packed_rows_on_8_devices_with_sequence_parallelism_equal_unpacked_single_device(single_long, tmp_path, attn):
-    """The same 3 examples packed into rows of 512 (`data.packing`) on data=2 x sequence=2 x tensor=2, and Bitune
-    packed on data=4 x tensor=2 (packed Bitune under sequence parallelism is refused by the config check: its mixing
-    weights' gradient differs there, see test_validate)."""
-    sharded = finish(
-        run_worker(tmp_path, "packed", "2,1,2,2", 8, kinds="full,peft", rows=3, seq=512, attn=attn, packed=True)
-    )
-    for kind in ("full", "peft"):
-        assert_same(sharded[kind], single_long[3][kind])
-    bitune = finish(
-        run_worker(tmp_path, "bitune", "4,1,1,2", 8, kinds="bitune", rows=3, seq=512, attn=attn, packed=True)
-    )
-    assert_same(bitune["bitune"], single_long[3]["bitune"])
+def test_packed_rows_on_8_devices_with_sequence_parallelism_equal_unpacked_single_device(
+    single_long_sgd, tmp_path, attn
+):
+    """The same 3 examples packed into rows of 512 (`data.packing`) on data=2 x sequence=2 x tensor=2. With SGD:
+    Adam's first updates are about lr whatever the gradient's size, so one near-zero gradient (a Bitune mixing
+    weight's, here) turns float32 rounding of a sharded reduction into a 5e-3 parameter difference; the gradients
+    themselves agree to 1e-7."""
+    sharded = finish(run_worker(tmp_path, "packed", "2,1,2,2", 8, rows=3, seq=512, attn=attn, packed=True, sgd=True))
+    for kind in KINDS.split(","):
+        assert_same(sharded[kind], single_long_sgd[kind])
 
 
 @pytest.mark.parametrize("layout", ["2x2x2", "sequence"])

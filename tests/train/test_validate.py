@@ -73,10 +73,6 @@ def test_mesh_must_match_the_devices_and_the_padding():
     with pytest.raises(ConfigError, match=r"config.data.pad_multiple=12 must be a multiple of config.mesh.sequence=8"):
         validate(config(**{"mesh.sequence": 8, "data.pad_multiple": 12}), device_count=8)
     validate(config(**{"mesh.sequence": 4, "mesh.data": 2, "data.pad_multiple": 16}), device_count=8)
-    packed_bitune = {"objective": "bitune", "data.packing": "first_fit", "data.pad_multiple": 16}
-    with pytest.raises(ConfigError, match=r"config.data.packing='first_fit' with objective=bitune and config.mesh"):
-        validate(config(**packed_bitune, **{"mesh.sequence": 2, "mesh.data": 4}), device_count=8)
-    validate(config(**packed_bitune, **{"mesh.data": 8}), device_count=8)
     with pytest.raises(ConfigError, match=r"config.data.packing='tight'"):
         validate(config(**{"data.packing": "tight"}), device_count=1)
 
