@@ -152,10 +152,12 @@ def time_peer(lm: bj.LM, batches: Sequence[SFTBatch], repeats: int) -> float:
 
 
 def stream_fraction(batch: SFTBatch | PackedBatch, prompt_width: int) -> float:
-    """Share of the Bitune bidirectional stream's slots (P - 1 prompt tokens per example) that are padding."""
+    """Share of the Bitune bidirectional stream's slots (P - 1 prompt tokens per example) that are padding: rows x
+    `prompt_width` unpacked, the stream's own packed rows (`bidir_source`) packed."""
     real = np.asarray(batch.example_id) >= 0
     used = int(np.sum(np.asarray(batch.prompt_len)[real] - 1))
-    return 1.0 - used / (np.shape(batch.tokens)[0] * prompt_width)
+    stream = getattr(batch, "bidir_source", None)
+    return 1.0 - used / (np.size(stream) if stream is not None else np.shape(batch.tokens)[0] * prompt_width)
 
 
 def overall(batches: Sequence[SFTBatch | PackedBatch]) -> float:

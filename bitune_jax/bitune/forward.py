@@ -75,13 +75,17 @@ def bitune_streams(
     dropout_key: jax.Array | None = None,  # training: LoRA dropout, drawn independently for the two streams
     segment_ids: jax.Array | None = None,  # [batch, seq] int32 (packed rows): example k + 1, 0 for padding
     prompt_slots: jax.Array | None = None,  # [batch, width] int32 (packed rows): the mixed tokens' slots, then -1
+    bidir_source: jax.Array | None = None,  # [bidir rows, bidir width] int32: flat causal index of each token, or -1
+    bidir_index: jax.Array | None = None,  # [batch, width] int32: flat bidirectional-stream index of each mixed token
 ):
     """Final causal-stream hidden states `[batch, seq, dim]` (and per-layer mixed prompt K/V if asked).
 
-    Packed rows (`segment_ids`, `prompt_slots`, a per-token `mixed_len`; `data.packing`) hold several examples: the
-    bidirectional stream runs over the rows of `prompt_slots` (each row's examples' first `P - 1` tokens, nothing
-    else), and segment ids `2 s` (prompt queries and the causal prompt keys of example `s`) and `2 s + 1` (its answer
-    queries, its mixed prompt and its answer keys) keep every example to itself."""
+    Packed rows (`segment_ids`, `prompt_slots`, `bidir_source`, `bidir_index`, a per-token `mixed_len`;
+    `data.packing`) hold several examples: the bidirectional stream runs over rows of its own (`bidir_source`: every
+    example's first `P - 1` tokens packed end to end, nothing else), each causal row's mixed block holds its own
+    examples' mixed tokens (`prompt_slots`, fetched from the stream by `bidir_index`), and segment ids `2 s` (prompt
+    queries and the causal prompt keys of example `s`) and `2 s + 1` (its answer queries, its mixed prompt and its
+    answer keys) keep every example to itself."""
     attention = functools.partial(compute.attention, scale=cfg.scale, logit_softcap=cfg.attn_logit_softcap)
     batch, seq = tokens.shape
     causal_set = adapter_set(trainable, "causal")
@@ -95,28 +99,39 @@ def bitune_streams(
         width = prompt_width or seq
         head = positions[:, :width]
         pos_b = jnp.where((head >= 0) & (head < per_token[:, :width]), head, -1)  # prompt[:P-1], either padding side
-        tokens_b, kv_seg_b, seg_b = tokens[:, :width], jnp.ones((batch, width), jnp.int32), None
+        tokens_b, seg_b, pos_m, kv_seg_m = tokens[:, :width], None, pos_b, jnp.ones((batch, width), jnp.int32)
 
         def prompt_part(k):  # [batch, seq, ...] -> the causal stream's values of the mixed tokens
             return k[:, :width]
 
+        def stream_part(k_b):  # the bidirectional stream's values of the same tokens, in the same slots
+            return k_b
+
         prefix = mixed_len if bcfg.bidirectional else None
     else:
-        width = prompt_slots.shape[1]
-        slot = jnp.maximum(prompt_slots, 0)
-        rows = jnp.arange(batch)[:, None]
-        pos_b = jnp.where(prompt_slots >= 0, positions[rows, slot], -1)
-        seg_b = jnp.where(prompt_slots >= 0, segment_ids[rows, slot], 0)
-        tokens_b, kv_seg_b = tokens[rows, slot], 2 * seg_b + 1
+
+        def flat(a):  # [rows, width, ...] -> [rows * width, ...]
+            return a.reshape(-1, *a.shape[2:])
+
+        source, at = jnp.maximum(bidir_source, 0), jnp.maximum(bidir_index, 0)
+        pos_b = jnp.where(bidir_source >= 0, flat(positions)[source], -1)
+        seg_b = jnp.where(bidir_source >= 0, flat(segment_ids)[source], 0)
+        tokens_b = flat(tokens)[source]
+        slot, rows = jnp.maximum(prompt_slots, 0), jnp.arange(batch)[:, None]
+        pos_m = jnp.where(prompt_slots >= 0, positions[rows, slot], -1)
+        kv_seg_m = 2 * jnp.where(prompt_slots >= 0, segment_ids[rows, slot], 0) + 1
         seg_q = 2 * segment_ids + seg_q
 
         def prompt_part(k):
             return k[rows, slot]
 
+        def stream_part(k_b):
+            return flat(k_b)[at]
+
         # every mixed position lies below `seq`: the whole segment is one bidirectional prefix
-        prefix = jnp.full((batch,), seq, jnp.int32) if bcfg.bidirectional else None
-    kv_pos = jnp.concatenate([pos_b, pos_c], axis=1)
-    kv_seg = jnp.concatenate([kv_seg_b, seg_q], axis=1)
+        prefix = jnp.full((pos_b.shape[0],), seq, jnp.int32) if bcfg.bidirectional else None
+    kv_pos = jnp.concatenate([pos_m, pos_c], axis=1)
+    kv_seg = jnp.concatenate([kv_seg_m, seg_q], axis=1)
     rope_c, rope_b = RopeTables.of(cfg, pos_c), RopeTables.of(cfg, pos_b)
     x_c, x_b = embed(base, tokens, cfg, compute.dtype), embed(base, tokens_b, cfg, compute.dtype)
 
@@ -142,8 +157,8 @@ def bitune_streams(
         x_b, (k_b, v_b) = decoder_layer(layer_b, compute.constrain(x_b), cfg, **rope_b.at(kind), attend=attend_b)
 
         def attend_c(q, k, v):
-            k_m = mix(prompt_part(k), k_b, alpha(w_k, bcfg.tau))
-            v_m = mix(prompt_part(v), v_b, alpha(w_v, bcfg.tau))
+            k_m = mix(prompt_part(k), stream_part(k_b), alpha(w_k, bcfg.tau))
+            v_m = mix(prompt_part(v), stream_part(v_b), alpha(w_v, bcfg.tau))
             o = attention(q, jnp.concatenate([k_m, k], 1), jnp.concatenate([v_m, v], 1), mask_spec=spec_c)
             return o, (k_m, v_m)
 
@@ -223,6 +238,8 @@ def bitune_loss(
             dropout_key=dropout_key,
             segment_ids=batch.segment_ids,
             prompt_slots=batch.prompt_slots,
+            bidir_source=batch.bidir_source,
+            bidir_index=batch.bidir_index,
         )
         row, slot, targets, example = batch.answer_tokens()  # the answer tokens end to end, reduced per example
         head = functools.partial(unembed, base, cfg=cfg)

@@ -119,8 +119,13 @@ class PackedBatch(NamedTuple):
     answer_row: jax.Array | None = None  # [answer tokens] int32: every answer token's row, example after example
     answer_slot: jax.Array | None = None  # [answer tokens] int32: the slot whose hidden state predicts it
     answer_example: jax.Array | None = None  # [answer tokens] int32: its example slot k; -1 pads the count
-    prompt_slots: jax.Array | None = None  # [rows, prompt_width] int32 (Bitune): slots of each row's P - 1 prompt
-    # tokens, example after example, then -1: the bidirectional stream's packed rows
+    # Bitune (`pack(prompt_rows=True)`): the bidirectional stream's own packed rows and each causal row's mixed block
+    prompt_slots: jax.Array | None = None  # [rows, prompt_width] int32: slots of each row's examples' P - 1 prompt
+    # tokens, example after example, then -1 (the row's mixed block)
+    bidir_source: jax.Array | None = None  # [bidir rows, bidir width] int32: every example's P - 1 prompt tokens
+    # end to end, as flat indices `row * seq + slot` into `tokens`; -1 for padding
+    bidir_index: jax.Array | None = None  # [rows, prompt_width] int32: where each mixed-block token sits in the
+    # bidirectional stream, as a flat index `bidir_row * bidir_width + slot`; -1 with `prompt_slots`
 
     def answer_tokens(self):
         """`(row, slot, target, example)` per answer token `[answer tokens]`: the hidden state at `(row, slot)`

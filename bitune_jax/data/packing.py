@@ -77,7 +77,7 @@ def pack(
 ) -> PackedBatch:
     """Examples `ids` (slot order kept) packed into rows of at most `capacity` tokens. `row_multiple` rounds both
     the row count and the slot count (filler slots: no targets) so that both split over the mesh's data x fsdp.
-    `prompt_rows` (Bitune) adds `prompt_slots`, the packed rows of the bidirectional stream."""
+    `prompt_rows` (Bitune) adds the bidirectional stream's own packed rows and each causal row's mixed block."""
     ids = np.asarray(ids, np.int64)
     slots = -(-len(ids) // row_multiple) * row_multiple
     ids = np.concatenate([ids, np.full(slots - len(ids), -1, np.int64)])
@@ -93,9 +93,8 @@ def pack(
     segment_ids = np.zeros((rows, width), np.int32)
     prompt_len, length = np.ones(slots, np.int32), np.ones(slots, np.int32)  # filler slots: P == length == 1
     row_of, start = np.zeros(slots, np.int32), np.zeros(slots, np.int32)
-    bidir: list[list[int]] = []
     for r, members in enumerate(placed):
-        at, prompt = 0, []
+        at = 0
         for k in members:
             e = examples[ids[k]]
             p, n = len(e.prompt_ids), e.length
@@ -103,20 +102,17 @@ def pack(
             positions[r, at : at + n] = np.arange(n)
             segment_ids[r, at : at + n] = k + 1
             prompt_len[k], length[k], row_of[k], start[k] = p, n, r, at
-            prompt += range(at, at + p - 1)
             at += n
-        bidir.append(prompt)
     answers = [(row_of[k], start[k] + prompt_len[k] - 1 + j, k) for k in real for j in range(length[k] - prompt_len[k])]
     count = -(-len(answers) // (multiple * row_multiple)) * multiple * row_multiple  # splits over the mesh, bounded
     answer = np.zeros((3, count), np.int32)
     answer[2] = -1
     answer[:, : len(answers)] = np.asarray(answers, np.int32).T
-    prompt_slots = None
+    prompt_slots = bidir_source = bidir_index = None
     if prompt_rows:
-        longest = max(len(b) for b in bidir)
-        prompt_slots = np.full((rows, max(multiple, -(-longest // multiple) * multiple)), -1, np.int32)
-        for r, b in enumerate(bidir):
-            prompt_slots[r, : len(b)] = b
+        prompt_slots, bidir_source, bidir_index = _bidirectional_rows(
+            prompt_len, real, row_of, start, placed, rows, width, capacity, multiple, row_multiple
+        )
     return PackedBatch(
         tokens=tokens,
         positions=positions,
@@ -130,7 +126,42 @@ def pack(
         answer_slot=answer[1],
         answer_example=answer[2],
         prompt_slots=prompt_slots,
+        bidir_source=bidir_source,
+        bidir_index=bidir_index,
     )
+
+
+def _bidirectional_rows(prompt_len, real, row_of, start, placed, rows, width, capacity, multiple, row_multiple):
+    """Bitune's layout: the bidirectional stream's own rows (every example's first `P - 1` tokens, first fit, as flat
+    indices into the causal rows), and for each of the `rows` causal rows its mixed block (the slots of its
+    examples' `P - 1` tokens) with where each of them sits in the stream. The stream then costs no answer token and
+    little padding. Returns `(prompt_slots, bidir_source, bidir_index)`."""
+    mixed = [k for k in real if prompt_len[k] > 1]
+    stream = [[mixed[i] for i in row] for row in place([int(prompt_len[k]) - 1 for k in mixed], capacity, "first_fit")]
+    stream = stream or [[]]
+    fill = max(sum(int(prompt_len[k]) - 1 for k in row) for row in stream)
+    stream_width = max(multiple, -(-fill // multiple) * multiple)
+    source = np.full((row_bucket(len(stream), row_multiple), stream_width), -1, np.int32)
+    located = {}  # example slot -> flat index of its first token in the stream
+    for r, members in enumerate(stream):
+        at = 0
+        for k in members:
+            n = int(prompt_len[k]) - 1
+            source[r, at : at + n] = row_of[k] * width + start[k] + np.arange(n)
+            located[k] = r * stream_width + at
+            at += n
+    blocks = [[k for k in members if k in located] for members in placed]
+    longest = max(sum(int(prompt_len[k]) - 1 for k in b) for b in blocks)
+    slots = np.full((rows, max(multiple, -(-longest // multiple) * multiple)), -1, np.int32)
+    index = np.full_like(slots, -1)
+    for r, members in enumerate(blocks):
+        j = 0
+        for k in members:
+            n = int(prompt_len[k]) - 1
+            slots[r, j : j + n] = start[k] + np.arange(n)
+            index[r, j : j + n] = located[k] + np.arange(n)
+            j += n
+    return slots, source, index
 
 
 def padding_fraction(batch) -> float:

@@ -63,8 +63,16 @@ def test_packed_rows_hold_each_example_with_its_own_positions_and_segment():
         np.testing.assert_array_equal(b.positions[r, s : s + e.length], np.arange(e.length))
         assert (b.segment_ids[r, s : s + e.length] == k + 1).all()
         assert (b.prompt_len[k], b.length[k]) == (len(e.prompt_ids), e.length)
-        # the bidirectional stream's row holds this example's first P - 1 slots
+        # the row's mixed block holds this example's first P - 1 slots, each found in the bidirectional stream
         assert set(range(s, s + len(e.prompt_ids) - 1)) <= set(b.prompt_slots[r].tolist())
+    mixed = b.prompt_slots >= 0
+    rows = np.broadcast_to(np.arange(len(b.tokens))[:, None], mixed.shape)
+    np.testing.assert_array_equal(
+        b.bidir_source.reshape(-1)[b.bidir_index[mixed]], rows[mixed] * b.tokens.shape[1] + b.prompt_slots[mixed]
+    )
+    assert ((b.bidir_index >= 0) == mixed).all()
+    stream = b.bidir_source[b.bidir_source >= 0]  # every example's P - 1 prompt tokens once, nothing else
+    assert len(stream) == len(set(stream.tolist())) == sum(len(e.prompt_ids) - 1 for e in ex)
     real = b.segment_ids > 0
     assert ((b.positions >= 0) == real).all() and (b.tokens[~real] == 0).all()
     assert (b.segment_ids.max() <= len(ids)) and b.tokens.shape[1] <= 24
