@@ -14,12 +14,14 @@ the speed. Lengths and ids come from a fixed seed, so every run times the same b
 
 Each update takes `--batch` examples (the paper's 10). The padded batch is `data.pipeline.collate` (one example a row,
 width the longest rounded up to 16); the packed one is `data.packing.pack(method="first_fit", multiple=16)` of the same
-examples into rows of `--max-len` tokens (with Bitune's packed prompt rows for Bitune). Every shape is compiled once in
-a warm-up pass over all the batches (already on the device); a timing is the best of `--repeats` passes over all of
-them. Throughput counts real (non-padding) tokens only, the same for every layout, so tokens/s ratios are time ratios.
-The peer (transformers + peft: LoRA r8 alpha 16 on the same seven projections, `torch.optim.AdamW`, gradient clipping at
-1.0, float32, torch threads as in benchmarks/generate.py) trains on the padded batches: attention mask over the padding,
-labels -100 on the prompt and the padding.
+examples into rows of `--max-len` tokens (with Bitune's packed prompt rows for Bitune). Both JAX layouts run with
+`model.remat=dots` by default (`--remat`): without it the padded Bitune step needs ~24 GB of temporaries at 10 x 448
+tokens (XLA's memory analysis), more than this 23 GB machine has; the peer keeps every activation. Every shape is
+compiled once in a warm-up pass over all the batches (already on the device); a timing is the best of `--repeats`
+passes over all of them. Throughput counts real (non-padding) tokens only, the same for every layout, so tokens/s
+ratios are time ratios. The peer (transformers + peft: LoRA r8 alpha 16 on the same seven projections,
+`torch.optim.AdamW`, gradient clipping at 1.0, float32, torch threads as in benchmarks/generate.py) trains on the
+padded batches: attention mask over the padding, labels -100 on the prompt and the padding.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from bitune_jax.data import TokenizedExample
 from bitune_jax.data.batch import PackedBatch, SFTBatch
 from bitune_jax.data.packing import pack, padding_fraction
 from bitune_jax.data.pipeline import collate, round_up
+from bitune_jax.models.compute import Compute
 from bitune_jax.peft import PeftConfig
 from bitune_jax.train.objectives import Objective
 from bitune_jax.train.sharding import batch_shardings, make_mesh, tree_shardings
@@ -173,6 +176,9 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=3, help="batches in a timed pass")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--remat", default="dots", choices=["none", "dots", "full"], help="model.remat of both JAX layouts"
+    )
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
 
@@ -205,9 +211,10 @@ def main() -> None:
             f"{'x'.join(map(str, b.tokens.shape)):>9} {padding_fraction(b):>5.0%} {streams:>17}"
         )
 
+    compute = Compute(remat=args.remat)  # the padded Bitune step needs ~24 GB of temporaries without it (10 x 448)
     objectives = {
-        "lora": Objective(kind="peft", cfg=lm.cfg, peft=PeftConfig(rank=8)),
-        "bitune": Objective(kind="bitune", cfg=lm.cfg, bitune=BituneConfig(peft=PeftConfig(rank=8))),
+        "lora": Objective(kind="peft", cfg=lm.cfg, peft=PeftConfig(rank=8), compute=compute),
+        "bitune": Objective(kind="bitune", cfg=lm.cfg, bitune=BituneConfig(peft=PeftConfig(rank=8)), compute=compute),
     }
     seconds: dict[str, float] = {}
     for name, objective in objectives.items():

@@ -12,13 +12,15 @@ def masked_token_loss(
     logits: jax.Array,  # [batch, rows, vocab] float32
     targets: jax.Array,  # [batch, rows] int32
     mask: jax.Array,  # [batch, rows] bool: rows that count
+    per_token: bool = False,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Mean over examples (rows with targets) of each example's mean cross-entropy, plus token accuracy.
+    """Mean over examples (rows with targets) of each example's mean cross-entropy (`per_token`: the mean over all
+    target tokens of the batch instead), plus token accuracy.
 
     Accuracy is the argmax match of the same logits (no second forward), as docs/method.md A defines it.
     """
     nll, hit = _token_stats(logits, targets)
-    return _reduce(nll, hit, mask)
+    return _reduce(nll, hit, mask, per_token)
 
 
 def _token_stats(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -27,13 +29,17 @@ def _token_stats(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.
     return nll, jnp.argmax(logits, axis=-1) == targets
 
 
-def _reduce(nll: jax.Array, hit: jax.Array, mask: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+def _reduce(
+    nll: jax.Array, hit: jax.Array, mask: jax.Array, per_token: bool = False
+) -> tuple[jax.Array, dict[str, jax.Array]]:
     count = mask.sum(1)
     per_example = jnp.where(mask, nll, 0.0).sum(1) / jnp.maximum(count, 1)
     correct = hit & mask
     # Rows without a single target (filler rows of a last, partial batch) do not count as examples.
     real = count > 0
     loss = jnp.where(real, per_example, 0.0).sum() / jnp.maximum(real.sum(), 1)
+    if per_token:
+        loss = jnp.where(mask, nll, 0.0).sum() / jnp.maximum(mask.sum(), 1)
     metrics = {
         "loss": loss,
         "token_accuracy": correct.sum() / jnp.maximum(mask.sum(), 1),
@@ -51,6 +57,7 @@ def hidden_token_loss(
     mask: jax.Array,  # [batch, rows] bool
     unembed: Callable[[jax.Array], jax.Array],  # [batch, n, dim] -> float32 logits [batch, n, vocab]
     chunk: int = 0,
+    per_token: bool = False,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """`masked_token_loss` of `unembed(hidden)`, optionally `chunk` rows at a time.
 
@@ -59,7 +66,7 @@ def hidden_token_loss(
     Chunk `i` holds the strided rows `i, i + n, i + 2n, ...` (the loss is a sum, so the order is free): rows split in
     contiguous slices over devices (sequence parallelism) then give every device its share of every chunk.
     """
-    return _reduce(*_hidden_stats(hidden, targets, unembed, chunk), mask)
+    return _reduce(*_hidden_stats(hidden, targets, unembed, chunk), mask, per_token)
 
 
 def example_token_loss(
@@ -69,6 +76,7 @@ def example_token_loss(
     num_examples: int,
     unembed: Callable[[jax.Array], jax.Array],
     chunk: int = 0,
+    per_token: bool = False,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """`hidden_token_loss` of answer tokens laid end to end (a packed batch's), reduced per example: the same
     loss and metrics, with `per_example_*` of length `num_examples`, and no unembedding spent on padding."""
@@ -84,6 +92,8 @@ def example_token_loss(
     real = count > 0
     per_example_loss = per_example(nll[0]) / jnp.maximum(count, 1)
     loss = jnp.where(real, per_example_loss, 0.0).sum() / jnp.maximum(real.sum(), 1)
+    if per_token:
+        loss = per_example(nll[0]).sum() / jnp.maximum(mask.sum(), 1)
     metrics = {
         "loss": loss,
         "token_accuracy": correct.sum() / jnp.maximum(mask.sum(), 1),

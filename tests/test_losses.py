@@ -23,6 +23,10 @@ def test_matches_numpy():
     np.testing.assert_allclose(m["token_accuracy"], hits.sum() / mask.sum(), rtol=1e-6)
     np.testing.assert_allclose(m["per_example_accuracy"][:2], [hits[b][mask[b]].mean() for b in range(2)], rtol=1e-6)
     assert int(m["tokens"]) == mask.sum() and m["token_accuracy"] > 0
+    per_token, m_token = masked_token_loss(logits, targets, mask, per_token=True)
+    np.testing.assert_allclose(per_token, nll[mask].mean(), rtol=1e-6)  # long answers weigh more
+    assert not np.isclose(per_token, loss)
+    np.testing.assert_allclose(m_token["per_example_loss"], m["per_example_loss"], rtol=1e-6)  # statistics unchanged
 
 
 def test_chunked_loss_equals_whole_loss_and_gradients():

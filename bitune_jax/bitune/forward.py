@@ -219,6 +219,7 @@ def bitune_loss(
     answer_width: int | None = None,
     compute: Compute = Compute(),
     dropout_key: jax.Array | None = None,
+    per_token: bool = False,  # the loss is the mean over the batch's answer tokens, not over its examples
 ):
     """`(loss, metrics)`, differentiable in `trainable` (both adapter sets and the mixing weights).
 
@@ -243,7 +244,8 @@ def bitune_loss(
         )
         row, slot, targets, example = batch.answer_tokens()  # the answer tokens end to end, reduced per example
         head = functools.partial(unembed, base, cfg=cfg)
-        return example_token_loss(x[row, slot], targets, example, batch.length.shape[0], head, compute.loss_chunk)
+        n = batch.length.shape[0]
+        return example_token_loss(x[row, slot], targets, example, n, head, compute.loss_chunk, per_token)
     x = bitune_streams(
         base,
         trainable,
@@ -258,4 +260,4 @@ def bitune_loss(
     )
     rows, targets, mask = batch.answer_rows(answer_width)
     x = compute.constrain(jnp.take_along_axis(x, rows[..., None], axis=1))  # the answer rows split over devices too
-    return hidden_token_loss(x, targets, mask, lambda h: unembed(base, h, cfg), compute.loss_chunk)
+    return hidden_token_loss(x, targets, mask, lambda h: unembed(base, h, cfg), compute.loss_chunk, per_token)

@@ -36,6 +36,7 @@ class Objective:
     bitune: BituneConfig | None = None
     compute: Compute = Compute()  # dtype, attention implementation, remat, loss chunk, sequence parallelism
     seed: int = 0  # the train step's dropout key is fold_in(key(seed), step): a resumed run draws the same masks
+    loss_norm: Literal["per_example", "per_token"] = "per_example"  # both papers: the mean of each example's mean
 
     def __post_init__(self):
         if self.kind not in ("full", "peft", "bitune"):
@@ -57,6 +58,7 @@ class Objective:
             bitune=bitune if spec.objective == "bitune" else None,
             compute=compute,
             seed=spec.seed,
+            loss_norm=spec.train.loss_norm,
         )
 
     def split(self, params: Params, key: jax.Array) -> tuple[Params, Params]:
@@ -89,6 +91,7 @@ class Objective:
                 answer_width=answer_width,
                 compute=self.compute,
                 dropout_key=dropout_key,
+                per_token=self.loss_norm == "per_token",
             )
         params, adapters = (trainable, None) if self.kind == "full" else (frozen, trainable)
         packed = isinstance(batch, PackedBatch)
@@ -107,10 +110,10 @@ class Objective:
             return_hidden=True,
             dropout_key=dropout_key,
         )
-        head = functools.partial(unembed, params, cfg=self.cfg)
+        head, per_token = functools.partial(unembed, params, cfg=self.cfg), self.loss_norm == "per_token"
         if packed:  # the answer tokens end to end, reduced per example
             row, slot, targets, example = batch.answer_tokens()
             n = batch.length.shape[0]
-            return example_token_loss(hidden[row, slot], targets, example, n, head, self.compute.loss_chunk)
+            return example_token_loss(hidden[row, slot], targets, example, n, head, self.compute.loss_chunk, per_token)
         hidden = self.compute.constrain(hidden)  # the answer rows' unembedding split over the devices too
-        return hidden_token_loss(hidden, targets, mask, head, self.compute.loss_chunk)
+        return hidden_token_loss(hidden, targets, mask, head, self.compute.loss_chunk, per_token)

@@ -44,7 +44,12 @@ NEUTRAL = (
 _EDGE = 1 << 20  # bytes hashed at each end of a weight file
 # Keys added to `base()` after runs were recorded, each with the value under which those runs computed what they
 # did: a record without the key reads as if it held that value (resume checks, a study's finished points).
-ADDED_KEYS: dict[str, Any] = {"data.pool_order": "shuffle", "data.order": "grain", "data.packing": "none"}
+ADDED_KEYS: dict[str, Any] = {
+    "data.pool_order": "shuffle",
+    "data.order": "grain",
+    "data.packing": "none",
+    "train.loss_norm": "per_example",
+}
 
 
 def with_added_keys(flat: Mapping[str, Any]) -> dict[str, Any]:

@@ -120,6 +120,9 @@ class TrainSpec:
     clip: float = key(1.0, "gradient global-norm clip (0: off)", lo=0.0)
     accumulate: int = key(1, "steps per optimizer update", lo=1)
     loss_chunk: int = key(0, ">0: score answer rows this many at a time (logits never exist whole)", lo=0)
+    loss_norm: Literal["per_example", "per_token"] = key(
+        "per_example", "each example's answer-token mean, averaged (both papers) | the mean over a step's tokens"
+    )
     on_nonfinite: Literal["stop", "skip_batch", "rollback"] = key("stop", "what a NaN/inf step does to the run")
     rollback_lr_factor: float = key(0.5, "rollback: the learning rate is scaled by this", lo=0.0, hi=1.0)
     rollback_limit: int = key(3, "rollbacks at most", lo=1)

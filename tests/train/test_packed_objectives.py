@@ -1,6 +1,9 @@
 """Packing is a pure speed-up: one packed batch gives the loss, the token accuracy, every per-example statistic and
 every gradient of the same examples unpacked (float32, 1e-5), for every objective, adapter kind and attention
-implementation, on tiny models of every family. And a packing whose segments may see each other is caught."""
+implementation, on tiny models of every family. And a packing whose segments may see each other is caught.
+
+The unit tier keeps the leak check (an equality that must hold, then break) and the per-token normalization; the
+sweeps over families, adapters and attention implementations (27 compiled objectives) are integration tests."""
 
 import dataclasses
 import functools
@@ -80,6 +83,7 @@ def assert_same(cfg, obj: Objective, method: str = "first_fit"):
         np.testing.assert_allclose(gb, ga, **TOL, err_msg=jax.tree_util.keystr(path[0]))
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("family", sorted(TINY))
 @pytest.mark.parametrize("kind", ["full", "lora", "bitune"])
 def test_packed_equals_unpacked_on_every_family(family, kind):
@@ -87,6 +91,7 @@ def test_packed_equals_unpacked_on_every_family(family, kind):
     assert_same(cfg, objective(kind, cfg))
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     "kind, bitune",
     [
@@ -101,6 +106,7 @@ def test_packed_equals_unpacked_for_every_adapter_and_bitune_variant(kind, bitun
     assert_same(cfg, objective(kind, cfg, **bitune))
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("impl", ["blockwise", "pallas"])
 @pytest.mark.parametrize("kind", ["full", "bitune"])
 def test_packed_equals_unpacked_for_every_attention_implementation(impl, kind):
@@ -108,6 +114,20 @@ def test_packed_equals_unpacked_for_every_attention_implementation(impl, kind):
     assert_same(cfg, objective(kind, cfg, impl))
 
 
+@pytest.mark.parametrize("kind", ["lora", "bitune"])
+def test_per_token_normalization_packed_equals_unpacked(kind):
+    cfg = TINY["qwen3"].replace(max_seq_len=32)
+    obj = dataclasses.replace(objective(kind, cfg), loss_norm="per_token")
+    assert_same(cfg, obj)
+    params = init_params(cfg, jax.random.key(0), scale=0.1)
+    unpacked, _ = batches(cfg)
+    per_token = loss_and_grads(obj, params, unpacked, 16)
+    per_example = loss_and_grads(objective(kind, cfg), params, unpacked, 16)
+    assert not np.isclose(per_token[0], per_example[0])  # a different number, same per-example statistics
+    np.testing.assert_allclose(per_token[1]["per_example_loss"], per_example[1]["per_example_loss"], **TOL)
+
+
+@pytest.mark.integration
 def test_best_fit_packs_the_same_examples():
     cfg = TINY["qwen3"].replace(max_seq_len=32)
     assert_same(cfg, objective("bitune", cfg), method="best_fit")
