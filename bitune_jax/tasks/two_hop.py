@@ -1,88 +1,12 @@
 """A synthetic Bitune probe generated here (no download): 2-hop lookups over a handful of facts, in two fact orders.
 
-A problem (`generate(1, seed=0, order="reverse")`, K = `num_facts` = 6), exactly as the model reads it in training
-and in scoring:
-
-    Question: Mia's favorite color is green. Ben's favorite color is red. Hal's favorite color is yellow. Mary's
-    friend is Hal. Omar's friend is Mia. Rosa's friend is Ben. What is the favorite color of Mary's friend?
-
-    Choices:
-    yellow
-    green
-    red
-    purple
-
-    Answer: yellow
-
-(the prompt is one line up to "friend?"; wrapped here). Hop 1 is "Mary's friend is Hal.", hop 2 "Hal's favorite
-color is yellow.": in reverse order hop 2 is listed first; `order="chain"` swaps just these two sentences.
-
-The facts are of two kinds, one template each: "X's friend is Y." and "X's favorite color is C.". Two of them form
-the chain the question needs: hop 1 "S's friend is F." and hop 2 "F's favorite color is G.", with G the gold. The
-other K - 2 are distractors of the same two kinds about other people, built in a fixed sequence so that every K has
-both kinds:
-  * K >= 4: a foil chain "D's friend is E." and "E's favorite color is H." (H, the *wrong-hop foil*: the answer to
-    the same question asked about D, i.e. what a reader gets if hop 1 reads the wrong friend fact);
-  * K >= 5: a friend pair of two new people, "P's friend is Q.";
-  * K >= 6: "Q's favorite color is I.", which makes P -> Q -> I a second foil chain (I, a second wrong-hop foil);
-  * K >= 7: "S's favorite color is J." (J, the *skip-hop* color: what a reader gets without taking hop 1);
-  * K >= 8: a second friend pair of new people, "R's friend is T." (T has no color).
-Names come from `NAMES`, colors from `COLORS`, all distinct within a problem (every person has at most one fact of
-each kind, and at most one friend fact at all, so "friend" read symmetrically is still unambiguous: S has exactly
-one friend, F). So neither hop is given away by which names appear or where: the bridge F is one of two (K = 4, 5)
-or three (K >= 6) people who stand after "friend is" and have a color (F, E, Q), and each of their colors is a
-choice. Surface shortcuts and the accuracy they reach without composing the hops: "a color of the facts" 1/2
-(K = 4, 5), 1/3 (K = 6), 1/4 (K >= 7, every choice is a fact color); "the color of someone named after 'friend is'"
-1/2 (K = 4, 5), 1/3 (K >= 6). So at the default K = 6 a model above 1/3 is reading hop 1.
-
-Choices: 4 single-token colors: G, H, then J when the problem has it, then the other colors of the facts (I), then
-colors not in the facts, until 4; shuffled; `label` is G's index. Every name and color is one SmolLM2 token after a
-space (checked when the lists were written, and by the tests with the shipped tokenizer), so every choice's
-continuation is one token.
-
-The two orders: one random draw per problem gives the people, the distractors, the choices, and the K slots of the
-facts (two slots p < q for the chain facts, the distractors in the others); `order="chain"` puts hop 1 at p and
-hop 2 at q, `order="reverse"` hop 2 at p and hop 1 at q. That swap is the only difference, so for the same seed and
-index (or the same `train_test_split` arguments) the two orders give the same problems, paired.
-
-Strings produced, and why. The Record is the Bitune authors' plain SFT format (docs/method.md B, `data.template=plain`):
-the user message is `"{facts} {question}\\n\\nChoices:\\n{one choice a line}"` and the assistant message is the
-gold color alone (e.g. `"red"`), which `bitune_jax.data.tokenize` renders as the prompt
-`"Question: {user message}\\n\\nAnswer:"` and the answer `" red"` + EOS. The `MCItem` (`to_mc_item`, `mc_items`)
-has that whole rendered prompt as its `question` and the colors as `choices`, for
-`score_choices(model, items, AUTHORS_MC)` (a plain, PEFT or Bitune model): `AUTHORS_MC` renders `"{question}"`
-verbatim and scores `" " + choice`, which is the authors' listed-choices evaluation format (`bitune_mc`) and at the
-same time the training prompt and answer text, character for character. So a model is trained and scored on the
-same text, and what it learns is the task, not a format change. One token differs: `AUTHORS_MC` forces BOS, while
-the plain training path adds BOS only when the tokenizer does (SmolLM2's does not, so its training prompts start
-without BOS); the text is the same.
-
-What it measures, and why reverse order should favour bidirectional prompt reading. To answer, the model must
-compose the hops: S -> F (hop 1), then F -> G (hop 2). A causal reader can do part of that while it reads the
-facts, before the question arrives, but only along the order the facts came in. In chain order the color fact
-comes after the friend fact, so its tokens can attend back to "S's friend is F" and carry "this is the color of
-S's friend": when the question comes, one lookup finds it. In reverse order the color fact is read before the
-friend fact exists and cannot be tagged that way; the composition is left to the question and answer positions
-(two lookups in series inside one forward), or to the later bridge token F of the friend fact reaching back for
-F's color. A bidirectional prompt pass has every fact see every other fact (and the question) in either order, so
-the order should stop mattering for it. Prediction: plain LoRA does worse in reverse order than in chain order,
-and Bitune's gain over plain LoRA is larger in reverse order. Chain order is the control: the composition a
-causal reader needs is already available there, so little or no Bitune gain is expected.
-
-What it does not show. The causal path in reverse order is not closed, only a different one (the friend fact's
-bridge token can still look back), so the predicted order effect is a tendency to measure, not a guarantee: the
-pilot (`experiments/two_hop_pilot.py`) reads it on the untrained model. The swap also moves the gold's color fact: it
-sits at the earlier of the two chain slots in reverse order and at the later one in chain order, so any recency bias
-separates the orders without any composition. The untrained SmolLM2-135M-Instruct has a strong one (K = 6, 500
-problems: accuracy 0.12 with the gold's color fact first, 0.46 with it fifth (24 problems), in reverse order) and is
-no better than without the facts (chain 0.228, no facts 0.230); its reverse-order deficit (0.182 vs 0.228) reverses
-when the orders are compared at the same slot of the color fact (-0.060). Compare trained models at matched slots
-too (the pilot prints it), or read the order effect as a difference between methods, not between orders. A gain here
-would be evidence about multi-hop composition within the prompt, on short templated text with made-up facts; it says
-nothing about instruction following, world knowledge, or the authors' five benchmarks. Bidirectional reading also
-lets facts see the question, which helps in both orders; the difference between the orders, not either order alone,
-isolates the ordering mechanism. One phrasing per fact kind: the model may learn the template rather than reading
-English.
+A problem (K = `num_facts` = 6): "Mia's favorite color is green. ... Mary's friend is Hal. ... What is the favorite
+color of Mary's friend?", four single-token color choices, the gold alone as the answer, in the Bitune authors'
+plain format. Two facts form the chain (hop 1 "S's friend is F.", hop 2 "F's favorite color is G."), the others
+are distractors built so that surface shortcuts stay near chance; `order="reverse"` lists hop 2 before hop 1, where a
+causal reader cannot tag the color fact while reading it and a bidirectional prompt pass can, `order="chain"` is the
+control; both orders of one seed give the same problems, paired. The design (distractors, the shortcuts and their
+accuracy, choices, the strings produced and scored, what it measures and what it does not) is in docs/tasks.md.
 """
 
 from __future__ import annotations
