@@ -25,6 +25,7 @@ import tokenizers
 from bitune_jax.data.records import DataError, read_jsonl
 from bitune_jax.data.tokenize import PLAIN_PROMPT, encode_record, tokenize_records
 from bitune_jax.tokenizer import Tokenizer, load_hf_tokenizer
+from experiments import bitune_formats as formats
 from experiments import prepare_bitune_data as pbd
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -172,7 +173,7 @@ ROWS = {
         },
     ],
 }
-TASKS = list(pbd.TASKS)
+TASKS = list(formats.TASKS)
 
 
 def write_parquet(path: pathlib.Path, rows: list[dict]) -> pathlib.Path:
@@ -226,8 +227,8 @@ def test_rows_are_the_authors_text(task, tmp_path, tok, tok_dir):
     for row in rows:
         authors_row = authors_filter(row) if task == "ultrafeedback" else row
         q, ans = AUTHORS[task][0](authors_row), AUTHORS[task][1](authors_row)
-        assert pbd.authors_text(task, row) == (q, ans.removesuffix(EOS))
-        prompt, response = pbd.authors_prompt_response(task, row)
+        assert formats.authors_text(task, row) == (q, ans.removesuffix(EOS))
+        prompt, response = formats.authors_prompt_response(task, row)
         assert "Question: " + prompt + "\n\nAnswer:" == PLAIN_PROMPT.format(instruction=prompt) == q
         assert " " + response + EOS == ans
 
@@ -263,7 +264,7 @@ def test_rows_are_the_authors_text(task, tmp_path, tok, tok_dir):
 @pytest.mark.parametrize("task", TASKS)
 def test_manifest_functions_are_the_ones_run(task):
     """The manifest's verbatim source of the authors' functions computes what `authors_text` computes."""
-    src = pbd.AUTHORS_SOURCE[task]
+    src = formats.AUTHORS_SOURCE[task]
     q_func = eval(src["q_func"], {"chr": chr, "int": int, "tokenizer": tokenizer})
     ans_func = eval(src["ans_func"], {"chr": chr, "int": int, "tokenizer": tokenizer})
     for row in ROWS[task]:
@@ -272,7 +273,7 @@ def test_manifest_functions_are_the_ones_run(task):
             AUTHORS[task][0](authors_row),
             AUTHORS[task][1](authors_row),
         )  # noqa: E501
-        assert pbd.authors_text(task, row) == (q_func(authors_row), ans_func(authors_row).removesuffix(EOS))
+        assert formats.authors_text(task, row) == (q_func(authors_row), ans_func(authors_row).removesuffix(EOS))
 
 
 def test_ultrafeedback_keeps_the_first_gpt4_completion(tmp_path, tok_dir):
@@ -286,9 +287,12 @@ def test_ultrafeedback_keeps_the_first_gpt4_completion(tmp_path, tok_dir):
         },
         {"instruction": "E?", "completions": [completion("gpt-3.5-turbo", "w"), completion("gpt-4", "G4")]},
     ]
-    assert pbd.authors_keep("ultrafeedback", rows[1]) is None and pbd.authors_keep("ultrafeedback", rows[2]) is None
+    assert (
+        formats.authors_keep("ultrafeedback", rows[1]) is None
+        and formats.authors_keep("ultrafeedback", rows[2]) is None
+    )
     with pytest.raises(DataError, match="no gpt-4 completion"):
-        pbd.authors_text("ultrafeedback", rows[2], "f.parquet:row 2")
+        formats.authors_text("ultrafeedback", rows[2], "f.parquet:row 2")
     source = write_parquet(tmp_path / "uf.parquet", rows)
     m = pbd.prepare("ultrafeedback", source, tmp_path / "out", tokenizer=tok_dir, val=1, log=lambda _: None)
     train, val = read_out(tmp_path / "out" / "train.jsonl"), read_out(tmp_path / "out" / "val.jsonl")
@@ -381,7 +385,7 @@ def test_cli_end_to_end_on_parquet(tmp_path):
         "blank_dropped": {"train": 0, "val": 0},
     }
     assert manifest["source_files"] == [str(src / "train-00000-of-00001.parquet")]
-    assert manifest["authors_functions"] == pbd.AUTHORS_SOURCE["piqa"]
+    assert manifest["authors_functions"] == formats.AUTHORS_SOURCE["piqa"]
     data = (out / "train.jsonl").read_bytes()
     assert manifest["outputs"] == {"train.jsonl": {"rows": 2, "sha256": hashlib.sha256(data).hexdigest()}}
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "train.jsonl"]
@@ -468,7 +472,7 @@ def test_missing_column_names_the_file_and_row(tmp_path):
         pbd.prepare("csqa", tmp_path / "csqa.jsonl", tmp_path / "out", log=lambda _: None)
     row = {**ROWS["arc"][0], "answerKey": "E"}
     with pytest.raises(DataError, match=r"f\.parquet:row 7: answerKey 'E' is not one of the choice labels"):
-        pbd.authors_text("arc", row, "f.parquet:row 7")
+        formats.authors_text("arc", row, "f.parquet:row 7")
 
 
 def test_ultrafeedback_argument_errors(tmp_path, tok_dir):
