@@ -20,6 +20,11 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def round_up(n: int, multiple: int) -> int:
+    """`n` rounded up to a multiple of `multiple`, at least one `multiple`: a padded width from a small set."""
+    return max(multiple, -(-n // multiple) * multiple)
+
+
 class SFTBatch(NamedTuple):
     """Rows of prompt then answer tokens; a pytree of host or device arrays (`jax.tree.map` moves it whole)."""
 
@@ -50,13 +55,10 @@ class SFTBatch(NamedTuple):
     def widths(self, multiple: int = 8) -> tuple[int, int]:
         """Static `(prompt_width, answer_width)` covering the batch (on the host), rounded up to `multiple` to bound
         recompiles: the Bitune stream's width (`P - 1` tokens) and the answer rows' width."""
-
-        def up(n: int) -> int:
-            return max(multiple, -(-n // multiple) * multiple)
-
         prompt_len, length = np.asarray(self.prompt_len), np.asarray(self.length)
         seq = self.tokens.shape[1]
-        return min(up(int(prompt_len.max()) - 1), seq), min(up(int((length - prompt_len).max())), seq)
+        prompt, answer = int(prompt_len.max()) - 1, int((length - prompt_len).max())
+        return min(round_up(prompt, multiple), seq), min(round_up(answer, multiple), seq)
 
     def pad_rows(self, multiple: int, pad_id: int = 0) -> SFTBatch:
         """Filler rows (length 0, prompt 0, example_id -1: no targets, ignored by the loss and the epoch statistics)

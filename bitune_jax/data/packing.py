@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from bitune_jax.data.batch import PackedBatch
+from bitune_jax.data.batch import PackedBatch, round_up
 from bitune_jax.data.tokenize import TokenizedExample
 
 PACKINGS = ("none", "first_fit", "best_fit")
@@ -85,7 +85,7 @@ def pack(
     lengths = [examples[ids[k]].length for k in real]
     placed = [[int(real[i]) for i in row] for row in place(lengths, capacity, method)]
     fill = max(sum(examples[ids[k]].length for k in row) for row in placed)
-    width = min(max(multiple, -(-fill // multiple) * multiple), max(capacity, fill))
+    width = min(round_up(fill, multiple), max(capacity, fill))
     rows = row_bucket(len(placed), row_multiple)
 
     tokens = np.full((rows, width), pad_id, np.int32)
@@ -140,7 +140,7 @@ def _bidirectional_rows(prompt_len, real, row_of, start, placed, rows, width, ca
     stream = [[mixed[i] for i in row] for row in place([int(prompt_len[k]) - 1 for k in mixed], capacity, "first_fit")]
     stream = stream or [[]]
     fill = max(sum(int(prompt_len[k]) - 1 for k in row) for row in stream)
-    stream_width = max(multiple, -(-fill // multiple) * multiple)
+    stream_width = round_up(fill, multiple)
     source = np.full((row_bucket(len(stream), row_multiple), stream_width), -1, np.int32)
     located = {}  # example slot -> flat index of its first token in the stream
     for r, members in enumerate(stream):
@@ -152,7 +152,7 @@ def _bidirectional_rows(prompt_len, real, row_of, start, placed, rows, width, ca
             at += n
     blocks = [[k for k in members if k in located] for members in placed]
     longest = max(sum(int(prompt_len[k]) - 1 for k in b) for b in blocks)
-    slots = np.full((rows, max(multiple, -(-longest // multiple) * multiple)), -1, np.int32)
+    slots = np.full((rows, round_up(longest, multiple)), -1, np.int32)
     index = np.full_like(slots, -1)
     for r, members in enumerate(blocks):
         j = 0

@@ -30,7 +30,7 @@ from typing import Any
 import grain
 import numpy as np
 
-from bitune_jax.data.batch import PackedBatch, SFTBatch
+from bitune_jax.data.batch import PackedBatch, SFTBatch, round_up
 from bitune_jax.data.packing import PACKINGS, pack
 from bitune_jax.data.tokenize import TokenizedExample
 
@@ -104,10 +104,6 @@ def nested_sizes(n_pool: int, smallest: int = 100) -> list[int]:
     while smallest * 2 ** len(sizes) <= n_pool:
         sizes.append(smallest * 2 ** len(sizes))
     return sizes
-
-
-def round_up(n: int, multiple: int) -> int:
-    return max(multiple, -(-n // multiple) * multiple)
 
 
 def collate(examples: Sequence[TokenizedExample], ids: np.ndarray, width: int, pad_id: int) -> SFTBatch:
