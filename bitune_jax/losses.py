@@ -32,21 +32,30 @@ def _token_stats(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.
 def _reduce(
     nll: jax.Array, hit: jax.Array, mask: jax.Array, per_token: bool = False
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    count = mask.sum(1)
-    per_example = jnp.where(mask, nll, 0.0).sum(1) / jnp.maximum(count, 1)
-    correct = hit & mask
-    # Rows without a single target (filler rows of a last, partial batch) do not count as examples.
+    """One example a row: per-example sums of `[batch, rows]` token statistics, then `_summarize`."""
+    return _summarize(jnp.where(mask, nll, 0.0).sum(1), mask.sum(1), (hit & mask).sum(1), per_token)
+
+
+def _summarize(
+    nll: jax.Array,  # [examples] summed answer-token cross-entropy
+    count: jax.Array,  # [examples] answer tokens (int)
+    correct: jax.Array,  # [examples] answer tokens predicted right (int)
+    per_token: bool,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The loss and metrics of a batch from its per-example sums, whatever the layout the tokens came in."""
+    per_example = nll / jnp.maximum(count, 1)
+    # Examples without a single target (filler rows or slots of a last, partial batch) do not count.
     real = count > 0
     loss = jnp.where(real, per_example, 0.0).sum() / jnp.maximum(real.sum(), 1)
     if per_token:
-        loss = jnp.where(mask, nll, 0.0).sum() / jnp.maximum(mask.sum(), 1)
+        loss = nll.sum() / jnp.maximum(count.sum(), 1)
     metrics = {
         "loss": loss,
-        "token_accuracy": correct.sum() / jnp.maximum(mask.sum(), 1),
-        "tokens": mask.sum(),
+        "token_accuracy": correct.sum() / jnp.maximum(count.sum(), 1),
+        "tokens": count.sum(),
         "correct": correct.sum(),  # answer tokens predicted right: epoch accuracy is a ratio of exact counts
         "per_example_loss": per_example,
-        "per_example_accuracy": correct.sum(1) / jnp.maximum(count, 1),
+        "per_example_accuracy": correct / jnp.maximum(count, 1),
     }
     return loss, metrics
 
@@ -85,24 +94,11 @@ def example_token_loss(
     ids = jnp.where(mask, example, num_examples)  # padding: a bin of its own, dropped
 
     def per_example(x):
-        return jax.ops.segment_sum(jnp.where(mask, x, 0).astype(jnp.float32), ids, num_examples + 1)[:num_examples]
+        return jax.ops.segment_sum(jnp.where(mask, x, 0), ids, num_examples + 1)[:num_examples]
 
-    count = per_example(jnp.ones_like(nll[0]))
-    correct = per_example(hit[0])
-    real = count > 0
-    per_example_loss = per_example(nll[0]) / jnp.maximum(count, 1)
-    loss = jnp.where(real, per_example_loss, 0.0).sum() / jnp.maximum(real.sum(), 1)
-    if per_token:
-        loss = per_example(nll[0]).sum() / jnp.maximum(mask.sum(), 1)
-    metrics = {
-        "loss": loss,
-        "token_accuracy": correct.sum() / jnp.maximum(mask.sum(), 1),
-        "tokens": mask.sum(),
-        "correct": (hit[0] & mask).sum(),
-        "per_example_loss": per_example_loss,
-        "per_example_accuracy": correct / jnp.maximum(count, 1),
-    }
-    return loss, metrics
+    return _summarize(
+        per_example(nll[0]), per_example(mask.astype(jnp.int32)), per_example(hit[0].astype(jnp.int32)), per_token
+    )
 
 
 def _hidden_stats(hidden, targets, unembed, chunk):
