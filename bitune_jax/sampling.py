@@ -40,3 +40,30 @@ def sample_token(logits: jax.Array, key: jax.Array, cfg: SamplingConfig) -> jax.
         cutoff = jnp.take_along_axis(sorted_logits, cutoff_index, axis=-1)
         logits = jnp.where(logits < cutoff, -jnp.inf, logits)
     return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+
+
+def sample_rows(
+    logits: jax.Array,  # [rows, vocab]
+    keys: jax.Array,  # [rows] typed PRNG keys, one per row
+    temperature: jax.Array,  # [rows] float32, 0 for greedy
+    top_p: jax.Array,  # [rows] float32 in (0, 1]
+    top_k: jax.Array,  # [rows] int32, 0 for no cut
+) -> jax.Array:
+    """Token ids `[rows]` int32, each row by its own settings and key (the rows of an engine belong to different
+    requests). The cuts are `sample_token`'s: top-k first, then the smallest top-p prefix of what is left."""
+
+    def one(row, key, t, p, k):
+        row = row.astype(jnp.float32)
+        scaled = row / jnp.where(t > 0, t, 1.0)
+        ordered = jnp.sort(scaled)[::-1]
+        kth = ordered[jnp.clip(k - 1, 0, row.shape[0] - 1)]
+        keep_k = (k <= 0) | (scaled >= kth)
+        ordered = jnp.where((k <= 0) | (ordered >= kth), ordered, -jnp.inf)
+        probs = jax.nn.softmax(ordered)
+        mass_before = jnp.cumsum(probs) - probs
+        cutoff = ordered[jnp.sum(mass_before < p) - 1]
+        keep = keep_k & ((p >= 1.0) | (scaled >= cutoff))
+        sampled = jax.random.categorical(key, jnp.where(keep, scaled, -jnp.inf))
+        return jnp.where(t > 0, sampled, jnp.argmax(row)).astype(jnp.int32)
+
+    return jax.vmap(one)(logits, keys, temperature, top_p, top_k)

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bitune_jax.sampling import SamplingConfig, sample_token
+from bitune_jax.sampling import SamplingConfig, sample_rows, sample_token
 
 PROBS = np.array([0.5, 0.3, 0.15, 0.05], np.float32)
 
@@ -35,3 +35,17 @@ def test_invalid_settings():
         SamplingConfig(top_p=0.0)
     with pytest.raises(ValueError, match="temperature"):
         SamplingConfig(temperature=-1.0)
+
+
+def test_each_row_samples_by_its_own_settings():
+    """An engine's rows belong to different requests: greedy, top-k 2, top-p 0.7 and plain T=1 side by side
+    follow `sample_token`'s distributions for those settings."""
+    n, settings = 4000, [(0.0, 1.0, 0), (1.0, 1.0, 2), (1.0, 0.7, 0), (1.0, 1.0, 0)]
+    temperature, top_p, top_k = (jnp.asarray(np.repeat(col, n)) for col in zip(*settings))
+    logits = jnp.log(jnp.asarray(np.tile(PROBS, (4 * n, 1))))
+    keys = jax.random.split(jax.random.key(0), 4 * n)
+    draws = np.asarray(sample_rows(logits, keys, temperature, top_p, top_k)).reshape(4, n)
+    assert set(np.unique(draws[0])) == {0}
+    assert set(np.unique(draws[1])) == {0, 1} and abs((draws[1] == 0).mean() - 0.5 / 0.8) < 0.03
+    assert set(np.unique(draws[2])) == {0, 1} and abs((draws[2] == 0).mean() - 0.5 / 0.8) < 0.03
+    np.testing.assert_allclose(np.bincount(draws[3], minlength=4) / n, PROBS, atol=0.03)

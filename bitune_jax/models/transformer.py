@@ -35,12 +35,13 @@ NORMS_BY_LAYOUT = {
 
 
 class KVCache(NamedTuple):
-    """Per-layer keys/values for decoding. Slots are filled left to right for the whole batch."""
+    """Per-layer keys/values for decoding. Slots are filled left to right: for the whole batch at once (a scalar
+    `length`), or each row at its own offset (a `[batch]` length: the rows of a continuous-batching engine)."""
 
     k: jax.Array  # [layers, batch, max_len, kv_heads, head_dim]
     v: jax.Array  # [layers, batch, max_len, kv_heads, head_dim]
     positions: jax.Array  # [batch, max_len] int32, -1 for empty or padding slots
-    length: jax.Array  # [] int32, slots written so far
+    length: jax.Array  # [] or [batch] int32, slots written so far
 
     @classmethod
     def init(cls, cfg: ModelConfig, batch: int, max_len: int, dtype=jnp.float32) -> KVCache:
@@ -228,7 +229,11 @@ def forward(
     rope = RopeTables.of(cfg, positions)
     x = embed(params, tokens, cfg, compute.dtype)
 
-    if cache is not None:
+    per_row = cache is not None and cache.length.ndim == 1
+    if per_row:  # row i writes at slots length[i] ...; past the end (a finished engine row) writes are dropped
+        rows, cols = jnp.arange(batch)[:, None], cache.length[:, None] + jnp.arange(seq)  # [batch, seq]
+        kv_positions = cache.positions.at[rows, cols].set(positions, mode="drop")
+    elif cache is not None:
         kv_positions = jax.lax.dynamic_update_slice(cache.positions, positions, (0, cache.length))
     else:
         kv_positions = positions
@@ -250,10 +255,13 @@ def forward(
         def attend(q, k, v):
             kept = None
             if cache_kv is not None:
-                start = (layer, 0, cache.length, 0, 0)
-                kept = tuple(
-                    jax.lax.dynamic_update_slice(c, n[None].astype(c.dtype), start) for c, n in zip(cache_kv, (k, v))
-                )
+
+                def write(c, n):  # the new keys or values into this layer's slots
+                    if per_row:
+                        return c.at[layer, rows, cols].set(n.astype(c.dtype), mode="drop")
+                    return jax.lax.dynamic_update_slice(c, n[None].astype(c.dtype), (layer, 0, cache.length, 0, 0))
+
+                kept = (write(cache_kv[0], k), write(cache_kv[1], v))
                 k, v = (jax.lax.dynamic_index_in_dim(c, layer, keepdims=False) for c in kept)
             o = compute.attention(
                 q,
