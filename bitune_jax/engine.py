@@ -30,6 +30,7 @@ from bitune_jax.peft import PeftConfig
 from bitune_jax.sampling import sample_rows
 
 Weights = Any  # the pytree a decoder reads: (params, adapters) or (base, trainable)
+WINDOW_MULTIPLE = 128  # the cache slots a decode step attends over, rounded up to this (one compile each)
 
 
 # ------------------------------------------------------------------------------------------------ model kinds
@@ -60,7 +61,8 @@ class PlainDecoder:
         )
         return logits[:, 0], cache
 
-    def step(self, weights: Weights, token: jax.Array, pos: jax.Array, cache: KVCache) -> tuple[jax.Array, KVCache]:
+    def step(self, weights: Weights, token, pos, cache: KVCache, window: int) -> tuple[jax.Array, KVCache]:
+        """One token a row `[batch]` at `pos`, attending over the cache's first `window` slots."""
         params, adapters = weights
         logits, cache = forward(
             params,
@@ -71,6 +73,7 @@ class PlainDecoder:
             adapters=adapters,
             peft=self.peft,
             compute=self.compute,
+            kv_window=window,
         )
         return logits[:, 0], cache
 
@@ -101,7 +104,7 @@ class BituneDecoder:
             compute=self.compute,
         )
 
-    def step(self, weights: Weights, token: jax.Array, pos: jax.Array, cache: KVCache) -> tuple[jax.Array, KVCache]:
+    def step(self, weights: Weights, token, pos, cache: KVCache, window: int) -> tuple[jax.Array, KVCache]:
         base, trainable = weights
         logits, cache = forward(
             base,
@@ -112,6 +115,7 @@ class BituneDecoder:
             adapters=adapter_set(trainable, "causal"),
             peft=self.bcfg.peft,
             compute=self.compute,
+            kv_window=window,
         )
         return logits[:, 0], cache
 
@@ -146,7 +150,12 @@ class Completion:
 
 
 def check_requests(
-    requests: Sequence[Request], vocab_size: int, max_len: int, can_stop: bool, min_width: int = 1
+    requests: Sequence[Request],
+    vocab_size: int,
+    max_len: int,
+    can_stop: bool,
+    min_width: int = 1,
+    room: str = "the cache of a slot",
 ) -> None:
     """Every request checked before anything compiles; the error names the request."""
     for i, r in enumerate(requests):
@@ -170,8 +179,7 @@ def check_requests(
             raise ValueError(f"{where}: stop strings need an engine with a tokenizer")
         if max(len(r.prompt), min_width) + r.max_new_tokens > max_len:
             raise ValueError(
-                f"{where}: a prompt of {len(r.prompt)} tokens + max_new_tokens={r.max_new_tokens} does not fit "
-                f"the cache of {max_len} tokens a slot"
+                f"{where}: a prompt of {len(r.prompt)} tokens + max_new_tokens={r.max_new_tokens} exceeds {room}"
             )
 
 
@@ -274,11 +282,14 @@ def release(slots: Slots, slot: jax.Array) -> Slots:
     return slots._replace(active=slots.active.at[slot].set(False))
 
 
-@functools.partial(jax.jit, static_argnames=("decoder", "steps"), donate_argnums=(2,))
-def decode(decoder: Decoder, weights: Weights, slots: Slots, *, steps: int) -> tuple[Slots, jax.Array]:
+@functools.partial(jax.jit, static_argnames=("decoder", "steps", "sampled", "window"), donate_argnums=(2,))
+def decode(
+    decoder: Decoder, weights: Weights, slots: Slots, *, steps: int, window: int, sampled: bool = True
+) -> tuple[Slots, jax.Array]:
     """Up to `steps` decode steps for every slot (fewer once none is active): each active slot emits its token,
-    stops at EOS or its budget, otherwise feeds it and draws the next. Returns `[slots, steps]` emitted ids, -1
-    where a slot emitted nothing."""
+    stops at EOS or its budget, otherwise feeds it and draws the next (`sampled=False`: every slot is greedy, the
+    draw is an argmax). Attention reads the cache's first `window` slots: every slot's length + `steps` must fit.
+    Returns `[slots, steps]` emitted ids, -1 where a slot emitted nothing."""
     out = jnp.full((slots.token.shape[0], steps), -1, jnp.int32)
 
     def body(carry):
@@ -288,9 +299,9 @@ def decode(decoder: Decoder, weights: Weights, slots: Slots, *, steps: int) -> t
         count = slots.count + emit
         ended = jnp.any(slots.token[:, None] == slots.eos, axis=1) | (count >= slots.budget)
         active = emit & ~ended
-        logits, cache = decoder.step(weights, slots.token, slots.pos, slots.cache)
+        logits, cache = decoder.step(weights, slots.token, slots.pos, slots.cache, window)
         cache = cache._replace(length=jnp.where(active, cache.length, slots.cache.length))
-        nxt = _sample(slots, logits, count)
+        nxt = _sample(slots, logits, count) if sampled else jnp.argmax(logits, axis=-1).astype(jnp.int32)
         slots = slots._replace(
             cache=cache,
             token=jnp.where(active, nxt, slots.token),
@@ -356,19 +367,20 @@ class Engine:
         cfg = d.cfg
         if self.max_len is not None and self.max_len > cfg.max_seq_len:
             raise ValueError(f"max_len={self.max_len} exceeds the model context {cfg.max_seq_len}")
-        check_requests(
-            requests, cfg.vocab_size, self.max_len or cfg.max_seq_len, self.tokenizer is not None, d.min_width
-        )
+        room = f"the model context {cfg.max_seq_len}" if self.max_len is None else f"max_len={self.max_len}"
+        max_len = self.max_len or cfg.max_seq_len
+        check_requests(requests, cfg.vocab_size, max_len, self.tokenizer is not None, d.min_width, room)
         if not requests:
             return
-        max_len = self.max_len or min(
-            cfg.max_seq_len,
-            max(
-                prompt_width(len(r.prompt), r.max_new_tokens, cfg.max_seq_len, self.prompt_multiple, d.min_width)
-                + r.max_new_tokens
-                for r in requests
-            ),
-        )
+        if self.max_len is None:  # what the longest request needs
+            max_len = min(
+                max_len,
+                max(
+                    prompt_width(len(r.prompt), r.max_new_tokens, max_len, self.prompt_multiple, d.min_width)
+                    + r.max_new_tokens
+                    for r in requests
+                ),
+            )
         eos_sets = [self.eos_ids if r.eos_ids is None else tuple(r.eos_ids) for r in requests]
         eos_width = max(1, *(len(e) for e in eos_sets))
         slots = Slots.init(cfg, self.num_slots, max_len, self.decoder.compute.dtype, eos_width)
@@ -404,7 +416,14 @@ class Engine:
                 if next_sample[i] == r.n:
                     queue.popleft()
                     del prompt_cache[i]
-            slots, out = decode(self.decoder, self.weights, slots, steps=self.steps_per_sync)
+            live = [o is not None for o in owner]
+            sampled = any(requests[o.request].temperature > 0 for o in owner if o is not None)
+            # Attention reads only the cache slots in use: the longest live slot's, rounded up (bounded compiles).
+            used = int(np.max(np.where(live, np.asarray(slots.cache.length), 0))) + self.steps_per_sync
+            window = min(max_len, -(-used // WINDOW_MULTIPLE) * WINDOW_MULTIPLE)
+            slots, out = decode(
+                self.decoder, self.weights, slots, steps=self.steps_per_sync, window=window, sampled=sampled
+            )
             out, active = np.asarray(out), np.asarray(slots.active)
             for s, sample in enumerate(owner):
                 if sample is None:

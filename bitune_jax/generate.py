@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--top_k", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dtype", choices=sorted(bj.api.DTYPES), default="float32")
-    parser.add_argument("--padding", choices=["left", "right"], default="left")
+    parser.add_argument("--slots", type=int, default=8, help="prompts decoded at once")
     args = parser.parse_args(argv)
 
     lm = bj.load(args.model, dtype=args.dtype)
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
         top_p=args.top_p,
         top_k=args.top_k,
         seed=args.seed,
-        padding=args.padding,
+        slots=args.slots,
     )
     seconds = time.perf_counter() - start
     for prompt, out in zip(args.prompt, outputs):

@@ -32,13 +32,7 @@ def sample_token(logits: jax.Array, key: jax.Array, cfg: SamplingConfig) -> jax.
         kth = jax.lax.top_k(logits, cfg.top_k)[0][:, -1:]
         logits = jnp.where(logits < kth, -jnp.inf, logits)
     if cfg.top_p < 1.0:
-        sorted_logits = jnp.sort(logits, axis=-1)[:, ::-1]
-        probs = jax.nn.softmax(sorted_logits, axis=-1)
-        # Keep the smallest prefix whose mass reaches top_p (the token that crosses it included).
-        mass_before = jnp.cumsum(probs, axis=-1) - probs
-        cutoff_index = jnp.sum(mass_before < cfg.top_p, axis=-1, keepdims=True) - 1
-        cutoff = jnp.take_along_axis(sorted_logits, cutoff_index, axis=-1)
-        logits = jnp.where(logits < cutoff, -jnp.inf, logits)
+        logits = jnp.where(jax.vmap(_nucleus, (0, None))(logits, cfg.top_p), logits, -jnp.inf)
     return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
 
 
@@ -55,15 +49,38 @@ def sample_rows(
     def one(row, key, t, p, k):
         row = row.astype(jnp.float32)
         scaled = row / jnp.where(t > 0, t, 1.0)
-        ordered = jnp.sort(scaled)[::-1]
-        kth = ordered[jnp.clip(k - 1, 0, row.shape[0] - 1)]
-        keep_k = (k <= 0) | (scaled >= kth)
-        ordered = jnp.where((k <= 0) | (ordered >= kth), ordered, -jnp.inf)
-        probs = jax.nn.softmax(ordered)
-        mass_before = jnp.cumsum(probs) - probs
-        cutoff = ordered[jnp.sum(mass_before < p) - 1]
-        keep = keep_k & ((p >= 1.0) | (scaled >= cutoff))
-        sampled = jax.random.categorical(key, jnp.where(keep, scaled, -jnp.inf))
-        return jnp.where(t > 0, sampled, jnp.argmax(row)).astype(jnp.int32)
+        order = _sortable(scaled)
+        kth = _smallest_kept(order, jnp.ones_like(scaled), k.astype(jnp.float32))
+        scaled = jnp.where((k <= 0) | (order >= kth), scaled, -jnp.inf)
+        scaled = jnp.where(_nucleus(scaled, p), scaled, -jnp.inf)
+        return jnp.where(t > 0, jax.random.categorical(key, scaled), jnp.argmax(row)).astype(jnp.int32)
 
     return jax.vmap(one)(logits, keys, temperature, top_p, top_k)
+
+
+def _nucleus(logits: jax.Array, p: jax.Array) -> jax.Array:
+    """`[vocab]` bool: the smallest set of most likely tokens whose mass reaches `p` (the token that crosses it, and
+    its ties, included), which is what a sort and a cumulative sum would keep, without the sort (the sort of a
+    50k vocabulary was 2/3 of a SmolLM2 decode step on CPU). A token is kept when the mass strictly above it is < p."""
+    kept = _sortable(logits) >= _smallest_kept(_sortable(logits), jax.nn.softmax(logits), p)
+    return kept | (p >= 1.0)
+
+
+def _sortable(x: jax.Array) -> jax.Array:
+    """float32 -> int32 in the same order (the sign-magnitude bits made two's complement)."""
+    bits = jax.lax.bitcast_convert_type(x, jnp.int32)
+    return jnp.where(bits < 0, bits ^ jnp.int32(0x7FFFFFFF), bits)
+
+
+def _smallest_kept(order: jax.Array, weights: jax.Array, bound: jax.Array) -> jax.Array:
+    """The smallest `t` with `sum(weights[order > t]) < bound` (`order` int32 `[vocab]`): bisection over the 2^32
+    int32 values, exact in 32 steps of one masked sum each."""
+
+    def halve(_, bounds):
+        lo, hi = bounds  # weight above lo >= bound > weight above hi
+        mid = (lo >> 1) + (hi >> 1) + (lo & hi & 1)  # floor((lo + hi) / 2) without overflow
+        above = jnp.sum(jnp.where(order > mid, weights, 0.0))
+        return jnp.where(above < bound, lo, mid), jnp.where(above < bound, mid, hi)
+
+    lo = jnp.int32(jnp.iinfo(jnp.int32).min)
+    return jax.lax.fori_loop(0, 32, halve, (lo, jnp.max(order)))[1]

@@ -22,6 +22,7 @@ LAYERS = (
     "data",
     "bitune",
     "checkpoints",
+    "engine",
     "api",
     "bitune_jax",
     "eval",

@@ -80,7 +80,7 @@ def test_tokens_out_of_vocabulary_and_too_long(llama_dir):
         lm.logits(np.zeros((1, 3), np.float32))
     with pytest.raises(ValueError, match="without a tokenizer"):
         lm.chat("hi")
-    with pytest.raises(ValueError, match="at least one token"):
+    with pytest.raises(ValueError, match="request 1: the prompt is empty"):
         lm.generate([[3, 4], []])
     with pytest.raises(ValueError, match="dtype must be one of"):
         bj.load(llama_dir, dtype="float16")

@@ -49,3 +49,20 @@ def test_each_row_samples_by_its_own_settings():
     assert set(np.unique(draws[1])) == {0, 1} and abs((draws[1] == 0).mean() - 0.5 / 0.8) < 0.03
     assert set(np.unique(draws[2])) == {0, 1} and abs((draws[2] == 0).mean() - 0.5 / 0.8) < 0.03
     np.testing.assert_allclose(np.bincount(draws[3], minlength=4) / n, PROBS, atol=0.03)
+
+
+def test_the_nucleus_without_a_sort_is_the_sorted_prefix():
+    """`_nucleus` (bisection) keeps what the sort-and-cumsum definition keeps: random rows, ties and -inf included."""
+    from bitune_jax.sampling import _nucleus
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(200, 64)).astype(np.float32) * rng.uniform(0.1, 8, size=(200, 1)).astype(np.float32)
+    logits[::7, :8] = logits[::7, 8:16]  # ties
+    logits[::5, -10:] = -np.inf  # a top-k cut before
+    for p in (0.1, 0.5, 0.9, 0.95, 0.999):
+        desc = -np.sort(-logits, axis=1)
+        probs = np.asarray(jax.nn.softmax(jnp.asarray(desc), axis=-1))
+        mass_before = np.cumsum(probs, axis=1) - probs
+        cutoff = desc[np.arange(200), (mass_before < p).sum(1) - 1][:, None]
+        got = np.asarray(jax.vmap(_nucleus, (0, None))(jnp.asarray(logits), p))
+        np.testing.assert_array_equal(got, logits >= cutoff)

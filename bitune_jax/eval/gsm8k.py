@@ -37,6 +37,7 @@ import numpy as np
 
 from bitune_jax.api import LM
 from bitune_jax.data.records import DataError, jsonl_rows
+from bitune_jax.engine import Request
 from bitune_jax.eval.datasets import row_field
 from bitune_jax.eval.model import TrainedModel
 from bitune_jax.eval.reasoning import GenerateFn, ReasoningEvalConfig, generate_fn, write_generations_jsonl
@@ -148,17 +149,20 @@ def read_gsm8k(path: str | pathlib.Path) -> list[GSM8KRow]:
 
 
 def evaluate_gsm8k_generate_fn(
-    generate: GenerateFn, tok: Tokenizer, rows: Sequence[GSM8KRow], *, batch_size: int, add_bos: bool = True
+    generate: GenerateFn,
+    tok: Tokenizer,
+    rows: Sequence[GSM8KRow],
+    *,
+    max_new_tokens: int = MAX_GEN_TOKS,
+    add_bos: bool = True,
 ) -> tuple[list[GSM8KRecord], dict[str, Any]]:
-    """Prompt (BOS forced), generate greedily in batches of `batch_size` in row order, decode (special tokens kept,
-    as the harness's `tok_decode`), cut at the stop strings and the tokenizer's EOS text, extract both ways, score:
-    `(records, {"exact_match_strict", "exact_match_flexible", "questions"})`."""
+    """Prompt (BOS forced), generate greedily (each row stops at EOS or the first stop string), decode (special
+    tokens kept, as the harness's `tok_decode`), cut at the stop strings and the tokenizer's EOS text, extract both
+    ways, score: `(records, {"exact_match_strict", "exact_match_flexible", "questions"})`."""
     if not rows:
         raise ValueError("no GSM8K rows to evaluate")
     prompts = [tok.encode(gsm8k_prompt(r.question), add_bos=add_bos) for r in rows]
-    outputs: list[list[int]] = []
-    for start in range(0, len(prompts), batch_size):
-        outputs += generate(prompts[start : start + batch_size], 0)  # greedy: the seed is unused
+    outputs = [c.tokens[0] for c in generate([Request(p, max_new_tokens, stop=STOP_SEQUENCES) for p in prompts])]
     eos_text = tok.decode([tok.eos_ids[0]], skip_special=False) if tok.eos_ids else ""
     stops = (*STOP_SEQUENCES, eos_text)
     records = []
@@ -187,8 +191,8 @@ def evaluate_gsm8k_generate_fn(
     return records, summary
 
 
-def greedy_config(batch_size: int, max_new_tokens: int = MAX_GEN_TOKS) -> ReasoningEvalConfig:
-    return ReasoningEvalConfig(n=1, temperature=0.0, top_p=1.0, max_new_tokens=max_new_tokens, batch_size=batch_size)
+def greedy_config(batch_size: int) -> ReasoningEvalConfig:
+    return ReasoningEvalConfig(n=1, temperature=0.0, top_p=1.0, batch_size=batch_size)
 
 
 def evaluate_gsm8k(
@@ -205,8 +209,8 @@ def evaluate_gsm8k(
     m = TrainedModel.of(model)
     if m.lm.tokenizer is None:
         raise ValueError("GSM8K prompts are text; load the model with its tokenizer")
-    generate = generate_fn(m, greedy_config(batch_size, max_new_tokens))
-    return evaluate_gsm8k_generate_fn(generate, m.lm.tokenizer, rows, batch_size=batch_size, add_bos=add_bos)
+    generate = generate_fn(m, greedy_config(batch_size))
+    return evaluate_gsm8k_generate_fn(generate, m.lm.tokenizer, rows, max_new_tokens=max_new_tokens, add_bos=add_bos)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

@@ -33,6 +33,7 @@ try:
 except ImportError as e:  # pragma: no cover - the message is the point
     raise ImportError("bitune_jax.eval.harness needs lm-evaluation-harness: pip install -e '.[eval]'") from e
 
+from bitune_jax.engine import Request
 from bitune_jax.eval.multiple_choice import answer_scorer, score_continuations
 from bitune_jax.eval.reasoning import ReasoningEvalConfig, generate_fn
 from bitune_jax.train.restore import load_model
@@ -115,10 +116,12 @@ class BituneJaxLM(TemplateLM):
             totals[i] += logprob
         return totals
 
-    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-        out: list[str | None] = [None] * len(requests)
+    def generate_until(self, requests_, disable_tqdm: bool = False) -> list[str]:
+        """Each group of equal generation settings decoded by the engine, each request to its EOS or first stop
+        string (lm-eval's `until`), then cut there as the harness's hf model does."""
+        out: list[str | None] = [None] * len(requests_)
         groups: dict[str, list[int]] = {}
-        for i, req in enumerate(requests):
+        for i, req in enumerate(requests_):
             groups.setdefault(json.dumps(req.args[1], sort_keys=True, default=str), []).append(i)
         for key, members in groups.items():
             kwargs = json.loads(key)
@@ -126,25 +129,26 @@ class BituneJaxLM(TemplateLM):
             until = [until] if isinstance(until, str) else list(until)
             max_new = int(kwargs.get("max_gen_toks", self.max_gen_toks))
             sample = bool(kwargs.get("do_sample", False)) and float(kwargs.get("temperature", 0.0)) > 0
-            cfg = ReasoningEvalConfig(
-                n=1,
-                temperature=float(kwargs.get("temperature", 0.0)) if sample else 0.0,
-                top_p=float(kwargs.get("top_p", 1.0)) if sample else 1.0,
-                max_new_tokens=max_new,
-                seed=self.seed,
-                batch_size=self.batch_size_,
-            )
-            generate = generate_fn(self.model, cfg)
+            temperature = float(kwargs.get("temperature", 0.0)) if sample else 0.0
+            top_p = float(kwargs.get("top_p", 1.0)) if sample else 1.0
+            cfg = ReasoningEvalConfig(n=1, temperature=temperature, top_p=top_p, batch_size=self.batch_size_)
             keep = self.max_length - max_new
-            prompts = {i: self.tok_encode(requests[i].args[0])[-keep:] for i in members}
-            order = sorted(members, key=lambda i: -len(prompts[i]))
-            for start in range(0, len(order), self.batch_size_):
-                chunk = order[start : start + self.batch_size_]
-                for i, ids in zip(chunk, generate([prompts[i] for i in chunk], self.seed)):
-                    text = self.tok_decode(ids)
-                    for stop in until:
-                        text = text.split(stop)[0]
-                    out[i] = text
+            requests = [
+                Request(
+                    self.tok_encode(requests_[i].args[0])[-keep:],
+                    max_new,
+                    temperature=temperature,
+                    top_p=top_p,
+                    seed=self.seed + i,
+                    stop=tuple(s for s in until if s),
+                )
+                for i in members
+            ]
+            for i, done in zip(members, generate_fn(self.model, cfg)(requests)):
+                text = self.tok_decode(done.tokens[0])
+                for stop in until:
+                    text = text.split(stop)[0]
+                out[i] = text
         return out  # type: ignore[return-value]
 
     # -------------------------------------------------------------------------------------------------- scoring

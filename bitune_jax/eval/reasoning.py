@@ -11,10 +11,11 @@ docs/method.md A: AIME asks for the final integer in `\\boxed{}`, GPQA for the l
 is rendered with the model's chat template and the generation prompt, thinking on (`enable_thinking=True`, as
 the authors' `eval.py`).
 
-Batching and seeds: the `questions x n` generations are laid out question-major (the n samples of a question are
-adjacent) and cut into batches of `batch_size` rows; batch `b` samples with seed `cfg.seed + b`, recorded beside
-each generation. Generation draws one key per step for the whole batch, so a sample is reproducible from
-`(seed, batch_size)`, not from its own seed alone; greedy decoding (temperature 0) does not depend on batching.
+Decoding and seeds: every question is one engine request (`engine.Engine`) whose `n` samples share one prefill;
+`batch_size` slots decode at once, each sample to its own EOS or budget. Question `q` samples with seed
+`cfg.seed + q` (recorded beside each generation) and its sample `j` draws token `t` with
+`fold_in(fold_in(key(seed), j), t)`, so a sample is reproducible from its seed and index alone, whatever the
+slot count or the other questions.
 """
 
 from __future__ import annotations
@@ -25,18 +26,15 @@ import pathlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from bitune_jax.api import LM
 from bitune_jax.chat import render_chat
-from bitune_jax.data.batch import PromptBatch
+from bitune_jax.engine import BituneDecoder, Completion, Engine, PlainDecoder, Request
 from bitune_jax.eval.answers import is_correct, is_correct_original, last_boxed, last_boxed_original
 from bitune_jax.eval.datasets import ReasoningItem
 from bitune_jax.eval.metrics import avg_at_n, mean_pass_at_k_unbiased, pass_at_k_first
 from bitune_jax.eval.model import TrainedModel
-from bitune_jax.generation import generate_tokens
 from bitune_jax.sampling import SamplingConfig
 from bitune_jax.tokenizer import Tokenizer
 
@@ -48,8 +46,8 @@ SUFFIXES: Mapping[str, str] = {  # the authors' strings (their eval.py), appende
     "chat": "",  # chat rows are asked as written
 }
 
-# (prompts as token ids, seed) -> continuations as token ids, each up to and including its EOS
-GenerateFn = Callable[[list[list[int]], int], list[list[int]]]
+# requests -> their completions, in request order (an engine's `run`)
+GenerateFn = Callable[[Sequence[Request]], list[Completion]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,12 +60,12 @@ class ReasoningEvalConfig:
     top_k: int = 0
     max_new_tokens: int = 512
     seed: int = 0
-    batch_size: int = 8  # generation rows per call
+    batch_size: int = 8  # decode slots: samples decoded at once
     ks: tuple[int, ...] = (1,)  # pass@k to report; each k <= n
     suffix: str | None = None  # None: SUFFIXES[item.kind]
     chat_template: bool = True  # False: the prompt is the messages' contents joined by blank lines
     enable_thinking: bool = True  # passed to the chat template, as the authors' eval.py renders every prompt
-    width_multiple: int = 32  # plain models: prompt widths rounded up to this (bounds recompiles)
+    width_multiple: int = 32  # prompt widths rounded up to this (bounds prefill compiles)
 
     def __post_init__(self):
         if self.n < 1 or self.batch_size < 1 or self.max_new_tokens < 1:
@@ -107,7 +105,7 @@ class QuestionRecord:
     correct_original: list[bool]  # is_correct_original (==)
     lengths: list[int]  # generated tokens, EOS included
     terminated: list[bool]  # ended with EOS within max_new_tokens
-    seeds: list[int]  # the seed of the batch each sample came from
+    seeds: list[int]  # the seed each sample was drawn with (its question's)
 
 
 def build_prompt(tok: Tokenizer, item: ReasoningItem, cfg: ReasoningEvalConfig) -> tuple[str, list[int]]:
@@ -152,7 +150,7 @@ def evaluate_generate_fn(
     eos_ids: Sequence[int],
     prompts: Sequence[tuple[str, list[int]]] | None = None,
 ) -> tuple[list[QuestionRecord], dict[str, Any]]:
-    """Generate `cfg.n` samples per item in batches, extract, score: `(per-question records, summary)`.
+    """Generate `cfg.n` samples per item, extract, score: `(per-question records, summary)`.
 
     `prompts` (text, ids), one per item, replace `build_prompt`: the trainer passes the exact rendering it trains on.
     """
@@ -162,13 +160,20 @@ def evaluate_generate_fn(
         prompts = [build_prompt(tok, item, cfg) for item in items]
     elif len(prompts) != len(items):
         raise ValueError(f"{len(prompts)} prompts for {len(items)} items")
-    rows = [(q, j) for q in range(len(items)) for j in range(cfg.n)]
-    outputs: dict[tuple[int, int], tuple[list[int], int]] = {}
-    for b, start in enumerate(range(0, len(rows), cfg.batch_size)):
-        chunk = rows[start : start + cfg.batch_size]
-        seed = cfg.seed + b
-        for row, tokens in zip(chunk, generate([prompts[q][1] for q, _ in chunk], seed)):
-            outputs[row] = (tokens, seed)
+    requests = [
+        Request(
+            ids,
+            cfg.max_new_tokens,
+            n=cfg.n,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            top_k=cfg.top_k,
+            seed=cfg.seed + q,
+        )
+        for q, (_, ids) in enumerate(prompts)
+    ]
+    done = generate(requests)
+    outputs = {(q, j): (tokens, requests[q].seed) for q, c in enumerate(done) for j, tokens in enumerate(c.tokens)}
 
     eos = set(eos_ids)
     records = []
@@ -197,77 +202,23 @@ def evaluate_generate_fn(
 
 
 def generate_fn(model: LM | TrainedModel, cfg: ReasoningEvalConfig) -> GenerateFn:
-    """The `GenerateFn` of a `TrainedModel` or a plain `LM`: KV-cache decoding with its weights (PEFT adapters
-    applied), or a Bitune model's decoding from the mixed prompt cache."""
+    """An engine's `run` over a `TrainedModel` or a plain `LM`: its weights (PEFT adapters unmerged), or a Bitune
+    model's decoding from the mixed prompt cache; `cfg.batch_size` slots."""
     m = TrainedModel.of(model)
+    lm = m.lm
     if m.kind == "bitune":
-        return _bitune_generate_fn(m, cfg)
-    return _plain_generate_fn(m.lm, cfg, m.adapters, m.peft)
-
-
-def _plain_generate_fn(lm: LM, cfg: ReasoningEvalConfig, adapters, peft) -> GenerateFn:
-    """Batched KV-cache decoding, as `LM.generate` does it, with prompt widths rounded up.
-
-    Left padding is inert (positions -1), so widening a batch to a multiple of `cfg.width_multiple` changes no
-    output and lets batches of different prompt lengths share one compiled program.
-    """
-
-    def generate(prompts: list[list[int]], seed: int) -> list[list[int]]:
-        batch = PromptBatch.pad(prompts, lm.pad_id, "left")
-        width = batch.tokens.shape[1]
-        padded = -(-width // cfg.width_multiple) * cfg.width_multiple
-        if padded + cfg.max_new_tokens <= lm.cfg.max_seq_len:
-            width = padded
-        if width + cfg.max_new_tokens > lm.cfg.max_seq_len:
-            raise ValueError(
-                f"prompt of {batch.tokens.shape[1]} tokens + max_new_tokens={cfg.max_new_tokens} "
-                f"exceeds the model context {lm.cfg.max_seq_len}"
-            )
-        extra = width - batch.tokens.shape[1]
-        tokens = np.pad(batch.tokens, ((0, 0), (extra, 0)), constant_values=lm.pad_id)
-        positions = np.pad(batch.positions, ((0, 0), (extra, 0)), constant_values=-1)
-        out = generate_tokens(
-            lm.params,
-            jnp.asarray(tokens),
-            jnp.asarray(positions),
-            jax.random.key(seed),
-            cfg=lm.cfg,
-            max_new_tokens=cfg.max_new_tokens,
-            sampling=cfg.sampling,
-            eos_ids=lm.eos_ids,
-            pad_id=lm.pad_id,
-            compute=lm.compute,
-            adapters=adapters,
-            peft=peft,
-        )
-        return out.rows(len(prompts))
-
-    return generate
-
-
-def _bitune_generate_fn(model: TrainedModel, cfg: ReasoningEvalConfig) -> GenerateFn:
-    """Both prompt streams prefilled and mixed, then causal decoding (`bitune_generate`). Prompt widths are not
-    rounded here, so each new width compiles once."""
-    from bitune_jax.bitune import bitune_generate
-
-    lm = model.lm
-
-    def generate(prompts: list[list[int]], seed: int) -> list[list[int]]:
-        return bitune_generate(
-            lm.params,
-            model.trainable,
-            prompts,
-            lm.cfg,
-            model.bitune,
-            max_new_tokens=cfg.max_new_tokens,
-            sampling=cfg.sampling,
-            eos_ids=tuple(lm.eos_ids),
-            pad_id=lm.pad_id,
-            seed=seed,
-            compute=lm.compute,
-        )
-
-    return generate
+        decoder, weights = BituneDecoder(lm.cfg, m.bitune, compute=lm.compute), (lm.params, m.trainable)
+    else:
+        decoder, weights = PlainDecoder(lm.cfg, peft=m.peft, compute=lm.compute), (lm.params, m.adapters)
+    engine = Engine(
+        decoder,
+        weights,
+        slots=cfg.batch_size,
+        eos_ids=tuple(lm.eos_ids),
+        tokenizer=lm.tokenizer,
+        prompt_multiple=cfg.width_multiple,
+    )
+    return engine.run
 
 
 def evaluate(

@@ -213,6 +213,7 @@ def forward(
     logit_rows: jax.Array | None = None,  # [batch, rows] int32: unembed only these rows (a loss needs no more)
     return_hidden: bool = False,  # final hidden states (before the final norm) instead of logits
     dropout_key: jax.Array | None = None,  # training: LoRA dropout (`peft.dropout`) drawn from this key
+    kv_window: int | None = None,  # with a cache: attend over its first kv_window slots only (all that is written)
 ) -> tuple[jax.Array, KVCache | None]:
     """Logits `[batch, seq or rows, vocab]` (float32) and the updated cache.
 
@@ -245,7 +246,7 @@ def forward(
         lp, la, key, layer = xs
         spec = kernels.MaskSpec(
             q_positions=positions,
-            kv_positions=kv_positions,
+            kv_positions=kv_positions[:, :kv_window],
             window=kind.window,
             prefix_len=prefix_len,
             q_segment_ids=segment_ids,
@@ -262,7 +263,7 @@ def forward(
                     return jax.lax.dynamic_update_slice(c, n[None].astype(c.dtype), (layer, 0, cache.length, 0, 0))
 
                 kept = (write(cache_kv[0], k), write(cache_kv[1], v))
-                k, v = (jax.lax.dynamic_index_in_dim(c, layer, keepdims=False) for c in kept)
+                k, v = (jax.lax.dynamic_index_in_dim(c, layer, keepdims=False)[:, :kv_window] for c in kept)
             o = compute.attention(
                 q,
                 k.astype(q.dtype),

@@ -41,14 +41,8 @@ def chat_messages(item: dict, shots: list[dict]) -> list[dict]:
 
 
 def generate_texts(lm, prompts: list[list[int]], batch: int, max_new_tokens: int) -> list[str]:
-    """Greedy continuations, `batch` prompts per call (left padding); prompts sorted by length so a call pads little."""
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    out: dict[int, str] = {}
-    for start in range(0, len(order), batch):
-        idx = order[start : start + batch]
-        for i, ids in zip(idx, lm.generate([prompts[i] for i in idx], max_new_tokens, padding="left"), strict=True):
-            out[i] = lm.tokenizer.decode(ids)
-    return [out[i] for i in range(len(prompts))]
+    """Greedy continuations, `batch` decoded at a time."""
+    return [lm.tokenizer.decode(ids) for ids in lm.generate(prompts, max_new_tokens, slots=batch)]
 
 
 def score_single_steps(lm, items: list[dict], shot_pool: list[dict], *, shots: int, seed: int, batch: int, new: int):

@@ -154,7 +154,7 @@ class EvalSpec:
     top_p: float = key(1.0, "nucleus sampling")
     seed: int = key(0, "sampling seed")
     max_new_tokens: int = key(256, "generation budget", lo=1)
-    batch_size: int = key(16, "generation rows per call", lo=1)
+    batch_size: int = key(16, "decode slots: samples the engine decodes at once", lo=1)
     val_every_epochs: int = key(1, "validation loss and accuracy (data.val_size > 0) every k-th epoch", lo=1)
     mmlu: MMLUSpec = section(MMLUSpec)
 

@@ -13,6 +13,7 @@ import tokenizers
 from bitune_jax.api import LM
 from bitune_jax.bitune import BituneConfig, init_trainable
 from bitune_jax.data.records import DataError
+from bitune_jax.engine import Completion
 from bitune_jax.eval.gsm8k import (
     FALLBACK,
     STOP_SEQUENCES,
@@ -217,14 +218,15 @@ def test_evaluate_with_canned_generations():
     tok = char_tokenizer()
     calls = []
 
-    def fake_generate(prompts, seed):
-        start = sum(len(c) for c in calls)
-        calls.append(prompts)
-        return [tok.encode(t) + ([2] if eos else []) for t, eos in CANNED[start : start + len(prompts)]]
+    def fake_generate(requests):
+        calls.append(requests)
+        canned = CANNED[: len(requests)]
+        return [Completion(i, [tok.encode(t) + ([2] if eos else [])], []) for i, (t, eos) in enumerate(canned)]
 
-    records, summary = evaluate_gsm8k_generate_fn(fake_generate, tok, ROWS, batch_size=2)
-    assert [len(c) for c in calls] == [2, 2, 1]
-    prompts = [p for c in calls for p in c]
+    records, summary = evaluate_gsm8k_generate_fn(fake_generate, tok, ROWS, max_new_tokens=7)
+    (requests,) = calls  # greedy, each row stopping at the task's stop strings
+    assert all((r.max_new_tokens, r.temperature, r.stop) == (7, 0.0, STOP_SEQUENCES) for r in requests)
+    prompts = [r.prompt for r in requests]
     for row, ids in zip(ROWS, prompts, strict=True):
         assert ids[0] == tok.bos_id and ids[1:] == tok.encode(gsm8k_prompt(row.question), add_bos=False)
     assert [r.generation for r in records] == [" 5 + 3 = 8.\n#### 8\n\n", " I think 12\n\n", " 1,000 + 234 = 1,234.",
@@ -238,8 +240,8 @@ def test_evaluate_with_canned_generations():
     assert summary == {"exact_match_strict": 0.4, "exact_match_flexible": 0.8, "questions": 5}
 
     calls.clear()
-    evaluate_gsm8k_generate_fn(fake_generate, tok, ROWS[:1], batch_size=4, add_bos=False)
-    assert calls[0][0] == tok.encode(gsm8k_prompt(ROWS[0].question), add_bos=False)
+    evaluate_gsm8k_generate_fn(fake_generate, tok, ROWS[:1], add_bos=False)
+    assert calls[0][0].prompt == tok.encode(gsm8k_prompt(ROWS[0].question), add_bos=False)
 
 
 def tiny_lm() -> LM:
@@ -256,7 +258,7 @@ def test_tiny_model_greedy_equals_a_direct_decode():
     assert summary["questions"] == 2
     for row, record in zip(rows, records, strict=True):
         ids = lm.generate([tok.encode(gsm8k_prompt(row.question), add_bos=True)], max_new_tokens=256)[0]
-        assert record.tokens == len(ids) and 0 < len(ids) <= 256
+        assert 0 < record.tokens <= len(ids) <= 256  # the engine stops at the first stop string
         assert record.generation == cut_at_stop(tok.decode(ids, skip_special=False), (*STOP_SEQUENCES, "</s>"))
         assert record.strict == strict_extract(record.generation)
         assert record.flexible == flexible_extract(record.generation)

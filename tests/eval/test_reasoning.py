@@ -7,6 +7,7 @@ import jax
 import pytest
 
 from bitune_jax.bitune import BituneConfig, init_trainable
+from bitune_jax.engine import Completion
 from bitune_jax.eval.datasets import ReasoningItem
 from bitune_jax.eval.model import TrainedModel
 from bitune_jax.eval.reasoning import (
@@ -55,27 +56,29 @@ def test_records_and_summary_from_canned_generations(lm, tmp_path):
         0: [("so \\boxed{5}", True), ("\\boxed{4}", True), ("\\boxed{ 5 }", True), ("thinking...", False)],
         1: [("\\boxed{7}", True), ("\\boxed{7} \\boxed{6}", True), ("\\boxed{1}", False), ("\\boxed{6", False)],
     }
-    rows = [(q, j) for q in canned for j in range(4)]
     calls = []
 
-    def fake_generate(prompts, seed):
-        start = sum(len(p) for p, _ in calls)
-        calls.append((prompts, seed))
-        out = []
-        for q, j in rows[start : start + len(prompts)]:
-            text, ended = canned[q][j]
-            out.append(tok.encode(text) + ([eos] if ended else []))
-        return out
+    def fake_generate(requests):
+        calls.append(requests)
+        return [
+            Completion(q, [tok.encode(text) + ([eos] if ended else []) for text, ended in canned[q]], [])
+            for q, _ in enumerate(requests)
+        ]
 
-    cfg = ReasoningEvalConfig(n=4, batch_size=3, ks=(1, 2, 4), seed=10)
+    cfg = ReasoningEvalConfig(n=4, batch_size=3, ks=(1, 2, 4), seed=10, top_k=5)
     records, summary = evaluate_generate_fn(fake_generate, tok, QUESTIONS[:2], cfg, lm.eos_ids)
-    assert [len(p) for p, _ in calls] == [3, 3, 2] and [s for _, s in calls] == [10, 11, 12]
+    (requests,) = calls  # one call: every question a request of n samples, seeded by its index
+    assert [(r.n, r.seed, r.max_new_tokens, r.temperature, r.top_p, r.top_k) for r in requests] == [
+        (4, 10, 512, 0.6, 0.95, 5),
+        (4, 11, 512, 0.6, 0.95, 5),
+    ]
+    assert requests[0].prompt == build_prompt(tok, QUESTIONS[0], cfg)[1]
     a, b = records
     assert a.answers == ["5", "4", " 5 ", None] and a.correct == [True, False, True, False]
     assert a.correct_original == [True, False, False, False]  # the authors compare without stripping
     assert b.answers == ["7", "6", "1", None] and b.correct == [False, True, False, False]
     assert a.terminated == [True, True, True, False] and b.terminated == [True, True, False, False]
-    assert a.seeds == [10, 10, 10, 11] and b.seeds == [11, 11, 12, 12]
+    assert a.seeds == [10] * 4 and b.seeds == [11] * 4
     assert a.lengths[0] == len(tok.encode("so \\boxed{5}")) + 1 and a.generations[0] == "so \\boxed{5}"
     assert a.source == "q.jsonl:1" and a.gold == "5" and "What is 2 + 3?" in a.prompt
     assert summary["avg@n"] == pytest.approx(3 / 8)

@@ -8,6 +8,7 @@ import functools
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -112,6 +113,30 @@ def test_prefill_then_decode_equals_the_uncached_forward(lm, side):
     real = positions >= 0
     assert int(cache.length) == tokens.shape[1]
     np.testing.assert_array_equal(np.asarray(cache.positions), positions)
+    np.testing.assert_allclose(got[real], want[real], atol=1e-5, rtol=0)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "kv_window"), compiler_options=FAST_COMPILE)
+def _cached_window(params, tokens, positions, cache, cfg, kv_window):
+    return forward(params, tokens, cfg, positions=positions, cache=cache, kv_window=kv_window)
+
+
+def test_rows_at_their_own_offsets_equal_the_uncached_forward(lm):
+    """A cache with a length per row (an engine's slots): row i's tokens are written from slot i on, one a call,
+    and the calls attend over the first `kv_window` slots only (every written one). Every real token's logits
+    equal the uncached forward's (float32, atol 1e-5, as above)."""
+    tokens, positions = PromptBatch.pad(tiny_prompts(), pad_id=0, side="right")
+    want = np.asarray(lm.logits(tokens, positions))
+    batch, width = tokens.shape
+    cache = KVCache.init(lm.cfg, batch, width + batch)._replace(length=jnp.arange(batch, dtype=jnp.int32))
+    got = []
+    for t in range(width):
+        step = (lm.params, tokens[:, t : t + 1], positions[:, t : t + 1], cache, lm.cfg, width + batch - 1)
+        logits, cache = _cached_window(*step)
+        got.append(np.asarray(logits))
+    got = np.concatenate(got, axis=1)
+    real = positions >= 0
+    np.testing.assert_array_equal(np.asarray(cache.length), np.arange(batch) + width)
     np.testing.assert_allclose(got[real], want[real], atol=1e-5, rtol=0)
 
 

@@ -26,20 +26,20 @@ def test_shots_come_before_the_item_as_worked_turns():
     assert messages[1]["content"] == items[1]["gold"] and messages[-1]["content"] == items[0]["prompt"]
 
 
-def test_generated_texts_come_back_in_prompt_order_whatever_the_batching():
+def test_generated_texts_come_back_in_prompt_order_in_one_engine_call():
     class Tok:
         def decode(self, ids):
             return " ".join(map(str, ids))
 
     class LM:
         tokenizer = Tok()
-        calls: list[int] = []
+        calls: list[tuple[int, int, int]] = []
 
-        def generate(self, prompts, max_new_tokens, padding):
-            self.calls.append(len(prompts))
+        def generate(self, prompts, max_new_tokens, slots):
+            self.calls.append((len(prompts), max_new_tokens, slots))
             return [[len(p)] for p in prompts]  # "answers" the prompt's length
 
     prompts = [[1] * n for n in (5, 2, 9, 1, 7)]
     lm = LM()
     assert generate_texts(lm, prompts, batch=2, max_new_tokens=4) == ["5", "2", "9", "1", "7"]
-    assert lm.calls == [2, 2, 1]
+    assert lm.calls == [(5, 4, 2)]  # every prompt to the engine at once, `batch` slots

@@ -15,6 +15,7 @@ import pytest
 import bitune_jax as bj
 from bitune_jax.api import LM
 from bitune_jax.bitune import BituneConfig
+from bitune_jax.engine import Request
 from bitune_jax.eval.datasets import MCItem
 from bitune_jax.eval.model import TrainedModel
 from bitune_jax.eval.multiple_choice import answer_scorer, score_choices, score_continuations
@@ -91,7 +92,10 @@ def test_peft_merges_to_the_adapted_models_logits_and_scores_and_generates_as_it
     want = score_continuations(pairs, answer_scorer(merged), **kwargs)
     np.testing.assert_allclose([s for s, _ in got], [s for s, _ in want], atol=1e-5, rtol=0)
     prompts = [[5, 9, 14, 3], [11, 4]]
-    assert generate_fn(model, GREEDY)(prompts, 0) == generate_fn(merged, GREEDY)(prompts, 0)
+    requests = [Request(p, GREEDY.max_new_tokens) for p in prompts]
+    assert [c.tokens for c in generate_fn(model, GREEDY)(requests)] == [
+        c.tokens for c in generate_fn(merged, GREEDY)(requests)
+    ]
 
 
 def test_bitune_has_no_merged_form():
