@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import math
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
@@ -219,6 +220,28 @@ class Slots(NamedTuple):
             top_k=zeros(),
             eos=jnp.full((slots, eos_width), -1, jnp.int32),
         )
+
+
+def slot_shardings(slots: Slots, mesh: jax.sharding.Mesh) -> Slots:
+    """Slots over a mesh as the trainer lays out a batch and its weights: rows over `data` (and `fsdp`), the cache's
+    key/value heads over `tensor` (where they divide), the rest replicated."""
+    rows = tuple(a for a in ("data", "fsdp") if mesh.shape.get(a, 1) > 1) or None
+    if rows is not None and slots.token.shape[0] % math.prod(mesh.shape[a] for a in rows):
+        rows = None
+    kv = slots.cache.k.shape[3]
+    heads = "tensor" if mesh.shape.get("tensor", 1) > 1 and kv % mesh.shape["tensor"] == 0 else None
+
+    def spec(*axes):
+        return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*axes))
+
+    per_row = spec(rows)
+    cache = KVCache(
+        k=spec(None, rows, None, heads, None),
+        v=spec(None, rows, None, heads, None),
+        positions=spec(rows, None),
+        length=per_row,
+    )
+    return Slots(cache, *[spec(rows, None) if f in ("key", "eos") else per_row for f in Slots._fields[1:]])
 
 
 def _sample(slots: Slots, logits: jax.Array, index: jax.Array) -> jax.Array:

@@ -29,6 +29,7 @@ LAYERS = (
     "tasks",
     "train",
     "generate",
+    "export",
 )
 # Command lines over trained runs: thin shells at the top, which may import any layer.
 SHELLS = ("bitune_jax.eval.harness", "bitune_jax.eval.gsm8k")

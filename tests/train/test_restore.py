@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import bitune_jax as bj
+from bitune_jax import export
 from bitune_jax.api import LM
 from bitune_jax.bitune import BituneConfig
 from bitune_jax.engine import Request
@@ -185,6 +186,22 @@ def test_a_restored_run_scores_and_generates_as_the_trainers_state(model_dir, tm
     base, _ = score_choices(bj.load(model_dir), MC_ITEMS)
     trained = np.concatenate([s.logprob_sum for s in scores])
     assert np.abs(trained - np.concatenate([s.logprob_sum for s in base])).max() > 1e-3  # the training is there
+
+    if kind == "bitune":
+        with pytest.raises(SystemExit, match="is a Bitune run: it has no merged Hugging Face form"):
+            export.main([str(tmp_path / kind), str(tmp_path / "exported")])
+        assert not (tmp_path / "exported").exists()
+    else:  # the hand-off to vLLM: what it reads, and the same model
+        out = export.main([str(tmp_path / kind), str(tmp_path / "exported")])
+        names = {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json"}
+        assert names <= {p.name for p in out.iterdir()}
+        tokenizer_config = json.loads((out / "tokenizer_config.json").read_text())
+        assert tokenizer_config["chat_template"] == restored.lm.tokenizer.chat_template
+        generation = json.loads((out / "generation_config.json").read_text())
+        assert generation["eos_token_id"] in (list(restored.lm.eos_ids), restored.lm.eos_ids[0])
+        assert (generation["do_sample"], generation["temperature"], generation["top_p"]) == (True, 0.6, 0.95)
+        ids = np.asarray([restored.lm.tokenizer.encode("Question: What is 2 + 3?")], np.int32)
+        np.testing.assert_allclose(bj.load(out).logits(ids), restored.merged().logits(ids), atol=1e-5, rtol=0)
 
     if kind == "bitune":
         with pytest.raises(ValueError, match="a Bitune model has no merged form"):
