@@ -359,7 +359,9 @@ class _Sample:
 
 class Engine:
     """Continuous batching over `slots` decode rows. `generate(requests)` yields each `Completion` as its last
-    sample finishes; `run(requests)` returns them in request order."""
+    sample finishes; `run(requests)` returns them in request order. On a `mesh`, the slots' rows go over `data`
+    and their key/value heads over `tensor`; the weights keep the shardings they were loaded with
+    (`bitune_jax.load(..., mesh=)`), and jit partitions the three programs from the two."""
 
     def __init__(
         self,
@@ -372,6 +374,7 @@ class Engine:
         tokenizer=None,
         steps_per_sync: int = 8,  # decode steps between host checks (finished slots wait at most this many)
         prompt_multiple: int = 64,
+        mesh: jax.sharding.Mesh | None = None,  # slots laid out by `slot_shardings`; weights placed by the caller
     ):
         if slots < 1:
             raise ValueError(f"slots must be >= 1, got {slots}")
@@ -379,7 +382,7 @@ class Engine:
             raise ValueError(f"steps_per_sync must be >= 1, got {steps_per_sync}")
         self.decoder, self.weights, self.num_slots = decoder, weights, slots
         self.max_len, self.eos_ids, self.tokenizer = max_len, tuple(eos_ids), tokenizer
-        self.steps_per_sync, self.prompt_multiple = steps_per_sync, prompt_multiple
+        self.steps_per_sync, self.prompt_multiple, self.mesh = steps_per_sync, prompt_multiple, mesh
 
     def run(self, requests: Sequence[Request], progress: bool = False) -> list[Completion]:
         done = {c.index: c for c in self.generate(requests, progress=progress)}
@@ -407,6 +410,8 @@ class Engine:
         eos_sets = [self.eos_ids if r.eos_ids is None else tuple(r.eos_ids) for r in requests]
         eos_width = max(1, *(len(e) for e in eos_sets))
         slots = Slots.init(cfg, self.num_slots, max_len, self.decoder.compute.dtype, eos_width)
+        if self.mesh is not None:
+            slots = jax.device_put(slots, slot_shardings(slots, self.mesh))
         owner: list[_Sample | None] = [None] * self.num_slots
         queue = collections.deque(range(len(requests)))
         next_sample = [0] * len(requests)

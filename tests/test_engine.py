@@ -168,3 +168,43 @@ def test_bad_requests_fail_before_anything_compiles(request_, match, monkeypatch
     monkeypatch.setattr(engine_lib, "decode", no_compiling)
     with pytest.raises(ValueError, match=match):
         Engine(PlainDecoder(cfg), (params, None)).run([Request([3, 4]), request_])
+
+
+MESH_WORKER = """
+import json, jax, numpy as np
+from bitune_jax.engine import Engine, PlainDecoder, Request
+from bitune_jax.models.sharding import make_mesh, tree_shardings
+from bitune_jax.models.transformer import init_params
+from tests.test_engine import BUDGETS, SAMPLED, prompts_for, tiny
+
+cfg, params = tiny("llama")  # 2 key/value heads: one a tensor shard
+requests = [Request(p, b) for p, b in zip(prompts_for(cfg), BUDGETS)]
+requests += [Request(p, 8, n=2, seed=i, **SAMPLED) for i, p in enumerate(prompts_for(cfg))]
+alone = Engine(PlainDecoder(cfg), (params, None), slots=4).run(requests)
+mesh = make_mesh(data=2, tensor=2)
+placed = jax.device_put(params, tree_shardings(params, mesh))
+sharded = Engine(PlainDecoder(cfg), (placed, None), slots=4, mesh=mesh).run(requests)
+from bitune_jax.engine import Slots, slot_shardings
+layout = slot_shardings(Slots.init(cfg, 4, 16, np.float32, 2), mesh)
+specs = [str(layout.cache.k.spec), str(layout.cache.positions.spec), str(layout.token.spec)]
+print(json.dumps([[c.tokens for c in alone], [c.tokens for c in sharded], specs]))
+"""
+
+
+@pytest.mark.integration
+def test_the_engine_on_a_mesh_decodes_as_on_one_device():
+    """Slots over data=2 x tensor=2 simulated devices (rows split, key/value heads split), weights by the default
+    rules: the same greedy and sampled tokens as one device."""
+    import json
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    root = pathlib.Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", MESH_WORKER], cwd=root, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    alone, sharded, specs = json.loads(out.stdout.strip().splitlines()[-1])
+    assert sharded == alone
+    assert specs == ["P(None, 'data', None, 'tensor', None)", "P('data', None)", "P('data',)"]
