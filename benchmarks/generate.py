@@ -3,7 +3,8 @@
     python -m benchmarks.generate [--prompt_tokens 256] [--new_tokens 64] [--batch 1] [--repeats 3]
     python -m benchmarks.generate --workload reasoning [--prompts 64] [--n 4] [--new_tokens 512] [--batch 16]
 
-`decode` (the default): prefill and decode throughput, the same prompt in every row, greedy, EOS disabled.
+`decode` (the default): prefill and decode throughput, the same prompt in every row, greedy, EOS disabled: the
+static path (`jax`), the engine (each row a request) and transformers.
 `reasoning`: a reasoning eval as the repetition paper runs one (avg@n sampling at temperature 0.6, top-p 0.95,
 lengths set by EOS) on the project's synthetic long-CoT arithmetic prompts in SmolLM2's chat template. Three
 contenders generate the same prompts x n samples with `--batch` rows at a time: the engine (continuous batching,
@@ -83,6 +84,16 @@ def main() -> None:
             pad_id=lm.pad_id,
         ).tokens.block_until_ready()
 
+    from bitune_jax.engine import Engine, PlainDecoder, Request
+
+    engine = Engine(PlainDecoder(lm.cfg, compute=lm.compute), (lm.params, None), slots=args.batch, eos_ids=())
+
+    def engine_prefill():  # each row prefilled (a request of its own), its first token drawn
+        engine.run([Request(ids, 1) for _ in range(args.batch)])
+
+    def engine_generate():
+        engine.run([Request(ids, args.new_tokens) for _ in range(args.batch)])
+
     with tempfile.TemporaryDirectory() as tmp:
         lm.save_hf(tmp)
         model = transformers.AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32).eval()
@@ -104,7 +115,12 @@ def main() -> None:
             )
 
     results = {}
-    for name, prefill, generate in (("jax", jax_prefill, jax_generate), ("torch", torch_prefill, torch_generate)):
+    contenders = (
+        ("jax", jax_prefill, jax_generate),  # the static path
+        ("engine", engine_prefill, engine_generate),
+        ("torch", torch_prefill, torch_generate),
+    )
+    for name, prefill, generate in contenders:
         t_prefill = best_of(prefill, args.repeats)
         t_generate = best_of(generate, args.repeats)
         t_decode = max(t_generate - t_prefill, 1e-9)
@@ -117,8 +133,12 @@ def main() -> None:
     print(f"jax decode tokens/s: {results['jax'][1]:.1f}")
     print(f"torch prefill tokens/s: {results['torch'][0]:.0f}")
     print(f"torch decode tokens/s: {results['torch'][1]:.1f}")
+    print(f"engine prefill tokens/s: {results['engine'][0]:.0f}")
+    print(f"engine decode tokens/s: {results['engine'][1]:.1f}")
     print(f"prefill speedup vs torch: {results['jax'][0] / results['torch'][0]:.2f}")
     print(f"decode speedup vs torch: {results['jax'][1] / results['torch'][1]:.2f}")
+    print(f"engine prefill speedup vs torch: {results['engine'][0] / results['torch'][0]:.2f}")
+    print(f"engine decode speedup vs torch: {results['engine'][1] / results['torch'][1]:.2f}")
 
 
 def reasoning(args) -> None:
