@@ -28,7 +28,7 @@ from bitune_jax.models.compute import Compute
 from bitune_jax.models.config import ModelConfig
 from bitune_jax.models.transformer import KVCache, forward
 from bitune_jax.peft import PeftConfig
-from bitune_jax.sampling import sample_rows
+from bitune_jax.sampling import SamplingConfig, sample_rows
 
 Weights = Any  # the pytree a decoder reads: (params, adapters) or (base, trainable)
 WINDOW_MULTIPLE = 128  # the cache slots a decode step attends over, rounded up to this (one compile each)
@@ -106,19 +106,10 @@ class BituneDecoder:
         )
 
     def step(self, weights: Weights, token, pos, cache: KVCache, window: int) -> tuple[jax.Array, KVCache]:
+        """The plain step with the `causal` adapter set: answers are decoded causally."""
         base, trainable = weights
-        logits, cache = forward(
-            base,
-            token[:, None],
-            self.cfg,
-            positions=pos[:, None],
-            cache=cache,
-            adapters=adapter_set(trainable, "causal"),
-            peft=self.bcfg.peft,
-            compute=self.compute,
-            kv_window=window,
-        )
-        return logits[:, 0], cache
+        causal = PlainDecoder(self.cfg, self.bcfg.peft, self.compute)
+        return causal.step((base, adapter_set(trainable, "causal")), token, pos, cache, window)
 
 
 Decoder = PlainDecoder | BituneDecoder
@@ -170,12 +161,10 @@ def check_requests(
             raise ValueError(f"{where}: max_new_tokens must be >= 1, got {r.max_new_tokens}")
         if r.n < 1:
             raise ValueError(f"{where}: n (samples) must be >= 1, got {r.n}")
-        if r.temperature < 0:
-            raise ValueError(f"{where}: temperature must be >= 0, got {r.temperature}")
-        if not 0 < r.top_p <= 1:
-            raise ValueError(f"{where}: top_p must be in (0, 1], got {r.top_p}")
-        if r.top_k < 0:
-            raise ValueError(f"{where}: top_k must be >= 0, got {r.top_k}")
+        try:
+            SamplingConfig(r.temperature, r.top_p, r.top_k)  # the sampling settings' own checks
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
         if r.stop and not can_stop:
             raise ValueError(f"{where}: stop strings need an engine with a tokenizer")
         if max(len(r.prompt), min_width) + r.max_new_tokens > max_len:
@@ -244,10 +233,15 @@ def slot_shardings(slots: Slots, mesh: jax.sharding.Mesh) -> Slots:
     return Slots(cache, *[spec(rows, None) if f in ("key", "eos") else per_row for f in Slots._fields[1:]])
 
 
+def _draw(logits, key, index, temperature, top_p, top_k) -> jax.Array:
+    """Token number `index` of each row `[rows]`, drawn with the row's own sample key data and settings."""
+    keys = jax.vmap(lambda k, i: jax.random.fold_in(jax.random.wrap_key_data(k), i))(key, index)
+    return sample_rows(logits, keys, temperature, top_p, top_k)
+
+
 def _sample(slots: Slots, logits: jax.Array, index: jax.Array) -> jax.Array:
-    """Each slot's token number `index` `[slots]`, drawn with its own key and settings."""
-    keys = jax.vmap(lambda k, i: jax.random.fold_in(jax.random.wrap_key_data(k), i))(slots.key, index)
-    return sample_rows(logits, keys, slots.temperature, slots.top_p, slots.top_k)
+    """Each slot's token number `index` `[slots]`."""
+    return _draw(logits, slots.key, index, slots.temperature, slots.top_p, slots.top_k)
 
 
 @functools.partial(jax.jit, static_argnames=("decoder",))
@@ -289,13 +283,7 @@ def insert(
         top_k=slots.top_k.at[slot].set(top_k),
         eos=slots.eos.at[slot].set(eos),
     )
-    first = sample_rows(
-        logits,
-        jax.random.fold_in(jax.random.wrap_key_data(key), 0)[None],  # token 0 of this sample
-        temperature[None],
-        top_p[None],
-        top_k[None],
-    )[0]
+    first = _draw(logits, key[None], jnp.zeros((1,), jnp.int32), temperature[None], top_p[None], top_k[None])[0]
     return slots._replace(token=slots.token.at[slot].set(first))
 
 
