@@ -145,3 +145,15 @@ def test_the_parsers():
     assert slug("`data.hf`") == "datahf"
     text = "see [a](x.md#y), `[b](nope.md)`, [c](https://e.org)\n```bash\n[d](nope.md)\n```\n"
     assert relative_links(text) == ["x.md#y"]
+
+
+def test_every_test_the_docs_name_exists():
+    """A guarantee that cites its test (`tests/x.py::test_name`) cites one that is there."""
+    cited = 0
+    for page in [README, *sorted((ROOT / "docs").glob("*.md"))]:
+        for path, name in re.findall(r"(tests/[\w/]+\.py)::(\w+)", page.read_text()):
+            cited += 1
+            source = ROOT / path
+            assert source.is_file(), f"{page.name} cites {path}, which does not exist"
+            assert re.search(rf"^def {name}\(", source.read_text(), re.M), f"{page.name} cites {path}::{name}"
+    assert cited

@@ -3,8 +3,12 @@
 A checkpoint step holds two items:
 - `state`: the pytree the loop resumes from (trainable params or adapters, optimizer state, step counter, RNG key),
   written by `StandardSave` so each process writes its own shards and restore can place arrays on new shardings.
-- `meta`: JSON, `{"meta": <the caller's dict>, "fingerprint": ..., "prng_keys": ...}`. The caller's dict carries
-  what is not an array: the data iterator state (`{"epoch", "index"}`) and the run config.
+- `meta`: JSON, `{"meta": <the caller's dict>, "fingerprint": ..., "prng_keys": ..., "checksums": ...}`. The
+  caller's dict carries what is not an array: the data iterator state (`{"epoch", "index"}`) and the run config.
+
+Every array's content checksum (`checksums`) is saved with it and checked after a restore, so a step whose files
+changed on disk is damage even where orbax decodes the bytes; damaged steps are moved aside and the next older one
+restored (`restore_newest_readable`).
 
 Typed PRNG keys in the state are stored as their key data and come back as typed keys (`prng_keys`).
 
@@ -20,7 +24,7 @@ import dataclasses
 import enum
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +32,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from bitune_jax.train import prng_keys
+from bitune_jax.train import checksums, prng_keys
 
 PyTree = Any
 
@@ -44,14 +48,29 @@ class CheckpointCorruptError(OSError):
 _TENSORSTORE_DAMAGE = ("DATA_LOSS", "Error decoding", "Error reading", "Error opening", "NOT_FOUND")
 
 
+def _chain(e: BaseException) -> list[BaseException]:
+    """`e`, its causes and contexts, and the members of exception groups: orbax wraps tensorstore's error (which
+    names the file) in a bare `Exception`, sometimes inside a group."""
+    seen, todo = [], [e]
+    while todo:
+        x = todo.pop(0)
+        if x is None or any(x is y for y in seen):
+            continue
+        seen.append(x)
+        todo += [x.__cause__, x.__context__, *getattr(x, "exceptions", ())]
+    return seen
+
+
 def _damage(e: BaseException) -> str | None:
-    """A short reason if `e` says the files are damaged (rather than that they hold another tree), else None."""
-    text = str(e).split(" [tensorstore_spec")[0]
-    if isinstance(e, (json.JSONDecodeError, UnicodeDecodeError, EOFError, OSError)) or any(
-        m in text for m in _TENSORSTORE_DAMAGE
-    ):
-        text = f"{type(e).__name__}: {text}"
-        return text if len(text) <= 400 else "..." + text[-400:]  # the end names the file and what is wrong
+    """A short reason if `e` (or an error it wraps) says the files are damaged (rather than that they hold another
+    tree), else None."""
+    for x in _chain(e):
+        text = str(x).split(" [tensorstore_spec")[0]
+        if isinstance(x, (json.JSONDecodeError, UnicodeDecodeError, EOFError, OSError)) or any(
+            m in text for m in _TENSORSTORE_DAMAGE
+        ):
+            text = f"{type(x).__name__}: {text}"
+            return text if len(text) <= 400 else "..." + text[-400:]  # the end names the file and what is wrong
     return None
 
 
@@ -79,8 +98,10 @@ def model_fingerprint(model_name: str, model_config: Any, params: PyTree) -> dic
     }
 
 
-def check_fingerprint(saved: Mapping[str, Any] | None, current: Mapping[str, Any], where: str) -> None:
-    """Raise `CheckpointMismatchError` naming `where` and the first field that differs."""
+def check_fingerprint(
+    saved: Mapping[str, Any] | None, current: Mapping[str, Any], where: str, unchecked: Collection[str] = ()
+) -> None:
+    """Raise `CheckpointMismatchError` naming `where` and the first field that differs (`unchecked` fields aside)."""
     if saved is None:
         raise CheckpointMismatchError(
             f"checkpoint at {where} has no model fingerprint, so it cannot be checked against the current model; "
@@ -88,7 +109,8 @@ def check_fingerprint(saved: Mapping[str, Any] | None, current: Mapping[str, Any
         )
     current = json.loads(json.dumps(current))  # tuples -> lists, as they were saved
     first = ["model_name", "config_hash", "param_shapes"]  # the most telling fields are reported first
-    for field in sorted(set(saved) | set(current), key=lambda f: (first.index(f) if f in first else len(first), f)):
+    fields = (set(saved) | set(current)) - set(unchecked)
+    for field in sorted(fields, key=lambda f: (first.index(f) if f in first else len(first), f)):
         if field not in saved or field not in current:
             side = "saved checkpoint" if field not in saved else "current model"
             raise CheckpointMismatchError(
@@ -129,6 +151,8 @@ class Checkpointer:
         may donate or overwrite the state right after; call `wait()` before reading the files or exiting.
     fingerprint: the current model's `model_fingerprint`; saved with every step and checked by `restore`.
         None saves no fingerprint and skips the check.
+    unchecked: fingerprint fields `restore` does not compare (the loop passes `model_name` when the run's record
+        allowed the weights to change, `resume.allow_changes=model.name`).
     """
 
     def __init__(
@@ -138,11 +162,13 @@ class Checkpointer:
         keep: int = 3,
         async_save: bool = True,
         fingerprint: Mapping[str, Any] | None = None,
+        unchecked: Collection[str] = (),
     ) -> None:
         if keep < 1:
             raise ValueError(f"Checkpointer keep must be >= 1, got {keep}")
         self.directory = Path(directory).expanduser().resolve()
         self.fingerprint = None if fingerprint is None else json.loads(json.dumps(dict(fingerprint)))
+        self.unchecked = tuple(unchecked)
         self._protected: set[int] = set()
         policy = ocp.checkpoint_managers.AnyPreservationPolicy(
             [ocp.checkpoint_managers.LatestN(keep), _Protected(self._protected)]
@@ -166,7 +192,12 @@ class Checkpointer:
         if step in self._manager.all_steps():
             return False
         data_state, key_impls = prng_keys.keys_to_data(state)
-        record = {"meta": plain_meta, "fingerprint": self.fingerprint, "prng_keys": key_impls}
+        record = {
+            "meta": plain_meta,
+            "fingerprint": self.fingerprint,
+            "prng_keys": key_impls,
+            "checksums": checksums.checksums(data_state),
+        }
         args = ocp.args.Composite(state=ocp.args.StandardSave(data_state), meta=ocp.args.JsonSave(record))
         return bool(self._manager.save(step, args=args, force=force))
 
@@ -200,6 +231,12 @@ class Checkpointer:
         where = f"{self.directory} (step {step})"
         if step not in self._manager.all_steps():
             raise FileNotFoundError(f"no checkpoint step {step} in {self.directory}; saved: {self.all_steps()}")
+        for item in ("meta", "state"):
+            if not (self.directory / str(step) / item).is_dir():
+                raise CheckpointCorruptError(
+                    f"checkpoint at {where}: its folder holds no {item!r} item (emptied, cut before it committed, "
+                    "or not written by this checkpointer)"
+                )
         try:
             record = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
         except Exception as e:
@@ -209,7 +246,7 @@ class Checkpointer:
         if not isinstance(record, dict) or "meta" not in record:
             raise CheckpointCorruptError(f"checkpoint at {where}: its metadata holds no run record (edited or cut)")
         if self.fingerprint is not None:
-            check_fingerprint(record.get("fingerprint"), self.fingerprint, where)
+            check_fingerprint(record.get("fingerprint"), self.fingerprint, where, self.unchecked)
         key_impls = record.get("prng_keys", {})
         target = (
             None
@@ -226,6 +263,13 @@ class Checkpointer:
                     f"checkpoint at {where} does not fit the requested state tree: {e}"
                 ) from e
             raise
+        if abstract_state is not None and "checksums" in record:  # checkpoints from before checksums load unchecked
+            path = checksums.first_mismatch(record["checksums"], checksums.checksums(restored.state))
+            if path is not None:
+                raise CheckpointCorruptError(
+                    f"checkpoint at {where}: array {path!r} does not match the checksum it was saved with "
+                    "(its files changed after the save)"
+                )
         state = restored.state if abstract_state is None else prng_keys.data_to_keys(restored.state, key_impls)
         return state, record["meta"]
 

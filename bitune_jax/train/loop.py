@@ -99,6 +99,7 @@ class _Trainer:
             fingerprint=checkpointing.model_fingerprint(
                 run_record.weights_identity(spec.model.name), cfg, self.state.trainable
             ),
+            unchecked=("model_name",) if run_record.allows(spec, "model.name") else (),
         )
         self.replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
         self.data = self.batches.iterator()  # the position of the next batch; its state goes into checkpoints
@@ -126,7 +127,8 @@ class _Trainer:
             self.workdir,
             enabled=is_main,
             tensorboard=spec.log.tensorboard,
-            resume_step=self.resumed_from,
+            resume_step=self.resumed_from or 0,  # a fresh start (a kill before the first save) replays every row
+            closed_epochs=-1 if self.resumed_from is None else len(self.progress.history),
             wandb=spec.log.wandb,
             config=spec.to_dict(),
         )
@@ -371,7 +373,7 @@ class _Trainer:
         self.progress.windows = [w for w in self.progress.windows if w.step <= good]
         self._replan()
         self.step, self.in_flight = int(self.state.step), InFlight(MAX_STEPS_IN_FLIGHT)
-        set_aside = self.logger.rewind(good)
+        set_aside = self.logger.rewind(good, closed_epochs=len(self.progress.history))
         self._print(
             f"{self._bad_step(diverged.stats)}: rolled back to step {good}, the last known good "
             f"checkpoint (rollback {len(self.progress.recovery.rollbacks)} of at most {spec.train.rollback_limit}); "

@@ -67,6 +67,9 @@ class RunLogger:
     tensorboard: also write TensorBoard scalars (tensorboardX).
     resume_step: the step a resumed run restarts after; JSONL rows with a larger step are dropped and TensorBoard
         purges its events from `resume_step + 1`. Epoch rows still in the JSONL seed the plot's history.
+    closed_epochs: with `resume_step`, the epochs the restored checkpoint had closed; the rows of later epochs
+        are dropped too, since the resumed run logs them again (an epoch that ended at the restored step itself,
+        a finished run run again). -1 drops every epoch row, `at_start`'s epoch 0 included (a fresh start).
     wandb: a `WandbSpec` (or mapping) with project, entity and mode; mode "offline" or "online" also logs the
         scalars to W&B (`import wandb` only then) under the run id in `workdir/wandb_run_id`, with `config` as
         the run's config.
@@ -79,6 +82,7 @@ class RunLogger:
         enabled: bool | None = None,
         tensorboard: bool = True,
         resume_step: int | None = None,
+        closed_epochs: int | None = None,
         wandb: WandbSpec | Mapping[str, Any] | None = None,
         config: Mapping[str, Any] | None = None,
     ) -> None:
@@ -91,7 +95,7 @@ class RunLogger:
         self._file: TextIO | None = None
         self._tb = None
         self._wandb = None  # the W&B run, when on
-        self._open(resume_step)
+        self._open(resume_step, closed_epochs)
         if wandb is not None and self.enabled and _wandb_field(wandb, "mode") != "disabled":
             self._wandb = self._init_wandb(wandb, config)
 
@@ -125,12 +129,12 @@ class RunLogger:
         if self._wandb is not None:
             self._wandb.log({k: v for k, v in values.items() if v is not None})
 
-    def _open(self, resume_step: int | None, set_aside: Path | None = None) -> None:
+    def _open(self, resume_step: int | None, closed_epochs: int | None, set_aside: Path | None = None) -> None:
         if not self.enabled:
             return
         self.workdir.mkdir(parents=True, exist_ok=True)
         if self.jsonl_path.exists():
-            self._reload(resume_step, set_aside)
+            self._reload(resume_step, closed_epochs, set_aside)
         self._file = self.jsonl_path.open("a", encoding="utf-8")
         if self.tensorboard:
             from tensorboardX import SummaryWriter
@@ -138,20 +142,20 @@ class RunLogger:
             purge = None if resume_step is None else int(resume_step) + 1
             self._tb = SummaryWriter(logdir=str(self.workdir / TENSORBOARD_DIR), purge_step=purge, flush_secs=30)
 
-    def rewind(self, step: int) -> Path:
-        """Continue from `step` again (a divergence rollback replays what follows): rows after it move to
-        `metrics.rolled_back.jsonl` (appended, never lost) and TensorBoard purges its later events. Returns that
-        file's path."""
+    def rewind(self, step: int, closed_epochs: int | None = None) -> Path:
+        """Continue from `step` again (a divergence rollback replays what follows): rows after it (and rows of
+        epochs after `closed_epochs`) move to `metrics.rolled_back.jsonl` (appended, never lost) and TensorBoard
+        purges its later events. Returns that file's path."""
         self._close_files()
         self.epochs = {}
         set_aside = self.workdir / ROLLED_BACK_NAME
-        self._open(step, set_aside)
+        self._open(step, closed_epochs, set_aside)
         self._wandb_log({"rollback_to_step": int(step), "step": int(step)})
         return set_aside
 
-    def _reload(self, resume_step: int | None, set_aside: Path | None = None) -> None:
-        """Keep rows up to `resume_step` (all rows when None; later ones appended to `set_aside` if given) and
-        rebuild the per-epoch history from them."""
+    def _reload(self, resume_step: int | None, closed_epochs: int | None, set_aside: Path | None = None) -> None:
+        """Keep rows up to `resume_step` and epoch rows up to `closed_epochs` (all rows when None; the others
+        appended to `set_aside` if given) and rebuild the per-epoch history from them."""
         kept, dropped = [], []
         for n, line in enumerate(self.jsonl_path.read_text(encoding="utf-8").splitlines(), 1):
             if not line.strip():
@@ -161,7 +165,9 @@ class RunLogger:
             except json.JSONDecodeError as e:  # a line cut by a kill mid-write: drop it, keep the rest
                 print(f"[RunLogger] dropping unreadable line {n} of {self.jsonl_path}: {e}", file=sys.stderr)
                 continue
-            if resume_step is not None and row.get("step", 0) > resume_step:
+            if (resume_step is not None and row.get("step", 0) > resume_step) or (
+                closed_epochs is not None and row.get("scope") == "epoch" and int(row["epoch"]) > closed_epochs
+            ):
                 dropped.append(row)
                 continue
             kept.append(row)
@@ -170,7 +176,7 @@ class RunLogger:
         if set_aside is not None and dropped:
             with set_aside.open("a", encoding="utf-8") as f:
                 f.write("".join(json.dumps(r) + "\n" for r in dropped))
-        if resume_step is not None:
+        if resume_step is not None or closed_epochs is not None:
             self.jsonl_path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
 
     def _write(self, row: dict[str, Any]) -> None:

@@ -194,7 +194,16 @@ def _neutral(key: str) -> bool:
 
 
 def _allowed(key: str, allow: list[str]) -> bool:
-    return any(key == a or key.startswith(a.rstrip(".") + ".") for a in allow)
+    return any(a == "*" or key == a or key.startswith(a.rstrip(".") + ".") for a in allow)
+
+
+def _allow_list(config: RunSpec | ConfigDict) -> list[str]:
+    return [a.strip() for a in config.resume.allow_changes.split(",") if a.strip()]
+
+
+def allows(config: RunSpec | ConfigDict, key: str) -> bool:
+    """Whether `resume.allow_changes` lets a resume change `key` (the checkpoint then skips its own check of it)."""
+    return _allowed(key, _allow_list(config))
 
 
 def differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
@@ -227,10 +236,16 @@ def check_resume(
     allow their contents to change)."""
     path = pathlib.Path(workdir) / RECORD_NAME
     current = describe(config)
+    allow = _allow_list(config)
+    if resuming and not path.exists() and "*" not in allow:
+        raise ResumeChangedError(
+            f"{path.parent} holds checkpoints but no {RECORD_NAME} (deleted, or the workdir was copied without it), "
+            "so this resume cannot be checked against the run it continues. Put the file back, use a new workdir, "
+            "or resume unchecked with --config.resume.allow_changes='*' (a new record starts from this config)"
+        )
     if not resuming or not path.exists():
         return [], {**current, "changes": []}
     saved = json.loads(path.read_text())
-    allow = [a.strip() for a in config.resume.allow_changes.split(",") if a.strip()]
     diffs = differences(saved, current)
     refused = {k: v for k, v in diffs.items() if not _neutral(k) and not _allowed(k.split(":")[0], allow)}
     if refused:

@@ -114,9 +114,9 @@ class TrainSpec:
     schedule: Literal["cosine", "linear", "constant"] = key("cosine", "after the linear warmup")
     warmup_frac: float = key(0.1, "warmup updates: floor(warmup_frac x budget)", lo=0.0, hi=1.0)
     weight_decay: float = key(0.0, "AdamW weight decay", lo=0.0)
-    b1: float = key(0.9, "AdamW beta1", lo=0.0, hi=1.0)
-    b2: float = key(0.999, "AdamW beta2", lo=0.0, hi=1.0)
-    eps: float = key(1e-8, "AdamW epsilon", lo=0.0)
+    b1: float = key(0.9, "AdamW beta1, below 1", lo=0.0, hi=1.0)
+    b2: float = key(0.999, "AdamW beta2, below 1", lo=0.0, hi=1.0)
+    eps: float = key(1e-8, "AdamW epsilon, above 0", lo=0.0)
     clip: float = key(1.0, "gradient global-norm clip (0: off)", lo=0.0)
     accumulate: int = key(1, "steps per optimizer update", lo=1)
     loss_chunk: int = key(0, ">0: score answer rows this many at a time (logits never exist whole)", lo=0)
@@ -150,9 +150,9 @@ class EvalSpec:
     path: str = key("", "held-out JSONL in the training format")
     num_items: int = key(32, "the first N held-out items (0: all)", lo=0)
     n: int = key(1, "samples per item", lo=1)
-    temperature: float = key(0.0, "sampling temperature (0: greedy)")
-    top_p: float = key(1.0, "nucleus sampling")
-    seed: int = key(0, "sampling seed")
+    temperature: float = key(0.0, "sampling temperature (0: greedy)", lo=0.0)
+    top_p: float = key(1.0, "nucleus: the fewest tokens holding this much probability", lo=0.0, hi=1.0)
+    seed: int = key(0, "sampling seed", lo=0)
     max_new_tokens: int = key(256, "generation budget", lo=1)
     batch_size: int = key(16, "decode slots: samples the engine decodes at once", lo=1)
     val_every_epochs: int = key(1, "validation loss and accuracy (data.val_size > 0) every k-th epoch", lo=1)
@@ -209,13 +209,13 @@ class ResumeSpec:
     """A resume must match the run it continues (`bitune_jax.train.run_record`); name the keys it may change,
     comma-separated ("train.lr,data.batch_size"), and the change is recorded in workdir/run.json."""
 
-    allow_changes: str = key("", "comma-separated keys a resume may change (recorded in run.json)")
+    allow_changes: str = key("", "comma-separated keys a resume may change ('*': any; recorded in run.json)")
 
 
 @dataclasses.dataclass(frozen=True)
 class RunSpec:
     workdir: str = key("runs/default", "checkpoints, logs, run.json, summary.json")
-    seed: int = key(0, "parameters, dropout and each epoch's data order")
+    seed: int = key(0, "parameters, dropout and each epoch's data order", lo=0)
     objective: Literal["full", "peft", "bitune"] = key("full", "what is trained")
     model: ModelSpec = section(ModelSpec)
     peft: PeftConfig = section(PeftConfig)

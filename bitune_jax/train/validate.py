@@ -52,8 +52,8 @@ def _get(config: ConfigDict, key: str) -> Any:
 def _check_range(key: str, value: Any, lo: float, hi: float | None, integer: bool) -> str | None:
     if integer and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
         return f"config.{key}={value!r}: must be an integer >= {lo}"
-    if not integer and (isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value)):
-        return f"config.{key}={value!r}: must be a number"
+    if not integer and (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)):
+        return f"config.{key}={value!r}: must be a finite number"
     if value < lo or (hi is not None and value > hi):
         return f"config.{key}={value!r}: must be in [{lo}, {hi if hi is not None else 'inf'}]"
     return None
@@ -70,14 +70,24 @@ def validate(config: ConfigDict, device_count: int) -> RunSpec:
         problem = _check_range(key, _get(config, key), lo, hi, integer)
         if problem:
             errors.append(problem)
-    if not errors and config.train.lr == 0:
-        errors.append("config.train.lr=0: a zero learning rate trains nothing")
+    if not errors:  # the open ends of ranges
+        for key, value, problem in (
+            ("train.lr", config.train.lr == 0, "a zero learning rate trains nothing"),
+            ("train.b1", config.train.b1 == 1, "AdamW's beta1 must be below 1 (1 never updates the first moment)"),
+            ("train.b2", config.train.b2 == 1, "AdamW's beta2 must be below 1 (1 never updates the second moment)"),
+            ("train.eps", config.train.eps == 0, "AdamW's epsilon must be above 0 (a zero gradient divides 0 by 0)"),
+            ("eval.top_p", config.eval.top_p == 0, "a nucleus of probability 0 holds no token; 1 keeps them all"),
+        ):
+            if value:
+                errors.append(f"config.{key}={_get(config, key)!r}: {problem}")
     if not errors and config.train.rollback_lr_factor == 0:
         errors.append(
             "config.train.rollback_lr_factor=0: a rollback would train on at a zero learning rate; "
             "use 1 to keep the rate"
         )
 
+    if not str(config.workdir).strip():
+        errors.append("config.workdir is empty: name the folder for checkpoints, logs and run.json")
     if not config.model.name:
         errors.append(
             "config.model.name is empty: set a preset with shipped weights, a local Hugging Face "
@@ -138,7 +148,7 @@ def validate(config: ConfigDict, device_count: int) -> RunSpec:
 
     keys = set(run_record.flat_config(config))
     for key in (k.strip() for k in str(config.resume.allow_changes).split(",") if k.strip()):
-        if key not in keys and not any(k.startswith(key.rstrip(".") + ".") for k in keys):
+        if key != "*" and key not in keys and not any(k.startswith(key.rstrip(".") + ".") for k in keys):
             errors.append(f"config.resume.allow_changes names {key!r}, which is neither a config key nor a section")
 
     for name, build in (

@@ -165,3 +165,74 @@ def test_when_no_step_restores_nothing_is_moved(tmp_path):
         with pytest.raises(CheckpointCorruptError, match=r"no checkpoint step .* can be read:\n  step 1: "):
             ckpt.restore_newest_readable(abstract_state=make_state())
     assert (directory / "1").is_dir() and not (tmp_path / "ckpt.corrupt").exists()
+
+
+DAMAGE = ("truncate", "delete", "zero_fill", "flip_bytes", "empty_folder", "stray_folder")
+
+
+def damage(directory, step: int, kind: str) -> None:
+    """Damage step `step` under `directory` as a disk, a kill or a user would: the largest data file cut, deleted,
+    zero-filled or with a few bytes flipped; the step folder emptied; or a stray numeric folder after it."""
+    step_dir = directory / str(step)
+    if kind == "empty_folder":
+        for p in sorted(step_dir.rglob("*"), key=lambda p: -len(p.parts)):
+            p.unlink() if p.is_file() else p.rmdir()
+        return
+    if kind == "stray_folder":
+        (directory / str(step + 1)).mkdir()
+        return
+    largest = max((p for p in (step_dir / "state").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    data = bytearray(largest.read_bytes())
+    if kind == "truncate":
+        largest.write_bytes(data[: len(data) // 2])
+    elif kind == "delete":
+        largest.unlink()
+    elif kind == "zero_fill":
+        largest.write_bytes(bytes(len(data)))
+    elif kind == "flip_bytes":
+        for i in range(len(data) // 2, len(data) // 2 + 4):
+            data[i] ^= 0xFF
+        largest.write_bytes(bytes(data))
+    else:
+        raise ValueError(kind)
+
+
+def big_state(seed: int):
+    """Arrays large enough that the largest file holds raw array bytes, as a real checkpoint's does."""
+    k = jax.random.key(seed)
+    return {"w": jax.random.normal(k, (256, 512)), "step": jnp.int32(seed), "rng": k}
+
+
+@pytest.mark.parametrize("kind", DAMAGE)
+def test_every_kind_of_damage_to_the_newest_step_falls_back_to_the_previous_one(tmp_path, kind):
+    directory = tmp_path / "ckpt"
+    with Checkpointer(directory, keep=3, async_save=False) as ckpt:
+        for step in (1, 2):
+            ckpt.save(step, big_state(step), {"step": step})
+    damage(directory, 2, kind)
+    reports = []
+    with Checkpointer(directory, keep=3, async_save=False) as ckpt:
+        step, state, meta = ckpt.restore_newest_readable(abstract_state=big_state(0), report=reports.append)
+    newest, expected = (3, 2) if kind == "stray_folder" else (2, 1)  # a stray folder is newer than every real step
+    assert (step, meta) == (expected, {"step": expected})
+    assert_bitwise_equal(state, big_state(step))
+    assert len(reports) == 1 and f"(step {newest})" in reports[0] and f"moved step {newest} aside" in reports[0]
+    assert (tmp_path / "ckpt.corrupt" / str(newest)).is_dir()
+
+
+def test_an_array_that_differs_from_its_saved_checksum_is_damage(tmp_path):
+    """Values that orbax decodes without complaint but that are not the ones saved (here the record's checksum is
+    edited, as a file from another step would differ) are named as damage, not restored."""
+    import json
+
+    directory = tmp_path / "ckpt"
+    with Checkpointer(directory, async_save=False) as ckpt:
+        ckpt.save(1, big_state(1), {})
+    record_file = directory / "1" / "meta" / "metadata"
+    record = json.loads(record_file.read_text())
+    assert sorted(record["checksums"]) == ["rng", "step", "w"]
+    record["checksums"]["w"] = "0" * 16
+    record_file.write_text(json.dumps(record))
+    with Checkpointer(directory, async_save=False) as ckpt:
+        with pytest.raises(CheckpointCorruptError, match=r"\(step 1\): array 'w' does not match the checksum"):
+            ckpt.restore(1, abstract_state=big_state(0))

@@ -1,5 +1,6 @@
 """The training loop end to end on a tiny model: outputs, exact resume after SIGKILL, saturation stop, errors."""
 
+import functools
 import json
 import os
 import pathlib
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 
 from bitune_jax.train.loop import run
+from tests.train.test_checkpointing import DAMAGE, damage
 from tests.train.tiny_run import smollm2_tokenizer, tiny_config, write_tiny_model
 
 pytestmark = pytest.mark.integration  # the integration tier: python -m pytest -m integration
@@ -419,21 +421,80 @@ def test_rollback_without_a_known_good_checkpoint_stops_and_says_so(model_dir, t
 
 
 def test_damaged_newest_checkpoint_falls_back_to_the_previous_step_bitwise(model_dir, tmp_path, capsys):
-    whole = run(tiny_config(model_dir, tmp_path / "whole", **{"saturation.enabled": False}))
-    workdir = tmp_path / "damaged"
-    run(tiny_config(model_dir, workdir, **{"saturation.enabled": False}))
-    manifests = [p for p in (workdir / "checkpoints" / "12").rglob("manifest.ocdbt")]
-    assert manifests
-    for p in manifests:  # cut as a full disk or a kill would
-        p.write_bytes(p.read_bytes()[:20])
+    """Every kind of damage to the newest step (its largest data file cut, deleted, zero-filled or with bytes
+    flipped, its manifests cut, its folder emptied, a stray numeric folder) is named, moved aside, and the run
+    resumes from the step before and logs the losses of an uninterrupted run, bitwise."""
+    config = functools.partial(tiny_config, model_dir, **{"saturation.enabled": False})
+    whole = run(config(tmp_path / "whole"))
+    finished = tmp_path / "finished"
+    run(config(finished))
+    for kind in (*DAMAGE, "manifests"):
+        workdir = tmp_path / kind
+        shutil.copytree(finished, workdir)
+        if kind == "manifests":
+            for p in (workdir / "checkpoints" / "12").rglob("manifest.ocdbt"):  # cut as a full disk or a kill would
+                p.write_bytes(p.read_bytes()[:20])
+        else:
+            damage(workdir / "checkpoints", 12, kind)
+        newest = 13 if kind == "stray_folder" else 12
+        capsys.readouterr()
+        again = run(config(workdir))
+        out = capsys.readouterr().out
+        assert f"checkpoint at {workdir / 'checkpoints'} (step {newest})" in out, (kind, out)
+        assert f"moved step {newest} aside to" in out, (kind, out)
+        assert (workdir / "checkpoints.corrupt" / str(newest)).is_dir(), kind  # kept, not deleted
+        if kind == "stray_folder":  # step 12 is intact: the finished run is found finished
+            assert again["steps"] == whole["steps"], kind
+            continue
+        assert "resuming from step 10 instead" in out, (kind, out)
+        assert step_losses(workdir) == step_losses(tmp_path / "whole"), kind  # steps 11 and 12 redone, bitwise
+        assert again["history"] == whole["history"], kind
+
+
+def test_metrics_never_hold_a_row_twice(model_dir, tmp_path):
+    """A finished run run again appends nothing; a run killed before its first save (its rows written, no
+    checkpoint) replays from step 0 and its rows replace the killed attempt's."""
+    evals = {"eval.at_start": True, "eval.every_epochs": 4, "eval.num_items": 2, "eval.max_new_tokens": 4}
+    config = functools.partial(tiny_config, model_dir, **{"saturation.enabled": False, **evals})
+
+    def rows(workdir):
+        return [
+            (r["scope"], r["epoch"] if r["scope"] == "epoch" else None, r["step"])
+            for r in map(json.loads, (workdir / "metrics.jsonl").read_text().splitlines())
+        ]
+
+    workdir = tmp_path / "run"
+    run(config(workdir))
+    first = (workdir / "metrics.jsonl").read_text()
+    assert len(rows(workdir)) == len(set(rows(workdir))) and ("epoch", 0, 0) in rows(workdir)
+    assert [r[1] for r in rows(workdir) if r[0] == "epoch"] == [0, 1, 2, 3, 4]
+    run(config(workdir))
+    assert (workdir / "metrics.jsonl").read_text() == first
+    expected = rows(workdir)
+    shutil.rmtree(workdir / "checkpoints")  # as a kill before the first save leaves the workdir
+    run(config(workdir))
+    assert rows(workdir) == expected
+
+
+def test_weights_a_resume_is_allowed_to_change_are_not_refused_after_the_load(model_dir, tmp_path, capsys):
+    """`resume.allow_changes=model.name` lets a resume continue on other weights of the same architecture: the
+    checkpoint's own fingerprint does not refuse what the record allowed."""
+    from safetensors.numpy import load_file, save_file
+
+    other = tmp_path / "other_model"
+    shutil.copytree(model_dir, other)
+    (weights,) = other.glob("*.safetensors")
+    tensors = load_file(weights)
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name] * 2
+    save_file(tensors, weights, metadata={"format": "pt"})
+    workdir = tmp_path / "run"
+    run(tiny_config(model_dir, workdir, **{"saturation.enabled": False, "train.epochs": 2}))
     capsys.readouterr()
-    again = run(tiny_config(model_dir, workdir, **{"saturation.enabled": False}))
-    out = capsys.readouterr().out
-    assert "checkpoint at" in out and "(step 12)" in out and "manifest.ocdbt" in out
-    assert "moved step 12 aside to" in out and "resuming from step 10 instead" in out
-    assert (workdir / "checkpoints.corrupt" / "12").is_dir()  # kept, not deleted
-    assert step_losses(workdir) == step_losses(tmp_path / "whole")  # steps 11 and 12 redone, bitwise
-    assert again["history"] == whole["history"]
+    allow = {"resume.allow_changes": "model.name,train.epochs", "saturation.enabled": False}
+    summary = run(tiny_config(other, workdir, **allow))
+    assert "resuming with a changed model.name:contents (allowed by resume.allow_changes)" in capsys.readouterr().out
+    assert summary["steps"] == 12
 
 
 def test_accumulated_steps_run_the_schedule_on_updates(model_dir, tmp_path):

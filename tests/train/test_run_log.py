@@ -75,6 +75,23 @@ def test_resume_drops_rows_after_restored_step_and_keeps_epoch_history(tmp_path)
     assert max(r["step"] for r in rows) == 5 and [r["step"] for r in rows].count(5) == 1
 
 
+def test_resume_drops_the_epochs_the_checkpoint_had_not_closed(tmp_path):
+    """A checkpoint saved at an epoch's last step before the epoch closed: the resumed run logs that epoch again,
+    so its old row goes; -1 (a fresh start) drops every epoch row, epoch 0 included."""
+    logger = RunLogger(tmp_path, enabled=True, tensorboard=False)
+    logger.log_epoch(0, 0, {"loss": 3.0})
+    run_epochs(logger)  # steps 1..6, epochs 1-3 at steps 2, 4, 6
+    logger.close()
+    resumed = RunLogger(tmp_path, enabled=True, tensorboard=False, resume_step=4, closed_epochs=1)
+    assert sorted(resumed.epochs) == [0, 1]
+    resumed.close()
+    rows = read_rows(tmp_path / "metrics.jsonl")
+    assert [(r["scope"], r["step"]) for r in rows if r["scope"] == "epoch"] == [("epoch", 0), ("epoch", 2)]
+    assert max(r["step"] for r in rows) == 4
+    RunLogger(tmp_path, enabled=True, tensorboard=False, resume_step=0, closed_epochs=-1).close()
+    assert read_rows(tmp_path / "metrics.jsonl") == []
+
+
 def test_disabled_logger_writes_nothing(tmp_path):
     workdir = tmp_path / "run"
     logger = RunLogger(workdir, enabled=False)

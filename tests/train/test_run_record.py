@@ -165,3 +165,13 @@ def test_a_model_with_a_recipe_is_named_by_how_it_was_made(tmp_path):
     shutil.rmtree(e / "run")
     started(e, config(e, **{"model.name": str(b / "model")}))  # a base made by another recipe
     assert recipe(d / "run") != recipe(e / "run")
+
+
+def test_checkpoints_without_a_record_are_refused_unless_any_change_is_allowed(tmp_path):
+    """A deleted run.json must not let a resume with a 500x learning rate through and rewrite the record."""
+    c = config(tmp_path, **{"train.lr": 1e-2})
+    with pytest.raises(ResumeChangedError, match=r"holds checkpoints but no run.json .*allow_changes='\*'"):
+        check_resume(c.workdir, c, resuming=True, step=4)
+    c = config(tmp_path, **{"train.lr": 1e-2, "resume.allow_changes": "*"})
+    notes, record = check_resume(c.workdir, c, resuming=True, step=4)
+    assert notes == [] and record["config"]["train.lr"] == 1e-2

@@ -40,11 +40,30 @@ def test_every_enum_is_checked_before_the_model_loads(key):
         ("peft.dropout", 1.5),
         ("mesh.sequence", 0),
         ("log.every_steps", 0),
+        ("train.lr", float("inf")),
+        ("train.lr", 0.0),
+        ("train.b1", 1.0),
+        ("train.b2", 1.0),
+        ("train.eps", 0.0),
+        ("train.clip", float("nan")),
+        ("eval.temperature", -0.5),
+        ("eval.top_p", 0.0),
+        ("eval.top_p", 1.5),
+        ("eval.seed", -1),
+        ("seed", -1),
+        ("data.pool_seed", -3),
     ],
 )
 def test_nonsense_numbers(key, value):
     with pytest.raises(ConfigError, match=f"config.{key}={value!r}"):
         validate(config(**{key: value}), device_count=1)
+
+
+def test_an_empty_workdir_is_refused_rather_than_writing_into_the_current_folder():
+    c = config()
+    c.workdir = " "
+    with pytest.raises(ConfigError, match="config.workdir is empty"):
+        validate(c, device_count=1)
 
 
 def test_all_errors_at_once_and_typed_sections():
