@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import sentencepiece
 import tokenizers
@@ -76,18 +77,28 @@ def _special_content(value) -> str | None:
     return value
 
 
+def _read(path: pathlib.Path, load: Callable[[pathlib.Path], Any]) -> Any:
+    """`load(path)`, with the file named in its errors (the tokenizer libraries name none)."""
+    try:
+        return load(path)
+    except Exception as e:
+        raise ValueError(f"{path}: cannot be read as a tokenizer file ({type(e).__name__}: {e})") from e
+
+
 def load_hf_tokenizer(directory: str | pathlib.Path) -> Tokenizer:
     """From a Hugging Face directory: `tokenizer.json` (or `tokenizer.model`) plus `tokenizer_config.json`."""
     directory = pathlib.Path(directory)
     tok_json, sp_model = directory / "tokenizer.json", directory / "tokenizer.model"
     if tok_json.exists():
-        backend = tokenizers.Tokenizer.from_file(str(tok_json))
+        backend = _read(tok_json, lambda f: tokenizers.Tokenizer.from_file(str(f)))
     elif sp_model.exists():
-        backend = sentencepiece.SentencePieceProcessor(model_file=str(sp_model))
+        backend = _read(sp_model, lambda f: sentencepiece.SentencePieceProcessor(model_file=str(f)))
     else:
         raise FileNotFoundError(f"{directory}: no tokenizer.json or tokenizer.model")
     config_file = directory / "tokenizer_config.json"
-    config = json.loads(config_file.read_text()) if config_file.exists() else {}
+    config = _read(config_file, lambda f: json.loads(f.read_text())) if config_file.exists() else {}
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_file}: holds a {type(config).__name__}, not a JSON object")
     template = config.get("chat_template")
     template_file = directory / "chat_template.jinja"
     if template is None and template_file.exists():
@@ -102,6 +113,10 @@ def load_hf_tokenizer(directory: str | pathlib.Path) -> Tokenizer:
         special_tokens=specials,
         add_bos=bool(config.get("add_bos_token", False)),
     )
+    vocabulary = tok_json if tok_json.exists() else sp_model
+    for key in ("bos_token", "eos_token", "pad_token"):
+        if key in specials and tok.token_id(specials[key]) is None:
+            raise ValueError(f"{config_file}: {key}={specials[key]!r} is not a token of {vocabulary}")
     tok.bos_id = tok.token_id(specials["bos_token"]) if "bos_token" in specials else None
     tok.eos_ids = (tok.token_id(specials["eos_token"]),) if "eos_token" in specials else ()
     tok.pad_id = tok.token_id(specials["pad_token"]) if "pad_token" in specials else None
@@ -114,7 +129,7 @@ def load_sentencepiece(model_file: str | pathlib.Path, chat_template: str | None
     path = pathlib.Path(model_file)
     if not path.exists():
         raise FileNotFoundError(f"{path}: SentencePiece model not found")
-    sp = sentencepiece.SentencePieceProcessor(model_file=str(path))
+    sp = _read(path, lambda f: sentencepiece.SentencePieceProcessor(model_file=str(f)))
     bos = sp.bos_id() if sp.bos_id() >= 0 else None
     eos = (sp.eos_id(),) if sp.eos_id() >= 0 else ()
     pad = sp.pad_id() if sp.pad_id() >= 0 else None

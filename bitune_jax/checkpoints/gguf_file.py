@@ -47,7 +47,10 @@ def open_gguf(path: str | pathlib.Path) -> GGUFReader:
     path = pathlib.Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: GGUF file not found")
-    return GGUFReader(path)
+    try:
+        return GGUFReader(path)
+    except Exception as e:  # gguf names neither the file nor, often, the fault (a bare struct or numpy error)
+        raise ValueError(f"{path}: not a readable GGUF file, truncated or damaged ({type(e).__name__}: {e})") from e
 
 
 def source(reader: GGUFReader) -> str:

@@ -52,6 +52,17 @@ def layer_names(cfg: ModelConfig) -> dict[str, str]:
     return names
 
 
+def _open(f: pathlib.Path):
+    """`safe_open`, with the file named in its errors (safetensors' own name none)."""
+    try:
+        return safetensors.safe_open(f, framework="numpy")
+    except Exception as e:
+        raise ValueError(f"{f}: not a readable safetensors file ({type(e).__name__}: {e})") from e
+
+
+FLOAT_DTYPES = ("F32", "F16", "BF16", "F64")  # safetensors' names; weights of any other dtype are refused
+
+
 class TensorSource:
     """Lazy reader over one or many `.safetensors` files; knows which file holds which tensor."""
 
@@ -59,7 +70,10 @@ class TensorSource:
         self.directory = directory
         index = directory / "model.safetensors.index.json"
         if index.exists():
-            weight_map = json.loads(index.read_text())["weight_map"]
+            try:
+                weight_map = json.loads(index.read_text())["weight_map"]
+            except (ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"{index}: not a safetensors index with a 'weight_map' ({e!r})") from e
             self.files = {name: directory / f for name, f in weight_map.items()}
         else:
             files = sorted(directory.glob("*.safetensors"))
@@ -67,7 +81,7 @@ class TensorSource:
                 raise FileNotFoundError(f"{directory}: no *.safetensors file and no model.safetensors.index.json")
             self.files = {}
             for f in files:
-                with safetensors.safe_open(f, framework="numpy") as h:
+                with _open(f) as h:
                     self.files.update({name: f for name in h.keys()})
         self._handles: dict[pathlib.Path, object] = {}
 
@@ -79,11 +93,15 @@ class TensorSource:
         if not f.exists():
             raise FileNotFoundError(f"{f}: listed in the index for tensor {name!r} but missing")
         if f not in self._handles:
-            self._handles[f] = safetensors.safe_open(f, framework="numpy")
+            self._handles[f] = _open(f)
         return self._handles[f]
 
     def get(self, name: str) -> np.ndarray:
         return self._handle(name).get_tensor(name)
+
+    def dtype(self, name: str) -> str:
+        """safetensors' dtype name (`F32`, `BF16`, `I32`, ...), from the file header."""
+        return self._handle(name).get_slice(name).get_dtype()
 
     def shape(self, name: str) -> tuple[int, ...]:
         """From the file header; no tensor data is read."""
@@ -118,6 +136,57 @@ def tensor_plan(cfg: ModelConfig, prefix: str) -> dict[str, tuple[str | tuple[st
     return plan
 
 
+def check_tensors(source: TensorSource, cfg: ModelConfig, prefix: str) -> None:
+    """From the file headers, before any weight is read: every tensor the config needs is present, floating point
+    and of its shape; every tensor of the language model is one the config uses (a config with fewer layers than
+    the file, or one for another model, would otherwise train on part of it); and a tied model's file holds no
+    `lm_head.weight` that differs from its embedding. Each error names the file and the tensor."""
+    expected = param_shapes(cfg)
+    plan = tensor_plan(cfg, prefix)
+    used = set()
+    for path, (names, transpose) in plan.items():
+        for n in names if isinstance(names, tuple) else (names,):
+            if n not in source:
+                raise KeyError(f"{source.directory}: missing tensor {n!r} (needed for parameter {path!r})")
+            used.add(n)
+            if source.dtype(n) not in FLOAT_DTYPES:
+                raise ValueError(
+                    f"{source.files[n]}: tensor {n!r} is {source.dtype(n)}; weights must be floating point "
+                    f"({', '.join(FLOAT_DTYPES)})"
+                )
+            want = expected[path][1:] if isinstance(names, tuple) else expected[path]
+            _check_shape(str(source.files[n]), n, path, source.shape(n), transpose, want)
+    if cfg.tie_embeddings and "lm_head.weight" in source:
+        embed, head = source.get(prefix + "embed_tokens.weight"), source.get("lm_head.weight")
+        if embed.shape != head.shape or not np.array_equal(embed, head):
+            raise ValueError(
+                f"{source.files['lm_head.weight']}: holds an lm_head.weight that differs from the embedding, but "
+                f"{source.directory / 'config.json'} says tie_word_embeddings=true, which would ignore it; set "
+                "tie_word_embeddings to false to use it"
+            )
+        used.add("lm_head.weight")
+    unused = sorted(
+        n
+        for n in source.files
+        if n not in used
+        and (n.startswith(prefix) or n == "lm_head.weight")
+        and not n.endswith("rotary_emb.inv_freq")  # a buffer some exports keep; recomputed from the config
+    )
+    if unused:
+        raise ValueError(
+            f"{source.files[unused[0]]}: {len(unused)} tensors that the config does not use, e.g. "
+            f"{', '.join(map(repr, unused[:3]))}; {source.directory / 'config.json'} says "
+            f"num_hidden_layers={cfg.num_layers} (a config from another model?)"
+        )
+
+
+def _check_finite(where: str, hf_name: str, t: np.ndarray) -> np.ndarray:
+    bad = np.size(t) - int(np.count_nonzero(np.isfinite(t)))
+    if bad:
+        raise ValueError(f"{where}: tensor {hf_name!r} holds {bad} NaN or infinite values of {np.size(t)}")
+    return t
+
+
 def _check_shape(
     where: str, hf_name: str, path: str, shape: tuple[int, ...], transpose: bool, want: tuple[int, ...]
 ) -> None:
@@ -147,16 +216,19 @@ def params_from_tensors(
     prefix: str,
     where: str,
     dtype=np.float32,
+    where_is: Callable[[str], str] | None = None,
 ) -> Params:
-    """Assemble the parameter pytree on the host, validating every shape against the config."""
+    """Assemble the parameter pytree on the host, validating every shape against the config and every value as
+    finite. where_is: the file a tensor comes from, for the errors (default `where`)."""
     expected = param_shapes(cfg)
 
     def fetch(hf_name: str, path: str, transpose: bool, want: tuple[int, ...]) -> np.ndarray:
         if not has(hf_name):
             raise KeyError(f"{where}: missing tensor {hf_name!r} (needed for parameter {path!r})")
         t = get(hf_name)
-        _check_shape(where, hf_name, path, t.shape, transpose, want)
-        return np.asarray(t.T if transpose else t, dtype=dtype)
+        at = where if where_is is None else where_is(hf_name)
+        _check_shape(at, hf_name, path, t.shape, transpose, want)
+        return _check_finite(at, hf_name, np.asarray(t.T if transpose else t, dtype=dtype))
 
     flat = {}
     for path, (names, transpose) in tensor_plan(cfg, prefix).items():
@@ -174,28 +246,17 @@ def sharded_params(
     stacked layer parameter one layer at a time), so no host or device ever holds a whole sharded tensor, and a
     process of a multi-host run reads only what its own devices hold. `shardings` maps the abstract parameter
     tree (`ShapeDtypeStruct`s) to a tree of `jax.sharding.Sharding`s, e.g. `tree_shardings(..., mesh)`.
-    Every shape is checked from the file headers before any tensor data is read."""
-    where = str(source.directory)
+    Every tensor is checked from the file headers before any tensor data is read (`check_tensors`), and every
+    slice read is checked for NaN and infinite values."""
     expected = param_shapes(cfg)
     plan = tensor_plan(cfg, prefix)
-    for path, (names, transpose) in plan.items():
-        for n in names if isinstance(names, tuple) else (names,):
-            if n not in source:
-                raise KeyError(f"{where}: missing tensor {n!r} (needed for parameter {path!r})")
-            _check_shape(
-                where,
-                n,
-                path,
-                source.shape(n),
-                transpose,
-                expected[path][1:] if isinstance(names, tuple) else expected[path],
-            )
+    check_tensors(source, cfg, prefix)
     abstract = jax.eval_shape(lambda: init_params(cfg, jax.random.key(0)))
     sharding_of = dict(named_leaves(shardings(abstract)))
 
     def read(name: str, index: tuple[slice, ...], transpose: bool) -> np.ndarray:
         t = source.read(name, index[::-1] if transpose else index)
-        return np.asarray(t.T if transpose else t, dtype=dtype)
+        return _check_finite(str(source.files[name]), name, np.asarray(t.T if transpose else t, dtype=dtype))
 
     def shard(names, transpose: bool, index: tuple[slice, ...]) -> np.ndarray:
         if not isinstance(names, tuple):
@@ -224,11 +285,21 @@ def load_hf(
     config_file = directory / "config.json"
     if not config_file.exists():
         raise FileNotFoundError(f"{config_file}: not found; a Hugging Face model directory needs config.json")
-    cfg = config_from_hf(json.loads(config_file.read_text()), source=str(config_file))
+    try:
+        hf = json.loads(config_file.read_text())
+    except ValueError as e:
+        raise ValueError(f"{config_file}: not valid JSON ({e})") from e
+    if not isinstance(hf, dict):
+        raise ValueError(f"{config_file}: holds a {type(hf).__name__}, not a JSON object")
+    cfg = config_from_hf(hf, source=str(config_file))
     source = TensorSource(directory)
+    prefix = _prefix(source)
     if shardings is not None:
-        return cfg, sharded_params(source, cfg, _prefix(source), shardings, dtype)
-    params = params_from_tensors(source.get, source.__contains__, cfg, _prefix(source), str(directory), dtype)
+        return cfg, sharded_params(source, cfg, prefix, shardings, dtype)
+    check_tensors(source, cfg, prefix)
+    params = params_from_tensors(
+        source.get, source.__contains__, cfg, prefix, str(directory), dtype, where_is=lambda n: str(source.files[n])
+    )
     return cfg, params
 
 

@@ -17,7 +17,7 @@ HF_ARCH = {
 }
 
 
-def _rope(hf: dict, layer_type: str | None, default_theta: float) -> RopeConfig:
+def _rope(hf: dict, layer_type: str | None, default_theta: float, source: str = "config.json") -> RopeConfig:
     rp = hf.get("rope_parameters")
     if isinstance(rp, dict) and layer_type in rp:  # transformers v5, per layer type
         rp = dict(rp[layer_type] or {})
@@ -27,9 +27,12 @@ def _rope(hf: dict, layer_type: str | None, default_theta: float) -> RopeConfig:
         rp = dict(hf.get("rope_scaling") or {}) if layer_type != "sliding_attention" else {}
         theta = hf.get("rope_local_base_freq") if layer_type == "sliding_attention" else None
         rp.setdefault("rope_theta", theta or hf.get("rope_theta", default_theta))
+    theta = rp.get("rope_theta", default_theta)
+    if isinstance(theta, bool) or not isinstance(theta, int | float) or not 0 < theta < float("inf"):
+        raise ValueError(f"{source}: rope_theta={theta!r} must be a positive number")
     kind = rp.get("rope_type", rp.get("type", "default"))
     if kind not in ("default", "linear", "llama3", "yarn"):
-        raise ValueError(f"config.json: unsupported rope_type {kind!r} (supported: default, linear, llama3, yarn)")
+        raise ValueError(f"{source}: unsupported rope_type {kind!r} (supported: default, linear, llama3, yarn)")
     orig = rp.get("original_max_position_embeddings") or hf.get("original_max_position_embeddings")
     return RopeConfig(
         theta=float(rp.get("rope_theta", default_theta)),
@@ -51,6 +54,47 @@ def _ids(value) -> tuple[int, ...]:
     return tuple(value) if isinstance(value, (list, tuple)) else (int(value),)
 
 
+REQUIRED = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+LAYER_TYPES = ("full_attention", "sliding_attention")
+
+
+def _check_values(hf: dict[str, Any], source: str) -> None:
+    """Every value the model is built from, checked at once and named with the file: a wrong one would otherwise
+    load and surface later as a divergence or as another architecture."""
+    problems = [f"missing key {k!r}" for k in REQUIRED if k not in hf]
+    positive = (*REQUIRED, "num_key_value_heads", "head_dim", "max_position_embeddings", "sliding_window")
+    for k in positive:
+        v = hf.get(k)
+        if k in hf and v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            problems.append(f"{k}={v!r} must be a positive integer")
+    eps = hf.get("rms_norm_eps", 1e-6)
+    if isinstance(eps, bool) or not isinstance(eps, int | float) or not 0 < eps < 1:
+        problems.append(f"rms_norm_eps={eps!r} must be a small positive number")
+    for k in ("rope_theta", "rope_local_base_freq"):
+        v = hf.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v < float("inf")):
+            problems.append(f"{k}={v!r} must be a positive number")
+    vocab = hf.get("vocab_size")
+    for k in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        value = hf.get(k)
+        for i in value if isinstance(value, list | tuple) else () if value is None else (value,):
+            if isinstance(vocab, int) and (isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < vocab):
+                problems.append(f"{k}={hf.get(k)!r} is not a token id of the vocabulary of {vocab}")
+    if not isinstance(hf.get("tie_word_embeddings", False), bool):
+        problems.append(f"tie_word_embeddings={hf['tie_word_embeddings']!r} must be true or false")
+    layer_types = hf.get("layer_types")
+    if layer_types is not None:
+        unknown = sorted({t for t in layer_types if t not in LAYER_TYPES}, key=str)
+        if unknown:
+            problems.append(f"layer_types holds {unknown}; known: {', '.join(LAYER_TYPES)}")
+        if isinstance(hf.get("num_hidden_layers"), int) and len(layer_types) != hf["num_hidden_layers"]:
+            problems.append(
+                f"layer_types has {len(layer_types)} entries but num_hidden_layers={hf['num_hidden_layers']}"
+            )
+    if problems:
+        raise ValueError(f"{source}: " + "; ".join(problems))
+
+
 def config_from_hf(hf: dict[str, Any], source: str = "config.json") -> ModelConfig:
     """Build a `ModelConfig` from a parsed Hugging Face config; unsupported features raise naming the key."""
     model_type = hf.get("model_type")
@@ -70,6 +114,7 @@ def config_from_hf(hf: dict[str, Any], source: str = "config.json") -> ModelConf
     if model_type == "mistral" and hf.get("sliding_window"):
         raise ValueError(f"{source}: Mistral sliding_window is not supported")
 
+    _check_values(hf, source)
     heads = hf["num_attention_heads"]
     common = dict(
         vocab_size=hf["vocab_size"],
@@ -89,18 +134,20 @@ def config_from_hf(hf: dict[str, Any], source: str = "config.json") -> ModelConf
     layer_types = hf.get("layer_types")
     kinds = tuple("sliding" if t == "sliding_attention" else "global" for t in layer_types) if layer_types else ()
     if model_type in ("llama", "mistral"):
-        return ModelConfig(family="llama", rope=_rope(hf, None, 10000.0), **common)
+        return ModelConfig(family="llama", rope=_rope(hf, None, 10000.0, source), **common)
     if model_type == "qwen3":
-        return ModelConfig(family="qwen3", qk_norm="per_head", rope=_rope(hf, None, 10000.0), **common)
+        return ModelConfig(family="qwen3", qk_norm="per_head", rope=_rope(hf, None, 10000.0, source), **common)
     if model_type == "olmo2":
-        return ModelConfig(family="olmo2", norm_layout="post", qk_norm="full", rope=_rope(hf, None, 10000.0), **common)
+        return ModelConfig(
+            family="olmo2", norm_layout="post", qk_norm="full", rope=_rope(hf, None, 10000.0, source), **common
+        )
     if model_type == "olmo3":
         return ModelConfig(
             family="olmo3",
             norm_layout="post",
             qk_norm="full",
-            rope=_rope(hf, "full_attention", 500000.0),
-            rope_local=_rope(hf, "sliding_attention", 500000.0),
+            rope=_rope(hf, "full_attention", 500000.0, source),
+            rope_local=_rope(hf, "sliding_attention", 500000.0, source),
             sliding_window=hf.get("sliding_window"),
             layer_kinds=kinds,
             **common,
@@ -110,7 +157,7 @@ def config_from_hf(hf: dict[str, Any], source: str = "config.json") -> ModelConf
     if act not in ("gelu_pytorch_tanh", "gelu"):
         raise ValueError(f"{source}: unsupported activation {act!r}")
     if model_type == "gemma":
-        return ModelConfig(family="gemma", rope=_rope(hf, None, 10000.0), **gemma, **common)
+        return ModelConfig(family="gemma", rope=_rope(hf, None, 10000.0, source), **gemma, **common)
     return ModelConfig(
         family="gemma3",
         norm_layout="sandwich",
@@ -118,8 +165,8 @@ def config_from_hf(hf: dict[str, Any], source: str = "config.json") -> ModelConf
         attn_scale=float(hf.get("query_pre_attn_scalar", common["head_dim"])) ** -0.5,
         attn_logit_softcap=hf.get("attn_logit_softcapping"),
         final_logit_softcap=hf.get("final_logit_softcapping"),
-        rope=_rope(hf, "full_attention", 1_000_000.0),
-        rope_local=_rope(hf, "sliding_attention", 10000.0),
+        rope=_rope(hf, "full_attention", 1_000_000.0, source),
+        rope_local=_rope(hf, "sliding_attention", 10000.0, source),
         sliding_window=hf.get("sliding_window"),
         layer_kinds=kinds,
         **gemma,

@@ -409,3 +409,14 @@ def test_gemma3_logits_match_transformers(gemma3):
     # measured: max |diff| 4e-5 on logits up to ~29
     np.testing.assert_allclose(ours, ref, atol=1e-3, rtol=0)
     assert tok.decode(_greedy(params, cfg, tok.encode("The capital of France is"), 6)).strip()
+
+
+@pytest.mark.parametrize("keep", [0.3, 0.9])
+def test_a_truncated_gguf_names_the_file(tmp_path, keep):
+    """Cut in its header or in its tensor data, as an interrupted download leaves it."""
+    cfg = TINY_CONFIGS["llama"]
+    path = write_tiny_gguf(tmp_path / "cut.gguf", cfg, _random_params(cfg), _ARCH["llama"])
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(ValueError, match=rf"{path}: not a readable GGUF file, truncated or damaged"):
+        load_gguf(path)
