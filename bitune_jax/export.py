@@ -39,7 +39,7 @@ def export_run(
 ) -> pathlib.Path:
     """The run's weights (PEFT merged) as a Hugging Face directory at `out`, sampling with `temperature` and
     `top_p` by default (temperature 0: greedy); returns the directory."""
-    if temperature < 0 or not 0 < top_p <= 1:
+    if not 0 <= temperature < float("inf") or not 0 < top_p <= 1:
         raise ValueError(f"temperature must be >= 0 and top_p in (0, 1], got {temperature} and {top_p}")
     trained = restore_run(workdir, step, model=model)
     if trained.kind == "bitune":

@@ -149,7 +149,8 @@ def test_a_stop_string_ends_the_sample_and_the_text_before_it():
         (Request([3], n=0), "request 1: n \\(samples\\) must be >= 1"),
         (Request([3], top_p=0.0), "request 1: top_p must be in \\(0, 1\\]"),
         (Request([3], top_p=1.5), "request 1: top_p must be in \\(0, 1\\]"),
-        (Request([3], temperature=-1.0), "request 1: temperature must be >= 0"),
+        (Request([3], temperature=-1.0), "request 1: temperature must be a finite number >= 0"),
+        (Request([3], temperature=float("nan")), "request 1: temperature must be a finite number >= 0, got nan"),
         (
             Request([3] * 90, max_new_tokens=8),
             "request 1: a prompt of 90 tokens .* exceeds the model context 96",

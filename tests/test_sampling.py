@@ -33,8 +33,9 @@ def test_top_k_and_plain_temperature():
 def test_invalid_settings():
     with pytest.raises(ValueError, match="top_p"):
         SamplingConfig(top_p=0.0)
-    with pytest.raises(ValueError, match="temperature"):
-        SamplingConfig(temperature=-1.0)
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="temperature must be a finite number >= 0"):
+            SamplingConfig(temperature=bad)
 
 
 def test_each_row_samples_by_its_own_settings():

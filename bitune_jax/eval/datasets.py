@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import random
+import re
 import string
 from collections.abc import Mapping
 from typing import Any
@@ -139,6 +140,11 @@ def read_aime(path: str | pathlib.Path) -> list[ReasoningItem]:
         where = f"{file}:{line}"
         problem = row_field(row, "problem", where)
         answer = row_field(row, "answer", where, (str, int))
+        if re.search(r"\\boxed\s*\{", str(answer)):
+            raise DataError(
+                f"{where}: field 'answer' is {answer!r}; write the gold answer bare (the grader compares it with what "
+                "the model writes inside \\boxed{}, so a boxed gold can never match)"
+            )
         items.append(
             ReasoningItem(
                 messages=[{"role": "user", "content": problem}],

@@ -132,7 +132,12 @@ class BituneJaxLM(TemplateLM):
             temperature = float(kwargs.get("temperature", 0.0)) if sample else 0.0
             top_p = float(kwargs.get("top_p", 1.0)) if sample else 1.0
             cfg = ReasoningEvalConfig(n=1, temperature=temperature, top_p=top_p, batch_size=self.batch_size_)
-            keep = self.max_length - max_new
+            keep = self.max_length - max_new  # the prompt's last `keep` tokens ([-0:] would keep them all)
+            if max_new < 1 or keep < 1:
+                raise ValueError(
+                    f"generate_until: max_gen_toks={max_new} must be >= 1 and leave room for the prompt in "
+                    f"max_length={self.max_length}; lower max_gen_toks or raise max_length"
+                )
             requests = [
                 Request(
                     self.tok_encode(requests_[i].args[0])[-keep:],
@@ -147,7 +152,7 @@ class BituneJaxLM(TemplateLM):
             for i, done in zip(members, generate_fn(self.model, cfg)(requests)):
                 text = self.tok_decode(done.tokens[0])
                 for stop in until:
-                    text = text.split(stop)[0]
+                    text = text.split(stop)[0] if stop else text  # an empty `until` (an EOS that decodes to "")
                 out[i] = text
         return out  # type: ignore[return-value]
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,7 +36,9 @@ class MMLUItem:
 
 
 def read_mmlu(path: str | pathlib.Path) -> list[MMLUItem]:
-    items = []
+    """Rows in cais/mmlu's layout. Empty questions or choices are refused; rows whose choices repeat a text are
+    kept (the published test set may hold some, and the eval must stay the authors') but counted in a warning."""
+    items, repeated = [], []
     for file, line, row in jsonl_rows(path):
         where = f"{file}:{line}"
         for key in ("question", "choices", "answer", "subject"):
@@ -48,7 +51,15 @@ def read_mmlu(path: str | pathlib.Path) -> list[MMLUItem]:
             raise DataError(f"{where}: field 'answer' must be the correct choice's index 0-3, got {answer!r}")
         if not isinstance(row["question"], str) or not isinstance(row["subject"], str) or not row["subject"]:
             raise DataError(f"{where}: fields 'question' and 'subject' must be strings (subject non-empty)")
+        if not row["question"].strip():
+            raise DataError(f"{where}: field 'question' is empty")
+        if empty := [i for i, c in enumerate(choices) if not c.strip()]:
+            raise DataError(f"{where}: choices[{empty[0]}] is empty")
+        if len({c.strip() for c in choices}) < 4:
+            repeated.append(where)
         items.append(MMLUItem(row["question"], tuple(choices), answer, row["subject"], where))
+    if repeated:
+        warnings.warn(f"{len(repeated)} MMLU rows list the same choice text twice (first: {repeated[0]})", stacklevel=2)
     return items
 
 

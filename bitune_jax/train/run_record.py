@@ -38,6 +38,7 @@ NEUTRAL = (
     "model.name",
     "data.train_path",
     "data.hf.path",
+    "data.chat_template",
     "resume.",
     "workdir",
 )
@@ -123,6 +124,33 @@ def weights_identity(name: str) -> str:
     return "sha256:" + _edges_digest([(f.name, f) for f in files if f.exists()])
 
 
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer.model",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "chat_template.json",
+)
+
+
+def _digest(files: list[tuple[str, pathlib.Path]]) -> str:
+    digest = hashlib.sha256()
+    for label, f in files:
+        digest.update(f"{label}:".encode() + hashlib.sha256(f.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def text_identity(config: RunSpec | ConfigDict) -> dict[str, str]:
+    """Content hashes of what turns rows into tokens: the model directory's tokenizer files and chat template
+    (`tokenizer`), and the `data.chat_template` file (`chat_template`). An edit to any of them changes every training
+    row, and neither the weights' identity nor the data's sees them."""
+    model = pathlib.Path(config.model.name).expanduser()
+    files = [(name, model / name) for name in TOKENIZER_FILES if model.is_dir() and (model / name).is_file()]
+    template = [("data.chat_template", pathlib.Path(config.data.chat_template).expanduser())]
+    return {"tokenizer": _digest(files), "chat_template": _digest(template if config.data.chat_template else [])}
+
+
 def data_contents(identity: Mapping[str, Any] | None) -> dict[str, Any]:
     """A data identity without its path: what two runs compare (the same file in another checkout is the same data)."""
     return {k: v for k, v in (identity or {}).items() if k != "path"}
@@ -186,6 +214,7 @@ def describe(config: RunSpec | ConfigDict) -> dict[str, Any]:
         "data": data_identity(config),
         "weights": weights,
         "origin": origin_identity(config.model.name, weights),
+        "text": text_identity(config),
     }
 
 
@@ -207,8 +236,9 @@ def allows(config: RunSpec | ConfigDict, key: str) -> bool:
 
 
 def differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """Key -> (saved, current) for every config key that differs, and for the contents of the data file and the
-    weights (`data.train_path:contents` or `data.synthetic:contents`, `model.name:contents`)."""
+    """Key -> (saved, current) for every config key that differs, and for the contents of the data file, the
+    weights and the tokenizer and chat template files (`data.train_path:contents` or `data.synthetic:contents`,
+    `model.name:contents`, `model.name:tokenizer`, `data.chat_template:contents`)."""
     out = {}
     saved_config = with_added_keys(saved["config"])
     for key in sorted(set(saved_config) | set(current["config"])):
@@ -222,6 +252,10 @@ def differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> dict[st
         out[f"{key}:contents"] = (saved_data, current_data)
     if saved.get("weights") != current.get("weights"):
         out["model.name:contents"] = (saved.get("weights"), current.get("weights"))
+    for field, key in (("tokenizer", "model.name:tokenizer"), ("chat_template", "data.chat_template:contents")):
+        a, b = saved.get("text", {}).get(field), current.get("text", {}).get(field)
+        if a is not None and a != b:  # (records from before the field was kept: not compared)
+            out[key] = (a, b)
     return out
 
 

@@ -63,7 +63,8 @@ class WorkdirLock:
         return self._owner["token"]
 
     def _stale_reason(self, owner: dict) -> str | None:
-        if owner.get("host") == self._owner["host"] and not _alive(int(owner.get("pid", -1))):
+        pid = owner.get("pid")
+        if owner.get("host") == self._owner["host"] and isinstance(pid, int) and not _alive(pid):
             return f"its process {owner.get('pid')} on this host is gone"
         try:
             age = time.time() - self.path.stat().st_mtime
@@ -79,10 +80,7 @@ class WorkdirLock:
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                try:
-                    owner = json.loads(self.path.read_text())
-                except (OSError, json.JSONDecodeError):
-                    owner = {}  # being written, or cut by a kill: judged by its age below
+                owner = _read_owner(self.path)  # {} when being written, cut by a kill or edited: judged by age
                 reason = self._stale_reason(owner)
                 if reason is None:
                     raise WorkdirLockedError(
@@ -169,13 +167,17 @@ def hold_workdir(workdir: str | pathlib.Path) -> Iterator[None]:
             lock.release()
 
 
-def _check_lock(path: pathlib.Path, token: int) -> None:
+def _read_owner(path: pathlib.Path) -> dict:
+    """The lock file's owner record; {} for a file that is not one (half written, cut, edited by hand)."""
     try:
         owner = json.loads(path.read_text())
-    except FileNotFoundError:
-        owner = None
-    except (OSError, json.JSONDecodeError):
-        owner = {}
+    except (OSError, ValueError):
+        return {}
+    return owner if isinstance(owner, dict) else {}
+
+
+def _check_lock(path: pathlib.Path, token: int) -> None:
+    owner = _read_owner(path) if path.exists() else None
     if owner is None or owner.get("token") != token:
         seen = "no lock file" if owner is None else f"a lock of pid {owner.get('pid', '?')} on {owner.get('host', '?')}"
         raise WorkdirLockedError(

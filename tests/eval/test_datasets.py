@@ -116,6 +116,8 @@ BAD = [
     (read_aime, '{"answer": 3}', "missing field 'problem'"),
     (read_aime, '{"problem": 3, "answer": 3}', "field 'problem' must be str, got int"),
     (read_aime, '{"problem": "", "answer": 3}', "field 'problem' is empty"),
+    (read_aime, '{"problem": "p", "answer": "\\\\boxed{7}"}', "write the gold answer bare"),
+    (read_aime, '{"problem": "p", "answer": " "}', "field 'answer' is empty"),
     (read_aime, '{"problem": "p", "answer": 3', "malformed JSON"),
     (read_aime, "[1, 2]", "a row must be a JSON object, got list"),
     (

@@ -161,3 +161,20 @@ def test_bitune_run_scores_and_generates_through_the_mixed_cache(setup, tmp_path
     )
     assert summary["accuracy"] == pytest.approx(results["tiny_mc"]["acc,none"])
     assert len(samples["tiny_gen"]) == len(GEN_ROWS) and "exact_match,none" in results["tiny_gen"]
+
+
+def test_generate_until_without_until_and_with_no_room_for_the_prompt(setup):
+    """No `until` (lm-eval then stops at the EOS text, which decodes to ""): no empty-separator crash, and the
+    text is cut at nothing. max_gen_toks that fill max_length: refused by name, not decoded over the limit."""
+    from types import SimpleNamespace
+
+    model_dir, _, _ = setup
+    lm = BituneJaxLM(pretrained=str(model_dir), max_length=64, batch_size=2)
+    request = SimpleNamespace(args=("Say hi:", {"until": [], "max_gen_toks": 4}))
+    (text,) = lm.generate_until([request])
+    assert isinstance(text, str)
+    request = SimpleNamespace(args=("Say hi:", {"until": ["\n"], "max_gen_toks": 64}))
+    with pytest.raises(
+        ValueError, match=r"max_gen_toks=64 must be >= 1 and leave room for the prompt in max_length=64"
+    ):
+        lm.generate_until([request])

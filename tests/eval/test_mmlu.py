@@ -72,3 +72,26 @@ def test_bad_rows_and_too_few_shots(lm, tmp_path):
     test = read_mmlu(write(tmp_path / "test.jsonl", rows("law", 1)))
     with pytest.raises(DataError, match=r"test.jsonl:1: subject 'law' has 2 dev rows, fewer than shots=5"):
         evaluate_mmlu(lm, test, dev, shots=5)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"question": "  "}, "field 'question' is empty"),
+        ({"choices": ["a", "", "c", "d"]}, r"choices\[1\] is empty"),
+    ],
+)
+def test_empty_questions_and_choices_are_refused(tmp_path, change, message):
+    row = {"question": "q", "choices": ["a", "b", "c", "d"], "answer": 0, "subject": "s", **change}
+    path = tmp_path / "mmlu.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    with pytest.raises(DataError, match=rf"{path}:1: {message}"):
+        read_mmlu(path)
+
+
+def test_repeated_choices_are_kept_but_reported(tmp_path):
+    path = tmp_path / "mmlu.jsonl"
+    rows = [{"question": "q", "choices": ["a", "b", "a ", "d"], "answer": 0, "subject": "s"}] * 2
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.warns(UserWarning, match=rf"2 MMLU rows list the same choice text twice \(first: {path}:1\)"):
+        assert len(read_mmlu(path)) == 2

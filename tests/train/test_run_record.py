@@ -175,3 +175,34 @@ def test_checkpoints_without_a_record_are_refused_unless_any_change_is_allowed(t
     c = config(tmp_path, **{"train.lr": 1e-2, "resume.allow_changes": "*"})
     notes, record = check_resume(c.workdir, c, resuming=True, step=4)
     assert notes == [] and record["config"]["train.lr"] == 1e-2
+
+
+def test_edited_tokenizer_files_and_chat_templates_are_seen(tmp_path):
+    """Edits that change every training row without touching the weights or the data file: the model directory's
+    tokenizer config or chat template, and the `data.chat_template` file (compared by contents, not by path)."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "tokenizer_config.json").write_text('{"eos_token": "</s>"}')
+    (tmp_path / "template.jinja").write_text("{{ messages }}")
+    shutil.copy(tmp_path / "template.jinja", tmp_path / "same.jinja")
+
+    def run_config(template="template.jinja", allow=""):
+        values = {"model.name": str(model), "data.chat_template": str(tmp_path / template)}
+        return config(tmp_path, **values, **{"resume.allow_changes": allow})
+
+    started(tmp_path, run_config())
+    notes, _ = check_resume(run_config().workdir, run_config("same.jinja"), resuming=True)
+    assert not any("contents" in n for n in notes), notes  # the same template under another name
+    (model / "tokenizer_config.json").write_text('{"eos_token": "<|im_end|>"}')
+    (tmp_path / "template.jinja").write_text("{{ messages | tojson }}")
+    with pytest.raises(ResumeChangedError) as e:
+        check_resume(run_config().workdir, run_config(), resuming=True)
+    assert "model.name:tokenizer" in str(e.value) and "data.chat_template:contents" in str(e.value)
+    notes, record = check_resume(run_config().workdir, run_config(allow="model.name,data.chat_template"), resuming=True)
+    assert any("model.name:tokenizer (allowed by resume.allow_changes)" in n for n in notes), notes
+    record.pop("text")  # a record from before the tokenizer was kept: nothing of it is compared
+    write_record(run_config().workdir, record)
+    (model / "tokenizer_config.json").write_text('{"eos_token": "<eos>"}')
+    notes, _ = check_resume(run_config().workdir, run_config(), resuming=True)
+    assert not any("tokenizer" in n for n in notes), notes

@@ -49,3 +49,16 @@ def test_heartbeat_keeps_the_lock_fresh(tmp_path):
         os.utime(tmp_path / LOCK_NAME, (old, old))
         time.sleep(0.3)
         assert time.time() - (tmp_path / LOCK_NAME).stat().st_mtime < 60
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", '{"host": "h", "pid": "twelve"}', '"a string"', "{cut"])
+def test_a_malformed_lock_is_judged_by_its_age_not_crashed_on(tmp_path, text):
+    """A lock file that is not an owner record (edited by hand, cut by a kill): refused while fresh, with the
+    lock named; reclaimed once stale."""
+    (tmp_path / LOCK_NAME).write_text(text)
+    with pytest.raises(WorkdirLockedError, match=rf"in use by pid .* on .*lock file {tmp_path / LOCK_NAME}"):
+        WorkdirLock(tmp_path).acquire()
+    old = time.time() - 3600
+    os.utime(tmp_path / LOCK_NAME, (old, old))
+    with WorkdirLock(tmp_path, stale_after_s=300):
+        assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
