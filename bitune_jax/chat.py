@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import json
-from collections.abc import Mapping, Sequence
+import signal
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import jinja2
@@ -35,20 +38,64 @@ def _compile(template: str) -> jinja2.Template:
     return env.from_string(template)
 
 
+RENDER_LIMIT_S = 10.0  # one conversation renders in milliseconds; a template that takes this long never ends
+
+
+class TemplateTimeout(ValueError):
+    """A chat template that did not finish rendering one conversation within `RENDER_LIMIT_S`."""
+
+
+def check_template(template: str, source: str) -> None:
+    """Compile `template` now, so a syntax error names its file before any row is rendered."""
+    try:
+        _compile(template)
+    except jinja2.TemplateError as e:
+        line = f" (line {e.lineno})" if getattr(e, "lineno", None) else ""
+        raise ValueError(f"{source}: not a valid Jinja chat template{line}: {e}") from None
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    """Raise `TemplateTimeout` after `seconds` (a real-time alarm; only the main thread can take one, so
+    elsewhere the render runs unlimited)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def expired(signum, frame):
+        raise TemplateTimeout(
+            f"the chat template did not finish rendering within {seconds:g} s (a loop that never ends?)"
+        )
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def render_chat(
     tok: Tokenizer, messages: Sequence[Message], add_generation_prompt: bool = True, **template_kwargs
 ) -> str:
+    """The conversation rendered by the tokenizer's chat template. Template errors (its `raise_exception`, a bad
+    variable, a render that never ends) come back as `ValueError`s, so callers name the row."""
     if not tok.chat_template:
         raise ValueError("this tokenizer has no chat template; encode plain text with tok.encode() instead")
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or "role" not in m or "content" not in m:
             raise ValueError(f"message {i} must be a dict with 'role' and 'content', got {m!r}")
-    return _compile(tok.chat_template).render(
-        messages=list(messages),
-        add_generation_prompt=add_generation_prompt,
-        **tok.special_tokens,
-        **template_kwargs,
-    )
+    try:
+        with _time_limit(RENDER_LIMIT_S):
+            return _compile(tok.chat_template).render(
+                messages=list(messages),
+                add_generation_prompt=add_generation_prompt,
+                **tok.special_tokens,
+                **template_kwargs,
+            )
+    except jinja2.TemplateError as e:
+        raise ValueError(f"the chat template failed: {type(e).__name__}: {e}") from None
 
 
 def encode_chat(

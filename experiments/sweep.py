@@ -25,13 +25,21 @@ def main(argv: list[str]) -> None:
     spec.loader.exec_module(module)
     if not hasattr(module, "get_sweep"):
         raise SystemExit(f"{path} has no get_sweep()")
+    points = list(module.get_sweep(*kinds))
+    given = {a[len("--config.") :].split("=", 1)[0] for a in extra if a.startswith("--config.")}
+    overridden = sorted(given & {k for point in points for k in point})
+    if overridden:  # the point's flag comes last and would win without a word
+        raise SystemExit(
+            f"{', '.join('--config.' + k for k in overridden)}: the sweep's points set these keys themselves, so the "
+            "flag would be overridden; drop it, or change the sweep in the config file"
+        )
     argument = target.split(":", 1)[1:]
     data = module.get_config(*argument).data
     source = data.train_path if data.source == "jsonl" else data.hf.path if data.source == "hf" else "synthetic"
     print(  # what every point reads, so a grid is checked against the split files before anything runs
         f"# data: {source} (pool_order={data.pool_order}, order={data.order}, val_size={data.val_size})", flush=True
     )
-    for point in module.get_sweep(*kinds):
+    for point in points:
         cmd = [
             sys.executable,
             "-m",

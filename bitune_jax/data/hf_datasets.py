@@ -26,7 +26,7 @@ from typing import Any
 from bitune_jax.data.records import DataError, Record, record_from_row
 
 EXTRA = "pip install 'bitune_jax[data]'"
-_SHARD = re.compile(r"^(?P<split>.+)-\d+-of-\d+\.parquet$")  # the Hub's <split>-00000-of-00002.parquet
+_SHARD = re.compile(r"^(?P<split>.+)-(?P<index>\d+)-of-(?P<count>\d+)\.parquet$")  # <split>-00000-of-00002.parquet
 
 # (file named in errors, its column names, a thunk reading it as a pyarrow Table)
 Source = tuple[str, list[str], Callable[[], Any]]
@@ -98,7 +98,26 @@ def _sources(path: pathlib.Path, split: str) -> list[Source]:
         if split not in splits:
             raise DataError(f"{path}: shards of splits {sorted(splits)}; set the split to one of them, not {split!r}")
         shards = [s for s in shards if (m := _SHARD.match(s.name)) and m["split"] == split]
+    _check_complete(path, shards)
     return [_parquet(s) for s in shards]
+
+
+def _check_complete(path: pathlib.Path, shards: list[pathlib.Path]) -> None:
+    """Hub shards name their count (`-00000-of-00003`): a folder missing some would train on part of the data."""
+    by_split: dict[str, tuple[set[int], set[int]]] = {}
+    for s in shards:
+        if m := _SHARD.match(s.name):
+            indices, counts = by_split.setdefault(m["split"], (set(), set()))
+            indices.add(int(m["index"]))
+            counts.add(int(m["count"]))
+    for split, (indices, counts) in by_split.items():
+        missing = sorted(set(range(max(counts))) - indices) if len(counts) == 1 else None
+        if missing is None or missing:
+            what = f"counts {sorted(counts)} disagree" if missing is None else f"shards {missing} are missing"
+            raise DataError(
+                f"{path}: the {split!r} shards say they are {max(counts)} files, but {what}; download the rest "
+                "(a partial folder would train on part of the data)"
+            )
 
 
 def _parquet(file: pathlib.Path) -> Source:

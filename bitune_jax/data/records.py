@@ -16,6 +16,7 @@ import dataclasses
 import gzip
 import json
 import pathlib
+import unicodedata
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -55,10 +56,24 @@ def _fail(where: str, what: str) -> DataError:
     return DataError(f"{where}: {what}")
 
 
+ROLES = ("system", "user", "assistant", "tool")
+
+
 def _check_str(value: Any, where: str, field: str) -> str:
     if not isinstance(value, str):
         raise _fail(where, f"field {field!r} must be a string, got {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:  # JSON's "\ud800" escapes decode to a lone surrogate, which no tokenizer takes
+        raise _fail(
+            where, f"field {field!r} holds a lone surrogate (U+{ord(value[e.start]):04X}) at {e.start}"
+        ) from None
     return value
+
+
+def _blank(text: str) -> bool:
+    """No visible character: whitespace, zero-width and other format characters only (U+200B passes `strip`)."""
+    return all(c.isspace() or unicodedata.category(c) in ("Cf", "Cc", "Zs", "Zl", "Zp") for c in text)
 
 
 def _messages_from_chat(row: Mapping[str, Any], where: str) -> list[Message]:
@@ -77,13 +92,17 @@ def _messages_from_chat(row: Mapping[str, Any], where: str) -> list[Message]:
             if key not in m:
                 raise _fail(where, f"missing field 'messages[{i}].{key}'")
             _check_str(m[key], where, f"messages[{i}].{key}")
+        if m["role"] not in ROLES:
+            raise _fail(where, f"messages[{i}].role={m['role']!r} is not a role a chat template knows: {ROLES}")
         out.append({"role": m["role"], "content": m["content"]})
     if out[-1]["role"] != "assistant":
         raise _fail(
             where, f"the last message must be from the assistant (the answer to train on), got role {out[-1]['role']!r}"
         )
-    if not out[-1]["content"].strip():
-        raise _fail(where, "empty response: the last (assistant) message has no text")
+    if _blank(out[-1]["content"]):
+        raise _fail(where, "empty response: the last (assistant) message has no visible text")
+    if not any(m["role"] == "user" for m in out[:-1]):
+        raise _fail(where, "no user message before the answer: there is no prompt to answer")
     return out
 
 
@@ -93,10 +112,10 @@ def _messages_from_pair(row: Mapping[str, Any], where: str) -> list[Message]:
             raise _fail(where, f"missing field {key!r} (a row needs 'messages', or 'prompt' and 'response')")
     prompt = _check_str(row["prompt"], where, "prompt")
     response = _check_str(row["response"], where, "response")
-    if not prompt.strip():
-        raise _fail(where, "empty prompt")
-    if not response.strip():
-        raise _fail(where, "empty response")
+    if _blank(prompt):
+        raise _fail(where, "empty prompt (no visible text)")
+    if _blank(response):
+        raise _fail(where, "empty response (no visible text)")
     messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
     if "system" in row:
         messages.insert(0, {"role": "system", "content": _check_str(row["system"], where, "system")})
@@ -121,6 +140,20 @@ def record_from_row(row: Any, file: str, line: int, where: str = "") -> Record:
         )
     meta = {k: v for k, v in row.items() if k not in consumed}
     return Record(messages=messages, file=file, line=line, meta=meta)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys repeat is refused: `json` would keep the last value without a word."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"the key {key!r} appears twice in one object (JSON keeps only the last)")
+        out[key] = value
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (Python's json reads it as a float); write a number or a string")
 
 
 def jsonl_rows(path: str | pathlib.Path) -> Iterator[tuple[str, int, dict[str, Any]]]:
@@ -148,9 +181,11 @@ def jsonl_rows(path: str | pathlib.Path) -> Iterator[tuple[str, int, dict[str, A
                 if not text.strip():
                     continue
                 try:
-                    row = json.loads(text)
+                    row = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
                 except json.JSONDecodeError as e:
                     raise _fail(f"{path}:{line_no}", f"malformed JSON ({e.msg} at column {e.colno})") from None
+                except ValueError as e:
+                    raise _fail(f"{path}:{line_no}", str(e)) from None
                 if not isinstance(row, dict):
                     raise _fail(f"{path}:{line_no}", f"a row must be a JSON object, got {type(row).__name__}")
                 rows += 1

@@ -48,7 +48,7 @@ class CheckpointCorruptError(OSError):
 _TENSORSTORE_DAMAGE = ("DATA_LOSS", "Error decoding", "Error reading", "Error opening", "NOT_FOUND")
 
 
-def _chain(e: BaseException) -> list[BaseException]:
+def exception_chain(e: BaseException) -> list[BaseException]:
     """`e`, its causes and contexts, and the members of exception groups: orbax wraps tensorstore's error (which
     names the file) in a bare `Exception`, sometimes inside a group."""
     seen, todo = [], [e]
@@ -64,7 +64,7 @@ def _chain(e: BaseException) -> list[BaseException]:
 def _damage(e: BaseException) -> str | None:
     """A short reason if `e` (or an error it wraps) says the files are damaged (rather than that they hold another
     tree), else None."""
-    for x in _chain(e):
+    for x in exception_chain(e):
         text = str(x).split(" [tensorstore_spec")[0]
         if isinstance(x, (json.JSONDecodeError, UnicodeDecodeError, EOFError, OSError)) or any(
             m in text for m in _TENSORSTORE_DAMAGE

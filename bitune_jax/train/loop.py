@@ -19,6 +19,7 @@ from ml_collections import ConfigDict
 from bitune_jax.data import PackedBatch, SFTBatch
 from bitune_jax.data.packing import padding_fraction
 from bitune_jax.train import checkpointing, divergence, epoch_stats, run_record, saturation
+from bitune_jax.train.disk_full import disk_full_reported
 from bitune_jax.train.divergence import NonFiniteLossError
 from bitune_jax.train.performance import MAX_STEPS_IN_FLIGHT, InFlight, StepPerformance
 from bitune_jax.train.preemption import Preemption
@@ -48,7 +49,7 @@ def run(config: ConfigDict) -> dict[str, Any]:
     spec = validate(config, jax.device_count())  # the typed spec every step below reads
     workdir = pathlib.Path(spec.workdir)
     is_main = jax.process_index() == 0
-    with hold_workdir(workdir):
+    with hold_workdir(workdir), disk_full_reported(workdir):
         saved = checkpointing.committed_steps(workdir / "checkpoints")
         notes, record = run_record.check_resume(workdir, spec, resuming=bool(saved), step=saved[-1] if saved else None)
         for line in notes if is_main else ():

@@ -16,6 +16,7 @@ from ml_collections import ConfigDict
 
 from bitune_jax import kernels
 from bitune_jax.bitune import BituneConfig
+from bitune_jax.chat import check_template
 from bitune_jax.models.compute import REMAT_POLICIES
 from bitune_jax.peft import PeftConfig
 from bitune_jax.tasks import registry as synthetic_tasks
@@ -114,7 +115,13 @@ def validate(config: ConfigDict, device_count: int) -> RunSpec:
             "example order, which length bucketing would change; set bucket_chunks=0"
         )
     if config.data.chat_template:
-        errors += _missing_file("data.chat_template", config.data.chat_template, "a .jinja chat template")
+        missing = _missing_file("data.chat_template", config.data.chat_template, "a .jinja chat template")
+        errors += missing
+        if not missing:
+            try:
+                check_template(pathlib.Path(config.data.chat_template).read_text(), config.data.chat_template)
+            except (ValueError, UnicodeDecodeError) as e:
+                errors.append(f"config.data.chat_template: {e}")
     if config.eval.mmlu.test:
         errors += _missing_file("eval.mmlu.test", config.eval.mmlu.test, "a JSONL of MMLU test rows")
         errors += _missing_file("eval.mmlu.dev", config.eval.mmlu.dev, "a JSONL of MMLU dev rows (the few shots)")

@@ -75,6 +75,10 @@ def test_messages_column_and_hub_shards_of_several_splits(tmp_path):
     assert [r.messages for r in read_hf_records(hub, split="test")] == [CHAT[3]["messages"]]
     with pytest.raises(DataError, match=r"shards of splits \['test', 'train'\]"):
         read_hf_records(hub, split="dev")
+    (hub / "train-00001-of-00002.parquet").unlink()  # a download cut short
+    with pytest.raises(DataError, match=rf"{hub}: the 'train' shards say they are 2 files, but shards \[1\] are miss"):
+        read_hf_records(hub)
+    assert [r.messages for r in read_hf_records(hub, split="test")] == [CHAT[3]["messages"]]  # that split is whole
 
 
 def test_custom_columns_and_the_filter(tmp_path):

@@ -60,6 +60,18 @@ BAD = {
         "field 'messages[0].role' must be a string",
     ),
     "both_formats": ('{"messages": [], "prompt": "q", "response": "a"}', "not both"),
+    "zero_width_response": ('{"prompt": "q", "response": "\\u200b"}', "empty response (no visible text)"),
+    "duplicate_keys": ('{"prompt": "q", "response": "a", "response": "b"}', "the key 'response' appears twice"),
+    "nan_literal": ('{"prompt": "q", "response": "a", "score": NaN}', "NaN is not JSON"),
+    "unknown_role": (
+        '{"messages": [{"role": "human", "content": "q"}, {"role": "assistant", "content": "a"}]}',
+        "messages[0].role='human' is not a role a chat template knows",
+    ),
+    "no_user_turn": (
+        '{"messages": [{"role": "system", "content": "s"}, {"role": "assistant", "content": "a"}]}',
+        "no user message before the answer",
+    ),
+    "lone_surrogate": ('{"prompt": "q \\ud800", "response": "a"}', "field 'prompt' holds a lone surrogate (U+D800)"),
 }
 
 

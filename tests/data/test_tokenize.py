@@ -163,3 +163,21 @@ def test_chat_prompts_are_rendered_with_thinking_on_for_training_and_evaluation(
     assert text.endswith("<|im_start|>assistant\nThink.")
     text, _ = build_prompt(tok, item, ReasoningEvalConfig(enable_thinking=False))
     assert text.endswith("<|im_start|>assistant\nQuiet.")
+
+
+def test_a_template_that_raises_names_the_row(tok):
+    refuses = "{% if messages[0]['content'] == 'q' %}{{ raise_exception('no q allowed') }}{% endif %}x"
+    odd = Tokenizer(backend=tok.backend, eos_ids=(2,), chat_template=refuses)
+    with pytest.raises(DataError, match=re.escape("d.jsonl:7: the chat template failed: TemplateError: no q allowed")):
+        tokenize_records([record("q", "a", line=7)], odd, max_len=64, template="chat")
+
+
+def test_a_template_that_never_ends_is_stopped_and_names_the_row(tok, monkeypatch):
+    from bitune_jax import chat
+
+    monkeypatch.setattr(chat, "RENDER_LIMIT_S", 0.5)
+    endless = "{% for a in range(99999) %}{% for b in range(99999) %}{% for c in range(99999) %}{% endfor %}" * 1
+    endless += "{% endfor %}{% endfor %}x"
+    odd = Tokenizer(backend=tok.backend, eos_ids=(2,), chat_template=endless)
+    with pytest.raises(DataError, match=re.escape("d.jsonl:3: the chat template did not finish rendering within 0.5")):
+        tokenize_records([record("q", "a", line=3)], odd, max_len=64, template="chat")

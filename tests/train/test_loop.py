@@ -497,6 +497,40 @@ def test_weights_a_resume_is_allowed_to_change_are_not_refused_after_the_load(mo
     assert summary["steps"] == 12
 
 
+@pytest.mark.parametrize("writer", ["log", "checkpoint"])
+def test_a_full_disk_is_one_clear_error_and_the_run_resumes(model_dir, tmp_path, monkeypatch, writer):
+    """ENOSPC from the log writer, or wrapped by the checkpointer as orbax does, ends the run with one error naming
+    the file and the free space; rerun once there is room, the run resumes and ends as an uninterrupted one."""
+    import errno
+
+    from bitune_jax.train.checkpointing import Checkpointer
+    from bitune_jax.train.disk_full import DiskFullError
+    from bitune_jax.train.run_log import RunLogger
+
+    config = functools.partial(tiny_config, model_dir, **{"saturation.enabled": False})
+    whole = run(config(tmp_path / "whole"))
+    workdir = tmp_path / "full"
+    target = tmp_path / "full" / ("metrics.jsonl" if writer == "log" else "checkpoints/4")
+    cls, name = (RunLogger, "_write") if writer == "log" else (Checkpointer, "save")
+    original = getattr(cls, name)
+
+    def full_at_step_4(self, *args, **kwargs):
+        step = args[0]["step"] if writer == "log" else args[0]
+        if step == 4:
+            error = OSError(errno.ENOSPC, "No space left on device", str(target))
+            if writer == "log":
+                raise error
+            raise Exception("Encountered error while writing array") from error
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, name, full_at_step_4)
+    with pytest.raises(DiskFullError, match=rf"no space left on the device while writing {target} \(.* GiB free"):
+        run(config(workdir))
+    monkeypatch.undo()
+    again = run(config(workdir))
+    assert step_losses(workdir) == step_losses(tmp_path / "whole") and again["history"] == whole["history"]
+
+
 def test_accumulated_steps_run_the_schedule_on_updates(model_dir, tmp_path):
     """accumulate=4 over 12 batches is 3 optimizer updates: the schedule spans 3 updates, and each logged step runs
     at the learning rate of the update it belongs to (the clock optax.MultiSteps gives the inner optimizer)."""

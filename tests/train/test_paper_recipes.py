@@ -116,3 +116,13 @@ def test_sweep_prints_the_papers_grid_on_the_authors_split(capsys):
     header, *commands = capsys.readouterr().out.splitlines()
     assert header.startswith("# data: data/bitune/ultrafeedback/train.jsonl") and len(commands) == 6
     assert all("--config.seed=4" in c for c in commands)
+
+
+def test_sweep_refuses_a_flag_its_points_would_override(capsys):
+    """An extra --config.train.epochs would come before each point's own and lose silently: refused, named."""
+    from experiments import sweep
+
+    with pytest.raises(SystemExit, match=r"--config.train.epochs: the sweep's points set these keys themselves"):
+        sweep.main(["experiments/configs/olmo7b_rep.py:h100x8", "--config.train.epochs=3"])
+    sweep.main(["experiments/configs/olmo7b_rep.py:h100x8", "--config.train.lr=1e-6"])  # not a point's key
+    assert all("--config.train.lr=1e-6" in c for c in capsys.readouterr().out.splitlines()[1:])

@@ -148,3 +148,10 @@ def test_shipped_configs_are_valid_on_their_meshes(spec, tmp_path):
         c.data.train_path = str(data)
     devices = c.mesh.data * c.mesh.fsdp * c.mesh.sequence * c.mesh.tensor
     validate(c, devices)
+
+
+def test_a_chat_template_with_a_syntax_error_names_its_file(tmp_path):
+    template = tmp_path / "broken.jinja"
+    template.write_text("{% for m in messages %}{{ m['content'] }}")  # no endfor
+    with pytest.raises(ConfigError, match=rf"config.data.chat_template: {template}: not a valid Jinja chat template"):
+        validate(config(**{"data.chat_template": str(template)}), device_count=1)
