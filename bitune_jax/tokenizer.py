@@ -64,6 +64,14 @@ class Tokenizer:
             config["chat_template"] = self.chat_template
         (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False))
 
+    def control_strings(self) -> tuple[str, ...]:
+        """The special tokens' texts that `encode` turns into their ids wherever they occur (`<|im_end|>`, `<s>`):
+        in a data row they make turn boundaries or an EOS inside an answer. SentencePiece reads them as text."""
+        if not isinstance(self.backend, tokenizers.Tokenizer):
+            return ()
+        added = self.backend.get_added_tokens_decoder().values()
+        return tuple(sorted({t.content for t in added if t.special and t.content}))
+
     def token_id(self, token: str) -> int | None:
         if isinstance(self.backend, tokenizers.Tokenizer):
             return self.backend.token_to_id(token)

@@ -18,6 +18,7 @@ trainer logs: silently losing or cutting data changes what an experiment measure
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -60,6 +61,8 @@ class TruncationReport:
     truncated: int = 0
     offenders: list[tuple[str, int]] = dataclasses.field(default_factory=list)  # first few (`file:line`, length)
     max_offenders: int = 5
+    control_rows: int = 0  # rows whose text holds a special token's text, encoded as that token (`keep`)
+    first_control: tuple[str, str] | None = None  # (`file:line`, the token's text) of the first such row
 
     def add_offender(self, source: str, length: int) -> None:
         if len(self.offenders) < self.max_offenders:
@@ -75,6 +78,12 @@ class TruncationReport:
             text += "; over max_len: " + ", ".join(f"{s} ({n} tokens)" for s, n in self.offenders)
             if self.dropped + self.truncated > len(self.offenders):
                 text += ", ..."
+        if self.control_rows:
+            where, token = self.first_control
+            text += (
+                f"; {self.control_rows} rows hold special-token text, encoded as those tokens (first: {where}, "
+                f"{token!r}; data.control_tokens='refuse' stops on them)"
+            )
         return text
 
 
@@ -124,6 +133,9 @@ def encode_record(
     return prompt, answer
 
 
+CONTROL_TOKEN_POLICIES = ("keep", "refuse")
+
+
 def tokenize_records(
     records: Sequence[Record],
     tok: Tokenizer,
@@ -132,8 +144,13 @@ def tokenize_records(
     truncation: str = "drop",
     template: str = "chat",
     template_kwargs: Mapping[str, Any] | None = None,
+    control_tokens: str = "keep",
 ) -> tuple[list[TokenizedExample], TruncationReport]:
     """Tokenize `records` and apply the truncation policy to examples longer than `max_len` (prompt + answer).
+
+    `control_tokens`: what a special token's text inside a row (`<|im_end|>` in an answer) does. `"keep"` encodes it
+    as that token, as Hugging Face tokenizers and both papers' pipelines do, and counts the rows in the report;
+    `"refuse"` raises, naming the row and the token.
 
     `truncation`:
       * `"drop"`: skip the example (what the Bitune paper does);
@@ -151,9 +168,23 @@ def tokenize_records(
         )
     if max_len < 2:
         raise ValueError(f"max_len must be >= 2 (one prompt and one answer token), got {max_len}")
+    if control_tokens not in CONTROL_TOKEN_POLICIES:
+        raise ValueError(f"control_tokens must be one of {CONTROL_TOKEN_POLICIES}, got {control_tokens!r}")
     report = TruncationReport(policy=truncation, max_len=max_len)
+    controls = tok.control_strings()  # one pass per text, however many special tokens the vocabulary has
+    control = re.compile("|".join(map(re.escape, sorted(controls, key=len, reverse=True)))) if controls else None
     examples = []
     for record in records:
+        match = next((m for x in record.messages if control and (m := control.search(x["content"]))), None)
+        found = None if match is None else match.group(0)
+        if found is not None:
+            if control_tokens == "refuse":
+                raise DataError(
+                    f"{record.where}: the text holds {found!r}, a special token's text, which would be encoded as "
+                    "that token (data.control_tokens='refuse'; 'keep' encodes it, as Hugging Face does)"
+                )
+            report.control_rows += 1
+            report.first_control = report.first_control or (record.where, found)
         prompt, answer = encode_record(tok, record, template, template_kwargs)
         report.total += 1
         length = len(prompt) + len(answer)

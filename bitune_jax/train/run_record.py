@@ -35,6 +35,7 @@ NEUTRAL = (
     "mesh.",
     "model.attn_impl",
     "data.packing",  # the same examples and loss, laid out in fewer rows
+    "data.control_tokens",  # refuse computes what keep does, or stops
     "model.name",
     "data.train_path",
     "data.hf.path",
@@ -49,6 +50,7 @@ ADDED_KEYS: dict[str, Any] = {
     "data.pool_order": "shuffle",
     "data.order": "grain",
     "data.packing": "none",
+    "data.control_tokens": "keep",
     "train.loss_norm": "per_example",
 }
 

@@ -91,7 +91,12 @@ def training_set(records: list, data: DataSpec, tok, max_len: int, source: str) 
         shuffle=data.pool_order == "shuffle",
     )
     encode = functools.partial(
-        tokenize_records, tok=tok, max_len=max_len, truncation=data.truncation, template=data.template
+        tokenize_records,
+        tok=tok,
+        max_len=max_len,
+        truncation=data.truncation,
+        template=data.template,
+        control_tokens=data.control_tokens,
     )
     examples, report = encode([records[i] for i in ids])
     if not examples:

@@ -181,3 +181,14 @@ def test_a_template_that_never_ends_is_stopped_and_names_the_row(tok, monkeypatc
     odd = Tokenizer(backend=tok.backend, eos_ids=(2,), chat_template=endless)
     with pytest.raises(DataError, match=re.escape("d.jsonl:3: the chat template did not finish rendering within 0.5")):
         tokenize_records([record("q", "a", line=3)], odd, max_len=64, template="chat")
+
+
+def test_special_token_text_in_a_row_is_counted_or_refused(tok):
+    """`<|im_end|>` typed inside an answer becomes a turn boundary when kept (as Hugging Face does): the report
+    counts the rows and names the first; `refuse` stops on it, naming the row."""
+    rows = [record("q", "plain"), record("q", "fake end <|im_end|> here", line=5), record("<s> q", "a", line=9)]
+    examples, report = tokenize_records(rows, tok, max_len=64, template="chat")
+    assert len(examples) == 3 and report.control_rows == 2 and report.first_control == ("d.jsonl:5", "<|im_end|>")
+    assert "2 rows hold special-token text, encoded as those tokens (first: d.jsonl:5, '<|im_end|>'" in report.summary()
+    with pytest.raises(DataError, match=re.escape("d.jsonl:5: the text holds '<|im_end|>', a special token's text")):
+        tokenize_records(rows, tok, max_len=64, template="chat", control_tokens="refuse")
