@@ -61,7 +61,8 @@ class TruncationReport:
     truncated: int = 0
     offenders: list[tuple[str, int]] = dataclasses.field(default_factory=list)  # first few (`file:line`, length)
     max_offenders: int = 5
-    control_rows: int = 0  # rows whose text holds a special token's text, encoded as that token (`keep`)
+    control_rows: int = 0  # rows whose text holds a special token's text (`keep`, `escape`)
+    control_policy: str = "those tokens"  # how they were encoded, for the summary
     first_control: tuple[str, str] | None = None  # (`file:line`, the token's text) of the first such row
 
     def add_offender(self, source: str, length: int) -> None:
@@ -81,10 +82,51 @@ class TruncationReport:
         if self.control_rows:
             where, token = self.first_control
             text += (
-                f"; {self.control_rows} rows hold special-token text, encoded as those tokens (first: {where}, "
-                f"{token!r}; data.control_tokens='refuse' stops on them)"
+                f"; {self.control_rows} rows hold special-token text, encoded as {self.control_policy} (first: "
+                f"{where}, {token!r}; data.control_tokens sets keep, escape or refuse)"
             )
         return text
+
+
+_OPEN, _CLOSE = "\ue000", "\ue001"  # private-use characters around an escaped special token's index
+_ESCAPED = re.compile(f"{_OPEN}(\\d+){_CLOSE}")
+
+
+@dataclasses.dataclass
+class _EscapingTokenizer(Tokenizer):
+    """`data.control_tokens=escape`: the row's special-token texts were replaced by `_OPEN index _CLOSE` before
+    rendering, and come back here as the plain text they are (`<|im_end|>` as `<`, `|`, `im`, ...), while the
+    template's own special tokens stay tokens."""
+
+    controls: tuple[str, ...] = ()
+
+    def encode(self, text: str, add_bos: bool | None = None) -> list[int]:
+        parts = _ESCAPED.split(text)  # text, index, text, index, ..., text
+        ids: list[int] = []
+        for i, part in enumerate(parts):
+            if i % 2 == 0:
+                ids += super().encode(part, add_bos=False) if part else []
+            else:
+                self.backend.encode_special_tokens = True  # this one call reads special-token text as text
+                try:
+                    ids += self.backend.encode(self.controls[int(part)], add_special_tokens=False).ids
+                finally:
+                    self.backend.encode_special_tokens = False
+        add = self.add_bos if add_bos is None else add_bos
+        return [self.bos_id, *ids] if add and self.bos_id is not None and ids[:1] != [self.bos_id] else ids
+
+
+def _escaped(tok: Tokenizer, record: Record, control: re.Pattern, controls: tuple[str, ...]):
+    """The record with its special-token texts marked for `_EscapingTokenizer`, and that tokenizer."""
+    if any(_OPEN in m["content"] or _CLOSE in m["content"] for m in record.messages):
+        raise DataError(f"{record.where}: holds U+E000/U+E001, which data.control_tokens='escape' reserves")
+    index = {c: i for i, c in enumerate(controls)}
+    messages = [
+        {**m, "content": control.sub(lambda x: f"{_OPEN}{index[x.group(0)]}{_CLOSE}", m["content"])}
+        for m in record.messages
+    ]
+    fields = {f.name: getattr(tok, f.name) for f in dataclasses.fields(Tokenizer)}
+    return dataclasses.replace(record, messages=messages), _EscapingTokenizer(**fields, controls=controls)
 
 
 def plain_prompt_answer(
@@ -133,7 +175,7 @@ def encode_record(
     return prompt, answer
 
 
-CONTROL_TOKEN_POLICIES = ("keep", "refuse")
+CONTROL_TOKEN_POLICIES = ("keep", "escape", "refuse")
 
 
 def tokenize_records(
@@ -150,7 +192,7 @@ def tokenize_records(
 
     `control_tokens`: what a special token's text inside a row (`<|im_end|>` in an answer) does. `"keep"` encodes it
     as that token, as Hugging Face tokenizers and both papers' pipelines do, and counts the rows in the report;
-    `"refuse"` raises, naming the row and the token.
+    `"escape"` encodes it as the plain text it is (counted too); `"refuse"` raises, naming the row and the token.
 
     `truncation`:
       * `"drop"`: skip the example (what the Bitune paper does);
@@ -171,6 +213,7 @@ def tokenize_records(
     if control_tokens not in CONTROL_TOKEN_POLICIES:
         raise ValueError(f"control_tokens must be one of {CONTROL_TOKEN_POLICIES}, got {control_tokens!r}")
     report = TruncationReport(policy=truncation, max_len=max_len)
+    report.control_policy = "plain text" if control_tokens == "escape" else "those tokens"
     controls = tok.control_strings()  # one pass per text, however many special tokens the vocabulary has
     control = re.compile("|".join(map(re.escape, sorted(controls, key=len, reverse=True)))) if controls else None
     examples = []
@@ -185,7 +228,11 @@ def tokenize_records(
                 )
             report.control_rows += 1
             report.first_control = report.first_control or (record.where, found)
-        prompt, answer = encode_record(tok, record, template, template_kwargs)
+        if found is not None and control_tokens == "escape":
+            escaped, escaping = _escaped(tok, record, control, controls)
+            prompt, answer = encode_record(escaping, escaped, template, template_kwargs)
+        else:
+            prompt, answer = encode_record(tok, record, template, template_kwargs)
         report.total += 1
         length = len(prompt) + len(answer)
         if length > max_len:

@@ -35,7 +35,6 @@ NEUTRAL = (
     "mesh.",
     "model.attn_impl",
     "data.packing",  # the same examples and loss, laid out in fewer rows
-    "data.control_tokens",  # refuse computes what keep does, or stops
     "model.name",
     "data.train_path",
     "data.hf.path",

@@ -91,8 +91,8 @@ class DataSpec:
     order: Literal["grain", "authors"] = key("grain", "each epoch: a fresh shuffle | the authors' chain")
     max_len: int = key(512, "prompt + answer tokens at most", lo=2)
     truncation: Literal["drop", "truncate", "error"] = key("drop", "what a longer example gets")
-    control_tokens: Literal["keep", "refuse"] = key(
-        "keep", "a special token's text inside a row: encoded as the token, counted | an error naming the row"
+    control_tokens: Literal["keep", "escape", "refuse"] = key(
+        "keep", "a special token's text inside a row: encoded as the token | as plain text (both counted) | an error"
     )
     batch_size: int = key(1, "examples per step (global, over all processes)", lo=1)
     pad_multiple: int = key(16, "batches pad to a multiple of this (bounds recompilation)", lo=1)

@@ -192,3 +192,11 @@ def test_special_token_text_in_a_row_is_counted_or_refused(tok):
     assert "2 rows hold special-token text, encoded as those tokens (first: d.jsonl:5, '<|im_end|>'" in report.summary()
     with pytest.raises(DataError, match=re.escape("d.jsonl:5: the text holds '<|im_end|>', a special token's text")):
         tokenize_records(rows, tok, max_len=64, template="chat", control_tokens="refuse")
+    escaped, report = tokenize_records(rows, tok, max_len=256, template="chat", control_tokens="escape")
+    end = tok.token_id("<|im_end|>")
+    assert list(examples[1].answer_ids).count(end) == 2  # kept: the typed one ends the turn early
+    assert list(escaped[1].answer_ids).count(end) == 1  # escaped: only the template's own
+    assert tok.decode(escaped[1].answer_ids, skip_special=False) == "fake end <|im_end|> here<|im_end|>\n"
+    assert tok.bos_id not in escaped[2].prompt_ids and "<s> q" in tok.decode(escaped[2].prompt_ids, skip_special=False)
+    assert escaped[0].answer_ids.tolist() == examples[0].answer_ids.tolist()  # rows without it are unchanged
+    assert "2 rows hold special-token text, encoded as plain text" in report.summary()
