@@ -12,6 +12,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from . import self_check
 from .blockwise_attention import blockwise_attention
 from .flash_attention import flash_attention
 from .mask import MaskSpec, dense_mask
@@ -22,6 +23,7 @@ IMPLS = ("xla", "blockwise", "pallas", "auto")
 # blockwise; else xla.
 PALLAS_MIN_Q = 128  # the kernels' query tile: a shorter query block (decode) would be padded to it
 BLOCKWISE_MIN_SCORES = 4096 * 4096  # from here on (q_len x kv_len per head) the dense scores are not worth holding
+PALLAS_PLATFORMS = ("gpu", "cuda", "rocm", "tpu")  # where "auto" may pick Pallas (after its self-check)
 
 __all__ = ["IMPLS", "MaskSpec", "attention", "dense_mask", "resolve_impl"]
 
@@ -53,7 +55,7 @@ def resolve_impl(impl: str, q_len: int, kv_len: int, platform: str | None = None
     platform = platform or jax.default_backend()
     if q_len < PALLAS_MIN_Q:
         return "xla"  # decode: [heads, q_len, kv_len] scores are small; a flash tile would pad q to 128 rows
-    if platform in ("gpu", "cuda", "rocm", "tpu"):
+    if platform in PALLAS_PLATFORMS:
         return "pallas"
     return "blockwise" if q_len * kv_len >= BLOCKWISE_MIN_SCORES else "xla"
 
@@ -80,16 +82,23 @@ def attention(
     if q.shape[2] % k.shape[2]:
         raise ValueError(f"query heads {q.shape[2]} are not a multiple of key/value heads {k.shape[2]}")
     parts = sequence_parallel.size if sequence_parallel is not None else 1
-    impl = resolve_impl(impl, -(-q.shape[1] // parts), k.shape[1])
+    requested, impl = impl, resolve_impl(impl, -(-q.shape[1] // parts), k.shape[1])
+    if requested == "auto" and impl == "pallas":  # only a kernel verified on this platform and combination
+        key = self_check.KernelKey.of(q, mask_spec, logit_softcap, jax.default_backend())
+        impl = self_check.verified_impl(key, _pallas, _xla_attention)
     local = functools.partial(_local_attention, impl=impl, scale=scale, logit_softcap=logit_softcap)
     if parts > 1:
         return sequence_parallel_attention(local, q, k, v, mask_spec, sequence_parallel)
     return local(q, k, v, mask_spec)
 
 
+def _pallas(q, k, v, spec: MaskSpec, scale: float, logit_softcap: float | None):
+    return flash_attention(q, k, v, spec, scale=scale, logit_softcap=logit_softcap)
+
+
 def _local_attention(q, k, v, spec: MaskSpec, *, impl: str, scale: float, logit_softcap: float | None):
     if impl == "pallas":
-        return flash_attention(q, k, v, spec, scale=scale, logit_softcap=logit_softcap)
+        return _pallas(q, k, v, spec, scale, logit_softcap)
     if impl == "blockwise":
         return blockwise_attention(q, k, v, spec, scale=scale, logit_softcap=logit_softcap)
     return _xla_attention(q, k, v, spec, scale, logit_softcap)

@@ -18,6 +18,7 @@ from ml_collections import ConfigDict
 
 from bitune_jax.data import PackedBatch, SFTBatch
 from bitune_jax.data.packing import padding_fraction
+from bitune_jax.kernels.self_check import fallbacks as kernel_fallbacks
 from bitune_jax.train import checkpointing, divergence, epoch_stats, run_record, saturation
 from bitune_jax.train.disk_full import disk_full_reported
 from bitune_jax.train.divergence import NonFiniteLossError
@@ -427,6 +428,10 @@ class _Trainer:
             alphas=mixing_alphas(self.state.trainable, self.objective, per_layer=True),
         )
         plot = self.logger.close(saturation_epoch=None if saturated is None else saturated["epoch"], summary=summary)
+        if kernel_fallbacks():  # attention kernels that failed their self-check: which path ran instead, and why
+            summary["attention_fallbacks"] = kernel_fallbacks()
+            if self.is_main:
+                run_record.add_to_record(self.workdir, "attention_fallbacks", kernel_fallbacks())
         if self.is_main:
             summary["plot"] = str(plot) if plot else None
             (self.workdir / "summary.json").write_text(json.dumps(summary, indent=2))

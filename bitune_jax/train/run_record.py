@@ -315,3 +315,10 @@ def write_record(workdir: str | pathlib.Path, record: dict[str, Any]) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=1))
     tmp.replace(path)
+
+
+def add_to_record(workdir: str | pathlib.Path, key: str, value: Any) -> None:
+    """Set one field of the run's record (what the run found out while it ran, e.g. attention fallbacks)."""
+    path = pathlib.Path(workdir) / RECORD_NAME
+    record = json.loads(path.read_text()) if path.exists() else {}
+    write_record(workdir, {**record, key: value})
