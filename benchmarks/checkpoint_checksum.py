@@ -41,7 +41,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     lm = bj.load("smollm2-135m-instruct")
-    optimizer = make_optimizer(make_schedule("constant", 1e-5, 10, 0.0), b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0)
+    optimizer = make_optimizer(
+        make_schedule("constant", 1e-5, 10, 0.0), b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, clip=1.0
+    )
     state = init_state(jax.tree.map(lambda x: x.astype("float32"), lm.params), optimizer)
     leaves = [leaf for leaf in jax.tree.leaves(state) if hasattr(leaf, "nbytes")]
     nbytes = sum(int(leaf.nbytes) for leaf in leaves)
