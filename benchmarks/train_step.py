@@ -113,10 +113,13 @@ def main() -> None:
         cfg = llama_1b()
         params = init_params(cfg, jax.random.key(0), dtype=jnp.float32)
         results["1b"] = bench("llama-1b full", cfg, params, "full", dtype, 2048, 8, args.repeats, peak, "dots")
+    device_stats = jax.devices()[0].memory_stats()  # None on CPU
     for kind, (tps, mfu, mem) in results.items():
         print(f"{kind} tokens/s: {tps:.0f}")
         print(f"{kind} MFU: {mfu:.3f}")
         print(f"{kind} peak memory GiB: {mem / 2**30:.2f}")
+    if device_stats and "peak_bytes_in_use" in device_stats:  # what the device saw, beside what XLA planned
+        print(f"device peak memory GiB: {device_stats['peak_bytes_in_use'] / 2**30:.2f}")
 
 
 if __name__ == "__main__":

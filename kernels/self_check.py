@@ -62,20 +62,20 @@ class KernelKey:
         return f"{self.platform} {self.dtype}, head dim {self.head_dim}, {mask or 'full'} mask{extra}"
 
 
-def _case(key: KernelKey):
-    """q, k, v, a cotangent and the mask of a small case of `key` (two kv heads, two query heads each)."""
+def _case(key: KernelKey, length: int):
+    """q, k, v, a cotangent and the mask of a case of `key` (two kv heads, two query heads each)."""
     kq, kk, kv, kd = jax.random.split(jax.random.key(0), 4)
-    shape = (1, CHECK_LEN, 4, key.head_dim)
-    kv_shape = (1, CHECK_LEN, 2, key.head_dim)
+    shape = (1, length, 4, key.head_dim)
+    kv_shape = (1, length, 2, key.head_dim)
     dtype = jnp.dtype(key.dtype)
     q, k, v = (jax.random.normal(r, s, dtype) for r, s in ((kq, shape), (kk, kv_shape), (kv, kv_shape)))
-    positions = jnp.arange(CHECK_LEN, dtype=jnp.int32)[None]
-    segments = (positions >= CHECK_LEN // 2 + 5).astype(jnp.int32) + 1  # two examples, one boundary inside a tile
+    positions = jnp.arange(length, dtype=jnp.int32)[None]
+    segments = (positions >= length // 2 + 5).astype(jnp.int32) + 1  # two examples, one boundary inside a tile
     spec = MaskSpec(
         q_positions=positions,
         kv_positions=positions,
         window=jnp.int32(70) if key.window else None,
-        prefix_len=jnp.asarray([CHECK_LEN // 3], jnp.int32) if key.prefix else None,
+        prefix_len=jnp.asarray([length // 3], jnp.int32) if key.prefix else None,
         q_segment_ids=segments if key.segments else None,
         kv_segment_ids=segments if key.segments else None,
         causal=key.causal,
@@ -83,8 +83,8 @@ def _case(key: KernelKey):
     return q, k, v, jax.random.normal(kd, shape, dtype), spec
 
 
-def _forward_and_grads(fn: Callable, key: KernelKey):
-    q, k, v, cotangent, spec = _case(key)
+def _forward_and_grads(fn: Callable, key: KernelKey, length: int):
+    q, k, v, cotangent, spec = _case(key, length)
     scale = key.head_dim**-0.5
 
     def loss(q, k, v):
@@ -95,19 +95,29 @@ def _forward_and_grads(fn: Callable, key: KernelKey):
     return {"out": out, "dq": grads[0], "dk": grads[1], "dv": grads[2]}
 
 
-def _check(key: KernelKey, kernel: Callable, reference: Callable) -> str | None:
-    """None if `kernel` compiles and matches `reference` on `key`'s case, else why not."""
-    try:
-        got = _forward_and_grads(kernel, key)
-    except Exception as e:  # a compile or lowering failure of any kind is a reason to fall back
-        return f"it does not compile ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})"
-    want = _forward_and_grads(reference, key)
+def compare(key: KernelKey, kernel: Callable, reference: Callable, length: int = CHECK_LEN) -> dict[str, tuple]:
+    """`{"out" | "dq" | "dk" | "dv": (largest difference, tolerance)}` of `kernel` against `reference` on a case of
+    `key` with `length` tokens; raises what the kernel's compile raises."""
+    got = _forward_and_grads(kernel, key, length)
+    want = _forward_and_grads(reference, key, length)
     tolerance = TOLERANCE.get(key.dtype, 3e-2)
+    out = {}
     for name in ("out", "dq", "dk", "dv"):
         a, b = np.asarray(got[name], np.float32), np.asarray(want[name], np.float32)
-        error, scale = float(np.max(np.abs(a - b))), max(1.0, float(np.max(np.abs(b))))
-        if not np.isfinite(error) or error > tolerance * scale:
-            return f"its {name} differs from the XLA reference by {error:.3g} (tolerance {tolerance * scale:.3g})"
+        error = float(np.max(np.abs(a - b)))
+        out[name] = (error if np.isfinite(error) else float("inf"), tolerance * max(1.0, float(np.max(np.abs(b)))))
+    return out
+
+
+def _check(key: KernelKey, kernel: Callable, reference: Callable) -> str | None:
+    """None if `kernel` compiles and matches `reference` on `key`'s small case, else why not."""
+    try:
+        errors = compare(key, kernel, reference)
+    except Exception as e:  # a compile or lowering failure of any kind is a reason to fall back
+        return f"it does not compile ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})"
+    for name, (error, tolerance) in errors.items():
+        if not error <= tolerance:
+            return f"its {name} differs from the XLA reference by {error:.3g} (tolerance {tolerance:.3g})"
     return None
 
 
