@@ -129,6 +129,25 @@ class LM:
         return directory
 
 
+def read_config(name_or_path: str | pathlib.Path) -> ModelConfig:
+    """The architecture `load` would build, read from `config.json` or the GGUF metadata alone (no weights), so a
+    run can check it against a checkpoint before a 7B load."""
+    name = str(name_or_path)
+    path = pathlib.Path(name).expanduser()
+    if name in SHIPPED or path.suffix == ".gguf":
+        from bitune_jax.checkpoints.gguf import config_from_gguf
+        from bitune_jax.checkpoints.gguf_file import locate_packaged_gguf, open_gguf
+
+        return config_from_gguf(open_gguf(locate_packaged_gguf(name) if name in SHIPPED else path))
+    if path.is_dir():
+        import json
+
+        from bitune_jax.checkpoints.hf_config import config_from_hf
+
+        return config_from_hf(json.loads((path / "config.json").read_text()), source=str(path / "config.json"))
+    raise FileNotFoundError(f"{name!r}: no config to read (not a shipped preset, a .gguf file or a directory)")
+
+
 def load(
     name_or_path: str | pathlib.Path,
     *,

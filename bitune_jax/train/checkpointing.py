@@ -92,10 +92,25 @@ def model_fingerprint(model_name: str, model_config: Any, params: PyTree) -> dic
     shapes = {jax.tree_util.keystr(path): list(np.shape(leaf)) for path, leaf in flat}
     return {
         "model_name": str(model_name),
-        "config_hash": hashlib.sha256(_canonical_json(_to_plain(model_config)).encode()).hexdigest()[:16],
+        "config_hash": config_hash(model_config),
         "num_params": int(sum(int(np.prod(s)) for s in shapes.values())),
         "param_shapes": shapes,
     }
+
+
+def config_hash(model_config: Any) -> str:
+    """The architecture's identity in a fingerprint: a hash of the model config."""
+    return hashlib.sha256(_canonical_json(_to_plain(model_config)).encode()).hexdigest()[:16]
+
+
+def saved_fingerprint(directory: str | Path, step: int) -> dict[str, Any] | None:
+    """The fingerprint saved with `step`, read from its JSON alone (before any model loads); None if unreadable
+    (a damaged step is dealt with when the run restores)."""
+    try:
+        record = json.loads((Path(directory) / str(step) / "meta" / "metadata").read_text())
+        return record.get("fingerprint") if isinstance(record, dict) else None
+    except (OSError, ValueError):
+        return None
 
 
 def check_fingerprint(

@@ -53,9 +53,24 @@ def run(config: ConfigDict) -> dict[str, Any]:
     with hold_workdir(workdir), disk_full_reported(workdir):
         saved = checkpointing.committed_steps(workdir / "checkpoints")
         notes, record = run_record.check_resume(workdir, spec, resuming=bool(saved), step=saved[-1] if saved else None)
+        if saved and run_record.allows(spec, "model.name"):  # other weights, yes; another architecture, never
+            _check_architecture(workdir / "checkpoints", saved[-1], spec.model.name)
         for line in notes if is_main else ():
             print(line, flush=True)
         return _train(spec, workdir, is_main, record)
+
+
+def _check_architecture(directory: pathlib.Path, step: int, model_name: str) -> None:
+    """Before any weight loads: the model a resume is allowed to switch to has the checkpoint's architecture."""
+    from bitune_jax.api import read_config
+
+    saved = (checkpointing.saved_fingerprint(directory, step) or {}).get("config_hash")
+    if saved is not None and saved != checkpointing.config_hash(read_config(model_name)):
+        raise checkpointing.CheckpointMismatchError(
+            f"checkpoint at {directory} (step {step}) was trained on another architecture than {model_name} "
+            "(its config differs); resume.allow_changes=model.name lets a run go on with other weights of the same "
+            "architecture only"
+        )
 
 
 def _train(spec: RunSpec, workdir: pathlib.Path, is_main: bool, record: dict[str, Any] | None) -> dict[str, Any]:

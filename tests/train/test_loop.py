@@ -476,7 +476,7 @@ def test_metrics_never_hold_a_row_twice(model_dir, tmp_path):
     assert rows(workdir) == expected
 
 
-def test_weights_a_resume_is_allowed_to_change_are_not_refused_after_the_load(model_dir, tmp_path, capsys):
+def test_weights_a_resume_is_allowed_to_change_are_not_refused_after_the_load(model_dir, tmp_path, capsys, monkeypatch):
     """`resume.allow_changes=model.name` lets a resume continue on other weights of the same architecture: the
     checkpoint's own fingerprint does not refuse what the record allowed."""
     from safetensors.numpy import load_file, save_file
@@ -495,6 +495,16 @@ def test_weights_a_resume_is_allowed_to_change_are_not_refused_after_the_load(mo
     summary = run(tiny_config(other, workdir, **allow))
     assert "resuming with a changed model.name:contents (allowed by resume.allow_changes)" in capsys.readouterr().out
     assert summary["steps"] == 12
+
+    import bitune_jax
+    from bitune_jax.train.checkpointing import CheckpointMismatchError
+
+    config = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**config, "intermediate_size": 48}))  # another architecture
+    monkeypatch.setattr(bitune_jax, "load", lambda *a, **k: pytest.fail("the weights loaded before the check"))
+    allow["train.epochs"] = 5
+    with pytest.raises(CheckpointMismatchError, match=r"\(step 12\) was trained on another architecture than"):
+        run(tiny_config(other, workdir, **allow))
 
 
 @pytest.mark.parametrize("writer", ["log", "checkpoint"])
