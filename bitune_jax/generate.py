@@ -9,6 +9,7 @@ import argparse
 import time
 
 import bitune_jax as bj
+from bitune_jax.sampling import SamplingConfig
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,6 +29,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dtype", choices=sorted(bj.api.DTYPES), default="float32")
     parser.add_argument("--slots", type=int, default=8, help="prompts decoded at once")
     args = parser.parse_args(argv)
+    if args.max_new_tokens < 1 or args.slots < 1:  # checked before the model loads
+        parser.error(f"--max_new_tokens ({args.max_new_tokens}) and --slots ({args.slots}) must be >= 1")
+    try:
+        SamplingConfig(args.temperature, args.top_p, args.top_k)
+    except ValueError as e:
+        parser.error(f"--temperature/--top_p/--top_k: {e}")
 
     lm = bj.load(args.model, dtype=args.dtype)
     tok = lm._require_tokenizer()
