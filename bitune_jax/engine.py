@@ -217,7 +217,7 @@ def slot_shardings(slots: Slots, mesh: jax.sharding.Mesh) -> Slots:
     rows = tuple(a for a in ("data", "fsdp") if mesh.shape.get(a, 1) > 1) or None
     if rows is not None and slots.token.shape[0] % math.prod(mesh.shape[a] for a in rows):
         rows = None
-    kv = slots.cache.k.shape[3]
+    kv = slots.cache.k.shape[2]
     heads = "tensor" if mesh.shape.get("tensor", 1) > 1 and kv % mesh.shape["tensor"] == 0 else None
 
     def spec(*axes):
@@ -225,8 +225,8 @@ def slot_shardings(slots: Slots, mesh: jax.sharding.Mesh) -> Slots:
 
     per_row = spec(rows)
     cache = KVCache(
-        k=spec(None, rows, None, heads, None),
-        v=spec(None, rows, None, heads, None),
+        k=spec(None, rows, heads, None, None),
+        v=spec(None, rows, heads, None, None),
         positions=spec(rows, None),
         length=per_row,
     )
@@ -266,8 +266,8 @@ def insert(
     max_len = slots.cache.positions.shape[1]
     row = jnp.full((max_len,), -1, jnp.int32).at[:width].set(prompt.positions[0])
     cache = KVCache(
-        k=slots.cache.k.at[:, slot, :width].set(prompt.k[:, 0]),
-        v=slots.cache.v.at[:, slot, :width].set(prompt.v[:, 0]),
+        k=slots.cache.k.at[:, slot, :, :width].set(prompt.k[:, 0]),
+        v=slots.cache.v.at[:, slot, :, :width].set(prompt.v[:, 0]),
         positions=slots.cache.positions.at[slot].set(row),
         length=slots.cache.length.at[slot].set(prompt.length),
     )

@@ -28,21 +28,24 @@ PALLAS_PLATFORMS = ("gpu", "cuda", "rocm", "tpu")  # where "auto" may pick Palla
 __all__ = ["IMPLS", "MaskSpec", "attention", "dense_mask", "resolve_impl"]
 
 
-def _xla_attention(q, k, v, spec: MaskSpec, scale: float, logit_softcap: float | None):
-    """Dense-mask attention: `[batch, heads, q_len, kv_len]` float32 scores, so only for short sequences."""
+def _xla_attention(q, k, v, spec: MaskSpec, scale: float, logit_softcap: float | None, kv_layout: str = "bshd"):
+    """Dense-mask attention: `[batch, heads, q_len, kv_len]` float32 scores, so only for short sequences.
+    `kv_layout="bhsd"`: k and v are `[batch, kv_heads, kv_len, head_dim]` (a decode cache's layout), so the batched
+    dots read each head's keys in place instead of a transposed copy."""
     batch, q_len, num_heads, head_dim = q.shape
-    num_kv_heads = k.shape[2]
+    num_kv_heads = k.shape[1 if kv_layout == "bhsd" else 2]
     groups = num_heads // num_kv_heads
+    kv = "bksd" if kv_layout == "bhsd" else "bskd"
     # GQA without repeating K/V: fold query heads into [kv_heads, groups].
     qg = q.reshape(batch, q_len, num_kv_heads, groups, head_dim)
-    scores = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32) * scale
+    scores = jnp.einsum(f"btkgd,{kv}->bkgts", qg, k, preferred_element_type=jnp.float32) * scale
     if logit_softcap is not None:
         scores = jnp.tanh(scores / logit_softcap) * logit_softcap
     mask = dense_mask(spec)[:, None, None]  # [batch, 1, 1, q_len, kv_len]
     scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1)
     probs = jnp.where(mask.any(-1, keepdims=True), probs, 0.0)  # rows with nothing visible give zeros
-    out = jnp.einsum("bkgts,bskd->btkgd", probs.astype(v.dtype), v, preferred_element_type=jnp.float32)
+    out = jnp.einsum(f"bkgts,{kv}->btkgd", probs.astype(v.dtype), v, preferred_element_type=jnp.float32)
     return out.reshape(batch, q_len, num_heads, head_dim).astype(q.dtype)
 
 
@@ -70,6 +73,7 @@ def attention(
     logit_softcap: float | None = None,
     impl: str = "xla",
     sequence_parallel: SequenceParallel | None = None,  # tokens split over a mesh axis
+    kv_layout: str = "bshd",  # "bhsd": k, v are [batch, kv_heads, kv_len, head_dim] (a decode cache)
 ) -> jax.Array:  # [batch, q_len, heads, head_dim]
     """Attention of `q` over `k, v` with `mask_spec` visibility.
 
@@ -79,9 +83,17 @@ def attention(
     Pallas kernel from a CPU host with impl="pallas"). With `sequence_parallel` (and its axis larger than 1) each
     device attends with its own query slice over keys gathered from every slice.
     """
+    if kv_layout not in ("bshd", "bhsd"):
+        raise ValueError(f"kv_layout must be 'bshd' or 'bhsd', got {kv_layout!r}")
+    parts = sequence_parallel.size if sequence_parallel is not None else 1
+    if kv_layout == "bhsd":  # the dense path reads it in place; the others take [batch, kv_len, kv_heads, head_dim]
+        if q.shape[2] % k.shape[1]:
+            raise ValueError(f"query heads {q.shape[2]} are not a multiple of key/value heads {k.shape[1]}")
+        if parts == 1 and resolve_impl(impl, q.shape[1], k.shape[2]) == "xla":
+            return _xla_attention(q, k, v, mask_spec, scale, logit_softcap, kv_layout)
+        k, v = (jnp.swapaxes(x, 1, 2) for x in (k, v))
     if q.shape[2] % k.shape[2]:
         raise ValueError(f"query heads {q.shape[2]} are not a multiple of key/value heads {k.shape[2]}")
-    parts = sequence_parallel.size if sequence_parallel is not None else 1
     requested, impl = impl, resolve_impl(impl, -(-q.shape[1] // parts), k.shape[1])
     if requested == "auto" and impl == "pallas":  # only a kernel verified on this platform and combination
         key = self_check.KernelKey.of(q, mask_spec, logit_softcap, jax.default_backend())

@@ -208,4 +208,4 @@ def test_the_engine_on_a_mesh_decodes_as_on_one_device():
     assert out.returncode == 0, out.stderr[-3000:]
     alone, sharded, specs = json.loads(out.stdout.strip().splitlines()[-1])
     assert sharded == alone
-    assert specs == ["P(None, 'data', None, 'tensor', None)", "P('data', None)", "P('data',)"]
+    assert specs == ["P(None, 'data', 'tensor', None, None)", "P('data', None)", "P('data',)"]

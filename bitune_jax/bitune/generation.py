@@ -62,8 +62,8 @@ def prefill(
     )
     cache = KVCache.init(cfg, batch, cache_len, compute.dtype)
     cache = KVCache(
-        k=cache.k.at[:, :, :width].set(k_m),
-        v=cache.v.at[:, :, :width].set(v_m),
+        k=cache.k.at[:, :, :, :width].set(jnp.swapaxes(k_m, 2, 3)),  # [layers, batch, width, kv_heads, head_dim]
+        v=cache.v.at[:, :, :, :width].set(jnp.swapaxes(v_m, 2, 3)),
         positions=cache.positions.at[:, :width].set(head_pos),
         length=jnp.int32(width),
     )

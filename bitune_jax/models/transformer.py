@@ -38,14 +38,16 @@ class KVCache(NamedTuple):
     """Per-layer keys/values for decoding. Slots are filled left to right: for the whole batch at once (a scalar
     `length`), or each row at its own offset (a `[batch]` length: the rows of a continuous-batching engine)."""
 
-    k: jax.Array  # [layers, batch, max_len, kv_heads, head_dim]
-    v: jax.Array  # [layers, batch, max_len, kv_heads, head_dim]
+    # Head-major, so that a decode step's attention reads each head's keys as one run, in place (a [.., max_len,
+    # kv_heads, ..] cache made XLA:CPU copy every layer's keys and values into that order, every step).
+    k: jax.Array  # [layers, batch, kv_heads, max_len, head_dim]
+    v: jax.Array  # [layers, batch, kv_heads, max_len, head_dim]
     positions: jax.Array  # [batch, max_len] int32, -1 for empty or padding slots
     length: jax.Array  # [] or [batch] int32, slots written so far
 
     @classmethod
     def init(cls, cfg: ModelConfig, batch: int, max_len: int, dtype=jnp.float32) -> KVCache:
-        shape = (cfg.num_layers, batch, max_len, cfg.num_kv_heads, cfg.head_dim)
+        shape = (cfg.num_layers, batch, cfg.num_kv_heads, max_len, cfg.head_dim)
         return cls(
             k=jnp.zeros(shape, dtype),
             v=jnp.zeros(shape, dtype),
@@ -257,13 +259,14 @@ def forward(
             kept = None
             if cache_kv is not None:
 
-                def write(c, n):  # the new keys or values into this layer's slots
-                    if per_row:
-                        return c.at[layer, rows, cols].set(n.astype(c.dtype), mode="drop")
-                    return jax.lax.dynamic_update_slice(c, n[None].astype(c.dtype), (layer, 0, cache.length, 0, 0))
+                def write(c, n):  # the new keys or values `[batch, seq, kv_heads, head_dim]` into this layer's slots
+                    if per_row:  # (indices split by a slice: their [batch, seq] dims come first, as in n)
+                        return c.at[layer, rows, :, cols].set(n.astype(c.dtype), mode="drop")
+                    n = jnp.swapaxes(n, 1, 2)[None].astype(c.dtype)
+                    return jax.lax.dynamic_update_slice(c, n, (layer, 0, 0, cache.length, 0))
 
                 kept = (write(cache_kv[0], k), write(cache_kv[1], v))
-                k, v = (jax.lax.dynamic_index_in_dim(c, layer, keepdims=False)[:, :kv_window] for c in kept)
+                k, v = (jax.lax.dynamic_index_in_dim(c, layer, keepdims=False)[:, :, :kv_window] for c in kept)
             o = compute.attention(
                 q,
                 k.astype(q.dtype),
@@ -271,6 +274,7 @@ def forward(
                 mask_spec=spec,
                 scale=cfg.scale,
                 logit_softcap=cfg.attn_logit_softcap,
+                **({"kv_layout": "bhsd"} if kept is not None else {}),
             )
             return o, kept
 

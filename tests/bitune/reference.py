@@ -32,7 +32,7 @@ def literal_example(base, trainable, prompt, answer, cfg, bcfg: BituneConfig):
         mixed = {}
         for name, c, b in (("k", causal_cache.k, bidir_cache.k), ("v", causal_cache.v, bidir_cache.v)):
             a = jnp.abs(w["w_" + name]) / (bcfg.tau + jnp.abs(w["w_" + name]))
-            a = a[:, None, None, None, None] if a.ndim == 1 else a[:, None, None, :, None]
+            a = a[:, None, None, None, None] if a.ndim == 1 else a[:, None, :, None, None]  # cache: [L, B, H, S, D]
             mixed[name] = ((1 - a) * c.astype(jnp.float32) + a * b.astype(jnp.float32)).astype(c.dtype)
         cache = causal_cache._replace(k=mixed["k"], v=mixed["v"])
     # 4. answer pass over prompt[P-1:] + answer at positions P-1..., causal adapters, over the mixed cache
