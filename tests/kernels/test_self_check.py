@@ -75,9 +75,10 @@ def test_a_failing_or_wrong_kernel_falls_back_to_blockwise_for_its_combination(m
 
 
 @pytest.mark.integration
-def test_a_run_on_a_wrong_kernel_trains_as_blockwise_and_records_the_fallback(monkeypatch, tmp_path, capsys):
-    """A run with model.attn_impl=auto on a platform where the planted kernel is wrong: the losses of a blockwise
-    run, bitwise; the fallback printed and kept in run.json and summary.json."""
+@pytest.mark.parametrize("fault", ["compile", "wrong"])
+def test_a_run_on_a_broken_kernel_trains_as_blockwise_and_records_the_fallback(monkeypatch, tmp_path, capsys, fault):
+    """A run with model.attn_impl=auto on a platform where the planted kernel does not compile, or is wrong: the
+    losses of a blockwise run, bitwise; the fallback printed and kept in run.json and summary.json."""
     import json
 
     from bitune_jax.train.loop import run
@@ -88,7 +89,13 @@ def test_a_run_on_a_wrong_kernel_trains_as_blockwise_and_records_the_fallback(mo
     settings = {"saturation.enabled": False, "train.epochs": 2}
     run(tiny_config(model, tmp_path / "blockwise", **settings, **{"model.attn_impl": "blockwise"}))
     real = attention_module.flash_attention
-    monkeypatch.setattr(attention_module, "flash_attention", lambda *a, **kw: real(*a, **kw) * 1.01)
+
+    def planted(*args, **kwargs):
+        if fault == "compile":
+            raise NotImplementedError("Mosaic cannot lower this block shape")
+        return real(*args, **kwargs) * 1.01
+
+    monkeypatch.setattr(attention_module, "flash_attention", planted)
     summary = run(tiny_config(model, tmp_path / "auto", **settings, **{"model.attn_impl": "auto"}))
     assert step_losses(tmp_path / "auto") == step_losses(tmp_path / "blockwise")
     assert "the Pallas kernel failed its self-check for cpu float32, head dim 8" in capsys.readouterr().out
