@@ -14,26 +14,17 @@ from __future__ import annotations
 import argparse
 import hashlib
 import tempfile
-import time
 
 import jax
 import numpy as np
 
 import bitune_jax as bj
+from benchmarks.timing import best_of
 from bitune_jax.train import checksums
 from bitune_jax.train.checkpointing import Checkpointer
 from bitune_jax.train.step import init_state, make_optimizer, make_schedule
 
 OLMO3_7B_STATE_BYTES = 7.3e9 * 4 * 3
-
-
-def best_of(repeats: int, fn) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def main() -> None:
@@ -49,8 +40,7 @@ def main() -> None:
     nbytes = sum(int(leaf.nbytes) for leaf in leaves)
     print(f"state: {len(leaves)} arrays, {nbytes / 1e9:.2f} GB", flush=True)
 
-    checksums.checksums(state)  # compile
-    device_s = best_of(args.repeats, lambda: checksums.checksums(state))
+    device_s = best_of(lambda: checksums.checksums(state), args.repeats)
     print(f"device checksum: {device_s:.3f} s ({nbytes / device_s / 1e9:.2f} GB/s)", flush=True)
 
     def sha256() -> None:
@@ -58,14 +48,13 @@ def main() -> None:
         for leaf in leaves:
             h.update(np.asarray(leaf).data)
 
-    host_s = best_of(args.repeats, sha256)
+    host_s = best_of(sha256, args.repeats)
     print(f"host sha256: {host_s:.3f} s ({nbytes / host_s / 1e9:.2f} GB/s)", flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
         with Checkpointer(tmp, keep=1, async_save=False) as ckpt:
-            ckpt.save(0, state)  # warm orbax's threads and tensorstore
-            step = iter(range(1, 1000))
-            save_s = best_of(args.repeats, lambda: ckpt.save(next(step), state))
+            step = iter(range(1000))  # the warm-up call warms orbax's threads and tensorstore
+            save_s = best_of(lambda: ckpt.save(next(step), state), args.repeats)
     print(f"save (synchronous, checksums included): {save_s:.3f} s", flush=True)
 
     print(f"device_checksum_s: {device_s:.3f}")

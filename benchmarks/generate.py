@@ -30,17 +30,8 @@ import torch
 import transformers
 
 import bitune_jax as bj
+from benchmarks.timing import best_of
 from bitune_jax.generation import generate_tokens
-
-
-def best_of(fn, repeats: int) -> float:
-    fn()  # warm-up (compiles)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 
 import jax
@@ -40,6 +39,7 @@ import torch
 import transformers
 
 import bitune_jax as bj
+from benchmarks.timing import best_of
 from bitune_jax.bitune import BituneConfig
 from bitune_jax.data import TokenizedExample
 from bitune_jax.data.batch import PackedBatch, SFTBatch
@@ -75,16 +75,6 @@ def sample_examples(n: int, max_len: int, vocab: int, seed: int) -> tuple[list[T
                 prompt, answer = (ids.integers(3, vocab, k, dtype=np.int32) for k in (p, a))
                 examples.append(TokenizedExample(prompt_ids=prompt, answer_ids=answer, source=f"lognormal:{drawn}"))
     return examples, 1.0 - n / drawn
-
-
-def best_of(run: Callable[[], None], repeats: int) -> float:
-    run()  # warm-up: compiles every shape
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def time_jax(objective: Objective, params, batches: Sequence[SFTBatch | PackedBatch], repeats: int) -> float:

@@ -443,10 +443,11 @@ class _Trainer:
             alphas=mixing_alphas(self.state.trainable, self.objective, per_layer=True),
         )
         plot = self.logger.close(saturation_epoch=None if saturated is None else saturated["epoch"], summary=summary)
-        if kernel_fallbacks():  # attention kernels that failed their self-check: which path ran instead, and why
-            summary["attention_fallbacks"] = kernel_fallbacks()
+        fallbacks = kernel_fallbacks()  # attention kernels that failed their self-check: which path ran, and why
+        if fallbacks:
+            summary["attention_fallbacks"] = fallbacks
             if self.is_main:
-                run_record.add_to_record(self.workdir, "attention_fallbacks", kernel_fallbacks())
+                run_record.add_to_record(self.workdir, "attention_fallbacks", fallbacks)
         if self.is_main:
             summary["plot"] = str(plot) if plot else None
             (self.workdir / "summary.json").write_text(json.dumps(summary, indent=2))
