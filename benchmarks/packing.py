@@ -28,18 +28,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import peft
 import torch
-import transformers
 
 import bitune_jax as bj
 from benchmarks.timing import best_of
+from benchmarks.torch_peer import peer_model, peer_steps
 from bitune_jax.bitune import BituneConfig
 from bitune_jax.data import TokenizedExample
 from bitune_jax.data.batch import PackedBatch, SFTBatch
@@ -55,7 +53,6 @@ MULTIPLE = 16  # width rounding, as `data.pad_multiple`
 # UltraFeedback-like token counts (approximate, see the docstring): log-normal (median, log-sigma).
 PROMPT_MEDIAN, PROMPT_SIGMA = 80.0, 0.9
 ANSWER_MEDIAN, ANSWER_SIGMA = 250.0, 0.75
-PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]  # = ALL_PROJECTIONS
 LR = 1e-5
 
 
@@ -117,31 +114,7 @@ def time_jax(objective: Objective, params, batches: Sequence[SFTBatch | PackedBa
 
 def time_peer(lm: bj.LM, batches: Sequence[SFTBatch], repeats: int) -> float:
     """Best time of one pass of a transformers + peft LoRA step (AdamW, clipping 1.0) over the padded `batches`."""
-    with tempfile.TemporaryDirectory() as tmp:
-        lm.save_hf(tmp)
-        model = transformers.AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32)
-    config = peft.LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=PROJECTIONS)
-    model = peft.get_peft_model(model, config)
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=LR, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
-    inputs = []
-    for b in batches:
-        tokens = torch.tensor(np.asarray(b.tokens), dtype=torch.long)
-        t = torch.arange(tokens.shape[1])[None]
-        length, prompt_len = (torch.tensor(np.asarray(v), dtype=torch.long)[:, None] for v in (b.length, b.prompt_len))
-        mask = t < length
-        labels = torch.where(mask & (t >= prompt_len), tokens, -100)
-        inputs.append(dict(input_ids=tokens, attention_mask=mask.long(), labels=labels, use_cache=False))
-
-    def run() -> None:
-        for x in inputs:
-            model(**x).loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-
-    return best_of(run, repeats)
+    return best_of(peer_steps(peer_model(lm, "peft"), batches, lr=LR), repeats)
 
 
 def stream_fraction(batch: SFTBatch | PackedBatch, prompt_width: int) -> float:

@@ -1,7 +1,10 @@
 """Train-step throughput, MFU and peak memory: SmolLM2-135M-Instruct full fine-tune and LoRA (CPU), and on a GPU
 also a 1B-class Llama config in bf16.
 
-    python -m benchmarks.train_step [--seq 256] [--batch 1] [--repeats 3] [--big]
+    python -m benchmarks.train_step [--seq 256] [--batch 1 8] [--repeats 3] [--big] [--no-peer]
+
+Beside each step, the step a user would otherwise run: transformers + peft in PyTorch (`benchmarks.torch_peer`, same
+weights, batch, AdamW and clipping), whose tokens/s ratios print last.
 
 MFU is model FLOPs (PaLM rule: 6N + 12 L d T per token for full fine-tuning, 4N + ... with a frozen base) over the
 measured peak of a jitted square matmul on this machine (not a datasheet number). Peak memory is XLA's account of
@@ -11,6 +14,7 @@ the compiled step: arguments + outputs + temporaries, minus donated aliases.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import jax
@@ -18,6 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import bitune_jax as bj
+from benchmarks.timing import best_of
+from benchmarks.torch_peer import peer_model, peer_steps
 from bitune_jax.data.batch import SFTBatch
 from bitune_jax.models.compute import Compute
 from bitune_jax.models.config import ModelConfig, RopeConfig
@@ -88,38 +94,61 @@ def bench(name, cfg, params, kind, dtype, seq, batch, repeats, peak, remat="none
     return tokens_per_s, mfu, peak_bytes
 
 
+def peer_tokens_per_s(lm: bj.LM, kind: str, seq: int, batch: int, repeats: int) -> float:
+    """transformers (+ peft) tokens/s on the same random batch: `benchmarks.torch_peer`."""
+    rng = np.random.RandomState(0)
+    data = SFTBatch(
+        tokens=jnp.asarray(rng.randint(0, lm.cfg.vocab_size, (batch, seq)), jnp.int32),
+        prompt_len=jnp.full((batch,), seq // 8, jnp.int32),
+        length=jnp.full((batch,), seq, jnp.int32),
+    )
+    best = best_of(peer_steps(peer_model(lm, kind), [data]), repeats)
+    tokens_per_s = batch * seq / best
+    print(f"torch {kind} batch {batch}: {best * 1e3:.0f} ms/step, {tokens_per_s:.0f} tokens/s", flush=True)
+    return tokens_per_s
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seq", type=int, default=256)
-    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--big", action="store_true", help="also the 1B-class config (meant for a GPU)")
+    parser.add_argument("--no-peer", dest="peer", action="store_false", help="skip transformers + peft")
     args = parser.parse_args()
     on_cpu = jax.default_backend() == "cpu"
     dtype = jnp.float32 if on_cpu else jnp.bfloat16
     peak = measure_matmul_peak_flops(dtype, 1024 if on_cpu else 8192)
     print(
         f"device: {jax.devices()[0].device_kind}; measured matmul peak {peak / 1e12:.3f} TFLOP/s "
-        f"({jnp.dtype(dtype).name}); batch {args.batch} x {args.seq} tokens",
+        f"({jnp.dtype(dtype).name}); batches {args.batch} x {args.seq} tokens; XLA_FLAGS="
+        f"{os.environ.get('XLA_FLAGS', '')!r}",
         flush=True,
     )
     lm = bj.load("smollm2-135m-instruct")
-    results = {}
-    for kind in ("full", "peft"):
-        results[kind] = bench(
-            f"smollm2 {kind}", lm.cfg, lm.params, kind, dtype, args.seq, args.batch, args.repeats, peak
-        )
+    results, peers = {}, {}
+    for batch in args.batch:
+        for kind in ("full", "peft"):
+            results[f"{kind} batch {batch}"] = bench(
+                f"smollm2 {kind} batch {batch}", lm.cfg, lm.params, kind, dtype, args.seq, batch, args.repeats, peak
+            )
+            if args.peer:
+                peers[f"{kind} batch {batch}"] = peer_tokens_per_s(lm, kind, args.seq, batch, args.repeats)
     if args.big or not on_cpu:
         cfg = llama_1b()
         params = init_params(cfg, jax.random.key(0), dtype=jnp.float32)
         results["1b"] = bench("llama-1b full", cfg, params, "full", dtype, 2048, 8, args.repeats, peak, "dots")
     device_stats = jax.devices()[0].memory_stats()  # None on CPU
-    for kind, (tps, mfu, mem) in results.items():
-        print(f"{kind} tokens/s: {tps:.0f}")
-        print(f"{kind} MFU: {mfu:.3f}")
-        print(f"{kind} peak memory GiB: {mem / 2**30:.2f}")
+    for name, (tps, mfu, mem) in results.items():
+        print(f"{name} tokens/s: {tps:.0f}")
+        print(f"{name} MFU: {mfu:.3f}")
+        print(f"{name} peak memory GiB: {mem / 2**30:.2f}")
     if device_stats and "peak_bytes_in_use" in device_stats:  # what the device saw, beside what XLA planned
         print(f"device peak memory GiB: {device_stats['peak_bytes_in_use'] / 2**30:.2f}")
+    for name, tps in peers.items():
+        print(f"torch {name} tokens/s: {tps:.0f}")
+    for name, tps in peers.items():
+        print(f"{name} vs torch: {results[name][0] / tps:.2f}")
 
 
 if __name__ == "__main__":

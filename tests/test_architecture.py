@@ -153,3 +153,19 @@ def test_collecting_the_tests_imports_no_torch():
     offenders = sorted(m for m in collected if m in heavy)
     assert "tests.hf_tiny" in heavy  # the check sees through a helper
     assert not offenders, f"these import torch when collected (import it inside the tests that use it): {offenders}"
+
+
+LONG_MODULE = 420  # lines; docs/architecture.md: "no module over ~400 lines without a stated reason"
+
+
+def test_every_long_module_says_why_it_is_long():
+    """A module over ~400 lines (outside tests/) states in its docstring why it is not split ("Why this module is
+    longer than ..."), so size is a decision someone wrote down, not drift."""
+    files = [p for d in ("bitune_jax", "kernels", "experiments", "benchmarks") for p in ROOT.glob(f"{d}/**/*.py")]
+    long = {p: len(p.read_text().splitlines()) for p in files if len(p.read_text().splitlines()) > LONG_MODULE}
+    unexplained = [
+        f"{p.relative_to(ROOT)} ({n} lines)"
+        for p, n in long.items()
+        if "Why this module is longer" not in (ast.get_docstring(ast.parse(p.read_text())) or "")
+    ]
+    assert not unexplained, f"split these, or say in their docstring why not: {unexplained}"

@@ -114,6 +114,22 @@ def known_good_text(windows: Sequence[Window], directory: Any) -> str:
     return f"step {good} in {directory}"
 
 
+def halted(stats: Any, steps_per_epoch: int, windows: Sequence[Window], directory: Any) -> NonFiniteLossError:
+    """The error that stops a run whose step went non-finite (`train.on_nonfinite="halt"`), with how to recover."""
+    hint = (
+        ""
+        if last_known_good(windows) is None
+        else (
+            ". To recover from it, rerun with --config.train.on_nonfinite=rollback "
+            "--config.resume.allow_changes=train.on_nonfinite"
+        )
+    )
+    return NonFiniteLossError(
+        f"{describe_bad_step(stats, steps_per_epoch)}; the update was not applied and the run stopped. "
+        f"Last known good checkpoint: {known_good_text(windows, directory)}{hint}"
+    )
+
+
 def why_no_rollback(windows: Sequence[Window], rollbacks: int, limit: int, directory: Any) -> str | None:
     """Why a divergence cannot be rolled back (no known good checkpoint, or `limit` rollbacks spent), or None."""
     good = last_known_good(windows)

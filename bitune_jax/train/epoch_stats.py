@@ -3,9 +3,9 @@
 The loop then reads the device only on log steps, checkpoint saves and epoch ends, and dispatches the next step
 while the current one runs. A non-finite step never changes the state (`train_step`). With `halt=True` (the
 default policy, `train.on_nonfinite="stop"`) the statistics record the first such step and every later update
-becomes a no-op (`guard`), so a run that diverged between two reads is stopped at its next read with the weights
-of the last finite step, exactly as if it had been checked every step. With `halt=False` (`"skip_batch"`) such
-steps are counted and training goes on.
+becomes a no-op (`train_step(halted=)`), so a run that diverged between two reads is stopped at its next read with
+the weights of the last finite step, exactly as if it had been checked every step. With `halt=False`
+(`"skip_batch"`) such steps are counted and training goes on.
 
 The largest finite step loss and gradient norm since the last checkpoint save ride along (`window_*`; they span
 epochs and are reset by `new_window`): the save judges from them whether its checkpoint is known good
@@ -103,11 +103,6 @@ def accumulate(
         window_max_loss=peak(stats.window_max_loss, metrics["loss"]),
         window_max_grad_norm=peak(stats.window_max_grad_norm, metrics["grad_norm"]),
     )
-
-
-def guard(new_state: Any, old_state: Any, stats: EpochStats) -> Any:
-    """`new_state`, or `old_state` once a step has gone non-finite (nothing after it is applied)."""
-    return jax.tree.map(lambda n, o: jnp.where(stats.halted, o, n), new_state, old_state)
 
 
 def summary(stats: EpochStats) -> dict[str, float]:

@@ -3,6 +3,11 @@
 A thin shell around pure pieces: data (`bitune_jax.data`), the jitted step (`step.py`), checkpoints, logs and the
 saturation rule. Everything the loop needs to resume exactly (state, data position, epoch accumulators, history)
 goes into each checkpoint, so a killed run restarted with the same command continues bit for bit.
+
+Why this module is longer than ~400 lines: `_Trainer` is the one owner of a run's mutable state (the step count, the
+state on the device, the data position, the progress record, the compiled steps), and rollbacks, anneals, saves and
+evaluations each change several of those at once. Every pure part lives in its own module (`setup`, `step`,
+`progress`, `saturation`, `divergence`, `epoch_stats`, `summary`); what stays here is the order they run in.
 """
 
 from __future__ import annotations
@@ -22,14 +27,15 @@ from bitune_jax.kernels.self_check import fallbacks as kernel_fallbacks
 from bitune_jax.train import checkpointing, divergence, epoch_stats, run_record, saturation
 from bitune_jax.train.disk_full import disk_full_reported
 from bitune_jax.train.divergence import NonFiniteLossError
+from bitune_jax.train.host_hints import hints_for_this_host
 from bitune_jax.train.performance import MAX_STEPS_IN_FLIGHT, InFlight, StepPerformance
 from bitune_jax.train.preemption import Preemption
 from bitune_jax.train.progress import Progress, due
 from bitune_jax.train.run_log import ProgressBar, RunLogger
-from bitune_jax.train.setup import build_run, maybe_init_distributed, optimizer_from_config
-from bitune_jax.train.sharding import batch_shardings, global_batch, row_multiple
+from bitune_jax.train.setup import build_run, check_architecture, maybe_init_distributed, optimizer_from_config
+from bitune_jax.train.sharding import global_batch, row_multiple
 from bitune_jax.train.spec import RunSpec
-from bitune_jax.train.step import jit_train_step, per_step, warmup_updates
+from bitune_jax.train.step import StepCache, per_step, warmup_updates
 from bitune_jax.train.summary import mixing_alphas, run_summary
 from bitune_jax.train.validate import validate
 from bitune_jax.train.workdir_lock import hold_workdir
@@ -54,23 +60,10 @@ def run(config: ConfigDict) -> dict[str, Any]:
         saved = checkpointing.committed_steps(workdir / "checkpoints")
         notes, record = run_record.check_resume(workdir, spec, resuming=bool(saved), step=saved[-1] if saved else None)
         if saved and run_record.allows(spec, "model.name"):  # other weights, yes; another architecture, never
-            _check_architecture(workdir / "checkpoints", saved[-1], spec.model.name)
+            check_architecture(workdir / "checkpoints", saved[-1], spec.model.name)
         for line in notes if is_main else ():
             print(line, flush=True)
         return _train(spec, workdir, is_main, record)
-
-
-def _check_architecture(directory: pathlib.Path, step: int, model_name: str) -> None:
-    """Before any weight loads: the model a resume is allowed to switch to has the checkpoint's architecture."""
-    from bitune_jax.api import read_config
-
-    saved = (checkpointing.saved_fingerprint(directory, step) or {}).get("config_hash")
-    if saved is not None and saved != checkpointing.config_hash(read_config(model_name)):
-        raise checkpointing.CheckpointMismatchError(
-            f"checkpoint at {directory} (step {step}) was trained on another architecture than {model_name} "
-            "(its config differs); resume.allow_changes=model.name lets a run go on with other weights of the same "
-            "architecture only"
-        )
 
 
 def _train(spec: RunSpec, workdir: pathlib.Path, is_main: bool, record: dict[str, Any] | None) -> dict[str, Any]:
@@ -102,7 +95,9 @@ class _Trainer:
         self.schedule, self.optimizer = parts.schedule, parts.optimizer
         self.state, self.frozen = parts.state, parts.frozen
         self.state_sh, self.frozen_sh = parts.state_shardings, parts.frozen_shardings
-        self.compiled: dict[tuple, Any] = {}  # jitted steps by batch layout and (prompt, answer) width
+        halt = spec.train.on_nonfinite != "skip_batch"
+        self.steps = StepCache(self.objective, self.state_sh, self.frozen_sh, self.mesh, halt_on_nonfinite=halt)
+        self.steps.replan(self.optimizer, per_step(self.schedule, self.accumulate))
         self._restore(parts.model_cfg, record)
         self._open_logs(parts.source, parts.model_cfg)
 
@@ -163,6 +158,8 @@ class _Trainer:
             f"mesh {dict(mesh.shape)} on {jax.device_count()} devices; MFU against the {self.perf.peak_source} "
             f"x {jax.device_count()}"
         )
+        for line in hints_for_this_host(jax.default_backend()):
+            self._print(line)
         self.rows = row_multiple(mesh)  # batches get target-free filler rows up to a multiple of data x fsdp
         self.bar = ProgressBar(self.total_steps, initial=int(self.state.step), enabled=is_main)
         self.step = int(self.state.step)  # the host's count of steps: the loop never waits on the device to know it
@@ -209,21 +206,7 @@ class _Trainer:
         else:
             full = batch.pad_rows(self.rows, self.shell.pad_id)
             widths = full.widths(spec.data.pad_multiple)
-            key = (type(full).__name__, *widths)
-            if key not in self.compiled:
-                self.compiled[key] = jit_train_step(
-                    self.objective,
-                    self.optimizer,
-                    per_step(self.schedule, self.accumulate),
-                    self.state_sh,
-                    self.frozen_sh,
-                    batch_shardings(full, self.mesh),
-                    prompt_width=widths[0],
-                    answer_width=widths[1],
-                    with_stats=True,
-                    halt_on_nonfinite=spec.train.on_nonfinite != "skip_batch",
-                )
-            self.state, self.stats, metrics = self.compiled[key](
+            self.state, self.stats, metrics = self.steps.get(full, widths)(
                 self.state, self.frozen, global_batch(full, self.mesh), self.stats, np.int32(number)
             )
             self.in_flight.add(metrics["loss"])
@@ -311,18 +294,7 @@ class _Trainer:
             self.ckpt.wait()
             if self.spec.train.on_nonfinite == "rollback":
                 raise divergence.Diverged(host)
-            hint = (
-                ""
-                if divergence.last_known_good(self.progress.windows) is None
-                else (
-                    ". To recover from it, rerun with --config.train.on_nonfinite=rollback "
-                    "--config.resume.allow_changes=train.on_nonfinite"
-                )
-            )
-            raise NonFiniteLossError(
-                f"{self._bad_step(host)}; the update was not applied and the run stopped. "
-                f"Last known good checkpoint: {self._known_good()}{hint}"
-            )
+            raise divergence.halted(host, self.steps_per_epoch, self.progress.windows, self.ckpt.directory)
         return host
 
     def save(self, step: int, force: bool = False) -> None:
@@ -366,7 +338,7 @@ class _Trainer:
         if self.progress.anneal is not None:
             end = min(end, (self.progress.anneal["start"] + self.progress.anneal["length"]) * self.accumulate)
         self.total_steps = end
-        self.compiled.clear()  # the steps close over the old schedule
+        self.steps.replan(self.optimizer, per_step(self.schedule, self.accumulate))
 
     def roll_back(self, diverged: divergence.Diverged) -> None:
         """Back to the last known good checkpoint, with the bad batch skipped and the learning rate scaled."""

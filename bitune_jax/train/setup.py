@@ -17,11 +17,12 @@ from ml_collections import ConfigDict
 
 import bitune_jax as bj
 from bitune_jax import kernels
-from bitune_jax.api import LM
+from bitune_jax.api import LM, read_config
 from bitune_jax.data import EpochBatches, read_records, split_pool, tokenize_records
 from bitune_jax.data.hf_datasets import read_hf_records
 from bitune_jax.models.compute import DTYPES, Compute
 from bitune_jax.tasks import registry
+from bitune_jax.train import checkpointing
 from bitune_jax.train.evaluation import RunEvals
 from bitune_jax.train.objectives import Objective
 from bitune_jax.train.sharding import make_mesh, row_multiple, tree_shardings
@@ -37,6 +38,17 @@ def maybe_init_distributed(dist: ConfigDict | DistributedSpec) -> None:
         jax.distributed.initialize(dist.coordinator, dist.num_processes, dist.process_id)
     else:
         jax.distributed.initialize()  # cluster auto-detection (TPU pods, SLURM, ...)
+
+
+def check_architecture(directory: pathlib.Path, step: int, model_name: str) -> None:
+    """Before any weight loads: the model a resume is allowed to switch to has the checkpoint's architecture."""
+    saved = (checkpointing.saved_fingerprint(directory, step) or {}).get("config_hash")
+    if saved is not None and saved != checkpointing.config_hash(read_config(model_name)):
+        raise checkpointing.CheckpointMismatchError(
+            f"checkpoint at {directory} (step {step}) was trained on another architecture than {model_name} "
+            "(its config differs); resume.allow_changes=model.name lets a run go on with other weights of the same "
+            "architecture only"
+        )
 
 
 def read_training_pool(data: DataSpec) -> tuple[list, str]:

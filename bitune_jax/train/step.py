@@ -14,6 +14,7 @@ from bitune_jax.data.batch import SFTBatch
 from bitune_jax.train import epoch_stats
 from bitune_jax.train.epoch_stats import EpochStats
 from bitune_jax.train.objectives import Objective
+from bitune_jax.train.sharding import batch_shardings
 
 
 class TrainState(NamedTuple):
@@ -108,20 +109,28 @@ def train_step(
     schedule: optax.Schedule,
     prompt_width: int | None = None,
     answer_width: int | None = None,
+    halted: jax.Array | None = None,
 ):
-    """One step (an optimizer update, or one accumulated batch of one). A non-finite loss or gradient leaves the
-    state unchanged. `schedule` maps the step to the learning rate it runs at, for the log (see `per_step`)."""
+    """One step (an optimizer update, or one accumulated batch of one). A non-finite loss or gradient, or a true
+    `halted` (the loop's: an earlier step went non-finite), leaves the state unchanged. `schedule` maps the step to
+    the learning rate it runs at, for the log (see `per_step`)."""
     dropout_key = jax.random.fold_in(jax.random.key(objective.seed), state.step)
     loss_fn = functools.partial(
         objective.loss, prompt_width=prompt_width, answer_width=answer_width, dropout_key=dropout_key
     )
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.trainable, frozen, batch)
     grad_norm = optax.tree.norm(grads)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.trainable)
-    trainable = optax.apply_updates(state.trainable, updates)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    new = TrainState(step=state.step + 1, trainable=trainable, opt_state=opt_state)
-    new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
+
+    def update(state: TrainState) -> TrainState:
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.trainable)
+        trainable = optax.apply_updates(state.trainable, updates)
+        return TrainState(step=state.step + 1, trainable=trainable, opt_state=opt_state)
+
+    # A branch, not a select over the whole state: a select reads the old and the new state and writes a third copy
+    # (a fifth of a full fine-tuning step on a CPU); the skipped branch hands the state back untouched.
+    apply = finite if halted is None else finite & ~halted
+    new = jax.lax.cond(apply, update, lambda s: s, state)
     metrics = {**metrics, "grad_norm": grad_norm, "learning_rate": schedule(state.step), "finite": finite}
     return new, metrics
 
@@ -138,10 +147,8 @@ def loop_step(
 ):
     """`train_step` that folds itself into the on-device epoch statistics and (with `halt`) is a no-op once a step
     has gone non-finite, so the loop may read the device only now and then (see `epoch_stats`)."""
-    new, metrics = train_step(state, frozen, batch, **step_kwargs)
-    if halt:
-        new = epoch_stats.guard(new, state, stats)
-    else:  # a skipped batch is still consumed: the step (data position, schedule) moves on, the weights do not
+    new, metrics = train_step(state, frozen, batch, halted=stats.halted if halt else None, **step_kwargs)
+    if not halt:  # a skipped batch is still consumed: the step (data position, schedule) moves on, the weights do not
         new = new._replace(step=state.step + 1)
     return new, epoch_stats.accumulate(stats, metrics, batch.example_id, batch_number, halt), metrics
 
@@ -184,3 +191,37 @@ def jit_train_step(
         out_shardings=(state_shardings, replicated),
         donate_argnums=(0,) if donate else (),
     )
+
+
+class StepCache:
+    """The loop's compiled steps, one per batch layout and (prompt, answer) width: a new shape compiles once, and
+    `clear` drops them all when the schedule they close over changes (an anneal, a rollback)."""
+
+    def __init__(self, objective: Objective, state_shardings, frozen_shardings, mesh, *, halt_on_nonfinite: bool):
+        self.objective, self.mesh, self.halt = objective, mesh, halt_on_nonfinite
+        self.state_shardings, self.frozen_shardings = state_shardings, frozen_shardings
+        self.optimizer = self.schedule = None
+        self._steps: dict[tuple, Any] = {}
+
+    def replan(self, optimizer: optax.GradientTransformation, schedule: optax.Schedule) -> None:
+        """Steps from now on use `optimizer` and `schedule` (a per-step schedule); compiled ones are dropped."""
+        self.optimizer, self.schedule = optimizer, schedule
+        self._steps.clear()
+
+    def get(self, batch, widths: tuple[int, ...]):
+        """The `loop_step` for `batch`'s layout (SFTBatch or PackedBatch) at `widths` (`batch.widths(multiple)`)."""
+        key = (type(batch).__name__, *widths)
+        if key not in self._steps:
+            self._steps[key] = jit_train_step(
+                self.objective,
+                self.optimizer,
+                self.schedule,
+                self.state_shardings,
+                self.frozen_shardings,
+                batch_shardings(batch, self.mesh),
+                prompt_width=widths[0],
+                answer_width=widths[1],
+                with_stats=True,
+                halt_on_nonfinite=self.halt,
+            )
+        return self._steps[key]

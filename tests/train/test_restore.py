@@ -91,7 +91,9 @@ def test_peft_merges_to_the_adapted_models_logits_and_scores_and_generates_as_it
     kwargs = dict(pad_id=0, max_len=CFG.max_seq_len)
     got = score_continuations(pairs, answer_scorer(model), **kwargs)
     want = score_continuations(pairs, answer_scorer(merged), **kwargs)
-    np.testing.assert_allclose([s for s, _ in got], [s for s, _ in want], atol=1e-5, rtol=0)
+    # A sum of up to 3 log-probs of magnitude ~8 each, from logits held to 1e-4 above: 1e-5 absolute was below the
+    # float32 rounding of merged vs unmerged kernels (2.1e-5 seen with LLVM's optimizations off, tests/conftest.py).
+    np.testing.assert_allclose([s for s, _ in got], [s for s, _ in want], atol=1e-4, rtol=0)
     prompts = [[5, 9, 14, 3], [11, 4]]
     requests = [Request(p, GREEDY.max_new_tokens) for p in prompts]
     assert [c.tokens for c in generate_fn(model, GREEDY)(requests)] == [

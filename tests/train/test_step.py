@@ -13,8 +13,9 @@ from bitune_jax.models.compute import Compute
 from bitune_jax.models.config import ModelConfig
 from bitune_jax.models.transformer import init_params
 from bitune_jax.peft import PeftConfig
+from bitune_jax.train import epoch_stats
 from bitune_jax.train.objectives import Objective
-from bitune_jax.train.step import init_state, make_optimizer, make_schedule, train_step, warmup_updates
+from bitune_jax.train.step import init_state, loop_step, make_optimizer, make_schedule, train_step, warmup_updates
 
 CFG = ModelConfig(
     family="llama",
@@ -74,6 +75,37 @@ def test_non_finite_step_keeps_the_state():
     new, metrics = _step(objective, opt, schedule)(state, frozen, batch)
     assert not bool(metrics["finite"])
     for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(state)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_loop_step_applies_nothing_once_halted_and_moves_on_when_skipping():
+    """After a non-finite step the loop's step (halt) leaves the whole state, step count included, as it was; under
+    skip_batch the step count moves on and the weights stay. A finite step updates both."""
+    objective = Objective(kind="full", cfg=CFG)
+    trainable, frozen = objective.split(init_params(CFG, jax.random.key(0), scale=0.1), jax.random.key(1))
+    schedule = make_schedule("constant", 1e-2, 10, 0.0)
+    opt = make_optimizer(schedule, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, clip=1.0)
+    state = init_state(trainable, opt)
+    batch = _batch(slice(0, 2))._replace(example_id=jnp.array([0, 1], jnp.int32))
+    kw = dict(objective=objective, optimizer=opt, schedule=schedule)
+    step = jax.jit(functools.partial(loop_step, **kw))
+    skip = jax.jit(functools.partial(loop_step, halt=False, **kw))
+    fresh = epoch_stats.empty(2)
+    halted = fresh._replace(bad_batch=jnp.int32(0))  # an earlier step (batch 0) went non-finite
+    moved, _, _ = step(state, frozen, batch, fresh, jnp.int32(0))
+    kept, _, _ = step(state, frozen, batch, halted, jnp.int32(0))
+    assert int(moved.step) == 1 and any(
+        np.abs(np.asarray(a) - np.asarray(b)).max() > 0
+        for a, b in zip(jax.tree.leaves(moved.trainable), jax.tree.leaves(state.trainable))
+    )
+    for a, b in zip(jax.tree.leaves(kept), jax.tree.leaves(state)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    params = dict(trainable, embed=trainable["embed"].at[0, 0].set(jnp.nan))  # token 0's row: a NaN loss
+    poisoned = init_state(params, opt)
+    bad = batch._replace(tokens=batch.tokens.at[0, 0].set(0))
+    skipped, stats, _ = skip(poisoned, frozen, bad, fresh, jnp.int32(0))
+    assert int(skipped.step) == 1 and int(stats.skipped) == 1
+    for a, b in zip(jax.tree.leaves(skipped.trainable), jax.tree.leaves(poisoned.trainable)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
