@@ -47,7 +47,8 @@ from experiments.study import (
 # The training rendering: "Question: {user message}\n\nAnswer:" verbatim (the item's question is that whole text),
 # each choice scored as " color" + nothing, BOS as the tokenizer adds it in training (none for SmolLM2).
 SCORING = MCConfig(prompt_format="plain", template="{question}", add_bos=None)
-ARM_NAMES = {"lora": "LoRA", "bitune": "Bitune", "bitune_causal": "Bitune, causal only"}
+ARM_NAMES = {"lora": "LoRA", "lora_r16": "LoRA r16", "bitune": "Bitune", "bitune_causal": "Bitune, causal only"}
+PAIRS = (("bitune", "lora"), ("bitune", "bitune_causal"), ("bitune_causal", "lora"))  # v2's; a config's COMPARISONS
 
 
 def write_data(module) -> dict[str, list]:
@@ -167,12 +168,11 @@ def pooled(
     return a, b, groups
 
 
-def comparisons(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Bitune - LoRA and Bitune - causal-only Bitune per order, pooled over the seeds both arms have; then the order
-    interaction (a difference in reverse order minus the same in chain order, items paired across orders) over the
-    seeds all four runs have. Each entry names its seeds: a study under way pools fewer for some comparisons."""
+def comparisons(summaries: list[dict[str, Any]], pairs=PAIRS) -> list[dict[str, Any]]:
+    """Each `(a, b)` of `pairs` as a - b per order, pooled over the seeds both arms have; then, with both orders, the
+    order interaction (a difference in reverse order minus the same in chain order, items paired across orders)
+    over the seeds all four runs have. Each entry names its seeds: a study under way pools fewer for some."""
     out = []
-    pairs = [("bitune", "lora"), ("bitune", "bitune_causal"), ("bitune_causal", "lora")]
     orders = list(dict.fromkeys(point_task(s["point"])[0] for s in summaries))
     for order in orders:
         for a, b in pairs:
@@ -277,15 +277,16 @@ def pilot_curve(workdir: pathlib.Path, test: list) -> dict[str, Any]:
 
 
 def pilot_report(module, config, out: pathlib.Path, tests) -> None:
-    """Plain LoRA along one run per K: held-out accuracy at every checkpoint (on the first `PILOT_ITEMS` held-out
-    problems) and the training loss; is LoRA in the 40-70% band, and where has its loss plateaued?"""
+    """The pilot runs (v2: plain LoRA, one run per K; v3: LoRA and Bitune at seed 42), each named by its workdir:
+    held-out accuracy at every checkpoint (on the first `PILOT_ITEMS` held-out problems) and the training loss; with
+    a `PILOT_GATE`, whether every curve has flattened."""
     pilot = module.get_pilot()
     n = getattr(module, "PILOT_ITEMS", 200)
     evaluate = lambda c, workdir: pilot_curve(workdir, tests[point_task({"data.train_path": c.data.train_path})][:n])
     summaries = run_points(config, pilot, record_dir=out / "pilot_points", evaluate=evaluate)
-    curves = {f"K={point_task(p)[1]}": s["final_eval_items"] for p, s in zip(pilot, summaries, strict=True)}
+    curves = {point_name(p): s["final_eval_items"] for p, s in zip(pilot, summaries, strict=True)}
     updates = sorted({u for c in curves.values() for u in c["accuracy_by_update"]}, key=int)
-    lines = ["| K | " + " | ".join(f"update {u}" for u in updates) + " | loss, last 50 updates |"]
+    lines = ["| run | " + " | ".join(f"update {u}" for u in updates) + " | loss, last 50 updates |"]
     lines.append("| --- |" + " ---: |" * (len(updates) + 1))
     for name, c in curves.items():
         accs = " | ".join(f"{c['accuracy_by_update'][u]:.3f}" if u in c["accuracy_by_update"] else "-" for u in updates)
@@ -293,10 +294,24 @@ def pilot_report(module, config, out: pathlib.Path, tests) -> None:
         tail = [x for u, x in zip(c["loss_curve"]["update"], c["loss_curve"]["loss"], strict=True) if u > last - 50]
         lines.append(f"| {name} | {accs} | {np.mean(tail):.3f} |")
     lines += ["", f"Held-out accuracy on the first {n} test problems of each K (reverse order), chance 0.25."]
+    gate = getattr(module, "PILOT_GATE", None)
+    if gate is not None:
+        flat = pilot_gate(curves, gate)
+        lines += ["", f"Gate (the last two checkpoints within {gate} for every run): {flat}."]
     out.mkdir(parents=True, exist_ok=True)
     (out / "pilot.md").write_text("\n".join(lines) + "\n")
     (out / "pilot.json").write_text(json.dumps(curves, indent=2) + "\n")
     print("\n".join(lines))
+
+
+def pilot_gate(curves: dict[str, dict[str, Any]], gate: float) -> str:
+    """Whether every pilot curve has flattened: its last two checkpoints' accuracies differ by at most `gate`."""
+    moves = {}
+    for name, c in curves.items():
+        acc = [c["accuracy_by_update"][u] for u in sorted(c["accuracy_by_update"], key=int)]
+        moves[name] = abs(acc[-1] - acc[-2]) if len(acc) > 1 else float("inf")
+    detail = ", ".join(f"{name} {move:.3f}" for name, move in moves.items())
+    return ("holds" if all(m <= gate for m in moves.values()) else "does not hold") + f" ({detail})"
 
 
 def grid_evaluate(tests: dict[tuple[str, int], list]):
@@ -313,7 +328,7 @@ def grid_evaluate(tests: dict[tuple[str, int], list]):
 
 
 def grid_report(
-    config, sweep: list[dict[str, Any]], out: pathlib.Path, tests, run_missing: bool = True
+    config, sweep: list[dict[str, Any]], out: pathlib.Path, tests, run_missing: bool = True, pairs=PAIRS
 ) -> tuple[str, list[dict[str, Any]]]:
     """The grid's tables, intervals and figure from its records (`OUT/points`), running the points not recorded
     unless `run_missing=False`; a point still missing is listed (a report of a study under way). Returns the
@@ -326,7 +341,7 @@ def grid_report(
         raise SystemExit(f"no grid point is recorded in {out / 'points'} yet; not run: {', '.join(missing)}")
     rows = seed_rows(summaries)
     table = arm_table(rows)
-    comp = comparisons(summaries)
+    comp = comparisons(summaries, pairs)
     text = markdown(table, comp, rows[0]["items"])
     if missing:
         text += "\n\n" + under_way(missing)
@@ -349,7 +364,8 @@ def main(argv):
             config, select_points(sweep, flags.FLAGS.only), record_dir=out / "points", evaluate=grid_evaluate(tests)
         )
         return
-    text, table = grid_report(config, sweep, out, tests, run_missing=not flags.FLAGS.report_only)
+    pairs = getattr(module, "COMPARISONS", PAIRS)
+    text, table = grid_report(config, sweep, out, tests, run_missing=not flags.FLAGS.report_only, pairs=pairs)
     print(text)
     for t in table:
         print(f"held_out_accuracy_{t['arm']}_{t['order']}: {t['mean']:.4f}")

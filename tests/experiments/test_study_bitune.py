@@ -150,16 +150,16 @@ def test_pilot_scores_every_checkpoint_and_reports_the_band(model_dir, tmp_path)
     tests = study_bitune.write_data(module)
     out = tmp_path / "report"
     study_bitune.pilot_report(module, tiny_study_config(model_dir, tmp_path), out, tests)
-    curve = json.loads((out / "pilot.json").read_text())["K=4"]
+    curve = json.loads((out / "pilot.json").read_text())["pilot_lora_reverse_k4"]
     assert set(curve["accuracy_by_update"]) == {"1", "2"} and curve["items"] == 4
     for step in (1, 2):  # each checkpoint's own score, on the first PILOT_ITEMS problems
         scored = study_bitune.score_workdir(workdir, tests[("reverse", 4)][:4], step)
         assert curve["accuracy_by_update"][str(step)] == pytest.approx(np.mean(scored["correct"]))
     table = (out / "pilot.md").read_text()
-    assert "| K | update 1 | update 2 | loss, last 50 updates |" in table and "| K=4 |" in table
+    assert "| run | update 1 | update 2 | loss, last 50 updates |" in table and "| pilot_lora_reverse_k4 |" in table
     shutil.rmtree(tmp_path / "runs")  # the pilot's record stands in for its run
     study_bitune.pilot_report(module, tiny_study_config(model_dir, tmp_path), out, tests)
-    assert json.loads((out / "pilot.json").read_text())["K=4"] == curve
+    assert json.loads((out / "pilot.json").read_text())["pilot_lora_reverse_k4"] == curve
 
 
 def test_pooled_differences_resample_within_seed():

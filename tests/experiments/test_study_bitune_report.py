@@ -41,3 +41,24 @@ def test_comparisons_pool_the_seeds_both_sides_have_and_name_them():
 
     table = study_bitune.markdown([], list(comp.values()), 40)
     assert "| bitune - lora | reverse | 42, 43, 44 |" in table and "| bitune - lora | chain | 42 |" in table
+
+
+def test_v3_compares_its_own_pairs_including_the_parameter_matched_lora():
+    from experiments.configs import study_bitune_v3_gemma3 as v3
+
+    rng = np.random.default_rng(1)
+    summaries = [record(arm, "reverse", seed, rng.integers(0, 2, 30).tolist()) for arm in v3.ARMS for seed in v3.SEEDS]
+    comp = {c["comparison"]: c for c in study_bitune.comparisons(summaries, v3.COMPARISONS)}
+    assert list(comp) == [f"{a} - {b}" for a, b in v3.COMPARISONS]  # primary 1 first, then primary 2's two
+    assert all(c["seeds"] == [42, 43] and c["items"] == 60 for c in comp.values())
+    names = [p["workdir"].rsplit("/", 1)[1] for p in v3.get_sweep()]
+    assert len(names) == len(set(names)) == 8 and {study_bitune._arm(p) for p in v3.get_sweep()} == set(v3.ARMS)
+
+
+def test_the_pilot_gate_holds_only_when_every_curve_has_flattened():
+    flat = {"accuracy_by_update": {"100": 0.40, "200": 0.55, "300": 0.57}}
+    moving = {"accuracy_by_update": {"100": 0.40, "200": 0.50, "300": 0.58}}
+    assert study_bitune.pilot_gate({"LoRA": flat, "Bitune": flat}, 0.03).startswith("holds")
+    verdict = study_bitune.pilot_gate({"LoRA": flat, "Bitune": moving}, 0.03)
+    assert verdict.startswith("does not hold") and "Bitune 0.080" in verdict
+    assert study_bitune.pilot_gate({"LoRA": {"accuracy_by_update": {"100": 0.4}}}, 0.03).startswith("does not")
