@@ -1,0 +1,74 @@
+"""Repetition study v3 (docs/repetition_study_v3/PREREGISTRATION.md): under a fixed update budget, do many epochs
+over few list-edit traces beat one epoch over many, and does the saturation rule pick a point that does?
+
+    python -m experiments.study_repetition --config=experiments/configs/study_repetition_v3_smollm2.py \\
+        --out=docs/repetition_study_v3 --lr_sweep    # first: the learning-rate pick (6 points on draw 0)
+
+Model: SmolLM2-135M-Instruct after v2's single-step warm-up (`WARMUP/model`, built by the study command when
+missing). Task: list edits with 3-5 edits (about 200 tokens per example), so one epoch lands off the floor; the pilot
+gate (the 512 x 1 point at the chosen rate: held-out avg@4 in [0.2, 0.6] with epoch token accuracy <= 0.9) is judged
+before the grid runs, and a change of difficulty is recorded in the pre-registration's "Changes".
+
+Grid at 512 updates of one sequence each: 512 x 1, 128 x 4, 64 x 8, 32 x 16 (samples x epochs), and 32 x 4, 32 x 8
+for the saturation row; every point on two pools (`data.pool_seed` 0 and 1: two shuffles of the 512-problem pool,
+so the samples of a point are nested prefixes of its draw). v2's repetition recipe (full fine-tune, AdamW, cosine
+with 10% warmup over each run's budget, clip 1.0, float32); every epoch is trained, the saturation rule observes.
+
+Learning rate: one for every point, chosen from `LR_CHOICES` on the mean held-out avg@4 of the 512 x 1 and 32 x 16
+points of draw 0 (`get_lr_sweep`). `LR` stays None until the pick is recorded; until then the grid has no points.
+
+Held-out eval: 128 problems that share no text with the pool, the same for every point, sampled as the paper does
+(temperature 0.6, top-p 0.95, n = 4, up to 320 new tokens): avg@4 (the primary metric) and pass@4, termination,
+steps right before the first error.
+"""
+
+from experiments.configs import study_repetition_v2_smollm2 as v2
+
+WARMUP = v2.WARMUP
+BUDGET = 512  # updates per fixed-budget point
+DIAGONAL = [(512, 1), (128, 4), (64, 8), (32, 16)]  # (samples, epochs), samples x epochs = BUDGET
+SATURATION_ROW = [(32, 4), (32, 8)]  # with 32 x 16 from the diagonal: the rule replayed on 32 samples
+DRAWS = (0, 1)  # data.pool_seed of the two pools
+LR_CHOICES = (3e-5, 1e-4, 3e-4)
+LR: float | None = None  # the pick, recorded before the grid runs (PREREGISTRATION.md, "Changes")
+
+
+def get_config():
+    c = v2.get_config()
+    c.workdir = "runs/study_repetition_v3"
+    c.data.synthetic.pool_size = BUDGET
+    c.data.synthetic.test_size = 128
+    c.data.synthetic.min_steps = 3
+    c.data.synthetic.max_steps = 5
+    c.eval.num_items = 128
+    c.eval.n = 4
+    c.eval.temperature = 0.6
+    c.eval.top_p = 0.95
+    c.eval.max_new_tokens = 320
+    c.eval.batch_size = 32  # decode slots: 8 questions x 4 samples at once
+    return c
+
+
+def point(samples: int, epochs: int, lr: float, draw: int) -> dict:
+    return {
+        "data.num_samples": samples,
+        "data.pool_seed": draw,
+        "train.epochs": epochs,
+        "train.max_updates": samples * epochs,
+        "train.lr": lr,
+        "eval.every_epochs": epochs,  # once, after the last epoch
+        "workdir": f"runs/study_repetition_v3/{samples}x{epochs}_lr{lr:g}_draw{draw}",
+    }
+
+
+def get_lr_sweep():
+    """The learning-rate pick: 512 x 1 and 32 x 16 of draw 0 at each rate (the grid reuses the chosen rate's)."""
+    return [point(n, e, lr, DRAWS[0]) for lr in LR_CHOICES for n, e in (DIAGONAL[0], DIAGONAL[-1])]
+
+
+def get_sweep():
+    """The diagonal and the saturation row on both draws, at the picked rate; none before the pick (`LR` None), so
+    that only `--lr_sweep` points can run then."""
+    if LR is None:
+        return []
+    return [point(n, e, LR, d) for d in DRAWS for n, e in DIAGONAL + SATURATION_ROW]
