@@ -166,6 +166,7 @@ def main() -> None:
         "bitune_step": ["--batch", "2", "--prompt_len", "8", "--answer_len", "8", "--repeats", "1"],
     }
     small = tiny if smoke else {k: [] for k in tiny}
+    small["train_step"] += ["--batch", "1", "--no-peer"]  # the PyTorch peer runs on the host CPU: not this check's
     parts: list[tuple[str, Callable[[], dict[str, Any]]]] = [
         ("kernels", lambda: kernels_part(smoke, log, began + 0.45 * args.budget_s)),
         ("attention", lambda: child(["benchmarks/attention.py", *(small["attention"] or big)], log, remaining())),

@@ -5,6 +5,7 @@ import json
 import pathlib
 import signal
 
+import jax
 import numpy as np
 import pytest
 
@@ -14,6 +15,24 @@ from tests.train.test_loop import launch, step_losses, wait_for_step
 from tests.train.tiny_run import smollm2_tokenizer, write_tiny_model
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def no_persistent_compilation_cache(monkeypatch):
+    """These runs compile without the suite's persistent compilation cache (tests/conftest.py). Twice, in two CI runs
+    (2026-12-05 and 2026-12-06), a worker died with a segmentation fault inside JAX's write of one of this module's
+    compiled steps to that cache (`jax._src.compilation_cache.put_executable_and_time`, XLA:CPU executable
+    serialization, jax 0.10); nothing else in the suite has crashed there."""
+    from jax._src import compilation_cache  # reset_cache: the cache decision is memoized per process
+
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)  # the runs these tests launch, too
+    jax.config.update("jax_enable_compilation_cache", False)
+    compilation_cache.reset_cache()
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_compilation_cache", True)
+        compilation_cache.reset_cache()
 
 
 @pytest.fixture(scope="module")
