@@ -65,12 +65,38 @@ def recipe(module, model_dir, workdir, pool, packing: str, batch_size: int):
     return c
 
 
+def _run_child(config) -> None:
+    run(config)
+
+
+def run_in_a_child(config) -> dict:
+    """`run(config)` in a fresh process, its summary read back. XLA:CPU has died of a segmentation fault three times in
+    CI while compiling (or caching) the packed Bitune step of this module, in `backend_compile_and_load` and in the
+    persistent cache's write (jax 0.10; never reproduced locally, nor anywhere else in the suite). In a child, such a
+    crash fails this test with the signal named instead of killing the pytest worker, and a run that died of SIGSEGV
+    is started once more from scratch; any other failure is reported as it is."""
+    import multiprocessing
+    import shutil
+
+    for attempt in (1, 2):
+        child = multiprocessing.get_context("spawn").Process(target=_run_child, args=(config,))
+        child.start()
+        child.join()
+        if child.exitcode == -signal.SIGSEGV and attempt == 1:
+            print(f"run in {config.workdir} died of SIGSEGV inside XLA; running it once more", flush=True)
+            shutil.rmtree(config.workdir, ignore_errors=True)
+            continue
+        assert child.exitcode == 0, f"run in {config.workdir} exited with {child.exitcode}"
+        return json.loads((pathlib.Path(config.workdir) / "summary.json").read_text())
+    raise AssertionError("unreachable")
+
+
 @pytest.mark.parametrize("module, batch_size", [(smollm2_rep, 4), (smollm2_bitune, 10)])
 def test_packed_recipe_logs_the_losses_of_the_unpacked_one(model_dir, tmp_path, module, batch_size):
     pool = varied_pool(tmp_path / "pool.jsonl")
     losses, padding = {}, {}
     for packing in ("none", "first_fit"):
-        summary = run(recipe(module, model_dir, tmp_path / packing, pool, packing, batch_size))
+        summary = run_in_a_child(recipe(module, model_dir, tmp_path / packing, pool, packing, batch_size))
         assert summary["updates"] == 20
         losses[packing] = step_losses(tmp_path / packing)
         rows = [json.loads(line) for line in (tmp_path / packing / "metrics.jsonl").read_text().splitlines()]
