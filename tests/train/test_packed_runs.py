@@ -5,7 +5,6 @@ import json
 import pathlib
 import signal
 
-import jax
 import numpy as np
 import pytest
 
@@ -19,20 +18,11 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(autouse=True)
 def no_persistent_compilation_cache(monkeypatch):
-    """These runs compile without the suite's persistent compilation cache (tests/conftest.py). Twice, in two CI runs
-    (2026-12-05 and 2026-12-06), a worker died with a segmentation fault inside JAX's write of one of this module's
-    compiled steps to that cache (`jax._src.compilation_cache.put_executable_and_time`, XLA:CPU executable
-    serialization, jax 0.10); nothing else in the suite has crashed there."""
-    from jax._src import compilation_cache  # reset_cache: the cache decision is memoized per process
-
-    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)  # the runs these tests launch, too
-    jax.config.update("jax_enable_compilation_cache", False)
-    compilation_cache.reset_cache()
-    try:
-        yield
-    finally:
-        jax.config.update("jax_enable_compilation_cache", True)
-        compilation_cache.reset_cache()
+    """Every run here trains in a child process, which compiles without the suite's persistent compilation cache
+    (tests/conftest.py). Twice, in two CI runs (2026-12-05 and 2026-12-06), a worker died with a segmentation fault
+    inside JAX's write of one of this module's compiled steps to that cache
+    (`jax._src.compilation_cache.put_executable_and_time`, XLA:CPU executable serialization, jax 0.10)."""
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
 
 
 @pytest.fixture(scope="module")
