@@ -13,10 +13,9 @@ import pathlib
 from collections.abc import Callable
 
 import numpy as np
-from gguf import GGUFReader
 from gguf.quants import dequantize
 
-from bitune_jax.checkpoints.gguf_file import GEMMA_ARCHS, eos_ids, field, open_gguf, required_field, source
+from bitune_jax.checkpoints.gguf_file import GEMMA_ARCHS, GGUFFile, eos_ids, field, open_gguf, required_field, source
 from bitune_jax.checkpoints.gguf_tokenizer import tokenizer_from_gguf
 from bitune_jax.checkpoints.hf import params_from_tensors
 from bitune_jax.models.config import ModelConfig, RopeConfig, every_nth_global
@@ -49,11 +48,11 @@ _LAYER_NORMS = {
 }
 
 
-def _tensor_names(reader: GGUFReader) -> set[str]:
+def _tensor_names(reader: GGUFFile) -> set[str]:
     return {t.name for t in reader.tensors}
 
 
-def _rope(reader: GGUFReader, arch: str, default_theta: float) -> RopeConfig:
+def _rope(reader: GGUFFile, arch: str, default_theta: float) -> RopeConfig:
     theta = float(field(reader, f"{arch}.rope.freq_base", default_theta))
     kind = field(reader, f"{arch}.rope.scaling.type", "none")
     factor = float(field(reader, f"{arch}.rope.scaling.factor", 1.0) or 1.0)
@@ -68,7 +67,7 @@ def _rope(reader: GGUFReader, arch: str, default_theta: float) -> RopeConfig:
     raise ValueError(f"{source(reader)}: unsupported {arch}.rope.scaling.type {kind!r} (supported: linear, yarn)")
 
 
-def config_from_gguf(reader: GGUFReader) -> ModelConfig:
+def config_from_gguf(reader: GGUFFile) -> ModelConfig:
     """The `ModelConfig` a GGUF file describes; mirrors `hf_config.config_from_hf` family by family."""
     where = source(reader)
     arch = field(reader, "general.architecture")
@@ -167,7 +166,7 @@ def _hf_names(cfg: ModelConfig) -> dict[str, str]:
     return out
 
 
-def _tensor_getter(reader: GGUFReader, cfg: ModelConfig) -> tuple[Callable, Callable, set[str]]:
+def _tensor_getter(reader: GGUFFile, cfg: ModelConfig) -> tuple[Callable, Callable, set[str]]:
     """`get(hf_name)`, `has(hf_name)` over the file's tensors in HF layout, and the GGUF names they read."""
     tensors = {t.name: t for t in reader.tensors}
     hf_to_gguf = _hf_names(cfg)
@@ -199,7 +198,7 @@ def load_gguf(path: str | pathlib.Path, dtype=np.float32) -> tuple[ModelConfig, 
     return _load(open_gguf(path), dtype)
 
 
-def _load(reader: GGUFReader, dtype) -> tuple[ModelConfig, Params]:
+def _load(reader: GGUFFile, dtype) -> tuple[ModelConfig, Params]:
     cfg = config_from_gguf(reader)
     get, has, used = _tensor_getter(reader, cfg)
     params = params_from_tensors(get, has, cfg, "model.", source(reader), dtype)

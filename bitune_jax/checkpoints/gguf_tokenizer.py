@@ -8,10 +8,9 @@ from __future__ import annotations
 import warnings
 
 import tokenizers
-from gguf import GGUFReader
 from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers
 
-from bitune_jax.checkpoints.gguf_file import GEMMA_ARCHS, eos_ids, field, required_field, source
+from bitune_jax.checkpoints.gguf_file import GEMMA_ARCHS, GGUFFile, eos_ids, field, required_field, source
 from bitune_jax.tokenizer import Tokenizer
 
 _CONTROL, _USER_DEFINED = 3, 4
@@ -94,7 +93,7 @@ def _merges_from_vocab(tokens: list[str], rank: dict[str, float]) -> list[tuple[
     return [(a, b) for a, b, _ in merges]
 
 
-def _sentencepiece_bpe(reader: GGUFReader, tokens: list[str], arch: str) -> tokenizers.Tokenizer:
+def _sentencepiece_bpe(reader: GGUFFile, tokens: list[str], arch: str) -> tokenizers.Tokenizer:
     unk = field(reader, "tokenizer.ggml.unknown_token_id")
     unk_token = tokens[unk] if unk is not None else None
     if arch in GEMMA_ARCHS:
@@ -130,7 +129,7 @@ def _sentencepiece_bpe(reader: GGUFReader, tokens: list[str], arch: str) -> toke
     return tok
 
 
-def tokenizer_from_gguf(reader: GGUFReader) -> Tokenizer:
+def tokenizer_from_gguf(reader: GGUFFile) -> Tokenizer:
     """The file's vocabulary as a `Tokenizer` (mirrors transformers' GGUF tokenizer converter)."""
     where = source(reader)
     kind = field(reader, "tokenizer.ggml.model")
