@@ -15,3 +15,15 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
         if _run_id
         else tempfile.mkdtemp(prefix="bitune_jax_tests_")
     )
+
+# The unit tier compiles with LLVM's optimizations off (XLA's graph passes still run): most of its time is
+# compilation, and every program it compiles is run once or twice on tiny shapes. Only float32 rounding can change
+# (no fused multiply-adds), which every comparison's tolerance allows. The integration tier compiles as users do.
+# A user's own XLA_FLAGS are kept and win.
+FAST_COMPILE_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+
+
+def pytest_configure(config):
+    if "not integration" not in config.getoption("markexpr"):  # the unit tier's mark expression (pyproject.toml)
+        return
+    os.environ["XLA_FLAGS"] = " ".join(f for f in (FAST_COMPILE_FLAGS, os.environ.get("XLA_FLAGS", "")) if f)

@@ -248,17 +248,18 @@ def tiny_lm() -> LM:
     tok = char_tokenizer()
     cfg = ModelConfig(family="llama", vocab_size=99, dim=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8,
                       mlp_dim=64, max_seq_len=512, bos_id=1, eos_ids=(2,), pad_id=0)  # fmt: skip
-    return LM(cfg, init_params(cfg, jax.random.key(0), scale=0.5), tok)
+    return LM(cfg, init_params(cfg, jax.random.key(5), scale=0.5), tok)  # key 5: both rows stop within 48 tokens
 
 
 def test_tiny_model_greedy_equals_a_direct_decode():
     lm, tok = tiny_lm(), char_tokenizer()
     rows = ROWS[:2]
-    records, summary = evaluate_gsm8k(lm, rows, batch_size=2)
+    records, summary = evaluate_gsm8k(lm, rows, batch_size=2, max_new_tokens=48)
     assert summary["questions"] == 2
     for row, record in zip(rows, records, strict=True):
-        ids = lm.generate([tok.encode(gsm8k_prompt(row.question), add_bos=True)], max_new_tokens=256)[0]
-        assert 0 < record.tokens <= len(ids) <= 256  # the engine stops at the first stop string
+        ids = lm.generate([tok.encode(gsm8k_prompt(row.question), add_bos=True)], max_new_tokens=48)[0]
+        assert 0 < record.tokens <= len(ids) <= 48  # the engine stops at the first stop string
+        assert record.tokens < 48  # ... which this model writes before the budget
         assert record.generation == cut_at_stop(tok.decode(ids, skip_special=False), (*STOP_SEQUENCES, "</s>"))
         assert record.strict == strict_extract(record.generation)
         assert record.flexible == flexible_extract(record.generation)
@@ -266,7 +267,9 @@ def test_tiny_model_greedy_equals_a_direct_decode():
     # Bitune with fresh adapters (B = 0) and alpha fixed at 0 decodes exactly like the plain model.
     bcfg = BituneConfig(learn_alpha=False, w_init=0.0)
     trainable = init_trainable(lm.params, lm.cfg, bcfg, jax.random.key(0))
-    bitune, _ = evaluate_gsm8k(TrainedModel(lm, "bitune", trainable, bitune=bcfg), rows, batch_size=2)
+    bitune, _ = evaluate_gsm8k(
+        TrainedModel(lm, "bitune", trainable, bitune=bcfg), rows, batch_size=2, max_new_tokens=48
+    )
     assert [r.generation for r in bitune] == [r.generation for r in records]
 
 

@@ -1,11 +1,13 @@
 """Reasoning eval: records and summary from canned generations, the JSONL dump, and greedy batched decoding equal
-to one question at a time with SmolLM2 (plain, and Bitune at alpha = 0)."""
+to one question at a time with SmolLM2's tokenizer (plain, and Bitune at alpha = 0)."""
 
+import dataclasses
 import json
 
 import jax
 import pytest
 
+from bitune_jax.api import LM
 from bitune_jax.bitune import BituneConfig, init_trainable
 from bitune_jax.engine import Completion
 from bitune_jax.eval.datasets import ReasoningItem
@@ -18,6 +20,7 @@ from bitune_jax.eval.reasoning import (
     evaluate_generate_fn,
     write_generations_jsonl,
 )
+from bitune_jax.models.transformer import init_params
 
 
 def item(question, answer, kind="aime", line=1):
@@ -105,6 +108,10 @@ def test_config_checks():
 
 
 def test_greedy_batched_equals_one_at_a_time(lm):
+    # SmolLM2's tokenizer and chat template over a two-layer model of its vocabulary: the decoding is under test here,
+    # not the weights (and unoptimized test compiles would make 30 layers slow).
+    cfg = dataclasses.replace(lm.cfg, dim=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8, mlp_dim=64)
+    lm = LM(cfg, init_params(cfg, jax.random.key(0), scale=0.5), lm.tokenizer)
     greedy = dict(temperature=0.0, max_new_tokens=6)
     batched, summary = evaluate(lm, QUESTIONS, ReasoningEvalConfig(batch_size=3, **greedy))
     alone = [evaluate(lm, [q], ReasoningEvalConfig(batch_size=1, **greedy))[0][0] for q in QUESTIONS]

@@ -33,7 +33,7 @@ def test_sums_and_greedy_flags_equal_a_full_forward_per_pair():
     got = score_continuations(pairs, answer_scorer(lm), pad_id=0, max_len=cfg.max_seq_len, rows_multiple=4)
     for (ctx, cont), (logprob, greedy) in zip(pairs, got, strict=True):
         ids = np.asarray([ctx + cont])
-        logits, _ = forward(lm.params, ids, cfg)
+        logits, _ = jax.jit(forward, static_argnums=2)(lm.params, ids, cfg)
         want = float(np.asarray(next_token_logprobs(logits, ids))[0, len(ctx) - 1 : -1].sum())
         # float32: the padded batch reduces in another order than the one-row forward (sums near -30 differ ~1e-6)
         np.testing.assert_allclose(logprob, want, atol=1e-5, rtol=2e-6)

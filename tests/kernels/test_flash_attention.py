@@ -216,7 +216,7 @@ def test_traced_window_inside_scan():
         np.testing.assert_allclose(np.asarray(g), np.asarray(r), atol=F32_TOL, rtol=0, err_msg=name)
 
 
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("dtype", [jnp.float32, pytest.param(jnp.bfloat16, marks=pytest.mark.integration)])
 def test_tpu_kernels_interpret(dtype):
     """The Mosaic kernels (heads-major, grid-walked schedule, scalar prefetch) in interpret mode."""
     n = 150

@@ -25,9 +25,9 @@ def pallas_on_cpu(monkeypatch):
 
 
 def case(window: bool = False):
-    q = jax.random.normal(jax.random.key(1), (2, S, 4, 32))
-    k, v = (jax.random.normal(jax.random.key(i), (2, S, 2, 32)) for i in (2, 3))
-    positions = jnp.broadcast_to(jnp.arange(S, dtype=jnp.int32), (2, S))
+    q = jax.random.normal(jax.random.key(1), (1, S, 2, 32))  # grouped queries: 2 per KV head
+    k, v = (jax.random.normal(jax.random.key(i), (1, S, 1, 32)) for i in (2, 3))
+    positions = jnp.broadcast_to(jnp.arange(S, dtype=jnp.int32), (1, S))
     return q, k, v, MaskSpec(positions, positions, window=jnp.int32(40) if window else None)
 
 

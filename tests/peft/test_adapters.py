@@ -135,19 +135,20 @@ def test_lora_dropout_only_in_training_and_unbiased(base):
     """Dropout acts on the adapter's input only when a key is given; a key fixes the mask; averaged over masks the
     adapted output is the deterministic one (inverted dropout); fresh adapters (B = 0) ignore it."""
     peft = PeftConfig("lora", rank=4, alpha=8.0, dropout=0.5)
+    fwd = jax.jit(forward, static_argnums=2, static_argnames="peft")  # one compile per case, not one per operation
     fresh = init_adapters(base, peft, jax.random.key(1))
     adapters = _perturb(fresh, jax.random.key(2))
-    plain, _ = forward(base, TOKENS, CFG, adapters=adapters, peft=peft)
-    dropped, _ = forward(base, TOKENS, CFG, adapters=adapters, peft=peft, dropout_key=jax.random.key(5))
-    again, _ = forward(base, TOKENS, CFG, adapters=adapters, peft=peft, dropout_key=jax.random.key(5))
-    other, _ = forward(base, TOKENS, CFG, adapters=adapters, peft=peft, dropout_key=jax.random.key(6))
+    plain, _ = fwd(base, TOKENS, CFG, adapters=adapters, peft=peft)
+    dropped, _ = fwd(base, TOKENS, CFG, adapters=adapters, peft=peft, dropout_key=jax.random.key(5))
+    again, _ = fwd(base, TOKENS, CFG, adapters=adapters, peft=peft, dropout_key=jax.random.key(5))
+    other, _ = fwd(base, TOKENS, CFG, adapters=adapters, peft=peft, dropout_key=jax.random.key(6))
     no_dropout = PeftConfig("lora", rank=4, alpha=8.0)
-    keyed, _ = forward(base, TOKENS, CFG, adapters=adapters, peft=no_dropout, dropout_key=jax.random.key(5))
+    keyed, _ = fwd(base, TOKENS, CFG, adapters=adapters, peft=no_dropout, dropout_key=jax.random.key(5))
     np.testing.assert_array_equal(keyed, plain)
     np.testing.assert_array_equal(dropped, again)
     assert float(jnp.abs(dropped - plain).max()) > 1e-3 and float(jnp.abs(dropped - other).max()) > 1e-3
-    fresh_dropped, _ = forward(base, TOKENS, CFG, adapters=fresh, peft=peft, dropout_key=jax.random.key(5))
-    base_logits, _ = forward(base, TOKENS, CFG)
+    fresh_dropped, _ = fwd(base, TOKENS, CFG, adapters=fresh, peft=peft, dropout_key=jax.random.key(5))
+    base_logits, _ = fwd(base, TOKENS, CFG)
     np.testing.assert_allclose(fresh_dropped, base_logits, atol=1e-6)
 
     # Unbiased: the mean of one projection's output over many masks approaches the deterministic output.

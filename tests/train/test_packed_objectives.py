@@ -114,7 +114,7 @@ def test_packed_equals_unpacked_for_every_attention_implementation(impl, kind):
     assert_same(cfg, objective(kind, cfg, impl))
 
 
-@pytest.mark.parametrize("kind", ["lora", "bitune"])
+@pytest.mark.parametrize("kind", ["lora", pytest.param("bitune", marks=pytest.mark.integration)])
 def test_per_token_normalization_packed_equals_unpacked(kind):
     cfg = TINY["qwen3"].replace(max_seq_len=32)
     obj = dataclasses.replace(objective(kind, cfg), loss_norm="per_token")
@@ -133,7 +133,7 @@ def test_best_fit_packs_the_same_examples():
     assert_same(cfg, objective("bitune", cfg), method="best_fit")
 
 
-@pytest.mark.parametrize("kind", ["full", "bitune"])
+@pytest.mark.parametrize("kind", ["full", pytest.param("bitune", marks=pytest.mark.integration)])
 def test_segments_that_see_each_other_change_the_loss(kind):
     """The check above can fail: one segment id for all examples of a row lets them attend to each other. (Equal
     prompt lengths, so that Bitune's per-token prompt lengths, read through the segment ids, stay right.)"""

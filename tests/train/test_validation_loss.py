@@ -48,7 +48,7 @@ def test_batched_validation_equals_one_batch_of_every_row():
     one_by_one = Validation(examples, objective, batch_size=1, **kwargs).run(params, {})
     all_rows = Validation(examples, objective, batch_size=3, **kwargs)
     batch = all_rows.batches.batch(0, 0)
-    metrics = objective.loss(params, {}, jax.tree.map(jax.numpy.asarray, batch))[1]
+    metrics = jax.jit(objective.loss)(params, {}, jax.tree.map(jax.numpy.asarray, batch))[1]
     assert one_by_one["val_loss"] == pytest.approx(float(metrics["loss"]), rel=1e-5)
     assert one_by_one["val_token_accuracy"] == pytest.approx(float(metrics["token_accuracy"]), rel=1e-6)
     assert one_by_one["val_sample_token_accuracy"] == pytest.approx(
