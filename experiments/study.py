@@ -112,8 +112,10 @@ def run_points(
             print(f"not run yet: {workdir.name}", flush=True)
             continue
         if done is None:
-            shutil.rmtree(workdir, ignore_errors=True)  # a point is run whole: no resuming another setting's state
-            print(f"=== study point {point}", flush=True)
+            resuming = _interrupted_run_of(workdir, c)
+            if not resuming:
+                shutil.rmtree(workdir, ignore_errors=True)  # never resume another setting's state
+            print(f"=== study point {point}{' (resuming its interrupted run)' if resuming else ''}", flush=True)
             runner(c)
             done = json.loads((workdir / "summary.json").read_text())
             done["config"] = settings
@@ -125,6 +127,18 @@ def run_points(
             record.write_text(json.dumps(done, indent=2) + "\n")
         summaries.append({**done, "point": dict(point)})
     return summaries
+
+
+def _interrupted_run_of(workdir: pathlib.Path, config: ConfigDict) -> bool:
+    """The workdir holds a run of these same settings that did not finish (a point of a multi-hour study killed with
+    its session): the trainer resumes it from its last checkpoint instead of the point starting over."""
+    if not (workdir / run_record.RECORD_NAME).exists():
+        return False
+    try:
+        run_record.check_resume(workdir, config, resuming=True)
+    except run_record.ResumeChangedError:
+        return False
+    return True
 
 
 def run_inputs(config: ConfigDict) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """The study runner on a tiny model: grid points run once, resume, and become a table and a figure."""
 
 import json
+import pathlib
 import shutil
 import types
 
@@ -82,6 +83,19 @@ def test_grid_runs_once_resumes_from_records_and_reports(model_dir, tmp_path):
     sweep[1]["eval.max_new_tokens"] = 6  # a changed setting reruns that point only
     run_points(config, sweep, runner=counting, record_dir=records)
     assert calls[6:] == [sweep[1]["workdir"]]
+    # A point cut off (killed with its session) keeps its workdir and the trainer resumes it; a point whose
+    # trajectory-changing settings differ from its workdir's run starts over.
+    cut = pathlib.Path(sweep[1]["workdir"])
+    for path in (cut / "summary.json", records / f"{cut.name}.json"):
+        path.unlink()
+    (cut / "kept").write_text("")
+    run_points(config, sweep, runner=counting, record_dir=records)
+    assert calls[7:] == [str(cut)] and (cut / "kept").exists()
+    for path in (cut / "summary.json", records / f"{cut.name}.json"):
+        path.unlink()
+    sweep[1]["train.lr"] = 2e-3
+    run_points(config, sweep, runner=counting, record_dir=records)
+    assert calls[8:] == [str(cut)] and not (cut / "kept").exists()
 
     rule = saturation.SaturationConfig()
     rows = [point_row(s, rule) for s in summaries]
