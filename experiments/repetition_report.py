@@ -10,9 +10,18 @@ from typing import Any
 import numpy as np
 
 from bitune_jax.eval.intervals import Difference
+from bitune_jax.train import saturation
 from experiments.study import save_png, two_panels
 
 METRICS = ("token_accuracy", "sample_token_accuracy")
+
+
+def saturation_epoch(accuracy: list[float], rule: saturation.SaturationConfig) -> int | None:
+    """The first epoch after which the saturation rule would have stopped the run (None: it never fires)."""
+    for epoch in range(1, len(accuracy) + 1):
+        if saturation.check_saturation(accuracy[:epoch], rule).stop:
+            return epoch
+    return None
 
 
 def fixed_budget(rows: list[dict[str, Any]]) -> int:

@@ -19,6 +19,10 @@ Writes `results.md` (tables), `results.json` (every number behind them) and `fig
     point, the best repetition point against it, and each step along the fixed-n row; an interval containing 0
     is reported as unresolved;
   * the fixed-n judgement: once a point of the row reaches the saturation threshold, do more epochs still help?
+
+A config module with `DRAWS` is the pre-registered v3 design (docs/repetition_study_v3/PREREGISTRATION.md): each
+point's eval adds a greedy pass, and the report is `experiments.repetition_v3`'s (the rate pick, the pilot gate, the
+saturation rule's pick against one epoch pooled over the draws with its decision, every outcome's differences).
 """
 
 from __future__ import annotations
@@ -34,7 +38,15 @@ from ml_collections import config_flags
 from bitune_jax.eval.intervals import binomial_se, paired_bootstrap
 from bitune_jax.tasks import list_edits, registry
 from bitune_jax.train import saturation
-from experiments.repetition_report import METRICS, fixed_budget, fixed_n_row, markdown_tables, plot
+from experiments import repetition_v3
+from experiments.repetition_report import (
+    METRICS,
+    fixed_budget,
+    fixed_n_row,
+    markdown_tables,
+    plot,
+    saturation_epoch,
+)
 from experiments.study import (
     final_eval_items,
     load_config_module,
@@ -46,14 +58,6 @@ from experiments.study import (
     under_way,
     write_report,
 )
-
-
-def saturation_epoch(accuracy: list[float], rule: saturation.SaturationConfig) -> int | None:
-    """The first epoch after which the saturation rule would have stopped the run (None: it never fires)."""
-    for epoch in range(1, len(accuracy) + 1):
-        if saturation.check_saturation(accuracy[:epoch], rule).stop:
-            return epoch
-    return None
 
 
 def point_row(summary: dict[str, Any], rule: saturation.SaturationConfig) -> dict[str, Any]:
@@ -109,15 +113,8 @@ def trace_eval_items(config, workdir: str | pathlib.Path) -> dict[str, Any] | No
     test = registry.split(config.data.synthetic)[1]
     files = sorted((pathlib.Path(workdir) / "eval").glob("epoch_*.jsonl"))
     rows = [json.loads(line) for line in files[-1].read_text(encoding="utf-8").splitlines() if line.strip()]
-    right, total = [], []
-    for r in (r for r in rows if "summary" not in r):
-        meta = test[r["index"]].meta
-        gold = list_edits.solve(meta["start"], meta["ops"])
-        steps = [after for _, after in list_edits.trace_steps(r["generations"][0])]
-        k = next((i for i, (got, want) in enumerate(zip(steps, gold)) if got != want), min(len(steps), len(gold)))
-        right.append(k)
-        total.append(len(gold))
-    return {**items, "steps_right": right, "steps_total": total}
+    counts = [list_edits.steps_right(test[r["index"]].meta, r["generations"][0]) for r in rows if "summary" not in r]
+    return {**items, "steps_right": [k for k, _ in counts], "steps_total": [n for _, n in counts]}
 
 
 def item_scores(summary: dict[str, Any]) -> np.ndarray | None:
@@ -231,17 +228,22 @@ def main(argv):
         _ensure_warmup(module, out)
         return run(c)
 
+    v3 = hasattr(module, "DRAWS")  # the pre-registered v3 design: two draws, a greedy pass, its own report
+    evaluate = (lambda c, w: repetition_v3.with_greedy(c, w, trace_eval_items(c, w))) if v3 else trace_eval_items
     if flags.FLAGS.only:
         chosen = select_points(sweep + lr_sweep, flags.FLAGS.only)
-        run_points(config, chosen, runner=runner, record_dir=out / "points", evaluate=trace_eval_items)
+        run_points(config, chosen, runner=runner, record_dir=out / "points", evaluate=evaluate)
         return
 
     run_missing = not flags.FLAGS.report_only
-    keep = dict(runner=runner, record_dir=out / "points", evaluate=trace_eval_items, run_missing=run_missing)
+    keep = dict(runner=runner, record_dir=out / "points", evaluate=evaluate, run_missing=run_missing)
     summaries = run_points(config, sweep, **keep)
     lr_summaries = run_points(config, lr_sweep, **keep) if lr_sweep else []
     missing = missing_points(sweep + lr_sweep, summaries + lr_summaries)
     rule = saturation.SaturationConfig()  # the trainer's default rule
+    if v3:
+        _report_v3(module, out, summaries, lr_summaries, missing, rule, config)
+        return
     rows = [point_row(s, rule) for s in summaries]
     if not rows:
         raise SystemExit(f"no grid point is recorded in {out / 'points'} yet; not run: {', '.join(missing)}")
@@ -261,6 +263,29 @@ def main(argv):
     if comp["best_repetition"]:
         b = comp["best_repetition"]
         print(f"best_repetition_minus_one_epoch: {b['estimate']:+.4f} [{b['low']:+.4f}, {b['high']:+.4f}]")
+
+
+def _report_v3(module, out, summaries, lr_summaries, missing, rule, config) -> None:
+    """The pre-registered report (`experiments.repetition_v3`): the rate pick, the gate, the primary decision."""
+    recorded = summaries + lr_summaries
+    if not recorded:
+        raise SystemExit(f"no point is recorded in {out / 'points'} yet; not run: {', '.join(missing)}")
+    one_epoch, row_n = module.DIAGONAL[0], module.SATURATION_ROW[0][0]
+    lr_choice = repetition_v3.lr_pick(lr_summaries, one_epoch, module.DIAGONAL[-1])
+    lr = module.LR if module.LR is not None else lr_choice["pick"]
+    result = repetition_v3.report(recorded, lr, rule, one_epoch, row_n) if lr is not None else None
+    table = repetition_v3.markdown(lr_choice, result, one_epoch) + "\n\n## Every point\n\n"
+    table += repetition_v3.points_table(recorded, rule)
+    if missing:
+        table += "\n\n" + under_way(missing)
+    write_report(out, table, {"lr_pick": lr_choice, "result": result, "missing": missing, "config": config.to_dict()})
+    first_draw = [s for s in recorded if repetition_v3.point_key(s)[2:] == (lr, module.DRAWS[0])]
+    if first_draw:
+        plot([point_row(s, rule) for s in first_draw], out / "figure.png")
+    print(table)
+    if result is not None and result["primary"] is not None:
+        p = result["primary"]
+        print(f"rule_pick_minus_one_epoch_avg@4: {p['estimate']:+.4f} [{p['low']:+.4f}, {p['high']:+.4f}]")
 
 
 def _define_flags() -> None:

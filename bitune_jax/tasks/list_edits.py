@@ -187,6 +187,15 @@ def trace_steps(response: str) -> list[tuple[str, list[str]]]:
     return out
 
 
+def steps_right(meta: dict, response: str) -> tuple[int, int]:
+    """How many edits of a generated trace restate the list right before its first wrong one, of how many the
+    problem (`Record.meta`: its `start` and `ops`) has: where a wrong answer went wrong."""
+    gold = solve(meta["start"], meta["ops"])
+    steps = [after for _, after in trace_steps(response)]
+    k = next((i for i, (got, want) in enumerate(zip(steps, gold)) if got != want), min(len(steps), len(gold)))
+    return k, len(gold)
+
+
 def _problem(rng: np.random.Generator, min_steps: int, max_steps: int, cot: bool = True) -> dict:
     family = _pick(rng, FAMILIES)
     vocab = WORDS[family]

@@ -11,6 +11,7 @@ import pytest
 from bitune_jax.tasks import list_edits
 from bitune_jax.train import saturation
 from bitune_jax.train.loop import run
+from experiments import repetition_v3
 from experiments.study import load_config_module, point_config, point_name, run_points, select_points
 from experiments.study_repetition import (
     _ensure_warmup,
@@ -74,6 +75,11 @@ def test_grid_runs_once_resumes_from_records_and_reports(model_dir, tmp_path):
     assert len(items["lengths"][0]) == 1  # greedy: one sample per item
     assert all(0 <= k <= n for k, n in zip(items["steps_right"], items["steps_total"], strict=True))
     assert items["steps_total"] == [r.meta["steps"] for r in list_edits.split(config.data.synthetic)[1][:3]]
+    # v3's greedy pass over a finished point's final weights: this grid's own eval is greedy, so they agree.
+    first = point_config(config, sweep[0])
+    greedy = repetition_v3.with_greedy(first, first.workdir, items)
+    assert greedy["greedy_correct"] == [int(c[0]) for c in items["correct"]]
+    assert greedy["greedy_steps_right"] == items["steps_right"] and greedy["index"] == items["index"]
 
     shutil.rmtree(tmp_path / "study")  # a clean checkout: the committed records, no run directories
     assert run_points(config, sweep, runner=counting, record_dir=records) == summaries and len(calls) == 6

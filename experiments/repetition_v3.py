@@ -1,0 +1,219 @@
+"""Repetition study v3 (docs/repetition_study_v3/PREREGISTRATION.md): the greedy pass added to each point's eval,
+and the pre-registered report: the learning-rate pick, the pilot gate, the saturation rule's pick against one epoch
+pooled over the two data draws, and the secondary differences on every outcome.
+
+Pure functions over the points' records (`experiments.study.run_points` summaries), except `with_greedy`, which
+restores a finished point to decode its held-out problems greedily.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from typing import Any
+
+import numpy as np
+
+from bitune_jax.eval.intervals import paired_bootstrap
+from bitune_jax.eval.reasoning import evaluate
+from bitune_jax.tasks import list_edits
+from bitune_jax.train import saturation
+from bitune_jax.train.evaluation import HeldOutEval
+from bitune_jax.train.restore import restore_run
+from bitune_jax.train.validate import validate
+from experiments.repetition_report import saturation_epoch
+
+OUTCOMES = ("avg@4", "pass@4", "greedy", "terminated", "steps_right")  # avg@4: the primary metric
+GATE = {"avg@4": (0.2, 0.6), "token_accuracy_max": 0.9}  # the pilot gate on the one-epoch point
+RULE_EPOCHS = (4, 8, 16)  # the saturation row's points: the rule picks the first at or after it fires
+
+
+def with_greedy(config, workdir: str | pathlib.Path, items: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A finished point's sampled-eval records (`items`) plus one greedy decode per problem of its final weights:
+    `greedy_correct`, `greedy_terminated`, `greedy_steps_right` (of the same `steps_total`)."""
+    if items is None:
+        return None
+    model = restore_run(workdir)
+    held_out = HeldOutEval.from_config(validate(config, device_count=1), model.lm.tokenizer)
+    greedy = dataclasses.replace(held_out.sampling, n=1, temperature=0.0)
+    records, _ = evaluate(model, held_out.items, greedy, prompts=held_out.prompts)
+    by_index = {r.index: r for r in records}
+    order = [by_index[i] for i in items["index"]]
+    steps = [list_edits.steps_right(held_out.items[r.index].meta, r.generations[0])[0] for r in order]
+    return {
+        **items,
+        "greedy_correct": [int(r.correct[0]) for r in order],
+        "greedy_terminated": [int(r.terminated[0]) for r in order],
+        "greedy_steps_right": steps,
+    }
+
+
+def point_key(summary: dict[str, Any]) -> tuple[int, int, float, int]:
+    """(samples, epochs, learning rate, draw) of a point's record."""
+    p = summary["point"]
+    return p["data.num_samples"], p["train.epochs"], p["train.lr"], p.get("data.pool_seed", 0)
+
+
+def item_outcomes(summary: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Per held-out problem, in problem order: avg@4 (the fraction of its samples right), pass@4 (any right), the
+    greedy answer right, the fraction of samples that ended with EOS, and the fraction of edits right before the
+    first sample's first error. Outcomes a record lacks are left out."""
+    items = summary["final_eval_items"]
+    order = np.argsort(items["index"])
+    correct = [np.asarray(c, np.float64) for c in items["correct"]]
+    out = {
+        "avg@4": np.asarray([c.mean() for c in correct]),
+        "pass@4": np.asarray([float(c.any()) for c in correct]),
+        "terminated": np.asarray([np.mean(t) for t in items["terminated"]], np.float64),
+    }
+    total = np.asarray(items.get("steps_total", []), np.float64)
+    if "steps_right" in items:
+        out["steps_right"] = np.asarray(items["steps_right"], np.float64) / total
+    if "greedy_correct" in items:
+        out["greedy"] = np.asarray(items["greedy_correct"], np.float64)
+    return {k: v[order] for k, v in out.items()}
+
+
+def lr_pick(lr_summaries: list[dict[str, Any]], one_epoch: tuple[int, int], repeated: tuple[int, int]) -> dict:
+    """The rate with the highest mean avg@4 over the one-epoch and the most repeated point of the first draw (a tie
+    goes to the lower rate); None until both points of every rate are recorded."""
+    scores: dict[float, dict[str, float]] = {}
+    for s in lr_summaries:
+        n, e, lr, _ = point_key(s)
+        if (n, e) in (one_epoch, repeated):
+            scores.setdefault(lr, {})[f"{n}x{e}"] = float(item_outcomes(s)["avg@4"].mean())
+    complete = {lr: v for lr, v in scores.items() if len(v) == 2}
+    for v in complete.values():
+        v["mean"] = float(np.mean(list(v.values())))
+    pick = max(sorted(complete), key=lambda lr: complete[lr]["mean"]) if complete else None
+    return {"by_lr": {f"{lr:g}": v for lr, v in sorted(scores.items())}, "pick": pick}
+
+
+def pilot_gate(summary: dict[str, Any], rule: saturation.SaturationConfig) -> dict[str, Any]:
+    """The one-epoch point off the floor and short of memorized: avg@4 in the gate and its epoch's token accuracy
+    (the metric the rule reads) at most the gate's."""
+    avg = float(item_outcomes(summary)["avg@4"].mean())
+    token_accuracy = float(summary["history"][-1][rule.metric])
+    low, high = GATE["avg@4"]
+    holds = low <= avg <= high and token_accuracy <= GATE["token_accuracy_max"]
+    return {"avg@4": avg, rule.metric: token_accuracy, "holds": holds, "gate": GATE}
+
+
+def rule_pick(curve: list[float], rule: saturation.SaturationConfig, choices=RULE_EPOCHS) -> dict[str, Any]:
+    """The saturation rule replayed on the longest run's per-epoch token accuracy: the first epoch it fires at, and
+    the row's point it picks (the smallest epoch count at or after it; the longest when it never fires)."""
+    fired = saturation_epoch(curve, rule)
+    pick = max(choices) if fired is None else min((e for e in choices if e >= fired), default=max(choices))
+    return {"fired_at_epoch": fired, "epochs": pick}
+
+
+def decision(d: dict[str, Any]) -> str:
+    """The pre-registered reading of a paired 95% interval."""
+    return "reproduced" if d["low"] > 0 else "not reproduced" if d["high"] < 0 else "unresolved"
+
+
+def pooled_difference(pairs: list[tuple[dict, dict]], outcome: str) -> dict[str, Any] | None:
+    """`a - b` over the problems of every `(a, b)` pair of records (one pair per draw), resampled within each draw."""
+    a, b, groups = [], [], []
+    for draw, (x, y) in enumerate(pairs):
+        ox, oy = item_outcomes(x), item_outcomes(y)
+        if outcome not in ox or outcome not in oy:
+            return None
+        a.append(ox[outcome])
+        b.append(oy[outcome])
+        groups.append(np.full(len(ox[outcome]), draw))
+    if not a:
+        return None
+    d = paired_bootstrap(np.concatenate(a), np.concatenate(b), groups=np.concatenate(groups))
+    return {**d.to_dict(), "draws": len(pairs)}
+
+
+def report(summaries: list[dict[str, Any]], lr: float, rule: saturation.SaturationConfig, one_epoch, row_n) -> dict:
+    """The primary comparison (the rule's pick against one epoch, pooled over draws, with its decision), the
+    secondary ones (every other point against one epoch on every outcome, pooled and per draw), and the pilot gate.
+
+    `one_epoch`: (samples, epochs) of the baseline; `row_n`: the saturation row's sample count."""
+    by = {point_key(s): s for s in summaries if point_key(s)[2] == lr}
+    draws = sorted({k[3] for k in by})
+    base = {d: by.get((*one_epoch, lr, d)) for d in draws}
+    out: dict[str, Any] = {"lr": lr, "draws": draws, "pilot_gate": None, "primary": None, "secondary": []}
+    if base.get(draws[0] if draws else 0) is not None:
+        out["pilot_gate"] = pilot_gate(base[draws[0]], rule)
+    picks = {}
+    for d in draws:
+        longest = by.get((row_n, max(RULE_EPOCHS), lr, d))
+        if longest is not None:
+            picks[d] = rule_pick([h[rule.metric] for h in longest["history"]], rule)
+    ready = [d for d in draws if d in picks and base[d] is not None and (row_n, picks[d]["epochs"], lr, d) in by]
+    if ready:
+        pairs = [(by[(row_n, picks[d]["epochs"], lr, d)], base[d]) for d in ready]
+        diff = pooled_difference(pairs, "avg@4")
+        out["primary"] = {"picks": {str(d): picks[d] for d in draws if d in picks}, **diff, "decision": decision(diff)}
+    points = sorted({(k[0], k[1]) for k in by if (k[0], k[1]) != tuple(one_epoch)}, key=lambda p: (-p[0], p[1]))
+    for n, e in points:
+        have = [d for d in draws if (n, e, lr, d) in by and base[d] is not None]
+        for outcome in OUTCOMES:
+            pooled = pooled_difference([(by[(n, e, lr, d)], base[d]) for d in have], outcome) if have else None
+            if pooled is None:
+                continue
+            per_draw = {str(d): pooled_difference([(by[(n, e, lr, d)], base[d])], outcome) for d in have}
+            out["secondary"].append({"point": f"{n}x{e}", "outcome": outcome, **pooled, "per_draw": per_draw})
+    return out
+
+
+def _interval(d: dict[str, Any]) -> str:
+    return f"{d['estimate']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+
+
+def markdown(lr_choice: dict[str, Any], result: dict[str, Any] | None, one_epoch) -> str:
+    """The report's tables, in the pre-registration's order: the rate pick, the gate, the primary, the secondary."""
+    base = f"{one_epoch[0]}x{one_epoch[1]}"
+    lines = ["## Learning-rate pick (draw 0)", "", "| lr | points (avg@4) | mean |", "| --- | --- | --- |"]
+    for lr, v in lr_choice["by_lr"].items():
+        points = ", ".join(f"{k} {x:.3f}" for k, x in v.items() if k != "mean")
+        lines.append(f"| {lr} | {points} | {v['mean']:.3f} |" if "mean" in v else f"| {lr} | {points} | (pending) |")
+    pick = lr_choice["pick"]
+    lines += ["", f"Pick: {'pending' if pick is None else format(pick, 'g')}.", ""]
+    if result is None:
+        return "\n".join(lines)
+    gate = result["pilot_gate"]
+    if gate is not None:
+        metric = next(k for k in gate if k.endswith("token_accuracy"))
+        verdict = "holds" if gate["holds"] else "fails: the difficulty changes (PREREGISTRATION.md, Changes)"
+        lines += [
+            "## Pilot gate",
+            "",
+            f"{base} at lr {result['lr']:g}, draw {result['draws'][0]}: avg@4 {gate['avg@4']:.3f} (gate "
+            f"{GATE['avg@4'][0]}-{GATE['avg@4'][1]}), epoch {metric} {gate[metric]:.3f} (gate <= "
+            f"{GATE['token_accuracy_max']}): the gate {verdict}.",
+            "",
+        ]
+    lines += ["## Primary: the saturation rule's pick against one epoch (avg@4, pooled over draws)", ""]
+    p = result["primary"]
+    if p is None:
+        lines.append("Pending: the saturation row and the one-epoch point of a draw are not all recorded yet.")
+    else:
+        picks = "; ".join(
+            f"draw {d}: fires at epoch {v['fired_at_epoch']}, picks {v['epochs']} epochs" for d, v in p["picks"].items()
+        )
+        lines.append(f"{picks}. Difference {_interval(p)} over {p['items']} problem pairs: **{p['decision']}**.")
+    lines += ["", f"## Secondary: each point against {base}", "", "| point | outcome | pooled | per draw |"]
+    lines.append("| --- | --- | --- | --- |")
+    for s in result["secondary"]:
+        per = "; ".join(f"{d}: {_interval(v)}" for d, v in s["per_draw"].items() if v is not None)
+        lines.append(f"| {s['point']} | {s['outcome']} | {_interval(s)} | {per} |")
+    return "\n".join(lines)
+
+
+def points_table(summaries: list[dict[str, Any]], rule: saturation.SaturationConfig) -> str:
+    """Every recorded point: its outcomes averaged over the problems, and its last epoch's token accuracy."""
+    lines = [
+        f"| point | avg@4 | pass@4 | greedy | terminated | steps right | final {rule.metric} |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for s in sorted(summaries, key=lambda s: (point_key(s)[2], point_key(s)[3], -point_key(s)[0], point_key(s)[1])):
+        o = item_outcomes(s)
+        cells = [f"{o[k].mean():.3f}" if k in o else "-" for k in OUTCOMES]
+        name = pathlib.Path(s["config"]["workdir"]).name
+        lines.append(f"| {name} | {' | '.join(cells)} | {s['history'][-1][rule.metric]:.3f} |")
+    return "\n".join(lines)
