@@ -45,7 +45,14 @@ def _xla_attention(q, k, v, spec: MaskSpec, scale: float, logit_softcap: float |
     scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1)
     probs = jnp.where(mask.any(-1, keepdims=True), probs, 0.0)  # rows with nothing visible give zeros
-    out = jnp.einsum(f"bkgts,{kv}->btkgd", probs.astype(v.dtype), v, preferred_element_type=jnp.float32)
+    if kv_layout == "bhsd":
+        # Per (row, KV head) one [groups x q_len, kv_len] x [kv_len, head_dim] matmul, then the small output
+        # transposed: asked for in [b, t, k, g, d] order directly, XLA:CPU ran this dot 5x slower (SmolLM2 decode,
+        # 16 rows x 704 cache slots: 97 -> 20 ms over 30 layers).
+        out = jnp.einsum(f"bkgts,{kv}->bkgtd", probs.astype(v.dtype), v, preferred_element_type=jnp.float32)
+        out = out.transpose(0, 3, 1, 2, 4)
+    else:
+        out = jnp.einsum(f"bkgts,{kv}->btkgd", probs.astype(v.dtype), v, preferred_element_type=jnp.float32)
     return out.reshape(batch, q_len, num_heads, head_dim).astype(q.dtype)
 
 
