@@ -212,8 +212,11 @@ def reasoning(args) -> None:
     requests = [Request(p, args.new_tokens, n=args.n, seed=q, **settings) for q, p in enumerate(prompts)]
     widths = {-(-len(p) // multiple) * multiple: p for p in prompts}  # one prompt of each prefill width
     contenders = {
-        "engine": (
-            lambda: engine_run([Request(p, 2, **settings) for p in widths.values()]),
+        "engine": (  # every prefill width, and one sample run to the budget: every attention window it compiles
+            lambda: engine_run(
+                [Request(p, 2, **settings) for p in widths.values()]
+                + [Request(prompts[0], args.new_tokens, eos_ids=(), **settings)]
+            ),
             lambda: engine_run(requests),
         ),
         "static": (lambda: static_batch(batches[0], 0), lambda: sum(static_batch(b, s) for s, b in enumerate(batches))),

@@ -2,7 +2,8 @@
 
 Shared by the repetition and Bitune studies: a point's run is `bitune_jax.train.loop.run` on the base config with the
 point's overrides; a point whose workdir summary or committed record holds the same settings is not run again, so an
-interrupted study resumes by running the same command (an unfinished point starts over).
+interrupted study resumes by running the same command (an unfinished point resumes from its last checkpoint, or
+starts over if it saved none).
 """
 
 from __future__ import annotations
