@@ -66,17 +66,18 @@ def item_outcomes(summary: dict[str, Any]) -> dict[str, np.ndarray]:
         "pass@4": np.asarray([float(c.any()) for c in correct]),
         "terminated": np.asarray([np.mean(t) for t in items["terminated"]], np.float64),
     }
-    total = np.asarray(items.get("steps_total", []), np.float64)
     if "steps_right" in items:
-        out["steps_right"] = np.asarray(items["steps_right"], np.float64) / total
+        out["steps_right"] = np.asarray(items["steps_right"], np.float64) / np.asarray(items["steps_total"])
     if "greedy_correct" in items:
         out["greedy"] = np.asarray(items["greedy_correct"], np.float64)
     return {k: v[order] for k, v in out.items()}
 
 
-def lr_pick(lr_summaries: list[dict[str, Any]], one_epoch: tuple[int, int], repeated: tuple[int, int]) -> dict:
-    """The rate with the highest mean avg@4 over the one-epoch and the most repeated point of the first draw (a tie
-    goes to the lower rate); None until both points of every rate are recorded."""
+def lr_pick(
+    lr_summaries: list[dict[str, Any]], rates: tuple[float, ...], one_epoch: tuple[int, int], repeated: tuple[int, int]
+) -> dict:
+    """The rate of `rates` with the highest mean avg@4 over the one-epoch and the most repeated point of the first
+    draw (a tie goes to the lower rate); None until both points of every rate are recorded."""
     scores: dict[float, dict[str, float]] = {}
     for s in lr_summaries:
         n, e, lr, _ = point_key(s)
@@ -85,7 +86,7 @@ def lr_pick(lr_summaries: list[dict[str, Any]], one_epoch: tuple[int, int], repe
     complete = {lr: v for lr, v in scores.items() if len(v) == 2}
     for v in complete.values():
         v["mean"] = float(np.mean(list(v.values())))
-    pick = max(sorted(complete), key=lambda lr: complete[lr]["mean"]) if complete else None
+    pick = max(sorted(complete), key=lambda lr: complete[lr]["mean"]) if set(rates) <= set(complete) else None
     return {"by_lr": {f"{lr:g}": v for lr, v in sorted(scores.items())}, "pick": pick}
 
 

@@ -271,7 +271,7 @@ def _report_v3(module, out, summaries, lr_summaries, missing, rule, config) -> N
     if not recorded:
         raise SystemExit(f"no point is recorded in {out / 'points'} yet; not run: {', '.join(missing)}")
     one_epoch, row_n = module.DIAGONAL[0], module.SATURATION_ROW[0][0]
-    lr_choice = repetition_v3.lr_pick(lr_summaries, one_epoch, module.DIAGONAL[-1])
+    lr_choice = repetition_v3.lr_pick(lr_summaries, module.LR_CHOICES, one_epoch, module.DIAGONAL[-1])
     lr = module.LR if module.LR is not None else lr_choice["pick"]
     result = repetition_v3.report(recorded, lr, rule, one_epoch, row_n) if lr is not None else None
     table = repetition_v3.markdown(lr_choice, result, one_epoch) + "\n\n## Every point\n\n"

@@ -61,7 +61,7 @@ class GGUFTensor(NamedTuple):
 class GGUFFile:
     """A GGUF file's metadata, decoded, and its tensors, memory-mapped (read on demand).
 
-    Parsed here rather than by `gguf.GGUFFile`, which builds a NumPy view per string: 2.9 s for SmolLM2's 49,152
+    Parsed here rather than by `gguf.GGUFReader`, which builds a NumPy view per string: 2.9 s for SmolLM2's 49,152
     tokens and 11.2 s for Gemma 3's 262,144, against a fraction of a second here."""
 
     path: pathlib.Path

@@ -49,15 +49,13 @@ def test_the_rate_pick_is_the_best_mean_of_both_points_and_waits_for_them():
     lrs = [record(512, 1, 3e-5, 0, 0.2), record(32, 16, 3e-5, 0, 0.2, seed=1)]
     lrs += [record(512, 1, 1e-4, 0, 0.6, seed=2), record(32, 16, 1e-4, 0, 0.2, seed=3)]
     lrs += [record(512, 1, 3e-4, 0, 0.9, seed=4)]  # its 32 x 16 not recorded yet
-    got = v3.lr_pick(lrs, (512, 1), (32, 16))
-    assert (
-        got["pick"] == 1e-4
-        and set(got["by_lr"]) == {"3e-05", "0.0001", "0.0003"}
-        and "mean" not in got["by_lr"]["0.0003"]
-    )
+    got = v3.lr_pick(lrs, (3e-5, 1e-4, 3e-4), (512, 1), (32, 16))
+    assert got["pick"] is None  # 3e-4 could still win: no pick before every rate has both points
+    assert set(got["by_lr"]) == {"3e-05", "0.0001", "0.0003"} and "mean" not in got["by_lr"]["0.0003"]
+    assert v3.lr_pick(lrs, (3e-5, 1e-4), (512, 1), (32, 16))["pick"] == 1e-4
     same = [record(512, 1, lr, 0, 0.5) for lr in (3e-4, 1e-4)] + [record(32, 16, lr, 0, 0.5) for lr in (3e-4, 1e-4)]
-    assert v3.lr_pick(same, (512, 1), (32, 16))["pick"] == 1e-4  # a tie goes to the lower rate
-    assert v3.lr_pick([], (512, 1), (32, 16))["pick"] is None
+    assert v3.lr_pick(same, (1e-4, 3e-4), (512, 1), (32, 16))["pick"] == 1e-4  # a tie goes to the lower rate
+    assert v3.lr_pick([], (1e-4,), (512, 1), (32, 16))["pick"] is None
 
 
 @pytest.mark.parametrize(
@@ -101,7 +99,7 @@ def test_primary_pools_the_draws_and_applies_the_decision_rule():
     )
     assert not any(s["point"] == "128x4" for s in result["secondary"])
     assert all(set(s["per_draw"]) == {"0", "1"} for s in result["secondary"])
-    text = v3.markdown(v3.lr_pick([], (512, 1), (32, 16)), result, (512, 1))
+    text = v3.markdown(v3.lr_pick([], (1e-4,), (512, 1), (32, 16)), result, (512, 1))
     assert (
         "**reproduced**" in text and "draw 0: fires at epoch 5, picks 8 epochs" in text and "| 64x8 | avg@4 |" in text
     )
