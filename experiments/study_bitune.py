@@ -298,6 +298,11 @@ def pilot_report(module, config, out: pathlib.Path, tests) -> None:
     if gate is not None:
         flat = pilot_gate(curves, gate)
         lines += ["", f"Gate (the last two checkpoints within {gate} for every run): {flat}."]
+    ceiling = getattr(module, "PILOT_CEILING", None)
+    if ceiling is not None:
+        baseline = point_name(pilot[0])
+        verdict = pilot_ceiling(curves[baseline], ceiling)
+        lines += [f"Ceiling ({baseline}'s last checkpoint at most {ceiling}): {verdict}."]
     out.mkdir(parents=True, exist_ok=True)
     (out / "pilot.md").write_text("\n".join(lines) + "\n")
     (out / "pilot.json").write_text(json.dumps(curves, indent=2) + "\n")
@@ -312,6 +317,12 @@ def pilot_gate(curves: dict[str, dict[str, Any]], gate: float) -> str:
         moves[name] = abs(acc[-1] - acc[-2]) if len(acc) > 1 else float("inf")
     detail = ", ".join(f"{name} {move:.3f}" for name, move in moves.items())
     return ("holds" if all(m <= gate for m in moves.values()) else "does not hold") + f" ({detail})"
+
+
+def pilot_ceiling(curve: dict[str, Any], ceiling: float) -> str:
+    """Whether the baseline's last checkpoint leaves room above it: at accuracy 1.0 no arm can beat it."""
+    last = curve["accuracy_by_update"][max(curve["accuracy_by_update"], key=int)]
+    return ("holds" if last <= ceiling else "does not hold") + f" ({last:.3f})"
 
 
 def grid_evaluate(tests: dict[tuple[str, int], list]):

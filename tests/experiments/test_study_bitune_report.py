@@ -62,3 +62,18 @@ def test_the_pilot_gate_holds_only_when_every_curve_has_flattened():
     verdict = study_bitune.pilot_gate({"LoRA": flat, "Bitune": moving}, 0.03)
     assert verdict.startswith("does not hold") and "Bitune 0.080" in verdict
     assert study_bitune.pilot_gate({"LoRA": {"accuracy_by_update": {"100": 0.4}}}, 0.03).startswith("does not")
+
+
+def test_the_pilot_ceiling_holds_only_below_it():
+    assert study_bitune.pilot_ceiling({"accuracy_by_update": {"500": 0.95, "600": 0.88}}, 0.9) == "holds (0.880)"
+    assert study_bitune.pilot_ceiling({"accuracy_by_update": {"100": 0.6, "600": 1.0}}, 0.9).startswith("does not")
+
+
+def test_v3_pilot_runs_at_k8_beside_the_recorded_k6_one():
+    from experiments.configs import study_bitune_v3_gemma3 as v3
+
+    k8, k6 = v3.get_pilot(), v3.get_pilot_k6()
+    assert [study_bitune.point_task(p) for p in k8] == [("reverse", 8)] * 2
+    assert [study_bitune.point_task(p) for p in k6] == [("reverse", 6)] * 2
+    assert k8[0]["objective"] == "peft" and "peft.rank" not in k8[0]  # the baseline, which the ceiling reads, first
+    assert not {p["workdir"] for p in k8} & {p["workdir"] for p in k6}  # the K = 6 runs are never reused or removed
