@@ -7,8 +7,8 @@ For each mesh, on simulated host devices: the bf16 weights sharded by the defaul
 `engine.slot_shardings` (rows over `data`, key/value heads over `tensor`), and `engine.decode` (one step, attention
 over the whole cache: the worst case, every slot full) lowered from `ShapeDtypeStruct`s and compiled. Reported per
 device: what must stay resident (weights and the KV cache, from the shardings), XLA:CPU's memory analysis
-(arguments, temporaries; XLA:CPU upcasts bf16 operands of its dots to float32 and copies each layer's cache slice
-before attending, so its temporaries overstate what a GPU compiler needs) and a roofline. A decode step reads
+(arguments, temporaries; XLA:CPU upcasts bf16 operands of its dots to float32, so its temporaries overstate what
+a GPU compiler needs) and a roofline. A decode step reads
 every weight and every cached key and value once, so it takes at least (weight bytes + cache bytes) / HBM bandwidth,
 or its FLOPs / the bf16 peak, whichever is larger; tokens/s = slots / that time. Tensor-parallel all-reduces (two of
 `[slots, dim]` per layer) are left out: small at decode. Where the slots do not fit, the slots that would fit are
@@ -59,7 +59,8 @@ def plan(preset: str, slots: int, max_len: int, mesh_axes: dict[str, int]) -> di
     params = jax.eval_shape(lambda: init_params(cfg, jax.random.key(0), jnp.bfloat16))
     state = jax.eval_shape(lambda: Slots.init(cfg, slots, max_len, jnp.bfloat16, eos_width=2))
     decoder = PlainDecoder(cfg, compute=Compute(dtype=jnp.bfloat16))
-    weights = (sharded(params, tree_shardings(params, mesh)), None)
+    per_layer = jax.eval_shape(decoder.step_weights, (params, None))[0]  # what the decode step reads
+    weights = (sharded(per_layer, tree_shardings(per_layer, mesh)), None)
     state = sharded(state, slot_shardings(state, mesh))
     start = time.perf_counter()
     compiled = decode.lower(decoder, weights, state, steps=1, window=max_len, sampled=True).compile()

@@ -185,9 +185,11 @@ alone = Engine(PlainDecoder(cfg), (params, None), slots=4).run(requests)
 mesh = make_mesh(data=2, tensor=2)
 placed = jax.device_put(params, tree_shardings(params, mesh))
 sharded = Engine(PlainDecoder(cfg), (placed, None), slots=4, mesh=mesh).run(requests)
-from bitune_jax.engine import Slots, slot_shardings
+from bitune_jax.engine import Slots, slot_shardings, step_weights
 layout = slot_shardings(Slots.init(cfg, 4, 16, np.float32, 2), mesh)
-specs = [str(layout.cache.k.spec), str(layout.cache.positions.spec), str(layout.token.spec)]
+per_layer = step_weights(PlainDecoder(cfg), (placed, None))[0]["layers"]
+specs = [str(layout.cache.k[-1].spec), str(layout.cache.positions.spec), str(layout.token.spec)]
+specs += [str(per_layer[-1][n].sharding.spec) for n in ("q_proj", "o_proj")]
 print(json.dumps([[c.tokens for c in alone], [c.tokens for c in sharded], specs]))
 """
 
@@ -195,7 +197,7 @@ print(json.dumps([[c.tokens for c in alone], [c.tokens for c in sharded], specs]
 @pytest.mark.integration
 def test_the_engine_on_a_mesh_decodes_as_on_one_device():
     """Slots over data=2 x tensor=2 simulated devices (rows split, key/value heads split), weights by the default
-    rules: the same greedy and sampled tokens as one device."""
+    rules (the decode step's per-layer copy keeps them): the same greedy and sampled tokens as one device."""
     import json
     import os
     import pathlib
@@ -208,4 +210,10 @@ def test_the_engine_on_a_mesh_decodes_as_on_one_device():
     assert out.returncode == 0, out.stderr[-3000:]
     alone, sharded, specs = json.loads(out.stdout.strip().splitlines()[-1])
     assert sharded == alone
-    assert specs == ["P(None, 'data', 'tensor', None, None)", "P('data', None)", "P('data',)"]
+    assert specs == [
+        "P('data', 'tensor', None, None)",
+        "P('data', None)",
+        "P('data',)",
+        "P(None, 'tensor')",
+        "P('tensor',)",
+    ]

@@ -52,18 +52,28 @@ def test_each_row_samples_by_its_own_settings():
     np.testing.assert_allclose(np.bincount(draws[3], minlength=4) / n, PROBS, atol=0.03)
 
 
-def test_the_nucleus_without_a_sort_is_the_sorted_prefix():
-    """`_nucleus` (bisection) keeps what the sort-and-cumsum definition keeps: random rows, ties and -inf included."""
-    from bitune_jax.sampling import _nucleus
+@pytest.mark.parametrize("vocab", [64, 3000])
+def test_the_nucleus_without_a_sort_is_the_sorted_prefix(vocab):
+    """`_nucleus` (bisection) keeps what the sort-and-cumsum definition keeps: random rows, ties and -inf included.
+    At 3,000 tokens both of its paths run: peaked rows whose nucleus lies among the 64 most likely tokens (sums over
+    those only), and flat rows where it does not (sums over the whole vocabulary), side by side in one batch. Not
+    p = 0.999 there: the crossing token then sits in a long flat tail where float32 sums of ~3,000 terms and a
+    sequential cumsum differ in the last bit (the bisection over the whole vocabulary alone, before the candidates,
+    disagreed with this reference on 14 of the 200 rows, the new one on 13)."""
+    from bitune_jax.sampling import CANDIDATES, _nucleus
 
     rng = np.random.default_rng(0)
-    logits = rng.normal(size=(200, 64)).astype(np.float32) * rng.uniform(0.1, 8, size=(200, 1)).astype(np.float32)
+    scale = rng.uniform(0.1, 8, size=(200, 1)).astype(np.float32)
+    logits = rng.normal(size=(200, vocab)).astype(np.float32) * scale
     logits[::7, :8] = logits[::7, 8:16]  # ties
     logits[::5, -10:] = -np.inf  # a top-k cut before
-    for p in (0.1, 0.5, 0.9, 0.95, 0.999):
+    covered = set()
+    for p in (0.1, 0.5, 0.9, 0.95, 0.999)[: 5 if vocab <= CANDIDATES else 4]:
         desc = -np.sort(-logits, axis=1)
         probs = np.asarray(jax.nn.softmax(jnp.asarray(desc), axis=-1))
         mass_before = np.cumsum(probs, axis=1) - probs
         cutoff = desc[np.arange(200), (mass_before < p).sum(1) - 1][:, None]
-        got = np.asarray(jax.vmap(_nucleus, (0, None))(jnp.asarray(logits), p))
+        got = np.asarray(_nucleus(jnp.asarray(logits), jnp.full((200,), p)))
         np.testing.assert_array_equal(got, logits >= cutoff)
+        covered |= set(probs[:, :CANDIDATES].sum(1) >= p)
+    assert covered == ({True, False} if vocab > CANDIDATES else {True})

@@ -11,7 +11,7 @@ runs beside them.
 from bitune_jax.engine.decoders import BituneDecoder, Decoder, PlainDecoder, Weights
 from bitune_jax.engine.requests import Completion, Request, check_requests
 from bitune_jax.engine.scheduler import WINDOW_MULTIPLE, Engine, prompt_width
-from bitune_jax.engine.slots import Slots, decode, insert, prefill, release, slot_shardings
+from bitune_jax.engine.slots import Slots, decode, insert, prefill, release, slot_shardings, step_weights
 
 __all__ = [
     "WINDOW_MULTIPLE",
@@ -30,4 +30,5 @@ __all__ = [
     "prompt_width",
     "release",
     "slot_shardings",
+    "step_weights",
 ]

@@ -1,6 +1,10 @@
 """What the engine decodes: a plain (or PEFT) model, or Bitune from its mixed prompt cache. Each decoder has the
-same two pure functions, prefill a prompt and take one decode step, so the slots and the scheduler do not know which
-they run."""
+same three pure functions, prefill a prompt, the weights its decode step reads, and one decode step, so the slots
+and the scheduler do not know which they run.
+
+The prefill runs the layers as one scan over the stacked weights; the decode step runs them unrolled over per-layer
+weights and a layered cache (`unstack_layers`), so that no step copies a layer's weights or cache out of a stacked
+array (SmolLM2, 16 slots: 135 -> 108 ms a step on a 2-core CPU)."""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from bitune_jax.bitune.forward import adapter_set
 from bitune_jax.bitune.generation import prefill as bitune_prefill
 from bitune_jax.models.compute import Compute
 from bitune_jax.models.config import ModelConfig
-from bitune_jax.models.transformer import KVCache, forward
+from bitune_jax.models.transformer import KVCache, forward, unstack_layers
 from bitune_jax.peft import PeftConfig
 
 Weights = Any  # the pytree a decoder reads: (params, adapters) or (base, trainable)
@@ -48,8 +52,14 @@ class PlainDecoder:
         )
         return logits[:, 0], cache
 
+    def step_weights(self, weights: Weights) -> Weights:
+        """What `step` reads: the weights and adapters one layer at a time (a copy)."""
+        params, adapters = weights
+        return unstack_layers(params), unstack_layers(adapters)
+
     def step(self, weights: Weights, token, pos, cache: KVCache, window: int) -> tuple[jax.Array, KVCache]:
-        """One token a row `[batch]` at `pos`, attending over the cache's first `window` slots."""
+        """One token a row `[batch]` at `pos`, attending over the layered cache's first `window` slots; `weights`
+        are `step_weights(...)`'s."""
         params, adapters = weights
         logits, cache = forward(
             params,
@@ -91,11 +101,17 @@ class BituneDecoder:
             compute=self.compute,
         )
 
-    def step(self, weights: Weights, token, pos, cache: KVCache, window: int) -> tuple[jax.Array, KVCache]:
-        """The plain step with the `causal` adapter set: answers are decoded causally."""
+    def step_weights(self, weights: Weights) -> Weights:
+        """The base weights and the `causal` adapter set, one layer at a time: answers are decoded causally."""
         base, trainable = weights
-        causal = PlainDecoder(self.cfg, self.bcfg.peft, self.compute)
-        return causal.step((base, adapter_set(trainable, "causal")), token, pos, cache, window)
+        return self._causal.step_weights((base, adapter_set(trainable, "causal")))
+
+    def step(self, weights: Weights, token, pos, cache: KVCache, window: int) -> tuple[jax.Array, KVCache]:
+        return self._causal.step(weights, token, pos, cache, window)
+
+    @property
+    def _causal(self) -> PlainDecoder:
+        return PlainDecoder(self.cfg, self.bcfg.peft, self.compute)
 
 
 Decoder = PlainDecoder | BituneDecoder

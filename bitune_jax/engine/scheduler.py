@@ -12,7 +12,7 @@ import numpy as np
 
 from bitune_jax.engine.decoders import Decoder, Weights
 from bitune_jax.engine.requests import Completion, Request, check_requests
-from bitune_jax.engine.slots import Slots, decode, insert, prefill, release, slot_shardings
+from bitune_jax.engine.slots import Slots, decode, insert, prefill, release, slot_shardings, step_weights
 from bitune_jax.models.transformer import KVCache
 
 WINDOW_MULTIPLE = 128  # the cache slots a decode step attends over, rounded up to this (one compile each)
@@ -36,7 +36,9 @@ class Engine:
     """Continuous batching over `slots` decode rows. `generate(requests)` yields each `Completion` as its last
     sample finishes; `run(requests)` returns them in request order. On a `mesh`, the slots' rows go over `data`
     and their key/value heads over `tensor`; the weights keep the shardings they were loaded with
-    (`bitune_jax.load(..., mesh=)`), and jit partitions the three programs from the two."""
+    (`bitune_jax.load(..., mesh=)`), and jit partitions the three programs from the two. The decode step reads a
+    per-layer copy of the weights (`decoder.step_weights`), made at the first `generate` and kept: the engine holds
+    the weights twice."""
 
     def __init__(
         self,
@@ -58,6 +60,7 @@ class Engine:
         self.decoder, self.weights, self.num_slots = decoder, weights, slots
         self.max_len, self.eos_ids, self.tokenizer = max_len, tuple(eos_ids), tokenizer
         self.steps_per_sync, self.prompt_multiple, self.mesh = steps_per_sync, prompt_multiple, mesh
+        self._step_weights: Weights | None = None
 
     def run(self, requests: Sequence[Request], progress: bool = False) -> list[Completion]:
         done = {c.index: c for c in self.generate(requests, progress=progress)}
@@ -84,6 +87,8 @@ class Engine:
             )
         eos_sets = [self.eos_ids if r.eos_ids is None else tuple(r.eos_ids) for r in requests]
         eos_width = max(1, *(len(e) for e in eos_sets))
+        if self._step_weights is None:
+            self._step_weights = step_weights(self.decoder, self.weights)
         slots = Slots.init(cfg, self.num_slots, max_len, self.decoder.compute.dtype, eos_width)
         if self.mesh is not None:
             slots = jax.device_put(slots, slot_shardings(slots, self.mesh))
@@ -125,7 +130,7 @@ class Engine:
             used = int(np.max(np.where(live, np.asarray(slots.cache.length), 0))) + self.steps_per_sync
             window = min(max_len, -(-used // WINDOW_MULTIPLE) * WINDOW_MULTIPLE)
             slots, out = decode(
-                self.decoder, self.weights, slots, steps=self.steps_per_sync, window=window, sampled=sampled
+                self.decoder, self._step_weights, slots, steps=self.steps_per_sync, window=window, sampled=sampled
             )
             out, active = np.asarray(out), np.asarray(slots.active)
             for s, sample in enumerate(owner):

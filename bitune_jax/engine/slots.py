@@ -20,7 +20,7 @@ from bitune_jax.sampling import sample_rows
 class Slots(NamedTuple):
     """Every slot's cache and decoding state; a slot is free when not `active`."""
 
-    cache: KVCache  # length [slots]: the next cache index each slot writes
+    cache: KVCache  # layered; length [slots]: the next cache index each slot writes
     token: jax.Array  # [slots] int32: sampled, not yet emitted
     pos: jax.Array  # [slots] int32: that token's position
     count: jax.Array  # [slots] int32: tokens emitted so far
@@ -34,7 +34,7 @@ class Slots(NamedTuple):
 
     @classmethod
     def init(cls, cfg: ModelConfig, slots: int, max_len: int, dtype, eos_width: int) -> Slots:
-        cache = KVCache.init(cfg, slots, max_len, dtype)
+        cache = KVCache.init(cfg, slots, max_len, dtype, layered=True)
 
         def zeros():  # one buffer each: the state is donated, and a buffer cannot be donated twice
             return jnp.zeros((slots,), jnp.int32)
@@ -60,16 +60,17 @@ def slot_shardings(slots: Slots, mesh: jax.sharding.Mesh) -> Slots:
     rows = tuple(a for a in ("data", "fsdp") if mesh.shape.get(a, 1) > 1) or None
     if rows is not None and slots.token.shape[0] % math.prod(mesh.shape[a] for a in rows):
         rows = None
-    kv = slots.cache.k.shape[2]
+    kv = slots.cache.k[0].shape[1]
     heads = "tensor" if mesh.shape.get("tensor", 1) > 1 and kv % mesh.shape["tensor"] == 0 else None
 
     def spec(*axes):
         return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*axes))
 
     per_row = spec(rows)
+    layer = spec(rows, heads, None, None)
     cache = KVCache(
-        k=spec(None, rows, heads, None, None),
-        v=spec(None, rows, heads, None, None),
+        k=(layer,) * len(slots.cache.k),
+        v=(layer,) * len(slots.cache.v),
         positions=spec(rows, None),
         length=per_row,
     )
@@ -93,10 +94,16 @@ def prefill(decoder: Decoder, weights: Weights, tokens: jax.Array, positions: ja
     return decoder.prefill(weights, tokens, positions)
 
 
+@functools.partial(jax.jit, static_argnames=("decoder",))
+def step_weights(decoder: Decoder, weights: Weights) -> Weights:
+    """The weights `decode` reads (a per-layer copy), laid out as jit propagates the given ones' shardings."""
+    return decoder.step_weights(weights)
+
+
 @functools.partial(jax.jit, donate_argnums=(0,))
 def insert(
     slots: Slots,
-    prompt: KVCache,  # batch 1, scalar length
+    prompt: KVCache,  # stacked, batch 1, scalar length
     logits: jax.Array,  # [1, vocab]
     slot: jax.Array,  # [] int32
     key: jax.Array,  # [2] uint32 key data of this sample
@@ -109,8 +116,8 @@ def insert(
     max_len = slots.cache.positions.shape[1]
     row = jnp.full((max_len,), -1, jnp.int32).at[:width].set(prompt.positions[0])
     cache = KVCache(
-        k=slots.cache.k.at[:, slot, :, :width].set(prompt.k[:, 0]),
-        v=slots.cache.v.at[:, slot, :, :width].set(prompt.v[:, 0]),
+        k=tuple(c.at[slot, :, :width].set(prompt.k[i, 0]) for i, c in enumerate(slots.cache.k)),
+        v=tuple(c.at[slot, :, :width].set(prompt.v[i, 0]) for i, c in enumerate(slots.cache.v)),
         positions=slots.cache.positions.at[slot].set(row),
         length=slots.cache.length.at[slot].set(prompt.length),
     )
@@ -142,7 +149,8 @@ def decode(
 ) -> tuple[Slots, jax.Array]:
     """Up to `steps` decode steps for every slot (fewer once none is active): each active slot emits its token,
     stops at EOS or its budget, otherwise feeds it and draws the next (`sampled=False`: every slot is greedy, the
-    draw is an argmax). Attention reads the cache's first `window` slots: every slot's length + `steps` must fit.
+    draw is an argmax). `weights` are `decoder.step_weights(...)`'s. Attention reads the cache's first `window`
+    slots: every slot's length + `steps` must fit.
     Returns `[slots, steps]` emitted ids, -1 where a slot emitted nothing."""
     out = jnp.full((slots.token.shape[0], steps), -1, jnp.int32)
 

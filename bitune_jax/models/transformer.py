@@ -36,24 +36,42 @@ NORMS_BY_LAYOUT = {
 
 class KVCache(NamedTuple):
     """Per-layer keys/values for decoding. Slots are filled left to right: for the whole batch at once (a scalar
-    `length`), or each row at its own offset (a `[batch]` length: the rows of a continuous-batching engine)."""
+    `length`), or each row at its own offset (a `[batch]` length: the rows of a continuous-batching engine).
+
+    Stacked (one array over the layers, as a scanned forward writes it) or layered (a tuple of one buffer a layer,
+    read by `forward` with per-layer weights, its layers unrolled): a scanned decode step copies each layer's slice
+    out of the stacked cache before attending over it, 0.5 GB a step for SmolLM2 at 16 rows x 704 slots."""
 
     # Head-major, so that a decode step's attention reads each head's keys as one run, in place (a [.., max_len,
     # kv_heads, ..] cache made XLA:CPU copy every layer's keys and values into that order, every step).
-    k: jax.Array  # [layers, batch, kv_heads, max_len, head_dim]
-    v: jax.Array  # [layers, batch, kv_heads, max_len, head_dim]
+    k: jax.Array | tuple[jax.Array, ...]  # [layers, batch, kv_heads, max_len, head_dim], or layers x [batch, ...]
+    v: jax.Array | tuple[jax.Array, ...]  # as k
     positions: jax.Array  # [batch, max_len] int32, -1 for empty or padding slots
     length: jax.Array  # [] or [batch] int32, slots written so far
 
     @classmethod
-    def init(cls, cfg: ModelConfig, batch: int, max_len: int, dtype=jnp.float32) -> KVCache:
-        shape = (cfg.num_layers, batch, cfg.num_kv_heads, max_len, cfg.head_dim)
-        return cls(
-            k=jnp.zeros(shape, dtype),
-            v=jnp.zeros(shape, dtype),
-            positions=jnp.full((batch, max_len), -1, jnp.int32),
-            length=jnp.zeros((), jnp.int32),
-        )
+    def init(cls, cfg: ModelConfig, batch: int, max_len: int, dtype=jnp.float32, layered: bool = False) -> KVCache:
+        shape = (cfg.num_kv_heads, max_len, cfg.head_dim)
+        if layered:  # one buffer each (not views of one array: each is donated and written in place)
+            k = tuple(jnp.zeros((batch, *shape), dtype) for _ in range(cfg.num_layers))
+            v = tuple(jnp.zeros((batch, *shape), dtype) for _ in range(cfg.num_layers))
+        else:
+            k = v = jnp.zeros((cfg.num_layers, batch, *shape), dtype)
+        return cls(k=k, v=v, positions=jnp.full((batch, max_len), -1, jnp.int32), length=jnp.zeros((), jnp.int32))
+
+    @property
+    def layered(self) -> bool:
+        return isinstance(self.k, tuple)
+
+
+def unstack_layers(tree: Params | None) -> Params | None:
+    """Parameters or adapters with `layers` as a tuple of per-layer dicts instead of arrays stacked on axis 0: what
+    `forward` runs unrolled, each layer reading its own weights in place (a static slice of the stacked weights is
+    a copy on XLA:CPU, every step). A copy of the layer weights; None and per-layer trees are returned as they are."""
+    if not tree or "layers" not in tree or isinstance(tree["layers"], tuple) or not tree["layers"]:
+        return tree
+    num_layers = jax.tree.leaves(tree["layers"])[0].shape[0]
+    return {**tree, "layers": tuple(jax.tree.map(lambda a, i=i: a[i], tree["layers"]) for i in range(num_layers))}
 
 
 def rms_norm(x: jax.Array, w: jax.Array, eps: float, plus_one: bool) -> jax.Array:
@@ -220,7 +238,8 @@ def forward(
     """Logits `[batch, seq or rows, vocab]` (float32) and the updated cache.
 
     Without a cache the tokens attend to each other; with one they are written at slots
-    `cache.length ...` and attend to everything the cache holds.
+    `cache.length ...` and attend to everything the cache holds. Stacked weights run the layers as one scan;
+    per-layer weights (`unstack_layers`, with a layered cache) run them unrolled, as an engine's decode step does.
     """
     if cache is not None and compute.sequence_parallel is not None:
         raise ValueError("sequence_parallel splits a whole sequence over devices; decoding with a cache does not")
@@ -243,8 +262,9 @@ def forward(
 
     def body(carry, xs, kind: LayerKind):
         # The cache rides in the carry, whole: each layer writes its new keys/values in place and attends over its
-        # own slice. (Scanned as xs/ys, every decode step would copy the whole cache in and out.)
-        x, cache_kv = carry  # cache_kv: (k, v) stacked over layers, or None without a cache
+        # own slice. (Scanned as xs/ys, every decode step would copy the whole cache in and out.) Unrolled over a
+        # layered cache, the carry holds this layer's buffers only (`layer` None), read in place.
+        x, cache_kv = carry  # cache_kv: (k, v) stacked over layers, or this layer's, or None without a cache
         lp, la, key, layer = xs
         spec = kernels.MaskSpec(
             q_positions=positions,
@@ -258,15 +278,17 @@ def forward(
         def attend(q, k, v):
             kept = None
             if cache_kv is not None:
+                at = () if layer is None else (layer,)
 
                 def write(c, n):  # the new keys or values `[batch, seq, kv_heads, head_dim]` into this layer's slots
                     if per_row:  # (indices split by a slice: their [batch, seq] dims come first, as in n)
-                        return c.at[layer, rows, :, cols].set(n.astype(c.dtype), mode="drop")
-                    n = jnp.swapaxes(n, 1, 2)[None].astype(c.dtype)
-                    return jax.lax.dynamic_update_slice(c, n, (layer, 0, 0, cache.length, 0))
+                        return c.at[(*at, rows, slice(None), cols)].set(n.astype(c.dtype), mode="drop")
+                    n = jnp.swapaxes(n, 1, 2).astype(c.dtype)  # [batch, kv_heads, seq, head_dim]
+                    return jax.lax.dynamic_update_slice(c, n[(None,) * len(at)], (*at, 0, 0, cache.length, 0))
 
                 kept = (write(cache_kv[0], k), write(cache_kv[1], v))
-                k, v = (jax.lax.dynamic_index_in_dim(c, layer, keepdims=False)[:, :, :kv_window] for c in kept)
+                own = kept if layer is None else (jax.lax.dynamic_index_in_dim(c, layer, keepdims=False) for c in kept)
+                k, v = (c[:, :, :kv_window] for c in own)
             o = compute.attention(
                 q,
                 k.astype(q.dtype),
@@ -284,9 +306,27 @@ def forward(
     layer_adapters = (adapters or {}).get("layers", {})
     if layer_adapters and peft is None:
         raise ValueError("adapters were given without the PeftConfig that made them")
-    xs = (params["layers"], layer_adapters, layer_keys(dropout_key, cfg.num_layers), jnp.arange(cfg.num_layers))
-    cache_kv = (cache.k, cache.v) if cache is not None else None
-    (x, new_kv), _ = scan_layers(body, (x, cache_kv), xs, cfg, compute)
+    keys = layer_keys(dropout_key, cfg.num_layers)
+    if isinstance(params["layers"], tuple):  # per-layer weights: the layers unrolled
+        if cache is not None and not cache.layered:
+            raise ValueError("per-layer weights (unstack_layers) decode from a layered cache (KVCache.init(layered=))")
+        if layer_adapters and not isinstance(layer_adapters, tuple):
+            raise ValueError("per-layer weights need per-layer adapters: unstack_layers(adapters)")
+        kinds, kv = layer_kinds(cfg), ([], [])
+        for i in range(cfg.num_layers):
+            xs = (params["layers"][i], layer_adapters[i] if layer_adapters else {}, None if keys is None else keys[i])
+            own = None if cache is None else (cache.k[i], cache.v[i])
+            (x, own), _ = body((x, own), (*xs, None), jax.tree.map(lambda a, i=i: a[i], kinds))
+            if own is not None:
+                kv[0].append(own[0])
+                kv[1].append(own[1])
+        new_kv = (tuple(kv[0]), tuple(kv[1]))
+    else:
+        if cache is not None and cache.layered:
+            raise ValueError("a layered cache is read by per-layer weights: forward(unstack_layers(params), ...)")
+        xs = (params["layers"], layer_adapters, keys, jnp.arange(cfg.num_layers))
+        cache_kv = (cache.k, cache.v) if cache is not None else None
+        (x, new_kv), _ = scan_layers(body, (x, cache_kv), xs, cfg, compute)
     if logit_rows is not None:
         x = jnp.take_along_axis(x, logit_rows[..., None], axis=1)
     logits = x if return_hidden else unembed(params, x, cfg)

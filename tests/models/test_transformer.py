@@ -14,7 +14,7 @@ import pytest
 
 from bitune_jax.data.batch import PromptBatch
 from bitune_jax.models.config import ModelConfig
-from bitune_jax.models.transformer import KVCache, forward, init_params
+from bitune_jax.models.transformer import KVCache, forward, init_params, unstack_layers
 from bitune_jax.tree_paths import path_name
 from tests.bitune.reference import FAST_COMPILE
 from tests.tiny_models import TINY, tiny_prompts
@@ -95,19 +95,20 @@ def test_right_padding_does_not_change_real_tokens(lm):
 PREFILL = 4  # columns of the 12-wide batch written by the prefill; the other 8 are decoded one at a time
 
 
-@pytest.mark.parametrize("side", ["left", "right"])
-def test_prefill_then_decode_equals_the_uncached_forward(lm, side):
+@pytest.mark.parametrize("side, layered", [("left", False), ("right", False), ("left", True)])
+def test_prefill_then_decode_equals_the_uncached_forward(lm, side, layered):
     """Teacher-forced: the padded batch's first columns in one cached call, then one column per call; every real
     token's logits equal the uncached forward's (float32, atol 1e-5; measured <= 5e-7 on logits up to 1.5). The
     prompts are longer than the sliding window, and left padding puts positions in other slots: the cache must
-    mask by position, not by slot."""
+    mask by position, not by slot. `layered`: per-layer weights over a layered cache, the layers unrolled."""
     tokens, positions = PromptBatch.pad(tiny_prompts(), pad_id=0, side=side)
     want = np.asarray(lm.logits(tokens, positions))
-    cache = KVCache.init(lm.cfg, tokens.shape[0], tokens.shape[1])
-    logits, cache = _cached(lm.params, tokens[:, :PREFILL], positions[:, :PREFILL], cache, lm.cfg)
+    params = unstack_layers(lm.params) if layered else lm.params
+    cache = KVCache.init(lm.cfg, tokens.shape[0], tokens.shape[1], layered=layered)
+    logits, cache = _cached(params, tokens[:, :PREFILL], positions[:, :PREFILL], cache, lm.cfg)
     got = [np.asarray(logits)]
     for t in range(PREFILL, tokens.shape[1]):
-        logits, cache = _cached(lm.params, tokens[:, t : t + 1], positions[:, t : t + 1], cache, lm.cfg)
+        logits, cache = _cached(params, tokens[:, t : t + 1], positions[:, t : t + 1], cache, lm.cfg)
         got.append(np.asarray(logits))
     got = np.concatenate(got, axis=1)
     real = positions >= 0
@@ -121,17 +122,20 @@ def _cached_window(params, tokens, positions, cache, cfg, kv_window):
     return forward(params, tokens, cfg, positions=positions, cache=cache, kv_window=kv_window)
 
 
-def test_rows_at_their_own_offsets_equal_the_uncached_forward(lm):
+@pytest.mark.parametrize("layered", [False, True])
+def test_rows_at_their_own_offsets_equal_the_uncached_forward(lm, layered):
     """A cache with a length per row (an engine's slots): row i's tokens are written from slot i on, one a call,
     and the calls attend over the first `kv_window` slots only (every written one). Every real token's logits
-    equal the uncached forward's (float32, atol 1e-5, as above)."""
+    equal the uncached forward's (float32, atol 1e-5, as above); stacked, and layered as the engine decodes."""
     tokens, positions = PromptBatch.pad(tiny_prompts(), pad_id=0, side="right")
     want = np.asarray(lm.logits(tokens, positions))
     batch, width = tokens.shape
-    cache = KVCache.init(lm.cfg, batch, width + batch)._replace(length=jnp.arange(batch, dtype=jnp.int32))
+    params = unstack_layers(lm.params) if layered else lm.params
+    cache = KVCache.init(lm.cfg, batch, width + batch, layered=layered)
+    cache = cache._replace(length=jnp.arange(batch, dtype=jnp.int32))
     got = []
     for t in range(width):
-        step = (lm.params, tokens[:, t : t + 1], positions[:, t : t + 1], cache, lm.cfg, width + batch - 1)
+        step = (params, tokens[:, t : t + 1], positions[:, t : t + 1], cache, lm.cfg, width + batch - 1)
         logits, cache = _cached_window(*step)
         got.append(np.asarray(logits))
     got = np.concatenate(got, axis=1)
@@ -150,3 +154,15 @@ def test_the_sliding_window_is_in_force(lm):
     real = batch.positions >= 0
     assert lm.cfg.sliding_window < max(map(len, tiny_prompts()))
     assert np.abs(windowed[real] - every_layer_global[real]).max() > 1e-3
+
+
+def test_weights_and_cache_layouts_must_match(lm):
+    """Per-layer weights read a layered cache and stacked weights a stacked one; a mix is refused with the fix named
+    (a silent static slice of stacked weights would copy every layer's weights on every decode step)."""
+    tokens = np.zeros((1, 1), np.int32)
+    stacked, layered = (KVCache.init(lm.cfg, 1, 4, layered=x) for x in (False, True))
+    with pytest.raises(ValueError, match="unstack_layers"):
+        forward(lm.params, tokens, lm.cfg, cache=layered)
+    with pytest.raises(ValueError, match="layered cache"):
+        forward(unstack_layers(lm.params), tokens, lm.cfg, cache=stacked)
+    assert unstack_layers(unstack_layers(lm.params))["layers"][0].keys() == lm.params["layers"].keys()
