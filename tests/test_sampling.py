@@ -77,3 +77,28 @@ def test_the_nucleus_without_a_sort_is_the_sorted_prefix(vocab):
         np.testing.assert_array_equal(got, logits >= cutoff)
         covered |= set(probs[:, :CANDIDATES].sum(1) >= p)
     assert covered == ({True, False} if vocab > CANDIDATES else {True})
+
+
+def test_rows_draw_from_the_top_k_then_top_p_cut():
+    """`sample_rows` (one set of candidates for both cuts) draws what a categorical over the sorted definition's
+    kept set draws with the same key: top-k of the scaled logits, then the smallest prefix of what is left whose
+    mass reaches p, per row, at 3,000 tokens (so the candidates cover some rows and not others)."""
+    rows, vocab = 96, 3000
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(rows, vocab)).astype(np.float32) * rng.uniform(0.1, 8, size=(rows, 1)).astype(np.float32)
+    settings = [(t, p, k) for t in (0.6, 1.0) for p in (1.0, 0.5, 0.95) for k in (0, 5, 40, 100)]
+    temperature, top_p, top_k = (np.asarray(np.resize(col, rows)) for col in zip(*settings))
+    temperature, top_p, top_k = temperature.astype(np.float32), top_p.astype(np.float32), top_k.astype(np.int32)
+    keys = jax.random.split(jax.random.key(3), rows)
+    scaled = logits / temperature[:, None]
+    desc = -np.sort(-scaled, axis=1)
+    kth = np.where(top_k > 0, desc[np.arange(rows), np.maximum(top_k, 1) - 1], -np.inf)[:, None]
+    cut = np.where(scaled >= kth, scaled, -np.inf)
+    desc = -np.sort(-cut, axis=1)
+    probs = np.asarray(jax.nn.softmax(jnp.asarray(desc), axis=-1))
+    cutoff = desc[np.arange(rows), ((np.cumsum(probs, axis=1) - probs) < top_p[:, None]).sum(1) - 1][:, None]
+    kept = np.where((cut >= cutoff) | (top_p[:, None] >= 1), cut, -np.inf)
+    want = np.asarray(jax.vmap(jax.random.categorical)(keys, jnp.asarray(kept)))
+    got = np.asarray(sample_rows(jnp.asarray(logits), keys, *map(jnp.asarray, (temperature, top_p, top_k))))
+    np.testing.assert_array_equal(got, want)
+    assert len(set(want.tolist())) > 10  # the draws are not all one token

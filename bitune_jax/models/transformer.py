@@ -312,11 +312,11 @@ def forward(
             raise ValueError("per-layer weights (unstack_layers) decode from a layered cache (KVCache.init(layered=))")
         if layer_adapters and not isinstance(layer_adapters, tuple):
             raise ValueError("per-layer weights need per-layer adapters: unstack_layers(adapters)")
-        kinds, kv = layer_kinds(cfg), ([], [])
+        kinds, kv, layer = layer_kinds(cfg), ([], []), compute.checkpointed(body)  # the scan's remat, per layer
         for i in range(cfg.num_layers):
             xs = (params["layers"][i], layer_adapters[i] if layer_adapters else {}, None if keys is None else keys[i])
             own = None if cache is None else (cache.k[i], cache.v[i])
-            (x, own), _ = body((x, own), (*xs, None), jax.tree.map(lambda a, i=i: a[i], kinds))
+            (x, own), _ = layer((x, own), (*xs, None), jax.tree.map(lambda a, i=i: a[i], kinds))
             if own is not None:
                 kv[0].append(own[0])
                 kv[1].append(own[1])

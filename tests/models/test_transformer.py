@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from bitune_jax.data.batch import PromptBatch
+from bitune_jax.models.compute import Compute
 from bitune_jax.models.config import ModelConfig
 from bitune_jax.models.transformer import KVCache, forward, init_params, unstack_layers
 from bitune_jax.tree_paths import path_name
@@ -166,3 +167,25 @@ def test_weights_and_cache_layouts_must_match(lm):
     with pytest.raises(ValueError, match="layered cache"):
         forward(unstack_layers(lm.params), tokens, lm.cfg, cache=stacked)
     assert unstack_layers(unstack_layers(lm.params))["layers"][0].keys() == lm.params["layers"].keys()
+
+
+def test_unrolled_layers_keep_the_remat_policy(lm):
+    """Per-layer weights run the layers unrolled under the same remat policy as the scan: each layer's backward
+    recomputes it (one `checkpoint` a layer in the program, none without remat), with gradients equal to
+    the scanned layers' (float32, 1e-5)."""
+    tokens = jnp.asarray([tiny_prompts()[0][:8]], jnp.int32)
+
+    def loss(params, compute):
+        return jnp.mean(forward(params, tokens, lm.cfg, compute=compute)[0] ** 2)
+
+    def checkpoints(params, compute):
+        jaxpr = jax.make_jaxpr(lambda p: loss(p, compute))(params).jaxpr
+        return sum(e.primitive.name in ("checkpoint", "remat2") for e in jaxpr.eqns)
+
+    unrolled = unstack_layers(lm.params)
+    assert checkpoints(unrolled, Compute(remat="full")) == lm.cfg.num_layers
+    assert checkpoints(unrolled, Compute()) == 0
+    got = jax.grad(lambda p: loss(p, Compute(remat="full")))(unrolled)
+    want = unstack_layers(jax.grad(lambda p: loss(p, Compute()))(lm.params))
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(g, w, atol=1e-5)
