@@ -6,7 +6,8 @@ over few list-edit traces beat one epoch over many, and does the saturation rule
 
 Model: SmolLM2-135M-Instruct after v2's single-step warm-up (`WARMUP/model`, built by the study command when
 missing). Task: list edits with 3-5 edits (about 200 tokens per example), so one epoch lands off the floor; the pilot
-gate (the 512 x 1 point at the chosen rate: held-out avg@4 in [0.2, 0.6] with epoch token accuracy <= 0.9) is judged
+gate (the 512 x 1 point at the chosen rate: held-out avg@4 in [0.2, 0.6] with epoch token accuracy below the
+saturation rule's 0.99; <= 0.9 until 2026-12-07) is judged
 before the grid runs, and a change of difficulty is recorded in the pre-registration's "Changes".
 
 Grid at 512 updates of one sequence each: 512 x 1, 128 x 4, 64 x 8, 32 x 16 (samples x epochs), and 32 x 4, 32 x 8
