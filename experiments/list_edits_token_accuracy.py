@@ -4,9 +4,9 @@
 
 Why: the repetition v3 pilot gate asked for epoch token accuracy <= 0.9 at one epoch, with the number of edits as
 its lever (docs/repetition_study_v3/PREREGISTRATION.md, Changes). This measures whether that lever moves token
-accuracy at all: the argmax next-token hit rate over the answer tokens (as the trainer counts it,
-`bitune_jax.losses`), the prompt in the chat template, one problem at a time, no padding. Headline figures last, one
-`name: value` per line; `--out` also writes them as JSON.
+accuracy at all: the argmax next-token hit rate over the answer tokens (the trainer's count,
+`bitune_jax.losses.masked_token_loss`), the prompt in the chat template, one problem at a time, no padding.
+Headline figures last, one `name: value` per line; `--out` also writes them as JSON.
 """
 
 from __future__ import annotations
@@ -15,27 +15,25 @@ import argparse
 import json
 import pathlib
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 import bitune_jax as bj
 from bitune_jax.data.tokenize import tokenize_records
-from bitune_jax.models.transformer import forward
+from bitune_jax.losses import masked_token_loss
 from bitune_jax.tasks import list_edits
 
 
 def token_accuracy(lm: bj.LM, min_steps: int, max_steps: int, problems: int, seed: int) -> dict:
     records = list_edits.generate(problems, seed=seed, min_steps=min_steps, max_steps=max_steps)
     examples, _ = tokenize_records(records, lm.tokenizer, max_len=lm.cfg.max_seq_len)
-    logits_of = jax.jit(lambda params, tokens: forward(params, tokens, lm.cfg)[0][0])  # [seq, vocab]
     hits = tokens = 0
     for e in examples:
-        ids = np.concatenate([e.prompt_ids, e.answer_ids])[None].astype(np.int32)
-        logits = logits_of(lm.params, jnp.asarray(ids))
-        predicted = np.asarray(jnp.argmax(logits[len(e.prompt_ids) - 1 : -1], axis=-1))
-        hits += int((predicted == e.answer_ids).sum())
-        tokens += len(e.answer_ids)
+        logits = lm.logits(np.concatenate([e.prompt_ids, e.answer_ids])[None])  # [1, seq, vocab]
+        answer = logits[:, len(e.prompt_ids) - 1 : -1]  # the rows that predict the answer tokens
+        _, metrics = masked_token_loss(answer, jnp.asarray(e.answer_ids)[None], jnp.ones(answer.shape[:2], bool))
+        hits += int(metrics["correct"])
+        tokens += int(metrics["tokens"])
     return {"steps": f"{min_steps}-{max_steps}", "token_accuracy": hits / tokens, "answer_tokens": tokens}
 
 
