@@ -50,10 +50,15 @@ def with_greedy(config, workdir: str | pathlib.Path, items: dict[str, Any] | Non
     }
 
 
-def point_key(summary: dict[str, Any]) -> tuple[int, int, float, int]:
-    """(samples, epochs, learning rate, draw) of a point's record."""
+def point_key(summary: dict[str, Any]) -> tuple[int, int, float, int, tuple[int, int] | None]:
+    """(samples, epochs, learning rate, draw, (fewest, most) edits per problem) of a point's record; the edits from
+    its overrides, else its config (None when neither says)."""
     p = summary["point"]
-    return p["data.num_samples"], p["train.epochs"], p["train.lr"], p.get("data.pool_seed", 0)
+    synthetic = (summary.get("config") or {}).get("data", {}).get("synthetic", {})
+    low = p.get("data.synthetic.min_steps", synthetic.get("min_steps"))
+    high = p.get("data.synthetic.max_steps", synthetic.get("max_steps"))
+    edits = None if low is None else (int(low), int(high))
+    return p["data.num_samples"], p["train.epochs"], p["train.lr"], p.get("data.pool_seed", 0), edits
 
 
 def item_outcomes(summary: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -82,7 +87,7 @@ def lr_pick(
     draw (a tie goes to the lower rate); None until both points of every rate are recorded."""
     scores: dict[float, dict[str, float]] = {}
     for s in lr_summaries:
-        n, e, lr, _ = point_key(s)
+        n, e, lr, *_ = point_key(s)
         if (n, e) in (one_epoch, repeated):
             scores.setdefault(lr, {})[f"{n}x{e}"] = float(item_outcomes(s)["avg@4"].mean())
     complete = {lr: v for lr, v in scores.items() if len(v) == 2}
@@ -100,6 +105,20 @@ def pilot_gate(summary: dict[str, Any], rule: saturation.SaturationConfig) -> di
     low, high = GATE["avg@4"]
     holds = low <= avg <= high and token_accuracy < rule.threshold
     return {"avg@4": avg, rule.metric: token_accuracy, "holds": holds, "gate": {**GATE, "below": rule.threshold}}
+
+
+def pilot_tries(
+    summaries: list[dict[str, Any]], lr: float, edits: list[tuple[int, int]], one_epoch, draw: int, rule
+) -> list[dict[str, Any]]:
+    """The gate judged on each recorded try, in the order of `edits` (the pilot's difficulties): the one-epoch point
+    of `draw` at rate `lr`."""
+    by = {point_key(s): s for s in summaries}
+    tries = []
+    for e in edits:
+        s = by.get((*one_epoch, lr, draw, tuple(e)))
+        if s is not None:
+            tries.append({"edits": list(e), **pilot_gate(s, rule)})
+    return tries
 
 
 def rule_pick(curve: list[float], rule: saturation.SaturationConfig, choices=RULE_EPOCHS) -> dict[str, Any]:
@@ -131,17 +150,33 @@ def pooled_difference(pairs: list[tuple[dict, dict]], outcome: str) -> dict[str,
     return {**d.to_dict(), "draws": len(pairs)}
 
 
-def report(summaries: list[dict[str, Any]], lr: float, rule: saturation.SaturationConfig, one_epoch, row_n) -> dict:
+def report(
+    summaries: list[dict[str, Any]],
+    lr: float,
+    rule: saturation.SaturationConfig,
+    one_epoch,
+    row_n,
+    edits: list[tuple[int, int]] | None = None,
+) -> dict:
     """The primary comparison (the rule's pick against one epoch, pooled over draws, with its decision), the
     secondary ones (every other point against one epoch on every outcome, pooled and per draw), and the pilot gate.
 
-    `one_epoch`: (samples, epochs) of the baseline; `row_n`: the saturation row's sample count."""
-    by = {point_key(s): s for s in summaries if point_key(s)[2] == lr}
+    `one_epoch`: (samples, epochs) of the baseline; `row_n`: the saturation row's sample count; `edits`: the
+    pilot's difficulties in order, the grid at the last (points of the others are only the gate's tries; None: one
+    difficulty, whatever the records hold)."""
+    grid_edits = None if not edits else tuple(edits[-1])
+    keep = lambda k: k[2] == lr and (grid_edits is None or k[4] == grid_edits)
+    by = {point_key(s)[:4]: s for s in summaries if keep(point_key(s))}
     draws = sorted({k[3] for k in by})
     base = {d: by.get((*one_epoch, lr, d)) for d in draws}
-    out: dict[str, Any] = {"lr": lr, "draws": draws, "pilot_gate": None, "primary": None, "secondary": []}
+    out: dict[str, Any] = {"lr": lr, "edits": grid_edits and list(grid_edits), "draws": draws, "pilot_gate": None}
+    out |= {"pilot_tries": [], "primary": None, "secondary": []}
     if base.get(draws[0] if draws else 0) is not None:
         out["pilot_gate"] = pilot_gate(base[draws[0]], rule)
+    if edits:
+        out["pilot_tries"] = pilot_tries(summaries, lr, edits, one_epoch, draws[0] if draws else 0, rule)
+    if out["pilot_gate"] is None or not out["pilot_gate"]["holds"]:
+        return out  # the grid runs only once the gate holds: no comparison before it
     picks = {}
     for d in draws:
         longest = by.get((row_n, max(RULE_EPOCHS), lr, d))
@@ -179,21 +214,32 @@ def markdown(lr_choice: dict[str, Any], result: dict[str, Any] | None, one_epoch
     lines += ["", f"Pick: {'pending' if pick is None else format(pick, 'g')}.", ""]
     if result is None:
         return "\n".join(lines)
-    gate = result["pilot_gate"]
+    gate, tries = result["pilot_gate"], result.get("pilot_tries") or []
+    if gate is not None or tries:
+        lines += ["## Pilot gate", ""]
+        metric = next(k for k in (gate or tries[0]) if k.endswith("token_accuracy"))
+    if tries:
+        lines += [f"| edits | avg@4 | epoch {metric} | gate |", "| --- | ---: | ---: | --- |"]
+        for t in tries:
+            e = "-".join(map(str, t["edits"]))
+            lines.append(f"| {e} | {t['avg@4']:.3f} | {t[metric]:.3f} | {'holds' if t['holds'] else 'fails'} |")
+        lines.append("")
     if gate is not None:
-        metric = next(k for k in gate if k.endswith("token_accuracy"))
         verdict = "holds" if gate["holds"] else "fails: the difficulty changes (PREREGISTRATION.md, Changes)"
+        edits = f", {'-'.join(map(str, result['edits']))} edits" if result.get("edits") else ""
         lines += [
-            "## Pilot gate",
-            "",
-            f"{base} at lr {result['lr']:g}, draw {result['draws'][0]}: avg@4 {gate['avg@4']:.3f} (gate "
+            f"{base} at lr {result['lr']:g}, draw {result['draws'][0]}{edits}: avg@4 {gate['avg@4']:.3f} (gate "
             f"{GATE['avg@4'][0]}-{GATE['avg@4'][1]}), epoch {metric} {gate[metric]:.3f} (gate < "
             f"{gate['gate']['below']:g}, the saturation rule's threshold): the gate {verdict}.",
             "",
         ]
+    elif tries:
+        lines += ["The try at the grid's difficulty is not recorded yet.", ""]
     lines += ["## Primary: the saturation rule's pick against one epoch (avg@4, pooled over draws)", ""]
     p = result["primary"]
-    if p is None:
+    if p is None and (gate is None or not gate["holds"]):
+        lines.append("Not run: the grid waits for the pilot gate to hold.")
+    elif p is None:
         lines.append("Pending: the saturation row and the one-epoch point of a draw are not all recorded yet.")
     else:
         picks = "; ".join(
@@ -214,7 +260,8 @@ def points_table(summaries: list[dict[str, Any]], rule: saturation.SaturationCon
         f"| point | avg@4 | pass@4 | greedy | terminated | steps right | final {rule.metric} |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for s in sorted(summaries, key=lambda s: (point_key(s)[2], point_key(s)[3], -point_key(s)[0], point_key(s)[1])):
+    order = lambda s: (point_key(s)[4] or (0, 0), point_key(s)[2], point_key(s)[3], -point_key(s)[0], point_key(s)[1])
+    for s in sorted(summaries, key=order):
         o = item_outcomes(s)
         cells = [f"{o[k].mean():.3f}" if k in o else "-" for k in OUTCOMES]
         name = pathlib.Path(s["config"]["workdir"]).name

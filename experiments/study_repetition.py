@@ -21,8 +21,10 @@ Writes `results.md` (tables), `results.json` (every number behind them) and `fig
   * the fixed-n judgement: once a point of the row reaches the saturation threshold, do more epochs still help?
 
 A config module with `DRAWS` is the pre-registered v3 design (docs/repetition_study_v3/PREREGISTRATION.md): each
-point's eval adds a greedy pass, and the report is `experiments.repetition_v3`'s (the rate pick, the pilot gate, the
-saturation rule's pick against one epoch pooled over the draws with its decision, every outcome's differences).
+point's eval adds a greedy pass, the points run in its order (the rate pick's, the pilot gate's try at each
+difficulty of the config's `EDITS`, then the grid, only once the try at its difficulty holds the gate), and the report
+is `experiments.repetition_v3`'s (the rate pick, the gate's tries, the saturation rule's pick against one epoch pooled
+over the draws with its decision, every outcome's differences).
 """
 
 from __future__ import annotations
@@ -230,20 +232,21 @@ def main(argv):
 
     v3 = hasattr(module, "DRAWS")  # the pre-registered v3 design: two draws, a greedy pass, its own report
     evaluate = (lambda c, w: repetition_v3.with_greedy(c, w, trace_eval_items(c, w))) if v3 else trace_eval_items
+    pilot = module.get_pilot() if v3 else []
     if flags.FLAGS.only:
-        chosen = select_points(sweep + lr_sweep, flags.FLAGS.only)
+        chosen = select_points(sweep + lr_sweep + pilot, flags.FLAGS.only)
         run_points(config, chosen, runner=runner, record_dir=out / "points", evaluate=evaluate)
         return
 
     run_missing = not flags.FLAGS.report_only
     keep = dict(runner=runner, record_dir=out / "points", evaluate=evaluate, run_missing=run_missing)
+    if v3:
+        _study_v3(module, out, config, sweep, lr_sweep, pilot, keep)
+        return
     summaries = run_points(config, sweep, **keep)
     lr_summaries = run_points(config, lr_sweep, **keep) if lr_sweep else []
     missing = missing_points(sweep + lr_sweep, summaries + lr_summaries)
     rule = saturation.SaturationConfig()  # the trainer's default rule
-    if v3:
-        _report_v3(module, out, summaries, lr_summaries, missing, rule, config)
-        return
     rows = [point_row(s, rule) for s in summaries]
     if not rows:
         raise SystemExit(f"no grid point is recorded in {out / 'points'} yet; not run: {', '.join(missing)}")
@@ -265,21 +268,37 @@ def main(argv):
         print(f"best_repetition_minus_one_epoch: {b['estimate']:+.4f} [{b['low']:+.4f}, {b['high']:+.4f}]")
 
 
-def _report_v3(module, out, summaries, lr_summaries, missing, rule, config) -> None:
-    """The pre-registered report (`experiments.repetition_v3`): the rate pick, the gate, the primary decision."""
-    recorded = summaries + lr_summaries
+def _study_v3(module, out, config, sweep, lr_sweep, pilot, keep) -> None:
+    """The pre-registered order: the rate pick's points, then the pilot gate's tries, then the grid, which runs only
+    once the try at its difficulty (`EDITS[-1]`) holds the gate; then the report (`experiments.repetition_v3`)."""
+    rule = saturation.SaturationConfig()  # the trainer's default rule
+    lr_summaries = run_points(config, lr_sweep, **keep)
+    pilot_summaries = run_points(config, pilot, **keep)
+    gate_try = [s for s in pilot_summaries if point_name(s["point"]) == point_name(pilot[-1])] if pilot else []
+    holds = bool(gate_try) and repetition_v3.pilot_gate(gate_try[0], rule)["holds"]
+    if pilot and not holds and keep["run_missing"]:
+        print(
+            f"the pilot gate does not hold at {point_name(pilot[-1])}: no grid point runs; change EDITS in the config"
+            " and record why in PREREGISTRATION.md, Changes",
+            flush=True,
+        )
+    summaries = run_points(config, sweep, **{**keep, "run_missing": keep["run_missing"] and holds})
+    recorded = list({point_name(s["point"]): s for s in lr_summaries + pilot_summaries + summaries}.values())
+    missing = missing_points(lr_sweep + pilot + sweep, recorded)
     if not recorded:
         raise SystemExit(f"no point is recorded in {out / 'points'} yet; not run: {', '.join(missing)}")
     one_epoch, row_n = module.DIAGONAL[0], module.SATURATION_ROW[0][0]
     lr_choice = repetition_v3.lr_pick(lr_summaries, module.LR_CHOICES, one_epoch, module.DIAGONAL[-1])
     lr = module.LR if module.LR is not None else lr_choice["pick"]
-    result = repetition_v3.report(recorded, lr, rule, one_epoch, row_n) if lr is not None else None
+    edits = module.EDITS if module.LR is not None else None
+    result = repetition_v3.report(recorded, lr, rule, one_epoch, row_n, edits) if lr is not None else None
     table = repetition_v3.markdown(lr_choice, result, one_epoch) + "\n\n## Every point\n\n"
     table += repetition_v3.points_table(recorded, rule)
     if missing:
         table += "\n\n" + under_way(missing)
     write_report(out, table, {"lr_pick": lr_choice, "result": result, "missing": missing, "config": config.to_dict()})
-    first_draw = [s for s in recorded if repetition_v3.point_key(s)[2:] == (lr, module.DRAWS[0])]
+    grid_edits = tuple(module.EDITS[-1])
+    first_draw = [s for s in recorded if repetition_v3.point_key(s)[2:] == (lr, module.DRAWS[0], grid_edits)]
     if first_draw:
         plot([point_row(s, rule) for s in first_draw], out / "figure.png")
     print(table)

@@ -8,7 +8,8 @@ Model: SmolLM2-135M-Instruct after v2's single-step warm-up (`WARMUP/model`, bui
 missing). Task: list edits with 3-5 edits (about 200 tokens per example), so one epoch lands off the floor; the pilot
 gate (the 512 x 1 point at the chosen rate: held-out avg@4 in [0.2, 0.6] with epoch token accuracy below the
 saturation rule's 0.99; <= 0.9 until 2026-12-07) is judged
-before the grid runs, and a change of difficulty is recorded in the pre-registration's "Changes".
+before the grid runs (`get_pilot`: its try at each difficulty of `EDITS`), and a change of difficulty is appended to
+`EDITS` and recorded in the pre-registration's "Changes"; the grid runs at the last.
 
 Grid at 512 updates of one sequence each: 512 x 1, 128 x 4, 64 x 8, 32 x 16 (samples x epochs), and 32 x 4, 32 x 8
 for the saturation row; every point on two pools (`data.pool_seed` 0 and 1: two shuffles of the 512-problem pool,
@@ -32,6 +33,9 @@ SATURATION_ROW = [(32, 4), (32, 8)]  # with 32 x 16 from the diagonal: the rule 
 DRAWS = (0, 1)  # data.pool_seed of the two pools
 LR_CHOICES = (3e-5, 1e-4, 3e-4)
 LR: float | None = None  # the pick, recorded before the grid runs (PREREGISTRATION.md, "Changes")
+# The pilot's difficulties, in order (fewest, most edits per problem): the first is the rate pick's, each later one a
+# change of the gate's lever recorded in PREREGISTRATION.md "Changes"; the grid runs at the last.
+EDITS: list[tuple[int, int]] = [(3, 5)]
 
 
 def get_config():
@@ -39,8 +43,7 @@ def get_config():
     c.workdir = "runs/study_repetition_v3"
     c.data.synthetic.pool_size = BUDGET
     c.data.synthetic.test_size = 128
-    c.data.synthetic.min_steps = 3
-    c.data.synthetic.max_steps = 5
+    c.data.synthetic.min_steps, c.data.synthetic.max_steps = EDITS[0]
     c.eval.num_items = 128
     c.eval.n = 4
     c.eval.temperature = 0.6
@@ -50,15 +53,21 @@ def get_config():
     return c
 
 
-def point(samples: int, epochs: int, lr: float, draw: int) -> dict:
+def point(samples: int, epochs: int, lr: float, draw: int, edits: tuple[int, int] | None = None) -> dict:
+    """One run's overrides; a difficulty other than the first names its workdir (`_edits5-8`), so the points of
+    every difficulty keep their own records."""
+    edits = tuple(edits or EDITS[0])
+    suffix = "" if edits == tuple(EDITS[0]) else f"_edits{edits[0]}-{edits[1]}"
     return {
         "data.num_samples": samples,
+        "data.synthetic.min_steps": edits[0],
+        "data.synthetic.max_steps": edits[1],
         "data.pool_seed": draw,
         "train.epochs": epochs,
         "train.max_updates": samples * epochs,
         "train.lr": lr,
         "eval.every_epochs": epochs,  # once, after the last epoch
-        "workdir": f"runs/study_repetition_v3/{samples}x{epochs}_lr{lr:g}_draw{draw}",
+        "workdir": f"runs/study_repetition_v3/{samples}x{epochs}_lr{lr:g}_draw{draw}{suffix}",
     }
 
 
@@ -67,9 +76,18 @@ def get_lr_sweep():
     return [point(n, e, lr, DRAWS[0]) for lr in LR_CHOICES for n, e in (DIAGONAL[0], DIAGONAL[-1])]
 
 
+def get_pilot():
+    """The pilot gate's tries: the one-epoch point of draw 0 at the picked rate, at every difficulty of `EDITS` (the
+    first is the rate pick's own point); none before the pick."""
+    if LR is None:
+        return []
+    return [point(*DIAGONAL[0], LR, DRAWS[0], edits) for edits in EDITS]
+
+
 def get_sweep():
-    """The diagonal and the saturation row on both draws, at the picked rate; none before the pick (`LR` None), so
+    """The diagonal and the saturation row on both draws, at the picked rate and the last difficulty, the gate's try
+    first (the study runs no other grid point until its record holds the gate); none before the pick (`LR` None), so
     that only `--lr_sweep` points can run then."""
     if LR is None:
         return []
-    return [point(n, e, LR, d) for d in DRAWS for n, e in DIAGONAL + SATURATION_ROW]
+    return [point(n, e, LR, d, EDITS[-1]) for d in DRAWS for n, e in DIAGONAL + SATURATION_ROW]

@@ -67,7 +67,7 @@ def test_records_from_another_checkout_rerun_nothing_until_the_data_changes(tmp_
         ("study_bitune_v2_smollm2", "docs/bitune_study_v2/pilot_points", ("get_pilot",)),
         ("study_bitune_v3_gemma3", "docs/bitune_study_v3/pilot_k6", ("get_pilot_k6",)),
         ("study_bitune_v3_gemma3", "docs/bitune_study_v3/pilot_points", ("get_pilot",)),
-        ("study_repetition_v3_smollm2", "docs/repetition_study_v3/points", ("get_lr_sweep", "get_sweep")),
+        ("study_repetition_v3_smollm2", "docs/repetition_study_v3/points", ("get_lr_sweep", "get_pilot", "get_sweep")),
     ],
 )
 def test_committed_records_keep_their_settings_under_the_current_configs(config_name, points_dir, sweeps):

@@ -23,6 +23,18 @@ def test_the_grid_waits_for_the_pick_then_covers_both_draws_at_one_budget(monkey
         "runs/study_repetition_v3/512x1_lr0.0001_draw0",
         "runs/study_repetition_v3/32x16_lr0.0001_draw0",
     }  # the picked rate's two points are the grid's own, run once
+    assert [p["workdir"] for p in m.get_pilot()] == ["runs/study_repetition_v3/512x1_lr0.0001_draw0"]
+    # A change of difficulty (PREREGISTRATION.md, Changes): the gate's tries at each, the grid at the last, named
+    # apart so that no record of another difficulty is taken for its own.
+    monkeypatch.setattr(m, "EDITS", [(3, 5), (5, 8)])
+    assert [p["workdir"] for p in m.get_pilot()] == [
+        "runs/study_repetition_v3/512x1_lr0.0001_draw0",
+        "runs/study_repetition_v3/512x1_lr0.0001_draw0_edits5-8",
+    ]
+    harder = m.get_sweep()
+    assert {(p["data.synthetic.min_steps"], p["data.synthetic.max_steps"]) for p in harder} == {(5, 8)}
+    assert {p["workdir"] + "_edits5-8" for p in grid} == {p["workdir"] for p in harder}
+    assert {(p["data.synthetic.min_steps"], p["data.synthetic.max_steps"]) for p in m.get_lr_sweep()} == {(3, 5)}
     c = m.get_config()
     assert (c.eval.n, c.eval.temperature, c.eval.top_p, c.eval.num_items) == (4, 0.6, 0.95, 128)
     assert (c.data.synthetic.min_steps, c.data.synthetic.max_steps, c.data.synthetic.pool_size) == (3, 5, 512)
