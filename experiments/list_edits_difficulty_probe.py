@@ -25,6 +25,7 @@ from bitune_jax.train.evaluation import HeldOutEval
 from bitune_jax.train.restore import restore_run
 from bitune_jax.train.validate import validate
 from experiments.configs import study_repetition_v3_smollm2 as v3
+from experiments.list_edits_token_accuracy import edit_ranges
 from experiments.study import point_config
 
 
@@ -50,12 +51,7 @@ def main() -> None:
     parser.add_argument("--problems", type=int, default=64)
     parser.add_argument("--out", default="", help="also write the figures here (JSON)")
     args = parser.parse_args()
-    ranges = []
-    for s in args.steps:
-        lo, _, hi = s.partition("-")
-        if not (lo.isdigit() and hi.isdigit() and 1 <= int(lo) <= int(hi)):
-            parser.error(f"--steps takes ranges like 3-5 (1 <= min <= max), got {s!r}")
-        ranges.append((int(lo), int(hi)))
+    ranges = edit_ranges(parser, args.steps)
     workdir = pathlib.Path(v3.point(*v3.DIAGONAL[0], args.lr, v3.DRAWS[0])["workdir"])
     if not (workdir / "summary.json").exists():
         parser.error(f"{workdir} holds no finished run (summary.json): run the point first")

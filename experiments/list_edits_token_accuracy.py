@@ -37,6 +37,17 @@ def token_accuracy(lm: bj.LM, min_steps: int, max_steps: int, problems: int, see
     return {"steps": f"{min_steps}-{max_steps}", "token_accuracy": hits / tokens, "answer_tokens": tokens}
 
 
+def edit_ranges(parser: argparse.ArgumentParser, values: list[str]) -> list[tuple[int, int]]:
+    """`--steps` values ("3-5") as (min, max) edits per problem; a malformed one is the parser's error."""
+    ranges = []
+    for s in values:
+        lo, _, hi = s.partition("-")
+        if not (lo.isdigit() and hi.isdigit() and 1 <= int(lo) <= int(hi)):
+            parser.error(f"--steps takes ranges like 3-5 (1 <= min <= max), got {s!r}")
+        ranges.append((int(lo), int(hi)))
+    return ranges
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="runs/list_edits_warmup/model")
@@ -45,12 +56,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="", help="also write the figures here (JSON)")
     args = parser.parse_args()
-    ranges = []
-    for s in args.steps:
-        lo, _, hi = s.partition("-")
-        if not (lo.isdigit() and hi.isdigit() and 1 <= int(lo) <= int(hi)):
-            parser.error(f"--steps takes ranges like 3-5 (1 <= min <= max), got {s!r}")
-        ranges.append((int(lo), int(hi)))
+    ranges = edit_ranges(parser, args.steps)
     lm = bj.load(args.model)
     rows = [token_accuracy(lm, lo, hi, args.problems, args.seed) for lo, hi in ranges]
     if args.out:
