@@ -8,7 +8,7 @@ whose record holds the same settings is not run again, so committed records make
 (`experiments.study.run_points`). A config module with a `WARMUP` directory trains that warm-up
 (`experiments.list_edits_warmup.warm_up`) the first time a point needs its model, and its results are copied to
 `OUT/warmup.json`. `--lr_sweep` also runs the config's `get_lr_sweep()` (the learning-rate pick on the one-epoch
-point). `--only` runs just the named points (NAME: a point workdir's last component) and writes no report: a way to
+point; a v3 config's always). `--only` runs just the named points (NAME: a point workdir's last component) and writes no report: a way to
 spend a spare hour on one point.
 
 Writes `results.md` (tables), `results.json` (every number behind them) and `figure.png` into `--out`:
@@ -224,13 +224,14 @@ def main(argv):
     config, sweep = study_from_flags(argv, flags.FLAGS["config"])
     module = load_config_module(config_flags.get_config_filename(flags.FLAGS["config"]))
     out = pathlib.Path(flags.FLAGS.out)
-    lr_sweep = module.get_lr_sweep() if flags.FLAGS.lr_sweep and hasattr(module, "get_lr_sweep") else []
+    v3 = hasattr(module, "DRAWS")  # the pre-registered v3 design: two draws, a greedy pass, its own report
+    # The rate pick is part of v3's design, so its points are always v3's (no flag needed).
+    lr_sweep = module.get_lr_sweep() if (flags.FLAGS.lr_sweep or v3) and hasattr(module, "get_lr_sweep") else []
 
     def runner(c):
         _ensure_warmup(module, out)
         return run(c)
 
-    v3 = hasattr(module, "DRAWS")  # the pre-registered v3 design: two draws, a greedy pass, its own report
     evaluate = (lambda c, w: repetition_v3.with_greedy(c, w, trace_eval_items(c, w))) if v3 else trace_eval_items
     pilot = module.get_pilot() if v3 else []
     if flags.FLAGS.only:

@@ -2,7 +2,7 @@
 over few list-edit traces beat one epoch over many, and does the saturation rule pick a point that does?
 
     python -m experiments.study_repetition --config=experiments/configs/study_repetition_v3_smollm2.py \\
-        --out=docs/repetition_study_v3 --lr_sweep    # first: the learning-rate pick (6 points on draw 0)
+        --out=docs/repetition_study_v3    # the rate pick (6 points on draw 0), the pilot gate, then the grid
 
 Model: SmolLM2-135M-Instruct after v2's single-step warm-up (`WARMUP/model`, built by the study command when
 missing). Task: list edits with 3-5 edits (about 200 tokens per example), so one epoch lands off the floor; the pilot
