@@ -8,8 +8,8 @@ whose record holds the same settings is not run again, so committed records make
 (`experiments.study.run_points`). A config module with a `WARMUP` directory trains that warm-up
 (`experiments.list_edits_warmup.warm_up`) the first time a point needs its model, and its results are copied to
 `OUT/warmup.json`. `--lr_sweep` also runs the config's `get_lr_sweep()` (the learning-rate pick on the one-epoch
-point; a v3 config's always). `--only` runs just the named points (NAME: a point workdir's last component) and writes no report: a way to
-spend a spare hour on one point.
+point; a v3 config's always). `--only` runs just the named points (NAME: a point workdir's last component) and
+writes no report: a way to spend a spare hour on one point.
 
 Writes `results.md` (tables), `results.json` (every number behind them) and `figure.png` into `--out`:
   * per point: held-out accuracy with its binomial standard error, termination rate, mean length, final token
