@@ -239,7 +239,8 @@ def markdown(lr_choice: dict[str, Any], result: dict[str, Any] | None, one_epoch
     p = result["primary"]
     if p is None and (gate is None or not gate["holds"]):
         lines.append("Not run: the grid waits for the pilot gate to hold.")
-    elif p is None:
+        return "\n".join(lines)
+    if p is None:
         lines.append("Pending: the saturation row and the one-epoch point of a draw are not all recorded yet.")
     else:
         picks = "; ".join(

@@ -5,11 +5,11 @@ over few list-edit traces beat one epoch over many, and does the saturation rule
         --out=docs/repetition_study_v3    # the rate pick (6 points on draw 0), the pilot gate, then the grid
 
 Model: SmolLM2-135M-Instruct after v2's single-step warm-up (`WARMUP/model`, built by the study command when
-missing). Task: list edits with 3-5 edits (about 200 tokens per example), so one epoch lands off the floor; the pilot
-gate (the 512 x 1 point at the chosen rate: held-out avg@4 in [0.2, 0.6] with epoch token accuracy below the
-saturation rule's 0.99; <= 0.9 until 2026-12-07) is judged
-before the grid runs (`get_pilot`: its try at each difficulty of `EDITS`), and a change of difficulty is appended to
-`EDITS` and recorded in the pre-registration's "Changes"; the grid runs at the last.
+missing). Task: list edits, 3-5 edits per problem for the rate pick, then as many as the pilot gate needs (5-8 since
+2026-12-07), so that one epoch lands off the floor and off the ceiling. The gate (the 512 x 1 point at the chosen
+rate: held-out avg@4 in [0.2, 0.6] with epoch token accuracy below the saturation rule's 0.99; <= 0.9 until
+2026-12-07) is judged before the grid runs (`get_pilot`: its try at each difficulty of `EDITS`); a change of
+difficulty is appended to `EDITS` and recorded in the pre-registration's "Changes"; the grid runs at the last.
 
 Grid at 512 updates of one sequence each: 512 x 1, 128 x 4, 64 x 8, 32 x 16 (samples x epochs), and 32 x 4, 32 x 8
 for the saturation row; every point on two pools (`data.pool_seed` 0 and 1: two shuffles of the 512-problem pool,
@@ -32,10 +32,13 @@ DIAGONAL = [(512, 1), (128, 4), (64, 8), (32, 16)]  # (samples, epochs), samples
 SATURATION_ROW = [(32, 4), (32, 8)]  # with 32 x 16 from the diagonal: the rule replayed on 32 samples
 DRAWS = (0, 1)  # data.pool_seed of the two pools
 LR_CHOICES = (3e-5, 1e-4, 3e-4)
-LR: float | None = None  # the pick, recorded before the grid runs (PREREGISTRATION.md, "Changes")
+# The pick, recorded before the grid runs (PREREGISTRATION.md, "Changes", 2026-12-07): mean avg@4 0.494 at 1e-4
+# against 0.326 at 3e-5 and 0.430 at 3e-4.
+LR: float | None = 1e-4
 # The pilot's difficulties, in order (fewest, most edits per problem): the first is the rate pick's, each later one a
 # change of the gate's lever recorded in PREREGISTRATION.md "Changes"; the grid runs at the last.
-EDITS: list[tuple[int, int]] = [(3, 5)]
+# 3-5: the gate fails at 1e-4 (avg@4 0.828 > 0.6); 5-8 from 2026-12-07 (PREREGISTRATION.md, Changes).
+EDITS: list[tuple[int, int]] = [(3, 5), (5, 8)]
 
 
 def get_config():

@@ -6,7 +6,9 @@ import importlib
 
 def test_the_grid_waits_for_the_pick_then_covers_both_draws_at_one_budget(monkeypatch):
     m = importlib.import_module("experiments.configs.study_repetition_v3_smollm2")
+    assert m.LR in m.LR_CHOICES and m.EDITS[0] == (3, 5)  # as shipped: a picked rate, the pick's difficulty first
     monkeypatch.setattr(m, "LR", None)
+    monkeypatch.setattr(m, "EDITS", [(3, 5)])
     assert m.get_sweep() == []
     pick = m.get_lr_sweep()
     assert {(p["data.num_samples"], p["train.epochs"], p["train.lr"]) for p in pick} == {

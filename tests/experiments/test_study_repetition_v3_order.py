@@ -70,6 +70,8 @@ def test_the_grid_waits_for_the_gate_at_its_difficulty(tmp_path, monkeypatch, ca
     assert result["pilot_gate"]["holds"] is False and result["primary"] is None
     assert [t["edits"] for t in result["pilot_tries"]] == [[3, 5]]
     assert len(first["missing"]) == 10  # the grid but the rate pick's two points of draw 0
+    text = (out / "results.md").read_text()
+    assert "Not run: the grid waits for the pilot gate to hold." in text and "## Secondary" not in text
 
     # The difficulty changes (recorded in the pre-registration): the pilot reruns at 5-8 edits, then the grid.
     monkeypatch.setattr(m, "EDITS", [(3, 5), (5, 8)])
