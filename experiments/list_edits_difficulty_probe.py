@@ -1,6 +1,6 @@
 """Greedy held-out accuracy of a finished repetition-v3 point at several numbers of edits per problem.
 
-    python -m experiments.list_edits_difficulty_probe --lr 1e-4 [--steps 3-5 4-6 5-8 6-9] [--problems 64]
+    python -m experiments.list_edits_difficulty_probe --lr 1e-4 [--trained 5-8] [--steps 3-5 4-6 5-8] [--problems 64]
 
 Why: when the v3 pilot gate finds the one-epoch point above its avg@4 range, its lever is the number of edits
 (docs/repetition_study_v3/PREREGISTRATION.md), and each try of a new difficulty costs a 512-update run and its
@@ -47,18 +47,21 @@ def probe(model, lr: float, min_steps: int, max_steps: int, problems: int) -> di
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lr", type=float, required=True, help="the point's learning rate (its workdir's name)")
+    parser.add_argument("--trained", default="", help="the edits the point trained at (default: the first of EDITS)")
     parser.add_argument("--steps", nargs="+", default=["3-5", "4-6", "5-8", "6-9"], help="min-max edits per problem")
     parser.add_argument("--problems", type=int, default=64)
     parser.add_argument("--out", default="", help="also write the figures here (JSON)")
     args = parser.parse_args()
     ranges = edit_ranges(parser, args.steps)
-    workdir = pathlib.Path(v3.point(*v3.DIAGONAL[0], args.lr, v3.DRAWS[0])["workdir"])
+    trained = edit_ranges(parser, [args.trained])[0] if args.trained else None
+    workdir = pathlib.Path(v3.point(*v3.DIAGONAL[0], args.lr, v3.DRAWS[0], trained)["workdir"])
     if not (workdir / "summary.json").exists():
         parser.error(f"{workdir} holds no finished run (summary.json): run the point first")
     model = restore_run(workdir)
     rows = [probe(model, args.lr, lo, hi, args.problems) for lo, hi in ranges]
     if args.out:
         command = f"python -m experiments.list_edits_difficulty_probe --lr {args.lr:g} --steps {' '.join(args.steps)}"
+        command += f" --trained {args.trained}" if args.trained else ""
         record = {"command": f"{command} --problems {args.problems}", "workdir": str(workdir), "rows": rows}
         pathlib.Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
     for r in rows:

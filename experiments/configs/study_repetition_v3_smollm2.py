@@ -5,7 +5,7 @@ over few list-edit traces beat one epoch over many, and does the saturation rule
         --out=docs/repetition_study_v3    # the rate pick (6 points on draw 0), the pilot gate, then the grid
 
 Model: SmolLM2-135M-Instruct after v2's single-step warm-up (`WARMUP/model`, built by the study command when
-missing). Task: list edits, 3-5 edits per problem for the rate pick, then as many as the pilot gate needs (5-8 since
+missing). Task: list edits, 3-5 edits per problem for the rate pick, then as many as the pilot gate needs (6-9 since
 2026-12-07), so that one epoch lands off the floor and off the ceiling. The gate (the 512 x 1 point at the chosen
 rate: held-out avg@4 in [0.2, 0.6] with epoch token accuracy below the saturation rule's 0.99; <= 0.9 until
 2026-12-07) is judged before the grid runs (`get_pilot`: its try at each difficulty of `EDITS`); a change of
@@ -37,8 +37,9 @@ LR_CHOICES = (3e-5, 1e-4, 3e-4)
 LR: float | None = 1e-4
 # The pilot's difficulties, in order (fewest, most edits per problem): the first is the rate pick's, each later one a
 # change of the gate's lever recorded in PREREGISTRATION.md "Changes"; the grid runs at the last.
-# 3-5: the gate fails at 1e-4 (avg@4 0.828 > 0.6); 5-8 from 2026-12-07 (PREREGISTRATION.md, Changes).
-EDITS: list[tuple[int, int]] = [(3, 5), (5, 8)]
+# 3-5: the gate fails at 1e-4 (avg@4 0.828 > 0.6); 5-8 fails too (0.654); 6-9 from 2026-12-07 (PREREGISTRATION.md,
+# Changes).
+EDITS: list[tuple[int, int]] = [(3, 5), (5, 8), (6, 9)]
 
 
 def get_config():
