@@ -37,6 +37,9 @@ def test_the_grid_waits_for_the_pick_then_covers_both_draws_at_one_budget(monkey
     assert {(p["data.synthetic.min_steps"], p["data.synthetic.max_steps"]) for p in harder} == {(5, 8)}
     assert {p["workdir"] + "_edits5-8" for p in grid} == {p["workdir"] for p in harder}
     assert {(p["data.synthetic.min_steps"], p["data.synthetic.max_steps"]) for p in m.get_lr_sweep()} == {(3, 5)}
+    monkeypatch.setattr(m, "EDITS", [(3, 5), (6, 9)])
+    assert {p["data.max_len"] for p in m.get_sweep()} == {m.MAX_LEN[(6, 9)]}  # the longest 6-9 traces all fit
+    assert "data.max_len" not in m.get_lr_sweep()[0]  # the recorded points keep the config's 448
     c = m.get_config()
     assert (c.eval.n, c.eval.temperature, c.eval.top_p, c.eval.num_items) == (4, 0.6, 0.95, 128)
     assert (c.data.synthetic.min_steps, c.data.synthetic.max_steps, c.data.synthetic.pool_size) == (3, 5, 512)
