@@ -38,7 +38,9 @@ def test_the_grid_waits_for_the_pick_then_covers_both_draws_at_one_budget(monkey
     assert {p["workdir"] + "_edits5-8" for p in grid} == {p["workdir"] for p in harder}
     assert {(p["data.synthetic.min_steps"], p["data.synthetic.max_steps"]) for p in m.get_lr_sweep()} == {(3, 5)}
     monkeypatch.setattr(m, "EDITS", [(3, 5), (6, 9)])
-    assert {p["data.max_len"] for p in m.get_sweep()} == {m.MAX_LEN[(6, 9)]}  # the longest 6-9 traces all fit
+    grid_6_9 = m.get_sweep()
+    assert {p["data.max_len"] for p in grid_6_9} == {512}  # the longest 6-9 traces (484 tokens) all fit
+    assert {p["data.truncation"] for p in grid_6_9} == {"error"}  # one that did not would stop, not drop an update
     assert "data.max_len" not in m.get_lr_sweep()[0]  # the recorded points keep the config's 448
     c = m.get_config()
     assert (c.eval.n, c.eval.temperature, c.eval.top_p, c.eval.num_items) == (4, 0.6, 0.95, 128)
