@@ -14,18 +14,15 @@ then judges. Headline figures last, one `name: value` per line; `--out` also wri
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import pathlib
 
 import numpy as np
 
-from bitune_jax.eval.reasoning import evaluate
-from bitune_jax.train.evaluation import HeldOutEval
 from bitune_jax.train.restore import restore_run
-from bitune_jax.train.validate import validate
 from experiments.configs import study_repetition_v3_smollm2 as v3
 from experiments.list_edits_token_accuracy import edit_ranges
+from experiments.repetition_v3 import greedy_eval
 from experiments.study import point_config
 
 
@@ -33,9 +30,7 @@ def probe(model, lr: float, min_steps: int, max_steps: int, problems: int) -> di
     """The study's held-out eval of one difficulty (its first `problems`), one greedy sample each."""
     overrides = v3.point(*v3.DIAGONAL[0], lr, v3.DRAWS[0], (min_steps, max_steps))
     config = point_config(v3.get_config(), {**overrides, "eval.num_items": problems})
-    held_out = HeldOutEval.from_config(validate(config, device_count=1), model.lm.tokenizer)
-    greedy = dataclasses.replace(held_out.sampling, n=1, temperature=0.0)
-    records, _ = evaluate(model, held_out.items, greedy, prompts=held_out.prompts)
+    _, records = greedy_eval(model, config)
     return {
         "steps": f"{min_steps}-{max_steps}",
         "problems": len(records),

@@ -30,15 +30,20 @@ GATE = {"avg@4": (0.2, 0.6)}
 RULE_EPOCHS = (4, 8, 16)  # the saturation row's points: the rule picks the first at or after it fires
 
 
+def greedy_eval(model, config) -> tuple[HeldOutEval, list]:
+    """The run config's held-out problems (its prompts and scoring), one greedy decode each: `(held_out, records)`."""
+    held_out = HeldOutEval.from_config(validate(config, device_count=1), model.lm.tokenizer)
+    greedy = dataclasses.replace(held_out.sampling, n=1, temperature=0.0)
+    records, _ = evaluate(model, held_out.items, greedy, prompts=held_out.prompts)
+    return held_out, records
+
+
 def with_greedy(config, workdir: str | pathlib.Path, items: dict[str, Any] | None) -> dict[str, Any] | None:
     """A finished point's sampled-eval records (`items`) plus one greedy decode per problem of its final weights:
     `greedy_correct`, `greedy_terminated`, `greedy_steps_right` (of the same `steps_total`)."""
     if items is None:
         return None
-    model = restore_run(workdir)
-    held_out = HeldOutEval.from_config(validate(config, device_count=1), model.lm.tokenizer)
-    greedy = dataclasses.replace(held_out.sampling, n=1, temperature=0.0)
-    records, _ = evaluate(model, held_out.items, greedy, prompts=held_out.prompts)
+    held_out, records = greedy_eval(restore_run(workdir), config)
     by_index = {r.index: r for r in records}
     order = [by_index[i] for i in items["index"]]
     steps = [list_edits.steps_right(held_out.items[r.index].meta, r.generations[0])[0] for r in order]
