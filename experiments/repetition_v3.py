@@ -155,6 +155,18 @@ def pooled_difference(pairs: list[tuple[dict, dict]], outcome: str) -> dict[str,
     return {**d.to_dict(), "draws": len(pairs)}
 
 
+def check_budget(summaries: list[dict[str, Any]]) -> None:
+    """Every point trained all the updates its config names: one that ran short (an example dropped by truncation, a
+    stop) would compare a smaller budget, so the report refuses it, naming the record."""
+    short = [
+        f"{pathlib.Path(s['config']['workdir']).name}: {s['updates']} of {s['config']['train']['max_updates']} updates"
+        for s in summaries
+        if s["updates"] != s["config"]["train"]["max_updates"]
+    ]
+    if short:
+        raise ValueError(f"a fixed-budget point ran short, so no comparison holds: {'; '.join(short)}")
+
+
 def report(
     summaries: list[dict[str, Any]],
     lr: float,
@@ -169,6 +181,7 @@ def report(
     `one_epoch`: (samples, epochs) of the baseline; `row_n`: the saturation row's sample count; `edits`: the
     pilot's difficulties in order, the grid at the last (points of the others are only the gate's tries; None: one
     difficulty, whatever the records hold)."""
+    check_budget(summaries)
     grid_edits = None if not edits else tuple(edits[-1])
     keep = lambda k: k[2] == lr and (grid_edits is None or k[4] == grid_edits)
     by = {point_key(s)[:4]: s for s in summaries if keep(point_key(s))}

@@ -25,10 +25,12 @@ def record(samples, epochs, lr, draw, p_right, token_accuracy=None, greedy=True,
     }
     if greedy:
         items["greedy_correct"] = [c[0] for c in correct[::-1]]
+    updates = samples * epochs
     point = {"data.num_samples": samples, "train.epochs": epochs, "train.lr": lr, "data.pool_seed": draw}
     return {
         "point": point,
-        "config": {"workdir": f"runs/x/{samples}x{epochs}_lr{lr:g}_draw{draw}"},
+        "config": {"workdir": f"runs/x/{samples}x{epochs}_lr{lr:g}_draw{draw}", "train": {"max_updates": updates}},
+        "updates": updates,
         "history": [{m: a for m in saturation.METRICS} for a in curve],
         "final_eval_items": items,
     }
@@ -117,3 +119,11 @@ def test_primary_waits_for_the_row():
     result = v3.report([record(512, 1, 1e-4, 0, 0.3)], 1e-4, RULE, (512, 1), 32)
     assert result["primary"] is None and result["pilot_gate"] is not None
     assert "Pending" in v3.markdown({"by_lr": {}, "pick": None}, result, (512, 1))
+
+
+def test_a_point_that_ran_short_voids_the_report():
+    """A record with fewer updates than its config's budget (examples dropped by truncation) is named, not compared."""
+    short = record(512, 1, 1e-4, 0, 0.3)
+    short["updates"] = 507
+    with pytest.raises(ValueError, match=r"512x1_lr0.0001_draw0: 507 of 512 updates"):
+        v3.report([short, record(32, 16, 1e-4, 0, 0.3)], 1e-4, RULE, (512, 1), 32)

@@ -26,7 +26,7 @@ def fake_runner(calls):
         ]
         history[-1] |= {"eval_avg@n": 0.0, "eval_terminated_fraction": 1.0, "eval_mean_length": 100.0}
         steps = c.data.num_samples * epochs
-        summary = {"history": history, "steps": steps, "planned_updates": steps}
+        summary = {"history": history, "steps": steps, "updates": steps, "planned_updates": steps}
         pathlib.Path(c.workdir).mkdir(parents=True, exist_ok=True)
         (pathlib.Path(c.workdir) / "summary.json").write_text(json.dumps(summary))
         return summary
