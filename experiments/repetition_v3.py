@@ -22,6 +22,7 @@ from bitune_jax.train.evaluation import HeldOutEval
 from bitune_jax.train.restore import restore_run
 from bitune_jax.train.validate import validate
 from experiments.repetition_report import saturation_epoch
+from experiments.study import save_png, two_panels
 
 OUTCOMES = ("avg@4", "pass@4", "greedy", "terminated", "steps_right")  # avg@4: the primary metric
 # The pilot gate on the one-epoch point: avg@4 in this range, and its epoch's token accuracy below the saturation
@@ -286,3 +287,68 @@ def points_table(summaries: list[dict[str, Any]], rule: saturation.SaturationCon
         name = pathlib.Path(s["config"]["workdir"]).name
         lines.append(f"| {name} | {' | '.join(cells)} | {s['history'][-1][rule.metric]:.3f} |")
     return "\n".join(lines)
+
+
+def figure_series(
+    summaries: list[dict[str, Any]], lr: float, edits: tuple[int, int] | None, rule, fixed: list, row: list
+) -> dict[str, Any]:
+    """What the figure draws, per draw: avg@4 (mean over problems, 95% normal interval) against epochs along the
+    fixed budget (`fixed`: its (samples, epochs) points) and along the saturation row (`row`), and the row's
+    per-epoch token accuracy (the rule's metric) with the epoch the rule fires at."""
+    by = {
+        point_key(s)[:4]: s for s in summaries if point_key(s)[2] == lr and (edits is None or point_key(s)[4] == edits)
+    }
+    out: dict[str, Any] = {}
+    for d in sorted({k[3] for k in by}):
+        series = {}
+        for name, points in (("fixed budget", fixed), (f"{row[0][0]} samples", row)):
+            have = [(n, e) for n, e in points if (n, e, lr, d) in by]
+            avg = [item_outcomes(by[(n, e, lr, d)])["avg@4"] for n, e in have]
+            series[name] = {
+                "epochs": [e for _, e in have],
+                "avg@4": [float(a.mean()) for a in avg],
+                "ci95": [float(1.96 * a.std(ddof=1) / np.sqrt(len(a))) if len(a) > 1 else 0.0 for a in avg],
+            }
+        curves = {}
+        for n, e in row:
+            if (n, e, lr, d) in by:
+                curve = [h[rule.metric] for h in by[(n, e, lr, d)]["history"]]
+                curves[f"{n}x{e}"] = {"token_accuracy": curve, "fired_at_epoch": saturation_epoch(curve, rule)}
+        out[str(d)] = {"avg@4": series, "token_accuracy": curves}
+    return out
+
+
+def plot(series: dict[str, Any], metric: str, path: pathlib.Path) -> pathlib.Path:
+    """Left: avg@4 against epochs, the fixed budget solid, the saturation row dashed, a colour per draw. Right: the
+    row's token accuracy per epoch, a star where the rule fires."""
+    fig, left, right = two_panels(12, 4.2)
+    for i, (draw, s) in enumerate(series.items()):
+        color = f"C{i}"
+        for (name, xs), style in zip(s["avg@4"].items(), ("-", "--")):
+            if xs["epochs"]:
+                left.errorbar(
+                    xs["epochs"],
+                    xs["avg@4"],
+                    yerr=xs["ci95"],
+                    marker="o",
+                    capsize=3,
+                    linestyle=style,
+                    color=color,
+                    label=f"{name}, draw {draw}",
+                )
+        for (name, c), style in zip(s["token_accuracy"].items(), (":", "--", "-")):
+            epochs = np.arange(1, len(c["token_accuracy"]) + 1)
+            right.plot(epochs, c["token_accuracy"], linestyle=style, color=color, label=f"{name}, draw {draw}")
+            if c["fired_at_epoch"] is not None:
+                e = c["fired_at_epoch"]
+                right.plot([e], [c["token_accuracy"][e - 1]], marker="*", markersize=12, color=color)
+    left.set(xlabel="epochs", ylabel="held-out avg@4 (95% interval)", title="held-out avg@4", ylim=(0, 1))
+    left.set_xscale("log", base=2)
+    ticks = sorted({e for s in series.values() for xs in s["avg@4"].values() for e in xs["epochs"]})
+    left.set_xticks(ticks, [str(e) for e in ticks])
+    right.set(xlabel="epoch", ylabel=f"training {metric}", title="token accuracy (star: the rule fires)")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="best", fontsize=8)
+    return save_png(fig, path)

@@ -298,10 +298,11 @@ def _study_v3(module, out, config, sweep, lr_sweep, pilot, keep) -> None:
     if missing:
         table += "\n\n" + under_way(missing)
     write_report(out, table, {"lr_pick": lr_choice, "result": result, "missing": missing, "config": config.to_dict()})
-    grid_edits = tuple(module.EDITS[-1])
-    first_draw = [s for s in recorded if repetition_v3.point_key(s)[2:] == (lr, module.DRAWS[0], grid_edits)]
-    if first_draw:
-        plot([point_row(s, rule) for s in first_draw], out / "figure.png")
+    if lr is not None:
+        grid = module.DIAGONAL, [*module.SATURATION_ROW, module.DIAGONAL[-1]]
+        series = repetition_v3.figure_series(recorded, lr, tuple(module.EDITS[-1]), rule, *grid)
+        if series:
+            repetition_v3.plot(series, rule.metric, out / "figure.png")
     print(table)
     if result is not None and result["primary"] is not None:
         p = result["primary"]

@@ -127,3 +127,28 @@ def test_a_point_that_ran_short_voids_the_report():
     short["updates"] = 507
     with pytest.raises(ValueError, match=r"512x1_lr0.0001_draw0: 507 of 512 updates"):
         v3.report([short, record(32, 16, 1e-4, 0, 0.3)], 1e-4, RULE, (512, 1), 32)
+
+
+def test_the_figure_draws_both_draws_of_the_grid_and_the_row(tmp_path):
+    """Per draw: avg@4 along the fixed budget and along the 32-sample row (only the grid's rate and difficulty), the
+    row's token accuracy, and the epoch the rule fires at."""
+    rising = [0.5, 0.7, 0.9, 0.95, 0.992] + [0.995] * 11
+    recs = []
+    for draw in (0, 1):
+        for i, (n, e) in enumerate([(512, 1), (128, 4), (64, 8), (32, 16), (32, 4), (32, 8)]):
+            curve = rising[:e] if n == 32 else [0.9] * e
+            recs.append(record(n, e, 1e-4, draw, 0.2 + 0.1 * i, token_accuracy=curve, seed=i + 10 * draw))
+    recs.append(record(128, 4, 3e-4, 0, 0.9))  # another rate: not drawn
+    fixed, row = [(512, 1), (128, 4), (64, 8), (32, 16)], [(32, 4), (32, 8), (32, 16)]
+    series = v3.figure_series(recs, 1e-4, None, RULE, fixed, row)
+    assert set(series) == {"0", "1"}
+    budget = series["0"]["avg@4"]["fixed budget"]
+    assert budget["epochs"] == [1, 4, 8, 16]
+    np.testing.assert_allclose(budget["avg@4"][1], v3.item_outcomes(recs[1])["avg@4"].mean())
+    assert all(0 < c < 0.2 for c in budget["ci95"])
+    assert series["1"]["avg@4"]["32 samples"]["epochs"] == [4, 8, 16]
+    curves = series["0"]["token_accuracy"]
+    assert curves["32x16"]["fired_at_epoch"] == 5 and curves["32x4"]["fired_at_epoch"] is None
+    assert curves["32x8"]["token_accuracy"] == rising[:8]
+    path = v3.plot(series, RULE.metric, tmp_path / "figure.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
