@@ -175,13 +175,15 @@ def report(
     one_epoch,
     row_n,
     edits: list[tuple[int, int]] | None = None,
+    expected_draws: tuple[int, ...] | None = None,
 ) -> dict:
     """The primary comparison (the rule's pick against one epoch, pooled over draws, with its decision), the
     secondary ones (every other point against one epoch on every outcome, pooled and per draw), and the pilot gate.
 
     `one_epoch`: (samples, epochs) of the baseline; `row_n`: the saturation row's sample count; `edits`: the
     pilot's difficulties in order, the grid at the last (points of the others are only the gate's tries; None: one
-    difficulty, whatever the records hold)."""
+    difficulty, whatever the records hold); `expected_draws`: the design's draws, so that a primary judged on fewer is
+    marked provisional (None: the recorded ones)."""
     check_budget(summaries)
     grid_edits = None if not edits else tuple(edits[-1])
     keep = lambda k: k[2] == lr and (grid_edits is None or k[4] == grid_edits)
@@ -206,6 +208,7 @@ def report(
         pairs = [(by[(row_n, picks[d]["epochs"], lr, d)], base[d]) for d in ready]
         diff = pooled_difference(pairs, "avg@4")
         out["primary"] = {"picks": {str(d): picks[d] for d in draws if d in picks}, **diff, "decision": decision(diff)}
+        out["primary"]["pending_draws"] = sorted(set(expected_draws or draws) - set(ready))
     points = sorted({(k[0], k[1]) for k in by if (k[0], k[1]) != tuple(one_epoch)}, key=lambda p: (-p[0], p[1]))
     for n, e in points:
         have = [d for d in draws if (n, e, lr, d) in by and base[d] is not None]
@@ -266,6 +269,11 @@ def markdown(lr_choice: dict[str, Any], result: dict[str, Any] | None, one_epoch
             f"draw {d}: fires at epoch {v['fired_at_epoch']}, picks {v['epochs']} epochs" for d, v in p["picks"].items()
         )
         lines.append(f"{picks}. Difference {_interval(p)} over {p['items']} problem pairs: **{p['decision']}**.")
+        if p.get("pending_draws"):
+            pending = ", ".join(map(str, p["pending_draws"]))
+            lines.append(
+                f"Provisional: draw {pending} not recorded yet; the pre-registered decision is the one pooled over every draw."
+            )
     lines += ["", f"## Secondary: each point against {base}", "", "| point | outcome | pooled | per draw |"]
     lines.append("| --- | --- | --- | --- |")
     for s in result["secondary"]:

@@ -292,7 +292,7 @@ def _study_v3(module, out, config, sweep, lr_sweep, pilot, keep) -> None:
     lr_choice = repetition_v3.lr_pick(lr_summaries, module.LR_CHOICES, one_epoch, module.DIAGONAL[-1])
     lr = module.LR if module.LR is not None else lr_choice["pick"]
     edits = module.EDITS if module.LR is not None else None
-    result = repetition_v3.report(recorded, lr, rule, one_epoch, row_n, edits) if lr is not None else None
+    result = repetition_v3.report(recorded, lr, rule, one_epoch, row_n, edits, module.DRAWS) if lr is not None else None
     table = repetition_v3.markdown(lr_choice, result, one_epoch) + "\n\n## Every point\n\n"
     table += repetition_v3.points_table(recorded, rule)
     if missing:

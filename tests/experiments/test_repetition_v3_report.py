@@ -111,6 +111,11 @@ def test_primary_pools_the_draws_and_applies_the_decision_rule():
     assert v3.decision({"low": -0.1, "high": 0.2}) == "unresolved" and v3.decision({"low": -0.3, "high": -0.1}) == (
         "not reproduced"
     )
+    assert p["pending_draws"] == [] and "Provisional" not in text
+    one_draw = v3.report([r for r in recs if r["point"]["data.pool_seed"] == 0], lr, RULE, (512, 1), 32, None, (0, 1))
+    assert one_draw["primary"]["pending_draws"] == [1] and one_draw["primary"]["items"] == ITEMS
+    text = v3.markdown(v3.lr_pick([], (1e-4,), (512, 1), (32, 16)), one_draw, (512, 1))
+    assert "Provisional: draw 1 not recorded yet" in text
     table = v3.points_table(recs, RULE)
     assert "| 512x1_lr0.0001_draw0 |" in table and table.count("\n") == len(recs) + 1
 
