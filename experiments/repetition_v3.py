@@ -272,7 +272,8 @@ def markdown(lr_choice: dict[str, Any], result: dict[str, Any] | None, one_epoch
         if p.get("pending_draws"):
             pending = ", ".join(map(str, p["pending_draws"]))
             lines.append(
-                f"Provisional: draw {pending} not recorded yet; the pre-registered decision is the one pooled over every draw."
+                f"Provisional: draw {pending} not recorded yet; the pre-registered decision is the one pooled over"
+                " every draw."
             )
     lines += ["", f"## Secondary: each point against {base}", "", "| point | outcome | pooled | per draw |"]
     lines.append("| --- | --- | --- | --- |")
