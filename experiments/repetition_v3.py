@@ -318,11 +318,10 @@ def figure_series(
                 "avg@4": [float(a.mean()) for a in avg],
                 "ci95": [float(1.96 * a.std(ddof=1) / np.sqrt(len(a))) if len(a) > 1 else 0.0 for a in avg],
             }
-        curves = {}
-        for n, e in row:
-            if (n, e, lr, d) in by:
-                curve = [h[rule.metric] for h in by[(n, e, lr, d)]["history"]]
-                curves[f"{n}x{e}"] = {"token_accuracy": curve, "fired_at_epoch": saturation_epoch(curve, rule)}
+        curves: dict[str, Any] = {}
+        for n, e in row:  # every row point, in order (None: not recorded), so each keeps its line style
+            curve = [h[rule.metric] for h in by[(n, e, lr, d)]["history"]] if (n, e, lr, d) in by else None
+            curves[f"{n}x{e}"] = curve and {"token_accuracy": curve, "fired_at_epoch": saturation_epoch(curve, rule)}
         out[str(d)] = {"avg@4": series, "token_accuracy": curves}
     return out
 
@@ -346,6 +345,8 @@ def plot(series: dict[str, Any], metric: str, path: pathlib.Path) -> pathlib.Pat
                     label=f"{name}, draw {draw}",
                 )
         for (name, c), style in zip(s["token_accuracy"].items(), (":", "--", "-")):
+            if c is None:
+                continue
             epochs = np.arange(1, len(c["token_accuracy"]) + 1)
             right.plot(epochs, c["token_accuracy"], linestyle=style, color=color, label=f"{name}, draw {draw}")
             if c["fired_at_epoch"] is not None:

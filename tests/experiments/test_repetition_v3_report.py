@@ -155,5 +155,8 @@ def test_the_figure_draws_both_draws_of_the_grid_and_the_row(tmp_path):
     curves = series["0"]["token_accuracy"]
     assert curves["32x16"]["fired_at_epoch"] == 5 and curves["32x4"]["fired_at_epoch"] is None
     assert curves["32x8"]["token_accuracy"] == rising[:8]
+    del recs[4:6]  # draw 0's 32 x 4 and 32 x 8 not recorded: named, so 32 x 16 keeps its place (and line style)
+    partial = v3.figure_series(recs, 1e-4, None, RULE, fixed, row)["0"]["token_accuracy"]
+    assert list(partial) == ["32x4", "32x8", "32x16"] and partial["32x4"] is None and partial["32x16"] is not None
     path = v3.plot(series, RULE.metric, tmp_path / "figure.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
