@@ -156,6 +156,12 @@ def pooled_difference(pairs: list[tuple[dict, dict]], outcome: str) -> dict[str,
     return {**d.to_dict(), "draws": len(pairs)}
 
 
+def grid_points(summaries: list[dict[str, Any]], lr: float, edits: tuple[int, int] | None) -> dict[tuple, dict]:
+    """The records at rate `lr` and difficulty `edits` (None: any), by (samples, epochs, lr, draw)."""
+    keyed = ((point_key(s), s) for s in summaries)
+    return {k[:4]: s for k, s in keyed if k[2] == lr and (edits is None or k[4] == edits)}
+
+
 def check_budget(summaries: list[dict[str, Any]]) -> None:
     """Every point trained all the updates its config names: one that ran short (an example dropped by truncation, a
     stop) would compare a smaller budget, so the report refuses it, naming the record."""
@@ -186,8 +192,7 @@ def report(
     marked provisional (None: the recorded ones)."""
     check_budget(summaries)
     grid_edits = None if not edits else tuple(edits[-1])
-    keep = lambda k: k[2] == lr and (grid_edits is None or k[4] == grid_edits)
-    by = {point_key(s)[:4]: s for s in summaries if keep(point_key(s))}
+    by = grid_points(summaries, lr, grid_edits)
     draws = sorted({k[3] for k in by})
     base = {d: by.get((*one_epoch, lr, d)) for d in draws}
     out: dict[str, Any] = {"lr": lr, "edits": grid_edits and list(grid_edits), "draws": draws, "pilot_gate": None}
@@ -304,9 +309,7 @@ def figure_series(
     """What the figure draws, per draw: avg@4 (mean over problems, 95% normal interval) against epochs along the
     fixed budget (`fixed`: its (samples, epochs) points) and along the saturation row (`row`), and the row's
     per-epoch token accuracy (the rule's metric) with the epoch the rule fires at."""
-    by = {
-        point_key(s)[:4]: s for s in summaries if point_key(s)[2] == lr and (edits is None or point_key(s)[4] == edits)
-    }
+    by = grid_points(summaries, lr, edits)
     out: dict[str, Any] = {}
     for d in sorted({k[3] for k in by}):
         series = {}
