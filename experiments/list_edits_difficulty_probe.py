@@ -60,7 +60,9 @@ def main() -> None:
         record = {"command": f"{command} --problems {args.problems}", "workdir": str(workdir), "rows": rows}
         pathlib.Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
     for r in rows:
-        print(f"greedy_{r['steps']}: {r['greedy']:.4f} (terminated {r['terminated']:.3f}, {r['problems']} problems)")
+        print(f"{r['steps']} edits: terminated {r['terminated']:.3f} of {r['problems']} problems")
+    for r in rows:
+        print(f"greedy_{r['steps']}: {r['greedy']:.4f}")
 
 
 if __name__ == "__main__":

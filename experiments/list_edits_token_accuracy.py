@@ -69,7 +69,9 @@ def main() -> None:
         }
         pathlib.Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
     for r in rows:
-        print(f"token_accuracy_{r['steps']}: {r['token_accuracy']:.4f} ({r['answer_tokens']} answer tokens)")
+        print(f"{r['steps']} edits: {r['answer_tokens']} answer tokens")
+    for r in rows:
+        print(f"token_accuracy_{r['steps']}: {r['token_accuracy']:.4f}")
 
 
 if __name__ == "__main__":
