@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bitune_jax.data.records import Record, write_jsonl
+from bitune_jax.data.records import write_jsonl
 from bitune_jax.tasks.problem_stream import StepsTask
 
 __all__ = ["generate", "train_test_split", "write_jsonl", "solve", "INSTRUCTION", "ANSWER_ONLY_INSTRUCTION"]
@@ -183,49 +183,16 @@ def _problem(rng: np.random.Generator, min_steps: int, max_steps: int, cot: bool
     }
 
 
-TASK = StepsTask(_problem, task="arith", name="synthetic", instructions=(INSTRUCTION, ANSWER_ONLY_INSTRUCTION))
-
-
-def generate(n: int, *, seed: int, min_steps: int = 4, max_steps: int = 8, cot: bool = True) -> list[Record]:
-    """`n` distinct problems with `min_steps..max_steps` events each; `generate(n)` is a prefix of `generate(m > n)`.
-
-    Each record's `meta` holds the structured problem: `answer` (int), `start`, `ops` ([op, operand] pairs),
-    `steps` and `question`, so answers can be recomputed with `solve(start, ops)`.
-    """
-    source = f"<synthetic arith seed={seed}>"
-    return TASK.generate(n, seed=seed, min_steps=min_steps, max_steps=max_steps, cot=cot, source=source)
-
-
-def split(spec) -> tuple[list[Record], list[Record]]:
-    """`(training pool, disjoint test set)` as a run config's `data.synthetic` section sets it (any object with
-    `pool_size`, `test_size`, `seed`, `min_steps`, `max_steps` and `cot`): the trainer's pool and its eval's items."""
-    return TASK.split(spec)
-
-
-def train_test_split(
-    n_train: int,
-    n_test: int,
-    *,
-    seed: int,
-    min_steps: int = 4,
-    max_steps: int = 8,
-    test_min_steps: int | None = None,
-    test_max_steps: int | None = None,
-    cot: bool = True,
-) -> tuple[list[Record], list[Record]]:
-    """A training pool and a test set that share no problem text.
-
-    The test set depends only on `(seed, n_test, test steps)`; the pool is a stream that skips test problems, so a
-    larger `n_train` extends the pool without changing its first entries (nested prefixes stay valid). Test steps
-    default to the training range; set them higher to measure length generalization.
-    """
-    return TASK.train_test_split(
-        n_train,
-        n_test,
-        seed=seed,
-        min_steps=min_steps,
-        max_steps=max_steps,
-        test_min_steps=test_min_steps,
-        test_max_steps=test_max_steps,
-        cot=cot,
-    )
+# A record's meta: `answer` (int), `start`, `ops` ([op, operand] pairs), `steps`, `question`; `solve(start, ops)`
+# recomputes the answer.
+TASK = StepsTask(
+    _problem,
+    task="arith",
+    name="synthetic",
+    instructions=(INSTRUCTION, ANSWER_ONLY_INSTRUCTION),
+    steps=(4, 8),
+    stream="synthetic arith",
+)
+generate = TASK.generate
+train_test_split = TASK.train_test_split
+split = TASK.split

@@ -78,22 +78,32 @@ def disjoint_split(
 @dataclasses.dataclass(frozen=True)
 class StepsTask:
     """A task whose problems take `min_steps..max_steps` steps, with the reasoning trace or without it (`cot`): the
-    wiring of `distinct_records` and `disjoint_split` that the arithmetic and list-edits tasks share."""
+    wiring of `distinct_records` and `disjoint_split` that the arithmetic and list-edits tasks share. Each task module
+    binds its `generate`, `train_test_split` and `split` to these methods, so the three behave alike in every task."""
 
     make_problem: Callable[[np.random.Generator, int, int, bool], dict[str, Any]]  # (rng, min, max, cot)
     task: str  # the records' meta["task"]
     name: str  # the split's sources: "<{name} train seed=...>", "<{name} test seed=...>"
     instructions: tuple[str, str]  # appended to the question: with the trace, without it
+    steps: tuple[int, int]  # the default `(min_steps, max_steps)`
+    stream: str  # `generate`'s source: "<{stream} seed=...>"
 
-    def _problems(self, min_steps: int, max_steps: int, cot: bool) -> ProblemFn:
+    def _problems(self, min_steps: int | None, max_steps: int | None, cot: bool) -> ProblemFn:
+        min_steps = self.steps[0] if min_steps is None else min_steps
+        max_steps = self.steps[1] if max_steps is None else max_steps
         check_steps(min_steps, max_steps)
         return lambda rng: self.make_problem(rng, min_steps, max_steps, cot)
 
     def _rendering(self, cot: bool) -> dict[str, str]:
         return {"task": self.task, "instruction": self.instructions[0 if cot else 1]}
 
-    def generate(self, n: int, *, seed: int, min_steps: int, max_steps: int, cot: bool, source: str) -> list[Record]:
+    def generate(
+        self, n: int, *, seed: int, min_steps: int | None = None, max_steps: int | None = None, cot: bool = True
+    ) -> list[Record]:
+        """`n` distinct problems; `generate(n)` is a prefix of `generate(m > n)`. Each record's `meta` holds the
+        structured problem (`answer`, `start`, `ops`, `steps`, `question`; the task module says which form)."""
         problems = self._problems(min_steps, max_steps, cot)
+        source = f"<{self.stream} seed={seed}>"
         return list(itertools.islice(distinct_records(problems, seed, source=source, **self._rendering(cot)), n))
 
     def train_test_split(
@@ -102,13 +112,21 @@ class StepsTask:
         n_test: int,
         *,
         seed: int,
-        min_steps: int,
-        max_steps: int,
-        test_min_steps: int | None,
-        test_max_steps: int | None,
-        cot: bool,
+        min_steps: int | None = None,
+        max_steps: int | None = None,
+        test_min_steps: int | None = None,
+        test_max_steps: int | None = None,
+        cot: bool = True,
     ) -> tuple[list[Record], list[Record]]:
-        """Test steps default to the training range; set them higher to measure length generalization."""
+        """A training pool and a test set that share no problem text.
+
+        The test set depends only on `(seed, n_test, test steps)`; the pool is a stream that skips test problems, so
+        a larger `n_train` extends the pool without changing its first entries (nested prefixes stay valid). Steps
+        default to the task's range (`steps`), test steps to the training range; set them higher to measure length
+        generalization.
+        """
+        min_steps = self.steps[0] if min_steps is None else min_steps
+        max_steps = self.steps[1] if max_steps is None else max_steps
         train = self._problems(min_steps, max_steps, cot)
         test = self._problems(
             min_steps if test_min_steps is None else test_min_steps,
@@ -119,14 +137,13 @@ class StepsTask:
 
     def split(self, spec) -> tuple[list[Record], list[Record]]:
         """`(training pool, disjoint test set)` from any object with `pool_size`, `test_size`, `seed`, `min_steps`,
-        `max_steps` and `cot` (the shape of a run config's `data.synthetic` section)."""
+        `max_steps` and `cot` (the shape of a run config's `data.synthetic` section): the trainer's pool and its
+        eval's items."""
         return self.train_test_split(
             spec.pool_size,
             spec.test_size,
             seed=spec.seed,
             min_steps=spec.min_steps,
             max_steps=spec.max_steps,
-            test_min_steps=None,
-            test_max_steps=None,
             cot=spec.cot,
         )
