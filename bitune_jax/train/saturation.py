@@ -1,8 +1,9 @@
 """The saturation check: stop adding epochs once epoch token accuracy has memorized the data or stopped improving.
 
-docs/method.md A: under a fixed budget of updates, repetition gains plateau when training token accuracy reaches full
-memorization. Epochs after that spend budget for nothing, so the loop asks `check_saturation` after every epoch and
-reports the saturation epoch and the updates that stopping saves (`updates_saved`).
+docs/method.md A: the paper finds that, under a fixed budget of updates, repetition gains plateau when training token
+accuracy reaches full memorization, so epochs after that would spend budget for little (a claim this project's
+toy-scale studies test, not a law). The loop asks `check_saturation` after every epoch and reports the saturation
+epoch and the updates that stopping saves (`updates_saved`).
 
 Everything here is pure (a list of floats in, a frozen dataclass out) so the rule is tested on scripted accuracy
 sequences without a model, and a resumed run that replays its per-epoch accuracies reaches the same decision.
