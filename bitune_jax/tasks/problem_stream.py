@@ -88,9 +88,10 @@ class StepsTask:
     steps: tuple[int, int]  # the default `(min_steps, max_steps)`
     stream: str  # `generate`'s source: "<{stream} seed=...>"
 
-    def _problems(self, min_steps: int | None, max_steps: int | None, cot: bool) -> ProblemFn:
-        min_steps = self.steps[0] if min_steps is None else min_steps
-        max_steps = self.steps[1] if max_steps is None else max_steps
+    def _steps(self, min_steps: int | None, max_steps: int | None) -> tuple[int, int]:
+        return (self.steps[0] if min_steps is None else min_steps, self.steps[1] if max_steps is None else max_steps)
+
+    def _problems(self, min_steps: int, max_steps: int, cot: bool) -> ProblemFn:
         check_steps(min_steps, max_steps)
         return lambda rng: self.make_problem(rng, min_steps, max_steps, cot)
 
@@ -102,7 +103,7 @@ class StepsTask:
     ) -> list[Record]:
         """`n` distinct problems; `generate(n)` is a prefix of `generate(m > n)`. Each record's `meta` holds the
         structured problem (`answer`, `start`, `ops`, `steps`, `question`; the task module says which form)."""
-        problems = self._problems(min_steps, max_steps, cot)
+        problems = self._problems(*self._steps(min_steps, max_steps), cot)
         source = f"<{self.stream} seed={seed}>"
         return list(itertools.islice(distinct_records(problems, seed, source=source, **self._rendering(cot)), n))
 
@@ -125,8 +126,7 @@ class StepsTask:
         default to the task's range (`steps`), test steps to the training range; set them higher to measure length
         generalization.
         """
-        min_steps = self.steps[0] if min_steps is None else min_steps
-        max_steps = self.steps[1] if max_steps is None else max_steps
+        min_steps, max_steps = self._steps(min_steps, max_steps)
         train = self._problems(min_steps, max_steps, cot)
         test = self._problems(
             min_steps if test_min_steps is None else test_min_steps,
