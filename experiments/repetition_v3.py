@@ -196,7 +196,7 @@ def report(
     draws = sorted({k[3] for k in by})
     base = {d: by.get((*one_epoch, lr, d)) for d in draws}
     out: dict[str, Any] = {"lr": lr, "edits": grid_edits and list(grid_edits), "draws": draws, "pilot_gate": None}
-    out |= {"pilot_tries": [], "primary": None, "secondary": []}
+    out |= {"pilot_tries": [], "primary": None, "secondary": [], "saturation_row": []}
     if base.get(draws[0] if draws else 0) is not None:
         out["pilot_gate"] = pilot_gate(base[draws[0]], rule)
     if edits:
@@ -223,7 +223,24 @@ def report(
                 continue
             per_draw = {str(d): pooled_difference([(by[(n, e, lr, d)], base[d])], outcome) for d in have}
             out["secondary"].append({"point": f"{n}x{e}", "outcome": outcome, **pooled, "per_draw": per_draw})
+    out["saturation_row"] = saturation_row(by, lr, row_n, draws)
     return out
+
+
+def saturation_row(by: dict[tuple, dict], lr: float, row_n: int, draws: list[int]) -> list[dict[str, Any]]:
+    """Exploratory, not pre-registered: each step along the saturation row (`row_n` x e against the row's previous
+    epoch count) in avg@4 and in steps right (partial credit, which moves where avg@4 sits at the floor), pooled over
+    the draws that have both points. The paper's reading predicts gains up to where the rule fires and none after."""
+    epochs = sorted({k[1] for k in by if k[0] == row_n and k[2] == lr})
+    steps = []
+    for shorter, longer in zip(epochs, epochs[1:]):
+        have = [d for d in draws if (row_n, shorter, lr, d) in by and (row_n, longer, lr, d) in by]
+        pairs = [(by[(row_n, longer, lr, d)], by[(row_n, shorter, lr, d)]) for d in have]
+        for outcome in ("avg@4", "steps_right"):
+            diff = pooled_difference(pairs, outcome) if pairs else None
+            if diff is not None:
+                steps.append({"step": f"{row_n}x{longer} - {row_n}x{shorter}", "outcome": outcome, **diff})
+    return steps
 
 
 def _interval(d: dict[str, Any]) -> str:
@@ -285,6 +302,10 @@ def markdown(lr_choice: dict[str, Any], result: dict[str, Any] | None, one_epoch
     for s in result["secondary"]:
         per = "; ".join(f"{d}: {_interval(v)}" for d, v in s["per_draw"].items() if v is not None)
         lines.append(f"| {s['point']} | {s['outcome']} | {_interval(s)} | {per} |")
+    if result.get("saturation_row"):
+        lines += ["", "## Exploratory (not pre-registered): steps along the saturation row", ""]
+        lines += ["| step | outcome | pooled | draws |", "| --- | --- | --- | ---: |"]
+        lines += [f"| {s['step']} | {s['outcome']} | {_interval(s)} | {s['draws']} |" for s in result["saturation_row"]]
     return "\n".join(lines)
 
 

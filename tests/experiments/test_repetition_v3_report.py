@@ -112,6 +112,10 @@ def test_primary_pools_the_draws_and_applies_the_decision_rule():
         "not reproduced"
     )
     assert p["pending_draws"] == [] and "Provisional" not in text
+    step, steps_right = result["saturation_row"]  # 32 x 8 has every first sample right, 32 x 16 not: more epochs lose
+    assert step["step"] == "32x16 - 32x8" and step["outcome"] == "avg@4" and step["draws"] == 2 and step["high"] < 0
+    assert steps_right["outcome"] == "steps_right" and steps_right["estimate"] == 0  # both at 2 of 4 steps
+    assert "| 32x16 - 32x8 | avg@4 | " in text and "Exploratory (not pre-registered)" in text
     one_draw = v3.report([r for r in recs if r["point"]["data.pool_seed"] == 0], lr, RULE, (512, 1), 32, None, (0, 1))
     assert one_draw["primary"]["pending_draws"] == [1] and one_draw["primary"]["items"] == ITEMS
     text = v3.markdown(v3.lr_pick([], (1e-4,), (512, 1), (32, 16)), one_draw, (512, 1))
