@@ -1,6 +1,7 @@
 """Repetition study v3 (docs/repetition_study_v3/PREREGISTRATION.md): the greedy pass added to each point's eval,
 and the pre-registered report: the learning-rate pick, the pilot gate, the saturation rule's pick against one epoch
-pooled over the two data draws, and the secondary differences on every outcome.
+pooled over the two data draws, and the secondary differences on every outcome (with one exploratory table, not
+pre-registered: the steps along the saturation row).
 
 Pure functions over the points' records (`experiments.study.run_points` summaries), except `with_greedy`, which
 restores a finished point to decode its held-out problems greedily.
@@ -184,7 +185,8 @@ def report(
     expected_draws: tuple[int, ...] | None = None,
 ) -> dict:
     """The primary comparison (the rule's pick against one epoch, pooled over draws, with its decision), the
-    secondary ones (every other point against one epoch on every outcome, pooled and per draw), and the pilot gate.
+    secondary ones (every other point against one epoch on every outcome, pooled and per draw), the pilot gate and,
+    exploratory, the steps along the saturation row.
 
     `one_epoch`: (samples, epochs) of the baseline; `row_n`: the saturation row's sample count; `edits`: the
     pilot's difficulties in order, the grid at the last (points of the others are only the gate's tries; None: one
