@@ -62,6 +62,8 @@ def test_the_pilot_gate_holds_only_when_every_curve_has_flattened():
     verdict = study_bitune.pilot_gate({"LoRA": flat, "Bitune": moving}, 0.03)
     assert verdict.startswith("does not hold") and "Bitune 0.080" in verdict
     assert study_bitune.pilot_gate({"LoRA": {"accuracy_by_update": {"100": 0.4}}}, 0.03).startswith("does not")
+    at_edge = {"accuracy_by_update": {"500": 190 / 200, "600": 196 / 200}}  # a move of exactly 0.03 holds
+    assert study_bitune.pilot_gate({"LoRA": at_edge}, 0.03) == "holds (LoRA 0.030)"
 
 
 def test_the_pilot_ceiling_holds_only_below_it():
