@@ -239,7 +239,7 @@ def saturation_row(by: dict[tuple, dict], lr: float, row_n: int, draws: list[int
         have = [d for d in draws if (row_n, shorter, lr, d) in by and (row_n, longer, lr, d) in by]
         pairs = [(by[(row_n, longer, lr, d)], by[(row_n, shorter, lr, d)]) for d in have]
         for outcome in ("avg@4", "steps_right"):
-            diff = pooled_difference(pairs, outcome) if pairs else None
+            diff = pooled_difference(pairs, outcome)  # None when no draw has both points
             if diff is not None:
                 steps.append({"step": f"{row_n}x{longer} - {row_n}x{shorter}", "outcome": outcome, **diff})
     return steps
